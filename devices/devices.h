@@ -1,0 +1,31 @@
+/* PC devices. Each file holds one device behind one struct dev_ops; its constructor
+ * registers it on the VM's bus and with the VM (for reset and teardown). */
+#ifndef KVMBOX_DEVICES_H
+#define KVMBOX_DEVICES_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct vm;
+struct serial;
+
+#define MUST_CHECK_DEV __attribute__((warn_unused_result))
+
+/* 16550A UART at PORT raising ISA IRQ. Output goes to OUT_FD (-1: discarded). */
+int serial_create(struct vm *vm, uint16_t port, unsigned irq, int out_fd,
+                  struct serial **out) MUST_CHECK_DEV;
+/* Feeds received bytes to the UART; returns how many fit in its receive FIFO. */
+size_t serial_receive(struct serial *s, const uint8_t *buf, size_t len);
+/* Free space in the receive FIFO; the console thread waits on serial_rx_wait_fd() becoming
+ * readable when it is 0. */
+size_t serial_rx_space(struct serial *s);
+int serial_rx_wait_fd(struct serial *s);
+
+int rtc_create(struct vm *vm) MUST_CHECK_DEV;       /* MC146818 CMOS RTC at 0x70 */
+int i8042_create(struct vm *vm) MUST_CHECK_DEV;     /* keyboard controller, enough for reset */
+int pm_create(struct vm *vm) MUST_CHECK_DEV;        /* ACPI PM1a event/control, PM timer, reset register */
+int debug_exit_create(struct vm *vm) MUST_CHECK_DEV;/* QEMU isa-debug-exit at 0xf4 */
+int pvpanic_create(struct vm *vm) MUST_CHECK_DEV;   /* QEMU pvpanic ISA port 0x505 */
+int post_create(struct vm *vm) MUST_CHECK_DEV;      /* port 0x80: POST codes and I/O delay */
+
+#endif

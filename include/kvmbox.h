@@ -1,0 +1,91 @@
+/* libkvmbox: boot and run a KVM guest from a program.
+ *
+ *   struct kvmbox_config cfg;
+ *   kvmbox_config_init(&cfg);
+ *   cfg.kernel = "guest.elf";
+ *   struct kvmbox_result res;
+ *   int status = kvmbox_run_config(&cfg, &res);   // exit status as the CLI uses it
+ *
+ * Nothing here prints or exits: errors come back as negative errno with a one-line message
+ * in the result. The library owns no global mutable state; several VMs may run in one
+ * process (each kvmbox_vm runs its vCPUs on threads of its own).
+ */
+#ifndef KVMBOX_H
+#define KVMBOX_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define KVMBOX_MAX_CMDLINE 4096
+#define KVMBOX_MSG_MAX 512
+
+struct kvmbox_config {
+    const char *kernel;        /* bzImage, ELF with a PVH note, or multiboot ELF */
+    const char *initrd;        /* optional */
+    const char *cmdline;       /* optional */
+    uint64_t mem_size;         /* bytes; default 256 MiB */
+    unsigned cpus;             /* default 1 */
+    bool no_reboot;            /* guest reset ends the VM (status 0) instead of rebooting */
+    unsigned timeout_secs;     /* 0: none; else the VM is stopped with KVMBOX_STOP_TIMEOUT */
+    int console_in;            /* fd the guest's COM1 reads from; -1: no input */
+    int console_out;           /* fd COM1 output goes to; -1: discarded */
+    bool console_escape;       /* Ctrl-] on console_in ends the VM (KVMBOX_STOP_DETACH) */
+};
+
+enum kvmbox_stop {
+    KVMBOX_STOP_POWEROFF = 0,  /* ACPI S5 */
+    KVMBOX_STOP_DEBUG_EXIT,    /* write to the isa-debug-exit port; code in debug_code */
+    KVMBOX_STOP_RESET,         /* reset requested and no_reboot set */
+    KVMBOX_STOP_PANIC,         /* pvpanic */
+    KVMBOX_STOP_TIMEOUT,
+    KVMBOX_STOP_DETACH,        /* console escape or kvmbox_vm_stop() */
+    KVMBOX_STOP_ERROR,         /* kvmbox could not go on: message says why */
+};
+
+struct kvmbox_result {
+    enum kvmbox_stop reason;
+    uint32_t debug_code;       /* value written to the debug-exit port */
+    int error;                 /* negative errno for KVMBOX_STOP_ERROR / setup failures */
+    bool config_error;         /* the failure is the configuration's (bad kernel, sizes...) */
+    char message[KVMBOX_MSG_MAX];
+};
+
+/* The documented process exit statuses. */
+#define KVMBOX_EXIT_POWEROFF 0
+#define KVMBOX_EXIT_USAGE    2
+#define KVMBOX_EXIT_FAILURE  4
+#define KVMBOX_EXIT_PANIC    6
+#define KVMBOX_EXIT_TIMEOUT  124
+
+struct kvmbox_vm;
+
+void kvmbox_config_init(struct kvmbox_config *cfg);
+
+/* Validates CFG and builds the VM (KVM, memory, devices, firmware, kernel). Returns 0, or a
+ * negative errno with RES->message naming the problem. Configuration mistakes (bad kernel
+ * file, sizes, vCPU count) are -EINVAL/-ENOEXEC/-E2BIG/-ENOENT; host problems otherwise. */
+int kvmbox_vm_create(const struct kvmbox_config *cfg, struct kvmbox_vm **out,
+                     struct kvmbox_result *res);
+/* Runs until the guest stops (poweroff, debug-exit, panic, error, timeout, detach); reboots
+ * are handled inside. Returns 0 with RES filled, or negative errno on failure to start. */
+int kvmbox_vm_run(struct kvmbox_vm *vm, struct kvmbox_result *res);
+/* Asks a running VM to stop from another thread (async-signal-unsafe; thread-safe). */
+void kvmbox_vm_stop(struct kvmbox_vm *vm, enum kvmbox_stop reason);
+void kvmbox_vm_destroy(struct kvmbox_vm *vm);
+
+/* create + run + destroy; returns the process exit status (see KVMBOX_EXIT_*): a failure to
+ * create is 2 when RES->config_error is set, else 4. */
+int kvmbox_run_config(const struct kvmbox_config *cfg, struct kvmbox_result *res);
+/* Maps a result to the documented exit status: 0 poweroff/reset/detach, (code<<1)|1 for
+ * debug-exit, 6 panic, 124 timeout, 4 error. */
+int kvmbox_exit_status(const struct kvmbox_result *res);
+const char *kvmbox_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,103 @@
+#include "vmm/config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "vmm/util.h"
+
+const char config_run_usage[] =
+    "usage: kvmbox run --kernel PATH [options]\n"
+    "  --kernel PATH     bzImage, ELF kernel with a PVH note, or multiboot kernel\n"
+    "  --initrd PATH     initial ramdisk (Linux) or first module (PVH, multiboot)\n"
+    "  --cmdline STR     kernel command line (default: \"" DEFAULT_CMDLINE "\")\n"
+    "  --mem SIZE        guest RAM, with K/M/G suffix (default 256M)\n"
+    "  --cpus N          number of vCPUs (default 1)\n"
+    "  --no-reboot       a guest reset ends kvmbox (status 0) instead of rebooting\n"
+    "  --timeout SECS    stop the guest after SECS seconds (status 124)\n"
+    "  -h, --help        this text\n";
+
+enum { OPT_KERNEL = 256, OPT_INITRD, OPT_CMDLINE, OPT_MEM, OPT_CPUS, OPT_NO_REBOOT, OPT_TIMEOUT };
+
+static const struct option run_opts[] = {
+    { "kernel", required_argument, NULL, OPT_KERNEL },
+    { "initrd", required_argument, NULL, OPT_INITRD },
+    { "cmdline", required_argument, NULL, OPT_CMDLINE },
+    { "append", required_argument, NULL, OPT_CMDLINE },
+    { "mem", required_argument, NULL, OPT_MEM },
+    { "memory", required_argument, NULL, OPT_MEM },
+    { "cpus", required_argument, NULL, OPT_CPUS },
+    { "smp", required_argument, NULL, OPT_CPUS },
+    { "no-reboot", no_argument, NULL, OPT_NO_REBOOT },
+    { "timeout", required_argument, NULL, OPT_TIMEOUT },
+    { "help", no_argument, NULL, 'h' },
+    { NULL, 0, NULL, 0 },
+};
+
+static int bad_value(char *err, size_t errlen, const char *opt, const char *val, const char *want)
+{
+    return errf(err, errlen, -EINVAL, "invalid value '%s' for --%s: %s", val, opt, want);
+}
+
+static int apply(int c, const char *arg, struct run_options *o, char *err, size_t errlen)
+{
+    uint64_t v;
+    switch (c) {
+    case OPT_KERNEL: o->vm.kernel = arg; return 0;
+    case OPT_INITRD: o->vm.initrd = arg; return 0;
+    case OPT_CMDLINE: o->vm.cmdline = arg; return 0;
+    case OPT_NO_REBOOT: o->vm.no_reboot = true; return 0;
+    case 'h': o->help = true; return 0;
+    case OPT_MEM:
+        if (parse_size(arg, &v) < 0 || v == 0)
+            return bad_value(err, errlen, "mem", arg, "expected a size like 512M or 2G");
+        /* A bare number means MiB, as with qemu -m. */
+        if (strspn(arg, "0123456789") == strlen(arg)) {
+            if (v > (UINT64_MAX >> 20))
+                return bad_value(err, errlen, "mem", arg, "too large");
+            v <<= 20;
+        }
+        o->vm.mem_size = v;
+        return 0;
+    case OPT_CPUS:
+        if (parse_uint(arg, 1, 4096, &v) < 0)
+            return bad_value(err, errlen, "cpus", arg, "expected a number from 1 to 4096");
+        o->vm.cpus = (unsigned)v;
+        return 0;
+    case OPT_TIMEOUT:
+        if (parse_uint(arg, 1, 100000000, &v) < 0)
+            return bad_value(err, errlen, "timeout", arg, "expected a number of seconds >= 1");
+        o->vm.timeout_secs = (unsigned)v;
+        return 0;
+    default:
+        return -EINVAL;
+    }
+}
+
+int config_parse_run(int argc, char **argv, struct run_options *o, char *err, size_t errlen)
+{
+    memset(o, 0, sizeof(*o));
+    kvmbox_config_init(&o->vm);
+    o->vm.cmdline = DEFAULT_CMDLINE;
+    optind = 0; /* full reset of getopt state: the parser may run more than once */
+    opterr = 0;
+    for (;;) {
+        int idx = 0;
+        int c = getopt_long(argc, argv, ":h", run_opts, &idx);
+        if (c == -1)
+            break;
+        if (c == '?')
+            return errf(err, errlen, -EINVAL, "unknown option '%s'", argv[optind - 1]);
+        if (c == ':')
+            return errf(err, errlen, -EINVAL, "option '%s' needs a value", argv[optind - 1]);
+        int r = apply(c, optarg, o, err, errlen);
+        if (r < 0)
+            return r;
+    }
+    if (optind < argc)
+        return errf(err, errlen, -EINVAL, "unexpected argument '%s'", argv[optind]);
+    if (!o->help && !o->vm.kernel)
+        return errf(err, errlen, -EINVAL, "no kernel given (--kernel PATH)");
+    return 0;
+}

@@ -1,0 +1,32 @@
+/* Small helpers shared by the VMM: error messages, size parsing, time. */
+#ifndef KVMBOX_UTIL_H
+#define KVMBOX_UTIL_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define MUST_CHECK __attribute__((warn_unused_result))
+#define PRINTF(a, b) __attribute__((format(printf, a, b)))
+
+/* Writes one line into BUF (if non-NULL) and returns ERR (a negative errno), so callers can
+ * write `return errf(err, len, -EINVAL, "...")`. */
+int errf(char *buf, size_t len, int err, const char *fmt, ...) PRINTF(4, 5);
+
+/* Parses "512", "64K", "256M", "8G", "1T" (binary units, optional trailing B/iB).
+ * Returns 0 or -EINVAL (malformed) / -ERANGE (overflow). */
+int parse_size(const char *s, uint64_t *out) MUST_CHECK;
+/* Parses a decimal unsigned integer in [min, max]; -EINVAL or -ERANGE otherwise. */
+int parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out) MUST_CHECK;
+/* Formats a byte count as "256 MiB" style text. */
+void format_size(uint64_t bytes, char *buf, size_t len);
+
+uint64_t monotonic_ns(void);
+
+/* Reads exactly LEN bytes at OFF; -EIO on a short file. */
+int read_full_at(int fd, void *buf, size_t len, uint64_t off) MUST_CHECK;
+/* Writes all of BUF (retrying on EINTR/short writes). */
+int write_full(int fd, const void *buf, size_t len);
+
+#endif

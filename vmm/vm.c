@@ -1,0 +1,427 @@
+/* VM construction, the run loop (stop, reset, timeout) and teardown.
+ *
+ * Construction is an explicit ordered table. The "machine" stages (KVM VM, firmware, kernel,
+ * vCPUs) are rebuilt on every guest reset; devices and the console live for the whole run and
+ * are only reset. Teardown runs in exact reverse order. */
+#include "vmm/vm.h"
+
+#include <errno.h>
+#include <linux/kvm.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/sysinfo.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "devices/devices.h"
+#include "firmware/acpi.h"
+#include "firmware/e820.h"
+#include "vmm/console.h"
+#include "vmm/kvm.h"
+#include "vmm/layout.h"
+#include "vmm/util.h"
+#include "vmm/vcpu.h"
+
+#define MIN_MEM (8ULL << 20)
+#define MAX_E820 32
+
+struct kvmbox_vm {
+    struct vm vm;
+};
+
+/* ---- services for devices ---------------------------------------------------------- */
+
+void vm_irq_line(struct vm *vm, unsigned gsi, bool level)
+{
+    pthread_rwlock_rdlock(&vm->irq_lock);
+    if (vm->vm_fd >= 0) {
+        struct kvm_irq_level irq = { .irq = gsi, .level = level };
+        ioctl(vm->vm_fd, KVM_IRQ_LINE, &irq);
+    }
+    pthread_rwlock_unlock(&vm->irq_lock);
+}
+
+void vm_request_stop(struct vm *vm, enum kvmbox_stop reason, uint32_t code, const char *fmt, ...)
+{
+    pthread_mutex_lock(&vm->lock);
+    if (!vm->stop_requested) {
+        vm->result.reason = reason;
+        vm->result.debug_code = code;
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(vm->result.message, sizeof(vm->result.message), fmt, ap);
+        va_end(ap);
+        if (reason == KVMBOX_STOP_ERROR && !vm->result.error)
+            vm->result.error = -EIO;
+        __atomic_store_n(&vm->stop_requested, true, __ATOMIC_SEQ_CST);
+        pthread_cond_broadcast(&vm->cond);
+    }
+    pthread_mutex_unlock(&vm->lock);
+}
+
+void vm_request_reset(struct vm *vm)
+{
+    pthread_mutex_lock(&vm->lock);
+    __atomic_store_n(&vm->reset_requested, true, __ATOMIC_SEQ_CST);
+    pthread_cond_broadcast(&vm->cond);
+    pthread_mutex_unlock(&vm->lock);
+}
+
+bool vm_stopping(struct vm *vm)
+{
+    return __atomic_load_n(&vm->stop_requested, __ATOMIC_SEQ_CST) ||
+           __atomic_load_n(&vm->reset_requested, __ATOMIC_SEQ_CST);
+}
+
+int vm_add_device(struct vm *vm, const char *name, void *dev, void (*reset)(void *),
+                  void (*destroy)(void *))
+{
+    if (vm->ndevices == VM_MAX_DEVICES)
+        return -ENOSPC;
+    vm->devices[vm->ndevices++] = (struct vm_device){ name, dev, reset, destroy };
+    return 0;
+}
+
+/* ---- configuration checks ---------------------------------------------------------- */
+
+static int check_config(struct vm *vm, char *err, size_t errlen)
+{
+    const struct kvmbox_config *c = &vm->cfg;
+    if (!c->kernel || !*c->kernel)
+        return errf(err, errlen, -EINVAL, "no kernel given (--kernel PATH)");
+    if (c->cpus == 0)
+        return errf(err, errlen, -EINVAL, "--cpus must be at least 1");
+    if (c->mem_size < MIN_MEM)
+        return errf(err, errlen, -EINVAL, "--mem must be at least 8M");
+    struct sysinfo si;
+    if (sysinfo(&si) == 0) {
+        uint64_t host = ((uint64_t)si.totalram + si.totalswap) * si.mem_unit;
+        if (c->mem_size > host) {
+            char want[32], have[32];
+            format_size(c->mem_size, want, sizeof(want));
+            format_size(host, have, sizeof(have));
+            return errf(err, errlen, -E2BIG,
+                        "--mem %s is more than this host has (%s of RAM and swap)", want, have);
+        }
+    }
+    return 0;
+}
+
+static int check_cpus(struct vm *vm, char *err, size_t errlen)
+{
+    unsigned max = vm->max_vcpus < VM_MAX_VCPUS ? vm->max_vcpus : VM_MAX_VCPUS;
+    if (vm->cfg.cpus > max)
+        return errf(err, errlen, -EINVAL, "--cpus %u is more than this host's KVM allows (%u)",
+                    vm->cfg.cpus, max);
+    vm->ncpus = vm->cfg.cpus;
+    return 0;
+}
+
+/* ---- machine: what a reset rebuilds ----------------------------------------------- */
+
+static int load_firmware_and_kernel(struct vm *vm, char *err, size_t errlen)
+{
+    struct e820_entry map[MAX_E820];
+    int n = e820_build(vm->mem.ram_size, map, MAX_E820);
+    if (n < 0)
+        return errf(err, errlen, n, "cannot build the memory map");
+    struct acpi_config ac = {
+        .ncpus = vm->ncpus,
+        .lapic_addr = LAYOUT_LAPIC, .ioapic_addr = LAYOUT_IOAPIC, .ioapic_id = 0,
+        .ioapic_gsi_base = 0,
+        .pm1a_evt_port = PORT_PM1A_EVT, .pm1a_cnt_port = PORT_PM1A_CNT,
+        .pm_tmr_port = PORT_PM_TMR, .sci_irq = IRQ_SCI,
+        .reset_port = PORT_RESET, .reset_value = 0x06,
+        .s5_slp_typ = ACPI_SLP_TYP_S5,
+        .pvpanic_port = PORT_PVPANIC, .com1_port = PORT_COM1, .com1_irq = IRQ_COM1,
+    };
+    uint8_t *tables = gm_ptr(&vm->mem, LAYOUT_ACPI_BASE, LAYOUT_ACPI_SIZE);
+    if (!tables)
+        return errf(err, errlen, -EFAULT, "no RAM for the ACPI tables");
+    int used = acpi_build(&ac, tables, LAYOUT_ACPI_SIZE, LAYOUT_ACPI_BASE);
+    if (used < 0)
+        return errf(err, errlen, used, "cannot build the ACPI tables: %s", strerror(-used));
+    struct boot_request req = {
+        .gm = &vm->mem, .kernel_path = vm->kernel, .initrd_path = vm->initrd,
+        .cmdline = vm->cmdline, .rsdp_gpa = LAYOUT_ACPI_BASE, .e820 = map, .ne820 = n,
+    };
+    int r = boot_load(&req, &vm->boot, err, errlen);
+    if (r < 0) {
+        vm->config_error = r != -ENOMEM;
+        return r;
+    }
+    r = vcpu_prepare_boot_tables(vm);
+    return r < 0 ? errf(err, errlen, r, "cannot write the boot page tables") : 0;
+}
+
+static int machine_build(struct vm *vm, char *err, size_t errlen)
+{
+    pthread_rwlock_wrlock(&vm->irq_lock);
+    int r = kvm_create_machine(vm, err, errlen);
+    pthread_rwlock_unlock(&vm->irq_lock);
+    if (r < 0)
+        return r;
+    r = load_firmware_and_kernel(vm, err, errlen);
+    if (r < 0)
+        return r;
+    return vcpus_create(vm, err, errlen);
+}
+
+static void machine_teardown(struct vm *vm)
+{
+    vcpus_destroy(vm);
+    pthread_rwlock_wrlock(&vm->irq_lock);
+    kvm_destroy_machine(vm);
+    pthread_rwlock_unlock(&vm->irq_lock);
+}
+
+/* ---- devices: live for the whole run ------------------------------------------------ */
+
+static int devices_create(struct vm *vm, char *err, size_t errlen)
+{
+    bus_init(&vm->pio, "pio");
+    bus_init(&vm->mmio, "mmio");
+    int r;
+    if ((r = serial_create(vm, PORT_COM1, IRQ_COM1, vm->cfg.console_out, &vm->com1)) < 0 ||
+        (r = rtc_create(vm)) < 0 || (r = i8042_create(vm)) < 0 || (r = pm_create(vm)) < 0 ||
+        (r = debug_exit_create(vm)) < 0 || (r = pvpanic_create(vm)) < 0 ||
+        (r = post_create(vm)) < 0)
+        return errf(err, errlen, r, "cannot create the PC devices: %s", strerror(-r));
+    return 0;
+}
+
+static void devices_reset(struct vm *vm)
+{
+    for (unsigned i = 0; i < vm->ndevices; i++)
+        if (vm->devices[i].reset)
+            vm->devices[i].reset(vm->devices[i].dev);
+}
+
+static void devices_destroy(struct vm *vm)
+{
+    while (vm->ndevices) {
+        struct vm_device *d = &vm->devices[--vm->ndevices];
+        if (d->destroy)
+            d->destroy(d->dev);
+    }
+}
+
+/* ---- public API ----------------------------------------------------------------------- */
+
+static char *dup_or_null(const char *s, int *fail)
+{
+    if (!s)
+        return NULL;
+    char *d = strdup(s);
+    if (!d)
+        *fail = 1;
+    return d;
+}
+
+static int vm_init_state(struct vm *vm, const struct kvmbox_config *cfg)
+{
+    memset(vm, 0, sizeof(*vm));
+    vm->kvm_fd = vm->vm_fd = -1;
+    vm->cfg = *cfg;
+    int fail = 0;
+    vm->kernel = dup_or_null(cfg->kernel, &fail);
+    vm->initrd = dup_or_null(cfg->initrd, &fail);
+    vm->cmdline = dup_or_null(cfg->cmdline ? cfg->cmdline : "", &fail);
+    vm->cfg.kernel = vm->kernel, vm->cfg.initrd = vm->initrd, vm->cfg.cmdline = vm->cmdline;
+    pthread_mutex_init(&vm->lock, NULL);
+    pthread_cond_init(&vm->cond, NULL);
+    pthread_rwlock_init(&vm->irq_lock, NULL);
+    return fail ? -ENOMEM : 0;
+}
+
+static void vm_free_state(struct vm *vm)
+{
+    free(vm->kernel), free(vm->initrd), free(vm->cmdline);
+    free(vm->vcpus);
+    pthread_mutex_destroy(&vm->lock);
+    pthread_cond_destroy(&vm->cond);
+    pthread_rwlock_destroy(&vm->irq_lock);
+}
+
+void kvmbox_config_init(struct kvmbox_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->mem_size = 256ULL << 20;
+    cfg->cpus = 1;
+    cfg->console_in = -1;
+    cfg->console_out = -1;
+}
+
+const char *kvmbox_version(void)
+{
+    return KVMBOX_VERSION;
+}
+
+static void set_result(struct kvmbox_result *res, int err, const char *msg)
+{
+    if (!res)
+        return;
+    memset(res, 0, sizeof(*res));
+    res->reason = KVMBOX_STOP_ERROR;
+    res->error = err;
+    snprintf(res->message, sizeof(res->message), "%s", msg);
+}
+
+int kvmbox_vm_create(const struct kvmbox_config *cfg, struct kvmbox_vm **out,
+                     struct kvmbox_result *res)
+{
+    char err[KVMBOX_MSG_MAX] = "";
+    *out = NULL;
+    struct kvmbox_vm *k = calloc(1, sizeof(*k));
+    if (!k) {
+        set_result(res, -ENOMEM, "out of memory");
+        return -ENOMEM;
+    }
+    struct vm *vm = &k->vm;
+    int r = vm_init_state(vm, cfg);
+    if (r < 0)
+        snprintf(err, sizeof(err), "out of memory");
+    if (r == 0)
+        r = check_config(vm, err, sizeof(err));
+    vm->config_error = r < 0 && r != -ENOMEM;
+    if (r == 0)
+        r = kvm_open_host(vm, err, sizeof(err));
+    if (r == 0 && (r = check_cpus(vm, err, sizeof(err))) < 0)
+        vm->config_error = true;
+    if (r == 0 && (r = gm_init(&vm->mem, cfg->mem_size)) < 0)
+        snprintf(err, sizeof(err), "cannot map %llu MiB of guest memory: %s",
+                 (unsigned long long)(cfg->mem_size >> 20), strerror(-r));
+    if (r == 0)
+        r = devices_create(vm, err, sizeof(err));
+    if (r == 0)
+        r = machine_build(vm, err, sizeof(err));
+    if (r < 0) {
+        set_result(res, r, err);
+        if (res)
+            res->config_error = vm->config_error;
+        kvmbox_vm_destroy(k);
+        return r;
+    }
+    *out = k;
+    return 0;
+}
+
+static bool wait_for_event(struct vm *vm, const struct timespec *deadline)
+{
+    bool timed_out = false;
+    pthread_mutex_lock(&vm->lock);
+    while (!vm->stop_requested && !vm->reset_requested && !timed_out) {
+        if (deadline)
+            timed_out = pthread_cond_timedwait(&vm->cond, &vm->lock, deadline) == ETIMEDOUT;
+        else
+            pthread_cond_wait(&vm->cond, &vm->lock);
+    }
+    pthread_mutex_unlock(&vm->lock);
+    return timed_out;
+}
+
+/* Guest reset: a fresh KVM VM with zeroed RAM, reset devices and a freshly loaded kernel. */
+static int vm_reboot(struct vm *vm, char *err, size_t errlen)
+{
+    machine_teardown(vm);
+    devices_reset(vm);
+    gm_discard_all(&vm->mem);
+    int r = machine_build(vm, err, errlen);
+    if (r < 0)
+        return r;
+    __atomic_store_n(&vm->reset_requested, false, __ATOMIC_SEQ_CST);
+    return vcpus_start(vm, err, errlen);
+}
+
+int kvmbox_vm_run(struct kvmbox_vm *k, struct kvmbox_result *res)
+{
+    struct vm *vm = &k->vm;
+    char err[KVMBOX_MSG_MAX] = "";
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += vm->cfg.timeout_secs;
+    int r = 0;
+    if (vm->cfg.console_in >= 0)
+        r = console_start(vm, vm->cfg.console_in, vm->cfg.console_escape, vm->com1, &vm->console);
+    if (r < 0)
+        snprintf(err, sizeof(err), "cannot start the console thread: %s", strerror(-r));
+    if (r == 0)
+        r = vcpus_start(vm, err, sizeof(err));
+    while (r == 0) {
+        if (wait_for_event(vm, vm->cfg.timeout_secs ? &deadline : NULL))
+            vm_request_stop(vm, KVMBOX_STOP_TIMEOUT, 0, "timeout: the guest ran for %u s",
+                            vm->cfg.timeout_secs);
+        vcpus_stop(vm);
+        if (vm->stop_requested)
+            break;
+        if (vm->cfg.no_reboot) {
+            vm_request_stop(vm, KVMBOX_STOP_RESET, 0, "guest reset (--no-reboot)");
+            break;
+        }
+        r = vm_reboot(vm, err, sizeof(err));
+    }
+    console_stop(vm->console);
+    vm->console = NULL;
+    if (r < 0) {
+        vcpus_stop(vm);
+        set_result(res, r, err);
+        return r;
+    }
+    if (res)
+        *res = vm->result;
+    return 0;
+}
+
+void kvmbox_vm_stop(struct kvmbox_vm *k, enum kvmbox_stop reason)
+{
+    vm_request_stop(&k->vm, reason, 0, "stopped by request");
+}
+
+void kvmbox_vm_destroy(struct kvmbox_vm *k)
+{
+    if (!k)
+        return;
+    struct vm *vm = &k->vm;
+    if (vm->vcpus)
+        vcpus_stop(vm);
+    console_stop(vm->console);
+    machine_teardown(vm);
+    devices_destroy(vm);
+    gm_destroy(&vm->mem);
+    kvm_close_host(vm);
+    vm_free_state(vm);
+    free(k);
+}
+
+int kvmbox_exit_status(const struct kvmbox_result *res)
+{
+    switch (res->reason) {
+    case KVMBOX_STOP_POWEROFF:
+    case KVMBOX_STOP_RESET:
+    case KVMBOX_STOP_DETACH:
+        return KVMBOX_EXIT_POWEROFF;
+    case KVMBOX_STOP_DEBUG_EXIT:
+        return (int)(((res->debug_code << 1) | 1) & 0xff);
+    case KVMBOX_STOP_PANIC:
+        return KVMBOX_EXIT_PANIC;
+    case KVMBOX_STOP_TIMEOUT:
+        return KVMBOX_EXIT_TIMEOUT;
+    case KVMBOX_STOP_ERROR:
+    default:
+        return KVMBOX_EXIT_FAILURE;
+    }
+}
+
+int kvmbox_run_config(const struct kvmbox_config *cfg, struct kvmbox_result *res)
+{
+    struct kvmbox_vm *vm;
+    int r = kvmbox_vm_create(cfg, &vm, res);
+    if (r < 0)
+        return res && res->config_error ? KVMBOX_EXIT_USAGE : KVMBOX_EXIT_FAILURE;
+    r = kvmbox_vm_run(vm, res);
+    kvmbox_vm_destroy(vm);
+    return r < 0 ? KVMBOX_EXIT_FAILURE : kvmbox_exit_status(res);
+}

@@ -1,0 +1,85 @@
+/* struct vm: the only owner of mutable state. Everything a VM has (fds, threads, memory,
+ * devices) hangs off it and is released in reverse order of creation. */
+#ifndef KVMBOX_VM_H
+#define KVMBOX_VM_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "include/kvmbox.h"
+#include "vmm/boot.h"
+#include "vmm/bus.h"
+#include "vmm/guest_mem.h"
+
+struct kvm_run;
+struct kvm_cpuid2;
+struct vm;
+
+/* A device instance as the VM owns it: reset on guest reboot, destroyed at the end. */
+struct vm_device {
+    const char *name;
+    void *dev;
+    void (*reset)(void *dev);
+    void (*destroy)(void *dev);
+};
+
+#define VM_MAX_DEVICES 32
+#define VM_MAX_VCPUS 255
+
+struct vcpu {
+    struct vm *vm;
+    unsigned id;
+    int fd;
+    struct kvm_run *run;
+    pthread_t thread;
+    bool thread_started;
+};
+
+struct console;
+
+struct vm {
+    struct kvmbox_config cfg;     /* strings below are owned copies */
+    char *kernel, *initrd, *cmdline;
+
+    int kvm_fd;
+    int vm_fd;                    /* -1 while the machine is being rebuilt */
+    int run_size;
+    unsigned max_vcpus;
+    struct kvm_cpuid2 *cpuid;     /* KVM_GET_SUPPORTED_CPUID */
+    uint32_t *msr_list;           /* KVM_GET_MSR_INDEX_LIST */
+    unsigned nmsrs;
+
+    struct guest_mem mem;
+    struct bus pio, mmio;
+    struct boot_info boot;
+
+    unsigned ncpus;
+    struct vcpu *vcpus;
+
+    unsigned ndevices;
+    struct vm_device devices[VM_MAX_DEVICES];
+    struct serial *com1;
+    struct console *console;
+
+    /* Stop/reset requests from devices, vCPUs and other threads. */
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool stop_requested;
+    bool reset_requested;
+    struct kvmbox_result result;
+    bool config_error;            /* creation failed because of the configuration */
+    pthread_rwlock_t irq_lock;    /* held for reading while injecting, for writing while vm_fd changes */
+};
+
+/* Devices call these (from vCPU or I/O threads). */
+void vm_irq_line(struct vm *vm, unsigned gsi, bool level);
+void vm_request_stop(struct vm *vm, enum kvmbox_stop reason, uint32_t code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+void vm_request_reset(struct vm *vm);
+bool vm_stopping(struct vm *vm);
+/* Registers a device for reset/teardown. */
+int vm_add_device(struct vm *vm, const char *name, void *dev, void (*reset)(void *),
+                  void (*destroy)(void *)) __attribute__((warn_unused_result));
+
+#endif
