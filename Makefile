@@ -12,7 +12,7 @@ PKGS    := libseccomp json-c liburing zlib
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -fno-strict-aliasing \
            -D_GNU_SOURCE -DKVMBOX_VERSION='"$(VERSION)"' -Iinclude -I. -MMD -MP -pthread
-LDLIBS  += -pthread -lz
+LDLIBS  += -pthread -lz -ljson-c
 ifeq ($(SAN),1)
 CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS += -fsanitize=address,undefined
@@ -55,6 +55,9 @@ $(BUILD)/tests/%: tests/%.c $(LIBKVMBOX)
 
 -include $(wildcard */module.mk)
 -include $(LIB_OBJS:.o=.d) $(CLI_OBJS:.o=.d)
+
+$(BUILD)/tests/.stamp: $(TEST_BINS)
+	@mkdir -p $(dir $@) && touch $@
 
 unit-tests: $(TEST_BINS)
 	@tests/run-unit.sh $(TEST_BINS)

@@ -109,6 +109,14 @@ static uint64_t elf_pvh_entry(const struct elf *e)
     return 0;
 }
 
+/* kvmbox's own boot structures and the ACPI tables live below 1 MiB; a kernel segment may
+ * sit anywhere in RAM except on top of them. */
+static bool overlaps_firmware(uint64_t start, uint64_t end)
+{
+    return (start < LAYOUT_CMDLINE + LAYOUT_CMDLINE_MAX && end > LAYOUT_GDT) ||
+           (start < LAYOUT_ACPI_BASE + LAYOUT_ACPI_SIZE && end > LAYOUT_ACPI_BASE);
+}
+
 /* Loads PT_LOAD segments at their physical addresses; returns the highest end address. */
 static int elf_load(const struct boot_request *req, const struct elf *e, uint64_t *end_out,
                     char *err, size_t errlen)
@@ -122,9 +130,9 @@ static int elf_load(const struct boot_request *req, const struct elf *e, uint64_
         if (s->filesz > s->memsz || __builtin_add_overflow(s->paddr, s->memsz, &end))
             return errf(err, errlen, -ENOEXEC, "%s: bad ELF segment %u", req->kernel_path, i);
         uint8_t *dst = gm_ptr(req->gm, s->paddr, s->memsz);
-        if (!dst || s->paddr < LAYOUT_HIGH_KERNEL)
+        if (!dst || overlaps_firmware(s->paddr, end))
             return errf(err, errlen, -E2BIG,
-                        "%s: segment at %#llx-%#llx is outside guest RAM above 1 MiB",
+                        "%s: segment at %#llx-%#llx is outside guest RAM or on kvmbox's boot data",
                         req->kernel_path, (unsigned long long)s->paddr,
                         (unsigned long long)end);
         memcpy(dst, e->img->data + s->offset, s->filesz);
@@ -263,7 +271,7 @@ int boot_load_multiboot(const struct boot_request *req, const struct boot_image 
         if (load_end < h.load_addr || load_end - h.load_addr > img->size - file_off)
             return errf(err, errlen, -ENOEXEC, "%s: multiboot load range exceeds the file", req->kernel_path);
         uint8_t *dst = gm_ptr(req->gm, h.load_addr, bss_end - h.load_addr);
-        if (!dst || h.load_addr < LAYOUT_HIGH_KERNEL)
+        if (!dst || overlaps_firmware(h.load_addr, bss_end))
             return errf(err, errlen, -E2BIG, "%s: multiboot image does not fit in guest RAM above 1 MiB",
                         req->kernel_path);
         memcpy(dst, img->data + file_off, load_end - h.load_addr);

@@ -1,0 +1,71 @@
+#!/bin/bash
+# The one test command (make check; README; .ci/run): builds kvmbox normally and with
+# ASan+UBSan, runs the unit tests, the guest tests and the integration scripts against both
+# builds, and ends with one "N passed, N failed, N skipped" line.
+set -u
+cd "$(dirname "$0")/.."
+JOBS=$(nproc 2>/dev/null || echo 2)
+LOG=$(mktemp -d /tmp/kvmbox-check.XXXXXX)
+pass=0 fail=0 skip=0
+failed_names=()
+
+count() { # reads PASS/FAIL/SKIP lines from stdin, echoes them, updates the counters
+    local line
+    while IFS= read -r line; do
+        printf '%s\n' "$line"
+        case "$line" in
+        PASS:*) pass=$((pass + 1)) ;;
+        FAIL:*) fail=$((fail + 1)); failed_names+=("${line#FAIL: }") ;;
+        SKIP:*) skip=$((skip + 1)) ;;
+        esac
+    done
+}
+
+build() { # build DIR SAN
+    if make -s -j"$JOBS" BUILD="$1" SAN="$2" all "$1"/tests/.stamp >"$LOG/build-$1.log" 2>&1; then
+        echo "PASS: build $1"
+    else
+        tail -30 "$LOG/build-$1.log"
+        echo "FAIL: build $1"
+        return 1
+    fi
+}
+
+run_scripts() { # run_scripts BUILD_DIR pattern...
+    local dir=$1 s rc out
+    shift
+    for s in "$@"; do
+        [ -x "$s" ] || continue
+        out="$LOG/$(basename "$s").$dir.log"
+        KVMBOX="$dir/kvmbox" BUILD="$dir" timeout 900 "$s" >"$out" 2>&1
+        rc=$?
+        count < <(grep -E '^(PASS|FAIL|SKIP):' "$out" | sed "s|^\(PASS\|FAIL\|SKIP\): |&[$dir] |")
+        if [ $rc -ne 0 ] && [ $rc -ne 77 ] && ! grep -q '^FAIL:' "$out"; then
+            tail -20 "$out"
+            echo "FAIL: [$dir] $(basename "$s") exited with status $rc" | count
+        fi
+    done
+}
+
+for dir_san in "build 0" "build-asan 1"; do
+    set -- $dir_san
+    dir=$1 san=$2
+    if ! build "$dir" "$san" | count; then continue; fi
+    tests/run-unit.sh "$dir"/tests/test_* 2>&1 | count
+    if [ "$san" = 0 ]; then
+        run_scripts "$dir" tests/t-*.sh
+    else
+        # Under ASan: everything that exercises kvmbox's own code paths, not the slow
+        # Linux boots or the benchmarks.
+        run_scripts "$dir" $(ls tests/t-*.sh | grep -v -E 't-linux|t-img-fuzz')
+    fi
+done
+
+echo
+if [ $fail -ne 0 ]; then
+    echo "failed:"
+    printf '  %s\n' "${failed_names[@]}"
+fi
+echo "logs: $LOG"
+echo "$pass passed, $fail failed, $skip skipped"
+[ $fail -eq 0 ]
