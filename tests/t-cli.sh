@@ -1,0 +1,77 @@
+#!/bin/bash
+# kvmbox's command line and bad input: every mistake gets one clear line on stderr and the
+# documented status, never a crash or a hang. Also the embedding example.
+set -u
+KVMBOX=${KVMBOX:-build/kvmbox}
+BUILD=${BUILD:-build}
+GT=$BUILD/guest-tests
+K=$GT/debug-exit.elf
+T=$(mktemp -d /tmp/kvmbox-cli.XXXXXX)
+trap 'rm -rf "$T"' EXIT
+fails=0
+
+# expect NAME STATUS PATTERN -- CMD...: status must match and stderr must be one line
+# containing PATTERN (for failures), with no sanitizer report.
+expect() {
+    local name=$1 want=$2 pat=$3
+    shift 4
+    timeout 60 "$@" >"$T/out" 2>"$T/err" </dev/null
+    local rc=$?
+    local lines
+    lines=$(grep -c . "$T/err")
+    if [ "$rc" != "$want" ]; then
+        echo "FAIL: cli: $name: status $rc, expected $want; stderr: $(head -3 "$T/err")"
+        fails=$((fails + 1))
+    elif [ -n "$pat" ] && { ! grep -q -- "$pat" "$T/err" || [ "$lines" -ne 1 ]; }; then
+        echo "FAIL: cli: $name: expected one line matching '$pat', got: $(cat "$T/err")"
+        fails=$((fails + 1))
+    else
+        echo "PASS: cli: $name ($(head -1 "$T/err"))"
+    fi
+}
+
+expect "version" 0 "" -- "$KVMBOX" --version
+grep -q '^kvmbox [0-9]' "$T/out" || { echo "FAIL: cli: version output: $(cat "$T/out")"; fails=$((fails + 1)); }
+expect "help" 0 "" -- "$KVMBOX" help
+grep -q 'run' "$T/out" || { echo "FAIL: cli: help does not list run"; fails=$((fails + 1)); }
+expect "no command" 2 "" -- "$KVMBOX"
+expect "unknown command" 2 "" -- "$KVMBOX" frobnicate
+expect "unknown option" 2 "unknown option '--frobnicate'" -- "$KVMBOX" run --kernel "$K" --frobnicate
+expect "no kernel" 2 "no kernel given" -- "$KVMBOX" run --mem 64M
+expect "missing kernel file" 2 "cannot open kernel" -- "$KVMBOX" run --kernel "$T/nope"
+printf 'just some text\n' >"$T/text"
+expect "not a kernel" 2 "is not a kernel kvmbox can boot" -- "$KVMBOX" run --kernel "$T/text"
+: >"$T/empty"
+expect "empty kernel" 2 "is empty" -- "$KVMBOX" run --kernel "$T/empty"
+expect "directory as kernel" 2 "not a regular file" -- "$KVMBOX" run --kernel "$T"
+expect "cpus 0" 2 "invalid value '0' for --cpus" -- "$KVMBOX" run --kernel "$K" --cpus 0
+expect "cpus beyond KVM" 2 "more than this host's KVM allows" -- "$KVMBOX" run --kernel "$K" --cpus 4000
+expect "mem beyond host" 2 "more than this host has" -- "$KVMBOX" run --kernel "$K" --mem 64T
+expect "mem malformed" 2 "invalid value 'lots' for --mem" -- "$KVMBOX" run --kernel "$K" --mem lots
+expect "mem too small" 2 "at least 8M" -- "$KVMBOX" run --kernel "$K" --mem 1M
+head -c $((40 << 20)) /dev/zero >"$T/big.initrd"
+expect "initrd does not fit" 2 "does not fit" -- "$KVMBOX" run --kernel "$K" --initrd "$T/big.initrd" --mem 32M
+expect "timeout malformed" 2 "invalid value" -- "$KVMBOX" run --kernel "$K" --timeout soon
+
+if [ "$(id -u)" = 0 ] && command -v unshare >/dev/null; then
+    expect "no /dev/kvm" 4 "/dev/kvm does not exist" -- \
+        unshare -m sh -c 'mount -t tmpfs none /dev && exec "$0" run --kernel "$1"' "$KVMBOX" "$K"
+    if command -v setpriv >/dev/null && [ -e /dev/kvm ] && [ "$(stat -c %a /dev/kvm)" = 600 ]; then
+        cp "$KVMBOX" "$T/kvmbox" && cp "$K" "$T/k.elf" && chmod 755 "$T" && chmod 644 "$T/k.elf"
+        expect "no permission on /dev/kvm" 4 "no permission to open /dev/kvm" -- \
+            setpriv --reuid=65534 --regid=65534 --clear-groups "$T/kvmbox" run --kernel "$T/k.elf"
+    else
+        echo "SKIP: cli: no permission on /dev/kvm: /dev/kvm is not root-only here"
+    fi
+else
+    echo "SKIP: cli: no /dev/kvm and permission checks: need root and unshare"
+fi
+
+if [ -e /dev/kvm ]; then
+    expect "debug-exit status" 43 "" -- "$KVMBOX" run --kernel "$K" --cmdline "code=21" --timeout 30
+    expect "embedding example" 43 "" -- "$BUILD/examples/embed" "$K" "code=21"
+    grep -q "embed: guest stopped" "$T/err" || { echo "FAIL: cli: embed did not report the stop"; fails=$((fails + 1)); }
+else
+    echo "SKIP: cli: running guests: no /dev/kvm on this host"
+fi
+[ $fails -eq 0 ]
