@@ -11,8 +11,10 @@ struct serial;
 
 #define MUST_CHECK_DEV __attribute__((warn_unused_result))
 
-/* 16550A UART at PORT raising ISA IRQ. Output goes to OUT_FD (-1: discarded). */
-int serial_create(struct vm *vm, uint16_t port, unsigned irq, int out_fd,
+/* 16550A UART at PORT raising ISA IRQ. Transmitted bytes go to OUTPUT(CTX, ...), called
+ * with the UART's lock held, so it must not call back into the UART. */
+int serial_create(struct vm *vm, uint16_t port, unsigned irq,
+                  void (*output)(void *ctx, const uint8_t *buf, size_t len), void *ctx,
                   struct serial **out) MUST_CHECK_DEV;
 /* Feeds received bytes to the UART; returns how many fit in its receive FIFO. */
 size_t serial_receive(struct serial *s, const uint8_t *buf, size_t len);
@@ -23,7 +25,10 @@ int serial_rx_wait_fd(struct serial *s);
 
 int rtc_create(struct vm *vm) MUST_CHECK_DEV;       /* MC146818 CMOS RTC at 0x70 */
 int i8042_create(struct vm *vm) MUST_CHECK_DEV;     /* keyboard controller, enough for reset */
-int pm_create(struct vm *vm) MUST_CHECK_DEV;        /* ACPI PM1a event/control, PM timer, reset register */
+struct pm;
+int pm_create(struct vm *vm, struct pm **out) MUST_CHECK_DEV; /* ACPI PM1a event/control, PM timer, reset register */
+/* Presses the ACPI power button: sets PWRBTN_STS and raises the SCI if the guest enabled it. */
+void pm_power_button(struct pm *p);
 int debug_exit_create(struct vm *vm) MUST_CHECK_DEV;/* QEMU isa-debug-exit at 0xf4 */
 int pvpanic_create(struct vm *vm) MUST_CHECK_DEV;   /* QEMU pvpanic ISA port 0x505 */
 int post_create(struct vm *vm) MUST_CHECK_DEV;      /* port 0x80: POST codes and I/O delay */

@@ -136,7 +136,15 @@ static void pm_destroy(void *dev)
     free(p);
 }
 
-int pm_create(struct vm *vm)
+void pm_power_button(struct pm *p)
+{
+    pthread_mutex_lock(&p->lock);
+    p->sts |= PM1_STS_PWRBTN;
+    update_sci(p);
+    pthread_mutex_unlock(&p->lock);
+}
+
+int pm_create(struct vm *vm, struct pm **out)
 {
     struct pm *p = calloc(1, sizeof(*p));
     if (!p)
@@ -149,6 +157,7 @@ int pm_create(struct vm *vm)
         pm_destroy(p);
         return r;
     }
+    *out = p;
     r = bus_register(&vm->pio, PORT_PM_BASE, PORT_PM_SIZE, &pm_ops, p);
     return r < 0 ? r : bus_register(&vm->pio, PORT_RESET, 1, &reset_ops, p);
 }

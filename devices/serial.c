@@ -1,6 +1,6 @@
 /* 16550A UART (NS16550A datasheet): THR/RBR with 16-byte FIFOs, IER/IIR interrupts,
  * LCR/DLAB divisor latch, MCR loopback, LSR and MSR. Transmitted bytes go straight to the
- * console fd; received bytes come from the console thread through serial_receive(). */
+ * console (vm_console_output); received bytes come from the console thread through serial_receive(). */
 #include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -48,7 +48,8 @@ struct serial {
     struct vm *vm;
     pthread_mutex_t lock;
     unsigned irq;
-    int out_fd;
+    void (*out)(void *ctx, const uint8_t *buf, size_t len);
+    void *out_ctx;
     int rx_wait_fd;              /* eventfd: signalled when the guest drains the RX FIFO */
     uint8_t rx[FIFO_SIZE];
     unsigned rx_head, rx_count;
@@ -124,8 +125,8 @@ static void transmit(struct serial *s, uint8_t c)
 {
     if (s->mcr & MCR_LOOP)
         rx_push(s, c);
-    else if (s->out_fd >= 0)
-        write_full(s->out_fd, &c, 1);
+    else
+        s->out(s->out_ctx, &c, 1);
     s->thri_pending = true; /* transmission is instant: THR is empty again */
 }
 
@@ -271,12 +272,14 @@ int serial_rx_wait_fd(struct serial *s)
     return s->rx_wait_fd;
 }
 
-int serial_create(struct vm *vm, uint16_t port, unsigned irq, int out_fd, struct serial **out)
+int serial_create(struct vm *vm, uint16_t port, unsigned irq,
+                  void (*output)(void *ctx, const uint8_t *buf, size_t len), void *ctx,
+                  struct serial **out)
 {
     struct serial *s = calloc(1, sizeof(*s));
     if (!s)
         return -ENOMEM;
-    s->vm = vm, s->irq = irq, s->out_fd = out_fd;
+    s->vm = vm, s->irq = irq, s->out = output, s->out_ctx = ctx;
     pthread_mutex_init(&s->lock, NULL);
     s->rx_wait_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (s->rx_wait_fd < 0) {

@@ -34,6 +34,9 @@ struct kvmbox_config {
     int console_in;            /* fd the guest's COM1 reads from; -1: no input */
     int console_out;           /* fd COM1 output goes to; -1: discarded */
     bool console_escape;       /* Ctrl-] on console_in ends the VM (KVMBOX_STOP_DETACH) */
+    const char *name;          /* the VM's name (reported by the API); NULL: "vm" */
+    const char *api_sock;      /* path of the control socket to create; NULL: none */
+    const char *config_json;   /* the definition this VM was started from (dumpconfig) */
 };
 
 enum kvmbox_stop {
@@ -44,6 +47,7 @@ enum kvmbox_stop {
     KVMBOX_STOP_TIMEOUT,
     KVMBOX_STOP_DETACH,        /* console escape or kvmbox_vm_stop() */
     KVMBOX_STOP_ERROR,         /* kvmbox could not go on: message says why */
+    KVMBOX_STOP_KILLED,        /* destroyed through the API (kvmbox kill) */
 };
 
 struct kvmbox_result {
@@ -60,6 +64,7 @@ struct kvmbox_result {
 #define KVMBOX_EXIT_FAILURE  4
 #define KVMBOX_EXIT_PANIC    6
 #define KVMBOX_EXIT_TIMEOUT  124
+#define KVMBOX_EXIT_KILLED   137
 
 struct kvmbox_vm;
 
@@ -76,12 +81,19 @@ int kvmbox_vm_run(struct kvmbox_vm *vm, struct kvmbox_result *res);
 /* Asks a running VM to stop from another thread (async-signal-unsafe; thread-safe). */
 void kvmbox_vm_stop(struct kvmbox_vm *vm, enum kvmbox_stop reason);
 void kvmbox_vm_destroy(struct kvmbox_vm *vm);
+/* Pauses every vCPU (the guest's kvmclock does not leap on resume) / resumes them. */
+int kvmbox_vm_pause(struct kvmbox_vm *vm);
+int kvmbox_vm_resume(struct kvmbox_vm *vm);
+/* Presses the ACPI power button: a guest that handles it shuts down cleanly. */
+void kvmbox_vm_power_button(struct kvmbox_vm *vm);
+/* Resets the guest as the reset button would (reboots unless no_reboot). */
+void kvmbox_vm_reset(struct kvmbox_vm *vm);
 
 /* create + run + destroy; returns the process exit status (see KVMBOX_EXIT_*): a failure to
  * create is 2 when RES->config_error is set, else 4. */
 int kvmbox_run_config(const struct kvmbox_config *cfg, struct kvmbox_result *res);
 /* Maps a result to the documented exit status: 0 poweroff/reset/detach, (code<<1)|1 for
- * debug-exit, 6 panic, 124 timeout, 4 error. */
+ * debug-exit, 6 panic, 124 timeout, 137 killed, 4 error. */
 int kvmbox_exit_status(const struct kvmbox_result *res);
 const char *kvmbox_version(void);
 

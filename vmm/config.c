@@ -16,9 +16,13 @@ const char config_run_usage[] =
     "  --cpus N          number of vCPUs (default 1)\n"
     "  --no-reboot       a guest reset ends kvmbox (status 0) instead of rebooting\n"
     "  --timeout SECS    stop the guest after SECS seconds (status 124)\n"
+    "  --name NAME       the VM's name (default: generated); kvmbox list/info/console use it\n"
+    "  --api-sock PATH   control socket (default: RUNTIME_DIR/NAME.sock)\n"
+    "  --daemonize       run in the background; console via `kvmbox console NAME`\n"
     "  -h, --help        this text\n";
 
-enum { OPT_KERNEL = 256, OPT_INITRD, OPT_CMDLINE, OPT_MEM, OPT_CPUS, OPT_NO_REBOOT, OPT_TIMEOUT };
+enum { OPT_KERNEL = 256, OPT_INITRD, OPT_CMDLINE, OPT_MEM, OPT_CPUS, OPT_NO_REBOOT, OPT_TIMEOUT,
+       OPT_NAME, OPT_API_SOCK, OPT_DAEMONIZE, OPT_UUID };
 
 static const struct option run_opts[] = {
     { "kernel", required_argument, NULL, OPT_KERNEL },
@@ -31,6 +35,10 @@ static const struct option run_opts[] = {
     { "smp", required_argument, NULL, OPT_CPUS },
     { "no-reboot", no_argument, NULL, OPT_NO_REBOOT },
     { "timeout", required_argument, NULL, OPT_TIMEOUT },
+    { "name", required_argument, NULL, OPT_NAME },
+    { "api-sock", required_argument, NULL, OPT_API_SOCK },
+    { "daemonize", no_argument, NULL, OPT_DAEMONIZE },
+    { "uuid", required_argument, NULL, OPT_UUID },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
 };
@@ -48,6 +56,10 @@ static int apply(int c, const char *arg, struct run_options *o, char *err, size_
     case OPT_INITRD: o->vm.initrd = arg; return 0;
     case OPT_CMDLINE: o->vm.cmdline = arg; return 0;
     case OPT_NO_REBOOT: o->vm.no_reboot = true; return 0;
+    case OPT_NAME: o->vm.name = arg; return 0;
+    case OPT_API_SOCK: o->vm.api_sock = arg; return 0;
+    case OPT_DAEMONIZE: o->daemonize = true; return 0;
+    case OPT_UUID: return 0; /* kept in definitions; nothing in the machine uses it yet */
     case 'h': o->help = true; return 0;
     case OPT_MEM:
         if (parse_size(arg, &v) < 0 || v == 0)

@@ -13,6 +13,7 @@
 struct run_options {
     struct kvmbox_config vm;
     bool help;
+    bool daemonize;
 };
 
 /* Parses ARGV (argv[0] is the subcommand name). Returns 0, or -EINVAL with ERR naming the

@@ -1,16 +1,10 @@
-/* The kvmbox command line: a thin client of libkvmbox. The one place that prints the final
- * error and picks the process exit status. */
-#include <errno.h>
-#include <pthread.h>
-#include <signal.h>
+/* The kvmbox command line: a thin client of libkvmbox and of running VMs' control sockets.
+ * The one place that picks the process exit status. */
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <termios.h>
-#include <unistd.h>
 
 #include "include/kvmbox.h"
-#include "vmm/config.h"
+#include "vmm/cli.h"
 #if __has_include("block/cli_img.h")
 #include "block/cli_img.h"
 #define HAVE_IMG 1
@@ -19,113 +13,30 @@
 static const char usage[] =
     "usage: kvmbox <command> [options]\n"
     "\n"
-    "commands:\n"
-    "  run        boot a kernel in a new VM (kvmbox run --help)\n"
+    "run a VM:\n"
+    "  run [--daemonize] --kernel PATH ...   boot a kernel in a new VM (kvmbox run --help)\n"
+    "  start NAME                           start a defined VM in the background\n"
+    "manage running VMs (by name):\n"
+    "  list [--all]                         running VMs (and defined ones with --all)\n"
+    "  info NAME [--json]                   state, vCPUs, memory, uptime, pid, disks, NICs\n"
+    "  console NAME                         attach to the serial console (Ctrl-] detaches)\n"
+    "  pause NAME | resume NAME             stop and restart the vCPUs\n"
+    "  shutdown NAME [--timeout S] [--force]  ACPI power button; wait for the guest to stop\n"
+    "  reboot NAME                          clean shutdown followed by a fresh boot\n"
+    "  reset NAME                           hard reset\n"
+    "  kill NAME                            stop the VM at once\n"
+    "  wait NAME                            wait for the VM to end; exit with its status\n"
+    "definitions:\n"
+    "  define FILE | undefine NAME | dumpconfig NAME | clone SRC NEW [--linked]\n"
 #ifdef HAVE_IMG
-    "  img        create, inspect and convert disk images (kvmbox img --help)\n"
+    "disk images:\n"
+    "  img SUBCOMMAND ...                   create, inspect, convert images (kvmbox img --help)\n"
 #endif
-    "  help       this text\n"
-    "  version    print the version (also --version)\n"
+    "  help | version\n"
     "\n"
     "exit status of run: 0 guest powered off, odd = the guest's debug-exit code (v<<1)|1,\n"
-    "2 bad usage or configuration, 4 kvmbox failure, 6 guest panic, 124 --timeout expired\n";
-
-struct term_state {
-    bool raw;
-    struct termios saved;
-};
-
-/* Raw mode, so keys (Ctrl-C included) go to the guest; Ctrl-] is the escape. */
-static void term_raw(struct term_state *t)
-{
-    if (!isatty(STDIN_FILENO) || tcgetattr(STDIN_FILENO, &t->saved) < 0)
-        return;
-    struct termios raw = t->saved;
-    cfmakeraw(&raw);
-    raw.c_oflag |= OPOST | ONLCR; /* keep newline handling for kvmbox's own messages */
-    if (tcsetattr(STDIN_FILENO, TCSAFLUSH, &raw) == 0)
-        t->raw = true;
-}
-
-static void term_restore(struct term_state *t)
-{
-    if (t->raw)
-        tcsetattr(STDIN_FILENO, TCSAFLUSH, &t->saved);
-    t->raw = false;
-}
-
-struct signal_waiter {
-    struct kvmbox_vm *vm;
-    sigset_t set;
-    int signo;
-};
-
-/* Turns SIGINT/SIGTERM/SIGHUP into an orderly stop: the terminal is restored and the
- * status says which signal ended the VM. */
-static void *signal_thread(void *arg)
-{
-    struct signal_waiter *w = arg;
-    int sig;
-    if (sigwait(&w->set, &sig) == 0 && sig != SIGUSR2) {
-        w->signo = sig;
-        kvmbox_vm_stop(w->vm, KVMBOX_STOP_DETACH);
-    }
-    return NULL;
-}
-
-static int cmd_run(int argc, char **argv)
-{
-    struct run_options o;
-    char err[512];
-    if (config_parse_run(argc, argv, &o, err, sizeof(err)) < 0) {
-        fprintf(stderr, "kvmbox: %s\n%s", err, config_run_usage);
-        return KVMBOX_EXIT_USAGE;
-    }
-    if (o.help) {
-        fputs(config_run_usage, stdout);
-        return 0;
-    }
-    o.vm.console_in = STDIN_FILENO;
-    o.vm.console_out = STDOUT_FILENO;
-    o.vm.console_escape = isatty(STDIN_FILENO);
-
-    struct signal_waiter w = { .signo = 0 };
-    sigemptyset(&w.set);
-    sigaddset(&w.set, SIGINT), sigaddset(&w.set, SIGTERM), sigaddset(&w.set, SIGHUP);
-    sigaddset(&w.set, SIGUSR2);
-    pthread_sigmask(SIG_BLOCK, &w.set, NULL); /* before any thread exists */
-    signal(SIGPIPE, SIG_IGN);
-
-    struct kvmbox_result res;
-    struct kvmbox_vm *vm;
-    if (kvmbox_vm_create(&o.vm, &vm, &res) < 0) {
-        fprintf(stderr, "kvmbox: %s\n", res.message);
-        return res.config_error ? KVMBOX_EXIT_USAGE : KVMBOX_EXIT_FAILURE;
-    }
-    w.vm = vm;
-    pthread_t sig_thread;
-    bool have_sig_thread = pthread_create(&sig_thread, NULL, signal_thread, &w) == 0;
-    struct term_state term = { 0 };
-    if (o.vm.console_escape)
-        term_raw(&term);
-    int r = kvmbox_vm_run(vm, &res);
-    term_restore(&term);
-    if (have_sig_thread) {
-        pthread_kill(sig_thread, SIGUSR2);
-        pthread_join(sig_thread, NULL);
-    }
-    kvmbox_vm_destroy(vm);
-    if (r < 0) {
-        fprintf(stderr, "kvmbox: %s\n", res.message);
-        return KVMBOX_EXIT_FAILURE;
-    }
-    if (w.signo)
-        return 128 + w.signo;
-    if (res.reason == KVMBOX_STOP_ERROR || res.reason == KVMBOX_STOP_TIMEOUT ||
-        res.reason == KVMBOX_STOP_PANIC)
-        fprintf(stderr, "kvmbox: %s\n", res.message);
-    return kvmbox_exit_status(&res);
-}
+    "2 bad usage or configuration, 4 kvmbox failure, 6 guest panic, 124 --timeout expired,\n"
+    "137 killed; of the other commands: 0 done, 1 failed, 2 bad usage\n";
 
 int main(int argc, char **argv)
 {
@@ -134,8 +45,21 @@ int main(int argc, char **argv)
         return KVMBOX_EXIT_USAGE;
     }
     const char *cmd = argv[1];
+    static const char *const ctl[] = { "list", "info", "pause", "resume", "shutdown", "reboot",
+                                        "reset", "kill", "wait", NULL };
+    static const char *const defs[] = { "define", "undefine", "dumpconfig", "clone", NULL };
     if (!strcmp(cmd, "run"))
         return cmd_run(argc - 1, argv + 1);
+    if (!strcmp(cmd, "start"))
+        return cmd_start(argc - 1, argv + 1);
+    if (!strcmp(cmd, "console"))
+        return cmd_console(argc - 1, argv + 1);
+    for (int i = 0; ctl[i]; i++)
+        if (!strcmp(cmd, ctl[i]))
+            return cmd_ctl(cmd, argc - 1, argv + 1);
+    for (int i = 0; defs[i]; i++)
+        if (!strcmp(cmd, defs[i]))
+            return cmd_def(cmd, argc - 1, argv + 1);
 #ifdef HAVE_IMG
     if (!strcmp(cmd, "img"))
         return cli_img_main(argc - 1, argv + 1);

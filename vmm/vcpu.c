@@ -223,6 +223,9 @@ static void *vcpu_thread(void *arg)
     pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 
     while (!vm_stopping(vm)) {
+        vm_vcpu_checkpoint(vm);
+        if (vm_stopping(vm))
+            break;
         if (ioctl(v->fd, KVM_RUN, 0) < 0) {
             if (errno == EINTR || errno == EAGAIN) {
                 v->run->immediate_exit = 0;
@@ -280,7 +283,7 @@ int vcpus_start(struct vm *vm, char *err, size_t errlen)
     return 0;
 }
 
-void vcpus_stop(struct vm *vm)
+void vcpus_kick(struct vm *vm)
 {
     for (unsigned i = 0; i < vm->ncpus; i++) {
         struct vcpu *v = &vm->vcpus[i];
@@ -289,6 +292,11 @@ void vcpus_stop(struct vm *vm)
         __atomic_store_n(&v->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
         pthread_kill(v->thread, SIG_KICK);
     }
+}
+
+void vcpus_stop(struct vm *vm)
+{
+    vcpus_kick(vm);
     for (unsigned i = 0; i < vm->ncpus; i++) {
         struct vcpu *v = &vm->vcpus[i];
         if (!v->thread_started)

@@ -13,6 +13,8 @@ int vcpus_create(struct vm *vm, char *err, size_t errlen) __attribute__((warn_un
 int vcpus_start(struct vm *vm, char *err, size_t errlen) __attribute__((warn_unused_result));
 /* Interrupts every vCPU so it sees the stop request, and waits for the threads to end. */
 void vcpus_stop(struct vm *vm);
+/* Makes every running vCPU leave KVM_RUN soon (immediate_exit + a signal). */
+void vcpus_kick(struct vm *vm);
 void vcpus_destroy(struct vm *vm);
 /* Writes the boot page tables and GDT for the entry state into guest RAM. */
 int vcpu_prepare_boot_tables(struct vm *vm);

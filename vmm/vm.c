@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/eventfd.h>
 #include <sys/sysinfo.h>
 #include <time.h>
 #include <unistd.h>
@@ -19,6 +20,7 @@
 #include "devices/devices.h"
 #include "firmware/acpi.h"
 #include "firmware/e820.h"
+#include "vmm/api.h"
 #include "vmm/console.h"
 #include "vmm/kvm.h"
 #include "vmm/layout.h"
@@ -26,6 +28,7 @@
 #include "vmm/vcpu.h"
 
 #define MIN_MEM (8ULL << 20)
+#define CONSOLE_RING_SIZE (256 * 1024) /* console output kept for clients not attached */
 #define MAX_E820 32
 
 struct kvmbox_vm {
@@ -46,6 +49,11 @@ void vm_irq_line(struct vm *vm, unsigned gsi, bool level)
 
 void vm_request_stop(struct vm *vm, enum kvmbox_stop reason, uint32_t code, const char *fmt, ...)
 {
+    if (reason == KVMBOX_STOP_POWEROFF &&
+        __atomic_exchange_n(&vm->reboot_on_poweroff, false, __ATOMIC_SEQ_CST)) {
+        vm_request_reset(vm);
+        return;
+    }
     pthread_mutex_lock(&vm->lock);
     if (!vm->stop_requested) {
         vm->result.reason = reason;
@@ -58,6 +66,7 @@ void vm_request_stop(struct vm *vm, enum kvmbox_stop reason, uint32_t code, cons
             vm->result.error = -EIO;
         __atomic_store_n(&vm->stop_requested, true, __ATOMIC_SEQ_CST);
         pthread_cond_broadcast(&vm->cond);
+        pthread_cond_broadcast(&vm->pause_cond);
     }
     pthread_mutex_unlock(&vm->lock);
 }
@@ -67,7 +76,83 @@ void vm_request_reset(struct vm *vm)
     pthread_mutex_lock(&vm->lock);
     __atomic_store_n(&vm->reset_requested, true, __ATOMIC_SEQ_CST);
     pthread_cond_broadcast(&vm->cond);
+    pthread_cond_broadcast(&vm->pause_cond);
     pthread_mutex_unlock(&vm->lock);
+}
+
+void vm_console_output(void *opaque, const uint8_t *buf, size_t len)
+{
+    struct vm *vm = opaque;
+    pthread_mutex_lock(&vm->out_lock);
+    if (vm->cfg.console_out >= 0)
+        write_full(vm->cfg.console_out, buf, len);
+    ring_put(&vm->out_ring, buf, len);
+    pthread_mutex_unlock(&vm->out_lock);
+    if (vm->api) {
+        uint64_t one = 1;
+        if (write(vm->out_event_fd, &one, sizeof(one)) < 0) {
+            /* a full eventfd counter still wakes the reader */
+        }
+    }
+}
+
+void vm_vcpu_checkpoint(struct vm *vm)
+{
+    pthread_mutex_lock(&vm->lock);
+    while (vm->paused && !vm->stop_requested && !vm->reset_requested) {
+        vm->vcpus_parked++;
+        pthread_cond_broadcast(&vm->pause_cond);
+        pthread_cond_wait(&vm->pause_cond, &vm->lock);
+        vm->vcpus_parked--;
+    }
+    pthread_mutex_unlock(&vm->lock);
+}
+
+/* Parks every vCPU outside KVM_RUN and saves the guest's kvmclock, so that on resume the
+ * guest sees no time pass (as with QEMU's stop/cont). */
+int vm_pause(struct vm *vm)
+{
+    pthread_mutex_lock(&vm->lock);
+    if (vm->paused || vm->stop_requested) {
+        int r = vm->paused ? 0 : -ESHUTDOWN;
+        pthread_mutex_unlock(&vm->lock);
+        return r;
+    }
+    vm->paused = true;
+    pthread_mutex_unlock(&vm->lock);
+    vcpus_kick(vm);
+    pthread_mutex_lock(&vm->lock);
+    while (vm->vcpus_parked < vm->ncpus && !vm->stop_requested && !vm->reset_requested)
+        pthread_cond_wait(&vm->pause_cond, &vm->lock);
+    pthread_mutex_unlock(&vm->lock);
+    struct kvm_clock_data clock = { 0 };
+    pthread_rwlock_rdlock(&vm->irq_lock);
+    if (vm->vm_fd >= 0 && ioctl(vm->vm_fd, KVM_GET_CLOCK, &clock) == 0)
+        vm->kvmclock = clock.clock;
+    else
+        vm->kvmclock = 0;
+    pthread_rwlock_unlock(&vm->irq_lock);
+    return 0;
+}
+
+int vm_resume(struct vm *vm)
+{
+    pthread_mutex_lock(&vm->lock);
+    bool was = vm->paused;
+    pthread_mutex_unlock(&vm->lock);
+    if (!was)
+        return 0;
+    pthread_rwlock_rdlock(&vm->irq_lock);
+    if (vm->kvmclock && vm->vm_fd >= 0) {
+        struct kvm_clock_data clock = { .clock = vm->kvmclock };
+        ioctl(vm->vm_fd, KVM_SET_CLOCK, &clock);
+    }
+    pthread_rwlock_unlock(&vm->irq_lock);
+    pthread_mutex_lock(&vm->lock);
+    vm->paused = false;
+    pthread_cond_broadcast(&vm->pause_cond);
+    pthread_mutex_unlock(&vm->lock);
+    return 0;
 }
 
 bool vm_stopping(struct vm *vm)
@@ -185,8 +270,8 @@ static int devices_create(struct vm *vm, char *err, size_t errlen)
     bus_init(&vm->pio, "pio");
     bus_init(&vm->mmio, "mmio");
     int r;
-    if ((r = serial_create(vm, PORT_COM1, IRQ_COM1, vm->cfg.console_out, &vm->com1)) < 0 ||
-        (r = rtc_create(vm)) < 0 || (r = i8042_create(vm)) < 0 || (r = pm_create(vm)) < 0 ||
+    if ((r = serial_create(vm, PORT_COM1, IRQ_COM1, vm_console_output, vm, &vm->com1)) < 0 ||
+        (r = rtc_create(vm)) < 0 || (r = i8042_create(vm)) < 0 || (r = pm_create(vm, &vm->pm)) < 0 ||
         (r = debug_exit_create(vm)) < 0 || (r = pvpanic_create(vm)) < 0 ||
         (r = post_create(vm)) < 0)
         return errf(err, errlen, r, "cannot create the PC devices: %s", strerror(-r));
@@ -230,19 +315,36 @@ static int vm_init_state(struct vm *vm, const struct kvmbox_config *cfg)
     vm->kernel = dup_or_null(cfg->kernel, &fail);
     vm->initrd = dup_or_null(cfg->initrd, &fail);
     vm->cmdline = dup_or_null(cfg->cmdline ? cfg->cmdline : "", &fail);
+    vm->name = dup_or_null(cfg->name ? cfg->name : "vm", &fail);
+    vm->api_sock = dup_or_null(cfg->api_sock, &fail);
+    vm->config_json = dup_or_null(cfg->config_json, &fail);
     vm->cfg.kernel = vm->kernel, vm->cfg.initrd = vm->initrd, vm->cfg.cmdline = vm->cmdline;
+    vm->cfg.name = vm->name, vm->cfg.api_sock = vm->api_sock, vm->cfg.config_json = vm->config_json;
+    vm->out_event_fd = -1;
     pthread_mutex_init(&vm->lock, NULL);
     pthread_cond_init(&vm->cond, NULL);
+    pthread_cond_init(&vm->pause_cond, NULL);
+    pthread_mutex_init(&vm->out_lock, NULL);
     pthread_rwlock_init(&vm->irq_lock, NULL);
+    vm->out_event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (vm->out_event_fd < 0 || ring_init(&vm->out_ring, CONSOLE_RING_SIZE) < 0)
+        fail = 1;
+    vm->start_ns = monotonic_ns();
     return fail ? -ENOMEM : 0;
 }
 
 static void vm_free_state(struct vm *vm)
 {
     free(vm->kernel), free(vm->initrd), free(vm->cmdline);
+    free(vm->name), free(vm->api_sock), free(vm->config_json);
     free(vm->vcpus);
+    ring_free(&vm->out_ring);
+    if (vm->out_event_fd >= 0)
+        close(vm->out_event_fd);
     pthread_mutex_destroy(&vm->lock);
     pthread_cond_destroy(&vm->cond);
+    pthread_cond_destroy(&vm->pause_cond);
+    pthread_mutex_destroy(&vm->out_lock);
     pthread_rwlock_destroy(&vm->irq_lock);
 }
 
@@ -296,6 +398,8 @@ int kvmbox_vm_create(const struct kvmbox_config *cfg, struct kvmbox_vm **out,
                  (unsigned long long)(cfg->mem_size >> 20), strerror(-r));
     if (r == 0)
         r = devices_create(vm, err, sizeof(err));
+    if (r == 0 && vm->api_sock && (r = api_start(vm, vm->api_sock, &vm->api, err, sizeof(err))) < 0)
+        vm->config_error = r == -EADDRINUSE;
     if (r == 0)
         r = machine_build(vm, err, sizeof(err));
     if (r < 0) {
@@ -361,10 +465,15 @@ int kvmbox_vm_run(struct kvmbox_vm *k, struct kvmbox_result *res)
             vm_request_stop(vm, KVMBOX_STOP_RESET, 0, "guest reset (--no-reboot)");
             break;
         }
+        vm->reboots++;
         r = vm_reboot(vm, err, sizeof(err));
     }
     console_stop(vm->console);
     vm->console = NULL;
+    if (r < 0)
+        vm_request_stop(vm, KVMBOX_STOP_ERROR, 0, "%s", err);
+    api_stop(vm->api); /* answers "wait" requests with the result */
+    vm->api = NULL;
     if (r < 0) {
         vcpus_stop(vm);
         set_result(res, r, err);
@@ -373,6 +482,26 @@ int kvmbox_vm_run(struct kvmbox_vm *k, struct kvmbox_result *res)
     if (res)
         *res = vm->result;
     return 0;
+}
+
+int kvmbox_vm_pause(struct kvmbox_vm *k)
+{
+    return vm_pause(&k->vm);
+}
+
+int kvmbox_vm_resume(struct kvmbox_vm *k)
+{
+    return vm_resume(&k->vm);
+}
+
+void kvmbox_vm_power_button(struct kvmbox_vm *k)
+{
+    pm_power_button(k->vm.pm);
+}
+
+void kvmbox_vm_reset(struct kvmbox_vm *k)
+{
+    vm_request_reset(&k->vm);
 }
 
 void kvmbox_vm_stop(struct kvmbox_vm *k, enum kvmbox_stop reason)
@@ -388,6 +517,8 @@ void kvmbox_vm_destroy(struct kvmbox_vm *k)
     if (vm->vcpus)
         vcpus_stop(vm);
     console_stop(vm->console);
+    api_stop(vm->api);
+    vm->api = NULL;
     machine_teardown(vm);
     devices_destroy(vm);
     gm_destroy(&vm->mem);
@@ -409,6 +540,8 @@ int kvmbox_exit_status(const struct kvmbox_result *res)
         return KVMBOX_EXIT_PANIC;
     case KVMBOX_STOP_TIMEOUT:
         return KVMBOX_EXIT_TIMEOUT;
+    case KVMBOX_STOP_KILLED:
+        return KVMBOX_EXIT_KILLED;
     case KVMBOX_STOP_ERROR:
     default:
         return KVMBOX_EXIT_FAILURE;

@@ -11,6 +11,7 @@
 #include "vmm/boot.h"
 #include "vmm/bus.h"
 #include "vmm/guest_mem.h"
+#include "vmm/ring.h"
 
 struct kvm_run;
 struct kvm_cpuid2;
@@ -37,10 +38,12 @@ struct vcpu {
 };
 
 struct console;
+struct api;
+struct pm;
 
 struct vm {
     struct kvmbox_config cfg;     /* strings below are owned copies */
-    char *kernel, *initrd, *cmdline;
+    char *kernel, *initrd, *cmdline, *name, *api_sock, *config_json;
 
     int kvm_fd;
     int vm_fd;                    /* -1 while the machine is being rebuilt */
@@ -60,7 +63,23 @@ struct vm {
     unsigned ndevices;
     struct vm_device devices[VM_MAX_DEVICES];
     struct serial *com1;
+    struct pm *pm;
     struct console *console;
+    struct api *api;
+
+    /* COM1 output: the console fd, and a ring for console clients of the API. */
+    pthread_mutex_t out_lock;
+    struct ring out_ring;
+    int out_event_fd;             /* eventfd: new output in the ring */
+
+    /* Pause: vCPUs park on pause_cond; vcpus_parked counts them. */
+    bool paused;
+    unsigned vcpus_parked;
+    pthread_cond_t pause_cond;
+    uint64_t kvmclock;            /* KVM_GET_CLOCK at pause */
+    uint64_t start_ns;
+    unsigned reboots;
+    bool reboot_on_poweroff;      /* the API's reboot: the next poweroff boots again */
 
     /* Stop/reset requests from devices, vCPUs and other threads. */
     pthread_mutex_t lock;
@@ -78,6 +97,12 @@ void vm_request_stop(struct vm *vm, enum kvmbox_stop reason, uint32_t code, cons
     __attribute__((format(printf, 4, 5)));
 void vm_request_reset(struct vm *vm);
 bool vm_stopping(struct vm *vm);
+/* COM1's output sink: the console fd and the ring for API console clients. */
+void vm_console_output(void *vm, const uint8_t *buf, size_t len);
+/* Called by a vCPU thread before each KVM_RUN: parks it while the VM is paused. */
+void vm_vcpu_checkpoint(struct vm *vm);
+int vm_pause(struct vm *vm);
+int vm_resume(struct vm *vm);
 /* Registers a device for reset/teardown. */
 int vm_add_device(struct vm *vm, const char *name, void *dev, void (*reset)(void *),
                   void (*destroy)(void *)) __attribute__((warn_unused_result));

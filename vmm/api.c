@@ -1,0 +1,557 @@
+/* Control socket server: one thread, epoll over the listening socket, the clients, the
+ * console-output eventfd and a quit eventfd. Clients are hostile too: messages are bounded,
+ * every request is parsed with json-c and validated, a bad one gets an error reply, a client
+ * that misbehaves (oversized line, output it does not read) is dropped; the VM never notices. */
+#include "vmm/api.h"
+
+#include <errno.h>
+#include <json-c/json.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "devices/devices.h"
+#include "vmm/util.h"
+#include "vmm/vm.h"
+
+#define MAX_PENDING_OUT (4u << 20) /* a console client this far behind is dropped */
+#define TAG_LISTEN ((uint64_t)-1)
+#define TAG_QUIT ((uint64_t)-2)
+#define TAG_OUTPUT ((uint64_t)-3)
+
+struct client {
+    int fd;
+    bool console, waiting, closing;
+    char *in;                  /* API_MAX_MESSAGE + 1 bytes */
+    size_t in_len;
+    uint8_t *out;
+    size_t out_len, out_cap;
+    uint64_t console_pos;      /* next ring position to send */
+};
+
+struct api {
+    struct vm *vm;
+    char *path;
+    int listen_fd, epoll_fd, quit_fd;
+    pthread_t thread;
+    bool thread_started;
+    struct client *clients[API_MAX_CLIENTS];
+    uint64_t console_seen;     /* ring position up to which some console client got output */
+};
+
+/* ---- replies ------------------------------------------------------------------------ */
+
+static char *reply_json(struct json_object *o)
+{
+    char *s = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+    json_object_put(o);
+    return s;
+}
+
+static char *reply_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *reply_error(const char *fmt, ...)
+{
+    char msg[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    struct json_object *o = json_object_new_object();
+    json_object_object_add(o, "ok", json_object_new_boolean(0));
+    json_object_object_add(o, "error", json_object_new_string(msg));
+    return reply_json(o);
+}
+
+static struct json_object *ok_object(void)
+{
+    struct json_object *o = json_object_new_object();
+    json_object_object_add(o, "ok", json_object_new_boolean(1));
+    return o;
+}
+
+static const char *vm_state(struct vm *vm)
+{
+    if (vm->stop_requested)
+        return "stopping";
+    if (vm->reset_requested)
+        return "rebooting";
+    return vm->paused ? "paused" : "running";
+}
+
+static struct json_object *info_object(struct vm *vm)
+{
+    struct json_object *i = json_object_new_object();
+    pthread_mutex_lock(&vm->lock);
+    json_object_object_add(i, "name", json_object_new_string(vm->cfg.name ? vm->cfg.name : "vm"));
+    json_object_object_add(i, "state", json_object_new_string(vm_state(vm)));
+    pthread_mutex_unlock(&vm->lock);
+    json_object_object_add(i, "pid", json_object_new_int(getpid()));
+    json_object_object_add(i, "cpus", json_object_new_int((int)vm->ncpus));
+    json_object_object_add(i, "memory", json_object_new_int64((int64_t)vm->mem.ram_size));
+    json_object_object_add(i, "uptime", json_object_new_double((double)(monotonic_ns() - vm->start_ns) / 1e9));
+    json_object_object_add(i, "reboots", json_object_new_int((int)vm->reboots));
+    json_object_object_add(i, "kernel", json_object_new_string(vm->kernel ? vm->kernel : ""));
+    if (vm->initrd)
+        json_object_object_add(i, "initrd", json_object_new_string(vm->initrd));
+    json_object_object_add(i, "cmdline", json_object_new_string(vm->cmdline ? vm->cmdline : ""));
+    struct json_object *def = vm->cfg.config_json ? json_tokener_parse(vm->cfg.config_json) : NULL;
+    struct json_object *disks = NULL, *nets = NULL;
+    if (def && json_object_object_get_ex(def, "disks", &disks))
+        json_object_object_add(i, "disks", json_object_get(disks));
+    else
+        json_object_object_add(i, "disks", json_object_new_array());
+    if (def && json_object_object_get_ex(def, "nets", &nets))
+        json_object_object_add(i, "nets", json_object_get(nets));
+    else
+        json_object_object_add(i, "nets", json_object_new_array());
+    json_object_put(def);
+    return i;
+}
+
+/* ---- request dispatch --------------------------------------------------------------- */
+
+enum api_action api_handle(struct vm *vm, const char *line, size_t len, char **reply)
+{
+    struct json_tokener *tok = json_tokener_new();
+    if (!tok) {
+        *reply = reply_error("out of memory");
+        return API_REPLY;
+    }
+    struct json_object *req = json_tokener_parse_ex(tok, line, (int)len);
+    enum json_tokener_error jerr = json_tokener_get_error(tok);
+    size_t used = json_tokener_get_parse_end(tok);
+    json_tokener_free(tok);
+    while (used < len && (line[used] == ' ' || line[used] == '\r' || line[used] == '\t'))
+        used++;
+    struct json_object *cmd;
+    if (!req || jerr != json_tokener_success || used < len) {
+        json_object_put(req);
+        *reply = reply_error("malformed JSON: %s", jerr == json_tokener_continue ? "incomplete message"
+                             : jerr != json_tokener_success ? json_tokener_error_desc(jerr)
+                                                            : "trailing characters");
+        return API_REPLY;
+    }
+    if (!json_object_is_type(req, json_type_object) ||
+        !json_object_object_get_ex(req, "request", &cmd) || !json_object_is_type(cmd, json_type_string)) {
+        json_object_put(req);
+        *reply = reply_error("a request is an object with a string member \"request\"");
+        return API_REPLY;
+    }
+    const char *c = json_object_get_string(cmd);
+    enum api_action act = API_REPLY;
+    struct json_object *o = NULL;
+    if (!strcmp(c, "info")) {
+        o = ok_object();
+        json_object_object_add(o, "info", info_object(vm));
+    } else if (!strcmp(c, "pause")) {
+        int r = vm_pause(vm);
+        *reply = r < 0 ? reply_error("cannot pause: %s", strerror(-r)) : NULL;
+        if (r == 0)
+            o = ok_object();
+    } else if (!strcmp(c, "resume")) {
+        vm_resume(vm);
+        o = ok_object();
+    } else if (!strcmp(c, "shutdown")) {
+        pm_power_button(vm->pm);
+        o = ok_object();
+    } else if (!strcmp(c, "reboot")) {
+        /* Like virsh reboot in ACPI mode: a clean shutdown that ends in a fresh boot. */
+        __atomic_store_n(&vm->reboot_on_poweroff, true, __ATOMIC_SEQ_CST);
+        pm_power_button(vm->pm);
+        o = ok_object();
+    } else if (!strcmp(c, "reset")) {
+        vm_request_reset(vm);
+        o = ok_object();
+    } else if (!strcmp(c, "kill")) {
+        vm_request_stop(vm, KVMBOX_STOP_KILLED, 0, "killed through the API");
+        o = ok_object();
+    } else if (!strcmp(c, "config")) {
+        struct json_object *def = vm->cfg.config_json ? json_tokener_parse(vm->cfg.config_json) : NULL;
+        o = ok_object();
+        json_object_object_add(o, "config", def ? def : json_object_new_object());
+    } else if (!strcmp(c, "console")) {
+        o = ok_object();
+        act = API_REPLY_THEN_CONSOLE;
+    } else if (!strcmp(c, "wait")) {
+        act = API_WAIT;
+        *reply = NULL;
+    } else {
+        *reply = reply_error("unknown request '%.64s'", c);
+    }
+    json_object_put(req);
+    if (o)
+        *reply = reply_json(o);
+    return act;
+}
+
+/* ---- clients ------------------------------------------------------------------------ */
+
+static int queue_out(struct client *cl, const void *data, size_t len)
+{
+    if (cl->out_len + len > MAX_PENDING_OUT)
+        return -ENOBUFS;
+    if (cl->out_len + len > cl->out_cap) {
+        size_t cap = cl->out_cap ? cl->out_cap : 4096;
+        while (cap < cl->out_len + len)
+            cap *= 2;
+        uint8_t *p = realloc(cl->out, cap);
+        if (!p)
+            return -ENOMEM;
+        cl->out = p, cl->out_cap = cap;
+    }
+    memcpy(cl->out + cl->out_len, data, len);
+    cl->out_len += len;
+    return 0;
+}
+
+static int queue_line(struct client *cl, char *line)
+{
+    int r = line ? queue_out(cl, line, strlen(line)) : -ENOMEM;
+    if (r == 0)
+        r = queue_out(cl, "\n", 1);
+    free(line);
+    return r;
+}
+
+static void client_free(struct api *a, unsigned idx)
+{
+    struct client *cl = a->clients[idx];
+    if (!cl)
+        return;
+    epoll_ctl(a->epoll_fd, EPOLL_CTL_DEL, cl->fd, NULL);
+    close(cl->fd);
+    free(cl->in), free(cl->out), free(cl);
+    a->clients[idx] = NULL;
+}
+
+static void update_epoll(struct api *a, unsigned idx)
+{
+    struct client *cl = a->clients[idx];
+    struct epoll_event ev = { .events = EPOLLIN | (cl->out_len ? EPOLLOUT : 0), .data.u64 = idx };
+    epoll_ctl(a->epoll_fd, EPOLL_CTL_MOD, cl->fd, &ev);
+}
+
+static int flush_out(struct client *cl)
+{
+    while (cl->out_len) {
+        ssize_t n = send(cl->fd, cl->out, cl->out_len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0)
+            return errno == EAGAIN || errno == EINTR ? 0 : -errno;
+        memmove(cl->out, cl->out + n, cl->out_len - (size_t)n);
+        cl->out_len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* Copies new console output from the ring to every console client. */
+static void pump_console(struct api *a)
+{
+    uint8_t buf[8192];
+    for (unsigned i = 0; i < API_MAX_CLIENTS; i++) {
+        struct client *cl = a->clients[i];
+        if (!cl || !cl->console)
+            continue;
+        for (;;) {
+            uint64_t lost;
+            pthread_mutex_lock(&a->vm->out_lock);
+            size_t n = ring_get(&a->vm->out_ring, &cl->console_pos, buf, sizeof(buf), &lost);
+            pthread_mutex_unlock(&a->vm->out_lock);
+            if (n == 0)
+                break;
+            if (queue_out(cl, buf, n) < 0) {
+                cl->closing = true;
+                break;
+            }
+        }
+        if (cl->console_pos > a->console_seen)
+            a->console_seen = cl->console_pos;
+        if (!cl->closing && flush_out(cl) < 0)
+            cl->closing = true;
+        if (cl->closing)
+            client_free(a, i);
+        else
+            update_epoll(a, i);
+    }
+}
+
+static void start_console(struct api *a, struct client *cl)
+{
+    cl->console = true;
+    /* Output nobody has seen yet (within the ring's bound) is replayed to the first client
+     * that attaches, so nothing is lost while nobody is attached. */
+    cl->console_pos = a->console_seen;
+    cl->in_len = 0;
+}
+
+static void handle_lines(struct api *a, struct client *cl)
+{
+    char *nl;
+    while (!cl->console && !cl->closing && (nl = memchr(cl->in, '\n', cl->in_len))) {
+        size_t len = (size_t)(nl - cl->in);
+        char *reply = NULL;
+        enum api_action act = api_handle(a->vm, cl->in, len, &reply);
+        memmove(cl->in, nl + 1, cl->in_len - len - 1);
+        cl->in_len -= len + 1;
+        if (act == API_WAIT) {
+            cl->waiting = true;
+            continue;
+        }
+        if (queue_line(cl, reply) < 0)
+            cl->closing = true;
+        if (act == API_REPLY_THEN_CONSOLE)
+            start_console(a, cl);
+    }
+}
+
+static void console_input(struct api *a, struct client *cl)
+{
+    size_t n = serial_receive(a->vm->com1, (uint8_t *)cl->in, cl->in_len);
+    memmove(cl->in, cl->in + n, cl->in_len - n);
+    cl->in_len -= n;
+}
+
+static void client_readable(struct api *a, unsigned idx)
+{
+    struct client *cl = a->clients[idx];
+    if (cl->in_len == API_MAX_MESSAGE) {
+        if (cl->console) {
+            console_input(a, cl); /* the guest is slow to read: try again later */
+            return;
+        }
+    }
+    ssize_t n = recv(cl->fd, cl->in + cl->in_len, API_MAX_MESSAGE - cl->in_len, MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+        client_free(a, idx);
+        return;
+    }
+    if (n < 0)
+        return;
+    cl->in_len += (size_t)n;
+    if (cl->console) {
+        console_input(a, cl);
+    } else {
+        handle_lines(a, cl);
+        if (!cl->console && cl->in_len == API_MAX_MESSAGE) {
+            queue_line(cl, reply_error("message too long (limit %d bytes)", API_MAX_MESSAGE));
+            flush_out(cl);
+            cl->closing = true;
+        }
+    }
+    if (cl->console && cl->in_len == 0)
+        pump_console(a);
+    if (a->clients[idx] && (cl->closing || flush_out(cl) < 0))
+        client_free(a, idx);
+    else if (a->clients[idx])
+        update_epoll(a, idx);
+}
+
+static bool peer_allowed(int fd)
+{
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+        return false;
+    return cred.uid == geteuid() || cred.uid == 0;
+}
+
+static void accept_client(struct api *a)
+{
+    int fd = accept4(a->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd < 0)
+        return;
+    if (!peer_allowed(fd)) {
+        close(fd);
+        return;
+    }
+    unsigned idx = 0;
+    while (idx < API_MAX_CLIENTS && a->clients[idx])
+        idx++;
+    struct client *cl = idx < API_MAX_CLIENTS ? calloc(1, sizeof(*cl)) : NULL;
+    if (cl)
+        cl->in = malloc(API_MAX_MESSAGE + 1);
+    if (!cl || !cl->in) {
+        static const char busy[] = "{\"ok\":false,\"error\":\"too many clients\"}\n";
+        if (send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
+            /* the client goes away either way */
+        }
+        close(fd);
+        if (cl)
+            free(cl);
+        return;
+    }
+    cl->fd = fd;
+    a->clients[idx] = cl;
+    struct epoll_event ev = { .events = EPOLLIN, .data.u64 = idx };
+    epoll_ctl(a->epoll_fd, EPOLL_CTL_ADD, fd, &ev);
+}
+
+static bool any_console_input_pending(struct api *a)
+{
+    for (unsigned i = 0; i < API_MAX_CLIENTS; i++)
+        if (a->clients[i] && a->clients[i]->console && a->clients[i]->in_len)
+            return true;
+    return false;
+}
+
+static void *api_thread(void *arg)
+{
+    struct api *a = arg;
+    pthread_setname_np(pthread_self(), "api");
+    for (;;) {
+        struct epoll_event ev[16];
+        int n = epoll_wait(a->epoll_fd, ev, 16, any_console_input_pending(a) ? 20 : -1);
+        if (n < 0 && errno != EINTR)
+            return NULL;
+        for (int i = 0; i < n; i++) {
+            uint64_t tag = ev[i].data.u64;
+            if (tag == TAG_QUIT)
+                return NULL;
+            if (tag == TAG_LISTEN) {
+                accept_client(a);
+            } else if (tag == TAG_OUTPUT) {
+                uint64_t v;
+                while (read(a->vm->out_event_fd, &v, sizeof(v)) > 0)
+                    ;
+                pump_console(a);
+            } else if (tag < API_MAX_CLIENTS && a->clients[tag]) {
+                if (ev[i].events & (EPOLLERR | EPOLLHUP) && !(ev[i].events & EPOLLIN))
+                    client_free(a, (unsigned)tag);
+                else if (ev[i].events & EPOLLIN)
+                    client_readable(a, (unsigned)tag);
+                else if (flush_out(a->clients[tag]) < 0)
+                    client_free(a, (unsigned)tag);
+                else
+                    update_epoll(a, (unsigned)tag);
+            }
+        }
+        for (unsigned i = 0; i < API_MAX_CLIENTS; i++)
+            if (a->clients[i] && a->clients[i]->console && a->clients[i]->in_len)
+                console_input(a, a->clients[i]);
+    }
+}
+
+/* ---- setup and teardown ---------------------------------------------------------------- */
+
+static int bind_socket(struct api *a, const char *path, char *err, size_t errlen)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    if (strlen(path) >= sizeof(sa.sun_path))
+        return errf(err, errlen, -ENAMETOOLONG, "API socket path %s is too long", path);
+    strcpy(sa.sun_path, path);
+    a->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (a->listen_fd < 0)
+        return errf(err, errlen, -errno, "socket: %s", strerror(errno));
+    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+        close(probe);
+        return errf(err, errlen, -EADDRINUSE, "a VM named '%s' is already running (%s)",
+                    a->vm->cfg.name ? a->vm->cfg.name : "?", path);
+    }
+    if (probe >= 0)
+        close(probe);
+    unlink(path); /* stale socket of a VM that died */
+    mode_t old = umask(0177);
+    int r = bind(a->listen_fd, (struct sockaddr *)&sa, sizeof(sa));
+    umask(old);
+    if (r < 0)
+        return errf(err, errlen, -errno, "cannot create API socket %s: %s", path, strerror(errno));
+    if (listen(a->listen_fd, 16) < 0)
+        return errf(err, errlen, -errno, "listen on %s: %s", path, strerror(errno));
+    return 0;
+}
+
+static int watch(struct api *a, int fd, uint64_t tag)
+{
+    struct epoll_event ev = { .events = EPOLLIN, .data.u64 = tag };
+    return epoll_ctl(a->epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
+}
+
+int api_start(struct vm *vm, const char *path, struct api **out, char *err, size_t errlen)
+{
+    struct api *a = calloc(1, sizeof(*a));
+    if (!a)
+        return errf(err, errlen, -ENOMEM, "out of memory");
+    a->vm = vm;
+    a->listen_fd = a->epoll_fd = a->quit_fd = -1;
+    *out = a;
+    a->path = strdup(path);
+    if (!a->path)
+        return errf(err, errlen, -ENOMEM, "out of memory");
+    int r = bind_socket(a, path, err, errlen);
+    if (r < 0) {
+        if (r != -EADDRINUSE)
+            unlink(path);
+        free(a->path);
+        a->path = NULL; /* not ours to remove */
+        return r;
+    }
+    a->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+    a->quit_fd = eventfd(0, EFD_CLOEXEC);
+    if (a->epoll_fd < 0 || a->quit_fd < 0 || watch(a, a->listen_fd, TAG_LISTEN) < 0 ||
+        watch(a, a->quit_fd, TAG_QUIT) < 0 || watch(a, vm->out_event_fd, TAG_OUTPUT) < 0)
+        return errf(err, errlen, -errno, "API event loop setup: %s", strerror(errno));
+    r = pthread_create(&a->thread, NULL, api_thread, a);
+    if (r)
+        return errf(err, errlen, -r, "cannot start the API thread: %s", strerror(r));
+    a->thread_started = true;
+    return 0;
+}
+
+static void answer_waiters(struct api *a)
+{
+    const struct kvmbox_result *res = &a->vm->result;
+    for (unsigned i = 0; i < API_MAX_CLIENTS; i++) {
+        struct client *cl = a->clients[i];
+        if (!cl || !cl->waiting)
+            continue;
+        struct json_object *o = ok_object();
+        json_object_object_add(o, "status", json_object_new_int(kvmbox_exit_status(res)));
+        json_object_object_add(o, "message", json_object_new_string(res->message));
+        queue_line(cl, reply_json(o));
+        /* Blocking for a moment is fine here: the VM is gone and the client asked. */
+        setsockopt(cl->fd, SOL_SOCKET, SO_SNDTIMEO, &(struct timeval){ .tv_sec = 1 },
+                   sizeof(struct timeval));
+        while (cl->out_len) {
+            ssize_t n = send(cl->fd, cl->out, cl->out_len, MSG_NOSIGNAL);
+            if (n <= 0)
+                break;
+            memmove(cl->out, cl->out + n, cl->out_len - (size_t)n);
+            cl->out_len -= (size_t)n;
+        }
+    }
+}
+
+void api_stop(struct api *a)
+{
+    if (!a)
+        return;
+    if (a->thread_started) {
+        uint64_t one = 1;
+        if (write(a->quit_fd, &one, sizeof(one)) < 0) {
+            /* cannot fail on a fresh eventfd */
+        }
+        pthread_join(a->thread, NULL);
+        pump_console(a); /* the last output to attached consoles */
+        answer_waiters(a);
+    }
+    for (unsigned i = 0; i < API_MAX_CLIENTS; i++)
+        client_free(a, i);
+    if (a->path)
+        unlink(a->path);
+    if (a->listen_fd >= 0)
+        close(a->listen_fd);
+    if (a->epoll_fd >= 0)
+        close(a->epoll_fd);
+    if (a->quit_fd >= 0)
+        close(a->quit_fd);
+    free(a->path);
+    free(a);
+}

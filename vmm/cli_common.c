@@ -1,0 +1,325 @@
+/* Runtime and definition directories, the control-socket client, definitions as JSON. */
+#include "vmm/cli.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "vmm/api.h"
+#include "vmm/util.h"
+
+static int mkdir_p(const char *path)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof(tmp), "%s", path);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = 0;
+        mkdir(tmp, 0700);
+        *p = '/';
+    }
+    if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
+        return -errno;
+    return 0;
+}
+
+static int pick_dir(char *buf, size_t len, const char *env, const char *root_dir,
+                    const char *xdg, const char *xdg_sub, const char *home_sub)
+{
+    const char *e = getenv(env), *x = getenv(xdg), *h = getenv("HOME");
+    if (e && *e)
+        snprintf(buf, len, "%s", e);
+    else if (geteuid() == 0)
+        snprintf(buf, len, "%s", root_dir);
+    else if (x && *x)
+        snprintf(buf, len, "%s/%s", x, xdg_sub);
+    else if (home_sub && h && *h)
+        snprintf(buf, len, "%s/%s", h, home_sub);
+    else
+        snprintf(buf, len, "/tmp/kvmbox-%u", (unsigned)geteuid());
+    return mkdir_p(buf);
+}
+
+int cli_runtime_dir(char *buf, size_t len)
+{
+    return pick_dir(buf, len, "KVMBOX_RUNTIME_DIR", "/run/kvmbox", "XDG_RUNTIME_DIR", "kvmbox", NULL);
+}
+
+int cli_config_dir(char *buf, size_t len)
+{
+    return pick_dir(buf, len, "KVMBOX_CONFIG_DIR", "/etc/kvmbox/vms", "XDG_CONFIG_HOME",
+                    "kvmbox/vms", ".config/kvmbox/vms");
+}
+
+void cli_socket_path(const char *name, char *buf, size_t len)
+{
+    char dir[2048];
+    cli_runtime_dir(dir, sizeof(dir));
+    snprintf(buf, len, "%s/%s.sock", dir, name);
+}
+
+void cli_log_path(const char *name, char *buf, size_t len)
+{
+    char dir[2048];
+    cli_runtime_dir(dir, sizeof(dir));
+    snprintf(buf, len, "%s/%s.log", dir, name);
+}
+
+/* Names become file names: letters, digits, '-', '_', '.', not starting with '.'. */
+bool cli_valid_name(const char *name)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n > 64 || name[0] == '.')
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)name[i]) && !strchr("-_.", name[i]))
+            return false;
+    return true;
+}
+
+int cli_connect(const char *name)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    cli_socket_path(name, sa.sun_path, sizeof(sa.sun_path));
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+        return fd;
+    int e = errno;
+    close(fd);
+    if (e == ECONNREFUSED) {
+        unlink(sa.sun_path); /* the VM behind it died without cleaning up */
+        return -ENOENT;
+    }
+    return e == ENOENT ? -ENOENT : -e;
+}
+
+/* Reads one line (the reply) byte by byte: the connection may carry console data after it. */
+static int read_line(int fd, char *buf, size_t len)
+{
+    size_t n = 0;
+    while (n + 1 < len) {
+        ssize_t r = read(fd, buf + n, 1);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return r < 0 ? -errno : -ECONNRESET;
+        if (buf[n] == '\n')
+            break;
+        n++;
+    }
+    buf[n] = 0;
+    return (int)n;
+}
+
+struct json_object *cli_request_fd(int fd, const char *req, char *err, size_t errlen)
+{
+    char line[API_MAX_MESSAGE];
+    int n = snprintf(line, sizeof(line), "{\"request\":\"%s\"}\n", req);
+    if (write_full(fd, line, (size_t)n) < 0) {
+        errf(err, errlen, -EIO, "lost the connection to the VM");
+        return NULL;
+    }
+    if (read_line(fd, line, sizeof(line)) < 0) {
+        errf(err, errlen, -EIO, "the VM closed the connection without answering");
+        return NULL;
+    }
+    struct json_object *o = json_tokener_parse(line), *ok, *msg;
+    if (!o) {
+        errf(err, errlen, -EPROTO, "unreadable reply from the VM");
+        return NULL;
+    }
+    if (!json_object_object_get_ex(o, "ok", &ok) || !json_object_get_boolean(ok)) {
+        const char *m = json_object_object_get_ex(o, "error", &msg) ? json_object_get_string(msg) : "request failed";
+        errf(err, errlen, -EIO, "%s", m);
+        json_object_put(o);
+        return NULL;
+    }
+    return o;
+}
+
+struct json_object *cli_request(const char *name, const char *req, char *err, size_t errlen)
+{
+    int fd = cli_connect(name);
+    if (fd < 0) {
+        errf(err, errlen, fd, fd == -ENOENT ? "no running VM named '%s'" : "cannot reach VM '%s': %s",
+             name, strerror(-fd));
+        return NULL;
+    }
+    struct json_object *o = cli_request_fd(fd, req, err, errlen);
+    close(fd);
+    return o;
+}
+
+static void def_path(const char *name, char *buf, size_t len)
+{
+    char dir[2048];
+    cli_config_dir(dir, sizeof(dir));
+    snprintf(buf, len, "%s/%s.json", dir, name);
+}
+
+struct json_object *cli_def_load(const char *name, char *err, size_t errlen)
+{
+    char path[4200];
+    def_path(name, path, sizeof(path));
+    if (access(path, F_OK) < 0) {
+        errf(err, errlen, -ENOENT, "no VM named '%s' is defined", name);
+        return NULL;
+    }
+    struct json_object *o = json_object_from_file(path);
+    if (!o || !json_object_is_type(o, json_type_object)) {
+        errf(err, errlen, -EINVAL, "definition %s is not a JSON object", path);
+        json_object_put(o);
+        return NULL;
+    }
+    return o;
+}
+
+int cli_def_save(const char *name, struct json_object *def, bool overwrite, char *err, size_t errlen)
+{
+    char path[4200], tmp[4300];
+    def_path(name, path, sizeof(path));
+    if (!overwrite && access(path, F_OK) == 0)
+        return errf(err, errlen, -EEXIST, "a VM named '%s' is already defined", name);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    /* Write then rename: a crash never leaves a half-written definition. */
+    if (json_object_to_file_ext(tmp, def, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED | JSON_C_TO_STRING_NOSLASHESCAPE) < 0 ||
+        rename(tmp, path) < 0) {
+        unlink(tmp);
+        return errf(err, errlen, -EIO, "cannot write %s", path);
+    }
+    return 0;
+}
+
+/* Option kinds, so that definitions and argv translate both ways. */
+static const struct { const char *name; char kind; } def_opts[] = {
+    { "name", 's' }, { "uuid", 's' }, { "kernel", 's' }, { "initrd", 's' }, { "cmdline", 's' },
+    { "mem", 's' }, { "cpus", 'i' }, { "no-reboot", 'b' }, { "timeout", 'i' },
+    { "disk", 'l' }, { "net", 'l' }, { "balloon", 's' },
+};
+
+static int def_kind(const char *name)
+{
+    for (size_t i = 0; i < ARRAY_SIZE(def_opts); i++)
+        if (!strcmp(def_opts[i].name, name))
+            return def_opts[i].kind;
+    return 0;
+}
+
+/* Definitions outlive the directory they were made in: file paths are stored absolute.
+ * For a disk only the path before the first ',' is a file. */
+static const char *absolute_path(const char *val, char *buf, size_t len)
+{
+    size_t plen = strcspn(val, ",");
+    char path[4096], real[4096];
+    snprintf(path, sizeof(path), "%.*s", (int)plen, val);
+    if (path[0] == '/' || !realpath(path, real))
+        return val;
+    snprintf(buf, len, "%s%s", real, val + plen);
+    return buf;
+}
+
+struct json_object *cli_def_from_argv(int argc, char **argv)
+{
+    struct json_object *o = json_object_new_object();
+    for (int i = 1; i < argc; i++) {
+        if (strncmp(argv[i], "--", 2))
+            continue;
+        char key[64];
+        const char *val = NULL, *eq = strchr(argv[i], '=');
+        snprintf(key, sizeof(key), "%.*s", eq ? (int)(eq - argv[i] - 2) : (int)strlen(argv[i] + 2), argv[i] + 2);
+        int kind = def_kind(key);
+        if (!kind)
+            continue; /* not part of a definition (e.g. --daemonize) */
+        if (kind != 'b')
+            val = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : "");
+        char abs[4096 + 64];
+        if (val && (!strcmp(key, "kernel") || !strcmp(key, "initrd") || !strcmp(key, "disk")))
+            val = absolute_path(val, abs, sizeof(abs));
+        if (kind == 'b')
+            json_object_object_add(o, key, json_object_new_boolean(1));
+        else if (kind == 'i')
+            json_object_object_add(o, key, json_object_new_int64(atoll(val)));
+        else if (kind == 's')
+            json_object_object_add(o, key, json_object_new_string(val));
+        else {
+            struct json_object *arr;
+            if (!json_object_object_get_ex(o, key, &arr)) {
+                arr = json_object_new_array();
+                json_object_object_add(o, key, arr);
+            }
+            json_object_array_add(arr, json_object_new_string(val));
+        }
+    }
+    return o;
+}
+
+static void push(char ***argv, int *argc, const char *s)
+{
+    char **n = realloc(*argv, sizeof(char *) * (size_t)(*argc + 2));
+    if (!n)
+        return;
+    *argv = n;
+    (*argv)[(*argc)++] = strdup(s);
+    (*argv)[*argc] = NULL;
+}
+
+char **cli_def_to_argv(struct json_object *def, int *argc)
+{
+    char **argv = NULL;
+    *argc = 0;
+    push(&argv, argc, "run");
+    json_object_object_foreach(def, key, val)
+    {
+        char opt[80];
+        int kind = def_kind(key);
+        snprintf(opt, sizeof(opt), "--%s", key);
+        if (!kind)
+            continue;
+        if (kind == 'b') {
+            if (json_object_get_boolean(val))
+                push(&argv, argc, opt);
+        } else if (kind == 'l' && json_object_is_type(val, json_type_array)) {
+            for (size_t i = 0; i < json_object_array_length(val); i++) {
+                push(&argv, argc, opt);
+                push(&argv, argc, json_object_get_string(json_object_array_get_idx(val, i)));
+            }
+        } else {
+            push(&argv, argc, opt);
+            push(&argv, argc, json_object_get_string(val));
+        }
+    }
+    return argv;
+}
+
+void cli_new_uuid(char *buf)
+{
+    uint8_t u[16];
+    if (getrandom(u, sizeof(u), 0) != sizeof(u))
+        for (size_t i = 0; i < sizeof(u); i++)
+            u[i] = (uint8_t)rand();
+    u[6] = (u[6] & 0x0f) | 0x40; /* version 4 */
+    u[8] = (u[8] & 0x3f) | 0x80; /* RFC 4122 variant */
+    snprintf(buf, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+             u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12],
+             u[13], u[14], u[15]);
+}
+
+/* A stable, locally administered MAC from the name (FNV-1a), in QEMU's 52:54:00 prefix. */
+void cli_mac_from_name(const char *name, char *buf)
+{
+    uint32_t h = 2166136261u;
+    for (const char *p = name; *p; p++)
+        h = (h ^ (uint8_t)*p) * 16777619u;
+    snprintf(buf, 18, "52:54:00:%02x:%02x:%02x", (h >> 16) & 0xff, (h >> 8) & 0xff, h & 0xff);
+}

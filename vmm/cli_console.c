@@ -1,0 +1,83 @@
+/* kvmbox console NAME: attach the terminal to a running VM's serial console through its
+ * control socket. Ctrl-] detaches; the VM keeps running (like virsh console). */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "vmm/cli.h"
+#include "vmm/console.h"
+#include "vmm/util.h"
+
+static int pump(int sock)
+{
+    char buf[4096];
+    bool in_open = true;
+    for (;;) {
+        struct pollfd p[2] = { { .fd = sock, .events = POLLIN },
+                               { .fd = in_open ? STDIN_FILENO : -1, .events = POLLIN } };
+        if (poll(p, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (p[0].revents) {
+            ssize_t n = read(sock, buf, sizeof(buf));
+            if (n <= 0)
+                return 1; /* the VM ended */
+            write_full(STDOUT_FILENO, buf, (size_t)n);
+        }
+        if (p[1].revents) {
+            ssize_t n = read(STDIN_FILENO, buf, sizeof(buf));
+            if (n <= 0) {
+                in_open = false;
+                continue;
+            }
+            char *esc = memchr(buf, CONSOLE_ESCAPE, (size_t)n);
+            if (write_full(sock, buf, esc ? (size_t)(esc - buf) : (size_t)n) < 0)
+                return 1;
+            if (esc)
+                return 0; /* detached */
+        }
+    }
+}
+
+int cmd_console(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: kvmbox console NAME\n");
+        return CLI_USAGE;
+    }
+    int fd = cli_connect(argv[1]);
+    if (fd < 0) {
+        fprintf(stderr, "kvmbox: no running VM named '%s'\n", argv[1]);
+        return CLI_FAIL;
+    }
+    char err[512];
+    struct json_object *r = cli_request_fd(fd, "console", err, sizeof(err));
+    if (!r) {
+        fprintf(stderr, "kvmbox: %s\n", err);
+        close(fd);
+        return CLI_FAIL;
+    }
+    json_object_put(r);
+    bool tty = isatty(STDIN_FILENO);
+    struct termios saved, raw;
+    if (tty && tcgetattr(STDIN_FILENO, &saved) == 0) {
+        raw = saved;
+        cfmakeraw(&raw);
+        tcsetattr(STDIN_FILENO, TCSAFLUSH, &raw);
+        fprintf(stderr, "Connected to %s (escape character is ^])\r\n", argv[1]);
+    } else {
+        tty = false;
+    }
+    int ended = pump(fd);
+    if (tty)
+        tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved);
+    close(fd);
+    if (ended == 1)
+        fprintf(stderr, "\nkvmbox: %s has stopped\n", argv[1]);
+    return CLI_OK;
+}

@@ -1,0 +1,293 @@
+/* virsh's everyday verbs over the control socket: list, info, pause, resume, shutdown,
+ * reboot, reset, kill, wait. */
+#include <dirent.h>
+#include <errno.h>
+#include <getopt.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "include/kvmbox.h"
+#include "vmm/cli.h"
+#include "vmm/util.h"
+
+static const char *jstr(struct json_object *o, const char *key, const char *dflt)
+{
+    struct json_object *v;
+    return json_object_object_get_ex(o, key, &v) ? json_object_get_string(v) : dflt;
+}
+
+static int64_t jint(struct json_object *o, const char *key)
+{
+    struct json_object *v;
+    return json_object_object_get_ex(o, key, &v) ? json_object_get_int64(v) : 0;
+}
+
+static struct json_object *info_of(const char *name, char *err, size_t errlen)
+{
+    struct json_object *r = cli_request(name, "info", err, errlen), *i;
+    if (!r)
+        return NULL;
+    if (!json_object_object_get_ex(r, "info", &i)) {
+        json_object_put(r);
+        errf(err, errlen, -EPROTO, "malformed info reply");
+        return NULL;
+    }
+    json_object_get(i);
+    json_object_put(r);
+    return i;
+}
+
+static bool name_in(char **names, int n, const char *name)
+{
+    for (int i = 0; i < n; i++)
+        if (!strcmp(names[i], name))
+            return true;
+    return false;
+}
+
+/* Names of files DIR/<name><SUFFIX>, sorted. */
+static int list_names(const char *dir, const char *suffix, char ***out)
+{
+    DIR *d = opendir(dir);
+    int n = 0;
+    *out = NULL;
+    if (!d)
+        return 0;
+    struct dirent *e;
+    size_t sl = strlen(suffix);
+    while ((e = readdir(d))) {
+        size_t l = strlen(e->d_name);
+        if (l <= sl || strcmp(e->d_name + l - sl, suffix))
+            continue;
+        char **p = realloc(*out, sizeof(char *) * (size_t)(n + 1));
+        if (!p)
+            break;
+        *out = p;
+        (*out)[n++] = strndup(e->d_name, l - sl);
+    }
+    closedir(d);
+    qsort(*out, (size_t)n, sizeof(char *), (int (*)(const void *, const void *))strcmp);
+    return n;
+}
+
+static int cmd_list(int argc, char **argv)
+{
+    bool all = argc > 1 && !strcmp(argv[1], "--all");
+    char dir[2048], cdir[2048], err[512], mem[32];
+    cli_runtime_dir(dir, sizeof(dir));
+    char **running;
+    int nr = list_names(dir, ".sock", &running);
+    printf("%-20s %-10s %5s %10s %8s\n", "NAME", "STATE", "CPUS", "MEMORY", "PID");
+    char **live = calloc((size_t)nr + 1, sizeof(char *));
+    int nlive = 0;
+    for (int i = 0; i < nr; i++) {
+        struct json_object *info = info_of(running[i], err, sizeof(err));
+        if (!info)
+            continue; /* stale socket: cli_connect removed it */
+        format_size((uint64_t)jint(info, "memory"), mem, sizeof(mem));
+        printf("%-20s %-10s %5lld %10s %8lld\n", running[i], jstr(info, "state", "?"),
+               (long long)jint(info, "cpus"), mem, (long long)jint(info, "pid"));
+        live[nlive++] = running[i];
+        json_object_put(info);
+    }
+    if (all) {
+        cli_config_dir(cdir, sizeof(cdir));
+        char **defs;
+        int nd = list_names(cdir, ".json", &defs);
+        for (int i = 0; i < nd; i++) {
+            if (!name_in(live, nlive, defs[i]))
+                printf("%-20s %-10s %5s %10s %8s\n", defs[i], "shut off", "-", "-", "-");
+            free(defs[i]);
+        }
+        free(defs);
+    }
+    for (int i = 0; i < nr; i++)
+        free(running[i]);
+    free(running);
+    free(live);
+    return CLI_OK;
+}
+
+static int cmd_info(int argc, char **argv)
+{
+    bool json = false;
+    const char *name = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--json"))
+            json = true;
+        else
+            name = argv[i];
+    }
+    if (!name) {
+        fprintf(stderr, "usage: kvmbox info NAME [--json]\n");
+        return CLI_USAGE;
+    }
+    char err[512], mem[32];
+    struct json_object *info = info_of(name, err, sizeof(err));
+    if (!info) {
+        fprintf(stderr, "kvmbox: %s\n", err);
+        return CLI_FAIL;
+    }
+    if (json) {
+        printf("%s\n", json_object_to_json_string_ext(info, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED | JSON_C_TO_STRING_NOSLASHESCAPE));
+    } else {
+        format_size((uint64_t)jint(info, "memory"), mem, sizeof(mem));
+        struct json_object *up;
+        double uptime = json_object_object_get_ex(info, "uptime", &up) ? json_object_get_double(up) : 0;
+        printf("Name:     %s\nState:    %s\nPID:      %lld\nvCPUs:    %lld\nMemory:   %s\n"
+               "Uptime:   %.1f s\nReboots:  %lld\nKernel:   %s\nCmdline:  %s\n",
+               jstr(info, "name", name), jstr(info, "state", "?"), (long long)jint(info, "pid"),
+               (long long)jint(info, "cpus"), mem, uptime, (long long)jint(info, "reboots"),
+               jstr(info, "kernel", ""), jstr(info, "cmdline", ""));
+        const char *keys[] = { "disks", "nets" }, *labels[] = { "Disk:     ", "NIC:      " };
+        for (int k = 0; k < 2; k++) {
+            struct json_object *arr;
+            if (!json_object_object_get_ex(info, keys[k], &arr))
+                continue;
+            for (size_t i = 0; i < json_object_array_length(arr); i++)
+                printf("%s%s\n", labels[k], json_object_get_string(json_object_array_get_idx(arr, i)));
+        }
+    }
+    json_object_put(info);
+    return CLI_OK;
+}
+
+/* Blocks on a "wait" request; returns the VM's exit status, or -ETIMEDOUT / -errno. */
+static int wait_for_end(const char *name, int timeout_ms, char *msg, size_t len)
+{
+    int fd = cli_connect(name);
+    if (fd < 0)
+        return fd;
+    const char req[] = "{\"request\":\"wait\"}\n";
+    if (write_full(fd, req, sizeof(req) - 1) < 0) {
+        close(fd);
+        return -EIO;
+    }
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+    int r = poll(&p, 1, timeout_ms);
+    if (r == 0) {
+        close(fd);
+        return -ETIMEDOUT;
+    }
+    char buf[4096];
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return -ECONNRESET;
+    buf[n] = 0;
+    struct json_object *o = json_tokener_parse(buf);
+    if (!o)
+        return -EPROTO;
+    int status = (int)jint(o, "status");
+    snprintf(msg, len, "%s", jstr(o, "message", ""));
+    json_object_put(o);
+    return status;
+}
+
+static int cmd_wait(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: kvmbox wait NAME\n");
+        return CLI_USAGE;
+    }
+    char msg[512];
+    int r = wait_for_end(argv[1], -1, msg, sizeof(msg));
+    if (r == -ENOENT) {
+        fprintf(stderr, "kvmbox: no running VM named '%s'\n", argv[1]);
+        return CLI_FAIL;
+    }
+    if (r < 0) {
+        fprintf(stderr, "kvmbox: lost VM '%s' while waiting: %s\n", argv[1], strerror(-r));
+        return KVMBOX_EXIT_FAILURE;
+    }
+    return r;
+}
+
+static int cmd_shutdown(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "timeout", required_argument, NULL, 't' }, { "force", no_argument, NULL, 'f' }, { 0 } };
+    uint64_t timeout = 60;
+    bool force = false;
+    optind = 0;
+    opterr = 0;
+    for (int c; (c = getopt_long(argc, argv, "+", opts, NULL)) != -1;) {
+        if (c == 't' && parse_uint(optarg, 0, 86400, &timeout) == 0)
+            continue;
+        if (c == 'f') {
+            force = true;
+            continue;
+        }
+        fprintf(stderr, "usage: kvmbox shutdown NAME [--timeout SECS] [--force]\n");
+        return CLI_USAGE;
+    }
+    if (optind != argc - 1) {
+        fprintf(stderr, "usage: kvmbox shutdown NAME [--timeout SECS] [--force]\n");
+        return CLI_USAGE;
+    }
+    const char *name = argv[optind];
+    char err[512];
+    int fd = cli_connect(name);
+    if (fd < 0) {
+        fprintf(stderr, "kvmbox: no running VM named '%s'\n", name);
+        return CLI_FAIL;
+    }
+    close(fd);
+    struct json_object *r = cli_request(name, "shutdown", err, sizeof(err));
+    if (!r) {
+        fprintf(stderr, "kvmbox: %s\n", err);
+        return CLI_FAIL;
+    }
+    json_object_put(r);
+    int st = wait_for_end(name, (int)timeout * 1000, err, sizeof(err));
+    if (st >= 0 || st == -ENOENT || st == -ECONNRESET) {
+        printf("%s shut down\n", name);
+        return CLI_OK;
+    }
+    if (!force) {
+        fprintf(stderr, "kvmbox: %s did not shut down within %llu s (use --force to kill it)\n",
+                name, (unsigned long long)timeout);
+        return CLI_FAIL;
+    }
+    r = cli_request(name, "kill", err, sizeof(err));
+    json_object_put(r);
+    printf("%s did not shut down within %llu s: killed\n", name, (unsigned long long)timeout);
+    return CLI_OK;
+}
+
+static int simple_verb(const char *verb, int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: kvmbox %s NAME\n", verb);
+        return CLI_USAGE;
+    }
+    char err[512];
+    struct json_object *r = cli_request(argv[1], verb, err, sizeof(err));
+    if (!r) {
+        fprintf(stderr, "kvmbox: %s\n", err);
+        return CLI_FAIL;
+    }
+    json_object_put(r);
+    if (!strcmp(verb, "kill")) {
+        char msg[512];
+        wait_for_end(argv[1], 10000, msg, sizeof(msg)); /* return once it is gone */
+    }
+    return CLI_OK;
+}
+
+int cmd_ctl(const char *verb, int argc, char **argv)
+{
+    if (!strcmp(verb, "list"))
+        return cmd_list(argc, argv);
+    if (!strcmp(verb, "info"))
+        return cmd_info(argc, argv);
+    if (!strcmp(verb, "wait"))
+        return cmd_wait(argc, argv);
+    if (!strcmp(verb, "shutdown"))
+        return cmd_shutdown(argc, argv);
+    return simple_verb(verb, argc, argv);
+}
