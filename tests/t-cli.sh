@@ -68,6 +68,14 @@ else
 fi
 
 if [ -e /dev/kvm ]; then
+    if gcc -m32 -nostdlib -static -Wl,-Ttext=0x100000 -Wl,--build-id=none \
+        tests/guests/triple-fault.S -o "$T/tf.elf" 2>"$T/gcc.err"; then
+        expect "triple fault names exit, rip and code" 4 "KVM_EXIT_SHUTDOWN.*rip 0x100013, code: 0f 0b" -- \
+            "$KVMBOX" run --kernel "$T/tf.elf" --timeout 30
+    else
+        echo "FAIL: cli: cannot build tests/guests/triple-fault.S: $(head -2 "$T/gcc.err")"
+        fails=$((fails + 1))
+    fi
     expect "debug-exit status" 43 "" -- "$KVMBOX" run --kernel "$K" --cmdline "code=21" --timeout 30
     expect "embedding example" 43 "" -- "$BUILD/examples/embed" "$K" "code=21"
     grep -q "embed: guest stopped" "$T/err" || { echo "FAIL: cli: embed did not report the stop"; fails=$((fails + 1)); }
