@@ -222,6 +222,9 @@ static int load_firmware_and_kernel(struct vm *vm, char *err, size_t errlen)
         .reset_port = PORT_RESET, .reset_value = 0x06,
         .s5_slp_typ = ACPI_SLP_TYP_S5,
         .pvpanic_port = PORT_PVPANIC, .com1_port = PORT_COM1, .com1_irq = IRQ_COM1,
+        .ecam_base = LAYOUT_ECAM_BASE, .ecam_end_bus = 0,
+        .pci_mmio_start = (uint32_t)LAYOUT_PCI_MMIO_START, .pci_mmio_end = (uint32_t)LAYOUT_PCI_MMIO_END,
+        .pci_mmio64_start = LAYOUT_PCI_MMIO64, .pci_mmio64_end = LAYOUT_PCI_MMIO64 + (64ULL << 30),
     };
     uint8_t *tables = gm_ptr(&vm->mem, LAYOUT_ACPI_BASE, LAYOUT_ACPI_SIZE);
     if (!tables)
