@@ -162,7 +162,7 @@ int cmd_run(int argc, char **argv)
     struct run_options o;
     char err[512];
     if (config_parse_run(argc, argv, &o, err, sizeof(err)) < 0) {
-        fprintf(stderr, "kvmbox: %s\n%s", err, config_run_usage);
+        fprintf(stderr, "kvmbox: %s (see kvmbox run --help)\n", err);
         return KVMBOX_EXIT_USAGE;
     }
     if (o.help) {
