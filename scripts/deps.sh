@@ -7,7 +7,7 @@
 set -eu
 PKGS="gcc make pkg-config zlib1g-dev libjson-c-dev liburing-dev libseccomp-dev check
       qemu-system-x86 qemu-utils acpica-tools clang libclang-rt-14-dev cpio xz-utils zstd
-      iproute2 ca-certificates"
+      iproute2 ca-certificates lz4"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
