@@ -22,7 +22,7 @@ for cfg in "1 128M" "2 512M" "4 1G" "2 4G"; do
     for kernel in vmlinuz vmlinux; do
         name="$kernel-${cpus}cpu-$mem"
         timeout 120 "$KVMBOX" run --kernel "$G/$kernel" --initrd "$G/initramfs.cpio.gz" --mem "$mem" \
-            --cpus "$cpus" --cmdline "console=ttyS0 panic=-1" --no-reboot --timeout 100 </dev/null >"$T/out" 2>&1
+            --cpus "$cpus" --cmdline "console=ttyS0" --no-reboot --timeout 100 </dev/null >"$T/out" 2>&1
         rc=$?
         line=$(tr -d '\r' <"$T/out" | grep -a 'KVMBOX-GUEST: cpus=' | head -1)
         got_cpus=$(sed -n 's/.*cpus=\([0-9]*\).*/\1/p' <<<"$line")
