@@ -58,9 +58,36 @@ for q in qemu-microvm qemu-q35; do
         'BEGIN { printf "  %-14s marker %.1fx  exit %.1fx  RSS %.1fx\n", n, b/a, d/c, f/e }'
 done
 
-# kvmbox's own memory: peak RSS minus what the guest touched (the guest's pages are counted
-# in RSS because guest RAM is kvmbox's anonymous memory). The marker guest touches its
-# kernel image, boot data and ACPI tables: well under 100 KiB.
+# Own memory: RSS minus the guest RAM the guest touched (guest RAM is the VMM's anonymous
+# memory, so its touched pages count in RSS; with transparent huge pages one touch costs
+# 2 MiB). Measured on a running VM (marker.elf halt=1) from /proc/PID/smaps: the guest RAM
+# mapping is the one sized like --mem.
+own_memory() { # own_memory NAME CMD...
+    local name=$1
+    shift
+    "$@" </dev/null >"$T/own-$name" 2>&1 &
+    local pid=$!
+    for _ in $(seq 1 100); do grep -q "$MARKER" "$T/own-$name" 2>/dev/null && break; sleep 0.05; done
+    sleep 0.2
+    local child
+    child=$(pgrep -P "$pid" | head -1)
+    awk -v memkb=65536 '
+        /^[0-9a-f]+-[0-9a-f]+ / { inmap = 0 }
+        /^Size:/ { size = $2; if (size >= memkb && size <= memkb + 4096) inmap = 1 }
+        /^Rss:/ { total += $2; if (inmap) guest += $2 }
+        END { printf "  %-14s RSS %6.2f MiB = guest RAM touched %5.2f MiB + own %5.2f MiB\n", n, total/1024, guest/1024, (total-guest)/1024 }
+    ' n="$name" "/proc/${child:-$pid}/smaps" 2>/dev/null || echo "  $name: could not read smaps"
+    kill "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+}
+echo
+echo "memory of a running VM (64 MiB guest, halted after the marker):"
+own_memory kvmbox "$KVMBOX" run --kernel "$GT/marker.elf" --mem 64M --cmdline halt=1
+if [ -n "$QEMU" ]; then
+    own_memory qemu-microvm "$QEMU" -M microvm -accel kvm $QCPU -m 64M -nodefaults -no-user-config \
+        -nographic -serial stdio -monitor none -kernel "$GT/marker.elf" -append halt=1
+fi
+
 echo
 echo "PIO exit round trip ($PIO_N writes to port 0x80 by $GT/pio.elf, minus the marker-only run):"
 pio_cost() { # pio_cost NAME CMD...  -> us per exit
