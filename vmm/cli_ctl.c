@@ -215,7 +215,7 @@ static int cmd_shutdown(int argc, char **argv)
     bool force = false;
     optind = 0;
     opterr = 0;
-    for (int c; (c = getopt_long(argc, argv, "+", opts, NULL)) != -1;) {
+    for (int c; (c = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
         if (c == 't' && parse_uint(optarg, 0, 86400, &timeout) == 0)
             continue;
         if (c == 'f') {
