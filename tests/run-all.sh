@@ -40,9 +40,14 @@ run_scripts() { # run_scripts BUILD_DIR pattern...
         KVMBOX="$dir/kvmbox" BUILD="$dir" timeout 900 "$s" >"$out" 2>&1
         rc=$?
         count < <(grep -E '^(PASS|FAIL|SKIP):' "$out" | sed "s|^\(PASS\|FAIL\|SKIP\): |&[$dir] |")
+        # A sanitizer report anywhere is a failure, even if the script's checks passed.
+        if grep -qE 'runtime error:|ERROR: AddressSanitizer|ERROR: LeakSanitizer' "$out"; then
+            grep -E -m3 'runtime error:|ERROR: (Address|Leak)Sanitizer' "$out"
+            count <<<"FAIL: [$dir] $(basename "$s"): sanitizer report (see $out)"
+        fi
         if [ $rc -ne 0 ] && [ $rc -ne 77 ] && ! grep -q '^FAIL:' "$out"; then
             tail -20 "$out"
-            echo "FAIL: [$dir] $(basename "$s") exited with status $rc" | count
+            count <<<"FAIL: [$dir] $(basename "$s") exited with status $rc"
         fi
     done
 }
@@ -50,8 +55,11 @@ run_scripts() { # run_scripts BUILD_DIR pattern...
 for dir_san in "build 0" "build-asan 1"; do
     set -- $dir_san
     dir=$1 san=$2
-    if ! build "$dir" "$san" | count; then continue; fi
-    tests/run-unit.sh "$dir"/tests/test_* 2>&1 | count
+    build "$dir" "$san" >"$LOG/build-result" 2>&1
+    brc=$?
+    count <"$LOG/build-result"
+    [ $brc -eq 0 ] || continue
+    count < <(tests/run-unit.sh $(find "$dir/tests" -maxdepth 1 -type f -name 'test_*' -perm -u+x | sort) 2>&1)
     if [ "$san" = 0 ]; then
         run_scripts "$dir" tests/t-*.sh
     else

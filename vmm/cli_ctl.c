@@ -49,6 +49,11 @@ static bool name_in(char **names, int n, const char *name)
     return false;
 }
 
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
 /* Names of files DIR/<name><SUFFIX>, sorted. */
 static int list_names(const char *dir, const char *suffix, char ***out)
 {
@@ -70,7 +75,8 @@ static int list_names(const char *dir, const char *suffix, char ***out)
         (*out)[n++] = strndup(e->d_name, l - sl);
     }
     closedir(d);
-    qsort(*out, (size_t)n, sizeof(char *), (int (*)(const void *, const void *))strcmp);
+    if (n > 1)
+        qsort(*out, (size_t)n, sizeof(char *), cmp_str);
     return n;
 }
 
