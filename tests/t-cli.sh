@@ -76,6 +76,28 @@ if [ -e /dev/kvm ]; then
         echo "FAIL: cli: cannot build tests/guests/triple-fault.S: $(head -2 "$T/gcc.err")"
         fails=$((fails + 1))
     fi
+    expect "pvpanic ends kvmbox with status 6" 6 "guest panicked" -- \
+        "$KVMBOX" run --kernel "$GT/panic.elf" --timeout 30
+    # Ctrl-] on a terminal ends the VM (status 0) and gives the terminal back.
+    out=$(python3 - "$KVMBOX" "$GT/ctl.elf" <<'PY'
+import os, pty, select, sys, time
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[1], ['kvmbox', 'run', '--kernel', sys.argv[2], '--mem', '64M', '--timeout', '60'])
+out, t = b'', time.time()
+while time.time() - t < 30:
+    r, _, _ = select.select([fd], [], [], 0.2)
+    if r:
+        try: out += os.read(fd, 4096)
+        except OSError: break
+    if b'TICK 1' in out:
+        os.write(fd, b'\x1d'); break
+_, st = os.waitpid(pid, 0)
+print('status', os.WEXITSTATUS(st) if os.WIFEXITED(st) else 'signal')
+PY
+)
+    if [ "$out" = "status 0" ]; then echo "PASS: cli: Ctrl-] on a terminal ends the VM with status 0"
+    else echo "FAIL: cli: Ctrl-] on a terminal: $out"; fails=$((fails + 1)); fi
     expect "debug-exit status" 43 "" -- "$KVMBOX" run --kernel "$K" --cmdline "code=21" --timeout 30
     expect "embedding example" 43 "" -- "$BUILD/examples/embed" "$K" "code=21"
     grep -q "embed: guest stopped" "$T/err" || { echo "FAIL: cli: embed did not report the stop"; fails=$((fails + 1)); }

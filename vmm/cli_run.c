@@ -26,8 +26,7 @@ static void term_raw(struct term_state *t)
     if (!isatty(STDIN_FILENO) || tcgetattr(STDIN_FILENO, &t->saved) < 0)
         return;
     struct termios raw = t->saved;
-    cfmakeraw(&raw);
-    raw.c_oflag |= OPOST | ONLCR; /* keep newline handling for kvmbox's own messages */
+    cfmakeraw(&raw); /* the guest sends \r\n itself; kvmbox prints only after restoring */
     if (tcsetattr(STDIN_FILENO, TCSAFLUSH, &raw) == 0)
         t->raw = true;
 }
