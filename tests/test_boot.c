@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "firmware/e820.h"
+#include "tests/check_main.h"
 #include "vmm/boot.h"
 #include "vmm/layout.h"
 
@@ -239,9 +240,5 @@ int main(void)
     tcase_add_test(tc, not_a_kernel);
     tcase_add_test(tc, hostile_elf);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return run_suite(s);
 }

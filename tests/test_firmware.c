@@ -9,6 +9,7 @@
 
 #include "firmware/acpi.h"
 #include "firmware/e820.h"
+#include "tests/check_main.h"
 #include "vmm/layout.h"
 
 static uint64_t ram_total(const struct e820_entry *e, int n)
@@ -222,9 +223,5 @@ int main(void)
     tcase_add_test(tc, acpi_no_space);
     tcase_add_test(tc, acpi_iasl);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return run_suite(s);
 }

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tests/check_main.h"
 #include "vmm/bus.h"
 #include "vmm/config.h"
 #include "vmm/exit.h"
@@ -273,9 +274,5 @@ int main(void)
     tcase_add_test(tc, exit_pio_string);
     tcase_add_test(tc, exit_mmio_and_others);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return run_suite(s);
 }
