@@ -11,11 +11,6 @@
 
 #include "block/block.h"
 
-/* TEMPORARY until block/ lands in this tree: weak references so the CLI links without it. */
-#pragma weak blk_open
-#pragma weak blk_create
-#pragma weak blk_get_info
-#pragma weak blk_close
 #include "vmm/cli.h"
 #include "vmm/config.h"
 #include "vmm/util.h"
@@ -185,10 +180,6 @@ static char *clone_disk(const char *spec, const char *new_name, int idx, bool li
     snprintf(dst, sizeof(dst), "%s/%s-disk%d%s", dirname(dir), new_name, idx,
              linked ? ".qcow2" : (ext && !strchr(ext, '/') ? ext : ""));
     if (linked) {
-        if (!blk_create) {
-            errf(err, errlen, -ENOSYS, "linked clones need the block layer");
-            return NULL;
-        }
         if (!*fmt) {
             struct blk *b;
             bool raw;

@@ -5,10 +5,7 @@
 
 #include "include/kvmbox.h"
 #include "vmm/cli.h"
-#if __has_include("block/cli_img.h")
 #include "block/cli_img.h"
-#define HAVE_IMG 1
-#endif
 
 static const char usage[] =
     "usage: kvmbox <command> [options]\n"
@@ -28,10 +25,8 @@ static const char usage[] =
     "  wait NAME                            wait for the VM to end; exit with its status\n"
     "definitions:\n"
     "  define FILE | undefine NAME | dumpconfig NAME | clone SRC NEW [--linked]\n"
-#ifdef HAVE_IMG
     "disk images:\n"
     "  img SUBCOMMAND ...                   create, inspect, convert images (kvmbox img --help)\n"
-#endif
     "  help | version\n"
     "\n"
     "exit status of run: 0 guest powered off, odd = the guest's debug-exit code (v<<1)|1,\n"
@@ -60,10 +55,8 @@ int main(int argc, char **argv)
     for (int i = 0; defs[i]; i++)
         if (!strcmp(cmd, defs[i]))
             return cmd_def(cmd, argc - 1, argv + 1);
-#ifdef HAVE_IMG
     if (!strcmp(cmd, "img"))
         return cli_img_main(argc - 1, argv + 1);
-#endif
     if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
         fputs(usage, stdout);
         return 0;

@@ -1,0 +1,58 @@
+/* Inside the block layer: the driver interface behind block/block.h. One struct blk_ops per
+ * format (raw.c, qcow2.c); block.c does what is common (probing, locking, messages). */
+#ifndef KVMBOX_BLK_INT_H
+#define KVMBOX_BLK_INT_H
+
+#include <pthread.h>
+
+#include "block/block.h"
+
+struct blk_ops {
+    const char *name;
+    int (*probe)(const uint8_t *head, size_t len);            /* 1 when HEAD is this format */
+    int (*open)(struct blk *b, int flags, char *err, size_t errlen);
+    void (*close)(struct blk *b);
+    int (*preadv)(struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off, uint64_t len);
+    int (*pwritev)(struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off, uint64_t len);
+    int (*flush)(struct blk *b);
+    int (*discard)(struct blk *b, uint64_t off, uint64_t len);
+    int (*write_zeroes)(struct blk *b, uint64_t off, uint64_t len, unsigned flags);
+    int (*write_compressed)(struct blk *b, uint64_t off, const void *buf, size_t len);
+    int (*block_status)(struct blk *b, uint64_t off, uint64_t len, uint64_t *pnum,
+                        unsigned *status, uint64_t *host_off);
+    int (*info)(struct blk *b, struct blk_info *info);
+    int (*create)(const char *path, uint64_t size, const struct blk_create_opts *o, char *err, size_t errlen);
+    int (*check)(struct blk *b, unsigned repair, struct blk_check_result *res);
+    int (*truncate)(struct blk *b, uint64_t size, bool shrink);
+    int (*set_backing)(struct blk *b, const char *file, const char *fmt);
+};
+
+struct blk {
+    const struct blk_ops *ops;
+    char *path;
+    int fd;
+    int flags;
+    uint64_t size;              /* virtual size */
+    struct blk *backing;        /* opened backing file, or NULL */
+    int depth;                  /* position in a backing chain, for loop detection */
+    pthread_mutex_t lock;       /* serialises driver metadata */
+    char errmsg[BLK_ERRMSG_MAX];
+    void *priv;                 /* the driver's state */
+};
+
+extern const struct blk_ops blk_raw_ops, blk_qcow2_ops;
+
+#define BLK_MAX_CHAIN 64        /* backing chains deeper than this are taken for loops */
+
+/* Opens a backing file for B (path resolved against B's directory). */
+int blk_open_backing(struct blk *b, const char *name, const char *fmt, char *err, size_t errlen);
+/* Copies LEN bytes from a flat buffer into an iovec at byte offset SKIP, and back. */
+void iov_from_buf(const struct iovec *iov, int iovcnt, size_t skip, const void *buf, size_t len);
+void iov_to_buf(const struct iovec *iov, int iovcnt, size_t skip, void *buf, size_t len);
+void iov_memset(const struct iovec *iov, int iovcnt, size_t skip, int c, size_t len);
+int blk_set_err(struct blk *b, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* pread/pwrite that retry short transfers; a read past EOF yields zeroes. */
+int file_pread(int fd, void *buf, size_t len, uint64_t off);
+int file_pwrite(int fd, const void *buf, size_t len, uint64_t off);
+
+#endif

@@ -1,0 +1,406 @@
+/* The block layer's common part: format probing, image locking, backing files, iovec
+ * helpers, and the public functions of block/block.h, which dispatch to the drivers. */
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "block/blk_int.h"
+
+static const struct blk_ops *const drivers[] = { &blk_qcow2_ops, &blk_raw_ops };
+
+int blk_set_err(struct blk *b, int err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(b->errmsg, sizeof(b->errmsg), fmt, ap);
+    va_end(ap);
+    return err;
+}
+
+const char *blk_errmsg(const struct blk *b)
+{
+    return b->errmsg;
+}
+
+int file_pread(int fd, void *buf, size_t len, uint64_t off)
+{
+    char *p = buf;
+    while (len) {
+        ssize_t n = pread(fd, p, len, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        if (n == 0) { /* past the end of the file: zeroes */
+            memset(p, 0, len);
+            return 0;
+        }
+        p += n, len -= (size_t)n, off += (uint64_t)n;
+    }
+    return 0;
+}
+
+int file_pwrite(int fd, const void *buf, size_t len, uint64_t off)
+{
+    const char *p = buf;
+    while (len) {
+        ssize_t n = pwrite(fd, p, len, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        p += n, len -= (size_t)n, off += (uint64_t)n;
+    }
+    return 0;
+}
+
+/* Walks the iovec from byte SKIP, calling FN on each piece of a LEN-byte range. */
+static void iov_walk(const struct iovec *iov, int iovcnt, size_t skip, size_t len,
+                     void (*fn)(void *iov_base, size_t n, void *arg, size_t done), void *arg)
+{
+    size_t done = 0;
+    for (int i = 0; i < iovcnt && done < len; i++) {
+        if (skip >= iov[i].iov_len) {
+            skip -= iov[i].iov_len;
+            continue;
+        }
+        size_t n = iov[i].iov_len - skip;
+        if (n > len - done)
+            n = len - done;
+        fn((char *)iov[i].iov_base + skip, n, arg, done);
+        done += n;
+        skip = 0;
+    }
+}
+
+static void from_buf(void *base, size_t n, void *arg, size_t done) { memcpy(base, (const char *)arg + done, n); }
+static void to_buf(void *base, size_t n, void *arg, size_t done) { memcpy((char *)arg + done, base, n); }
+static void fill(void *base, size_t n, void *arg, size_t done) { memset(base, *(int *)arg, n); (void)done; }
+
+void iov_from_buf(const struct iovec *iov, int iovcnt, size_t skip, const void *buf, size_t len)
+{
+    iov_walk(iov, iovcnt, skip, len, from_buf, (void *)buf);
+}
+
+void iov_to_buf(const struct iovec *iov, int iovcnt, size_t skip, void *buf, size_t len)
+{
+    iov_walk(iov, iovcnt, skip, len, to_buf, buf);
+}
+
+void iov_memset(const struct iovec *iov, int iovcnt, size_t skip, int c, size_t len)
+{
+    iov_walk(iov, iovcnt, skip, len, fill, &c);
+}
+
+static size_t iov_size(const struct iovec *iov, int iovcnt)
+{
+    size_t n = 0;
+    for (int i = 0; i < iovcnt; i++)
+        n += iov[i].iov_len;
+    return n;
+}
+
+/* An OFD lock on the whole file: shared for readers, exclusive for a writer. qemu uses byte
+ * ranges of its own; kvmbox's writers exclude each other and kvmbox's readers. */
+static int lock_image(struct blk *b, bool write)
+{
+    struct flock fl = { .l_type = write ? F_WRLCK : F_RDLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0 };
+    if (fcntl(b->fd, F_OFD_SETLK, &fl) == 0)
+        return 0;
+    if (errno == EAGAIN || errno == EACCES)
+        return blk_set_err(b, -EBUSY, "image %s is in use by another process%s", b->path,
+                           write ? " (it is locked for writing)" : " that is writing it");
+    return 0; /* file systems without OFD locks: go on unlocked */
+}
+
+static const struct blk_ops *probe(int fd, const char *format, bool *probed_raw)
+{
+    if (format) {
+        for (size_t i = 0; i < sizeof(drivers) / sizeof(drivers[0]); i++)
+            if (!strcmp(drivers[i]->name, format))
+                return drivers[i];
+        return NULL;
+    }
+    uint8_t head[512];
+    if (file_pread(fd, head, sizeof(head), 0) < 0)
+        memset(head, 0, sizeof(head));
+    for (size_t i = 0; i < sizeof(drivers) / sizeof(drivers[0]); i++)
+        if (drivers[i]->probe && drivers[i]->probe(head, sizeof(head))) {
+            if (probed_raw)
+                *probed_raw = drivers[i] == &blk_raw_ops;
+            return drivers[i];
+        }
+    if (probed_raw)
+        *probed_raw = true;
+    return &blk_raw_ops;
+}
+
+static int open_depth(const char *path, const char *format, int flags, int depth, struct blk **out,
+                      bool *probed_raw, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (depth > BLK_MAX_CHAIN) {
+        snprintf(err, errlen, "backing chain of %s is deeper than %d (a loop?)", path, BLK_MAX_CHAIN);
+        return -ELOOP;
+    }
+    struct blk *b = calloc(1, sizeof(*b));
+    if (!b || !(b->path = strdup(path))) {
+        free(b);
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    b->depth = depth;
+    b->flags = flags;
+    pthread_mutex_init(&b->lock, NULL);
+    int oflags = (flags & BLK_O_RDWR ? O_RDWR : O_RDONLY) | O_CLOEXEC | (flags & BLK_O_DIRECT ? O_DIRECT : 0);
+    b->fd = open(path, oflags);
+    int r;
+    if (b->fd < 0) {
+        r = -errno;
+        snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        goto fail;
+    }
+    struct stat st;
+    if (fstat(b->fd, &st) < 0 || S_ISDIR(st.st_mode)) {
+        r = -EISDIR;
+        snprintf(err, errlen, "%s is a directory", path);
+        goto fail;
+    }
+    b->ops = probe(b->fd, format, probed_raw);
+    if (!b->ops) {
+        r = -EINVAL;
+        snprintf(err, errlen, "unknown image format '%s' (raw or qcow2)", format);
+        goto fail;
+    }
+    if (!(flags & (BLK_O_NO_LOCK | BLK_O_FORCE_SHARE)) && (r = lock_image(b, flags & BLK_O_RDWR)) < 0) {
+        snprintf(err, errlen, "%s", b->errmsg);
+        goto fail;
+    }
+    if ((r = b->ops->open(b, flags, err, errlen)) < 0) {
+        b->ops = NULL;
+        goto fail;
+    }
+    *out = b;
+    return 0;
+fail:
+    blk_close(b);
+    return r;
+}
+
+int blk_open(const char *path, const char *format, int flags, struct blk **out, bool *probed_raw,
+             char *err, size_t errlen)
+{
+    char dummy[BLK_ERRMSG_MAX];
+    if (!err)
+        err = dummy, errlen = sizeof(dummy);
+    return open_depth(path, format, flags, 0, out, probed_raw, err, errlen);
+}
+
+int blk_open_backing(struct blk *b, const char *name, const char *fmt, char *err, size_t errlen)
+{
+    char path[4096];
+    if (name[0] == '/') {
+        snprintf(path, sizeof(path), "%s", name);
+    } else {
+        char dir[4096];
+        snprintf(dir, sizeof(dir), "%s", b->path);
+        snprintf(path, sizeof(path), "%s/%s", dirname(dir), name);
+    }
+    char sub[BLK_ERRMSG_MAX];
+    /* Backing files are only read; a shared lock keeps writers away from them. */
+    int r = open_depth(path, fmt && *fmt ? fmt : NULL, b->flags & (BLK_O_DIRECT | BLK_O_FORCE_SHARE),
+                       b->depth + 1, &b->backing, NULL, sub, sizeof(sub));
+    if (r == -ELOOP)
+        snprintf(err, errlen, "%s", sub); /* the innermost message says it all */
+    else if (r < 0)
+        snprintf(err, errlen, "backing file of %s: %s", b->path, sub);
+    return r;
+}
+
+void blk_close(struct blk *b)
+{
+    if (!b)
+        return;
+    if (b->ops)
+        b->ops->close(b);
+    blk_close(b->backing);
+    if (b->fd >= 0)
+        close(b->fd);
+    pthread_mutex_destroy(&b->lock);
+    free(b->path);
+    free(b);
+}
+
+static int check_range(struct blk *b, uint64_t off, uint64_t len)
+{
+    if (off > b->size || len > b->size - off)
+        return blk_set_err(b, -EINVAL, "request %llu+%llu is beyond the end of %s (%llu bytes)",
+                           (unsigned long long)off, (unsigned long long)len, b->path,
+                           (unsigned long long)b->size);
+    return 0;
+}
+
+int blk_preadv(struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off)
+{
+    uint64_t len = iov_size(iov, iovcnt);
+    int r = check_range(b, off, len);
+    return r < 0 || len == 0 ? r : b->ops->preadv(b, iov, iovcnt, off, len);
+}
+
+int blk_pwritev(struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off)
+{
+    uint64_t len = iov_size(iov, iovcnt);
+    if (!(b->flags & BLK_O_RDWR))
+        return blk_set_err(b, -EROFS, "%s is open read-only", b->path);
+    int r = check_range(b, off, len);
+    return r < 0 || len == 0 ? r : b->ops->pwritev(b, iov, iovcnt, off, len);
+}
+
+int blk_pread(struct blk *b, void *buf, size_t len, uint64_t off)
+{
+    struct iovec v = { buf, len };
+    return blk_preadv(b, &v, 1, off);
+}
+
+int blk_pwrite(struct blk *b, const void *buf, size_t len, uint64_t off)
+{
+    struct iovec v = { (void *)buf, len };
+    return blk_pwritev(b, &v, 1, off);
+}
+
+int blk_flush(struct blk *b)
+{
+    return b->flags & BLK_O_RDWR ? b->ops->flush(b) : 0;
+}
+
+int blk_discard(struct blk *b, uint64_t off, uint64_t len)
+{
+    int r = check_range(b, off, len);
+    if (r < 0)
+        return r;
+    if (!(b->flags & BLK_O_RDWR))
+        return blk_set_err(b, -EROFS, "%s is open read-only", b->path);
+    return b->ops->discard ? b->ops->discard(b, off, len) : 0;
+}
+
+int blk_write_zeroes(struct blk *b, uint64_t off, uint64_t len, unsigned flags)
+{
+    int r = check_range(b, off, len);
+    if (r < 0)
+        return r;
+    if (!(b->flags & BLK_O_RDWR))
+        return blk_set_err(b, -EROFS, "%s is open read-only", b->path);
+    return b->ops->write_zeroes(b, off, len, flags);
+}
+
+int blk_write_compressed(struct blk *b, uint64_t off, const void *buf, size_t len)
+{
+    if (!b->ops->write_compressed)
+        return blk_set_err(b, -ENOTSUP, "%s format cannot compress", b->ops->name);
+    int r = check_range(b, off, len);
+    return r < 0 ? r : b->ops->write_compressed(b, off, buf, len);
+}
+
+uint64_t blk_length(const struct blk *b)
+{
+    return b->size;
+}
+
+bool blk_is_readonly(const struct blk *b)
+{
+    return !(b->flags & BLK_O_RDWR);
+}
+
+int blk_block_status(struct blk *b, uint64_t off, uint64_t len, uint64_t *pnum, unsigned *status,
+                     uint64_t *host_off)
+{
+    int r = check_range(b, off, len);
+    if (r < 0)
+        return r;
+    *host_off = 0;
+    return b->ops->block_status(b, off, len, pnum, status, host_off);
+}
+
+struct blk *blk_backing(const struct blk *b)
+{
+    return b->backing;
+}
+
+int blk_get_info(struct blk *b, struct blk_info *info)
+{
+    memset(info, 0, sizeof(*info));
+    snprintf(info->format, sizeof(info->format), "%s", b->ops->name);
+    snprintf(info->filename, sizeof(info->filename), "%s", b->path);
+    info->virtual_size = b->size;
+    struct stat st;
+    if (fstat(b->fd, &st) == 0)
+        info->disk_size = (uint64_t)st.st_blocks * 512;
+    return b->ops->info ? b->ops->info(b, info) : 0;
+}
+
+int blk_create(const char *path, const char *format, uint64_t size, const struct blk_create_opts *opts,
+               char *err, size_t errlen)
+{
+    struct blk_create_opts none = { 0 };
+    const struct blk_ops *ops = NULL;
+    for (size_t i = 0; i < sizeof(drivers) / sizeof(drivers[0]); i++)
+        if (!strcmp(drivers[i]->name, format))
+            ops = drivers[i];
+    if (!ops) {
+        snprintf(err, errlen, "unknown image format '%s' (raw or qcow2)", format);
+        return -EINVAL;
+    }
+    return ops->create(path, size, opts ? opts : &none, err, errlen);
+}
+
+int blk_check(struct blk *b, unsigned repair, struct blk_check_result *res)
+{
+    memset(res, 0, sizeof(*res));
+    if (repair && !(b->flags & BLK_O_RDWR))
+        return blk_set_err(b, -EROFS, "%s is open read-only", b->path);
+    return b->ops->check ? b->ops->check(b, repair, res) : 0;
+}
+
+int blk_truncate(struct blk *b, uint64_t size, bool shrink)
+{
+    if (!(b->flags & BLK_O_RDWR))
+        return blk_set_err(b, -EROFS, "%s is open read-only", b->path);
+    if (size < b->size && !shrink)
+        return blk_set_err(b, -EINVAL, "shrinking %s needs --shrink", b->path);
+    return b->ops->truncate(b, size, shrink);
+}
+
+int blk_set_backing(struct blk *b, const char *file, const char *fmt)
+{
+    if (!b->ops->set_backing)
+        return blk_set_err(b, -ENOTSUP, "%s images have no backing file", b->ops->name);
+    return b->ops->set_backing(b, file, fmt);
+}
+
+/* Internal snapshots: not implemented yet (the qcow2 driver keeps snapshots that qemu-img
+ * made intact: their tables are counted by check and shared clusters are copied on write). */
+int blk_snapshot_list(struct blk *b, struct blk_snapshot *out, int max)
+{
+    return blk_set_err(b, -ENOTSUP, "internal snapshots are not supported by kvmbox yet");
+}
+
+int blk_snapshot_create(struct blk *b, const char *name)
+{
+    return blk_set_err(b, -ENOTSUP, "internal snapshots are not supported by kvmbox yet");
+}
+
+int blk_snapshot_apply(struct blk *b, const char *id_or_name)
+{
+    return blk_set_err(b, -ENOTSUP, "internal snapshots are not supported by kvmbox yet");
+}
+
+int blk_snapshot_delete(struct blk *b, const char *id_or_name)
+{
+    return blk_set_err(b, -ENOTSUP, "internal snapshots are not supported by kvmbox yet");
+}

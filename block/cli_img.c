@@ -1,0 +1,531 @@
+/* kvmbox img: create, info, convert, check, compare, map and resize, with qemu-img's
+ * option names and exit statuses, on kvmbox's block layer. */
+#include "block/cli_img.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "block/block.h"
+#include "vmm/util.h"
+
+#define CHUNK (2u << 20)
+
+static const char img_usage[] =
+    "usage: kvmbox img <command> [options]\n"
+    "  create [-f raw|qcow2] [-b BACKING [-F FMT]] [-o cluster_size=N,compat=0.10|1.1,lazy_refcounts=on,refcount_bits=N] FILE [SIZE]\n"
+    "  info [-f FMT] [--output human|json] [--backing-chain] FILE\n"
+    "  convert [-f FMT] [-O raw|qcow2] [-c] [-p] [-o OPTIONS] [-t none|writeback|unsafe] SRC DST\n"
+    "  check [-f FMT] [-r leaks|all] FILE\n"
+    "  compare [-f FMT] [-F FMT] FILE1 FILE2\n"
+    "  map [-f FMT] [--output human|json] FILE\n"
+    "  resize [-f FMT] [--shrink] FILE [+|-]SIZE\n";
+
+static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int fail(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("kvmbox img: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return 1;
+}
+
+static int usage_error(const char *what)
+{
+    fprintf(stderr, "kvmbox img: %s (see kvmbox img --help)\n", what);
+    return 2;
+}
+
+/* -o key=value,... */
+static int parse_create_opts(const char *s, struct blk_create_opts *o)
+{
+    char buf[512];
+    snprintf(buf, sizeof(buf), "%s", s);
+    for (char *save, *kv = strtok_r(buf, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(kv, '=');
+        if (!eq)
+            return usage_error("-o takes key=value pairs");
+        *eq++ = 0;
+        uint64_t v;
+        if (!strcmp(kv, "cluster_size") && parse_size(eq, &v) == 0 && v <= (2u << 20))
+            o->cluster_size = (uint32_t)v;
+        else if (!strcmp(kv, "compat") && (!strcmp(eq, "0.10") || !strcmp(eq, "v2")))
+            o->qcow2_version = 2;
+        else if (!strcmp(kv, "compat") && (!strcmp(eq, "1.1") || !strcmp(eq, "v3")))
+            o->qcow2_version = 3;
+        else if (!strcmp(kv, "lazy_refcounts"))
+            o->lazy_refcounts = !strcmp(eq, "on");
+        else if (!strcmp(kv, "refcount_bits") && parse_uint(eq, 1, 64, &v) == 0)
+            o->refcount_bits = (uint32_t)v;
+        else if (!strcmp(kv, "preallocation") && !strcmp(eq, "off"))
+            ;
+        else {
+            fprintf(stderr, "kvmbox img: unsupported option %s=%s\n", kv, eq);
+            return 2;
+        }
+    }
+    return 0;
+}
+
+static int open_image(const char *path, const char *fmt, int flags, struct blk **b)
+{
+    char err[BLK_ERRMSG_MAX];
+    bool raw = false;
+    if (blk_open(path, fmt, flags, b, &raw, err, sizeof(err)) < 0)
+        return fail("%s", err);
+    return 0;
+}
+
+static int cmd_create(int argc, char **argv)
+{
+    const char *fmt = "raw", *backing = NULL, *bfmt = NULL;
+    struct blk_create_opts o = { 0 };
+    optind = 0;
+    for (int c; (c = getopt(argc, argv, "+f:b:F:o:")) != -1;) {
+        if (c == 'f') fmt = optarg;
+        else if (c == 'b') backing = optarg;
+        else if (c == 'F') bfmt = optarg;
+        else if (c == 'o') { int r = parse_create_opts(optarg, &o); if (r) return r; }
+        else return usage_error("bad option for create");
+    }
+    if (optind >= argc)
+        return usage_error("create needs a file name");
+    const char *path = argv[optind];
+    uint64_t size = 0;
+    if (optind + 1 < argc && parse_size(argv[optind + 1], &size) < 0)
+        return usage_error("invalid size (use K, M, G or T suffixes)");
+    if (optind + 1 >= argc && !backing)
+        return usage_error("create needs a size");
+    o.backing_file = backing;
+    o.backing_format = bfmt;
+    if (backing && !size) { /* the backing file's size */
+        struct blk *b;
+        char bpath[4096];
+        if (backing[0] != '/' && strchr(path, '/'))
+            snprintf(bpath, sizeof(bpath), "%.*s/%s", (int)(strrchr(path, '/') - path), path, backing);
+        else
+            snprintf(bpath, sizeof(bpath), "%s", backing);
+        if (open_image(bpath, bfmt, BLK_O_FORCE_SHARE, &b))
+            return 1;
+        size = blk_length(b);
+        if (!bfmt) {
+            struct blk_info i;
+            blk_get_info(b, &i);
+            static char f[16];
+            snprintf(f, sizeof(f), "%s", i.format);
+            o.backing_format = f;
+        }
+        blk_close(b);
+    }
+    char err[BLK_ERRMSG_MAX];
+    if (blk_create(path, fmt, size, &o, err, sizeof(err)) < 0)
+        return fail("%s", err);
+    printf("Formatting '%s', fmt=%s size=%llu\n", path, fmt, (unsigned long long)size);
+    return 0;
+}
+
+static struct json_object *info_json(struct blk *b)
+{
+    struct blk_info i;
+    blk_get_info(b, &i);
+    struct json_object *o = json_object_new_object();
+    json_object_object_add(o, "filename", json_object_new_string(i.filename));
+    json_object_object_add(o, "format", json_object_new_string(i.format));
+    json_object_object_add(o, "virtual-size", json_object_new_int64((int64_t)i.virtual_size));
+    json_object_object_add(o, "actual-size", json_object_new_int64((int64_t)i.disk_size));
+    json_object_object_add(o, "dirty-flag", json_object_new_boolean(i.dirty));
+    if (i.cluster_size)
+        json_object_object_add(o, "cluster-size", json_object_new_int64(i.cluster_size));
+    if (i.backing_file[0]) {
+        json_object_object_add(o, "backing-filename", json_object_new_string(i.backing_file));
+        if (i.backing_path[0])
+            json_object_object_add(o, "full-backing-filename", json_object_new_string(i.backing_path));
+        if (i.backing_format[0])
+            json_object_object_add(o, "backing-filename-format", json_object_new_string(i.backing_format));
+    }
+    if (!strcmp(i.format, "qcow2")) {
+        struct json_object *d = json_object_new_object(), *fs = json_object_new_object();
+        json_object_object_add(d, "compat", json_object_new_string(i.qcow2_version >= 3 ? "1.1" : "0.10"));
+        json_object_object_add(d, "refcount-bits", json_object_new_int((int)i.refcount_bits));
+        json_object_object_add(d, "corrupt", json_object_new_boolean(i.corrupt));
+        json_object_object_add(d, "lazy-refcounts", json_object_new_boolean(i.lazy_refcounts));
+        json_object_object_add(fs, "type", json_object_new_string("qcow2"));
+        json_object_object_add(fs, "data", d);
+        json_object_object_add(o, "format-specific", fs);
+        json_object_object_add(o, "snapshots", json_object_new_array());
+    }
+    return o;
+}
+
+static void info_human(struct blk *b)
+{
+    struct blk_info i;
+    char vs[32], ds[32];
+    blk_get_info(b, &i);
+    format_size(i.virtual_size, vs, sizeof(vs));
+    format_size(i.disk_size, ds, sizeof(ds));
+    printf("image: %s\nfile format: %s\nvirtual size: %s (%llu bytes)\ndisk size: %s\n", i.filename,
+           i.format, vs, (unsigned long long)i.virtual_size, ds);
+    if (i.cluster_size)
+        printf("cluster_size: %u\n", i.cluster_size);
+    if (i.backing_file[0]) {
+        printf("backing file: %s", i.backing_file);
+        if (i.backing_path[0] && strcmp(i.backing_path, i.backing_file))
+            printf(" (actual path: %s)", i.backing_path);
+        printf("\n");
+        if (i.backing_format[0])
+            printf("backing file format: %s\n", i.backing_format);
+    }
+    if (!strcmp(i.format, "qcow2"))
+        printf("Format specific information:\n    compat: %s\n    lazy refcounts: %s\n    refcount bits: %u\n"
+               "    corrupt: %s\n    dirty: %s\n", i.qcow2_version >= 3 ? "1.1" : "0.10",
+               i.lazy_refcounts ? "true" : "false", i.refcount_bits, i.corrupt ? "true" : "false",
+               i.dirty ? "true" : "false");
+}
+
+static int cmd_info(int argc, char **argv)
+{
+    static const struct option opts[] = { { "output", required_argument, NULL, 'O' },
+                                          { "backing-chain", no_argument, NULL, 'B' }, { 0 } };
+    const char *fmt = NULL, *output = "human";
+    bool chain = false;
+    optind = 0;
+    for (int c; (c = getopt_long(argc, argv, "+f:U", opts, NULL)) != -1;) {
+        if (c == 'f') fmt = optarg;
+        else if (c == 'O') output = optarg;
+        else if (c == 'B') chain = true;
+        else if (c == 'U') ;
+        else return usage_error("bad option for info");
+    }
+    if (optind != argc - 1)
+        return usage_error("info needs one file name");
+    if (strcmp(output, "human") && strcmp(output, "json"))
+        return usage_error("--output is human or json");
+    struct blk *b;
+    if (open_image(argv[optind], fmt, BLK_O_FORCE_SHARE | (chain ? 0 : 0), &b))
+        return 1;
+    if (!strcmp(output, "json")) {
+        struct json_object *o = chain ? json_object_new_array() : info_json(b);
+        for (struct blk *l = b; chain && l; l = blk_backing(l))
+            json_object_array_add(o, info_json(l));
+        printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED | JSON_C_TO_STRING_NOSLASHESCAPE));
+        json_object_put(o);
+    } else {
+        for (struct blk *l = b; l; l = chain ? blk_backing(l) : NULL) {
+            info_human(l);
+            if (chain && blk_backing(l))
+                printf("\n");
+        }
+    }
+    blk_close(b);
+    return 0;
+}
+
+static bool all_zero(const uint8_t *p, size_t n)
+{
+    return n == 0 || (p[0] == 0 && !memcmp(p, p + 1, n - 1));
+}
+
+static void progress(bool on, uint64_t done, uint64_t total)
+{
+    if (on)
+        fprintf(stderr, "\r    (%.2f/100%%)", total ? 100.0 * (double)done / (double)total : 100.0);
+}
+
+static int cmd_convert(int argc, char **argv)
+{
+    const char *ifmt = NULL, *ofmt = "raw", *cache = "writeback";
+    bool compress = false, prog = false;
+    struct blk_create_opts o = { 0 };
+    optind = 0;
+    for (int c; (c = getopt(argc, argv, "+f:O:cpo:t:T:U")) != -1;) {
+        if (c == 'f') ifmt = optarg;
+        else if (c == 'O') ofmt = optarg;
+        else if (c == 'c') compress = true;
+        else if (c == 'p') prog = isatty(STDERR_FILENO);
+        else if (c == 'o') { int r = parse_create_opts(optarg, &o); if (r) return r; }
+        else if (c == 't') cache = optarg;
+        else if (c == 'T' || c == 'U') ;
+        else return usage_error("bad option for convert");
+    }
+    if (optind != argc - 2)
+        return usage_error("convert needs a source and a destination");
+    if (compress && strcmp(ofmt, "qcow2"))
+        return usage_error("-c needs -O qcow2");
+    struct blk *src, *dst;
+    if (open_image(argv[optind], ifmt, BLK_O_FORCE_SHARE, &src))
+        return 1;
+    uint64_t size = blk_length(src);
+    char err[BLK_ERRMSG_MAX];
+    if (blk_create(argv[optind + 1], ofmt, size, &o, err, sizeof(err)) < 0) {
+        blk_close(src);
+        return fail("%s", err);
+    }
+    int flags = BLK_O_RDWR | (!strcmp(cache, "none") ? BLK_O_DIRECT : 0);
+    if (open_image(argv[optind + 1], ofmt, flags, &dst)) {
+        blk_close(src);
+        return 1;
+    }
+    struct blk_info di;
+    blk_get_info(dst, &di);
+    uint32_t cs = di.cluster_size ? di.cluster_size : 65536;
+    size_t chunk = CHUNK > cs ? CHUNK : cs;
+    uint8_t *buf = aligned_alloc(4096, chunk);
+    int r = buf ? 0 : -ENOMEM;
+    for (uint64_t off = 0; r == 0 && off < size;) {
+        size_t n = size - off < chunk ? (size_t)(size - off) : chunk;
+        uint64_t pnum;
+        unsigned st;
+        uint64_t host;
+        /* An unallocated or zero run in an image without backing needs no reading. */
+        if (!blk_backing(src) && blk_block_status(src, off, n, &pnum, &st, &host) == 0 &&
+            (!(st & BLK_STATUS_DATA)) && pnum > 0) {
+            off += pnum;
+            progress(prog, off, size);
+            continue;
+        }
+        if ((r = blk_pread(src, buf, n, off)) < 0) {
+            fail("reading %s: %s", argv[optind], blk_errmsg(src));
+            break;
+        }
+        for (size_t p = 0; r == 0 && p < n; p += cs) {
+            size_t m = n - p < cs ? n - p : cs;
+            if (all_zero(buf + p, m))
+                continue; /* the new image reads as zeroes already */
+            r = compress ? blk_write_compressed(dst, off + p, buf + p, m) : blk_pwrite(dst, buf + p, m, off + p);
+            if (r < 0)
+                fail("writing %s: %s", argv[optind + 1], blk_errmsg(dst));
+        }
+        off += n;
+        progress(prog, off, size);
+    }
+    if (r == 0 && (r = blk_flush(dst)) < 0)
+        fail("flushing %s: %s", argv[optind + 1], blk_errmsg(dst));
+    if (prog)
+        fputc('\n', stderr);
+    free(buf);
+    blk_close(dst);
+    blk_close(src);
+    return r < 0 ? 1 : 0;
+}
+
+static int cmd_check(int argc, char **argv)
+{
+    const char *fmt = NULL, *repair = NULL;
+    optind = 0;
+    for (int c; (c = getopt(argc, argv, "+f:r:U")) != -1;) {
+        if (c == 'f') fmt = optarg;
+        else if (c == 'r') repair = optarg;
+        else if (c == 'U') ;
+        else return usage_error("bad option for check");
+    }
+    if (optind != argc - 1)
+        return usage_error("check needs one file name");
+    unsigned rep = 0;
+    if (repair && !strcmp(repair, "leaks"))
+        rep = BLK_REPAIR_LEAKS;
+    else if (repair && !strcmp(repair, "all"))
+        rep = BLK_REPAIR_LEAKS | BLK_REPAIR_ERRORS;
+    else if (repair)
+        return usage_error("-r takes leaks or all");
+    struct blk *b;
+    if (open_image(argv[optind], fmt, rep ? BLK_O_RDWR | BLK_O_NO_BACKING : BLK_O_FORCE_SHARE | BLK_O_NO_BACKING, &b))
+        return 1;
+    struct blk_check_result res;
+    int r = blk_check(b, rep, &res);
+    if (r < 0) {
+        fail("check failed: %s", blk_errmsg(b));
+        blk_close(b);
+        return 1;
+    }
+    if (res.leaks_fixed || res.corruptions_fixed)
+        printf("The following inconsistencies were found and repaired:\n\n    %llu leaked clusters\n    %llu corruptions\n\n",
+               (unsigned long long)res.leaks_fixed, (unsigned long long)res.corruptions_fixed);
+    uint64_t corrupt = res.corruptions - res.corruptions_fixed, leaks = res.leaks - res.leaks_fixed;
+    if (corrupt) {
+        printf("%llu errors were found on the image.\nData may be corrupted, or further writes to the image may corrupt it.\n",
+               (unsigned long long)corrupt);
+        if (res.first_problem[0])
+            printf("First: %s\n", res.first_problem);
+    }
+    if (leaks)
+        printf("\n%llu leaked clusters were found on the image.\nThis means waste of disk space, but no harm to data.\n",
+               (unsigned long long)leaks);
+    if (!corrupt && !leaks)
+        printf("No errors were found on the image.\n");
+    struct blk_info i;
+    blk_get_info(b, &i);
+    if (res.total_clusters)
+        printf("%llu/%llu = %.2f%% allocated, %.2f%% fragmented, %.2f%% compressed clusters\n",
+               (unsigned long long)res.allocated_clusters, (unsigned long long)res.total_clusters,
+               100.0 * (double)res.allocated_clusters / (double)res.total_clusters, 0.0,
+               res.allocated_clusters ? 100.0 * (double)res.compressed_clusters / (double)res.allocated_clusters : 0.0);
+    if (res.image_end_offset)
+        printf("Image end offset: %llu\n", (unsigned long long)res.image_end_offset);
+    blk_close(b);
+    return corrupt ? 2 : leaks ? 3 : 0;
+}
+
+static int cmd_compare(int argc, char **argv)
+{
+    const char *fa = NULL, *fb = NULL;
+    optind = 0;
+    for (int c; (c = getopt(argc, argv, "+f:F:U")) != -1;) {
+        if (c == 'f') fa = optarg;
+        else if (c == 'F') fb = optarg;
+        else if (c == 'U') ;
+        else { usage_error("bad option for compare"); return 2; }
+    }
+    if (optind != argc - 2) {
+        usage_error("compare needs two file names");
+        return 2;
+    }
+    struct blk *a, *b;
+    if (open_image(argv[optind], fa, BLK_O_FORCE_SHARE, &a))
+        return 2;
+    if (open_image(argv[optind + 1], fb, BLK_O_FORCE_SHARE, &b)) {
+        blk_close(a);
+        return 2;
+    }
+    uint64_t sa = blk_length(a), sb = blk_length(b), max = sa > sb ? sa : sb;
+    uint8_t *x = malloc(CHUNK), *y = malloc(CHUNK);
+    int status = x && y ? 0 : 2;
+    for (uint64_t off = 0; status == 0 && off < max; off += CHUNK) {
+        size_t n = max - off < CHUNK ? (size_t)(max - off) : CHUNK;
+        size_t na = off >= sa ? 0 : sa - off < n ? (size_t)(sa - off) : n;
+        size_t nb = off >= sb ? 0 : sb - off < n ? (size_t)(sb - off) : n;
+        memset(x, 0, n), memset(y, 0, n);
+        if ((na && blk_pread(a, x, na, off) < 0) || (nb && blk_pread(b, y, nb, off) < 0)) {
+            fail("read error during compare");
+            status = 2;
+            break;
+        }
+        if (memcmp(x, y, n)) {
+            size_t i = 0;
+            while (x[i] == y[i])
+                i++;
+            printf("Content mismatch at offset %llu!\n", (unsigned long long)(off + i));
+            status = 1;
+        }
+    }
+    if (status == 0)
+        printf("Images are identical.\n");
+    free(x), free(y);
+    blk_close(a), blk_close(b);
+    return status;
+}
+
+static int cmd_map(int argc, char **argv)
+{
+    static const struct option opts[] = { { "output", required_argument, NULL, 'O' }, { 0 } };
+    const char *fmt = NULL, *output = "human";
+    optind = 0;
+    for (int c; (c = getopt_long(argc, argv, "+f:U", opts, NULL)) != -1;) {
+        if (c == 'f') fmt = optarg;
+        else if (c == 'O') output = optarg;
+        else if (c == 'U') ;
+        else return usage_error("bad option for map");
+    }
+    if (optind != argc - 1)
+        return usage_error("map needs one file name");
+    struct blk *b;
+    if (open_image(argv[optind], fmt, BLK_O_FORCE_SHARE, &b))
+        return 1;
+    bool json = !strcmp(output, "json");
+    struct json_object *arr = json_object_new_array();
+    if (!json)
+        printf("%-16s%-16s%-16s%s\n", "Offset", "Length", "Mapped to", "File");
+    int r = 0;
+    for (uint64_t off = 0; off < blk_length(b);) {
+        uint64_t pnum = 0, host = 0;
+        unsigned st = 0;
+        int depth = 0;
+        struct blk *l = b;
+        /* Find the layer that decides this range. */
+        for (; l; l = blk_backing(l), depth++) {
+            if ((r = blk_block_status(l, off, blk_length(b) - off < blk_length(l) - off ? blk_length(b) - off : blk_length(l) - off, &pnum, &st, &host)) < 0)
+                break;
+            if (st & BLK_STATUS_ALLOCATED || !blk_backing(l) || off >= blk_length(blk_backing(l)))
+                break;
+        }
+        if (r < 0 || !pnum)
+            break;
+        if (json) {
+            struct json_object *o = json_object_new_object();
+            json_object_object_add(o, "start", json_object_new_int64((int64_t)off));
+            json_object_object_add(o, "length", json_object_new_int64((int64_t)pnum));
+            json_object_object_add(o, "depth", json_object_new_int(depth));
+            json_object_object_add(o, "present", json_object_new_boolean(st & BLK_STATUS_ALLOCATED));
+            json_object_object_add(o, "zero", json_object_new_boolean(!(st & BLK_STATUS_DATA)));
+            json_object_object_add(o, "data", json_object_new_boolean(st & BLK_STATUS_DATA));
+            if (host && (st & BLK_STATUS_DATA) && !(st & BLK_STATUS_COMPRESSED))
+                json_object_object_add(o, "offset", json_object_new_int64((int64_t)host));
+            json_object_array_add(arr, o);
+        } else if (st & BLK_STATUS_DATA) {
+            printf("%#-16llx%#-16llx%#-16llx%s\n", (unsigned long long)off, (unsigned long long)pnum,
+                   (unsigned long long)host, l ? blk_errmsg(l)[0] ? argv[optind] : argv[optind] : argv[optind]);
+        }
+        off += pnum;
+    }
+    if (json)
+        printf("%s\n", json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED));
+    json_object_put(arr);
+    blk_close(b);
+    return r < 0 ? 1 : 0;
+}
+
+static int cmd_resize(int argc, char **argv)
+{
+    static const struct option opts[] = { { "shrink", no_argument, NULL, 'S' }, { 0 } };
+    const char *fmt = NULL;
+    bool shrink = false;
+    optind = 0;
+    for (int c; (c = getopt_long(argc, argv, "+f:", opts, NULL)) != -1;) {
+        if (c == 'f') fmt = optarg;
+        else if (c == 'S') shrink = true;
+        else return usage_error("bad option for resize");
+    }
+    if (optind != argc - 2)
+        return usage_error("resize needs a file and a size");
+    const char *s = argv[optind + 1];
+    int sign = *s == '+' ? 1 : *s == '-' ? -1 : 0;
+    uint64_t v;
+    if (parse_size(sign ? s + 1 : s, &v) < 0)
+        return usage_error("invalid size");
+    struct blk *b;
+    if (open_image(argv[optind], fmt, BLK_O_RDWR | BLK_O_NO_BACKING, &b))
+        return 1;
+    uint64_t cur = blk_length(b), want = sign > 0 ? cur + v : sign < 0 ? (v > cur ? 0 : cur - v) : v;
+    int r = blk_truncate(b, want, shrink);
+    if (r < 0)
+        fail("%s", blk_errmsg(b));
+    else
+        printf("Image resized.\n");
+    blk_close(b);
+    return r < 0 ? 1 : 0;
+}
+
+int cli_img_main(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        fputs(img_usage, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    static const struct { const char *name; int (*fn)(int, char **); } cmds[] = {
+        { "create", cmd_create }, { "info", cmd_info }, { "convert", cmd_convert },
+        { "check", cmd_check }, { "compare", cmd_compare }, { "map", cmd_map },
+        { "resize", cmd_resize },
+    };
+    for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
+        if (!strcmp(argv[1], cmds[i].name))
+            return cmds[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "kvmbox img: unknown or not yet supported command '%s' (snapshot, commit, rebase and bench are not implemented yet)\n%s", argv[1], img_usage);
+    return 2;
+}

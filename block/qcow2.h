@@ -1,0 +1,100 @@
+/* qcow2 driver internals (QEMU's docs/interop/qcow2.txt). Split by concern:
+ *   qcow2.c           header, open/validate, create, info, close, backing
+ *   qcow2_refcount.c  refcount read/update, cluster allocation, table growth, check
+ *   qcow2_map.c       L1/L2 mapping, the read and write paths, zero/discard, compression
+ * On-disk tables are big-endian; caches keep them in that form. */
+#ifndef KVMBOX_QCOW2_H
+#define KVMBOX_QCOW2_H
+
+#include <endian.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "block/blk_int.h"
+
+#define QCOW2_MAGIC 0x514649fbu
+#define QCOW2_MIN_CLUSTER_BITS 9
+#define QCOW2_MAX_CLUSTER_BITS 21
+#define QCOW2_MAX_L1_BYTES (32u << 20)          /* as qemu: bounds what a header can make us allocate */
+#define QCOW2_MAX_RCT_BYTES (8u << 20)
+#define QCOW2_MAX_SIZE (1ULL << 56)             /* 64 PiB: offsets are 56-bit */
+
+#define QCOW2_INCOMPAT_DIRTY 0x1ULL
+#define QCOW2_INCOMPAT_CORRUPT 0x2ULL
+#define QCOW2_INCOMPAT_DATA_FILE 0x4ULL
+#define QCOW2_INCOMPAT_COMPRESSION 0x8ULL
+#define QCOW2_INCOMPAT_EXTL2 0x10ULL
+#define QCOW2_COMPAT_LAZY_REFCOUNTS 0x1ULL
+
+#define QCOW2_EXT_END 0
+#define QCOW2_EXT_BACKING_FORMAT 0xe2792acau
+#define QCOW2_EXT_FEATURE_TABLE 0x6803f857u
+
+#define L1E_OFFSET_MASK 0x00fffffffffffe00ULL
+#define L2E_OFFSET_MASK 0x00fffffffffffe00ULL
+#define QCOW_OFLAG_COPIED (1ULL << 63)
+#define QCOW_OFLAG_COMPRESSED (1ULL << 62)
+#define QCOW_OFLAG_ZERO 1ULL
+
+#define CACHE_ENTRIES 16
+
+struct table_cache {
+    uint64_t offset[CACHE_ENTRIES];     /* 0: empty slot */
+    uint64_t used[CACHE_ENTRIES];       /* LRU clock */
+    uint8_t *data;                      /* CACHE_ENTRIES clusters */
+    uint64_t clock;
+};
+
+struct qcow2 {
+    uint32_t version, cluster_bits, cluster_size, l2_entries, header_length;
+    uint64_t l1_offset;
+    uint32_t l1_size;
+    uint64_t *l1;                       /* big-endian, as on disk */
+    uint64_t rct_offset;
+    uint32_t rct_clusters;
+    uint64_t rct_entries;
+    uint64_t *rct;                      /* big-endian */
+    uint32_t refcount_order, refcount_bits;
+    uint64_t rb_entries;                /* refcounts per refcount block */
+    uint64_t refcount_max;
+    uint64_t incompat, compat, autoclear;
+    uint32_t nb_snapshots;
+    uint64_t snapshots_offset;
+    char backing_file[1024], backing_format[16];
+    uint64_t file_end;                  /* where the next cluster is allocated */
+    struct table_cache l2c, rbc;
+    uint8_t *cbuf, *zbuf;               /* compressed-cluster and scratch buffers */
+    uint64_t comp_next, comp_end;       /* free bytes in the cluster compressed data goes to */
+    bool corrupt;
+};
+
+static inline struct qcow2 *Q(struct blk *b) { return b->priv; }
+static inline uint64_t be64(uint64_t v) { return be64toh(v); }
+
+/* qcow2.c */
+int qcow2_mark_corrupt(struct blk *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int qcow2_write_header_field(struct blk *b, uint64_t off, const void *v, size_t len);
+bool qcow2_offset_ok(struct blk *b, uint64_t off); /* cluster-aligned, inside the 56-bit space */
+
+/* qcow2_refcount.c */
+int qcow2_get_refcount(struct blk *b, uint64_t cluster, uint64_t *rc);
+int qcow2_update_refcount(struct blk *b, uint64_t offset, int64_t delta);
+/* Allocates N contiguous clusters at the end of the image, refcounts 1; returns the offset. */
+int qcow2_alloc_clusters(struct blk *b, uint64_t n, uint64_t *offset);
+int qcow2_check(struct blk *b, unsigned repair, struct blk_check_result *res);
+/* Reads a cluster-sized table through CACHE (L2 tables and refcount blocks). */
+int qcow2_cache_get(struct blk *b, struct table_cache *c, uint64_t offset, uint8_t **table);
+void qcow2_cache_drop(struct table_cache *c, uint64_t offset);
+
+/* qcow2_map.c */
+int qcow2_preadv(struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off, uint64_t len);
+int qcow2_pwritev(struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off, uint64_t len);
+int qcow2_write_zeroes(struct blk *b, uint64_t off, uint64_t len, unsigned flags);
+int qcow2_discard(struct blk *b, uint64_t off, uint64_t len);
+int qcow2_write_compressed(struct blk *b, uint64_t off, const void *buf, size_t len);
+int qcow2_block_status(struct blk *b, uint64_t off, uint64_t len, uint64_t *pnum, unsigned *status,
+                       uint64_t *host_off);
+/* L2 entry for guest offset OFF (0 when the L1 entry is empty). */
+int qcow2_get_l2_entry(struct blk *b, uint64_t off, uint64_t *entry);
+
+#endif

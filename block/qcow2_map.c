@@ -1,0 +1,564 @@
+/* qcow2 cluster mapping and the data path. Reads walk L1/L2 per cluster and coalesce runs of
+ * contiguous host clusters into one preadv. Writes go in place to clusters this image owns
+ * alone (COPIED); anything else gets a new cluster (copy-on-write, filled from the old
+ * contents for partial writes). Ordering: a new cluster's refcount, then its data, then (after
+ * one fdatasync per request) the L2 entries; old clusters are released last. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "block/qcow2.h"
+
+#define MAX_SEGS 64
+
+
+static bool entry_is_zero(struct qcow2 *q, uint64_t e)
+{
+    return q->version >= 3 && !(e & QCOW_OFLAG_COMPRESSED) && (e & QCOW_OFLAG_ZERO);
+}
+
+/* Where guest offset OFF's L2 entry lives: the table's offset and the index. 0 if no table. */
+static int l2_slot(struct blk *b, uint64_t off, uint64_t *l2_off, uint32_t *idx)
+{
+    struct qcow2 *q = Q(b);
+    uint64_t l1_idx = off >> (q->cluster_bits + q->cluster_bits - 3);
+    *idx = (uint32_t)((off >> q->cluster_bits) & (q->l2_entries - 1));
+    *l2_off = l1_idx < q->l1_size ? be64(q->l1[l1_idx]) & L1E_OFFSET_MASK : 0;
+    if (*l2_off && (*l2_off & (q->cluster_size - 1) || *l2_off >= q->file_end))
+        return qcow2_mark_corrupt(b, "L2 table offset %#llx is invalid", (unsigned long long)*l2_off);
+    return 0;
+}
+
+int qcow2_get_l2_entry(struct blk *b, uint64_t off, uint64_t *entry)
+{
+    struct qcow2 *q = Q(b);
+    uint64_t l2_off;
+    uint32_t idx;
+    uint8_t *t;
+    int r = l2_slot(b, off, &l2_off, &idx);
+    *entry = 0;
+    if (r < 0 || !l2_off)
+        return r;
+    if ((r = qcow2_cache_get(b, &q->l2c, l2_off, &t)) < 0)
+        return r;
+    *entry = be64(((uint64_t *)t)[idx]);
+    uint64_t host = *entry & L2E_OFFSET_MASK;
+    if (!(*entry & QCOW_OFLAG_COMPRESSED) && host && (host & (q->cluster_size - 1) || host >= q->file_end))
+        return qcow2_mark_corrupt(b, "data cluster offset %#llx is invalid", (unsigned long long)host);
+    return 0;
+}
+
+static int decompress_cluster(struct blk *b, uint64_t e, uint8_t *out)
+{
+    struct qcow2 *q = Q(b);
+    unsigned x = 62 - (q->cluster_bits - 8);
+    uint64_t host = e & ((1ULL << x) - 1), sectors = ((e >> x) & ((1ULL << (62 - x)) - 1)) + 1;
+    uint64_t len = sectors * 512 - (host & 511);
+    if (len > 2 * (uint64_t)q->cluster_size || host + len > q->file_end + 512)
+        return qcow2_mark_corrupt(b, "compressed cluster at %#llx is invalid", (unsigned long long)host);
+    int r = file_pread(b->fd, q->cbuf, len, host);
+    if (r < 0)
+        return blk_set_err(b, r, "reading %s: %s", b->path, strerror(-r));
+    z_stream z = { .next_in = q->cbuf, .avail_in = (uInt)len, .next_out = out, .avail_out = q->cluster_size };
+    if (inflateInit2(&z, -12) != Z_OK)
+        return blk_set_err(b, -ENOMEM, "zlib initialisation failed");
+    int zr = inflate(&z, Z_FINISH);
+    uint64_t got = q->cluster_size - z.avail_out;
+    inflateEnd(&z);
+    if ((zr != Z_STREAM_END && zr != Z_BUF_ERROR) || got != q->cluster_size)
+        return qcow2_mark_corrupt(b, "compressed cluster at %#llx does not decompress", (unsigned long long)host);
+    return 0;
+}
+
+/* Fills LEN bytes of IOV at SKIP with what guest offset OFF reads when this layer has nothing:
+ * the backing file's data (zeroes past its end) or zeroes. */
+static int read_below(struct blk *b, const struct iovec *iov, int iovcnt, size_t skip, uint64_t off, uint64_t len)
+{
+    uint64_t have = 0;
+    if (b->backing && off < b->backing->size) {
+        have = b->backing->size - off < len ? b->backing->size - off : len;
+        uint8_t *tmp = malloc(have);
+        if (!tmp)
+            return -ENOMEM;
+        int r = blk_pread(b->backing, tmp, have, off);
+        if (r == 0)
+            iov_from_buf(iov, iovcnt, skip, tmp, have);
+        free(tmp);
+        if (r < 0)
+            return blk_set_err(b, r, "%s", b->backing->errmsg);
+    }
+    if (have < len)
+        iov_memset(iov, iovcnt, skip + have, 0, len - have);
+    return 0;
+}
+
+/* Builds an iovec for LEN bytes of IOV starting at SKIP; returns its count or -1 if it does
+ * not fit in MAX_SEGS. */
+static int iov_slice(const struct iovec *iov, int iovcnt, size_t skip, size_t len, struct iovec *out)
+{
+    int n = 0;
+    for (int i = 0; i < iovcnt && len; i++) {
+        if (skip >= iov[i].iov_len) {
+            skip -= iov[i].iov_len;
+            continue;
+        }
+        if (n == MAX_SEGS)
+            return -1;
+        size_t l = iov[i].iov_len - skip < len ? iov[i].iov_len - skip : len;
+        out[n++] = (struct iovec){ (char *)iov[i].iov_base + skip, l };
+        len -= l;
+        skip = 0;
+    }
+    return n;
+}
+
+static int read_host(struct blk *b, const struct iovec *iov, int iovcnt, size_t skip, uint64_t host, uint64_t len)
+{
+    struct iovec seg[MAX_SEGS];
+    int n = iov_slice(iov, iovcnt, skip, len, seg);
+    if (n >= 0) {
+        uint64_t done = 0;
+        while (done < len) {
+            ssize_t got = preadv(b->fd, seg, n, (off_t)(host + done));
+            if (got < 0 && errno == EINTR)
+                continue;
+            if (got <= 0) { /* a short file reads as zeroes */
+                if (got < 0)
+                    return blk_set_err(b, -errno, "reading %s: %s", b->path, strerror(errno));
+                iov_memset(iov, iovcnt, skip + done, 0, len - done);
+                return 0;
+            }
+            done += (uint64_t)got;
+            if (done < len && (n = iov_slice(iov, iovcnt, skip + done, len - done, seg)) < 0)
+                break;
+        }
+        if (done >= len)
+            return 0;
+        skip += done, host += done, len -= done;
+    }
+    uint8_t *tmp = malloc(len);
+    if (!tmp)
+        return -ENOMEM;
+    int r = file_pread(b->fd, tmp, len, host);
+    if (r == 0)
+        iov_from_buf(iov, iovcnt, skip, tmp, len);
+    free(tmp);
+    return r;
+}
+
+static int read_locked(struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off, uint64_t len)
+{
+    struct qcow2 *q = Q(b);
+    size_t skip = 0;
+    while (len) {
+        uint64_t in = off & (q->cluster_size - 1), n = q->cluster_size - in < len ? q->cluster_size - in : len;
+        uint64_t e;
+        int r = qcow2_get_l2_entry(b, off, &e);
+        if (r < 0)
+            return r;
+        uint64_t host = e & L2E_OFFSET_MASK;
+        if (e & QCOW_OFLAG_COMPRESSED) {
+            if ((r = decompress_cluster(b, e, q->zbuf)) < 0)
+                return r;
+            iov_from_buf(iov, iovcnt, skip, q->zbuf + in, n);
+        } else if (entry_is_zero(q, e)) {
+            iov_memset(iov, iovcnt, skip, 0, n);
+        } else if (!host) {
+            if ((r = read_below(b, iov, iovcnt, skip, off, n)) < 0)
+                return r;
+        } else {
+            /* Extend the run while the next clusters follow on the host. */
+            uint64_t run = n;
+            while (run < len) {
+                uint64_t e2, m = len - run < q->cluster_size ? len - run : q->cluster_size;
+                if (qcow2_get_l2_entry(b, off + run, &e2) < 0 || (e2 & QCOW_OFLAG_COMPRESSED) ||
+                    entry_is_zero(q, e2) || (e2 & L2E_OFFSET_MASK) != host + in + run)
+                    break;
+                run += m;
+            }
+            n = run;
+            if ((r = read_host(b, iov, iovcnt, skip, host + in, n)) < 0)
+                return r;
+        }
+        off += n, len -= n, skip += n;
+    }
+    return 0;
+}
+
+int qcow2_preadv(struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off, uint64_t len)
+{
+    pthread_mutex_lock(&b->lock);
+    int r = Q(b)->corrupt ? blk_set_err(b, -EIO, "%s is corrupt", b->path) : read_locked(b, iov, iovcnt, off, len);
+    pthread_mutex_unlock(&b->lock);
+    return r;
+}
+
+/* ---- the write side ---- */
+
+struct pending {
+    uint64_t l2_off;
+    uint32_t idx;
+    uint64_t entry, old;
+};
+
+struct batch {
+    struct pending *p;
+    size_t n, cap;
+};
+
+static int batch_add(struct batch *bt, uint64_t l2_off, uint32_t idx, uint64_t entry, uint64_t old)
+{
+    if (bt->n == bt->cap) {
+        size_t cap = bt->cap ? 2 * bt->cap : 16;
+        struct pending *p = realloc(bt->p, cap * sizeof(*p));
+        if (!p)
+            return -ENOMEM;
+        bt->p = p, bt->cap = cap;
+    }
+    bt->p[bt->n++] = (struct pending){ l2_off, idx, entry, old };
+    return 0;
+}
+
+/* Adds DELTA references to whatever entry E points at (all clusters a compressed cluster
+ * spans). */
+static int adjust(struct blk *b, uint64_t e, int64_t delta)
+{
+    struct qcow2 *q = Q(b);
+    if (e & QCOW_OFLAG_COMPRESSED) {
+        unsigned x = 62 - (q->cluster_bits - 8);
+        uint64_t host = e & ((1ULL << x) - 1), sectors = ((e >> x) & ((1ULL << (62 - x)) - 1)) + 1;
+        uint64_t first = host & ~((uint64_t)q->cluster_size - 1), last = (host + sectors * 512 - (host & 511) - 1) & ~((uint64_t)q->cluster_size - 1);
+        for (uint64_t c = first; c <= last; c += q->cluster_size) {
+            int r = qcow2_update_refcount(b, c, delta);
+            if (r < 0)
+                return r;
+        }
+        return 0;
+    }
+    uint64_t host = e & L2E_OFFSET_MASK;
+    return host ? qcow2_update_refcount(b, host, delta) : 0;
+}
+
+static int release(struct blk *b, uint64_t e)
+{
+    return adjust(b, e, -1);
+}
+
+/* L2 entries reach the disk only after the clusters they point at (refcounts and data). */
+static int batch_commit(struct blk *b, struct batch *bt)
+{
+    struct qcow2 *q = Q(b);
+    if (!bt->n)
+        return 0;
+    if (fdatasync(b->fd) < 0)
+        return blk_set_err(b, -errno, "flush %s: %s", b->path, strerror(errno));
+    for (size_t i = 0; i < bt->n; i++) {
+        uint8_t *t;
+        int r = qcow2_cache_get(b, &q->l2c, bt->p[i].l2_off, &t);
+        if (r < 0)
+            return r;
+        uint64_t be = htobe64(bt->p[i].entry);
+        ((uint64_t *)t)[bt->p[i].idx] = be;
+        if ((r = file_pwrite(b->fd, &be, 8, bt->p[i].l2_off + 8ULL * bt->p[i].idx)) < 0)
+            return blk_set_err(b, r, "writing an L2 entry of %s", b->path);
+    }
+    for (size_t i = 0; i < bt->n; i++) {
+        int r = release(b, bt->p[i].old);
+        if (r < 0)
+            return r;
+    }
+    bt->n = 0;
+    return 0;
+}
+
+/* The L2 table that guest offset OFF's entry is written to: this image's own (COPIED) one,
+ * or a new table (empty, or a copy of a table shared with a snapshot). */
+static int l2_for_write(struct blk *b, uint64_t off, uint64_t *l2_off, uint32_t *idx)
+{
+    struct qcow2 *q = Q(b);
+    uint64_t l1_idx = off >> (q->cluster_bits + q->cluster_bits - 3);
+    int r = l2_slot(b, off, l2_off, idx);
+    if (r < 0)
+        return r;
+    uint64_t l1e = be64(q->l1[l1_idx]);
+    if (*l2_off && (l1e & QCOW_OFLAG_COPIED))
+        return 0;
+    uint64_t old = *l2_off, fresh;
+    uint64_t *table = calloc(1, q->cluster_size);
+    if (!table)
+        return -ENOMEM;
+    if ((r = qcow2_alloc_clusters(b, 1, &fresh)) < 0)
+        goto out;
+    if (old) {
+        if ((r = file_pread(b->fd, table, q->cluster_size, old)) < 0)
+            goto out;
+        /* Data clusters' refcounts already count every L1 table that reaches them (qcow2's
+         * rule: a snapshot adds one to each cluster its L1 reaches), so copying the table
+         * changes none of them; entries just lose COPIED, as their clusters are shared. */
+        for (uint32_t i = 0; i < q->l2_entries; i++)
+            table[i] = htobe64(be64(table[i]) & ~QCOW_OFLAG_COPIED);
+    }
+    if (r == 0 && (r = file_pwrite(b->fd, table, q->cluster_size, fresh)) == 0 && fdatasync(b->fd) < 0)
+        r = -errno;
+    if (r == 0) {
+        uint64_t be = htobe64(fresh | QCOW_OFLAG_COPIED);
+        r = file_pwrite(b->fd, &be, 8, q->l1_offset + 8 * l1_idx);
+        if (r == 0)
+            q->l1[l1_idx] = be;
+    }
+    qcow2_cache_drop(&q->l2c, fresh);
+    if (r == 0 && old)
+        r = qcow2_update_refcount(b, old, -1);
+    *l2_off = fresh;
+out:
+    free(table);
+    return r < 0 ? blk_set_err(b, r, "allocating an L2 table in %s", b->path) : 0;
+}
+
+/* Writes one cluster's worth (or part) of guest data at OFF. */
+static int write_piece(struct blk *b, const struct iovec *iov, int iovcnt, size_t skip, uint64_t off,
+                       uint64_t n, struct batch *bt, uint8_t *wbuf)
+{
+    struct qcow2 *q = Q(b);
+    uint64_t in = off & (q->cluster_size - 1), l2_off, e;
+    uint32_t idx;
+    int r = l2_for_write(b, off, &l2_off, &idx);
+    if (r < 0 || (r = qcow2_get_l2_entry(b, off, &e)) < 0)
+        return r;
+    uint64_t host = e & L2E_OFFSET_MASK;
+    if (host && (e & QCOW_OFLAG_COPIED) && !(e & QCOW_OFLAG_COMPRESSED) && !entry_is_zero(q, e)) {
+        struct iovec seg[MAX_SEGS];
+        int cnt = iov_slice(iov, iovcnt, skip, n, seg);
+        if (cnt >= 0) {
+            ssize_t w = pwritev(b->fd, seg, cnt, (off_t)(host + in));
+            if (w == (ssize_t)n)
+                return 0;
+        }
+        iov_to_buf(iov, iovcnt, skip, wbuf, n);
+        r = file_pwrite(b->fd, wbuf, n, host + in);
+        return r < 0 ? blk_set_err(b, r, "writing %s: %s", b->path, strerror(-r)) : 0;
+    }
+    /* Copy-on-write into a new cluster: the old contents around a partial write first. */
+    uint64_t start = off - in, fresh;
+    if (n < q->cluster_size) {
+        struct iovec whole = { wbuf, q->cluster_size };
+        uint64_t len = b->size - start < q->cluster_size ? b->size - start : q->cluster_size;
+        if ((r = read_locked(b, &whole, 1, start, len)) < 0)
+            return r;
+        memset(wbuf + len, 0, q->cluster_size - len);
+    }
+    iov_to_buf(iov, iovcnt, skip, wbuf + in, n);
+    if ((r = qcow2_alloc_clusters(b, 1, &fresh)) < 0)
+        return r;
+    if ((r = file_pwrite(b->fd, wbuf, q->cluster_size, fresh)) < 0)
+        return blk_set_err(b, r, "writing %s: %s", b->path, strerror(-r));
+    return batch_add(bt, l2_off, idx, fresh | QCOW_OFLAG_COPIED, e);
+}
+
+int qcow2_pwritev(struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off, uint64_t len)
+{
+    struct qcow2 *q = Q(b);
+    struct batch bt = { 0 };
+    uint8_t *wbuf = malloc(q->cluster_size);
+    if (!wbuf)
+        return -ENOMEM;
+    pthread_mutex_lock(&b->lock);
+    int r = q->corrupt ? blk_set_err(b, -EIO, "%s is corrupt", b->path) : 0;
+    size_t skip = 0;
+    while (r == 0 && len) {
+        uint64_t in = off & (q->cluster_size - 1), n = q->cluster_size - in < len ? q->cluster_size - in : len;
+        r = write_piece(b, iov, iovcnt, skip, off, n, &bt, wbuf);
+        /* Commit per L2 table's worth so a long request does not hold everything back. */
+        if (r == 0 && bt.n >= 256)
+            r = batch_commit(b, &bt);
+        off += n, len -= n, skip += n;
+    }
+    if (r == 0)
+        r = batch_commit(b, &bt);
+    pthread_mutex_unlock(&b->lock);
+    free(bt.p);
+    free(wbuf);
+    return r;
+}
+
+/* Sets the entries of the whole clusters in [off, off+len) to ENTRY (0 or the zero flag),
+ * releasing what they pointed at; partial clusters are left to the caller. */
+static int set_whole_clusters(struct blk *b, uint64_t off, uint64_t len, uint64_t entry)
+{
+    struct qcow2 *q = Q(b);
+    struct batch bt = { 0 };
+    int r = 0;
+    for (uint64_t c = off; r == 0 && c + q->cluster_size <= off + len; c += q->cluster_size) {
+        uint64_t l2_off, e;
+        uint32_t idx;
+        if ((r = qcow2_get_l2_entry(b, c, &e)) < 0)
+            break;
+        if (!e && !entry)
+            continue; /* already unallocated */
+        if ((r = l2_for_write(b, c, &l2_off, &idx)) == 0 && (r = qcow2_get_l2_entry(b, c, &e)) == 0)
+            r = batch_add(&bt, l2_off, idx, entry, e);
+        if (r == 0 && bt.n >= 256)
+            r = batch_commit(b, &bt);
+    }
+    if (r == 0)
+        r = batch_commit(b, &bt);
+    free(bt.p);
+    return r;
+}
+
+static int write_zero_bytes(struct blk *b, uint64_t off, uint64_t len)
+{
+    struct qcow2 *q = Q(b);
+    uint8_t *z = calloc(1, q->cluster_size);
+    if (!z)
+        return -ENOMEM;
+    int r = 0;
+    while (r == 0 && len) {
+        uint64_t n = len < q->cluster_size ? len : q->cluster_size;
+        struct iovec v = { z, n };
+        r = qcow2_pwritev(b, &v, 1, off, n);
+        off += n, len -= n;
+    }
+    free(z);
+    return r;
+}
+
+int qcow2_write_zeroes(struct blk *b, uint64_t off, uint64_t len, unsigned flags)
+{
+    struct qcow2 *q = Q(b);
+    if (q->version < 3)
+        return write_zero_bytes(b, off, len); /* v2 has no zero flag */
+    uint64_t cs = q->cluster_size, head = (cs - (off & (cs - 1))) & (cs - 1);
+    if (head > len)
+        head = len;
+    uint64_t mid = (len - head) & ~(cs - 1), tail = len - head - mid;
+    int r = head ? write_zero_bytes(b, off, head) : 0;
+    if (r == 0 && mid) {
+        pthread_mutex_lock(&b->lock);
+        r = set_whole_clusters(b, off + head, mid, QCOW_OFLAG_ZERO);
+        pthread_mutex_unlock(&b->lock);
+    }
+    if (r == 0 && tail)
+        r = write_zero_bytes(b, off + head + mid, tail);
+    return r;
+}
+
+int qcow2_discard(struct blk *b, uint64_t off, uint64_t len)
+{
+    struct qcow2 *q = Q(b);
+    uint64_t cs = q->cluster_size, start = (off + cs - 1) & ~(cs - 1), end = (off + len) & ~(cs - 1);
+    if (end <= start)
+        return 0;
+    /* With a backing file an unallocated cluster would show the backing data again; v3 can
+     * say "zero" instead, v2 keeps the data. */
+    if (b->backing && q->version < 3)
+        return 0;
+    pthread_mutex_lock(&b->lock);
+    int r = set_whole_clusters(b, start, end - start, b->backing ? QCOW_OFLAG_ZERO : 0);
+    pthread_mutex_unlock(&b->lock);
+    return r;
+}
+
+/* Compressed clusters are packed back to back into host clusters, each host cluster's
+ * refcount counting the compressed clusters that use it. */
+int qcow2_write_compressed(struct blk *b, uint64_t off, const void *buf, size_t len)
+{
+    struct qcow2 *q = Q(b);
+    uint64_t cs = q->cluster_size;
+    if ((off & (cs - 1)) || (len != cs && off + len != b->size))
+        return blk_set_err(b, -EINVAL, "compressed writes are whole clusters");
+    uint8_t *src = (uint8_t *)buf;
+    uint8_t *full = NULL;
+    if (len < cs) { /* the last, partial cluster of the disk */
+        full = calloc(1, cs);
+        if (!full)
+            return -ENOMEM;
+        memcpy(full, buf, len);
+        src = full;
+    }
+    z_stream z = { 0 };
+    uLong bound = cs + cs / 2 + 64;
+    uint8_t *out = malloc(bound);
+    int r = out && deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -12, 9, Z_DEFAULT_STRATEGY) == Z_OK ? 0 : -ENOMEM;
+    size_t clen = 0;
+    if (r == 0) {
+        z.next_in = src, z.avail_in = (uInt)cs, z.next_out = out, z.avail_out = (uInt)bound;
+        int zr = deflate(&z, Z_FINISH);
+        clen = bound - z.avail_out;
+        deflateEnd(&z);
+        if (zr != Z_STREAM_END)
+            r = -EIO;
+    }
+    if (r == 0 && clen >= cs - 512) { /* does not compress: store it plainly */
+        struct iovec v = { src, cs };
+        free(out), free(full);
+        return b->size - off < cs ? blk_pwrite(b, buf, len, off) : qcow2_pwritev(b, &v, 1, off, cs);
+    }
+    pthread_mutex_lock(&b->lock);
+    uint64_t host = 0, l2_off, e;
+    uint32_t idx;
+    struct batch bt = { 0 };
+    if (r == 0 && (r = l2_for_write(b, off, &l2_off, &idx)) == 0 && (r = qcow2_get_l2_entry(b, off, &e)) == 0) {
+        if (q->comp_next && q->comp_end - q->comp_next >= clen && q->comp_end == q->file_end) {
+            host = q->comp_next; /* shares the current host cluster: one more reference */
+            r = qcow2_update_refcount(b, host & ~(cs - 1), 1);
+        } else {
+            uint64_t fresh;
+            r = qcow2_alloc_clusters(b, (clen + cs - 1) / cs, &fresh);
+            host = fresh;
+            q->comp_end = fresh + ((clen + cs - 1) / cs) * cs;
+        }
+        q->comp_next = (host + clen + 511) & ~511ULL; /* the next one starts on a sector */
+        if (q->comp_next >= q->comp_end)
+            q->comp_next = 0;
+    }
+    if (r == 0 && (r = file_pwrite(b->fd, out, clen, host)) == 0) {
+        unsigned x = 62 - (q->cluster_bits - 8);
+        uint64_t sectors = ((host + clen - 1) >> 9) - (host >> 9);
+        r = batch_add(&bt, l2_off, idx, QCOW_OFLAG_COMPRESSED | (sectors << x) | host, e);
+    }
+    if (r == 0)
+        r = batch_commit(b, &bt);
+    pthread_mutex_unlock(&b->lock);
+    free(bt.p), free(out), free(full);
+    return r;
+}
+
+int qcow2_block_status(struct blk *b, uint64_t off, uint64_t len, uint64_t *pnum, unsigned *status,
+                       uint64_t *host_off)
+{
+    struct qcow2 *q = Q(b);
+    pthread_mutex_lock(&b->lock);
+    uint64_t done = 0, first_host = 0;
+    unsigned first = 0;
+    int r = 0;
+    while (done < len) {
+        uint64_t o = off + done, in = o & (q->cluster_size - 1);
+        uint64_t n = q->cluster_size - in < len - done ? q->cluster_size - in : len - done, e;
+        if ((r = qcow2_get_l2_entry(b, o, &e)) < 0)
+            break;
+        uint64_t host = e & L2E_OFFSET_MASK;
+        unsigned st = e & QCOW_OFLAG_COMPRESSED ? BLK_STATUS_DATA | BLK_STATUS_ALLOCATED | BLK_STATUS_COMPRESSED
+                      : entry_is_zero(q, e)    ? BLK_STATUS_ZERO | BLK_STATUS_ALLOCATED
+                      : host                   ? BLK_STATUS_DATA | BLK_STATUS_ALLOCATED
+                                               : 0;
+        if (done == 0) {
+            first = st;
+            first_host = host && !(e & QCOW_OFLAG_COMPRESSED) ? host + in : 0;
+        } else if (st != first || (st == (BLK_STATUS_DATA | BLK_STATUS_ALLOCATED) && host + in != first_host + done) ||
+                   (st & BLK_STATUS_COMPRESSED)) {
+            break;
+        }
+        done += n;
+        if (st & BLK_STATUS_COMPRESSED)
+            break;
+    }
+    pthread_mutex_unlock(&b->lock);
+    *pnum = done;
+    *status = first;
+    *host_off = first_host;
+    return r;
+}
