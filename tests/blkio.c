@@ -39,6 +39,9 @@ static int workload(struct blk *b, uint64_t seed, unsigned count, const char *lo
         off &= ~511ULL;
         for (uint64_t j = 0; j < len; j++)
             buf[j] = pat(seed + i, off + j);
+        /* Logged before it starts: a write cut short by a kill may have changed its range. */
+        fprintf(f, "S %u %llu %llu\n", i, (unsigned long long)off, (unsigned long long)len);
+        fflush(f);
         if (blk_pwrite(b, buf, len, off) < 0)
             return die("write", b);
         fprintf(f, "W %u %llu %llu\n", i, (unsigned long long)off, (unsigned long long)len);
