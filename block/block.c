@@ -183,6 +183,7 @@ static int open_depth(const char *path, const char *format, int flags, int depth
         goto fail;
     }
     if ((r = b->ops->open(b, flags, err, errlen)) < 0) {
+        b->ops->close(b); /* frees what a half-done open allocated */
         b->ops = NULL;
         goto fail;
     }

@@ -1,0 +1,219 @@
+/* Unit tests for the block layer through its interface: qcow2 creation across cluster sizes,
+ * versions and refcount widths; cluster mapping (block status) after writes, zeroes and
+ * discards; refcounts (check finds nothing wrong, then finds a leak we make); the L2 cache
+ * under more tables than it holds; hostile headers, one error each. */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "block/block.h"
+#include "tests/check_main.h"
+
+static char dir[64], path[128];
+static char err[BLK_ERRMSG_MAX];
+
+static void setup(void)
+{
+    snprintf(dir, sizeof(dir), "/tmp/kvmbox-tblk.XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/t.qcow2", dir);
+}
+
+static void teardown(void)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+
+static struct blk *make(uint32_t cs, int version, uint32_t rbits, uint64_t size)
+{
+    struct blk_create_opts o = { .cluster_size = cs, .qcow2_version = version, .refcount_bits = rbits };
+    ck_assert_msg(blk_create(path, "qcow2", size, &o, err, sizeof(err)) == 0, "%s", err);
+    struct blk *b;
+    ck_assert_msg(blk_open(path, NULL, BLK_O_RDWR, &b, NULL, err, sizeof(err)) == 0, "%s", err);
+    return b;
+}
+
+static void assert_clean(struct blk *b)
+{
+    struct blk_check_result r;
+    ck_assert_int_eq(blk_check(b, 0, &r), 0);
+    ck_assert_msg(r.corruptions == 0 && r.leaks == 0, "corruptions %llu leaks %llu: %s",
+                  (unsigned long long)r.corruptions, (unsigned long long)r.leaks, r.first_problem);
+}
+
+START_TEST(create_variants)
+{
+    static const struct { uint32_t cs; int v; uint32_t rb; } cases[] = {
+        { 512, 3, 16 }, { 4096, 2, 16 }, { 65536, 3, 1 }, { 65536, 3, 64 }, { 2u << 20, 3, 8 },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct blk *b = make(cases[i].cs, cases[i].v, cases[i].rb, 8 << 20);
+        struct blk_info info;
+        ck_assert_int_eq(blk_get_info(b, &info), 0);
+        ck_assert_str_eq(info.format, "qcow2");
+        ck_assert_uint_eq(info.cluster_size, cases[i].cs);
+        ck_assert_int_eq(info.qcow2_version, cases[i].v);
+        ck_assert_uint_eq(info.refcount_bits, cases[i].rb);
+        uint8_t buf[3000], back[3000];
+        for (size_t j = 0; j < sizeof(buf); j++)
+            buf[j] = (uint8_t)(j * 7 + i);
+        ck_assert_int_eq(blk_pwrite(b, buf, sizeof(buf), 12345), 0);
+        ck_assert_int_eq(blk_pread(b, back, sizeof(back), 12345), 0);
+        ck_assert(!memcmp(buf, back, sizeof(buf)));
+        assert_clean(b);
+        blk_close(b);
+    }
+}
+END_TEST
+
+START_TEST(mapping)
+{
+    struct blk *b = make(4096, 3, 16, 1 << 20);
+    uint64_t pnum, host;
+    unsigned st;
+    ck_assert_int_eq(blk_block_status(b, 0, 1 << 20, &pnum, &st, &host), 0);
+    ck_assert_uint_eq(st, 0);                        /* nothing allocated */
+    ck_assert_uint_eq(pnum, 1 << 20);
+    uint8_t buf[8192];
+    memset(buf, 0xaa, sizeof(buf));
+    ck_assert_int_eq(blk_pwrite(b, buf, sizeof(buf), 8192), 0);
+    ck_assert_int_eq(blk_block_status(b, 8192, 1 << 19, &pnum, &st, &host), 0);
+    ck_assert_uint_eq(st, BLK_STATUS_DATA | BLK_STATUS_ALLOCATED);
+    ck_assert_uint_eq(pnum, 8192);                   /* two contiguous host clusters */
+    ck_assert_uint_eq(host % 4096, 0);
+    ck_assert_int_eq(blk_write_zeroes(b, 8192, 4096, BLK_ZERO_MAY_UNMAP), 0);
+    ck_assert_int_eq(blk_block_status(b, 8192, 4096, &pnum, &st, &host), 0);
+    ck_assert_uint_eq(st, BLK_STATUS_ZERO | BLK_STATUS_ALLOCATED);
+    ck_assert_int_eq(blk_pread(b, buf, 4096, 8192), 0);
+    ck_assert_uint_eq(buf[0], 0);
+    ck_assert_uint_eq(buf[4095], 0);
+    ck_assert_int_eq(blk_discard(b, 12288, 4096), 0);
+    ck_assert_int_eq(blk_block_status(b, 12288, 4096, &pnum, &st, &host), 0);
+    ck_assert_uint_eq(st, 0);
+    assert_clean(b);                                 /* freed clusters: no leaks */
+    /* Beyond the end is refused. */
+    ck_assert_int_eq(blk_pread(b, buf, 2, (1 << 20) - 1), -EINVAL);
+    blk_close(b);
+}
+END_TEST
+
+START_TEST(refcount_leak_found_and_repaired)
+{
+    struct blk *b = make(65536, 3, 16, 4 << 20);
+    uint8_t buf[512] = { 1 };
+    ck_assert_int_eq(blk_pwrite(b, buf, sizeof(buf), 0), 0);
+    blk_close(b);
+    /* Make a leak: the header cluster's refcount (first entry of the first refcount block)
+     * goes from 1 to 2 while one thing references it. */
+    int fd = open(path, O_RDWR);
+    uint8_t rct[8];
+    ck_assert_int_eq(pread(fd, rct, 8, 65536), 8);
+    uint64_t rb = 0;
+    for (int i = 0; i < 8; i++)
+        rb = rb << 8 | rct[i];
+    uint8_t two[2] = { 0, 2 };
+    ck_assert_int_eq(pwrite(fd, two, 2, (off_t)rb), 2);
+    close(fd);
+    ck_assert_int_eq(blk_open(path, NULL, BLK_O_RDWR, &b, NULL, err, sizeof(err)), 0);
+    struct blk_check_result r;
+    ck_assert_int_eq(blk_check(b, 0, &r), 0);
+    ck_assert_uint_eq(r.leaks, 1);
+    ck_assert_uint_eq(r.corruptions, 0);
+    ck_assert_int_eq(blk_check(b, BLK_REPAIR_LEAKS, &r), 0);
+    ck_assert_uint_eq(r.leaks_fixed, 1);
+    assert_clean(b);
+    blk_close(b);
+}
+END_TEST
+
+/* 512-byte clusters: each L2 table maps 32 KiB, so a 4 MiB write walks 128 tables through a
+ * 16-entry cache, and grows the refcount table. */
+START_TEST(l2_cache_and_growth)
+{
+    struct blk *b = make(512, 3, 16, 1 << 20);
+    ck_assert_int_eq(blk_truncate(b, 8 << 20, false), 0);
+    size_t n = 4 << 20;
+    uint8_t *buf = malloc(n), *back = malloc(n);
+    for (size_t i = 0; i < n; i++)
+        buf[i] = (uint8_t)(i ^ (i >> 9));
+    ck_assert_int_eq(blk_pwrite(b, buf, n, 4096), 0);
+    ck_assert_int_eq(blk_pread(b, back, n, 4096), 0);
+    ck_assert(!memcmp(buf, back, n));
+    assert_clean(b);
+    blk_close(b);
+    free(buf), free(back);
+}
+END_TEST
+
+static int open_with(uint64_t off, const void *bytes, size_t len)
+{
+    struct blk *b = make(65536, 3, 16, 4 << 20);
+    blk_close(b);
+    int fd = open(path, O_RDWR);
+    ck_assert_int_eq(pwrite(fd, bytes, len, (off_t)off), (ssize_t)len);
+    close(fd);
+    int r = blk_open(path, "qcow2", BLK_O_FORCE_SHARE, &b, NULL, err, sizeof(err));
+    if (r == 0)
+        blk_close(b);
+    return r;
+}
+
+START_TEST(hostile_headers)
+{
+    ck_assert_int_eq(open_with(20, "\0\0\0\x30", 4), -EINVAL);      /* cluster bits 48 */
+    ck_assert_ptr_nonnull(strstr(err, "cluster size"));
+    ck_assert_int_eq(open_with(32, "\0\0\0\x01", 4), -ENOTSUP);     /* encrypted */
+    ck_assert_ptr_nonnull(strstr(err, "encrypted"));
+    ck_assert_int_eq(open_with(36, "\x7f\xff\xff\xff", 4), -EINVAL); /* L1 size */
+    ck_assert_int_eq(open_with(40, "\0\0\x7f\0\0\0\0\0", 8), -EINVAL); /* L1 past EOF */
+    ck_assert_int_eq(open_with(48, "\0\0\x7f\0\0\0\0\0", 8), -EINVAL); /* refcount table past EOF */
+    ck_assert_int_eq(open_with(72, "\0\0\0\0\0\0\x10\0", 8), -ENOTSUP); /* unknown incompatible */
+    ck_assert_int_eq(open_with(72, "\0\0\0\0\0\0\0\x04", 8), -ENOTSUP); /* external data file */
+    ck_assert_ptr_nonnull(strstr(err, "external data file"));
+    ck_assert_int_eq(open_with(96, "\0\0\0\x07", 4), -EINVAL);      /* refcount order 7 */
+    ck_assert_int_eq(open_with(24, "\x7f\xff\xff\xff\xff\xff\xff\xff", 8), -EINVAL); /* size */
+}
+END_TEST
+
+START_TEST(raw_basics)
+{
+    snprintf(path, sizeof(path), "%s/t.raw", dir);
+    ck_assert_int_eq(blk_create(path, "raw", 1 << 20, NULL, err, sizeof(err)), 0);
+    struct blk *b;
+    bool probed_raw = false;
+    ck_assert_int_eq(blk_open(path, NULL, BLK_O_RDWR, &b, &probed_raw, err, sizeof(err)), 0);
+    ck_assert(probed_raw);
+    uint8_t buf[100] = { 9 }, back[100];
+    ck_assert_int_eq(blk_pwrite(b, buf, 100, 1000), 0);
+    ck_assert_int_eq(blk_pread(b, back, 100, 1000), 0);
+    ck_assert(!memcmp(buf, back, 100));
+    ck_assert_int_eq(blk_pread(b, back, 100, (1 << 20) - 50), -EINVAL);
+    /* A second read-write open is refused: the image is locked. */
+    struct blk *b2;
+    ck_assert_int_eq(blk_open(path, NULL, BLK_O_RDWR, &b2, NULL, err, sizeof(err)), -EBUSY);
+    ck_assert_ptr_nonnull(strstr(err, "in use"));
+    blk_close(b);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("block");
+    TCase *tc = tcase_create("qcow2");
+    tcase_set_timeout(tc, 60);
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, create_variants);
+    tcase_add_test(tc, mapping);
+    tcase_add_test(tc, refcount_leak_found_and_repaired);
+    tcase_add_test(tc, l2_cache_and_growth);
+    tcase_add_test(tc, hostile_headers);
+    tcase_add_test(tc, raw_basics);
+    suite_add_tcase(s, tc);
+    return run_suite(s);
+}
