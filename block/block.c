@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "block/blk_int.h"
+#include "block/qcow2.h"
 
 static const struct blk_ops *const drivers[] = { &blk_qcow2_ops, &blk_raw_ops };
 
@@ -384,24 +385,34 @@ int blk_set_backing(struct blk *b, const char *file, const char *fmt)
     return b->ops->set_backing(b, file, fmt);
 }
 
-/* Internal snapshots: not implemented yet (the qcow2 driver keeps snapshots that qemu-img
- * made intact: their tables are counted by check and shared clusters are copied on write). */
+/* Internal snapshots are qcow2's (block/qcow2_snapshot.c). */
+static bool is_qcow2(struct blk *b)
+{
+    return b->ops == &blk_qcow2_ops;
+}
+
 int blk_snapshot_list(struct blk *b, struct blk_snapshot *out, int max)
 {
-    return blk_set_err(b, -ENOTSUP, "internal snapshots are not supported by kvmbox yet");
+    return is_qcow2(b) ? qcow2_snapshot_list(b, out, max) : 0;
 }
 
 int blk_snapshot_create(struct blk *b, const char *name)
 {
-    return blk_set_err(b, -ENOTSUP, "internal snapshots are not supported by kvmbox yet");
+    if (!(b->flags & BLK_O_RDWR))
+        return blk_set_err(b, -EROFS, "%s is open read-only", b->path);
+    return is_qcow2(b) ? qcow2_snapshot_create(b, name) : blk_set_err(b, -ENOTSUP, "only qcow2 images have snapshots");
 }
 
 int blk_snapshot_apply(struct blk *b, const char *id_or_name)
 {
-    return blk_set_err(b, -ENOTSUP, "internal snapshots are not supported by kvmbox yet");
+    if (!(b->flags & BLK_O_RDWR))
+        return blk_set_err(b, -EROFS, "%s is open read-only", b->path);
+    return is_qcow2(b) ? qcow2_snapshot_apply(b, id_or_name) : blk_set_err(b, -ENOTSUP, "only qcow2 images have snapshots");
 }
 
 int blk_snapshot_delete(struct blk *b, const char *id_or_name)
 {
-    return blk_set_err(b, -ENOTSUP, "internal snapshots are not supported by kvmbox yet");
+    if (!(b->flags & BLK_O_RDWR))
+        return blk_set_err(b, -EROFS, "%s is open read-only", b->path);
+    return is_qcow2(b) ? qcow2_snapshot_delete(b, id_or_name) : blk_set_err(b, -ENOTSUP, "only qcow2 images have snapshots");
 }

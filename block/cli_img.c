@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "block/block.h"
@@ -23,7 +24,8 @@ static const char img_usage[] =
     "  check [-f FMT] [-r leaks|all] FILE\n"
     "  compare [-f FMT] [-F FMT] FILE1 FILE2\n"
     "  map [-f FMT] [--output human|json] FILE\n"
-    "  resize [-f FMT] [--shrink] FILE [+|-]SIZE\n";
+    "  resize [-f FMT] [--shrink] FILE [+|-]SIZE\n"
+    "  snapshot [-c NAME | -l | -a NAME | -d NAME] FILE\n";
 
 static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int fail(const char *fmt, ...)
@@ -131,6 +133,8 @@ static int cmd_create(int argc, char **argv)
     return 0;
 }
 
+static void print_snapshots(struct blk *b);
+
 static struct json_object *info_json(struct blk *b)
 {
     struct blk_info i;
@@ -159,7 +163,19 @@ static struct json_object *info_json(struct blk *b)
         json_object_object_add(fs, "type", json_object_new_string("qcow2"));
         json_object_object_add(fs, "data", d);
         json_object_object_add(o, "format-specific", fs);
-        json_object_object_add(o, "snapshots", json_object_new_array());
+        struct json_object *sn = json_object_new_array();
+        struct blk_snapshot s[64];
+        int n = blk_snapshot_list(b, s, 64);
+        for (int k = 0; k < n && k < 64; k++) {
+            struct json_object *e = json_object_new_object();
+            json_object_object_add(e, "id", json_object_new_string(s[k].id));
+            json_object_object_add(e, "name", json_object_new_string(s[k].name));
+            json_object_object_add(e, "vm-state-size", json_object_new_int64((int64_t)s[k].vm_state_size));
+            json_object_object_add(e, "date-sec", json_object_new_int64(s[k].date_sec));
+            json_object_object_add(e, "date-nsec", json_object_new_int64(s[k].date_nsec));
+            json_object_array_add(sn, e);
+        }
+        json_object_object_add(o, "snapshots", sn);
     }
     return o;
 }
@@ -188,6 +204,7 @@ static void info_human(struct blk *b)
                "    corrupt: %s\n    dirty: %s\n", i.qcow2_version >= 3 ? "1.1" : "0.10",
                i.lazy_refcounts ? "true" : "false", i.refcount_bits, i.corrupt ? "true" : "false",
                i.dirty ? "true" : "false");
+    print_snapshots(b);
 }
 
 static int cmd_info(int argc, char **argv)
@@ -481,6 +498,57 @@ static int cmd_map(int argc, char **argv)
     return r < 0 ? 1 : 0;
 }
 
+static void print_snapshots(struct blk *b)
+{
+    struct blk_snapshot s[64];
+    int n = blk_snapshot_list(b, s, 64);
+    if (n <= 0)
+        return;
+    printf("Snapshot list:\n%-10s%-20s%10s%21s%16s\n", "ID", "TAG", "VM SIZE", "DATE", "VM CLOCK");
+    for (int i = 0; i < n && i < 64; i++) {
+        char date[32];
+        time_t t = s[i].date_sec;
+        struct tm tm;
+        localtime_r(&t, &tm);
+        strftime(date, sizeof(date), "%Y-%m-%d %H:%M:%S", &tm);
+        printf("%-10s%-20s%10llu%21s%16s\n", s[i].id, s[i].name, (unsigned long long)s[i].vm_state_size, date, "00:00:00.000");
+    }
+}
+
+static int cmd_snapshot(int argc, char **argv)
+{
+    char op = 0;
+    const char *arg = NULL, *fmt = NULL;
+    optind = 0;
+    for (int c; (c = getopt(argc, argv, "+c:a:d:lf:U")) != -1;) {
+        if (c == 'c' || c == 'a' || c == 'd' || c == 'l') {
+            if (op)
+                return usage_error("snapshot takes one of -c, -l, -a, -d");
+            op = (char)c, arg = optarg;
+        } else if (c == 'f') {
+            fmt = optarg;
+        } else if (c != 'U') {
+            return usage_error("bad option for snapshot");
+        }
+    }
+    if (!op || optind != argc - 1)
+        return usage_error("snapshot needs -c NAME, -l, -a NAME or -d NAME, and a file");
+    struct blk *b;
+    if (open_image(argv[optind], fmt, op == 'l' ? BLK_O_FORCE_SHARE | BLK_O_NO_BACKING : BLK_O_RDWR | BLK_O_NO_BACKING, &b))
+        return 1;
+    int r = 0;
+    if (op == 'l')
+        print_snapshots(b);
+    else
+        r = op == 'c' ? blk_snapshot_create(b, arg) : op == 'a' ? blk_snapshot_apply(b, arg) : blk_snapshot_delete(b, arg);
+    if (r == 0)
+        r = blk_flush(b);
+    if (r < 0)
+        fail("%s", blk_errmsg(b));
+    blk_close(b);
+    return r < 0 ? 1 : 0;
+}
+
 static int cmd_resize(int argc, char **argv)
 {
     static const struct option opts[] = { { "shrink", no_argument, NULL, 'S' }, { 0 } };
@@ -521,11 +589,11 @@ int cli_img_main(int argc, char **argv)
     static const struct { const char *name; int (*fn)(int, char **); } cmds[] = {
         { "create", cmd_create }, { "info", cmd_info }, { "convert", cmd_convert },
         { "check", cmd_check }, { "compare", cmd_compare }, { "map", cmd_map },
-        { "resize", cmd_resize },
+        { "resize", cmd_resize }, { "snapshot", cmd_snapshot },
     };
     for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
         if (!strcmp(argv[1], cmds[i].name))
             return cmds[i].fn(argc - 1, argv + 1);
-    fprintf(stderr, "kvmbox img: unknown or not yet supported command '%s' (snapshot, commit, rebase and bench are not implemented yet)\n%s", argv[1], img_usage);
+    fprintf(stderr, "kvmbox img: unknown or not yet supported command '%s' (commit, rebase and bench are not implemented yet)\n%s", argv[1], img_usage);
     return 2;
 }

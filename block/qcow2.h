@@ -97,4 +97,10 @@ int qcow2_block_status(struct blk *b, uint64_t off, uint64_t len, uint64_t *pnum
 /* L2 entry for guest offset OFF (0 when the L1 entry is empty). */
 int qcow2_get_l2_entry(struct blk *b, uint64_t off, uint64_t *entry);
 
+/* qcow2_snapshot.c */
+int qcow2_snapshot_list(struct blk *b, struct blk_snapshot *out, int max);
+int qcow2_snapshot_create(struct blk *b, const char *name);
+int qcow2_snapshot_apply(struct blk *b, const char *id_or_name);
+int qcow2_snapshot_delete(struct blk *b, const char *id_or_name);
+
 #endif

@@ -94,6 +94,24 @@ run "qemu-img check is clean after copy-on-write from a snapshot" clean "$T/s.qc
 qemu-img snapshot -a snap1 "$T/s.qcow2"
 run "the snapshot still holds the original data" "$KVMBOX" img compare "$T/s.qcow2" "$T/data.raw"
 
+# Snapshots kvmbox takes, qemu-img applies; and the reverse; delete keeps refcounts right.
+"$KVMBOX" img convert -O qcow2 "$T/data.raw" "$T/ks.qcow2" >/dev/null
+run "kvmbox img snapshot -c" "$KVMBOX" img snapshot -c one "$T/ks.qcow2"
+run "qemu-img check clean after kvmbox's snapshot" clean "$T/ks.qcow2"
+"$B" "$T/ks.qcow2" write 0 3000000 5 >/dev/null 2>&1
+run "qemu-img lists kvmbox's snapshot" bash -c "qemu-img snapshot -l '$T/ks.qcow2' | grep -q ' one '"
+run "qemu-img applies kvmbox's snapshot: the original data is back" bash -c \
+    "qemu-img snapshot -a one '$T/ks.qcow2' && qemu-img compare -q '$T/ks.qcow2' '$T/data.raw'"
+qemu-img convert -O qcow2 "$T/data.raw" "$T/qs.qcow2"
+qemu-img snapshot -c qs "$T/qs.qcow2"
+"$B" "$T/qs.qcow2" write 0 3000000 6 >/dev/null 2>&1
+run "kvmbox lists qemu-img's snapshot" bash -c "'$KVMBOX' img snapshot -l '$T/qs.qcow2' | grep -q ' qs '"
+run "kvmbox applies qemu-img's snapshot" bash -c \
+    "'$KVMBOX' img snapshot -a qs '$T/qs.qcow2' && '$KVMBOX' img compare '$T/qs.qcow2' '$T/data.raw'"
+run "qemu-img check clean after kvmbox applied it" clean "$T/qs.qcow2"
+run "kvmbox deletes snapshots; refcounts stay right" bash -c \
+    "'$KVMBOX' img snapshot -c two '$T/qs.qcow2' && '$KVMBOX' img snapshot -d qs '$T/qs.qcow2' && '$KVMBOX' img snapshot -d two '$T/qs.qcow2' && qemu-img check '$T/qs.qcow2' | grep -q 'No errors' && [ -z \"\$(qemu-img snapshot -l '$T/qs.qcow2')\" ]"
+
 # A large write through 512-byte clusters grows the refcount table several times.
 "$KVMBOX" img create -f qcow2 -o cluster_size=512 "$T/small.qcow2" 1M >/dev/null
 "$KVMBOX" img resize "$T/small.qcow2" 48M >/dev/null
