@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,7 +26,10 @@ static const char img_usage[] =
     "  compare [-f FMT] [-F FMT] FILE1 FILE2\n"
     "  map [-f FMT] [--output human|json] FILE\n"
     "  resize [-f FMT] [--shrink] FILE [+|-]SIZE\n"
-    "  snapshot [-c NAME | -l | -a NAME | -d NAME] FILE\n";
+    "  snapshot [-c NAME | -l | -a NAME | -d NAME] FILE\n"
+    "  commit [-f FMT] FILE\n"
+    "  rebase [-f FMT] [-u] -b BACKING [-F FMT] FILE\n"
+    "  bench [-f FMT] [-t none|writeback] [-c COUNT] [-d DEPTH] [-s SIZE] [-o OFFSET] [-S STEP] [-w] FILE\n";
 
 static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int fail(const char *fmt, ...)
@@ -498,6 +502,219 @@ static int cmd_map(int argc, char **argv)
     return r < 0 ? 1 : 0;
 }
 
+/* Copies what the top image itself holds into its backing file. The top image keeps its
+ * clusters (as with qemu-img commit -d): its content reads the same either way. */
+static int cmd_commit(int argc, char **argv)
+{
+    const char *fmt = NULL;
+    optind = 0;
+    for (int c; (c = getopt(argc, argv, "+f:dqp")) != -1;)
+        if (c == 'f') fmt = optarg;
+        else if (c != 'd' && c != 'q' && c != 'p') return usage_error("bad option for commit");
+    if (optind != argc - 1)
+        return usage_error("commit needs one file name");
+    struct blk *top, *base;
+    if (open_image(argv[optind], fmt, BLK_O_RDWR | BLK_O_NO_BACKING, &top))
+        return 1;
+    struct blk_info i;
+    blk_get_info(top, &i);
+    if (!i.backing_file[0]) {
+        blk_close(top);
+        return fail("%s has no backing file", argv[optind]);
+    }
+    char bpath[4200];
+    if (i.backing_file[0] == '/' || !strchr(argv[optind], '/'))
+        snprintf(bpath, sizeof(bpath), "%s", i.backing_file);
+    else
+        snprintf(bpath, sizeof(bpath), "%.*s/%s", (int)(strrchr(argv[optind], '/') - argv[optind]), argv[optind], i.backing_file);
+    if (open_image(bpath, i.backing_format[0] ? i.backing_format : NULL, BLK_O_RDWR, &base)) {
+        blk_close(top);
+        return 1;
+    }
+    uint8_t *buf = malloc(CHUNK);
+    int r = buf ? 0 : -ENOMEM;
+    uint64_t size = blk_length(top) < blk_length(base) ? blk_length(top) : blk_length(base);
+    for (uint64_t off = 0; r == 0 && off < size;) {
+        uint64_t n = size - off < CHUNK ? size - off : CHUNK, pnum, host;
+        unsigned st;
+        if ((r = blk_block_status(top, off, n, &pnum, &st, &host)) < 0)
+            break;
+        if (st & BLK_STATUS_DATA)
+            r = blk_pread(top, buf, pnum, off) < 0 ? -EIO : blk_pwrite(base, buf, pnum, off);
+        else if (st & BLK_STATUS_ZERO)
+            r = blk_write_zeroes(base, off, pnum, 0);
+        off += pnum;
+    }
+    if (r == 0)
+        r = blk_flush(base);
+    if (r < 0)
+        fail("commit failed: %s %s", blk_errmsg(top), blk_errmsg(base));
+    else
+        printf("Image committed.\n");
+    free(buf);
+    blk_close(base);
+    blk_close(top);
+    return r < 0 ? 1 : 0;
+}
+
+/* rebase -u rewrites the name only; a safe rebase first copies into the image whatever would
+ * read differently through the new backing file. */
+static int cmd_rebase(int argc, char **argv)
+{
+    const char *fmt = NULL, *nb = NULL, *nbf = NULL;
+    bool unsafe = false;
+    optind = 0;
+    for (int c; (c = getopt(argc, argv, "+f:b:F:up")) != -1;) {
+        if (c == 'f') fmt = optarg;
+        else if (c == 'b') nb = optarg;
+        else if (c == 'F') nbf = optarg;
+        else if (c == 'u') unsafe = true;
+        else if (c != 'p') return usage_error("bad option for rebase");
+    }
+    if (!nb || optind != argc - 1)
+        return usage_error("rebase needs -b BACKING (\"\" for none) and a file");
+    struct blk *top, *newb = NULL;
+    if (open_image(argv[optind], fmt, BLK_O_RDWR | (unsafe ? BLK_O_NO_BACKING : 0), &top))
+        return 1;
+    int r = 0;
+    if (!unsafe && *nb) {
+        char path[4200];
+        if (nb[0] == '/' || !strchr(argv[optind], '/'))
+            snprintf(path, sizeof(path), "%s", nb);
+        else
+            snprintf(path, sizeof(path), "%.*s/%s", (int)(strrchr(argv[optind], '/') - argv[optind]), argv[optind], nb);
+        if (open_image(path, nbf, BLK_O_FORCE_SHARE, &newb)) {
+            blk_close(top);
+            return 1;
+        }
+    }
+    if (!unsafe) {
+        uint8_t *a = malloc(CHUNK), *c = malloc(CHUNK);
+        uint64_t size = blk_length(top);
+        for (uint64_t off = 0; r == 0 && off < size;) {
+            uint64_t n = size - off < CHUNK ? size - off : CHUNK, pnum, host;
+            unsigned st;
+            if ((r = blk_block_status(top, off, n, &pnum, &st, &host)) < 0)
+                break;
+            if (!(st & BLK_STATUS_ALLOCATED)) {
+                uint64_t nlen = newb && off < blk_length(newb) ? (blk_length(newb) - off < pnum ? blk_length(newb) - off : pnum) : 0;
+                memset(c, 0, pnum);
+                if ((r = blk_pread(top, a, pnum, off)) == 0 && (!nlen || (r = blk_pread(newb, c, nlen, off)) == 0) &&
+                    memcmp(a, c, pnum))
+                    r = blk_pwrite(top, a, pnum, off);
+            }
+            off += pnum;
+        }
+        free(a), free(c);
+    }
+    if (r == 0 && !nbf && newb) {
+        struct blk_info i;
+        blk_get_info(newb, &i);
+        static char f[16];
+        snprintf(f, sizeof(f), "%s", i.format);
+        nbf = f;
+    }
+    if (r == 0)
+        r = blk_set_backing(top, *nb ? nb : NULL, nbf);
+    if (r == 0)
+        r = blk_flush(top);
+    if (r < 0)
+        fail("rebase failed: %s", blk_errmsg(top));
+    blk_close(newb);
+    blk_close(top);
+    return r < 0 ? 1 : 0;
+}
+
+struct bench_job {
+    struct blk *b;
+    bool write;
+    uint64_t size, step, start, image;
+    uint64_t first, count; /* request numbers this thread issues */
+    int err;
+};
+
+static void *bench_thread(void *arg)
+{
+    struct bench_job *j = arg;
+    uint8_t *buf = aligned_alloc(4096, (j->size + 4095) & ~4095ULL);
+    if (!buf) {
+        j->err = -ENOMEM;
+        return NULL;
+    }
+    memset(buf, 0xa5, j->size);
+    uint64_t span = j->image - j->size;
+    for (uint64_t i = j->first; i < j->first + j->count && !j->err; i++) {
+        uint64_t off = span ? (j->start + i * j->step) % (span + 1) : 0;
+        off &= ~511ULL;
+        j->err = j->write ? blk_pwrite(j->b, buf, j->size, off) : blk_pread(j->b, buf, j->size, off);
+    }
+    free(buf);
+    return NULL;
+}
+
+/* Like qemu-img bench: COUNT requests of SIZE bytes, DEPTH in flight (one thread each), at
+ * offsets START + i * STEP (wrapping at the end of the image). */
+static int cmd_bench(int argc, char **argv)
+{
+    const char *fmt = NULL, *cache = "writeback";
+    uint64_t count = 75000, depth = 64, size = 4096, start = 0, step = 0;
+    bool write = false;
+    optind = 0;
+    for (int c; (c = getopt(argc, argv, "+f:t:c:d:s:o:S:wnq")) != -1;) {
+        int bad = 0;
+        if (c == 'f') fmt = optarg;
+        else if (c == 't') cache = optarg;
+        else if (c == 'c') bad = parse_uint(optarg, 1, UINT32_MAX, &count);
+        else if (c == 'd') bad = parse_uint(optarg, 1, 1024, &depth);
+        else if (c == 's') bad = parse_size(optarg, &size);
+        else if (c == 'o') bad = parse_size(optarg, &start);
+        else if (c == 'S') bad = parse_size(optarg, &step);
+        else if (c == 'w') write = true;
+        else if (c != 'n' && c != 'q') return usage_error("bad option for bench");
+        if (bad)
+            return usage_error("bad number for bench");
+    }
+    if (optind != argc - 1)
+        return usage_error("bench needs one file name");
+    if (!step)
+        step = size;
+    struct blk *b;
+    int flags = (write ? BLK_O_RDWR : BLK_O_FORCE_SHARE) | (!strcmp(cache, "none") ? BLK_O_DIRECT : 0);
+    if (open_image(argv[optind], fmt, flags, &b))
+        return 1;
+    if (size == 0 || size > blk_length(b)) {
+        blk_close(b);
+        return usage_error("request size must be between 1 and the image size");
+    }
+    printf("Sending %llu %s requests, %llu bytes each, %llu in parallel (starting at offset %llu, step size %llu)\n",
+           (unsigned long long)count, write ? "write" : "read", (unsigned long long)size,
+           (unsigned long long)depth, (unsigned long long)start, (unsigned long long)step);
+    struct bench_job *jobs = calloc(depth, sizeof(*jobs));
+    pthread_t *th = calloc(depth, sizeof(*th));
+    uint64_t t0 = monotonic_ns(), per = count / depth, extra = count % depth, next = 0;
+    for (uint64_t i = 0; i < depth; i++) {
+        jobs[i] = (struct bench_job){ b, write, size, step, start, blk_length(b), next, per + (i < extra), 0 };
+        next += jobs[i].count;
+        pthread_create(&th[i], NULL, bench_thread, &jobs[i]);
+    }
+    int err = 0;
+    for (uint64_t i = 0; i < depth; i++) {
+        pthread_join(th[i], NULL);
+        if (jobs[i].err)
+            err = jobs[i].err;
+    }
+    if (!err && write)
+        err = blk_flush(b);
+    double secs = (double)(monotonic_ns() - t0) / 1e9;
+    if (err)
+        fail("bench: %s", blk_errmsg(b));
+    else
+        printf("Run completed in %.3f seconds.\n", secs);
+    free(jobs), free(th);
+    blk_close(b);
+    return err ? 1 : 0;
+}
+
 static void print_snapshots(struct blk *b)
 {
     struct blk_snapshot s[64];
@@ -589,11 +806,12 @@ int cli_img_main(int argc, char **argv)
     static const struct { const char *name; int (*fn)(int, char **); } cmds[] = {
         { "create", cmd_create }, { "info", cmd_info }, { "convert", cmd_convert },
         { "check", cmd_check }, { "compare", cmd_compare }, { "map", cmd_map },
-        { "resize", cmd_resize }, { "snapshot", cmd_snapshot },
+        { "resize", cmd_resize }, { "snapshot", cmd_snapshot }, { "commit", cmd_commit },
+        { "rebase", cmd_rebase }, { "bench", cmd_bench },
     };
     for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
         if (!strcmp(argv[1], cmds[i].name))
             return cmds[i].fn(argc - 1, argv + 1);
-    fprintf(stderr, "kvmbox img: unknown or not yet supported command '%s' (commit, rebase and bench are not implemented yet)\n%s", argv[1], img_usage);
+    fprintf(stderr, "kvmbox img: unknown command '%s'\n%s", argv[1], img_usage);
     return 2;
 }

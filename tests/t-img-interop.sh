@@ -112,6 +112,21 @@ run "qemu-img check clean after kvmbox applied it" clean "$T/qs.qcow2"
 run "kvmbox deletes snapshots; refcounts stay right" bash -c \
     "'$KVMBOX' img snapshot -c two '$T/qs.qcow2' && '$KVMBOX' img snapshot -d qs '$T/qs.qcow2' && '$KVMBOX' img snapshot -d two '$T/qs.qcow2' && qemu-img check '$T/qs.qcow2' | grep -q 'No errors' && [ -z \"\$(qemu-img snapshot -l '$T/qs.qcow2')\" ]"
 
+# commit, rebase (safe and -u), bench.
+qemu-img convert -O qcow2 "$T/data.raw" "$T/cb.qcow2"
+"$KVMBOX" img create -f qcow2 -b cb.qcow2 -F qcow2 "$T/co.qcow2" >/dev/null
+qemu-io -c "write -P 0x33 100k 300k" -c "write -z 2M 64k" "$T/co.qcow2" >/dev/null
+qemu-img convert -O raw "$T/co.qcow2" "$T/expect.raw"
+run "commit: the backing file now holds the overlay's content" bash -c \
+    "'$KVMBOX' img commit '$T/co.qcow2' && qemu-img compare -q '$T/cb.qcow2' '$T/expect.raw' && qemu-img check -q '$T/cb.qcow2'"
+qemu-img create -q -f raw "$T/nb.raw" 32M
+run "safe rebase onto an empty base keeps the guest-visible content" bash -c \
+    "'$KVMBOX' img rebase -b nb.raw -F raw '$T/co.qcow2' && qemu-img compare -q '$T/co.qcow2' '$T/expect.raw' && qemu-img info '$T/co.qcow2' | grep -q 'backing file: nb.raw'"
+run "rebase -u only rewrites the name" bash -c \
+    "'$KVMBOX' img rebase -u -b cb.qcow2 -F qcow2 '$T/co.qcow2' && qemu-img info '$T/co.qcow2' | grep -q 'backing file: cb.qcow2' && qemu-img check -q '$T/co.qcow2'"
+run "bench reads and writes at depth 8" bash -c \
+    "'$KVMBOX' img bench -c 4000 -d 8 '$T/cb.qcow2' | grep -q 'Run completed' && '$KVMBOX' img bench -w -c 4000 -d 8 -S 65536 '$T/cb.qcow2' | grep -q 'Run completed' && qemu-img check -q '$T/cb.qcow2'"
+
 # A large write through 512-byte clusters grows the refcount table several times.
 "$KVMBOX" img create -f qcow2 -o cluster_size=512 "$T/small.qcow2" 1M >/dev/null
 "$KVMBOX" img resize "$T/small.qcow2" 48M >/dev/null
