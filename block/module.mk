@@ -30,3 +30,8 @@ fuzz-qcow2: $(FUZZ_DIR)/qcow2_fuzz $(FUZZ_DIR)/corpus/.stamp
 
 fuzz: fuzz-qcow2
 .PHONY: fuzz-qcow2
+
+bench-img: $(KVMBOX)
+	@bench/img-bench.sh
+bench: bench-img
+.PHONY: bench-img
