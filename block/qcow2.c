@@ -329,43 +329,59 @@ static int qcow2_create(const char *path, uint64_t size, const struct blk_create
     return r;
 }
 
+/* Rewrites the backing file name and format, keeping every other header extension: the
+ * extension area is rebuilt (backing format first, then the others as they were, then the
+ * end marker) and the name follows it, all inside the header cluster. */
 static int qcow2_set_backing(struct blk *b, const char *file, const char *fmt)
 {
-    /* Only a name that fits where the old one was, or right after the header extensions
-     * we wrote at creation, is rewritten in place: enough for rebase -u and commit. */
     struct qcow2 *q = Q(b);
-    uint8_t *h = calloc(1, q->cluster_size);
+    uint32_t cs = q->cluster_size, start = q->header_length;
+    uint8_t *h = calloc(2, cs);
     if (!h)
         return -ENOMEM;
-    int r = file_pread(b->fd, h, q->cluster_size, 0);
-    uint64_t off = rd64(h + 8);
-    size_t n = file ? strlen(file) : 0;
-    if (r == 0 && !off)
-        off = q->header_length + 8 + 64; /* room after an end marker and a format extension */
-    if (r == 0 && (n >= 1024 || off + n > q->cluster_size))
-        r = blk_set_err(b, -ENOSPC, "no room for the backing file name in %s", b->path);
-    if (r == 0) {
-        memset(h + off, 0, q->cluster_size - off);
-        memcpy(h + off, file ? file : "", n);
-        wr64(h + 8, n ? off : 0), wr32(h + 16, (uint32_t)n);
-        /* Rewrite the extension area: the backing format (if any) then the end marker. */
-        uint32_t e = q->header_length;
-        memset(h + e, 0, off - e);
-        if (fmt && n) {
-            size_t fl = strlen(fmt);
-            wr32(h + e, QCOW2_EXT_BACKING_FORMAT), wr32(h + e + 4, (uint32_t)fl);
-            memcpy(h + e + 8, fmt, fl);
+    uint8_t *out = h + cs;
+    int r = file_pread(b->fd, h, cs, 0);
+    uint64_t old_name = rd64(h + 8);
+    uint64_t end = old_name ? old_name : cs;
+    size_t n = file ? strlen(file) : 0, fl = fmt && n ? strlen(fmt) : 0;
+    uint32_t o = start;
+    if (fl) {
+        wr32(out + o, QCOW2_EXT_BACKING_FORMAT), wr32(out + o + 4, (uint32_t)fl);
+        memcpy(out + o + 8, fmt, fl);
+        o += 8 + (uint32_t)((fl + 7) & ~7u);
+    }
+    for (uint64_t off = start; r == 0 && off + 8 <= end;) {
+        uint32_t type = rd32(h + off), len = rd32(h + off + 4);
+        uint32_t step = 8 + ((len + 7) & ~7u);
+        if (type == QCOW2_EXT_END || off + step > end)
+            break;
+        if (type != QCOW2_EXT_BACKING_FORMAT) {
+            if (o + step + 8 > cs) {
+                r = -ENOSPC;
+                break;
+            }
+            memcpy(out + o, h + off, step);
+            o += step;
         }
-        r = file_pwrite(b->fd, h, q->cluster_size, 0);
+        off += step;
+    }
+    o += 8; /* end marker */
+    if (r == 0 && (n >= 1024 || o + n > cs))
+        r = -ENOSPC;
+    if (r == 0) {
+        memcpy(out, h, start);
+        memcpy(out + o, file ? file : "", n);
+        wr64(out + 8, n ? o : 0), wr32(out + 16, (uint32_t)n);
+        r = file_pwrite(b->fd, out, cs, 0);
         if (r == 0 && fdatasync(b->fd) < 0)
             r = -errno;
     }
     free(h);
-    if (r == 0) {
-        snprintf(q->backing_file, sizeof(q->backing_file), "%s", file ? file : "");
-        snprintf(q->backing_format, sizeof(q->backing_format), "%s", fmt && n ? fmt : "");
-    }
-    return r;
+    if (r < 0)
+        return blk_set_err(b, r, "cannot rewrite the header of %s: %s", b->path, strerror(-r));
+    snprintf(q->backing_file, sizeof(q->backing_file), "%s", file ? file : "");
+    snprintf(q->backing_format, sizeof(q->backing_format), "%s", fl ? fmt : "");
+    return 0;
 }
 
 static int qcow2_truncate(struct blk *b, uint64_t size, bool shrink)

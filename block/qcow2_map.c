@@ -318,6 +318,15 @@ out:
     return r < 0 ? blk_set_err(b, r, "allocating an L2 table in %s", b->path) : 0;
 }
 
+/* A data cluster that is really the header, the L1 table or the refcount table would let a
+ * guest write overwrite metadata: such an image is corrupt, and no write goes there. */
+static bool is_metadata(struct qcow2 *q, uint64_t host)
+{
+    uint64_t l1_end = q->l1_offset + (uint64_t)q->l1_size * 8, rct_end = q->rct_offset + (uint64_t)q->rct_clusters * q->cluster_size;
+    return host < q->cluster_size || (host + q->cluster_size > q->l1_offset && host < l1_end) ||
+           (host + q->cluster_size > q->rct_offset && host < rct_end) || host == q->snapshots_offset;
+}
+
 /* Writes one cluster's worth (or part) of guest data at OFF. */
 static int write_piece(struct blk *b, const struct iovec *iov, int iovcnt, size_t skip, uint64_t off,
                        uint64_t n, struct batch *bt, uint8_t *wbuf)
@@ -329,6 +338,8 @@ static int write_piece(struct blk *b, const struct iovec *iov, int iovcnt, size_
     if (r < 0 || (r = qcow2_get_l2_entry(b, off, &e)) < 0)
         return r;
     uint64_t host = e & L2E_OFFSET_MASK;
+    if (host && !(e & QCOW_OFLAG_COMPRESSED) && is_metadata(q, host))
+        return qcow2_mark_corrupt(b, "data cluster %#llx overlaps metadata", (unsigned long long)host);
     if (host && (e & QCOW_OFLAG_COPIED) && !(e & QCOW_OFLAG_COMPRESSED) && !entry_is_zero(q, e)) {
         struct iovec seg[MAX_SEGS];
         int cnt = iov_slice(iov, iovcnt, skip, n, seg);
