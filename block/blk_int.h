@@ -30,7 +30,8 @@ struct blk_ops {
 struct blk {
     const struct blk_ops *ops;
     char *path;
-    int fd;
+    int fd;                     /* buffered: metadata and anything unaligned */
+    int dfd;                    /* O_DIRECT (cache=none) for aligned data, else == fd */
     int flags;
     uint64_t size;              /* virtual size */
     struct blk *backing;        /* opened backing file, or NULL */
@@ -54,5 +55,8 @@ int blk_set_err(struct blk *b, int err, const char *fmt, ...) __attribute__((for
 /* pread/pwrite that retry short transfers; a read past EOF yields zeroes. */
 int file_pread(int fd, void *buf, size_t len, uint64_t off);
 int file_pwrite(int fd, const void *buf, size_t len, uint64_t off);
+/* The fd for a data transfer: the O_DIRECT one when buffers, offset and length are all
+ * 4 KiB-aligned, the buffered one otherwise. */
+int blk_data_fd(const struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off, uint64_t len);
 
 #endif

@@ -99,6 +99,16 @@ void iov_memset(const struct iovec *iov, int iovcnt, size_t skip, int c, size_t 
     iov_walk(iov, iovcnt, skip, len, fill, &c);
 }
 
+int blk_data_fd(const struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off, uint64_t len)
+{
+    if (b->dfd < 0 || ((off | len) & 4095))
+        return b->fd;
+    for (int i = 0; i < iovcnt; i++)
+        if (((uintptr_t)iov[i].iov_base | iov[i].iov_len) & 4095)
+            return b->fd;
+    return b->dfd;
+}
+
 static size_t iov_size(const struct iovec *iov, int iovcnt)
 {
     size_t n = 0;
@@ -158,10 +168,19 @@ static int open_depth(const char *path, const char *format, int flags, int depth
     }
     b->depth = depth;
     b->flags = flags;
+    b->fd = b->dfd = -1;
     pthread_mutex_init(&b->lock, NULL);
-    int oflags = (flags & BLK_O_RDWR ? O_RDWR : O_RDONLY) | O_CLOEXEC | (flags & BLK_O_DIRECT ? O_DIRECT : 0);
-    b->fd = open(path, oflags);
+    int oflags = (flags & BLK_O_RDWR ? O_RDWR : O_RDONLY) | O_CLOEXEC;
     int r;
+    b->fd = open(path, oflags);
+    if (b->fd >= 0 && (flags & BLK_O_DIRECT)) {
+        b->dfd = open(path, oflags | O_DIRECT);
+        if (b->dfd < 0) {
+            r = -errno;
+            snprintf(err, errlen, "cannot open %s with cache=none (O_DIRECT): %s", path, strerror(errno));
+            goto fail;
+        }
+    }
     if (b->fd < 0) {
         r = -errno;
         snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
@@ -232,6 +251,8 @@ void blk_close(struct blk *b)
     if (b->ops)
         b->ops->close(b);
     blk_close(b->backing);
+    if (b->dfd >= 0)
+        close(b->dfd);
     if (b->fd >= 0)
         close(b->fd);
     pthread_mutex_destroy(&b->lock);

@@ -25,6 +25,9 @@ struct blk;
 #define BLK_O_NO_BACKING  0x04 /* do not open the backing chain (info, rebase -u) */
 #define BLK_O_NO_LOCK     0x08 /* do not take the image lock */
 #define BLK_O_FORCE_SHARE 0x10 /* read an image someone else holds (like qemu-img -U) */
+#define BLK_O_UNORDERED   0x20 /* no ordering syncs between metadata writes: for writing a new
+                                * image (convert) that is useless if interrupted anyway; a
+                                * final blk_flush still makes everything durable */
 
 #define BLK_ERRMSG_MAX 512
 

@@ -9,6 +9,7 @@
 #include <endian.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <unistd.h>
 
 #include "block/blk_int.h"
 
@@ -70,6 +71,8 @@ struct qcow2 {
 
 static inline struct qcow2 *Q(struct blk *b) { return b->priv; }
 static inline uint64_t be64(uint64_t v) { return be64toh(v); }
+/* The sync that orders metadata writes (skipped for BLK_O_UNORDERED images). */
+static inline int ordered_sync(struct blk *b) { return (b->flags & BLK_O_UNORDERED) ? 0 : fdatasync(b->fd); }
 
 /* qcow2.c */
 int qcow2_mark_corrupt(struct blk *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -122,7 +122,7 @@ static int read_host(struct blk *b, const struct iovec *iov, int iovcnt, size_t 
     if (n >= 0) {
         uint64_t done = 0;
         while (done < len) {
-            ssize_t got = preadv(b->fd, seg, n, (off_t)(host + done));
+            ssize_t got = preadv(blk_data_fd(b, seg, n, host + done, len - done), seg, n, (off_t)(host + done));
             if (got < 0 && errno == EINTR)
                 continue;
             if (got <= 0) { /* a short file reads as zeroes */
@@ -253,17 +253,23 @@ static int batch_commit(struct blk *b, struct batch *bt)
     struct qcow2 *q = Q(b);
     if (!bt->n)
         return 0;
-    if (fdatasync(b->fd) < 0)
+    if (ordered_sync(b) < 0)
         return blk_set_err(b, -errno, "flush %s: %s", b->path, strerror(errno));
-    for (size_t i = 0; i < bt->n; i++) {
+    for (size_t i = 0; i < bt->n;) {
         uint8_t *t;
         int r = qcow2_cache_get(b, &q->l2c, bt->p[i].l2_off, &t);
         if (r < 0)
             return r;
-        uint64_t be = htobe64(bt->p[i].entry);
-        ((uint64_t *)t)[bt->p[i].idx] = be;
-        if ((r = file_pwrite(b->fd, &be, 8, bt->p[i].l2_off + 8ULL * bt->p[i].idx)) < 0)
-            return blk_set_err(b, r, "writing an L2 entry of %s", b->path);
+        /* Consecutive entries of one table go out in one write. */
+        size_t j = i;
+        do {
+            ((uint64_t *)t)[bt->p[j].idx] = htobe64(bt->p[j].entry);
+            j++;
+        } while (j < bt->n && bt->p[j].l2_off == bt->p[i].l2_off && bt->p[j].idx == bt->p[j - 1].idx + 1);
+        uint64_t first = bt->p[i].idx;
+        if ((r = file_pwrite(b->fd, t + 8 * first, 8 * (j - i), bt->p[i].l2_off + 8 * first)) < 0)
+            return blk_set_err(b, r, "writing L2 entries of %s", b->path);
+        i = j;
     }
     for (size_t i = 0; i < bt->n; i++) {
         int r = release(b, bt->p[i].old);
@@ -301,7 +307,7 @@ static int l2_for_write(struct blk *b, uint64_t off, uint64_t *l2_off, uint32_t 
         for (uint32_t i = 0; i < q->l2_entries; i++)
             table[i] = htobe64(be64(table[i]) & ~QCOW_OFLAG_COPIED);
     }
-    if (r == 0 && (r = file_pwrite(b->fd, table, q->cluster_size, fresh)) == 0 && fdatasync(b->fd) < 0)
+    if (r == 0 && (r = file_pwrite(b->fd, table, q->cluster_size, fresh)) == 0 && ordered_sync(b) < 0)
         r = -errno;
     if (r == 0) {
         uint64_t be = htobe64(fresh | QCOW_OFLAG_COPIED);
@@ -344,7 +350,7 @@ static int write_piece(struct blk *b, const struct iovec *iov, int iovcnt, size_
         struct iovec seg[MAX_SEGS];
         int cnt = iov_slice(iov, iovcnt, skip, n, seg);
         if (cnt >= 0) {
-            ssize_t w = pwritev(b->fd, seg, cnt, (off_t)(host + in));
+            ssize_t w = pwritev(blk_data_fd(b, seg, cnt, host + in, n), seg, cnt, (off_t)(host + in));
             if (w == (ssize_t)n)
                 return 0;
         }
@@ -364,16 +370,76 @@ static int write_piece(struct blk *b, const struct iovec *iov, int iovcnt, size_
     iov_to_buf(iov, iovcnt, skip, wbuf + in, n);
     if ((r = qcow2_alloc_clusters(b, 1, &fresh)) < 0)
         return r;
-    if ((r = file_pwrite(b->fd, wbuf, q->cluster_size, fresh)) < 0)
+    struct iovec wv = { wbuf, q->cluster_size };
+    int wfd = blk_data_fd(b, &wv, 1, fresh, q->cluster_size);
+    if ((r = file_pwrite(wfd, wbuf, q->cluster_size, fresh)) < 0)
         return blk_set_err(b, r, "writing %s: %s", b->path, strerror(-r));
     return batch_add(bt, l2_off, idx, fresh | QCOW_OFLAG_COPIED, e);
+}
+
+/* True when guest cluster OFF would get a new host cluster on a full overwrite. */
+static bool needs_new_cluster(struct blk *b, uint64_t off)
+{
+    struct qcow2 *q = Q(b);
+    uint64_t e;
+    if (qcow2_get_l2_entry(b, off, &e) < 0)
+        return false;
+    return !(e & L2E_OFFSET_MASK) || !(e & QCOW_OFLAG_COPIED) || (e & QCOW_OFLAG_COMPRESSED) || entry_is_zero(q, e);
+}
+
+/* Whole clusters that all need new host clusters are allocated together and written with
+ * one pwritev: N full clusters from guest offset OFF (cluster-aligned). Returns how many
+ * bytes it wrote (0: not applicable here). */
+static int64_t write_run(struct blk *b, const struct iovec *iov, int iovcnt, size_t skip, uint64_t off,
+                         uint64_t len, struct batch *bt)
+{
+    struct qcow2 *q = Q(b);
+    uint64_t cs = q->cluster_size, n = 0, l2_off, first_l2 = 0;
+    uint32_t idx;
+    while ((n + 1) * cs <= len && n < 1024) {
+        uint64_t o = off + n * cs;
+        if (l2_for_write(b, o, &l2_off, &idx) < 0)
+            return -EIO;
+        if (n == 0)
+            first_l2 = l2_off;
+        if (l2_off != first_l2 || !needs_new_cluster(b, o))
+            break;
+        n++;
+    }
+    if (n < 2)
+        return 0;
+    uint64_t host;
+    int r = qcow2_alloc_clusters(b, n, &host);
+    if (r < 0)
+        return r;
+    struct iovec seg[MAX_SEGS];
+    int cnt = iov_slice(iov, iovcnt, skip, n * cs, seg);
+    ssize_t w = cnt >= 0 ? pwritev(blk_data_fd(b, seg, cnt, host, n * cs), seg, cnt, (off_t)host) : -1;
+    if (w != (ssize_t)(n * cs)) {
+        uint8_t *tmp = aligned_alloc(4096, n * cs);
+        if (!tmp)
+            return -ENOMEM;
+        iov_to_buf(iov, iovcnt, skip, tmp, n * cs);
+        struct iovec v = { tmp, n * cs };
+        r = file_pwrite(blk_data_fd(b, &v, 1, host, n * cs), tmp, n * cs, host);
+        free(tmp);
+        if (r < 0)
+            return blk_set_err(b, r, "writing %s: %s", b->path, strerror(-r));
+    }
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t e;
+        if ((r = qcow2_get_l2_entry(b, off + i * cs, &e)) < 0 || (r = l2_slot(b, off + i * cs, &l2_off, &idx)) < 0 ||
+            (r = batch_add(bt, l2_off, idx, (host + i * cs) | QCOW_OFLAG_COPIED, e)) < 0)
+            return r;
+    }
+    return (int64_t)(n * cs);
 }
 
 int qcow2_pwritev(struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off, uint64_t len)
 {
     struct qcow2 *q = Q(b);
     struct batch bt = { 0 };
-    uint8_t *wbuf = malloc(q->cluster_size);
+    uint8_t *wbuf = aligned_alloc(4096, (q->cluster_size + 4095) & ~4095u);
     if (!wbuf)
         return -ENOMEM;
     pthread_mutex_lock(&b->lock);
@@ -381,7 +447,15 @@ int qcow2_pwritev(struct blk *b, const struct iovec *iov, int iovcnt, uint64_t o
     size_t skip = 0;
     while (r == 0 && len) {
         uint64_t in = off & (q->cluster_size - 1), n = q->cluster_size - in < len ? q->cluster_size - in : len;
-        r = write_piece(b, iov, iovcnt, skip, off, n, &bt, wbuf);
+        int64_t run = in == 0 ? write_run(b, iov, iovcnt, skip, off, len, &bt) : 0;
+        if (run < 0) {
+            r = (int)run;
+            break;
+        }
+        if (run > 0)
+            n = (uint64_t)run;
+        else
+            r = write_piece(b, iov, iovcnt, skip, off, n, &bt, wbuf);
         /* Commit per L2 table's worth so a long request does not hold everything back. */
         if (r == 0 && bt.n >= 256)
             r = batch_commit(b, &bt);

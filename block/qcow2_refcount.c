@@ -116,7 +116,7 @@ static int ensure_refblock(struct blk *b, uint64_t cluster, uint64_t *rb_off)
     if (covers_self)
         set_entry(q->zbuf, self % q->rb_entries, q->refcount_bits, 1);
     /* Block first, then the table entry that makes it live. */
-    if ((r = file_pwrite(b->fd, q->zbuf, q->cluster_size, off)) < 0 || fdatasync(b->fd) < 0)
+    if ((r = file_pwrite(b->fd, q->zbuf, q->cluster_size, off)) < 0 || ordered_sync(b) < 0)
         return blk_set_err(b, r ? r : -errno, "writing a refcount block of %s", b->path);
     uint64_t be = htobe64(off);
     if ((r = file_pwrite(b->fd, &be, 8, q->rct_offset + idx * 8)) < 0)
@@ -163,9 +163,21 @@ int qcow2_alloc_clusters(struct blk *b, uint64_t n, uint64_t *offset)
             break;
     }
     *offset = q->file_end;
-    for (uint64_t i = 0; i < n; i++)
-        if ((r = qcow2_update_refcount(b, *offset + i * q->cluster_size, 1)) < 0)
+    /* New clusters are free (past the end of the image): set their refcounts to 1, one
+     * write per refcount block. */
+    uint64_t c = *offset / q->cluster_size, end = c + n;
+    while (c < end) {
+        uint64_t rb;
+        uint8_t *t;
+        if ((r = refblock_for(b, c, &rb)) < 0 || (r = qcow2_cache_get(b, &q->rbc, rb, &t)) < 0)
             return r;
+        uint64_t first = c % q->rb_entries, last = first;
+        for (; c < end && last < q->rb_entries; c++, last++)
+            set_entry(t, last, q->refcount_bits, 1);
+        uint64_t lo = first * q->refcount_bits / 8, hi = (last * q->refcount_bits + 7) / 8;
+        if ((r = file_pwrite(b->fd, t + lo, hi - lo, rb + lo)) < 0)
+            return blk_set_err(b, r, "writing refcounts of %s: %s", b->path, strerror(-r));
+    }
     q->file_end += n * q->cluster_size;
     return 0;
 }
@@ -181,14 +193,16 @@ static int grow_rct(struct blk *b, uint64_t min_entries)
     if (tclusters * cs > QCOW2_MAX_RCT_BYTES)
         return blk_set_err(b, -EFBIG, "%s: refcount table would exceed %u MiB", b->path, QCOW2_MAX_RCT_BYTES >> 20);
     entries = tclusters * cs / 8;
-    uint64_t start = q->file_end / cs, nblocks = 1, total;
+    /* nblocks grows to exactly the number of new blocks the area needs: every block in it
+     * gets a table entry, so none is left unreferenced. */
+    uint64_t start = q->file_end / cs, nblocks = 0, total;
     for (;;) {
         total = nblocks + tclusters;
         uint64_t first = start / q->rb_entries, last = (start + total - 1) / q->rb_entries, need = 0;
         for (uint64_t i = first; i <= last; i++)
             if (i >= q->rct_entries || !q->rct[i])
                 need++;
-        if (need <= nblocks)
+        if (need == nblocks)
             break;
         nblocks = need;
     }
@@ -217,7 +231,7 @@ static int grow_rct(struct blk *b, uint64_t min_entries)
     }
     if (r == 0)
         r = file_pwrite(b->fd, area, total * cs, start * cs);
-    if (r == 0 && fdatasync(b->fd) < 0)
+    if (r == 0 && ordered_sync(b) < 0)
         r = -errno;
     uint8_t hdr[12];
     uint64_t off = htobe64((start + nblocks) * cs);
@@ -225,7 +239,7 @@ static int grow_rct(struct blk *b, uint64_t min_entries)
     memcpy(hdr, &off, 8), memcpy(hdr + 8, &ncl, 4);
     if (r == 0)
         r = qcow2_write_header_field(b, 48, hdr, 12);
-    if (r == 0 && fdatasync(b->fd) < 0)
+    if (r == 0 && ordered_sync(b) < 0)
         r = -errno;
     if (r < 0) {
         free(area);

@@ -37,7 +37,7 @@ static int raw_preadv(struct blk *b, const struct iovec *iov, int iovcnt, uint64
     while (done < len) {
         ssize_t n;
         if (done == 0) {
-            n = preadv(b->fd, iov, iovcnt, (off_t)off);
+            n = preadv(blk_data_fd(b, iov, iovcnt, off, len), iov, iovcnt, (off_t)off);
         } else {
             uint8_t *tmp = malloc(len - done);
             if (!tmp)
@@ -65,7 +65,7 @@ static int raw_pwritev(struct blk *b, const struct iovec *iov, int iovcnt, uint6
 {
     ssize_t n;
     do
-        n = pwritev(b->fd, iov, iovcnt, (off_t)off);
+        n = pwritev(blk_data_fd(b, iov, iovcnt, off, len), iov, iovcnt, (off_t)off);
     while (n < 0 && errno == EINTR);
     if (n < 0)
         return blk_set_err(b, -errno, "write %s: %s", b->path, strerror(errno));
