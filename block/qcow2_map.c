@@ -149,7 +149,12 @@ static int read_host(struct blk *b, const struct iovec *iov, int iovcnt, size_t 
     return r;
 }
 
-static int read_locked(struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off, uint64_t len)
+/* Reads with b->lock held. With UNLOCK_IO the lock is dropped around data reads, so that
+ * requests in flight together overlap their I/O; mappings are looked up under the lock. A
+ * guest that reads what it is overwriting at the same time gets one or the other, as on a
+ * disk. */
+static int read_locked(struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off, uint64_t len,
+                       bool unlock_io)
 {
     struct qcow2 *q = Q(b);
     size_t skip = 0;
@@ -180,7 +185,12 @@ static int read_locked(struct blk *b, const struct iovec *iov, int iovcnt, uint6
                 run += m;
             }
             n = run;
-            if ((r = read_host(b, iov, iovcnt, skip, host + in, n)) < 0)
+            if (unlock_io)
+                pthread_mutex_unlock(&b->lock);
+            r = read_host(b, iov, iovcnt, skip, host + in, n);
+            if (unlock_io)
+                pthread_mutex_lock(&b->lock);
+            if (r < 0)
                 return r;
         }
         off += n, len -= n, skip += n;
@@ -191,7 +201,7 @@ static int read_locked(struct blk *b, const struct iovec *iov, int iovcnt, uint6
 int qcow2_preadv(struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off, uint64_t len)
 {
     pthread_mutex_lock(&b->lock);
-    int r = Q(b)->corrupt ? blk_set_err(b, -EIO, "%s is corrupt", b->path) : read_locked(b, iov, iovcnt, off, len);
+    int r = Q(b)->corrupt ? blk_set_err(b, -EIO, "%s is corrupt", b->path) : read_locked(b, iov, iovcnt, off, len, true);
     pthread_mutex_unlock(&b->lock);
     return r;
 }
@@ -335,7 +345,7 @@ static bool is_metadata(struct qcow2 *q, uint64_t host)
 
 /* Writes one cluster's worth (or part) of guest data at OFF. */
 static int write_piece(struct blk *b, const struct iovec *iov, int iovcnt, size_t skip, uint64_t off,
-                       uint64_t n, struct batch *bt, uint8_t *wbuf)
+                       uint64_t n, uint64_t *total, struct batch *bt, uint8_t *wbuf)
 {
     struct qcow2 *q = Q(b);
     uint64_t in = off & (q->cluster_size - 1), l2_off, e;
@@ -347,6 +357,16 @@ static int write_piece(struct blk *b, const struct iovec *iov, int iovcnt, size_
     if (host && !(e & QCOW_OFLAG_COMPRESSED) && is_metadata(q, host))
         return qcow2_mark_corrupt(b, "data cluster %#llx overlaps metadata", (unsigned long long)host);
     if (host && (e & QCOW_OFLAG_COPIED) && !(e & QCOW_OFLAG_COMPRESSED) && !entry_is_zero(q, e)) {
+        /* Extend to following clusters this image owns that follow on the host. */
+        while (n < *total) {
+            uint64_t e2, m = *total - n < q->cluster_size ? *total - n : q->cluster_size;
+            if (qcow2_get_l2_entry(b, off + n, &e2) < 0 || !(e2 & QCOW_OFLAG_COPIED) ||
+                (e2 & QCOW_OFLAG_COMPRESSED) || entry_is_zero(q, e2) || (e2 & L2E_OFFSET_MASK) != host + in + n ||
+                is_metadata(q, e2 & L2E_OFFSET_MASK))
+                break;
+            n += m;
+        }
+        *total = n;
         struct iovec seg[MAX_SEGS];
         int cnt = iov_slice(iov, iovcnt, skip, n, seg);
         if (cnt >= 0) {
@@ -354,16 +374,21 @@ static int write_piece(struct blk *b, const struct iovec *iov, int iovcnt, size_
             if (w == (ssize_t)n)
                 return 0;
         }
-        iov_to_buf(iov, iovcnt, skip, wbuf, n);
-        r = file_pwrite(b->fd, wbuf, n, host + in);
+        uint8_t *tmp = malloc(n);
+        if (!tmp)
+            return -ENOMEM;
+        iov_to_buf(iov, iovcnt, skip, tmp, n);
+        r = file_pwrite(b->fd, tmp, n, host + in);
+        free(tmp);
         return r < 0 ? blk_set_err(b, r, "writing %s: %s", b->path, strerror(-r)) : 0;
     }
+    *total = n;
     /* Copy-on-write into a new cluster: the old contents around a partial write first. */
     uint64_t start = off - in, fresh;
     if (n < q->cluster_size) {
         struct iovec whole = { wbuf, q->cluster_size };
         uint64_t len = b->size - start < q->cluster_size ? b->size - start : q->cluster_size;
-        if ((r = read_locked(b, &whole, 1, start, len)) < 0)
+        if ((r = read_locked(b, &whole, 1, start, len, false)) < 0)
             return r;
         memset(wbuf + len, 0, q->cluster_size - len);
     }
@@ -452,10 +477,14 @@ int qcow2_pwritev(struct blk *b, const struct iovec *iov, int iovcnt, uint64_t o
             r = (int)run;
             break;
         }
-        if (run > 0)
+        if (run > 0) {
             n = (uint64_t)run;
-        else
-            r = write_piece(b, iov, iovcnt, skip, off, n, &bt, wbuf);
+        } else {
+            uint64_t total = len; /* write_piece may take more than one cluster in place */
+            r = write_piece(b, iov, iovcnt, skip, off, n, &total, &bt, wbuf);
+            if (total > n)
+                n = total;
+        }
         /* Commit per L2 table's worth so a long request does not hold everything back. */
         if (r == 0 && bt.n >= 256)
             r = batch_commit(b, &bt);
