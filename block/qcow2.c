@@ -263,6 +263,7 @@ static int qcow2_create(const char *path, uint64_t size, const struct blk_create
         return snprintf(err, errlen, "lazy refcounts need compat=1.1"), -EINVAL;
     if (size > QCOW2_MAX_SIZE)
         return snprintf(err, errlen, "size is too large for qcow2"), -EINVAL;
+    size = (size + 511) & ~511ULL; /* qcow2 sizes are whole sectors, as qemu-img makes them */
     uint64_t l2e = cs / 8, rbe = (uint64_t)cs * 8 / rbits;
     uint64_t l1_size = (size + cs * l2e - 1) / (cs * l2e);
     uint64_t l1_clusters = (l1_size * 8 + cs - 1) / cs;
@@ -387,8 +388,25 @@ static int qcow2_set_backing(struct blk *b, const char *file, const char *fmt)
 static int qcow2_truncate(struct blk *b, uint64_t size, bool shrink)
 {
     struct qcow2 *q = Q(b);
-    if (size < b->size)
-        return blk_set_err(b, -ENOTSUP, "shrinking qcow2 images is not supported yet");
+    size = (size + 511) & ~511ULL;
+    if (size < b->size) {
+        /* Shrink: the tail of the last kept cluster reads as zeroes if the image grows
+         * again, and every cluster past it is released. The L1 table keeps its size. */
+        uint64_t cs = q->cluster_size, keep = (size + cs - 1) & ~(cs - 1);
+        int r = 0;
+        if (keep > size)
+            r = qcow2_write_zeroes(b, size, keep - size, 0);
+        if (r == 0 && b->size > keep)
+            r = qcow2_drop_clusters(b, keep, ((b->size + cs - 1) & ~(cs - 1)) - keep);
+        if (r < 0)
+            return r;
+        uint64_t v = htobe64(size);
+        if ((r = qcow2_write_header_field(b, 24, &v, 8)) == 0 && fdatasync(b->fd) < 0)
+            r = -errno;
+        if (r == 0)
+            b->size = size;
+        return r;
+    }
     uint64_t per_l1 = (uint64_t)q->cluster_size * q->l2_entries;
     uint64_t need = (size + per_l1 - 1) / per_l1;
     if (need > q->l1_size) {

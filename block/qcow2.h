@@ -97,6 +97,8 @@ int qcow2_discard(struct blk *b, uint64_t off, uint64_t len);
 int qcow2_write_compressed(struct blk *b, uint64_t off, const void *buf, size_t len);
 int qcow2_block_status(struct blk *b, uint64_t off, uint64_t len, uint64_t *pnum, unsigned *status,
                        uint64_t *host_off);
+/* Makes the whole clusters in [off, off+len) unallocated, releasing their clusters. */
+int qcow2_drop_clusters(struct blk *b, uint64_t off, uint64_t len);
 /* L2 entry for guest offset OFF (0 when the L1 entry is empty). */
 int qcow2_get_l2_entry(struct blk *b, uint64_t off, uint64_t *entry);
 

@@ -523,6 +523,14 @@ static int set_whole_clusters(struct blk *b, uint64_t off, uint64_t len, uint64_
     return r;
 }
 
+int qcow2_drop_clusters(struct blk *b, uint64_t off, uint64_t len)
+{
+    pthread_mutex_lock(&b->lock);
+    int r = set_whole_clusters(b, off, len, 0);
+    pthread_mutex_unlock(&b->lock);
+    return r;
+}
+
 static int write_zero_bytes(struct blk *b, uint64_t off, uint64_t len)
 {
     struct qcow2 *q = Q(b);
