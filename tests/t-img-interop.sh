@@ -172,6 +172,6 @@ out=$("$KVMBOX" img info "$T/trunc.qcow2" 2>&1); rc=$?
 if [ $rc = 1 ] && [ "$(wc -l <<<"$out")" = 1 ]; then ok "truncated image: one clear line ($out)"; else bad "truncated image: rc $rc: $out"; fi
 qemu-img create -q -f qcow2 -u -b loop2.qcow2 -F qcow2 "$T/loop.qcow2" 1M
 qemu-img create -q -f qcow2 -u -b loop.qcow2 -F qcow2 "$T/loop2.qcow2" 1M
-out=$("$KVMBOX" img info "$T/loop.qcow2" 2>&1); rc=$?
+out=$("$KVMBOX" img info --backing-chain "$T/loop.qcow2" 2>&1); rc=$?
 if [ $rc = 1 ] && grep -qi "loop\|deeper" <<<"$out"; then ok "backing loop: refused ($out)"; else bad "backing loop: rc $rc: $out"; fi
 [ $fails -eq 0 ]
