@@ -62,7 +62,8 @@ int img_cmd_commit(int argc, char **argv);    /* cli_img_backing.c */
 int img_cmd_rebase(int argc, char **argv);    /* cli_img_backing.c */
 int img_cmd_bench(int argc, char **argv);     /* cli_img_bench.c */
 
-/* Prints the snapshot table like `qemu-img snapshot -l` (nothing when there are none). */
-void img_print_snapshots(struct blk *b);
+/* Prints the snapshot table like `qemu-img snapshot -l` (nothing when there are none).
+ * 0, or a negative errno when the table cannot be read (nothing printed then). */
+int img_print_snapshots(struct blk *b);
 
 #endif

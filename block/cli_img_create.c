@@ -183,7 +183,8 @@ int img_cmd_snapshot(int argc, char **argv)
     if (img_open(argv[optind], fmt, flags, &b))
         return IMG_ERR;
     if (op == 'l') {
-        img_print_snapshots(b);
+        if ((r = img_print_snapshots(b)) < 0)
+            r = img_blk_fail(b, r, "listing snapshots");
     } else {
         r = op == 'c' ? blk_snapshot_create(b, name) : op == 'a' ? blk_snapshot_apply(b, name)
                                                                  : blk_snapshot_delete(b, name);

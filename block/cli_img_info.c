@@ -23,13 +23,15 @@ struct layer {
 };
 
 /* Fills up to MAX_LAYERS layers starting at TOP (named TOP_NAME); returns how many, or a
- * negative errno. */
+ * negative errno (also when a layer's snapshot table cannot be read). */
 static int load_layers(struct blk *top, const char *top_name, struct layer *l, bool chain)
 {
     int n = 0;
     for (struct blk *b = top; b && n < MAX_LAYERS; b = chain ? blk_backing(b) : NULL, n++) {
         l[n].b = b;
         int r = blk_get_info(b, &l[n].info);
+        if (r == 0)
+            r = blk_snapshot_list(b, NULL, 0); /* a bad table fails info before it prints */
         if (r < 0)
             return r;
         if (n == 0)
@@ -40,29 +42,32 @@ static int load_layers(struct blk *top, const char *top_name, struct layer *l, b
     return n;
 }
 
-/* The snapshot table, allocated; *n is its length (0 for images without snapshots). */
-static struct blk_snapshot *load_snapshots(struct blk *b, int *n)
+/* The snapshot table: returns its length (0 for images without snapshots) or a negative
+ * errno; *out is allocated when the length is not 0. */
+static int load_snapshots(struct blk *b, struct blk_snapshot **out)
 {
+    *out = NULL;
     int count = blk_snapshot_list(b, NULL, 0);
-    *n = 0;
     if (count <= 0)
-        return NULL;
+        return count;
     struct blk_snapshot *s = calloc((size_t)count, sizeof(*s));
     if (!s)
-        return NULL;
+        return -ENOMEM;
     int again = blk_snapshot_list(b, s, count);
-    *n = again < count ? (again < 0 ? 0 : again) : count;
-    return s;
+    if (again < 0) {
+        free(s);
+        return again;
+    }
+    *out = s;
+    return again < count ? again : count; /* the table cannot change under us; still, no overrun */
 }
 
-void img_print_snapshots(struct blk *b)
+int img_print_snapshots(struct blk *b)
 {
-    int n;
-    struct blk_snapshot *s = load_snapshots(b, &n);
-    if (!n) {
-        free(s);
-        return;
-    }
+    struct blk_snapshot *s;
+    int n = load_snapshots(b, &s);
+    if (n <= 0)
+        return n;
     printf("Snapshot list:\n%-10s%-17s%8s%20s%13s%11s\n", "ID", "TAG", "VM SIZE", "DATE", "VM CLOCK", "ICOUNT");
     for (int i = 0; i < n; i++) {
         char date[32], clock[48], vmsize[32];
@@ -79,6 +84,7 @@ void img_print_snapshots(struct blk *b)
         printf("%-9s %-16s %8s%20s%13s%11s\n", s[i].id, s[i].name, vmsize, date, clock, "");
     }
     free(s);
+    return 0;
 }
 
 static void info_human(const struct layer *l)
@@ -101,7 +107,7 @@ static void info_human(const struct layer *l)
         if (i->backing_format[0])
             printf("backing file format: %s\n", i->backing_format);
     }
-    img_print_snapshots(l->b);
+    img_print_snapshots(l->b); /* readable: load_layers checked it */
     if (strcmp(i->format, "qcow2"))
         return;
     printf("Format specific information:\n    compat: %s\n    compression type: zlib\n",
@@ -122,8 +128,8 @@ static void add(struct json_object *o, const char *k, struct json_object *v)
 
 static struct json_object *snapshots_json(struct blk *b)
 {
-    int n;
-    struct blk_snapshot *s = load_snapshots(b, &n);
+    struct blk_snapshot *s;
+    int n = load_snapshots(b, &s);
     struct json_object *arr = json_object_new_array();
     for (int k = 0; k < n; k++) {
         struct json_object *e = json_object_new_object();
