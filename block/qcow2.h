@@ -1,7 +1,9 @@
 /* qcow2 driver internals (QEMU's docs/interop/qcow2.txt). Split by concern:
  *   qcow2.c           header, open/validate, create, info, close, backing
  *   qcow2_refcount.c  refcount read/update, cluster allocation, table growth, check
- *   qcow2_map.c       L1/L2 mapping, the read and write paths, zero/discard, compression
+ *   qcow2_map.c       L1/L2 mapping, the read path, block status
+ *   qcow2_write.c     the write path, zero/discard, compressed writes
+ *   qcow2_snapshot.c  internal snapshots
  * On-disk tables are big-endian; caches keep them in that form. */
 #ifndef KVMBOX_QCOW2_H
 #define KVMBOX_QCOW2_H
@@ -89,7 +91,17 @@ int qcow2_check(struct blk *b, unsigned repair, struct blk_check_result *res);
 int qcow2_cache_get(struct blk *b, struct table_cache *c, uint64_t offset, uint8_t **table);
 void qcow2_cache_drop(struct table_cache *c, uint64_t offset);
 
-/* qcow2_map.c */
+/* qcow2_map.c: mapping and the read side */
+#define QCOW2_MAX_SEGS 64
+bool qcow2_entry_is_zero(struct qcow2 *q, uint64_t e);
+/* Where guest offset OFF's L2 entry lives: the table's offset (0: none yet) and the index. */
+int qcow2_l2_slot(struct blk *b, uint64_t off, uint64_t *l2_off, uint32_t *idx);
+/* An iovec for LEN bytes of IOV from SKIP in OUT (QCOW2_MAX_SEGS); -1 when it needs more. */
+int qcow2_iov_slice(const struct iovec *iov, int iovcnt, size_t skip, size_t len, struct iovec *out);
+/* Reads with b->lock held; with UNLOCK_IO the lock is dropped around data reads. */
+int qcow2_read_locked(struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off, uint64_t len,
+                      bool unlock_io);
+/* qcow2_write.c: the write side */
 int qcow2_preadv(struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off, uint64_t len);
 int qcow2_pwritev(struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off, uint64_t len);
 int qcow2_write_zeroes(struct blk *b, uint64_t off, uint64_t len, unsigned flags);
