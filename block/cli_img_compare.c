@@ -142,8 +142,9 @@ int img_cmd_compare(int argc, char **argv)
             printf("Warning: Image size mismatch!\n");
         r = compare_tail(sa > sb ? &a : &b, sa < sb ? sa : sb, &first);
     }
+    /* qemu-img names the 512-byte sector that differs; so do we, for scripts that parse it */
     if (r == CMP_DIFFERENT && !quiet && !(strict && sa != sb))
-        printf("Content mismatch at offset %llu!\n", (unsigned long long)first);
+        printf("Content mismatch at offset %llu!\n", (unsigned long long)(first & ~511ULL));
     else if (r == CMP_SAME && !quiet)
         printf("Images are identical.\n");
     free(a.buf);

@@ -2,11 +2,12 @@
 # qcow2 interoperability with Debian's qemu-img, both ways: images qemu-img makes (v2, v3,
 # cluster sizes from 512 B to 2 MiB, compressed, backing chains, internal snapshots) read back
 # through kvmbox exactly; images kvmbox writes pass `qemu-img check` and hold what
-# `qemu-img compare`/qemu-io expect. Hostile images get a clear error, never a crash.
+# `qemu-img compare`/qemu-io expect; info, map and compare say what qemu-img says.
+# (Hostile images: t-img-hostile.sh; crashes: t-img-crash.sh.)
 set -u
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
-KVMBOX=${KVMBOX:-$BUILD/kvmbox}
+KVMBOX=$(readlink -f "${KVMBOX:-$BUILD/kvmbox}")
 B=$BUILD/tests/blkio
 if ! command -v qemu-img >/dev/null; then
     echo "SKIP: img interop: qemu-img is not installed"
@@ -30,19 +31,32 @@ yes "kvmbox compressible line of text" | head -c 3M >>"$T/data.raw"
 truncate -s 32M "$T/data.raw"
 head -c 1M /dev/urandom | dd of="$T/data.raw" bs=1M seek=20 conv=notrunc status=none
 
-# qemu-img writes, kvmbox reads.
-for opts in "compat=0.10,cluster_size=512" "compat=0.10" "compat=1.1,cluster_size=4096" \
-            "compat=1.1" "compat=1.1,cluster_size=2M" "compat=1.1,refcount_bits=1" "compat=1.1,refcount_bits=64"; do
-    qemu-img convert -O qcow2 -o "$opts" "$T/data.raw" "$T/q.qcow2"
-    run "qemu-img image ($opts) reads back identically" "$KVMBOX" img compare "$T/q.qcow2" "$T/data.raw"
+# qemu-img writes, kvmbox reads: kvmbox's conversion to raw is byte-identical to qemu-img's.
+same_raw() { # same_raw IMAGE: kvmbox and qemu-img convert it to the same raw bytes
+    rm -f "$T/k.raw" "$T/q.raw"
+    "$KVMBOX" img convert -O raw "$1" "$T/k.raw" && qemu-img convert -O raw "$1" "$T/q.raw" && cmp "$T/k.raw" "$T/q.raw"
+}
+for compat in 0.10 1.1; do
+    for cs in 512 4096 65536 2M; do
+        qemu-img convert -O qcow2 -o "compat=$compat,cluster_size=$cs" "$T/data.raw" "$T/q.qcow2"
+        run "qemu-img image (compat=$compat, cluster_size=$cs) converts to the same raw bytes" same_raw "$T/q.qcow2"
+        qemu-img convert -c -O qcow2 -o "compat=$compat,cluster_size=$cs" "$T/data.raw" "$T/qc.qcow2"
+        run "qemu-img compressed image (compat=$compat, cluster_size=$cs) converts to the same raw bytes" same_raw "$T/qc.qcow2"
+    done
+done
+for rb in 1 8 64; do
+    qemu-img convert -O qcow2 -o "refcount_bits=$rb" "$T/data.raw" "$T/q.qcow2"
+    run "qemu-img image (refcount_bits=$rb) converts to the same raw bytes" same_raw "$T/q.qcow2"
 done
 qemu-img convert -c -O qcow2 "$T/data.raw" "$T/qc.qcow2"
-run "qemu-img compressed image reads back identically" "$KVMBOX" img compare "$T/qc.qcow2" "$T/data.raw"
-run "kvmbox convert of a compressed image to raw is exact" \
-    bash -c "'$KVMBOX' img convert -O raw '$T/qc.qcow2' '$T/back.raw' && cmp '$T/back.raw' '$T/data.raw'"
+run "kvmbox img compare: a compressed qemu-img image equals its source" "$KVMBOX" img compare "$T/qc.qcow2" "$T/data.raw"
+qemu-img create -q -f qcow2 "$T/z.qcow2" 8M
+qemu-io -c "write -P 0x11 0 1M" -c "write -z 1M 1M" -c "write -P 0x22 3M 512" -c "discard 0 64k" "$T/z.qcow2" >/dev/null
+run "qemu-io zero clusters, discards and sub-cluster writes read back the same" same_raw "$T/z.qcow2"
 
 # kvmbox writes, qemu-img checks and compares.
-for opts in "compat=0.10" "compat=1.1,cluster_size=512" "compat=1.1" "compat=1.1,cluster_size=2M" "compat=1.1,refcount_bits=8"; do
+for opts in "compat=0.10" "compat=0.10,cluster_size=4096" "compat=1.1,cluster_size=512" "compat=1.1" "compat=1.1,cluster_size=2M" \
+            "compat=1.1,refcount_bits=1" "compat=1.1,refcount_bits=8" "compat=1.1,refcount_bits=64" "lazy_refcounts=on"; do
     rm -f "$T/k.qcow2"
     if "$KVMBOX" img convert -O qcow2 -o "$opts" "$T/data.raw" "$T/k.qcow2" >"$T/out" 2>&1 && clean "$T/k.qcow2" &&
        qemu-img compare -q "$T/k.qcow2" "$T/data.raw"; then
@@ -134,6 +148,82 @@ run "refcount table growth (512-byte clusters, 40 MiB written)" "$B" "$T/small.q
 run "it stays clean" clean "$T/small.qcow2"
 run "and reads back" "$B" "$T/small.qcow2" read 0 41943040 3
 
+# What kvmbox img says, next to what qemu-img says about the same images.
+same_output() { # same_output DESCRIPTION ARGS...: kvmbox img ARGS and qemu-img ARGS print the same, same status
+    local d=$1
+    shift
+    (cd "$T" && "$KVMBOX" img "$@" >"$T/k.out" 2>&1; echo "status $?" >>"$T/k.out")
+    (cd "$T" && qemu-img "$@" >"$T/q.out" 2>&1; echo "status $?" >>"$T/q.out")
+    if cmp -s "$T/k.out" "$T/q.out"; then ok "$d"; else bad "$d: $(diff "$T/q.out" "$T/k.out" | head -4 | tr '\n' ' ')"; fi
+}
+# A plain image, a compressed one, one with zero clusters, a raw file, a three-level chain.
+cp "$T/top.qcow2" "$T/top2.qcow2"
+qemu-io -c "write -P 0x77 5M 128k" -c "write -z 6M 64k" "$T/top2.qcow2" >/dev/null
+for img in qc.qcow2 z.qcow2 data.raw top2.qcow2 mid.qcow2; do
+    # (qemu-img refuses the human map of a compressed image)
+    [ $img = qc.qcow2 ] || same_output "map of $img (human) matches qemu-img" map "$img"
+    same_output "map of $img (json) matches qemu-img" map --output json "$img"
+done
+for img in z.qcow2 data.raw top2.qcow2 ov.qcow2; do
+    same_output "info of $img matches qemu-img" info "$img"
+done
+same_output "info --backing-chain matches qemu-img" info --backing-chain top2.qcow2
+json_same() { # json_same IMAGE: the fields both tools report agree
+    "$KVMBOX" img info --output json --backing-chain "$1" >"$T/k.json" && qemu-img info --output json --backing-chain "$1" >"$T/q.json" &&
+    python3 - "$T/k.json" "$T/q.json" <<'PY'
+import json, sys
+k, q = (json.load(open(f)) for f in sys.argv[1:3])
+assert len(k) == len(q), (len(k), len(q))
+for a, b in zip(k, q):
+    for f in ("filename", "format", "virtual-size", "actual-size", "cluster-size", "dirty-flag", "backing-filename",
+              "full-backing-filename", "backing-filename-format"):
+        assert a.get(f) == b.get(f), (f, a.get(f), b.get(f))
+    assert a.get("format-specific") == b.get("format-specific"), (a.get("format-specific"), b.get("format-specific"))
+    sk = [(s["id"], s["name"], s["date-sec"], s["vm-state-size"]) for s in a.get("snapshots", [])]
+    sq = [(s["id"], s["name"], s["date-sec"], s["vm-state-size"]) for s in b.get("snapshots", [])]
+    assert sk == sq, (sk, sq)
+PY
+}
+run "info --output json --backing-chain agrees with qemu-img (chain)" json_same "$T/top2.qcow2"
+run "info --output json agrees with qemu-img (snapshots)" json_same "$T/s.qcow2"
+for o in "compat=0.10" "lazy_refcounts=on,refcount_bits=8,cluster_size=4k" "refcount_bits=64,cluster_size=2M"; do
+    "$KVMBOX" img create -q -f qcow2 -o "$o" "$T/c.qcow2" 100M
+    run "create -o $o: qemu-img check is clean and info agrees" bash -c "qemu-img check -q '$T/c.qcow2' && $(declare -f json_same) && T='$T' KVMBOX='$KVMBOX' json_same '$T/c.qcow2'"
+done
+"$KVMBOX" img create -q -f qcow2 -b top2.qcow2 -F qcow2 "$T/c.qcow2"
+run "create -b without a size takes the backing file's" bash -c "qemu-img info '$T/c.qcow2' | grep -q 'virtual size: 32 MiB' && qemu-img compare -q '$T/c.qcow2' '$T/top2.qcow2'"
+
+cp "$T/data.raw" "$T/d2.raw"
+printf 'X' | dd of="$T/d2.raw" bs=1 seek=5000000 conv=notrunc status=none
+same_output "compare: identical images" compare qc.qcow2 data.raw
+same_output "compare: the first differing offset" compare qc.qcow2 d2.raw
+truncate -s 40M "$T/d2.raw"
+same_output "compare: different sizes, the extra part differs" compare d2.raw qc.qcow2
+cp "$T/data.raw" "$T/d3.raw"; truncate -s 40M "$T/d3.raw"
+same_output "compare: different sizes, zero tail" compare qc.qcow2 d3.raw
+same_output "compare -s: different sizes" compare -s qc.qcow2 d3.raw
+run "compare: a missing file is status 2, as for qemu-img" bash -c "'$KVMBOX' img compare '$T/qc.qcow2' '$T/nonexistent.raw' 2>/dev/null; [ \$? = 2 ]"
+
+run "convert of a backing chain to one qcow2 keeps the content" bash -c \
+    "'$KVMBOX' img convert -O qcow2 '$T/top2.qcow2' '$T/flat.qcow2' && qemu-img check -q '$T/flat.qcow2' && qemu-img compare -q '$T/flat.qcow2' '$T/top2.qcow2'"
+qemu-img create -q -f qcow2 "$T/n.qcow2" 8M
+qemu-io -c "write -P 0xee 0 8M" "$T/n.qcow2" >/dev/null
+run "convert -n into an image full of old data writes the zeroes too" bash -c \
+    "'$KVMBOX' img convert -n -O qcow2 '$T/z.qcow2' '$T/n.qcow2' && qemu-img compare -q '$T/n.qcow2' '$T/z.qcow2' && qemu-img check -q '$T/n.qcow2'"
+truncate -s 1G "$T/sparse.raw"
+printf 'data' | dd of="$T/sparse.raw" bs=1 seek=500000000 conv=notrunc status=none
+run "convert keeps a 1 GiB almost-empty image sparse (raw and qcow2 outputs)" bash -c \
+    "'$KVMBOX' img convert -O raw '$T/sparse.raw' '$T/sp.raw' && '$KVMBOX' img convert -O qcow2 '$T/sparse.raw' '$T/sp.qcow2' &&
+     [ \$(du -k '$T/sp.raw' | cut -f1) -le 64 ] && [ \$(du -k '$T/sp.qcow2' | cut -f1) -le 512 ] && qemu-img compare -q '$T/sp.qcow2' '$T/sparse.raw' && cmp '$T/sp.raw' '$T/sparse.raw'"
+
+qemu-img convert -O qcow2 "$T/data.raw" "$T/r.qcow2"
+run "resize +16M: qemu-img sees 48 MiB, clean, data kept" bash -c \
+    "'$KVMBOX' img resize '$T/r.qcow2' +16M >/dev/null && qemu-img info '$T/r.qcow2' | grep -q '(50331648 bytes)' && qemu-img check -q '$T/r.qcow2' && qemu-img compare -q '$T/r.qcow2' '$T/data.raw'"
+run "resize to a smaller size needs --shrink" bash -c "! '$KVMBOX' img resize '$T/r.qcow2' 16M 2>/dev/null"
+head -c 16M "$T/data.raw" >"$T/d16.raw"
+run "resize --shrink -32M: clean, the kept part intact" bash -c \
+    "'$KVMBOX' img resize --shrink '$T/r.qcow2' -32M >/dev/null && qemu-img check -q '$T/r.qcow2' && qemu-img info '$T/r.qcow2' | grep -q '(16777216 bytes)' && qemu-img compare -q '$T/r.qcow2' '$T/d16.raw'"
+
 # Locking: a second writer is refused with a clear message.
 "$B" "$T/w.qcow2" workload 5 100000 "$T/wl.log" &
 pid=$!
@@ -142,36 +232,4 @@ out=$("$B" "$T/w.qcow2" write 0 512 1 2>&1); rc=$?
 kill $pid 2>/dev/null; wait $pid 2>/dev/null
 if [ $rc != 0 ] && grep -q "in use by another process" <<<"$out"; then ok "a second writer is refused ($out)"; else bad "second writer: rc $rc: $out"; fi
 
-# Hostile images: a clear error and a non-zero status, never a crash.
-hostile() { # hostile NAME OFFSET HEXBYTES
-    cp "$T/k.qcow2" "$T/h-$1.qcow2"
-    printf "$3" | dd of="$T/h-$1.qcow2" bs=1 seek="$2" conv=notrunc status=none
-    for cmd in "info" "check" "convert -O raw"; do
-        out=$("$KVMBOX" img $cmd "$T/h-$1.qcow2" $([ "$cmd" = "convert -O raw" ] && echo "$T/h.raw") 2>&1)
-        rc=$?
-        if [ $rc -ge 128 ] || grep -qE 'runtime error|AddressSanitizer|Segmentation' <<<"$out"; then
-            bad "hostile image ($1), img $cmd crashed: $(head -2 <<<"$out")"
-            return
-        fi
-    done
-    ok "hostile image ($1): no crash ($(head -1 <<<"$out"))"
-}
-hostile bad-magic 0 '\x00\x00\x00\x00'
-hostile bad-version 4 '\x00\x00\x00\x09'
-hostile huge-cluster-bits 20 '\x00\x00\x00\x30'
-hostile encrypted 32 '\x00\x00\x00\x01'
-hostile huge-l1 36 '\x7f\xff\xff\xff'
-hostile l1-past-eof 40 '\x00\x00\x7f\x00\x00\x00\x00\x00'
-hostile rct-past-eof 48 '\x00\x00\x7f\x00\x00\x00\x00\x00'
-hostile unknown-incompat 72 '\x00\x00\x00\x00\x00\x00\x10\x00'
-hostile absurd-size 24 '\x7f\xff\xff\xff\xff\xff\xff\xff'
-l1=$(od -An -tx1 -j 40 -N8 "$T/k.qcow2" | tr -d ' ')
-hostile l2-past-eof $((16#$l1)) '\x80\x00\x7f\x00\x00\x00\x00\x00'
-head -c 100 "$T/k.qcow2" >"$T/trunc.qcow2"
-out=$("$KVMBOX" img info "$T/trunc.qcow2" 2>&1); rc=$?
-if [ $rc = 1 ] && [ "$(wc -l <<<"$out")" = 1 ]; then ok "truncated image: one clear line ($out)"; else bad "truncated image: rc $rc: $out"; fi
-qemu-img create -q -f qcow2 -u -b loop2.qcow2 -F qcow2 "$T/loop.qcow2" 1M
-qemu-img create -q -f qcow2 -u -b loop.qcow2 -F qcow2 "$T/loop2.qcow2" 1M
-out=$("$KVMBOX" img info --backing-chain "$T/loop.qcow2" 2>&1); rc=$?
-if [ $rc = 1 ] && grep -qi "loop\|deeper" <<<"$out"; then ok "backing loop: refused ($out)"; else bad "backing loop: rc $rc: $out"; fi
 [ $fails -eq 0 ]
