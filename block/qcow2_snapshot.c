@@ -184,6 +184,16 @@ static int find(const struct sn *t, uint32_t n, const char *key)
     return -1;
 }
 
+/* Loads the table and finds KEY (an ID first, then a name): its index or a negative errno. */
+static int lookup(struct blk *b, const char *key, struct sn **t, uint32_t *n)
+{
+    int r = load_table(b, t, n);
+    if (r < 0)
+        return r;
+    int i = find(*t, *n, key);
+    return i >= 0 ? i : blk_set_err(b, -ENOENT, "no snapshot '%s' in %s", key, b->path);
+}
+
 int qcow2_snapshot_list(struct blk *b, struct blk_snapshot *out, int max)
 {
     struct sn *t;
@@ -245,9 +255,7 @@ int qcow2_snapshot_apply(struct blk *b, const char *key)
     struct sn *t;
     uint32_t n;
     pthread_mutex_lock(&b->lock);
-    int r = load_table(b, &t, &n), i = r == 0 ? find(t, n, key) : -1;
-    if (r == 0 && i < 0)
-        r = blk_set_err(b, -ENOENT, "no snapshot '%s' in %s", key, b->path);
+    int i = lookup(b, key, &t, &n), r = i < 0 ? i : 0;
     uint64_t *sl1 = NULL, cs = q->cluster_size;
     uint32_t size = r == 0 ? (t[i].l1_size > q->l1_size ? t[i].l1_size : q->l1_size) : 0;
     if (r == 0 && !(sl1 = calloc(size ? size : 1, 8)))
@@ -301,9 +309,7 @@ int qcow2_snapshot_delete(struct blk *b, const char *key)
     struct sn *t;
     uint32_t n;
     pthread_mutex_lock(&b->lock);
-    int r = load_table(b, &t, &n), i = r == 0 ? find(t, n, key) : -1;
-    if (r == 0 && i < 0)
-        r = blk_set_err(b, -ENOENT, "no snapshot '%s' in %s", key, b->path);
+    int i = lookup(b, key, &t, &n), r = i < 0 ? i : 0;
     struct sn gone = r == 0 ? t[i] : (struct sn){ 0 };
     if (r == 0) {
         memmove(&t[i], &t[i + 1], (n - (uint32_t)i - 1) * sizeof(*t));
