@@ -15,13 +15,17 @@ $(FUZZ_DIR)/qcow2_fuzz: $(filter-out block/cli_%.c,$(FUZZ_SRCS))
 	clang -g -O1 -std=gnu11 -D_GNU_SOURCE -Iinclude -I. -fsanitize=fuzzer,address,undefined \
 	    $^ -o $@ -lz -pthread
 
-$(FUZZ_DIR)/corpus/.stamp:
+$(FUZZ_DIR)/corpus/.stamp: block/module.mk
 	@mkdir -p $(dir $@)
 	@head -c 200000 /dev/urandom > $(FUZZ_DIR)/seed.raw
 	@for o in compat=0.10 compat=1.1 compat=1.1,cluster_size=512 compat=1.1,refcount_bits=1; do \
 	    qemu-img convert -O qcow2 -o $$o $(FUZZ_DIR)/seed.raw $(FUZZ_DIR)/corpus/seed-$$o.qcow2; done
 	@qemu-img convert -c -O qcow2 -o cluster_size=4096 $(FUZZ_DIR)/seed.raw $(FUZZ_DIR)/corpus/seed-c.qcow2
 	@qemu-img create -q -f qcow2 -o cluster_size=512 $(FUZZ_DIR)/corpus/seed-empty.qcow2 1M
+	@qemu-img convert -O qcow2 -o cluster_size=4096,lazy_refcounts=on $(FUZZ_DIR)/seed.raw $(FUZZ_DIR)/corpus/seed-snap.qcow2
+	@qemu-img snapshot -c s1 $(FUZZ_DIR)/corpus/seed-snap.qcow2
+	@qemu-img create -q -f qcow2 -u -b base.qcow2 -F qcow2 -o cluster_size=4096 $(FUZZ_DIR)/corpus/seed-backing.qcow2 1M
+	@rm -f $(FUZZ_DIR)/seed.raw
 	@touch $@
 
 fuzz-qcow2: $(FUZZ_DIR)/qcow2_fuzz $(FUZZ_DIR)/corpus/.stamp
