@@ -86,7 +86,11 @@ static int validate_features(struct blk *b, const uint8_t *h, char *err, size_t 
 static int parse_header(struct blk *b, const uint8_t *h, uint64_t file_size, char *err, size_t errlen)
 {
     struct qcow2 *q = Q(b);
+    if (rd32(h) != QCOW2_MAGIC)
+        return snprintf(err, errlen, "%s is not a qcow2 image (bad magic)", b->path), -EINVAL;
     q->version = rd32(h + 4);
+    if (q->version != 2 && q->version != 3)
+        return snprintf(err, errlen, "%s: qcow2 version %u is not supported (2 or 3)", b->path, q->version), -ENOTSUP;
     q->cluster_bits = rd32(h + 20);
     if (q->cluster_bits < QCOW2_MIN_CLUSTER_BITS || q->cluster_bits > QCOW2_MAX_CLUSTER_BITS)
         return snprintf(err, errlen, "%s: cluster size 2^%u is outside 512 B..2 MiB", b->path, q->cluster_bits), -EINVAL;
