@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "block/block.h"
@@ -180,6 +181,21 @@ static int cache_flags(const char *cmd, const char *mode, int *flags, bool *unsa
     return 0;
 }
 
+/* Whether PATH is one of the files SRC reads from (itself or a backing file): creating the
+ * target would truncate it under the conversion, and the source is opened without a lock. */
+static bool target_is_source(const char *path, struct blk *src)
+{
+    struct stat t, s;
+    if (stat(path, &t) < 0)
+        return false;
+    for (struct blk *l = src; l; l = blk_backing(l)) {
+        struct blk_info i;
+        if (blk_get_info(l, &i) == 0 && stat(i.filename, &s) == 0 && s.st_dev == t.st_dev && s.st_ino == t.st_ino)
+            return true;
+    }
+    return false;
+}
+
 /* Creates (unless -n) and opens the target. */
 static int open_target(struct convert *c, const char *fmt, struct blk_create_opts *o, int flags)
 {
@@ -256,6 +272,10 @@ int img_cmd_convert(int argc, char **argv)
     if (img_open(c.src_name, ifmt, BLK_O_FORCE_SHARE | sflags, &c.src))
         return IMG_ERR;
     c.size = blk_length(c.src);
+    if (target_is_source(c.dst_name, c.src)) {
+        blk_close(c.src);
+        return img_fail("%s: the target is the source or one of its backing files", c.dst_name);
+    }
     if (open_target(&c, ofmt, &o, dflags)) {
         blk_close(c.src);
         return IMG_ERR;

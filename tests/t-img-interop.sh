@@ -224,6 +224,11 @@ head -c 16M "$T/data.raw" >"$T/d16.raw"
 run "resize --shrink -32M: clean, the kept part intact" bash -c \
     "'$KVMBOX' img resize --shrink '$T/r.qcow2' -32M >/dev/null && qemu-img check -q '$T/r.qcow2' && qemu-img info '$T/r.qcow2' | grep -q '(16777216 bytes)' && qemu-img compare -q '$T/r.qcow2' '$T/d16.raw'"
 
+cp "$T/top2.qcow2" "$T/self.qcow2"
+run "convert refuses a target that is the source or one of its backing files (nothing truncated)" bash -c \
+    "! '$KVMBOX' img convert -O qcow2 '$T/self.qcow2' '$T/self.qcow2' 2>/dev/null && ! '$KVMBOX' img convert -O raw '$T/top2.qcow2' '$T/base.qcow2' 2>/dev/null &&
+     cmp -s '$T/self.qcow2' '$T/top2.qcow2' && qemu-img check -q '$T/base.qcow2' && qemu-img compare -q '$T/top.qcow2' '$T/chain.raw'"
+
 # Locking: a second writer is refused with a clear message.
 "$B" "$T/w.qcow2" workload 5 100000 "$T/wl.log" &
 pid=$!
