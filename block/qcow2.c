@@ -169,6 +169,7 @@ static int qcow2_open(struct blk *b, int flags, char *err, size_t errlen)
     if (!q)
         return snprintf(err, errlen, "out of memory"), -ENOMEM;
     b->priv = q;
+    pthread_cond_init(&q->inplace_done, NULL);
     struct stat st;
     if (fstat(b->fd, &st) < 0)
         return -errno;
@@ -217,6 +218,7 @@ static void qcow2_close(struct blk *b)
     if (b->flags & BLK_O_RDWR)
         fdatasync(b->fd);
     free(q->l1), free(q->rct), free(q->l2c.data), free(q->rbc.data), free(q->cbuf), free(q->zbuf);
+    pthread_cond_destroy(&q->inplace_done);
     free(q);
     b->priv = NULL;
 }

@@ -68,6 +68,8 @@ struct qcow2 {
     struct table_cache l2c, rbc;
     uint8_t *cbuf, *zbuf;               /* compressed-cluster and scratch buffers */
     uint64_t comp_next, comp_end;       /* free bytes in the cluster compressed data goes to */
+    unsigned inplace_inflight;          /* in-place writes running without the lock */
+    pthread_cond_t inplace_done;
     bool corrupt;
 };
 
@@ -113,6 +115,14 @@ int qcow2_block_status(struct blk *b, uint64_t off, uint64_t len, uint64_t *pnum
 int qcow2_drop_clusters(struct blk *b, uint64_t off, uint64_t len);
 /* L2 entry for guest offset OFF (0 when the L1 entry is empty). */
 int qcow2_get_l2_entry(struct blk *b, uint64_t off, uint64_t *entry);
+
+/* Waits (b->lock held) until no in-place write runs unlocked: before a cluster is freed or
+ * starts being shared. */
+static inline void qcow2_wait_inplace(struct blk *b)
+{
+    while (Q(b)->inplace_inflight)
+        pthread_cond_wait(&Q(b)->inplace_done, &b->lock);
+}
 
 /* qcow2_snapshot.c */
 int qcow2_snapshot_list(struct blk *b, struct blk_snapshot *out, int max);

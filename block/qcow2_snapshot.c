@@ -218,6 +218,7 @@ int qcow2_snapshot_create(struct blk *b, const char *name)
     struct sn *t;
     uint32_t n;
     pthread_mutex_lock(&b->lock);
+    qcow2_wait_inplace(b); /* clusters are about to be shared or freed */
     int r = load_table(b, &t, &n);
     if (r == 0 && find(t, n, name) >= 0)
         r = blk_set_err(b, -EEXIST, "a snapshot named '%s' exists already", name);
@@ -255,6 +256,7 @@ int qcow2_snapshot_apply(struct blk *b, const char *key)
     struct sn *t;
     uint32_t n;
     pthread_mutex_lock(&b->lock);
+    qcow2_wait_inplace(b); /* clusters are about to be shared or freed */
     int i = lookup(b, key, &t, &n), r = i < 0 ? i : 0;
     uint64_t *sl1 = NULL, cs = q->cluster_size;
     uint32_t size = r == 0 ? (t[i].l1_size > q->l1_size ? t[i].l1_size : q->l1_size) : 0;
@@ -309,6 +311,7 @@ int qcow2_snapshot_delete(struct blk *b, const char *key)
     struct sn *t;
     uint32_t n;
     pthread_mutex_lock(&b->lock);
+    qcow2_wait_inplace(b); /* clusters are about to be shared or freed */
     int i = lookup(b, key, &t, &n), r = i < 0 ? i : 0;
     struct sn gone = r == 0 ? t[i] : (struct sn){ 0 };
     if (r == 0) {

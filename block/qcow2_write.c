@@ -58,6 +58,7 @@ static int adjust(struct blk *b, uint64_t e, int64_t delta)
 
 static int release(struct blk *b, uint64_t e)
 {
+    qcow2_wait_inplace(b); /* an unlocked in-place write may still be writing this cluster */
     return adjust(b, e, -1);
 }
 
@@ -171,19 +172,28 @@ static int write_piece(struct blk *b, const struct iovec *iov, int iovcnt, size_
             n += m;
         }
         *total = n;
+        /* The data goes out without the lock, so that requests in flight overlap: this
+         * request's pending L2 entries are committed first (others must see them), and
+         * whoever frees or shares a cluster waits for unlocked writes to finish. */
+        if ((r = batch_commit(b, bt)) < 0)
+            return r;
+        q->inplace_inflight++;
+        pthread_mutex_unlock(&b->lock);
         struct iovec seg[QCOW2_MAX_SEGS];
         int cnt = qcow2_iov_slice(iov, iovcnt, skip, n, seg);
-        if (cnt >= 0) {
-            ssize_t w = pwritev(blk_data_fd(b, seg, cnt, host + in, n), seg, cnt, (off_t)(host + in));
-            if (w == (ssize_t)n)
-                return 0;
+        ssize_t w = cnt >= 0 ? pwritev(blk_data_fd(b, seg, cnt, host + in, n), seg, cnt, (off_t)(host + in)) : -1;
+        if (w != (ssize_t)n) {
+            uint8_t *tmp = malloc(n);
+            r = tmp ? 0 : -ENOMEM;
+            if (tmp) {
+                iov_to_buf(iov, iovcnt, skip, tmp, n);
+                r = file_pwrite(b->fd, tmp, n, host + in);
+                free(tmp);
+            }
         }
-        uint8_t *tmp = malloc(n);
-        if (!tmp)
-            return -ENOMEM;
-        iov_to_buf(iov, iovcnt, skip, tmp, n);
-        r = file_pwrite(b->fd, tmp, n, host + in);
-        free(tmp);
+        pthread_mutex_lock(&b->lock);
+        if (--q->inplace_inflight == 0)
+            pthread_cond_broadcast(&q->inplace_done);
         return r < 0 ? blk_set_err(b, r, "writing %s: %s", b->path, strerror(-r)) : 0;
     }
     *total = n;
