@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "block/blk_int.h"
+#include "vmm/util.h"
 #include "block/qcow2.h"
 
 static const struct blk_ops *const drivers[] = { &blk_qcow2_ops, &blk_raw_ops };
@@ -31,34 +32,12 @@ const char *blk_errmsg(const struct blk *b)
 
 int file_pread(int fd, void *buf, size_t len, uint64_t off)
 {
-    char *p = buf;
-    while (len) {
-        ssize_t n = pread(fd, p, len, (off_t)off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -errno;
-        if (n == 0) { /* past the end of the file: zeroes */
-            memset(p, 0, len);
-            return 0;
-        }
-        p += n, len -= (size_t)n, off += (uint64_t)n;
-    }
-    return 0;
+    return pread_full(fd, buf, len, off, true);
 }
 
 int file_pwrite(int fd, const void *buf, size_t len, uint64_t off)
 {
-    const char *p = buf;
-    while (len) {
-        ssize_t n = pwrite(fd, p, len, (off_t)off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -errno;
-        p += n, len -= (size_t)n, off += (uint64_t)n;
-    }
-    return 0;
+    return pwrite_full(fd, buf, len, off);
 }
 
 /* Walks the iovec from byte SKIP, calling FN on each piece of a LEN-byte range. */

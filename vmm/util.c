@@ -88,7 +88,7 @@ uint64_t monotonic_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-int read_full_at(int fd, void *buf, size_t len, uint64_t off)
+int pread_full(int fd, void *buf, size_t len, uint64_t off, bool zero_past_eof)
 {
     char *p = buf;
     while (len) {
@@ -97,8 +97,33 @@ int read_full_at(int fd, void *buf, size_t len, uint64_t off)
             continue;
         if (n < 0)
             return -errno;
-        if (n == 0)
-            return -EIO;
+        if (n == 0) {
+            if (!zero_past_eof)
+                return -EIO;
+            memset(p, 0, len);
+            return 0;
+        }
+        p += n;
+        len -= (size_t)n;
+        off += (uint64_t)n;
+    }
+    return 0;
+}
+
+int read_full_at(int fd, void *buf, size_t len, uint64_t off)
+{
+    return pread_full(fd, buf, len, off, false);
+}
+
+int pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
+{
+    const char *p = buf;
+    while (len) {
+        ssize_t n = pwrite(fd, p, len, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
         p += n;
         len -= (size_t)n;
         off += (uint64_t)n;

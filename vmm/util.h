@@ -3,6 +3,7 @@
 #define KVMBOX_UTIL_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -24,8 +25,13 @@ void format_size(uint64_t bytes, char *buf, size_t len);
 
 uint64_t monotonic_ns(void);
 
+/* Reads exactly LEN bytes at OFF, retrying short reads; past the end of the file the rest is
+ * zeroes (ZERO_PAST_EOF) or -EIO. */
+int pread_full(int fd, void *buf, size_t len, uint64_t off, bool zero_past_eof) MUST_CHECK;
 /* Reads exactly LEN bytes at OFF; -EIO on a short file. */
 int read_full_at(int fd, void *buf, size_t len, uint64_t off) MUST_CHECK;
+/* Writes all of BUF at OFF, retrying short writes. */
+int pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
 /* Writes all of BUF (retrying on EINTR/short writes). */
 int write_full(int fd, const void *buf, size_t len);
 
