@@ -140,6 +140,16 @@ static int walk(struct blk *b, const uint64_t *l1, uint32_t l1_size, int64_t del
     return r;
 }
 
+/* Drops one L1 table's references (its L2 tables and data) and frees the table at OFF. */
+static int drop_tree(struct blk *b, const uint64_t *l1, uint32_t l1_size, uint64_t off)
+{
+    uint64_t cs = Q(b)->cluster_size;
+    int r = walk(b, l1, l1_size, -1);
+    for (uint64_t c = 0; r == 0 && c < ((uint64_t)l1_size * 8 + cs - 1) / cs; c++)
+        r = qcow2_update_refcount(b, off + c * cs, -1);
+    return r;
+}
+
 /* Sets COPIED on the active tree's entries exactly where the refcount is 1. */
 static int fix_copied(struct blk *b)
 {
@@ -292,9 +302,7 @@ int qcow2_snapshot_apply(struct blk *b, const char *key)
         sl1 = NULL;
         for (unsigned c = 0; c < CACHE_ENTRIES; c++)
             q->l2c.offset[c] = 0;
-        r = walk(b, old, old_size, -1);                  /* what only the old state used is freed */
-        for (uint64_t c = 0; r == 0 && c < ((uint64_t)old_size * 8 + cs - 1) / cs; c++)
-            r = qcow2_update_refcount(b, old_off + c * cs, -1);
+        r = drop_tree(b, old, old_size, old_off);         /* what only the old state used is freed */
         free(old);
         if (r == 0)
             r = fix_copied(b);
@@ -318,15 +326,13 @@ int qcow2_snapshot_delete(struct blk *b, const char *key)
         memmove(&t[i], &t[i + 1], (n - (uint32_t)i - 1) * sizeof(*t));
         r = store_table(b, t, n - 1);
     }
-    uint64_t *l1 = NULL, cs = q->cluster_size;
+    uint64_t *l1 = NULL;
     if (r == 0 && !(l1 = calloc(gone.l1_size ? gone.l1_size : 1, 8)))
         r = -ENOMEM;
     if (r == 0)
         r = file_pread(b->fd, l1, (size_t)gone.l1_size * 8, gone.l1_offset);
     if (r == 0)
-        r = walk(b, l1, gone.l1_size, -1);
-    for (uint64_t c = 0; r == 0 && c < ((uint64_t)gone.l1_size * 8 + cs - 1) / cs; c++)
-        r = qcow2_update_refcount(b, gone.l1_offset + c * cs, -1);
+        r = drop_tree(b, l1, gone.l1_size, gone.l1_offset);
     if (r == 0)
         r = fix_copied(b);
     pthread_mutex_unlock(&b->lock);
