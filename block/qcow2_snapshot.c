@@ -315,7 +315,6 @@ int qcow2_snapshot_apply(struct blk *b, const char *key)
 
 int qcow2_snapshot_delete(struct blk *b, const char *key)
 {
-    struct qcow2 *q = Q(b);
     struct sn *t;
     uint32_t n;
     pthread_mutex_lock(&b->lock);
