@@ -1,68 +1,182 @@
 #!/bin/bash
-# Linux early boot on kvmbox: Debian's cloud kernel, as a bzImage (64-bit boot protocol) and
-# as vmlinux (PVH). The kernel's own messages must show the e820 map for --mem, the command
-# line given, the ACPI tables kvmbox built and the number of CPUs configured. The check
-# stops each boot as soon as it has what it needs (on an emulating host Linux never reaches
-# init; these messages come within seconds for PVH, after decompression for bzImage).
+# Linux early boot: Debian's cloud kernel (scripts/fetch-guest.sh) booted by kvmbox as a
+# bzImage (64-bit boot protocol) and as vmlinux (PVH entry), with 512M/2 CPUs and 4G/1 CPU (the
+# second puts RAM above 4 GiB). The console is read as it streams and the VM is killed as soon
+# as the kernel has printed what the checks need, so this passes on a host whose KVM emulates
+# guest code (Linux gets through early boot there but never reaches init):
+#   - "Command line:" is exactly the command line given;
+#   - the e820 map: usable RAM adds up to --mem (less at most 2 MiB of firmware and legacy
+#     holes), none in the legacy VGA/BIOS hole or the 4 GiB-below MMIO window, and RAM above
+#     4 GiB when --mem does not fit below the PCI hole;
+#   - "RAMDISK:" covers the initrd's size, page-rounded;
+#   - the ACPI table lines for RSDP, XSDT, FACP, DSDT and APIC, and, under kvmbox, that they
+#     are kvmbox's own (OEM ID KVMBOX);
+#   - "smpboot: Allowing N CPUs" with N = --cpus.
+# Each check prints PASS:/FAIL:, and each boot how long the kernel took to print it all.
+#
+# LINUX_EARLY_VMM=qemu runs the same checks against QEMU TCG (q35, SeaBIOS; its root table is
+# an RSDT), to validate the checks themselves. LINUX_EARLY_WAIT bounds each boot (seconds).
 set -u
 cd "$(dirname "$0")/.."
 KVMBOX=${KVMBOX:-build/kvmbox}
+VMM=${LINUX_EARLY_VMM:-kvmbox}
 G=build/guest
-if [ ! -c /dev/kvm ]; then
-    echo "SKIP: linux early boot: no /dev/kvm on this host"
-    exit 77
-fi
-if ! scripts/fetch-guest.sh "$G" >/dev/null 2>"${TMPDIR:-/tmp}/fetch-guest.err"; then
-    echo "FAIL: linux early boot: cannot fetch the guest kernel: $(tail -1 "${TMPDIR:-/tmp}/fetch-guest.err")"
+T=$(mktemp -d /tmp/kvmbox-linux-early.XXXXXX)
+trap 'rm -rf "$T"' EXIT
+
+case "$VMM" in
+kvmbox)
+    [ -c /dev/kvm ] || { echo "SKIP: linux early boot: no /dev/kvm on this host"; exit 77; }
+    [ -x "$KVMBOX" ] || { echo "FAIL: linux early boot: $KVMBOX is not built"; exit 1; } ;;
+qemu)
+    command -v qemu-system-x86_64 >/dev/null ||
+        { echo "SKIP: linux early boot (qemu): qemu-system-x86_64 is not installed"; exit 77; } ;;
+*) echo "FAIL: linux early boot: LINUX_EARLY_VMM must be kvmbox or qemu, not $VMM"; exit 1 ;;
+esac
+if ! scripts/fetch-guest.sh "$G" >"$T/fetch.log" 2>&1; then
+    tail -5 "$T/fetch.log"
+    echo "FAIL: linux early boot: scripts/fetch-guest.sh could not make the guest"
     exit 1
 fi
-T=$(mktemp -d /tmp/kvmbox-linux.XXXXXX)
-trap 'rm -rf "$T"' EXIT
+initrd=$G/initramfs.cpio.gz
+initrd_bytes=$(stat -c %s "$initrd")
 fails=0
 
-# boot NAME KERNEL MEM CPUS: runs until the patterns are all seen or WAIT seconds pass.
-boot() {
-    local name=$1 kernel=$2 mem=$3 cpus=$4 wait=150
-    local cmdline="earlyprintk=ttyS0 console=ttyS0 kvmbox.test=$name"
-    local log=$T/$name.log
-    local start=$(date +%s.%N)
-    "$KVMBOX" run --kernel "$kernel" --mem "$mem" --cpus "$cpus" --cmdline "$cmdline" \
-        --timeout $((wait + 10)) </dev/null >"$log" 2>&1 &
-    local pid=$!
-    local need=("Command line: $cmdline" "ACPI: RSDP" "ACPI: XSDT" "ACPI: FACP" "ACPI: DSDT"
-                "ACPI: APIC" "smpboot: Allowing $cpus CPUs" "BIOS-e820: \[mem 0x0000000000100000-")
-    local i ok
-    for ((i = 0; i < wait * 4; i++)); do
-        ok=1
-        for p in "${need[@]}"; do grep -q -- "$p" "$log" || { ok=0; break; }; done
-        [ $ok = 1 ] && break
-        kill -0 $pid 2>/dev/null || break
-        sleep 0.25
-    done
-    kill $pid 2>/dev/null
-    wait $pid 2>/dev/null
-    local secs=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }')
-    tr -d '\r' <"$log" >"$log.txt"
-    log=$log.txt
-    check() { # check DESCRIPTION PATTERN
-        if grep -q -- "$2" "$log"; then echo "PASS: linux/$name: $1"; else echo "FAIL: linux/$name: $1 (not in the kernel's messages)"; fails=$((fails + 1)); fi
-    }
-    check "command line as given" "Command line: $cmdline\$"
-    for t in RSDP XSDT FACP DSDT APIC; do check "ACPI $t table from kvmbox" "ACPI: $t 0x.*KVMBOX"; done
-    check "$cpus CPUs found in the MADT" "smpboot: Allowing $cpus CPUs"
-    local bytes
-    case "$mem" in *G) bytes=$(( ${mem%G} << 30 )) ;; *) bytes=$(( ${mem%M} << 20 )) ;; esac
-    local low_end=$(( bytes < 0xc0000000 ? bytes : 0xc0000000 ))
-    check "e820 RAM from 1 MiB to $(printf '%#x' $low_end)" \
-        "BIOS-e820: \[mem 0x0000000000100000-$(printf '0x%016x' $((low_end - 1)))\] usable"
-    if [ $bytes -gt $((0xc0000000)) ]; then
-        check "e820 RAM above 4 GiB" \
-            "BIOS-e820: \[mem 0x0000000100000000-$(printf '0x%016x' $((0x100000000 + bytes - low_end - 1)))\] usable"
-    fi
-    echo "     linux/$name: messages seen after ${secs}s"
+pass() { echo "PASS: linux-early/$VMM/$name: $1"; }
+fail() { echo "FAIL: linux-early/$VMM/$name: $1"; fails=$((fails + 1)); }
+check() { if [ "$1" = ok ]; then pass "$2"; else fail "$2${1:+ ($1)}"; fi; }
+
+bytes_of() { # bytes_of 512M|4G
+    case "$1" in *G) echo $(( ${1%G} << 30 )) ;; *M) echo $(( ${1%M} << 20 )) ;; *) echo "$1" ;; esac
 }
 
-boot pvh-512M-2cpu "$G/vmlinux" 512M 2
-boot pvh-4G-1cpu "$G/vmlinux" 4G 1
-boot bzimage-512M-2cpu "$G/vmlinuz" 512M 2
+# start_vm KERNEL MEM CPUS CMDLINE: the VM, its console on fd $vm_fd, its pid in $vm_pid.
+start_vm() {
+    local kernel=$1 mem=$2 cpus=$3 cmdline=$4
+    if [ "$VMM" = kvmbox ]; then
+        exec {vm_fd}< <(exec "$KVMBOX" run --kernel "$kernel" --initrd "$initrd" --mem "$mem" \
+            --cpus "$cpus" --cmdline "$cmdline" --timeout $((wait + 5)) </dev/null 2>&1)
+    else
+        exec {vm_fd}< <(exec timeout $((wait + 5)) qemu-system-x86_64 -accel tcg -M q35 \
+            -kernel "$kernel" -initrd "$initrd" -m "$mem" -smp "$cpus" -append "$cmdline" \
+            -nographic -serial stdio -monitor none -no-reboot </dev/null 2>&1)
+    fi
+    vm_pid=$!
+}
+
+# e820_check MEM_BYTES LOG: "ok" or what is wrong with the usable ranges in LOG.
+e820_check() {
+    local mem=$1 log=$2
+    grep -ao 'BIOS-e820: \[mem 0x[0-9a-f]*-0x[0-9a-f]*\] usable' "$log" | sort -u |
+        sed 's/.*\[mem \(0x[0-9a-f]*\)-\(0x[0-9a-f]*\)\].*/\1 \2/' >"$T/usable"
+    [ -s "$T/usable" ] || { echo "no usable e820 range printed"; return; }
+    local s e total=0 high=0 bad=""
+    while read -r s e; do
+        s=$((s)) e=$((e + 1))
+        total=$((total + e - s))
+        [ $s -ge $((1 << 32)) ] && high=1
+        # legacy VGA/option-ROM/BIOS area, and the LAPIC/IOAPIC/firmware window below 4 GiB
+        if { [ $s -lt $((0x100000)) ] && [ $e -gt $((0xa0000)) ]; } ||
+           { [ $s -lt $((1 << 32)) ] && [ $e -gt $((0xfec00000)) ]; }; then
+            bad="$bad $(printf '%#x-%#x' $s $((e - 1)))"
+        fi
+    done <"$T/usable"
+    if [ -n "$bad" ]; then echo "usable RAM in a hole:$bad"; return; fi
+    if [ $total -gt "$mem" ] || [ $total -lt $((mem - (2 << 20))) ]; then
+        echo "usable RAM adds up to $total bytes for --mem $mem"; return
+    fi
+    # QEMU q35 and kvmbox both put RAM past 2.75 GiB above 4 GiB.
+    if [ "$mem" -gt $((0xb0000000)) ] && [ $high = 0 ]; then
+        echo "no usable range above 4 GiB"; return
+    fi
+    echo ok
+}
+
+# boot NAME KERNEL MEM CPUS: one boot and its checks.
+boot() {
+    name=$1
+    local kernel=$2 mem=$3 cpus=$4
+    local cmdline="earlyprintk=ttyS0 console=ttyS0 kvmbox.test=$name"
+    local root=XSDT oem=KVMBOX
+    [ "$VMM" = qemu ] && root=RSDT oem=""
+    local -A need=(
+        [cmdline]="Command line: " [e820]="BIOS-e820: " [ramdisk]="RAMDISK: \[mem "
+        [RSDP]="ACPI: RSDP " [$root]="ACPI: $root " [FACP]="ACPI: FACP " [DSDT]="ACPI: DSDT "
+        [APIC]="ACPI: APIC " [smp]="smpboot: Allowing [0-9]+ CPUs"
+    )
+    local log=$T/$name.log line k missing secs rc
+    : >"$log"
+    local t0=$EPOCHREALTIME
+    local deadline=$((${t0%.*} + wait))
+    start_vm "$kernel" "$mem" "$cpus" "$cmdline"
+    # Read the console line by line until every pattern was seen, the VM ends or time is up.
+    while [ ${#need[@]} -gt 0 ]; do
+        local left=$((deadline - ${EPOCHREALTIME%.*}))
+        [ $left -gt 0 ] || break
+        IFS= read -r -t "$left" -u "$vm_fd" line || break
+        line=${line//$'\r'/}
+        printf '%s\n' "$line" >>"$log"
+        for k in "${!need[@]}"; do
+            [[ $line =~ ${need[$k]} ]] && unset "need[$k]"
+        done
+    done
+    secs=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
+    missing="${!need[*]}"
+    kill "$vm_pid" 2>/dev/null
+    cat <&"$vm_fd" | tr -d '\r' >>"$log"   # whatever it printed while dying
+    wait "$vm_pid" 2>/dev/null
+    rc=$?
+    exec {vm_fd}<&-
+    if [ -n "$missing" ]; then
+        if [ "$rc" -ge 128 ]; then
+            fail "boot: still missing [$missing] after ${secs}s (bound ${wait}s)"
+        else
+            fail "boot: $VMM exited with status $rc after ${secs}s, before printing [$missing]"
+        fi
+        grep -av '^\s*$' "$log" | tail -4 | sed 's/^/    | /'
+    else
+        pass "boot: early-boot messages complete after ${secs}s"
+    fi
+
+    local got
+    got=$(grep -a -m1 -o 'Command line: .*' "$log")
+    got=${got#Command line: }
+    if [ "$got" = "$cmdline" ]; then check ok "command line as given"
+    else check "got '${got:-nothing}'" "command line as given"; fi
+
+    check "$(e820_check "$(bytes_of "$mem")" "$log")" "e820 usable RAM consistent with --mem $mem"
+
+    local r rs re want
+    r=$(grep -a -m1 -o 'RAMDISK: \[mem 0x[0-9a-f]*-0x[0-9a-f]*\]' "$log")
+    want=$(( (initrd_bytes + 4095) / 4096 * 4096 ))
+    if [ -n "$r" ]; then
+        rs=${r#*mem } rs=${rs%-*} re=${r#*-} re=${re%]}
+        if [ $((re - rs + 1)) -eq $want ]; then check ok "initrd reserved ($r, $initrd_bytes bytes)"
+        else check "$r is $((re - rs + 1)) bytes, initrd rounds to $want" "initrd reserved"; fi
+    else
+        check "no RAMDISK line" "initrd reserved"
+    fi
+
+    local t
+    for t in RSDP $root FACP DSDT APIC; do
+        if [ -n "$oem" ]; then
+            if grep -aq "ACPI: $t 0x[0-9A-F]* [0-9A-F]* (v[0-9]* $oem" "$log"; then check ok "ACPI $t ($oem)"
+            else check "$(grep -a -m1 -o "ACPI: $t .*" "$log" || echo "not printed")" "ACPI $t ($oem)"; fi
+        elif grep -aq "ACPI: $t 0x" "$log"; then check ok "ACPI $t"
+        else check "not printed" "ACPI $t"; fi
+    done
+
+    got=$(grep -a -m1 -o 'smpboot: Allowing [0-9]* CPUs' "$log")
+    if [ "$got" = "smpboot: Allowing $cpus CPUs" ]; then check ok "$cpus CPUs found (MADT)"
+    else check "got '${got:-nothing}'" "$cpus CPUs found (MADT)"; fi
+}
+
+for cfg in "512M 2" "4G 1"; do
+    set -- $cfg
+    wait=${LINUX_EARLY_WAIT:-60}
+    boot "pvh-$1-$2cpu" "$G/vmlinux" "$1" "$2"
+    # the bzImage first decompresses its 14 MB LZ4 payload: about 45 s through KVM's emulator
+    wait=${LINUX_EARLY_WAIT:-120}
+    boot "bzimage-$1-$2cpu" "$G/vmlinuz" "$1" "$2"
+done
 [ $fails -eq 0 ]
