@@ -29,6 +29,9 @@ echo
 case $status in
 0)   echo "kvmbox demo: the guest powered off (status 0)." ;;
 124) echo "kvmbox demo: stopped after ${DEMO_TIMEOUT:-60} s (status 124), as expected on this host." ;;
+4)   [ $native = 0 ] &&
+     echo "kvmbox demo: kvmbox stopped the guest (status 4): KVM's instruction emulator cannot run an instruction the kernel uses (see the line above); on this host that is as far as Linux gets." ||
+     echo "kvmbox demo: kvmbox failed (status 4, see above)." ;;
 *)   echo "kvmbox demo: kvmbox ended with status $status (README: exit statuses)." ;;
 esac
 [ $native = 0 ] || exit $status

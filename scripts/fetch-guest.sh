@@ -37,11 +37,14 @@ fi
 newer() {
     out=$1; shift
     [ -s "$out" ] || return 1
+    # shellcheck disable=SC3013 # -nt: dash, busybox sh and bash all have it
     for i; do [ "$out" -nt "$i" ] || return 1; done
 }
 
-kdeb=$(ls "$debs/${pkg}_"*.deb 2>/dev/null | head -1 || true)
-bdeb=$(ls "$debs/busybox-static_"*.deb 2>/dev/null | head -1 || true)
+# first FILE...: the first of FILE... that exists (a glob that matched nothing stays unexpanded)
+first() { for f; do [ -f "$f" ] && { echo "$f"; return 0; }; done; return 0; }
+kdeb=$(first "$debs/${pkg}_"*.deb)
+bdeb=$(first "$debs/busybox-static_"*.deb)
 if [ -z "$kdeb" ] || [ -z "$bdeb" ]; then
     echo "fetch-guest: downloading $pkg and busybox-static (apt-get download; nothing is installed)"
     # apt's download sandbox user must be able to write there
@@ -53,8 +56,9 @@ if [ -z "$kdeb" ] || [ -z "$bdeb" ]; then
     rm -f "$debs"/*.deb
     mv "$dl"/*.deb "$debs/"
     rm -rf "$dl"
-    kdeb=$(ls "$debs/${pkg}_"*.deb | head -1)
-    bdeb=$(ls "$debs/busybox-static_"*.deb | head -1)
+    kdeb=$(first "$debs/${pkg}_"*.deb)
+    bdeb=$(first "$debs/busybox-static_"*.deb)
+    [ -n "$kdeb" ] && [ -n "$bdeb" ] || { echo "fetch-guest: apt-get download left no .deb" >&2; exit 1; }
 fi
 
 if newer "$dest/vmlinuz" "$kdeb" &&

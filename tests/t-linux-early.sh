@@ -17,7 +17,7 @@
 # LINUX_EARLY_VMM=qemu runs the same checks against QEMU TCG (q35, SeaBIOS; its root table is
 # an RSDT), to validate the checks themselves. LINUX_EARLY_WAIT bounds each boot (seconds).
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 KVMBOX=${KVMBOX:-build/kvmbox}
 VMM=${LINUX_EARLY_VMM:-kvmbox}
 G=build/guest
@@ -123,7 +123,9 @@ boot() {
     secs=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
     missing="${!need[*]}"
     kill "$vm_pid" 2>/dev/null
-    cat <&"$vm_fd" | tr -d '\r' >>"$log"   # whatever it printed while dying
+    # whatever it printed while dying; SIGKILL if it has not gone within 10 s
+    timeout 10 cat <&"$vm_fd" | tr -d '\r' >>"$log"
+    kill -0 "$vm_pid" 2>/dev/null && { echo "    ($VMM ignored SIGTERM)"; kill -9 "$vm_pid"; }
     wait "$vm_pid" 2>/dev/null
     rc=$?
     exec {vm_fd}<&-
@@ -172,6 +174,7 @@ boot() {
 }
 
 for cfg in "512M 2" "4G 1"; do
+    # shellcheck disable=SC2086 # two words: intended splitting
     set -- $cfg
     wait=${LINUX_EARLY_WAIT:-60}
     boot "pvh-$1-$2cpu" "$G/vmlinux" "$1" "$2"

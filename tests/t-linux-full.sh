@@ -9,7 +9,7 @@
 # same boots and checks under QEMU TCG instead (to validate the guest image and the checks on
 # any host; not part of make check).
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 KVMBOX=${KVMBOX:-build/kvmbox}
 VMM=${LINUX_FULL_VMM:-kvmbox}
 G=build/guest
@@ -44,6 +44,7 @@ run_vm() { # run_vm KERNEL MEM CPUS: the VM's console in $T/out, its exit status
 }
 
 for cfg in "1 128M" "2 512M" "4 1G" "1 2G" "2 4G" "4 4G"; do
+    # shellcheck disable=SC2086 # two words: intended splitting
     set -- $cfg
     cpus=$1 mem=$2
     case "$mem" in *G) kib=$(( ${mem%G} << 20 )) ;; *) kib=$(( ${mem%M} << 10 )) ;; esac
