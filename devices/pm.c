@@ -20,7 +20,6 @@
 #define PM1_CNT_SLP_EN 0x2000
 #define PM1_CNT_SLP_TYP(v) (((v) >> 10) & 7)
 #define PM_TIMER_HZ 3579545ULL
-#define RESET_CPU 0x04
 
 struct pm {
     struct vm *vm;
@@ -104,20 +103,6 @@ static void pm_write(void *dev, uint64_t off, const void *data, unsigned len)
 
 static const struct dev_ops pm_ops = { .name = "acpi-pm", .read = pm_read, .write = pm_write };
 
-static void reset_read(void *dev, uint64_t off, void *data, unsigned len)
-{
-    memset(data, 0, len);
-}
-
-static void reset_write(void *dev, uint64_t off, const void *data, unsigned len)
-{
-    struct pm *p = dev;
-    if (*(const uint8_t *)data & RESET_CPU)
-        vm_request_reset(p->vm);
-}
-
-static const struct dev_ops reset_ops = { .name = "reset", .read = reset_read, .write = reset_write };
-
 static void pm_reset(void *dev)
 {
     struct pm *p = dev;
@@ -158,6 +143,6 @@ int pm_create(struct vm *vm, struct pm **out)
         return r;
     }
     *out = p;
-    r = bus_register(&vm->pio, PORT_PM_BASE, PORT_PM_SIZE, &pm_ops, p);
-    return r < 0 ? r : bus_register(&vm->pio, PORT_RESET, 1, &reset_ops, p);
+    /* The reset register at 0xCF9 sits inside the PCI configuration ports: devices/pci.c. */
+    return bus_register(&vm->pio, PORT_PM_BASE, PORT_PM_SIZE, &pm_ops, p);
 }

@@ -1,6 +1,7 @@
 /* ACPI table builder (ACPI 6.4, chapter 5). Tables are laid out one after another in a
  * buffer the guest sees at a known address, each 16-byte aligned (FACS 64-byte aligned). */
 #include "firmware/acpi.h"
+#include "vmm/layout.h"
 
 #include <errno.h>
 #include <string.h>
@@ -128,6 +129,19 @@ static void dsdt_devices(struct aml *a, const struct acpi_config *c)
         if (c->pci_mmio64_end > c->pci_mmio64_start)
             aml_res_mem64(a, c->pci_mmio64_start, c->pci_mmio64_end - 1);
         aml_res_end(a);
+        aml_close(a);
+        /* _PRT: INTx of every slot and pin, straight to IOAPIC GSIs (no link devices). */
+        aml_name(a, "_PRT");
+        aml_package_open(a, (LAYOUT_PCI_SLOTS - 1) * 4);
+        for (unsigned slot = 1; slot < LAYOUT_PCI_SLOTS; slot++)
+            for (unsigned pin = 0; pin < 4; pin++) {
+                aml_package_open(a, 4);
+                aml_integer(a, (uint64_t)slot << 16 | 0xffff);
+                aml_integer(a, pin);
+                aml_integer(a, 0);
+                aml_integer(a, LAYOUT_PCI_INTX_GSI(slot, pin));
+                aml_close(a);
+            }
         aml_close(a);
         aml_close(a);
     }

@@ -22,6 +22,16 @@ extern "C" {
 
 #define KVMBOX_MAX_CMDLINE 4096
 #define KVMBOX_MSG_MAX 512
+#define KVMBOX_MAX_DISKS 16
+
+/* A virtio-blk disk. */
+struct kvmbox_disk {
+    const char *path;          /* image file */
+    const char *format;        /* "raw", "qcow2" or NULL to probe (raw is then warned about) */
+    bool readonly;             /* the guest sees a read-only disk; the image is opened read-only */
+    bool cache_none;           /* O_DIRECT on the image (cache=none); else the page cache */
+    const char *serial;        /* reported to the guest by GET_ID (at most 20 bytes); NULL: none */
+};
 
 struct kvmbox_config {
     const char *kernel;        /* bzImage, ELF with a PVH note, or multiboot ELF */
@@ -37,6 +47,8 @@ struct kvmbox_config {
     const char *name;          /* the VM's name (reported by the API); NULL: "vm" */
     const char *api_sock;      /* path of the control socket to create; NULL: none */
     const char *config_json;   /* the definition this VM was started from (dumpconfig) */
+    unsigned ndisks;           /* disks, in PCI slot order */
+    struct kvmbox_disk disks[KVMBOX_MAX_DISKS];
 };
 
 enum kvmbox_stop {

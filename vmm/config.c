@@ -19,10 +19,12 @@ const char config_run_usage[] =
     "  --name NAME       the VM's name (default: generated); kvmbox list/info/console use it\n"
     "  --api-sock PATH   control socket (default: RUNTIME_DIR/NAME.sock)\n"
     "  --daemonize       run in the background; console via `kvmbox console NAME`\n"
+    "  --disk PATH[,format=raw|qcow2][,readonly=on][,cache=none|writeback][,serial=STR]\n"
+    "                    a virtio-blk disk (repeatable; PCI slots in the order given)\n"
     "  -h, --help        this text\n";
 
 enum { OPT_KERNEL = 256, OPT_INITRD, OPT_CMDLINE, OPT_MEM, OPT_CPUS, OPT_NO_REBOOT, OPT_TIMEOUT,
-       OPT_NAME, OPT_API_SOCK, OPT_DAEMONIZE, OPT_UUID };
+       OPT_NAME, OPT_API_SOCK, OPT_DAEMONIZE, OPT_UUID, OPT_DISK };
 
 static const struct option run_opts[] = {
     { "kernel", required_argument, NULL, OPT_KERNEL },
@@ -39,6 +41,8 @@ static const struct option run_opts[] = {
     { "api-sock", required_argument, NULL, OPT_API_SOCK },
     { "daemonize", no_argument, NULL, OPT_DAEMONIZE },
     { "uuid", required_argument, NULL, OPT_UUID },
+    { "disk", required_argument, NULL, OPT_DISK },
+    { "drive", required_argument, NULL, OPT_DISK },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
 };
@@ -46,6 +50,95 @@ static const struct option run_opts[] = {
 static int bad_value(char *err, size_t errlen, const char *opt, const char *val, const char *want)
 {
     return errf(err, errlen, -EINVAL, "invalid value '%s' for --%s: %s", val, opt, want);
+}
+
+static bool parse_bool(const char *v, bool *out)
+{
+    static const char *const yes[] = { "on", "yes", "true", "1" }, *const no[] = { "off", "no", "false", "0" };
+    for (size_t i = 0; i < ARRAY_SIZE(yes); i++) {
+        if (!strcmp(v, yes[i]))
+            return *out = true, true;
+        if (!strcmp(v, no[i]))
+            return *out = false, true;
+    }
+    return false;
+}
+
+/* Copies the next comma-separated field of *P into *OUT (",," is a literal comma). */
+static void next_field(const char **p, char **out)
+{
+    char *o = *out;
+    const char *s = *p;
+    while (*s) {
+        if (*s == ',' && s[1] == ',') {
+            *o++ = ',', s += 2;
+            continue;
+        }
+        if (*s == ',') {
+            s++;
+            break;
+        }
+        *o++ = *s++;
+    }
+    *o++ = '\0';
+    *p = s;
+    *out = o;
+}
+
+static int disk_option(struct kvmbox_disk *d, char *kv, char *err, size_t errlen)
+{
+    char *val = strchr(kv, '=');
+    if (!val)
+        return errf(err, errlen, -EINVAL, "--disk: option '%s' needs a value (KEY=VALUE)", kv);
+    *val++ = '\0';
+    if (!strcmp(kv, "format")) {
+        if (strcmp(val, "raw") && strcmp(val, "qcow2"))
+            return errf(err, errlen, -EINVAL, "--disk: format must be raw or qcow2, not '%s'", val);
+        d->format = val;
+    } else if (!strcmp(kv, "readonly") || !strcmp(kv, "ro")) {
+        if (!parse_bool(val, &d->readonly))
+            return errf(err, errlen, -EINVAL, "--disk: readonly must be on or off, not '%s'", val);
+    } else if (!strcmp(kv, "cache")) {
+        if (!strcmp(val, "none"))
+            d->cache_none = true;
+        else if (!strcmp(val, "writeback"))
+            d->cache_none = false;
+        else
+            return errf(err, errlen, -EINVAL, "--disk: cache must be none or writeback, not '%s'", val);
+    } else if (!strcmp(kv, "serial")) {
+        if (strlen(val) > 20)
+            return errf(err, errlen, -EINVAL, "--disk: serial '%s' is longer than 20 bytes", val);
+        d->serial = val;
+    } else if (!strcmp(kv, "file")) {
+        d->path = val;
+    } else {
+        return errf(err, errlen, -EINVAL, "--disk: unknown option '%s' (format, readonly, cache, "
+                    "serial)", kv);
+    }
+    return 0;
+}
+
+int config_parse_disk(const char *spec, struct kvmbox_disk *d, char *buf, size_t buflen, char *err,
+                      size_t errlen)
+{
+    memset(d, 0, sizeof(*d));
+    if (strlen(spec) + 1 > buflen)
+        return errf(err, errlen, -EINVAL, "--disk: value too long");
+    char *o = buf;
+    const char *p = spec;
+    char *path = o;
+    next_field(&p, &o);
+    /* "file=PATH,..." is accepted too; otherwise the first field is the path. */
+    d->path = strncmp(path, "file=", 5) ? path : path + 5;
+    while (*p) {
+        char *kv = o;
+        next_field(&p, &o);
+        if (*kv && disk_option(d, kv, err, errlen) < 0)
+            return -EINVAL;
+    }
+    if (!d->path || !*d->path)
+        return errf(err, errlen, -EINVAL, "--disk: no image path in '%s'", spec);
+    return 0;
 }
 
 static int apply(int c, const char *arg, struct run_options *o, char *err, size_t errlen)
@@ -61,6 +154,14 @@ static int apply(int c, const char *arg, struct run_options *o, char *err, size_
     case OPT_DAEMONIZE: o->daemonize = true; return 0;
     case OPT_UUID: return 0; /* kept in definitions; nothing in the machine uses it yet */
     case 'h': o->help = true; return 0;
+    case OPT_DISK:
+        if (o->vm.ndisks == KVMBOX_MAX_DISKS)
+            return errf(err, errlen, -EINVAL, "more than %d disks", KVMBOX_MAX_DISKS);
+        if (config_parse_disk(arg, &o->vm.disks[o->vm.ndisks], o->disk_text[o->vm.ndisks],
+                              DISK_SPEC_MAX, err, errlen) < 0)
+            return -EINVAL;
+        o->vm.ndisks++;
+        return 0;
     case OPT_MEM:
         if (parse_size(arg, &v) < 0 || v == 0)
             return bad_value(err, errlen, "mem", arg, "expected a size like 512M or 2G");

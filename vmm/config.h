@@ -10,14 +10,23 @@
 
 #define DEFAULT_CMDLINE "console=ttyS0"
 
+#define DISK_SPEC_MAX 4352
+
 struct run_options {
     struct kvmbox_config vm;
     bool help;
     bool daemonize;
+    char disk_text[KVMBOX_MAX_DISKS][DISK_SPEC_MAX]; /* --disk values, split in place */
 };
 
+/* Parses one --disk value: PATH[,format=raw|qcow2][,readonly=on|off][,cache=none|writeback]
+ * [,serial=STR] (",," is a comma inside the path, as with QEMU). The strings D gets point
+ * into BUF. Returns 0 or -EINVAL with ERR naming the problem. */
+int config_parse_disk(const char *spec, struct kvmbox_disk *d, char *buf, size_t buflen,
+                      char *err, size_t errlen) __attribute__((warn_unused_result));
+
 /* Parses ARGV (argv[0] is the subcommand name). Returns 0, or -EINVAL with ERR naming the
- * bad option. Strings in OPTS point into ARGV. */
+ * bad option. Strings in OPTS point into ARGV or into OPTS itself. */
 int config_parse_run(int argc, char **argv, struct run_options *opts, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 extern const char config_run_usage[];

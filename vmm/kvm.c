@@ -8,6 +8,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include "vmm/irq.h"
 #include "vmm/layout.h"
 #include "vmm/util.h"
 #include "vmm/vm.h"
@@ -105,36 +106,6 @@ void kvm_close_host(struct vm *vm)
     vm->kvm_fd = -1;
 }
 
-/* PC wiring: ISA IRQs 0-15 reach both the 8259s and the IOAPIC, with ISA IRQ 0 (the PIT)
- * on IOAPIC pin 2 as on real chipsets and QEMU; the MADT says so with an override. */
-static int set_gsi_routing(int vm_fd)
-{
-    enum { NPINS = 24 };
-    struct kvm_irq_routing *rt =
-        calloc(1, sizeof(*rt) + 2 * NPINS * sizeof(struct kvm_irq_routing_entry));
-    if (!rt)
-        return -ENOMEM;
-    unsigned n = 0;
-    for (unsigned gsi = 0; gsi < NPINS; gsi++) {
-        if (gsi < 16 && gsi != 2) {
-            struct kvm_irq_routing_entry *e = &rt->entries[n++];
-            e->gsi = gsi, e->type = KVM_IRQ_ROUTING_IRQCHIP;
-            e->u.irqchip.irqchip = gsi < 8 ? KVM_IRQCHIP_PIC_MASTER : KVM_IRQCHIP_PIC_SLAVE;
-            e->u.irqchip.pin = gsi % 8;
-        }
-        if (gsi == 2)
-            continue; /* pin 2 belongs to ISA IRQ 0 */
-        struct kvm_irq_routing_entry *e = &rt->entries[n++];
-        e->gsi = gsi, e->type = KVM_IRQ_ROUTING_IRQCHIP;
-        e->u.irqchip.irqchip = KVM_IRQCHIP_IOAPIC;
-        e->u.irqchip.pin = gsi == 0 ? 2 : gsi;
-    }
-    rt->nr = n;
-    int r = ioctl(vm_fd, KVM_SET_GSI_ROUTING, rt) < 0 ? -errno : 0;
-    free(rt);
-    return r;
-}
-
 static int add_memory_slots(struct vm *vm, char *err, size_t errlen)
 {
     for (unsigned i = 0; i < vm->mem.nregions; i++) {
@@ -173,9 +144,10 @@ int kvm_create_machine(struct vm *vm, char *err, size_t errlen)
     ioctl(fd, KVM_SET_IDENTITY_MAP_ADDR, &idmap); /* optional: absent on non-VMX hosts */
     if (ioctl(fd, KVM_CREATE_IRQCHIP, 0) < 0)
         return errf(err, errlen, -errno, "KVM_CREATE_IRQCHIP: %s", strerror(errno));
-    r = set_gsi_routing(fd);
+    r = irq_attach(vm);
     if (r < 0)
-        return errf(err, errlen, r, "KVM_SET_GSI_ROUTING: %s", strerror(-r));
+        return errf(err, errlen, r, "cannot set up interrupt routing (GSI routes, irqfd, "
+                    "ioeventfd): %s", strerror(-r));
     struct kvm_pit_config pit = { .flags = 0 };
     if (ioctl(fd, KVM_CREATE_PIT2, &pit) < 0)
         return errf(err, errlen, -errno, "KVM_CREATE_PIT2: %s", strerror(errno));

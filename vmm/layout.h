@@ -56,6 +56,11 @@
 #define IRQ_SCI               9
 #define IRQ_RTC               8
 
+/* PCI INTx: slot S pin P (0 = INTA) reaches IOAPIC pin 16 + ((S + P) & 7). The DSDT's _PRT
+ * and devices/pci.c both use this. */
+#define LAYOUT_PCI_INTX_GSI(slot, pin) (16u + (((slot) + (pin)) & 7u))
+#define LAYOUT_PCI_SLOTS 32
+
 /* ACPI S5 sleep type we advertise in \_S5 and accept in PM1a_CNT */
 #define ACPI_SLP_TYP_S5       5
 

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "devices/devices.h"
+#include "devices/pci.h"
 #include "firmware/acpi.h"
 #include "firmware/e820.h"
 #include "vmm/api.h"
@@ -25,6 +26,7 @@
 #include "vmm/kvm.h"
 #include "vmm/layout.h"
 #include "vmm/util.h"
+#include "virtio/blk.h"
 #include "vmm/vcpu.h"
 
 #define MIN_MEM (8ULL << 20)
@@ -207,6 +209,15 @@ static int check_cpus(struct vm *vm, char *err, size_t errlen)
 
 /* ---- machine: what a reset rebuilds ----------------------------------------------- */
 
+/* 64-bit BARs go above all RAM, 1 GiB aligned, in a 64 GiB window. */
+#define MMIO64_SIZE (64ULL << 30)
+static uint64_t mmio64_base(const struct vm *vm)
+{
+    uint64_t low = LAYOUT_MMIO_START, ram = vm->cfg.mem_size;
+    uint64_t top = ram <= low ? LAYOUT_4G : LAYOUT_4G + (ram - low);
+    return (top + (1ULL << 30) - 1) & ~((1ULL << 30) - 1);
+}
+
 static int load_firmware_and_kernel(struct vm *vm, char *err, size_t errlen)
 {
     struct e820_entry map[MAX_E820];
@@ -222,9 +233,9 @@ static int load_firmware_and_kernel(struct vm *vm, char *err, size_t errlen)
         .reset_port = PORT_RESET, .reset_value = 0x06,
         .s5_slp_typ = ACPI_SLP_TYP_S5,
         .pvpanic_port = PORT_PVPANIC, .com1_port = PORT_COM1, .com1_irq = IRQ_COM1,
-        .ecam_base = LAYOUT_ECAM_BASE, .ecam_end_bus = 0,
+        .have_pci = true, .ecam_base = LAYOUT_ECAM_BASE, .ecam_end_bus = 0,
         .pci_mmio_start = (uint32_t)LAYOUT_PCI_MMIO_START, .pci_mmio_end = (uint32_t)LAYOUT_PCI_MMIO_END,
-        .pci_mmio64_start = LAYOUT_PCI_MMIO64, .pci_mmio64_end = LAYOUT_PCI_MMIO64 + (64ULL << 30),
+        .pci_mmio64_start = mmio64_base(vm), .pci_mmio64_end = mmio64_base(vm) + MMIO64_SIZE,
     };
     uint8_t *tables = gm_ptr(&vm->mem, LAYOUT_ACPI_BASE, LAYOUT_ACPI_SIZE);
     if (!tables)
@@ -276,8 +287,16 @@ static int devices_create(struct vm *vm, char *err, size_t errlen)
     if ((r = serial_create(vm, PORT_COM1, IRQ_COM1, vm_console_output, vm, &vm->com1)) < 0 ||
         (r = rtc_create(vm)) < 0 || (r = i8042_create(vm)) < 0 || (r = pm_create(vm, &vm->pm)) < 0 ||
         (r = debug_exit_create(vm)) < 0 || (r = pvpanic_create(vm)) < 0 ||
-        (r = post_create(vm)) < 0)
+        (r = post_create(vm)) < 0 ||
+        (r = pci_host_create(vm, mmio64_base(vm), MMIO64_SIZE, &vm->pci)) < 0)
         return errf(err, errlen, r, "cannot create the PC devices: %s", strerror(-r));
+    for (unsigned i = 0; i < vm->cfg.ndisks; i++) {
+        r = vblk_create(vm, &vm->cfg.disks[i], i, err, errlen);
+        if (r < 0) {
+            vm->config_error = r != -ENOMEM;
+            return r;
+        }
+    }
     return 0;
 }
 
@@ -323,12 +342,21 @@ static int vm_init_state(struct vm *vm, const struct kvmbox_config *cfg)
     vm->config_json = dup_or_null(cfg->config_json, &fail);
     vm->cfg.kernel = vm->kernel, vm->cfg.initrd = vm->initrd, vm->cfg.cmdline = vm->cmdline;
     vm->cfg.name = vm->name, vm->cfg.api_sock = vm->api_sock, vm->cfg.config_json = vm->config_json;
+    if (cfg->ndisks > KVMBOX_MAX_DISKS)
+        return -EINVAL;
+    for (unsigned i = 0; i < cfg->ndisks; i++) {
+        struct kvmbox_disk *d = &vm->cfg.disks[i];
+        d->path = vm->disk_strs[i][0] = dup_or_null(cfg->disks[i].path, &fail);
+        d->format = vm->disk_strs[i][1] = dup_or_null(cfg->disks[i].format, &fail);
+        d->serial = vm->disk_strs[i][2] = dup_or_null(cfg->disks[i].serial, &fail);
+    }
     vm->out_event_fd = -1;
     pthread_mutex_init(&vm->lock, NULL);
     pthread_cond_init(&vm->cond, NULL);
     pthread_cond_init(&vm->pause_cond, NULL);
     pthread_mutex_init(&vm->out_lock, NULL);
     pthread_rwlock_init(&vm->irq_lock, NULL);
+    irq_init(&vm->irq);
     vm->out_event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (vm->out_event_fd < 0 || ring_init(&vm->out_ring, CONSOLE_RING_SIZE) < 0)
         fail = 1;
@@ -340,6 +368,9 @@ static void vm_free_state(struct vm *vm)
 {
     free(vm->kernel), free(vm->initrd), free(vm->cmdline);
     free(vm->name), free(vm->api_sock), free(vm->config_json);
+    for (unsigned i = 0; i < KVMBOX_MAX_DISKS; i++)
+        for (unsigned j = 0; j < 3; j++)
+            free(vm->disk_strs[i][j]);
     free(vm->vcpus);
     ring_free(&vm->out_ring);
     if (vm->out_event_fd >= 0)
@@ -349,6 +380,7 @@ static void vm_free_state(struct vm *vm)
     pthread_cond_destroy(&vm->pause_cond);
     pthread_mutex_destroy(&vm->out_lock);
     pthread_rwlock_destroy(&vm->irq_lock);
+    irq_destroy(&vm->irq);
 }
 
 void kvmbox_config_init(struct kvmbox_config *cfg)
@@ -394,6 +426,8 @@ int kvmbox_vm_create(const struct kvmbox_config *cfg, struct kvmbox_vm **out,
     vm->config_error = r < 0 && r != -ENOMEM;
     if (r == 0)
         r = kvm_open_host(vm, err, sizeof(err));
+    if (r == 0)
+        irq_probe(vm);
     if (r == 0 && (r = check_cpus(vm, err, sizeof(err))) < 0)
         vm->config_error = true;
     if (r == 0 && (r = gm_init(&vm->mem, cfg->mem_size)) < 0)

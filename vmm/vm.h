@@ -11,6 +11,7 @@
 #include "vmm/boot.h"
 #include "vmm/bus.h"
 #include "vmm/guest_mem.h"
+#include "vmm/irq.h"
 #include "vmm/ring.h"
 
 struct kvm_run;
@@ -40,10 +41,12 @@ struct vcpu {
 struct console;
 struct api;
 struct pm;
+struct pci_host;
 
 struct vm {
     struct kvmbox_config cfg;     /* strings below are owned copies */
     char *kernel, *initrd, *cmdline, *name, *api_sock, *config_json;
+    char *disk_strs[KVMBOX_MAX_DISKS][3]; /* path, format, serial of each disk */
 
     int kvm_fd;
     int vm_fd;                    /* -1 while the machine is being rebuilt */
@@ -89,6 +92,8 @@ struct vm {
     struct kvmbox_result result;
     bool config_error;            /* creation failed because of the configuration */
     pthread_rwlock_t irq_lock;    /* held for reading while injecting, for writing while vm_fd changes */
+    struct irq_state irq;         /* MSI routes, irqfds, ioeventfds: re-attached to each KVM VM */
+    struct pci_host *pci;
 };
 
 /* Devices call these (from vCPU or I/O threads). */

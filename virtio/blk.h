@@ -1,0 +1,16 @@
+/* virtio-blk disks on the block layer. */
+#ifndef KVMBOX_VIRTIO_BLK_H
+#define KVMBOX_VIRTIO_BLK_H
+
+#include <stddef.h>
+
+#include "include/kvmbox.h"
+
+struct vm;
+
+/* Opens disk D (its image and backing chain, locked when writable) and puts a virtio-blk
+ * device for it in the next PCI slot. ERR gets one line naming the disk and the problem. */
+int vblk_create(struct vm *vm, const struct kvmbox_disk *d, unsigned index, char *err,
+                size_t errlen) __attribute__((warn_unused_result));
+
+#endif

@@ -1,0 +1,549 @@
+/* The virtio 1.x modern PCI transport (virtio 1.2, 4.1): one 64-bit memory BAR holds the
+ * common configuration, the ISR, the device configuration, the doorbells and the MSI-X table
+ * and PBA. */
+#include "virtio/virtio.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "vmm/irq.h"
+#include "vmm/vm.h"
+
+/* BAR 0 layout */
+#define BAR_SIZE 0x8000
+#define OFF_COMMON 0x0000
+#define COMMON_LEN 0x38
+#define OFF_ISR 0x1000
+#define OFF_DEVICE 0x2000
+#define DEVICE_MAX 0x1000
+#define OFF_NOTIFY 0x3000
+#define NOTIFY_MULT 4
+#define OFF_MSIX_TABLE 0x4000
+#define OFF_MSIX_PBA 0x6000
+
+/* virtio_pci_cap.cfg_type */
+#define CAP_COMMON 1
+#define CAP_NOTIFY 2
+#define CAP_ISR 3
+#define CAP_DEVICE 4
+#define CAP_PCI_CFG 5
+
+#define MSIX_CTRL_ENABLE 0x8000
+#define MSIX_CTRL_MASK 0x4000
+
+static void bar_read(void *dev, unsigned bar, uint64_t off, void *data, unsigned len);
+static void bar_write(void *dev, unsigned bar, uint64_t off, const void *data, unsigned len);
+
+/* ---- interrupts ------------------------------------------------------------------------ */
+
+static bool vector_masked(struct virtio_dev *vd, unsigned v)
+{
+    return vd->msix_masked || (vd->msix[v].ctrl & 1);
+}
+
+/* Installs the route of vector V and delivers what it held back. vd->lock held. */
+static void vector_update(struct virtio_dev *vd, unsigned v)
+{
+    struct virtio_msix *m = &vd->msix[v];
+    if (!vd->msix_enabled || vector_masked(vd, v))
+        return;
+    irq_msi_set(vd->vm, m->msi, (uint64_t)m->addr_hi << 32 | m->addr_lo, m->data);
+    if (m->pending) {
+        m->pending = false;
+        irq_msi_fire(vd->vm, m->msi);
+    }
+}
+
+static void raise_vector(struct virtio_dev *vd, uint16_t v, uint8_t isr_bit)
+{
+    pthread_mutex_lock(&vd->lock);
+    if (vd->msix_enabled) {
+        if (v < vd->nvectors) {
+            if (vector_masked(vd, v))
+                vd->msix[v].pending = true;
+            else
+                irq_msi_fire(vd->vm, vd->msix[v].msi);
+        }
+    } else {
+        vd->isr |= isr_bit;
+        pci_set_intx(&vd->pci, true);
+    }
+    pthread_mutex_unlock(&vd->lock);
+}
+
+void virtio_notify(struct virtio_dev *vd, unsigned qi)
+{
+    raise_vector(vd, __atomic_load_n(&vd->q[qi].vector, __ATOMIC_RELAXED), 1);
+}
+
+static void config_interrupt(struct virtio_dev *vd)
+{
+    raise_vector(vd, __atomic_load_n(&vd->config_vector, __ATOMIC_RELAXED), 2);
+}
+
+bool virtio_running(struct virtio_dev *vd)
+{
+    uint8_t s = __atomic_load_n(&vd->status, __ATOMIC_ACQUIRE);
+    return (s & VIRTIO_STATUS_DRIVER_OK) && !(s & VIRTIO_STATUS_NEEDS_RESET);
+}
+
+void virtio_queue_error(struct virtio_dev *vd, unsigned qi, int err)
+{
+    struct virtio_queue *q = &vd->q[qi];
+    q->broken = true;
+    fprintf(stderr, "kvmbox: %s: queue %u: %s; the device needs a reset\n", vd->name, qi,
+            virtq_strerror(err));
+    __atomic_or_fetch(&vd->status, VIRTIO_STATUS_NEEDS_RESET, __ATOMIC_SEQ_CST);
+    config_interrupt(vd);
+}
+
+/* ---- reset ------------------------------------------------------------------------------- */
+
+static void queues_reset(struct virtio_dev *vd)
+{
+    for (unsigned i = 0; i < vd->nqueues; i++) {
+        struct virtio_queue *q = &vd->q[i];
+        pthread_mutex_lock(&q->lock);
+        virtq_reset(&q->vq);
+        q->size = q->max_size;
+        q->vector = VIRTIO_MSI_NO_VECTOR;
+        q->enabled = q->broken = false;
+        q->desc = q->driver = q->device = 0;
+        pthread_mutex_unlock(&q->lock);
+    }
+}
+
+/* Device reset (status 0): the device stops (waiting for requests in flight), then every
+ * register goes back to its initial value. MSI-X is PCI state and stays. */
+static void device_reset(struct virtio_dev *vd)
+{
+    if (vd->ops->stop)
+        vd->ops->stop(vd);
+    queues_reset(vd);
+    pthread_mutex_lock(&vd->lock);
+    vd->guest_features = 0;
+    vd->dfselect = vd->gfselect = 0;
+    __atomic_store_n(&vd->status, 0, __ATOMIC_SEQ_CST);
+    vd->isr = 0;
+    vd->queue_select = 0;
+    vd->config_vector = VIRTIO_MSI_NO_VECTOR;
+    pci_set_intx(&vd->pci, false);
+    pthread_mutex_unlock(&vd->lock);
+}
+
+/* Guest reboot: the device reset, and MSI-X back to its power-on state. */
+static void vm_reset(void *opaque)
+{
+    struct virtio_dev *vd = opaque;
+    device_reset(vd);
+    pthread_mutex_lock(&vd->lock);
+    for (unsigned v = 0; v < vd->nvectors; v++) {
+        struct virtio_msix *m = &vd->msix[v];
+        m->addr_lo = m->addr_hi = m->data = 0, m->ctrl = 1, m->pending = false;
+    }
+    vd->msix_enabled = false, vd->msix_masked = false;
+    vd->pci.cfg[vd->msix_cap + 3] &= (uint8_t)~((MSIX_CTRL_ENABLE | MSIX_CTRL_MASK) >> 8);
+    pthread_mutex_unlock(&vd->lock);
+}
+
+/* ---- common configuration ------------------------------------------------------------- */
+
+static void put(uint8_t *b, unsigned off, uint64_t v, unsigned len)
+{
+    for (unsigned i = 0; i < len; i++)
+        b[off + i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint64_t get(const uint8_t *b, unsigned off, unsigned len)
+{
+    uint64_t v = 0;
+    for (unsigned i = 0; i < len; i++)
+        v |= (uint64_t)b[off + i] << (8 * i);
+    return v;
+}
+
+/* The common configuration structure as the driver would read it now. vd->lock held. */
+static void common_snapshot(struct virtio_dev *vd, uint8_t *b)
+{
+    memset(b, 0, COMMON_LEN);
+    put(b, 0x00, vd->dfselect, 4);
+    put(b, 0x04, vd->dfselect < 2 ? (uint32_t)(vd->host_features >> (32 * vd->dfselect)) : 0, 4);
+    put(b, 0x08, vd->gfselect, 4);
+    put(b, 0x0c, vd->gfselect < 2 ? (uint32_t)(vd->guest_features >> (32 * vd->gfselect)) : 0, 4);
+    put(b, 0x10, vd->config_vector, 2);
+    put(b, 0x12, vd->nqueues, 2);
+    put(b, 0x14, __atomic_load_n(&vd->status, __ATOMIC_ACQUIRE), 1);
+    put(b, 0x15, vd->config_generation, 1);
+    put(b, 0x16, vd->queue_select, 2);
+    if (vd->queue_select < vd->nqueues) {
+        struct virtio_queue *q = &vd->q[vd->queue_select];
+        put(b, 0x18, q->size, 2);
+        put(b, 0x1a, q->vector, 2);
+        put(b, 0x1c, q->enabled, 2);
+        put(b, 0x1e, vd->queue_select, 2); /* notify offset: queue index times the multiplier */
+        put(b, 0x20, q->desc, 8);
+        put(b, 0x28, q->driver, 8);
+        put(b, 0x30, q->device, 8);
+    }
+}
+
+static uint16_t valid_vector(struct virtio_dev *vd, uint64_t v)
+{
+    return v < vd->nvectors ? (uint16_t)v : VIRTIO_MSI_NO_VECTOR;
+}
+
+static void queue_enable(struct virtio_dev *vd, struct virtio_queue *q, unsigned qi)
+{
+    pthread_mutex_lock(&q->lock);
+    int r = virtq_setup(&q->vq, &vd->vm->mem, q->size, q->max_size, q->desc, q->driver, q->device,
+                        virtio_has(vd, VIRTIO_F_RING_EVENT_IDX));
+    q->enabled = true;
+    pthread_mutex_unlock(&q->lock);
+    if (r < 0) {
+        pthread_mutex_unlock(&vd->lock);
+        virtio_queue_error(vd, qi, r);
+        pthread_mutex_lock(&vd->lock);
+    }
+}
+
+/* Returns true when the driver asked for a device reset (done by the caller, unlocked). */
+static bool common_field_write(struct virtio_dev *vd, unsigned field, uint64_t v)
+{
+    struct virtio_queue *q = vd->queue_select < vd->nqueues ? &vd->q[vd->queue_select] : NULL;
+    uint8_t status = __atomic_load_n(&vd->status, __ATOMIC_ACQUIRE);
+    bool q_writable = q && !q->enabled;
+    switch (field) {
+    case 0x00: vd->dfselect = (uint32_t)v; break;
+    case 0x08: vd->gfselect = (uint32_t)v; break;
+    case 0x0c:
+        if (vd->gfselect < 2 && !(status & VIRTIO_STATUS_FEATURES_OK)) {
+            unsigned sh = 32 * vd->gfselect;
+            vd->guest_features = (vd->guest_features & ~(0xffffffffULL << sh)) | ((v & 0xffffffffULL) << sh);
+        }
+        break;
+    case 0x10: vd->config_vector = valid_vector(vd, v); break;
+    case 0x14:
+        if (v == 0)
+            return true;
+        if ((v & VIRTIO_STATUS_FEATURES_OK) && !(status & VIRTIO_STATUS_FEATURES_OK) &&
+            ((vd->guest_features & ~vd->host_features) || !virtio_has(vd, VIRTIO_F_VERSION_1)))
+            v &= ~(uint64_t)VIRTIO_STATUS_FEATURES_OK; /* refused: the driver reads it back */
+        v |= status & VIRTIO_STATUS_NEEDS_RESET;
+        __atomic_store_n(&vd->status, (uint8_t)v, __ATOMIC_RELEASE);
+        if ((v & VIRTIO_STATUS_DRIVER_OK) && !(status & VIRTIO_STATUS_DRIVER_OK) && vd->ops->start) {
+            pthread_mutex_unlock(&vd->lock);
+            vd->ops->start(vd);
+            pthread_mutex_lock(&vd->lock);
+        }
+        break;
+    case 0x16: vd->queue_select = (uint16_t)v; break;
+    case 0x18: if (q_writable) q->size = (uint16_t)v; break;
+    case 0x1a: if (q) __atomic_store_n(&q->vector, valid_vector(vd, v), __ATOMIC_RELAXED); break;
+    case 0x1c: if (q_writable && v == 1) queue_enable(vd, q, vd->queue_select); break;
+    case 0x20: if (q_writable) q->desc = v; break;
+    case 0x28: if (q_writable) q->driver = v; break;
+    case 0x30: if (q_writable) q->device = v; break;
+    default: break; /* read-only */
+    }
+    return false;
+}
+
+static const struct { uint8_t off, len; } common_fields[] = {
+    { 0x00, 4 }, { 0x04, 4 }, { 0x08, 4 }, { 0x0c, 4 }, { 0x10, 2 }, { 0x12, 2 }, { 0x14, 1 },
+    { 0x15, 1 }, { 0x16, 2 }, { 0x18, 2 }, { 0x1a, 2 }, { 0x1c, 2 }, { 0x1e, 2 },
+    { 0x20, 8 }, { 0x28, 8 }, { 0x30, 8 },
+};
+
+/* Writes of any width: merged into a snapshot, then each touched field is applied. A 32-bit
+ * write to half of a 64-bit field keeps the other half. */
+static void common_write(struct virtio_dev *vd, unsigned off, const void *data, unsigned len)
+{
+    uint8_t b[COMMON_LEN];
+    bool reset = false;
+    pthread_mutex_lock(&vd->lock);
+    common_snapshot(vd, b);
+    memcpy(b + off, data, len);
+    for (size_t i = 0; i < sizeof(common_fields) / sizeof(common_fields[0]); i++) {
+        unsigned fo = common_fields[i].off, fl = common_fields[i].len;
+        if (off < fo + fl && fo < off + len)
+            reset |= common_field_write(vd, fo, get(b, fo, fl));
+    }
+    pthread_mutex_unlock(&vd->lock);
+    if (reset)
+        device_reset(vd);
+}
+
+/* ---- MSI-X table ----------------------------------------------------------------------- */
+
+static void msix_read(struct virtio_dev *vd, uint64_t off, void *data, unsigned len)
+{
+    uint8_t b[16 * (VIRTIO_MAX_QUEUES + 1)];
+    memset(data, 0, len);
+    pthread_mutex_lock(&vd->lock);
+    unsigned tlen = 16 * vd->nvectors;
+    if (off < tlen && len <= tlen - off) {
+        for (unsigned v = 0; v < vd->nvectors; v++) {
+            put(b, 16 * v, vd->msix[v].addr_lo, 4), put(b, 16 * v + 4, vd->msix[v].addr_hi, 4);
+            put(b, 16 * v + 8, vd->msix[v].data, 4), put(b, 16 * v + 12, vd->msix[v].ctrl, 4);
+        }
+        memcpy(data, b + off, len);
+    }
+    pthread_mutex_unlock(&vd->lock);
+}
+
+static void msix_write(struct virtio_dev *vd, uint64_t off, const void *data, unsigned len)
+{
+    pthread_mutex_lock(&vd->lock);
+    unsigned tlen = 16 * vd->nvectors;
+    if (off < tlen && len <= tlen - off && (off & 3) == 0 && (len == 4 || len == 8)) {
+        for (unsigned i = 0; i < len; i += 4) {
+            unsigned v = (unsigned)(off + i) / 16, w = (unsigned)(off + i) % 16;
+            uint32_t x;
+            memcpy(&x, (const uint8_t *)data + i, 4);
+            struct virtio_msix *m = &vd->msix[v];
+            if (w == 0) m->addr_lo = x;
+            else if (w == 4) m->addr_hi = x;
+            else if (w == 8) m->data = x;
+            else m->ctrl = x & 1;
+            vector_update(vd, v);
+        }
+    }
+    pthread_mutex_unlock(&vd->lock);
+}
+
+static void pba_read(struct virtio_dev *vd, uint64_t off, void *data, unsigned len)
+{
+    uint8_t b[8] = { 0 };
+    pthread_mutex_lock(&vd->lock);
+    for (unsigned v = 0; v < vd->nvectors; v++)
+        if (vd->msix[v].pending)
+            b[v / 8] |= (uint8_t)(1u << (v % 8));
+    pthread_mutex_unlock(&vd->lock);
+    memset(data, 0, len);
+    if (off < sizeof(b))
+        memcpy(data, b + off, len <= sizeof(b) - off ? len : sizeof(b) - off);
+}
+
+/* ---- BAR 0 --------------------------------------------------------------------------------- */
+
+static void bar_read(void *dev, unsigned bar, uint64_t off, void *data, unsigned len)
+{
+    struct virtio_dev *vd = dev;
+    memset(data, 0, len);
+    if (off < OFF_COMMON + COMMON_LEN) {
+        if (off + len > COMMON_LEN)
+            return;
+        uint8_t b[COMMON_LEN];
+        pthread_mutex_lock(&vd->lock);
+        common_snapshot(vd, b);
+        pthread_mutex_unlock(&vd->lock);
+        memcpy(data, b + off, len);
+    } else if (off == OFF_ISR) {
+        pthread_mutex_lock(&vd->lock); /* reading the ISR clears it and drops INTx */
+        *(uint8_t *)data = vd->isr;
+        vd->isr = 0;
+        pci_set_intx(&vd->pci, false);
+        pthread_mutex_unlock(&vd->lock);
+    } else if (off >= OFF_DEVICE && off < OFF_DEVICE + DEVICE_MAX) {
+        unsigned o = (unsigned)(off - OFF_DEVICE);
+        if (o < vd->config_len && len <= vd->config_len - o && vd->ops->config_read)
+            vd->ops->config_read(vd, o, data, len);
+    } else if (off >= OFF_MSIX_TABLE && off < OFF_MSIX_PBA) {
+        msix_read(vd, off - OFF_MSIX_TABLE, data, len);
+    } else if (off >= OFF_MSIX_PBA) {
+        pba_read(vd, off - OFF_MSIX_PBA, data, len);
+    }
+}
+
+static void bar_write(void *dev, unsigned bar, uint64_t off, const void *data, unsigned len)
+{
+    struct virtio_dev *vd = dev;
+    if (off < OFF_COMMON + COMMON_LEN) {
+        if (off + len <= COMMON_LEN)
+            common_write(vd, (unsigned)off, data, len);
+    } else if (off >= OFF_DEVICE && off < OFF_DEVICE + DEVICE_MAX) {
+        unsigned o = (unsigned)(off - OFF_DEVICE);
+        if (o < vd->config_len && len <= vd->config_len - o && vd->ops->config_write)
+            vd->ops->config_write(vd, o, data, len);
+    } else if (off >= OFF_NOTIFY && off < OFF_NOTIFY + NOTIFY_MULT * VIRTIO_MAX_QUEUES) {
+        /* Reached only when no ioeventfd took the write: ring the doorbell by hand. */
+        unsigned qi = (unsigned)(off - OFF_NOTIFY) / NOTIFY_MULT;
+        uint64_t one = 1;
+        if (qi < vd->nqueues && write(vd->q[qi].kick_fd, &one, sizeof(one)) < 0) {
+            /* saturated counter: the queue thread is awake anyway */
+        }
+    } else if (off >= OFF_MSIX_TABLE && off < OFF_MSIX_PBA) {
+        msix_write(vd, off - OFF_MSIX_TABLE, data, len);
+    }
+}
+
+static void bar_map(void *dev, unsigned bar, uint64_t addr, bool enabled)
+{
+    struct virtio_dev *vd = dev;
+    for (unsigned i = 0; i < vd->nqueues; i++) {
+        if (vd->bar_live)
+            irq_ioeventfd_del(vd->vm, vd->bar_addr + OFF_NOTIFY + NOTIFY_MULT * i, 2, vd->q[i].kick_fd);
+        if (enabled && irq_ioeventfd_add(vd->vm, addr + OFF_NOTIFY + NOTIFY_MULT * i, 2,
+                                         vd->q[i].kick_fd) < 0) {
+            /* No ioeventfd: doorbells exit to bar_write, which signals the same eventfd. */
+        }
+    }
+    vd->bar_live = enabled;
+    vd->bar_addr = addr;
+}
+
+/* ---- configuration space: MSI-X control and the pci_cfg window -------------------------- */
+
+static void pci_cfg_window(struct virtio_dev *vd, struct pci_func *f, unsigned cap, bool write)
+{
+    uint8_t barno = f->cfg[cap + 4];
+    uint32_t off = pci_cfg32(f, cap + 8), len = pci_cfg32(f, cap + 12);
+    if (barno != 0 || !(len == 1 || len == 2 || len == 4) || off >= BAR_SIZE || off % len)
+        return;
+    if (write)
+        bar_write(vd, 0, off, &f->cfg[cap + 16], len);
+    else
+        bar_read(vd, 0, off, &f->cfg[cap + 16], len);
+}
+
+static void cfg_write(void *dev, struct pci_func *f, unsigned off, unsigned len)
+{
+    struct virtio_dev *vd = dev;
+    unsigned msix = vd->msix_cap, pcicfg = vd->pcicfg_cap;
+    if (off < msix + 4 && msix + 2 < off + len) {
+        uint16_t ctrl = pci_cfg16(f, msix + 2);
+        pthread_mutex_lock(&vd->lock);
+        bool was = vd->msix_enabled;
+        vd->msix_enabled = ctrl & MSIX_CTRL_ENABLE;
+        vd->msix_masked = ctrl & MSIX_CTRL_MASK;
+        for (unsigned v = 0; v < vd->nvectors; v++)
+            vector_update(vd, v);
+        if (vd->msix_enabled && !was)
+            pci_set_intx(&vd->pci, false);
+        pthread_mutex_unlock(&vd->lock);
+    }
+    if (off < pcicfg + 20 && pcicfg + 16 < off + len)
+        pci_cfg_window(vd, f, pcicfg, true);
+}
+
+static void cfg_read(void *dev, struct pci_func *f, unsigned off, unsigned len)
+{
+    unsigned pcicfg = ((struct virtio_dev *)dev)->pcicfg_cap;
+    if (off < pcicfg + 20 && pcicfg + 16 < off + len)
+        pci_cfg_window(dev, f, pcicfg, false);
+}
+
+static const struct pci_func_ops virtio_pci_ops = {
+    .bar_read = bar_read, .bar_write = bar_write, .bar_map = bar_map,
+    .cfg_write = cfg_write, .cfg_read = cfg_read,
+};
+
+/* ---- construction ----------------------------------------------------------------------- */
+
+static unsigned add_vcap(struct pci_func *f, uint8_t type, unsigned len, uint32_t off, uint32_t size)
+{
+    unsigned c = pci_cap_add(f, PCI_CAP_ID_VNDR, len);
+    if (!c)
+        return 0;
+    f->cfg[c + 2] = (uint8_t)len;
+    f->cfg[c + 3] = type;
+    f->cfg[c + 4] = 0; /* BAR 0 */
+    pci_set32(f, c + 8, off);
+    pci_set32(f, c + 12, size);
+    return c;
+}
+
+static int build_caps(struct virtio_dev *vd)
+{
+    struct pci_func *f = &vd->pci;
+    unsigned notify_len = NOTIFY_MULT * vd->nqueues;
+    unsigned c1 = add_vcap(f, CAP_COMMON, 16, OFF_COMMON, COMMON_LEN);
+    unsigned c2 = add_vcap(f, CAP_NOTIFY, 20, OFF_NOTIFY, notify_len);
+    unsigned c3 = add_vcap(f, CAP_ISR, 16, OFF_ISR, 1);
+    unsigned c4 = add_vcap(f, CAP_DEVICE, 16, OFF_DEVICE, vd->config_len ? vd->config_len : 1);
+    unsigned c5 = add_vcap(f, CAP_PCI_CFG, 20, 0, 0);
+    unsigned mx = pci_cap_add(f, PCI_CAP_ID_MSIX, 12);
+    if (!c1 || !c2 || !c3 || !c4 || !c5 || !mx)
+        return -ENOSPC;
+    pci_set32(f, c2 + 16, NOTIFY_MULT);
+    /* pci_cfg: bar, offset, length and data are the driver's to write. */
+    f->wmask[c5 + 4] = 0xff;
+    memset(&f->wmask[c5 + 8], 0xff, 12);
+    pci_set16(f, mx + 2, (uint16_t)(vd->nvectors - 1));
+    f->wmask[mx + 3] = (MSIX_CTRL_ENABLE | MSIX_CTRL_MASK) >> 8;
+    pci_set32(f, mx + 4, OFF_MSIX_TABLE | 0);
+    pci_set32(f, mx + 8, OFF_MSIX_PBA | 0);
+    vd->msix_cap = (uint8_t)mx;
+    vd->pcicfg_cap = (uint8_t)c5;
+    return 0;
+}
+
+static void vd_destroy(void *opaque)
+{
+    struct virtio_dev *vd = opaque;
+    vd->ops->destroy(vd);
+}
+
+int virtio_pci_init(struct virtio_dev *vd, struct vm *vm, const char *name, uint16_t device_id,
+                    uint32_t pci_class, unsigned nqueues, uint16_t queue_max, unsigned config_len,
+                    uint64_t features, const struct virtio_dev_ops *ops, void *priv)
+{
+    if (nqueues == 0 || nqueues > VIRTIO_MAX_QUEUES || config_len > DEVICE_MAX)
+        return -EINVAL;
+    memset(vd, 0, sizeof(*vd));
+    vd->vm = vm, vd->name = name, vd->device_id = device_id, vd->ops = ops, vd->priv = priv;
+    vd->nqueues = nqueues, vd->config_len = config_len, vd->nvectors = nqueues + 1;
+    vd->host_features = features | 1ULL << VIRTIO_F_VERSION_1 | 1ULL << VIRTIO_F_RING_INDIRECT_DESC |
+                        1ULL << VIRTIO_F_RING_EVENT_IDX;
+    vd->config_vector = VIRTIO_MSI_NO_VECTOR;
+    pthread_mutex_init(&vd->lock, NULL);
+    for (unsigned v = 0; v < vd->nvectors; v++)
+        vd->msix[v].msi = -1, vd->msix[v].ctrl = 1;
+    for (unsigned i = 0; i < nqueues; i++) {
+        pthread_mutex_init(&vd->q[i].lock, NULL);
+        vd->q[i].max_size = vd->q[i].size = queue_max;
+        vd->q[i].vector = VIRTIO_MSI_NO_VECTOR;
+        vd->q[i].kick_fd = -1;
+    }
+    /* From here on the VM owns the device: a failure below is undone by its teardown. */
+    int r = vm_add_device(vm, name, vd, vm_reset, vd_destroy);
+    if (r < 0) {
+        virtio_pci_destroy(vd);
+        return r;
+    }
+    vd->registered = true;
+    for (unsigned i = 0; i < nqueues; i++)
+        if ((vd->q[i].kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
+            return -errno;
+    for (unsigned v = 0; v < vd->nvectors; v++) {
+        int fd;
+        if ((r = irq_msi_alloc(vm, &fd)) < 0)
+            return r;
+        vd->msix[v].msi = r;
+    }
+    pci_func_init(&vd->pci, 0x1af4, (uint16_t)(0x1040 + device_id), pci_class, 1, 0x1af4, 0x40,
+                  &virtio_pci_ops, vd);
+    pci_func_bar(&vd->pci, 0, BAR_SIZE, true);
+    if ((r = build_caps(vd)) < 0)
+        return r;
+    r = pci_register(vm->pci, &vd->pci);
+    return r < 0 ? r : 0;
+}
+
+void virtio_pci_destroy(struct virtio_dev *vd)
+{
+    for (unsigned v = 0; v < vd->nvectors; v++)
+        if (vd->msix[v].msi >= 0)
+            irq_msi_free(vd->vm, vd->msix[v].msi);
+    for (unsigned i = 0; i < vd->nqueues; i++) {
+        if (vd->bar_live && vd->q[i].kick_fd >= 0)
+            irq_ioeventfd_del(vd->vm, vd->bar_addr + OFF_NOTIFY + NOTIFY_MULT * i, 2, vd->q[i].kick_fd);
+        if (vd->q[i].kick_fd >= 0)
+            close(vd->q[i].kick_fd);
+        pthread_mutex_destroy(&vd->q[i].lock);
+    }
+    pthread_mutex_destroy(&vd->lock);
+}
