@@ -380,8 +380,12 @@ int vblk_create(struct vm *vm, const struct kvmbox_disk *d, unsigned index, char
     snprintf(b->serial, sizeof(b->serial), "%s", d->serial ? d->serial : "");
     struct blk_info info;
     uint32_t opt_io = 0;
-    if (blk_get_info(b->blk, &info) == 0 && info.cluster_size >= 512)
-        opt_io = info.cluster_size / 512;
+    if (blk_get_info(b->blk, &info) == 0) {
+        if (info.cluster_size >= 512)
+            opt_io = info.cluster_size / 512;
+        snprintf(vm->disk_info[index].format, sizeof(vm->disk_info[index].format), "%s", info.format);
+    }
+    vm->disk_info[index].size = blk_length(b->blk);
     b->lim = (struct blk_req_limits){
         .capacity = blk_length(b->blk) / 512, .readonly = d->readonly,
         .discard = !d->readonly, .write_zeroes = !d->readonly,
@@ -415,6 +419,7 @@ int vblk_create(struct vm *vm, const struct kvmbox_disk *d, unsigned index, char
     if ((r = pthread_create(&b->queue_thread, NULL, queue_thread, b)) != 0)
         return errf(err, errlen, -r, "cannot start a queue thread: %s", strerror(r));
     b->queue_thread_started = true;
+    vm->disk_info[index].slot = b->vd.pci.slot;
     return 0;
 
 fail_early:

@@ -103,11 +103,22 @@ static struct json_object *info_object(struct vm *vm)
         json_object_object_add(i, "initrd", json_object_new_string(vm->initrd));
     json_object_object_add(i, "cmdline", json_object_new_string(vm->cmdline ? vm->cmdline : ""));
     struct json_object *def = vm->cfg.config_json ? json_tokener_parse(vm->cfg.config_json) : NULL;
-    struct json_object *disks = NULL, *nets = NULL;
-    if (def && json_object_object_get_ex(def, "disks", &disks))
-        json_object_object_add(i, "disks", json_object_get(disks));
-    else
-        json_object_object_add(i, "disks", json_object_new_array());
+    struct json_object *nets = NULL, *disks = json_object_new_array();
+    for (unsigned d = 0; d < vm->cfg.ndisks; d++) {
+        const struct kvmbox_disk *k = &vm->cfg.disks[d];
+        struct json_object *o = json_object_new_object();
+        char slot[16];
+        snprintf(slot, sizeof(slot), "00:%02x.0", vm->disk_info[d].slot);
+        json_object_object_add(o, "path", json_object_new_string(k->path));
+        json_object_object_add(o, "format", json_object_new_string(vm->disk_info[d].format));
+        json_object_object_add(o, "size", json_object_new_int64((int64_t)vm->disk_info[d].size));
+        json_object_object_add(o, "readonly", json_object_new_boolean(k->readonly));
+        json_object_object_add(o, "cache", json_object_new_string(k->cache_none ? "none" : "writeback"));
+        json_object_object_add(o, "serial", json_object_new_string(k->serial ? k->serial : ""));
+        json_object_object_add(o, "pci", json_object_new_string(slot));
+        json_object_array_add(disks, o);
+    }
+    json_object_object_add(i, "disks", disks);
     if (def && json_object_object_get_ex(def, "nets", &nets))
         json_object_object_add(i, "nets", json_object_get(nets));
     else

@@ -154,8 +154,20 @@ static int cmd_info(int argc, char **argv)
             struct json_object *arr;
             if (!json_object_object_get_ex(info, keys[k], &arr))
                 continue;
-            for (size_t i = 0; i < json_object_array_length(arr); i++)
-                printf("%s%s\n", labels[k], json_object_get_string(json_object_array_get_idx(arr, i)));
+            for (size_t i = 0; i < json_object_array_length(arr); i++) {
+                struct json_object *e = json_object_array_get_idx(arr, i);
+                if (k == 0 && json_object_is_type(e, json_type_object)) {
+                    char sz[32];
+                    format_size((uint64_t)jint(e, "size"), sz, sizeof(sz));
+                    struct json_object *ro;
+                    bool readonly = json_object_object_get_ex(e, "readonly", &ro) && json_object_get_boolean(ro);
+                    printf("%s%s (%s, %s, %s, cache=%s, serial '%s', pci %s)\n", labels[k],
+                           jstr(e, "path", "?"), jstr(e, "format", "?"), sz, readonly ? "ro" : "rw",
+                           jstr(e, "cache", "?"), jstr(e, "serial", ""), jstr(e, "pci", "?"));
+                } else {
+                    printf("%s%s\n", labels[k], json_object_get_string(e));
+                }
+            }
         }
     }
     json_object_put(info);

@@ -346,7 +346,9 @@ static int vm_init_state(struct vm *vm, const struct kvmbox_config *cfg)
         return -EINVAL;
     for (unsigned i = 0; i < cfg->ndisks; i++) {
         struct kvmbox_disk *d = &vm->cfg.disks[i];
-        d->path = vm->disk_strs[i][0] = dup_or_null(cfg->disks[i].path, &fail);
+        /* Absolute, so `kvmbox info` names the file whatever the reader's directory. */
+        char *abs = cfg->disks[i].path ? realpath(cfg->disks[i].path, NULL) : NULL;
+        d->path = vm->disk_strs[i][0] = abs ? abs : dup_or_null(cfg->disks[i].path, &fail);
         d->format = vm->disk_strs[i][1] = dup_or_null(cfg->disks[i].format, &fail);
         d->serial = vm->disk_strs[i][2] = dup_or_null(cfg->disks[i].serial, &fail);
     }

@@ -47,6 +47,11 @@ struct vm {
     struct kvmbox_config cfg;     /* strings below are owned copies */
     char *kernel, *initrd, *cmdline, *name, *api_sock, *config_json;
     char *disk_strs[KVMBOX_MAX_DISKS][3]; /* path, format, serial of each disk */
+    struct {
+        char format[16];          /* as opened (probed or given) */
+        unsigned slot;            /* PCI slot on bus 0 */
+        uint64_t size;            /* bytes the guest sees */
+    } disk_info[KVMBOX_MAX_DISKS];
 
     int kvm_fd;
     int vm_fd;                    /* -1 while the machine is being rebuilt */
