@@ -205,6 +205,7 @@ static const struct dev_ops ecam_ops = { .name = "pci-ecam", .read = ecam_read, 
  * at 0xCF9) and the data window 0xCFC-0xCFF. */
 static struct pci_func *cf8_target(struct pci_host *h, uint64_t off, unsigned len, unsigned *reg)
 {
+    *reg = 0;
     if (!(h->cf8 & CF8_ENABLE))
         return NULL;
     *reg = (h->cf8 & 0xfc) + (unsigned)(off - 4);
@@ -220,9 +221,10 @@ static void cf8_read(void *dev, uint64_t off, void *data, unsigned len)
     unsigned reg;
     if (off == 0 && len == 4)
         memcpy(data, &h->cf8, 4);
-    else if (off >= 4)
-        cfg_read(h, cf8_target(h, off, len, &reg), reg, data, len);
-    else
+    else if (off >= 4) {
+        struct pci_func *f = cf8_target(h, off, len, &reg); /* sets reg: call it first */
+        cfg_read(h, f, reg, data, len);
+    } else
         memset(data, off == 1 && len == 1 ? 0 : 0xff, len);
     pthread_mutex_unlock(&h->lock);
 }
