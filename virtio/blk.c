@@ -309,6 +309,19 @@ static void blk_stop(struct virtio_dev *vd)
     pthread_mutex_unlock(&b->lock);
 }
 
+/* The guest is gone for good: flush and close the image, so its lock is released before
+ * anyone waiting for the VM hears that it ended. */
+static void blk_quiesce(void *opaque)
+{
+    struct vblk *b = opaque;
+    blk_stop(&b->vd);
+    if (b->blk) {
+        blk_flush(b->blk);
+        blk_close(b->blk);
+        b->blk = NULL;
+    }
+}
+
 static void blk_destroy(struct virtio_dev *vd)
 {
     struct vblk *b = to_vblk(vd);
@@ -420,6 +433,7 @@ int vblk_create(struct vm *vm, const struct kvmbox_disk *d, unsigned index, char
         return errf(err, errlen, -r, "cannot start a queue thread: %s", strerror(r));
     b->queue_thread_started = true;
     vm->disk_info[index].slot = b->vd.pci.slot;
+    vm_device_on_quiesce(vm, &b->vd, blk_quiesce);
     return 0;
 
 fail_early:

@@ -180,18 +180,21 @@ static char *clone_disk(const char *spec, const char *new_name, int idx, bool li
     snprintf(dst, sizeof(dst), "%s/%s-disk%d%s", dirname(dir), new_name, idx,
              linked ? ".qcow2" : (ext && !strchr(ext, '/') ? ext : ""));
     if (linked) {
-        if (!*fmt) {
-            struct blk *b;
-            bool raw;
-            if (blk_open(src_abs, NULL, BLK_O_NO_BACKING | BLK_O_FORCE_SHARE, &b, &raw, err, errlen) < 0)
-                return NULL;
-            struct blk_info info;
-            blk_get_info(b, &info);
+        /* The source's format (when the definition does not say) and its size: the overlay
+         * has the same size. */
+        struct blk *b;
+        bool raw;
+        if (blk_open(src_abs, *fmt ? fmt : NULL, BLK_O_NO_BACKING | BLK_O_FORCE_SHARE, &b, &raw,
+                     err, errlen) < 0)
+            return NULL;
+        struct blk_info info;
+        blk_get_info(b, &info);
+        if (!*fmt)
             snprintf(fmt, sizeof(fmt), "%s", info.format);
-            blk_close(b);
-        }
+        uint64_t size = blk_length(b);
+        blk_close(b);
         struct blk_create_opts o = { .backing_file = src_abs, .backing_format = fmt };
-        if (blk_create(dst, "qcow2", 0, &o, err, errlen) < 0)
+        if (blk_create(dst, "qcow2", size, &o, err, errlen) < 0)
             return NULL;
         /* The overlay is qcow2 whatever the source was. */
         char *p = strstr(rest, ",format=");

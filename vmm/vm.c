@@ -168,7 +168,7 @@ int vm_add_device(struct vm *vm, const char *name, void *dev, void (*reset)(void
 {
     if (vm->ndevices == VM_MAX_DEVICES)
         return -ENOSPC;
-    vm->devices[vm->ndevices++] = (struct vm_device){ name, dev, reset, destroy };
+    vm->devices[vm->ndevices++] = (struct vm_device){ name, dev, reset, destroy, NULL };
     return 0;
 }
 
@@ -298,6 +298,20 @@ static int devices_create(struct vm *vm, char *err, size_t errlen)
         }
     }
     return 0;
+}
+
+void vm_device_on_quiesce(struct vm *vm, void *dev, void (*quiesce)(void *))
+{
+    for (unsigned i = 0; i < vm->ndevices; i++)
+        if (vm->devices[i].dev == dev)
+            vm->devices[i].quiesce = quiesce;
+}
+
+static void devices_quiesce(struct vm *vm)
+{
+    for (unsigned i = 0; i < vm->ndevices; i++)
+        if (vm->devices[i].quiesce)
+            vm->devices[i].quiesce(vm->devices[i].dev);
 }
 
 static void devices_reset(struct vm *vm)
@@ -511,6 +525,9 @@ int kvmbox_vm_run(struct kvmbox_vm *k, struct kvmbox_result *res)
     vm->console = NULL;
     if (r < 0)
         vm_request_stop(vm, KVMBOX_STOP_ERROR, 0, "%s", err);
+    if (vm->vcpus)
+        vcpus_stop(vm);
+    devices_quiesce(vm);
     api_stop(vm->api); /* answers "wait" requests with the result */
     vm->api = NULL;
     if (r < 0) {

@@ -24,6 +24,7 @@ struct vm_device {
     void *dev;
     void (*reset)(void *dev);
     void (*destroy)(void *dev);
+    void (*quiesce)(void *dev);   /* the guest has stopped for good: release host resources */
 };
 
 #define VM_MAX_DEVICES 32
@@ -116,5 +117,8 @@ int vm_resume(struct vm *vm);
 /* Registers a device for reset/teardown. */
 int vm_add_device(struct vm *vm, const char *name, void *dev, void (*reset)(void *),
                   void (*destroy)(void *)) __attribute__((warn_unused_result));
+/* Called once the guest has stopped for good, before anyone waiting for the VM is told:
+ * disks flush and drop their image locks there, so `kvmbox wait NAME && qemu-img ...` works. */
+void vm_device_on_quiesce(struct vm *vm, void *dev, void (*quiesce)(void *));
 
 #endif
