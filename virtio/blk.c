@@ -226,8 +226,9 @@ static bool dispatch(struct vblk *b, struct blk_io *io)
     }
     int st = blk_req_status(r);
     if (st < 0) {
-        fprintf(stderr, "kvmbox: %s: %s\n", b->name, blk_req_strerror(r));
+        unsigned qi = io->qi;
         release(b, io);
+        virtio_queue_error(&b->vd, qi, blk_req_strerror(r));
         return false;
     }
     complete(b, io, (uint8_t)st, 1);
@@ -257,13 +258,11 @@ static void process_queue(struct vblk *b, unsigned qi)
         if (r <= 0) {
             release(b, io);
             if (r < 0)
-                virtio_queue_error(&b->vd, qi, r);
+                virtio_queue_error(&b->vd, qi, virtq_strerror(r));
             return;
         }
-        if (!dispatch(b, io)) {
-            virtio_queue_error(&b->vd, qi, -VQ_E_BUF_ADDR);
+        if (!dispatch(b, io))
             return;
-        }
     }
 }
 

@@ -90,12 +90,14 @@ bool virtio_running(struct virtio_dev *vd)
     return (s & VIRTIO_STATUS_DRIVER_OK) && !(s & VIRTIO_STATUS_NEEDS_RESET);
 }
 
-void virtio_queue_error(struct virtio_dev *vd, unsigned qi, int err)
+void virtio_queue_error(struct virtio_dev *vd, unsigned qi, const char *why)
 {
     struct virtio_queue *q = &vd->q[qi];
     q->broken = true;
-    fprintf(stderr, "kvmbox: %s: queue %u: %s; the device needs a reset\n", vd->name, qi,
-            virtq_strerror(err));
+    unsigned n = __atomic_fetch_add(&vd->errors_logged, 1, __ATOMIC_RELAXED);
+    if (n < VIRTIO_MAX_ERROR_LOGS)
+        fprintf(stderr, "kvmbox: %s: queue %u: %s; the device needs a reset%s\n", vd->name, qi,
+                why, n + 1 == VIRTIO_MAX_ERROR_LOGS ? " (further errors of this device are not logged)" : "");
     __atomic_or_fetch(&vd->status, VIRTIO_STATUS_NEEDS_RESET, __ATOMIC_SEQ_CST);
     config_interrupt(vd);
 }
@@ -204,7 +206,7 @@ static void queue_enable(struct virtio_dev *vd, struct virtio_queue *q, unsigned
     pthread_mutex_unlock(&q->lock);
     if (r < 0) {
         pthread_mutex_unlock(&vd->lock);
-        virtio_queue_error(vd, qi, r);
+        virtio_queue_error(vd, qi, virtq_strerror(r));
         pthread_mutex_lock(&vd->lock);
     }
 }

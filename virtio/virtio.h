@@ -87,6 +87,7 @@ struct virtio_dev {
     bool bar_live;
     uint8_t msix_cap, pcicfg_cap; /* capability offsets in configuration space */
     bool registered;              /* the VM owns it: its teardown calls ops->destroy */
+    unsigned errors_logged;
 };
 
 /* Creates the transport for a device of virtio type DEVICE_ID with NQUEUES queues of up to
@@ -109,8 +110,10 @@ static inline bool virtio_has(const struct virtio_dev *vd, unsigned bit)
 bool virtio_running(struct virtio_dev *vd);
 /* Interrupts the driver for queue QI (MSI-X vector or INTx), honouring masks. */
 void virtio_notify(struct virtio_dev *vd, unsigned qi);
-/* A malformed ring: sets DEVICE_NEEDS_RESET and tells the driver (config interrupt). The
- * queue takes no more requests until the driver resets the device. */
-void virtio_queue_error(struct virtio_dev *vd, unsigned qi, int err);
+/* A malformed ring or request: sets DEVICE_NEEDS_RESET and tells the driver (config
+ * interrupt). The queue takes no more requests until the driver resets the device. WHY is
+ * logged, at most VIRTIO_MAX_ERROR_LOGS times per device (a guest must not flood the log). */
+void virtio_queue_error(struct virtio_dev *vd, unsigned qi, const char *why);
+#define VIRTIO_MAX_ERROR_LOGS 10
 
 #endif
