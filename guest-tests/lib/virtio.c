@@ -396,6 +396,22 @@ static void arm(struct vdev *v)
     mb();
 }
 
+void virtio_set_irq(struct vdev *v, bool on)
+{
+    v->irq = on && v->msix_n >= 2;
+    arm(v);
+}
+
+void irq_window(uint8_t vec, uint32_t max_us)
+{
+    uint32_t before = irq_count[vec];
+    uint64_t start = clock_us();
+    sti();
+    while (irq_count[vec] == before && clock_us() - start < max_us)
+        pause();
+    cli();
+}
+
 int virtio_wait(struct vdev *v, uint32_t timeout_us)
 {
     struct vq *q = &v->vq;

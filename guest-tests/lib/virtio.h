@@ -143,6 +143,15 @@ void vq_reclaim_all(struct vq *q);
 /* Waits up to timeout_us for a used entry: 1 when one is there, 0 on timeout, -1 if the
  * device set DEVICE_NEEDS_RESET. Polls, or halts between interrupts when v->irq. */
 int virtio_wait(struct vdev *v, uint32_t timeout_us);
+/* Switches between waiting by interrupts (asks the device for one per used entry: avail
+ * flags 0, used_event = next entry) and polling (NO_INTERRUPT, used_event behind). Only with
+ * MSI-X. */
+void virtio_set_irq(struct vdev *v, bool on);
+/* Lets an interrupt pending for vector vec be taken: interrupts on until it has arrived
+ * or max_us passed. A device that completes during the notify leaves its interrupts
+ * pending while the driver never halts; and on an emulating host an interrupt is not taken
+ * in the instruction after sti, as it is on hardware, but some instructions later. */
+void irq_window(uint8_t vec, uint32_t max_us);
 
 /* ---- virtio-blk ---- */
 #define VIRTIO_BLK_F_SIZE_MAX 1
