@@ -1,0 +1,192 @@
+#!/bin/bash
+# virtio-blk benchmark (not a test): guest-tests/blk-bench.elf on the same image file under
+# kvmbox and under QEMU (-accel kvm, q35, aio=io_uring), raw and qcow2, cache=none, side by
+# side with the host's own throughput on the raw file (fio when installed, else dd with
+# O_DIRECT, sequential 1M only). For each test: MB/s, IOPS and the VMM's CPU time per
+# request (utime + stime of the whole VMM process from /proc/PID/stat, sampled when the
+# guest prints BENCH-START and BENCH), then the kvmbox/QEMU ratios.
+# Environment: KVMBOX, BUILD, SECS (per test, default 5), BENCH_SIZE (default 1G),
+# PREALLOC (full or falloc, default full: reads hit written blocks), BENCH_DIR (default
+# /var/tmp/kvmbox-blk-bench, on a file system with O_DIRECT), FORMATS ("raw qcow2"),
+# IRQ (1: the guest halts until the completion interrupt; 0: it polls).
+# Numbers vary with the host; on an emulating host (PVM) guest code is slow for both VMMs.
+set -u
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+export KVMBOX=${KVMBOX:-$BUILD/kvmbox}
+export GT=$BUILD/guest-tests
+export SECS=${SECS:-5} BENCH_SIZE=${BENCH_SIZE:-1G} PREALLOC=${PREALLOC:-full}
+export BENCH_DIR=${BENCH_DIR:-/var/tmp/kvmbox-blk-bench} FORMATS=${FORMATS:-raw qcow2} IRQ=${IRQ:-1}
+command -v qemu-img >/dev/null || { echo "blk-bench: qemu-img is not installed" >&2; exit 1; }
+[ -x "$KVMBOX" ] || { echo "blk-bench: $KVMBOX is not built" >&2; exit 1; }
+[ -f "$GT/blk-bench.elf" ] || { echo "blk-bench: $GT/blk-bench.elf is not built (make guest-tests)" >&2; exit 1; }
+mkdir -p "$BENCH_DIR"
+
+exec python3 - <<'PY'
+import json, os, re, shutil, subprocess, sys, threading, time
+
+env = os.environ
+KVMBOX, GT, SECS = env['KVMBOX'], env['GT'], int(env['SECS'])
+SIZE, PREALLOC, DIR = env['BENCH_SIZE'], env['PREALLOC'], env['BENCH_DIR']
+FORMATS, IRQ = env['FORMATS'].split(), env['IRQ']
+QEMU = shutil.which('qemu-system-x86_64')
+TCK = os.sysconf('SC_CLK_TCK')
+KERNEL = os.path.join(GT, 'blk-bench.elf')
+TESTS = [('seq-write-1M', 32), ('seq-read-1M', 32), ('rand-write-4K', 1), ('rand-write-4K', 32),
+         ('rand-read-4K', 1), ('rand-read-4K', 32)]
+TIMEOUT = SECS * len(TESTS) + 180
+
+
+def sh(*cmd):
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
+def direct_io_ok(path):
+    probe = os.path.join(path, '.direct')
+    ok = sh('dd', 'if=/dev/zero', f'of={probe}', 'bs=4096', 'count=1', 'oflag=direct').returncode == 0
+    if os.path.exists(probe):
+        os.unlink(probe)
+    return ok
+
+
+CACHE = 'none' if direct_io_ok(DIR) else 'writeback'
+
+
+def image(fmt):
+    path = os.path.join(DIR, f'bench.{fmt}')
+    if os.path.exists(path):
+        os.unlink(path)
+    r = sh('qemu-img', 'create', '-q', '-f', fmt, '-o', f'preallocation={PREALLOC}', path, SIZE)
+    if r.returncode:
+        sys.exit(f'blk-bench: qemu-img create {fmt}: {r.stderr.strip()}')
+    return path
+
+
+def cpu_us(pid):
+    """utime + stime of every thread of pid, in microseconds."""
+    with open(f'/proc/{pid}/stat') as f:
+        fields = f.read().rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1e6 / TCK
+
+
+def run_vm(cmd):
+    """Runs a VMM; returns (exit status, {(test, qd): result}, output lines)."""
+    p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    timer = threading.Timer(TIMEOUT, p.kill)
+    timer.start()
+    results, start, log = {}, {}, []
+    for raw in p.stdout:
+        line = raw.decode(errors='replace').rstrip('\r\n')
+        log.append(line)
+        m = re.match(r'BENCH-START (\S+) qd=(\d+)', line)
+        if m:
+            start[(m[1], int(m[2]))] = cpu_us(p.pid)
+            continue
+        m = re.match(r'BENCH (\S+) qd=(\d+) ops=(\d+) bytes=(\d+) usec=(\d+)', line)
+        if m:
+            key = (m[1], int(m[2]))
+            results[key] = dict(ops=int(m[3]), bytes=int(m[4]), usec=int(m[5]),
+                                cpu=cpu_us(p.pid) - start.get(key, 0))
+    rc = p.wait()
+    timer.cancel()
+    return rc, results, log
+
+
+def kvmbox_cmd(img, fmt):
+    return [KVMBOX, 'run', '--kernel', KERNEL, '--mem', '64M', '--timeout', str(TIMEOUT),
+            '--cmdline', f'secs={SECS} irq={IRQ}', '--disk', f'{img},format={fmt},serial=rw0,cache={CACHE}']
+
+
+def qemu_cmd(img, fmt):
+    return [QEMU, '-accel', 'kvm', '-cpu', 'host,-arch-capabilities', '-M', 'q35', '-m', '64M', '-nodefaults',
+            '-no-user-config', '-nographic', '-serial', 'stdio', '-monitor', 'none', '-no-reboot',
+            '-device', 'isa-debug-exit,iobase=0xf4,iosize=4', '-kernel', KERNEL, '-append', f'secs={SECS} irq={IRQ}',
+            '-drive', f'file={img},if=none,id=d0,format={fmt},cache={CACHE},aio=io_uring',
+            '-device', 'virtio-blk-pci,drive=d0,serial=rw0']
+
+
+def host_baseline(img):
+    """The host's own numbers on the raw file: fio for all tests, else dd (sequential only)."""
+    out = {}
+    if shutil.which('fio'):
+        for name, qd in TESTS:
+            rw = {'seq-write-1M': 'write', 'seq-read-1M': 'read', 'rand-write-4K': 'randwrite',
+                  'rand-read-4K': 'randread'}[name]
+            bs = '1M' if name.startswith('seq') else '4k'
+            r = sh('fio', '--name=b', f'--filename={img}', '--direct=1', '--ioengine=io_uring', f'--rw={rw}',
+                   f'--bs={bs}', f'--iodepth={qd}', '--time_based', f'--runtime={SECS}', '--output-format=json')
+            if r.returncode:
+                continue
+            job = json.loads(r.stdout)['jobs'][0]
+            d = job['write' if 'write' in rw else 'read']
+            ops = d['total_ios']
+            cpu = (job['usr_cpu'] + job['sys_cpu']) / 100 * job['job_runtime'] * 1000
+            out[(name, qd)] = dict(ops=ops, bytes=d['io_bytes'], usec=job['job_runtime'] * 1000, cpu=cpu)
+        return out, 'fio (io_uring, O_DIRECT)'
+    mib = os.path.getsize(img) >> 20
+    for name, args in (('seq-write-1M', ['if=/dev/zero', f'of={img}', 'oflag=direct', 'conv=notrunc']),
+                       ('seq-read-1M', [f'if={img}', 'of=/dev/null', 'iflag=direct'])):
+        before = os.times()
+        t0 = time.monotonic()
+        r = sh('dd', 'bs=1M', f'count={mib}', *args)
+        usec = (time.monotonic() - t0) * 1e6
+        after = os.times()
+        if r.returncode == 0:
+            cpu = (after.children_user + after.children_system - before.children_user - before.children_system) * 1e6
+            out[(name, 32)] = dict(ops=mib, bytes=mib << 20, usec=usec, cpu=cpu)
+    return out, 'dd (O_DIRECT, sequential 1M at depth 1 only; install fio for the rest)'
+
+
+def rate(r):
+    if not r or not r['usec']:
+        return None
+    s = r['usec'] / 1e6
+    return r['bytes'] / s / 1e6, r['ops'] / s, r['cpu'] / r['ops'] if r['ops'] else 0
+
+
+def fmt_cell(r):
+    x = rate(r)
+    return f"{x[0]:9.1f} {x[1]:8.0f} {x[2]:8.1f}" if x else f"{'-':>9} {'-':>8} {'-':>8}"
+
+
+def ratio(a, b, i):
+    x, y = rate(a), rate(b)
+    return f"{x[i] / y[i]:6.2f}x" if x and y and y[i] else f"{'-':>7}"
+
+
+print(f"blk-bench: {SECS} s per test, {SIZE} images (preallocation={PREALLOC}) in {DIR}, cache={CACHE}, "
+      f"guest {'waits by interrupts' if IRQ == '1' else 'polls'}; {os.cpu_count()} CPUs, "
+      f"kernel {os.uname().release}, {time.strftime('%Y-%m-%d')}")
+host, host_how = {}, ''
+for fmt in FORMATS:
+    img = image(fmt)
+    if fmt == 'raw':
+        host, host_how = host_baseline(img)
+    runs = {}
+    for vmm, cmd in (('kvmbox', kvmbox_cmd(img, fmt)), ('qemu', qemu_cmd(img, fmt) if QEMU else None)):
+        if not cmd:
+            print(f'  {vmm}: qemu-system-x86_64 is not installed')
+            runs[vmm] = {}
+            continue
+        rc, res, log = run_vm(cmd)
+        runs[vmm] = res
+        if rc != 1 or len(res) != len(TESTS):
+            what = 'QEMU with -accel kvm' if vmm == 'qemu' else 'kvmbox'
+            print(f'  {what} on {fmt} failed (exit status {rc}, {len(res)} of {len(TESTS)} results):')
+            for line in log[-6:]:
+                print(f'    | {line}')
+    print()
+    print(f"{fmt}: {'test':<14} {'qd':>3} | {'kvmbox MB/s':>11} {'IOPS':>8} {'cpu-us/op':>9} | "
+          f"{'qemu MB/s':>9} {'IOPS':>8} {'cpu-us/op':>9} | {'MB/s k/q':>8} {'cpu k/q':>7}"
+          + (f" | {'host MB/s':>9} {'IOPS':>8} {'cpu-us/op':>9}" if fmt == 'raw' else ''))
+    for key in TESTS:
+        k, q = runs['kvmbox'].get(key), runs['qemu'].get(key)
+        line = f"{'':5} {key[0]:<14} {key[1]:>3} | {fmt_cell(k)}   | {fmt_cell(q)}   | {ratio(k, q, 0):>8} {ratio(k, q, 2):>7}"
+        if fmt == 'raw':
+            line += f" | {fmt_cell(host.get(key))}"
+        print(line)
+    os.unlink(img)
+print()
+print(f"host baseline: {host_how}; cpu-us/op is the VMM process's user+system CPU time per request "
+      f"(guest time included), k/q = kvmbox / QEMU")
+PY
