@@ -9,9 +9,11 @@
  *
  * rw disks: configuration (capacity >= 2048 sectors, blk_size, seg_max, RO clear), then
  * whole-disk write + read-back passes, each with its own generation of the pattern below:
- *   without indirect/EVENT_IDX: 4 KiB QD1 polled; 512 B at full depth (interrupts);
+ *   without indirect/EVENT_IDX, a queue of 128 entries (if the device offers more):
+ *                               4 KiB QD1 polled; 512 B at full depth (interrupts);
  *                               64 KiB as 16 segments at full depth (interrupts)
- *   with both (reset, renegotiated): 64 KiB as 4 segments QD1; the largest request seg_max
+ *   with both (reset, renegotiated, the largest queue up to 256): 64 KiB as 4 segments QD1;
+ *                               the largest request seg_max
  *                               and size_max allow (4 KiB segments, at most 1 MiB) at full
  *                               depth (interrupts); 4 KiB as 8 segments at full depth, polled,
  *                               generation 0 = the final pattern, compared byte for byte
@@ -403,9 +405,9 @@ static void rw_suite(struct blk *b, struct pci_dev *p, unsigned index)
     }
     uint64_t want = 1ull << VIRTIO_F_INDIRECT_DESC | 1ull << VIRTIO_F_EVENT_IDX;
     int r = blk_open(b, p, index, want);
-    check(r == 0, "%s: reset and renegotiated with INDIRECT_DESC %s, EVENT_IDX %s (%d)", name,
+    check(r == 0, "%s: reset and renegotiated with INDIRECT_DESC %s, EVENT_IDX %s, queue %u (%d)", name,
           virtio_has(&b->v, VIRTIO_F_INDIRECT_DESC) ? "on" : "not offered",
-          virtio_has(&b->v, VIRTIO_F_EVENT_IDX) ? "on" : "not offered", r);
+          virtio_has(&b->v, VIRTIO_F_EVENT_IDX) ? "on" : "not offered", b->v.vq.size, r);
     if (r)
         return;
     for (unsigned i = 0; i < sizeof(fancy) / sizeof(fancy[0]); i++)
@@ -554,7 +556,7 @@ void test_main(void)
     unsigned nrw = 0;
     for (unsigned i = 0; i < n; i++) {
         struct blk *b = &disks[i];
-        int r = blk_open(b, &devs[idx[i]], i, 0);
+        int r = blk_open_queue(b, &devs[idx[i]], i, 0, 128); /* a smaller queue than offered, at first */
         const char *s = b->serial;
         bool rw = s[0] == 'r' && s[1] == 'w' && s[2] >= '0' && s[2] <= '9';
         bool ro = s[0] == 'r' && s[1] == 'o' && s[2] >= '0' && s[2] <= '9';

@@ -54,12 +54,13 @@ bad() { # bad NAME WHY
     fails=$((fails + 1))
 }
 
-# run_vm NAME KERNEL CMDLINE DISK... with DISK = path:format:serial[:ro]. Output in
+# run_vm NAME KERNEL CMDLINE DISK... with DISK = path:format:serial[:ro[:cache]] (ro: "ro"
+# or empty; cache: none or writeback, default none where O_DIRECT works). Output in
 # $T/NAME.out; returns 0 if the guest ended with status 1 and a passing SUMMARY line.
 run_vm() {
     local name=$1 kernel=$GT/$2.elf cmdline=$3
     shift 3
-    local cmd n=0 spec path fmt serial ro
+    local cmd n=0 spec path fmt serial ro cache
     if [ "$VMM" = kvmbox ]; then
         cmd=("$KVMBOX" run --kernel "$kernel" --mem "$MEM" --timeout "$TIMEOUT" --cmdline "$cmdline")
     else
@@ -68,11 +69,12 @@ run_vm() {
              -kernel "$kernel" -append "$cmdline")
     fi
     for spec in "$@"; do
-        IFS=: read -r path fmt serial ro <<<"$spec"
+        IFS=: read -r path fmt serial ro cache <<<"$spec"
+        cache=${cache:-$CACHE}
         if [ "$VMM" = kvmbox ]; then
-            cmd+=(--disk "$path,format=$fmt,serial=$serial,cache=$CACHE${ro:+,readonly=on}")
+            cmd+=(--disk "$path,format=$fmt,serial=$serial,cache=$cache${ro:+,readonly=on}")
         else
-            cmd+=(-drive "file=$path,if=none,id=d$n,format=$fmt,cache=$CACHE,discard=unmap${ro:+,readonly=on}"
+            cmd+=(-drive "file=$path,if=none,id=d$n,format=$fmt,cache=$cache,discard=unmap${ro:+,readonly=on}"
                   -device "virtio-blk-pci,drive=d$n,serial=$serial")
         fi
         n=$((n + 1))
@@ -181,9 +183,9 @@ SECTORS=$((DISK_MB * 2048))
 qemu-img create -q -f raw "$T/raw.img" "${DISK_MB}M"
 run_vm raw virtio-blk "disks=1" "$T/raw.img:raw:rw0" && check_rw raw "$T/raw.img" raw rw0
 
-# 2. qcow2
+# 2. qcow2 (cache=writeback)
 qemu-img create -q -f qcow2 "$T/q.qcow2" "${DISK_MB}M"
-run_vm qcow2 virtio-blk "disks=1" "$T/q.qcow2:qcow2:rw0" && check_rw qcow2 "$T/q.qcow2" qcow2 rw0
+run_vm qcow2 virtio-blk "disks=1" "$T/q.qcow2:qcow2:rw0::writeback" && check_rw qcow2 "$T/q.qcow2" qcow2 rw0
 
 # 3. a qcow2 overlay over a raw base that must not change
 pattern fill-ro "$T/base.raw" $SECTORS
@@ -193,13 +195,13 @@ qemu-img create -q -f qcow2 -b "$T/base.raw" -F raw "$T/overlay.qcow2"
 run_vm overlay virtio-blk "disks=1" "$T/overlay.qcow2:qcow2:rw0" && check_rw overlay "$T/overlay.qcow2" qcow2 rw0
 same_sha overlay "$T/base.raw" "$base_sha" "the overlay's base"
 
-# 4. two rw disks and a read-only one
+# 4. two rw disks (raw with cache=writeback, qcow2) and a read-only qcow2 one
 qemu-img create -q -f raw "$T/a.raw" "${DISK_MB}M"
 qemu-img create -q -f qcow2 "$T/b.qcow2" "${DISK_MB}M"
 pattern fill-ro "$T/ro.raw" $SECTORS
 qemu-img convert -q -f raw -O qcow2 "$T/ro.raw" "$T/ro.qcow2"
 ro_sha=$(sha256sum <"$T/ro.qcow2")
-if run_vm three virtio-blk "disks=3" "$T/a.raw:raw:rw0" "$T/b.qcow2:qcow2:rw1" "$T/ro.qcow2:qcow2:ro0:ro"; then
+if run_vm three virtio-blk "disks=3" "$T/a.raw:raw:rw0::writeback" "$T/b.qcow2:qcow2:rw1" "$T/ro.qcow2:qcow2:ro0:ro"; then
     check_rw three "$T/a.raw" raw rw0
     check_rw three "$T/b.qcow2" qcow2 rw1
 fi

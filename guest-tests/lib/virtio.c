@@ -243,7 +243,7 @@ int virtio_start(struct vdev *v, uint64_t want, const struct vq_placement *at)
     v->max_queue_size = max;
     if (!max)
         return -2;
-    while (size > max)
+    while (size > max || (v->queue_limit && size > v->queue_limit))
         size >>= 1;
     struct ring_mem *r = &rings[v->index];
     vq_init(&v->vq, size, r);
@@ -406,10 +406,8 @@ void irq_window(uint8_t vec, uint32_t max_us)
 {
     uint32_t before = irq_count[vec];
     uint64_t start = clock_us();
-    sti();
     while (irq_count[vec] == before && clock_us() - start < max_us)
-        pause();
-    cli();
+        __asm__ volatile("sti; hlt; cli" ::: "memory");
 }
 
 int virtio_wait(struct vdev *v, uint32_t timeout_us)
@@ -491,10 +489,16 @@ int blk_restart(struct blk *b)
 
 int blk_open(struct blk *b, struct pci_dev *p, unsigned index, uint64_t want)
 {
+    return blk_open_queue(b, p, index, want, 0);
+}
+
+int blk_open_queue(struct blk *b, struct pci_dev *p, unsigned index, uint64_t want, uint16_t queue_size)
+{
     memset(b, 0, sizeof(*b));
     int r = virtio_probe(&b->v, p, index);
     if (r)
         return r;
+    b->v.queue_limit = queue_size;
     if (!slot_mem[index]) {
         slot_mem[index] = dma_alloc(BLK_MAX_SLOTS * sizeof(struct blk_slot), 4096);
         scratch_mem[index] = dma_alloc(4096, 4096);

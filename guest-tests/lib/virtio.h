@@ -99,7 +99,8 @@ struct vdev {
     uintptr_t msix_table;
     uint64_t offered, features;
     uint8_t vec_cfg, vec_q;
-    uint16_t max_queue_size;
+    uint16_t max_queue_size;       /* what the device offers */
+    uint16_t queue_limit;          /* 0, or the most entries the driver asks for */
     bool irq;                      /* wait by interrupts rather than polling */
     struct vq vq;
 };
@@ -109,8 +110,8 @@ struct vdev {
  * with the reason printed. */
 int virtio_probe(struct vdev *v, struct pci_dev *p, unsigned index);
 /* Resets the device, negotiates (VERSION_1 plus what the device offers of want), programs
- * MSI-X (config vector 0, queue vector 1), sets up queue 0 (at most VQ_MAX entries, rings in
- * static memory unless at says otherwise) and sets DRIVER_OK. Returns 0; -1 if VERSION_1 or
+ * MSI-X (config vector 0, queue vector 1), sets up queue 0 (at most VQ_MAX and queue_limit
+ * entries, rings in static memory unless at says otherwise) and sets DRIVER_OK. Returns 0; -1 if VERSION_1 or
  * FEATURES_OK was refused, -2 for a queue or vector problem, -3 if the device asked for a
  * reset (DEVICE_NEEDS_RESET) during setup. */
 int virtio_start(struct vdev *v, uint64_t want, const struct vq_placement *at);
@@ -147,10 +148,10 @@ int virtio_wait(struct vdev *v, uint32_t timeout_us);
  * flags 0, used_event = next entry) and polling (NO_INTERRUPT, used_event behind). Only with
  * MSI-X. */
 void virtio_set_irq(struct vdev *v, bool on);
-/* Lets an interrupt pending for vector vec be taken: interrupts on until it has arrived
- * or max_us passed. A device that completes during the notify leaves its interrupts
- * pending while the driver never halts; and on an emulating host an interrupt is not taken
- * in the instruction after sti, as it is on hardware, but some instructions later. */
+/* Lets an interrupt for vector vec be taken: halts with interrupts on (the tick bounds each
+ * halt) until one has arrived or max_us passed. A device that completes during the notify
+ * leaves its interrupts pending while the driver never halts, and under an emulating KVM a
+ * pending interrupt is taken at a halt, not right after sti as on hardware. */
 void irq_window(uint8_t vec, uint32_t max_us);
 
 /* ---- virtio-blk ---- */
@@ -217,6 +218,8 @@ unsigned blk_find(const struct pci_dev *devs, unsigned n, unsigned *idx, unsigne
  * offers that this driver understands), reads its configuration and its GET_ID serial.
  * Returns 0 or a negative virtio_start()/virtio_probe() error. */
 int blk_open(struct blk *b, struct pci_dev *p, unsigned index, uint64_t want);
+/* The same with a queue of at most queue_size entries (a power of two; 0: the largest). */
+int blk_open_queue(struct blk *b, struct pci_dev *p, unsigned index, uint64_t want, uint16_t queue_size);
 /* Resets and restarts with the same features (after DEVICE_NEEDS_RESET). */
 int blk_restart(struct blk *b);
 /* Submits a request: header (type, sector), data buffers, status byte. Uses an indirect
