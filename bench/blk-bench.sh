@@ -11,7 +11,7 @@
 # IRQ (1: the guest halts until the completion interrupt; 0: it polls).
 # Numbers vary with the host; on an emulating host (PVM) guest code is slow for both VMMs.
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 BUILD=${BUILD:-build}
 export KVMBOX=${KVMBOX:-$BUILD/kvmbox}
 export GT=$BUILD/guest-tests

@@ -10,7 +10,7 @@
 # read-only images and the overlay's base have the same sha256 as before.
 # DISK_MB (default 2) sizes the disks: on an emulating host guest code is slow.
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 VMM=${KVMBOX_VMM:-kvmbox}
 [ "${1:-}" = --vmm ] && VMM=${2:-kvmbox}
 BUILD=${BUILD:-build}
@@ -64,6 +64,7 @@ run_vm() {
     if [ "$VMM" = kvmbox ]; then
         cmd=("$KVMBOX" run --kernel "$kernel" --mem "$MEM" --timeout "$TIMEOUT" --cmdline "$cmdline")
     else
+        # shellcheck disable=SC2054 # the commas are QEMU's
         cmd=(qemu-system-x86_64 -accel tcg -M q35 -m "$MEM" -nographic -no-reboot -nodefaults
              -serial stdio -monitor none -display none -device isa-debug-exit,iobase=0xf4,iosize=4
              -kernel "$kernel" -append "$cmdline")

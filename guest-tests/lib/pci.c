@@ -206,7 +206,7 @@ static uint32_t place(uint64_t size, uint32_t lo, uint32_t hi)
         bool clash = false;
         for (unsigned i = 0; i < nbusy; i++) {
             if (cand < busy[i].end && busy[i].start < cand + size) {
-                top = busy[i].start < top ? busy[i].start : top - 1;
+                top = busy[i].start; /* below cand + size <= top: the search moves down */
                 clash = true;
                 break;
             }

@@ -126,7 +126,6 @@ uint8_t virtio_status(const struct vdev *v) { return rd8(v->common + CC_STATUS);
 int virtio_probe(struct vdev *v, struct pci_dev *p, unsigned index)
 {
     *v = (struct vdev){ .pci = p, .index = index };
-    uint32_t notify_len = 0;
     if (index >= VIRTIO_MAX_DEVS)
         return -1;
     for (uint8_t c = pci_find_cap(p, PCI_CAP_VENDOR, 0); c; c = pci_find_cap(p, PCI_CAP_VENDOR, c)) {
@@ -139,7 +138,7 @@ int virtio_probe(struct vdev *v, struct pci_dev *p, unsigned index)
         if (type == CAP_COMMON && !v->common && len >= CC_LEN)
             v->common = a;
         else if (type == CAP_NOTIFY && !v->notify_base)
-            v->notify_base = a, v->notify_mult = pci_read32(p, c + 16), notify_len = len;
+            v->notify_base = a, v->notify_mult = pci_read32(p, c + 16), v->notify_len = len;
         else if (type == CAP_ISR && !v->isr)
             v->isr = a;
         else if (type == CAP_DEVICE && !v->devcfg)
@@ -150,7 +149,6 @@ int virtio_probe(struct vdev *v, struct pci_dev *p, unsigned index)
                v->common, v->notify_base, v->devcfg);
         return -1;
     }
-    (void)notify_len;
     uint8_t m = pci_find_cap(p, PCI_CAP_MSIX, 0);
     if (m) {
         uint16_t ctl = pci_read16(p, m + 2);
@@ -257,8 +255,10 @@ int virtio_start(struct vdev *v, uint64_t want, const struct vq_placement *at)
         if (rd16(v->common + CC_Q_MSIX) != 1)
             return -2;
     }
-    uint16_t noff = rd16(v->common + CC_Q_NOTIFY_OFF);
-    v->vq.notify = v->notify_base + (uintptr_t)noff * v->notify_mult;
+    uint64_t noff = (uint64_t)rd16(v->common + CC_Q_NOTIFY_OFF) * v->notify_mult;
+    if (noff + 2 > v->notify_len)
+        return -2;
+    v->vq.notify = v->notify_base + (uintptr_t)noff;
     wr16(v->common + CC_Q_ENABLE, 1);
     if (virtio_status(v) & VIRTIO_S_NEEDS_RESET)
         return -3;

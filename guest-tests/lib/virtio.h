@@ -93,7 +93,7 @@ struct vdev {
     struct pci_dev *pci;
     unsigned index;                /* picks the ring memory and the vectors */
     uintptr_t common, notify_base, isr, devcfg;
-    uint32_t notify_mult, devcfg_len;
+    uint32_t notify_mult, notify_len, devcfg_len;
     uint8_t msix_cap;
     uint16_t msix_n;
     uintptr_t msix_table;
