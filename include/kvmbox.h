@@ -31,6 +31,7 @@ struct kvmbox_disk {
     bool readonly;             /* the guest sees a read-only disk; the image is opened read-only */
     bool cache_none;           /* O_DIRECT on the image (cache=none); else the page cache */
     const char *serial;        /* reported to the guest by GET_ID (at most 20 bytes); NULL: none */
+    unsigned workers;          /* I/O threads serving this disk; 0: the default (4) */
 };
 
 struct kvmbox_config {

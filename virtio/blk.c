@@ -28,7 +28,8 @@
 #define QUEUE_SIZE 256
 #define SEG_MAX (QUEUE_SIZE - 2)
 #define SIZE_MAX_SEG (1u << 20)  /* largest segment the driver may send */
-#define NUM_WORKERS 4
+#define DEFAULT_WORKERS 4
+#define MAX_WORKERS 64
 #define MAX_DISCARD_SECTORS (1u << 22)
 
 #define VIRTIO_BLK_F_SIZE_MAX 1
@@ -64,7 +65,7 @@ struct vblk {
     struct blk_io *work_head, *work_tail, *free_list;
     unsigned inflight;
     bool stopping, quit;
-    pthread_t workers[NUM_WORKERS];
+    pthread_t workers[MAX_WORKERS];
     unsigned nworkers;
 };
 
@@ -423,7 +424,8 @@ int vblk_create(struct vm *vm, const struct kvmbox_disk *d, unsigned index, char
     b->quit_fd = eventfd(0, EFD_CLOEXEC);
     if (b->quit_fd < 0)
         return errf(err, errlen, -errno, "eventfd: %s", strerror(errno));
-    for (unsigned i = 0; i < NUM_WORKERS; i++) {
+    unsigned nworkers = d->workers ? d->workers : DEFAULT_WORKERS;
+    for (unsigned i = 0; i < nworkers && i < MAX_WORKERS; i++) {
         if ((r = pthread_create(&b->workers[i], NULL, worker, b)) != 0)
             return errf(err, errlen, -r, "cannot start an I/O thread: %s", strerror(r));
         b->nworkers++;

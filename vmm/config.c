@@ -20,7 +20,8 @@ const char config_run_usage[] =
     "  --api-sock PATH   control socket (default: RUNTIME_DIR/NAME.sock)\n"
     "  --daemonize       run in the background; console via `kvmbox console NAME`\n"
     "  --disk PATH[,format=raw|qcow2][,readonly=on][,cache=none|writeback][,serial=STR]\n"
-    "                    a virtio-blk disk (repeatable; PCI slots in the order given)\n"
+    "            [,workers=N]  a virtio-blk disk (repeatable; PCI slots in the order given;\n"
+    "                    N I/O threads, default 4)\n"
     "  -h, --help        this text\n";
 
 enum { OPT_KERNEL = 256, OPT_INITRD, OPT_CMDLINE, OPT_MEM, OPT_CPUS, OPT_NO_REBOOT, OPT_TIMEOUT,
@@ -109,11 +110,16 @@ static int disk_option(struct kvmbox_disk *d, char *kv, char *err, size_t errlen
         if (strlen(val) > 20)
             return errf(err, errlen, -EINVAL, "--disk: serial '%s' is longer than 20 bytes", val);
         d->serial = val;
+    } else if (!strcmp(kv, "workers")) {
+        uint64_t n;
+        if (parse_uint(val, 1, 64, &n) < 0)
+            return errf(err, errlen, -EINVAL, "--disk: workers must be a number from 1 to 64, not '%s'", val);
+        d->workers = (unsigned)n;
     } else if (!strcmp(kv, "file")) {
         d->path = val;
     } else {
         return errf(err, errlen, -EINVAL, "--disk: unknown option '%s' (format, readonly, cache, "
-                    "serial)", kv);
+                    "serial, workers)", kv);
     }
     return 0;
 }
