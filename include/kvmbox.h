@@ -34,6 +34,24 @@ struct kvmbox_disk {
     unsigned workers;          /* I/O threads serving this disk; 0: the default (4) */
 };
 
+/* A virtio-net NIC and the network behind it. */
+enum kvmbox_net_mode {
+    KVMBOX_NET_USER = 0,       /* NAT with DHCP and DNS (libslirp); no privileges */
+    KVMBOX_NET_TAP,            /* an existing tap device: name */
+    KVMBOX_NET_BRIDGE,         /* a new tap attached to the bridge name, removed at the end */
+    KVMBOX_NET_SEGMENT,        /* an isolated L2 segment shared by VMs that give the same name */
+};
+#define KVMBOX_MAX_NICS 8
+#define KVMBOX_MAX_HOSTFWD 16
+struct kvmbox_nic {
+    enum kvmbox_net_mode mode;
+    const char *name;          /* tap, bridge or segment name (NULL for user) */
+    bool have_mac;
+    uint8_t mac[6];            /* else derived from the VM name and the NIC's index */
+    unsigned nhostfwd;         /* user mode: "tcp|udp:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT" */
+    const char *hostfwd[KVMBOX_MAX_HOSTFWD];
+};
+
 struct kvmbox_config {
     const char *kernel;        /* bzImage, ELF with a PVH note, or multiboot ELF */
     const char *initrd;        /* optional */
@@ -50,6 +68,10 @@ struct kvmbox_config {
     const char *config_json;   /* the definition this VM was started from (dumpconfig) */
     unsigned ndisks;           /* disks, in PCI slot order */
     struct kvmbox_disk disks[KVMBOX_MAX_DISKS];
+    unsigned nnics;            /* NICs, in PCI slot order after the disks */
+    struct kvmbox_nic nics[KVMBOX_MAX_NICS];
+    const char *runtime_dir;   /* where segment sockets live; NULL: $XDG_RUNTIME_DIR/kvmbox,
+                                * /run/kvmbox for root, else /tmp/kvmbox-UID */
 };
 
 enum kvmbox_stop {

@@ -1,11 +1,11 @@
 #!/bin/sh
 # Installs the Debian packages kvmbox needs to build and test, if any are missing.
-# Build: gcc make pkg-config zlib1g-dev libjson-c-dev liburing-dev check
+# Build: gcc make pkg-config zlib1g-dev libjson-c-dev liburing-dev libslirp-dev check
 # Tests: qemu-system-x86 qemu-utils (reference peers, never runtime dependencies),
 #        acpica-tools (iasl disassembles our ACPI tables), clang + libclang-rt-14-dev (fuzzing),
 #        cpio, xz-utils, zstd, lz4 (the Linux guest), iproute2, debootstrap (image benchmark content)
 set -eu
-PKGS="gcc make pkg-config zlib1g-dev libjson-c-dev liburing-dev libseccomp-dev check
+PKGS="gcc make pkg-config zlib1g-dev libjson-c-dev liburing-dev libseccomp-dev libslirp-dev check
       qemu-system-x86 qemu-utils acpica-tools clang libclang-rt-14-dev cpio xz-utils zstd
       iproute2 ca-certificates lz4 debootstrap"
 missing=""

@@ -173,6 +173,16 @@ int virtq_pop(struct virtq *q, struct virtq_chain *c)
     return r < 0 ? r : 1;
 }
 
+void virtq_unpop(struct virtq *q, uint16_t n)
+{
+    q->last_avail = (uint16_t)(q->last_avail - n);
+}
+
+bool virtq_has_avail(struct virtq *q)
+{
+    return q->live && load16(q->avail + 2) != q->last_avail;
+}
+
 bool virtq_enable_notify(struct virtq *q)
 {
     if (!q->live)

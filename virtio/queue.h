@@ -81,6 +81,10 @@ int virtq_pop(struct virtq *q, struct virtq_chain *c);
 /* Rings on which virtq_pop returned 0: with EVENT_IDX, asks for a notification at the next
  * buffer; returns true when buffers arrived meanwhile (pop again). */
 bool virtq_enable_notify(struct virtq *q);
+/* Puts back the last N chains taken by virtq_pop (a received frame that did not fit). */
+void virtq_unpop(struct virtq *q, uint16_t n);
+/* Whether the driver has made buffers available that virtq_pop has not taken yet. */
+bool virtq_has_avail(struct virtq *q);
 /* Returns HEAD to the driver with LEN bytes written. */
 void virtq_push(struct virtq *q, uint16_t head, uint32_t len);
 /* After pushes: whether the driver wants an interrupt now (EVENT_IDX or NO_INTERRUPT). */

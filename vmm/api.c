@@ -102,8 +102,7 @@ static struct json_object *info_object(struct vm *vm)
     if (vm->initrd)
         json_object_object_add(i, "initrd", json_object_new_string(vm->initrd));
     json_object_object_add(i, "cmdline", json_object_new_string(vm->cmdline ? vm->cmdline : ""));
-    struct json_object *def = vm->cfg.config_json ? json_tokener_parse(vm->cfg.config_json) : NULL;
-    struct json_object *nets = NULL, *disks = json_object_new_array();
+    struct json_object *disks = json_object_new_array();
     for (unsigned d = 0; d < vm->cfg.ndisks; d++) {
         const struct kvmbox_disk *k = &vm->cfg.disks[d];
         struct json_object *o = json_object_new_object();
@@ -119,11 +118,19 @@ static struct json_object *info_object(struct vm *vm)
         json_object_array_add(disks, o);
     }
     json_object_object_add(i, "disks", disks);
-    if (def && json_object_object_get_ex(def, "nets", &nets))
-        json_object_object_add(i, "nets", json_object_get(nets));
-    else
-        json_object_object_add(i, "nets", json_object_new_array());
-    json_object_put(def);
+    struct json_object *nics = json_object_new_array();
+    for (unsigned k = 0; k < vm->cfg.nnics; k++) {
+        struct json_object *o = json_object_new_object();
+        const uint8_t *m = vm->nic_info[k].mac;
+        char mac[24], slot[16];
+        snprintf(mac, sizeof(mac), "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5]);
+        snprintf(slot, sizeof(slot), "00:%02x.0", vm->nic_info[k].slot);
+        json_object_object_add(o, "mac", json_object_new_string(mac));
+        json_object_object_add(o, "backend", json_object_new_string(vm->nic_info[k].desc));
+        json_object_object_add(o, "pci", json_object_new_string(slot));
+        json_object_array_add(nics, o);
+    }
+    json_object_object_add(i, "nics", nics);
     return i;
 }
 

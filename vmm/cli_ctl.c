@@ -149,7 +149,7 @@ static int cmd_info(int argc, char **argv)
                jstr(info, "name", name), jstr(info, "state", "?"), (long long)jint(info, "pid"),
                (long long)jint(info, "cpus"), mem, uptime, (long long)jint(info, "reboots"),
                jstr(info, "kernel", ""), jstr(info, "cmdline", ""));
-        const char *keys[] = { "disks", "nets" }, *labels[] = { "Disk:     ", "NIC:      " };
+        const char *keys[] = { "disks", "nics" }, *labels[] = { "Disk:     ", "NIC:      " };
         for (int k = 0; k < 2; k++) {
             struct json_object *arr;
             if (!json_object_object_get_ex(info, keys[k], &arr))
@@ -164,6 +164,9 @@ static int cmd_info(int argc, char **argv)
                     printf("%s%s (%s, %s, %s, cache=%s, serial '%s', pci %s)\n", labels[k],
                            jstr(e, "path", "?"), jstr(e, "format", "?"), sz, readonly ? "ro" : "rw",
                            jstr(e, "cache", "?"), jstr(e, "serial", ""), jstr(e, "pci", "?"));
+                } else if (k == 1 && json_object_is_type(e, json_type_object)) {
+                    printf("%s%s %s (pci %s)\n", labels[k], jstr(e, "mac", "?"), jstr(e, "backend", "?"),
+                           jstr(e, "pci", "?"));
                 } else {
                     printf("%s%s\n", labels[k], json_object_get_string(e));
                 }

@@ -91,6 +91,9 @@ static int run_vm(struct kvmbox_vm *vm, bool console)
 static int create_vm(struct run_options *o, struct kvmbox_vm **vm, char *msg, size_t len)
 {
     struct kvmbox_result res;
+    char rt[2048];
+    if (!o->vm.runtime_dir && cli_runtime_dir(rt, sizeof(rt)) == 0)
+        o->vm.runtime_dir = rt; /* segments live next to the control sockets */
     if (kvmbox_vm_create(&o->vm, vm, &res) < 0) {
         snprintf(msg, len, "%s", res.message);
         return res.config_error ? KVMBOX_EXIT_USAGE : KVMBOX_EXIT_FAILURE;

@@ -1,6 +1,8 @@
 #include "vmm/config.h"
 
+#include <ctype.h>
 #include <errno.h>
+#include <stdio.h>
 #include <getopt.h>
 #include <stdint.h>
 #include <string.h>
@@ -22,10 +24,15 @@ const char config_run_usage[] =
     "  --disk PATH[,format=raw|qcow2][,readonly=on][,cache=none|writeback][,serial=STR]\n"
     "            [,workers=N]  a virtio-blk disk (repeatable; PCI slots in the order given;\n"
     "                    N I/O threads, default 4)\n"
+    "  --net [user][,hostfwd=tcp|udp:[ADDR]:HOSTPORT-[GADDR]:GPORT]...[,mac=MAC]\n"
+    "  --net tap,ifname=NAME | bridge=BR | segment=NAME [,mac=MAC]\n"
+    "                    a virtio-net NIC (repeatable): user-mode NAT (no privileges), an\n"
+    "                    existing tap, a new tap on bridge BR, or an isolated segment that\n"
+    "                    VMs join by name\n"
     "  -h, --help        this text\n";
 
 enum { OPT_KERNEL = 256, OPT_INITRD, OPT_CMDLINE, OPT_MEM, OPT_CPUS, OPT_NO_REBOOT, OPT_TIMEOUT,
-       OPT_NAME, OPT_API_SOCK, OPT_DAEMONIZE, OPT_UUID, OPT_DISK };
+       OPT_NAME, OPT_API_SOCK, OPT_DAEMONIZE, OPT_UUID, OPT_DISK, OPT_NET };
 
 static const struct option run_opts[] = {
     { "kernel", required_argument, NULL, OPT_KERNEL },
@@ -44,6 +51,8 @@ static const struct option run_opts[] = {
     { "uuid", required_argument, NULL, OPT_UUID },
     { "disk", required_argument, NULL, OPT_DISK },
     { "drive", required_argument, NULL, OPT_DISK },
+    { "net", optional_argument, NULL, OPT_NET },
+    { "nic", optional_argument, NULL, OPT_NET },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
 };
@@ -147,6 +156,87 @@ int config_parse_disk(const char *spec, struct kvmbox_disk *d, char *buf, size_t
     return 0;
 }
 
+static int parse_mac(const char *s, uint8_t mac[6])
+{
+    unsigned v[6];
+    char tail;
+    if (strlen(s) != 17 ||
+        sscanf(s, "%2x:%2x:%2x:%2x:%2x:%2x%c", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &tail) != 6)
+        return -EINVAL;
+    for (int i = 0; i < 6; i++) {
+        if (!isxdigit((unsigned char)s[3 * i]) || !isxdigit((unsigned char)s[3 * i + 1]))
+            return -EINVAL;
+        mac[i] = (uint8_t)v[i];
+    }
+    return mac[0] & 1 ? -EINVAL : 0; /* a multicast address cannot be a NIC's */
+}
+
+static int nic_option(struct kvmbox_nic *n, char *kv, bool first, char *err, size_t errlen)
+{
+    char *val = strchr(kv, '=');
+    if (val)
+        *val++ = '\0';
+    if (first && !val) {
+        if (!strcmp(kv, "user"))
+            n->mode = KVMBOX_NET_USER;
+        else if (!strcmp(kv, "tap"))
+            n->mode = KVMBOX_NET_TAP;
+        else
+            return errf(err, errlen, -EINVAL, "--net: unknown mode '%s' (user, tap, bridge=BR, "
+                        "segment=NAME)", kv);
+        return 0;
+    }
+    if (!val || !*val)
+        return errf(err, errlen, -EINVAL, "--net: option '%s' needs a value", kv);
+    if (first && !strcmp(kv, "bridge")) {
+        n->mode = KVMBOX_NET_BRIDGE, n->name = val;
+    } else if (first && !strcmp(kv, "segment")) {
+        n->mode = KVMBOX_NET_SEGMENT, n->name = val;
+    } else if (!strcmp(kv, "ifname")) {
+        n->name = val;
+    } else if (!strcmp(kv, "mac")) {
+        if (parse_mac(val, n->mac) < 0)
+            return errf(err, errlen, -EINVAL, "--net: malformed MAC address '%s' (want six "
+                        "hex bytes like 52:54:00:12:34:56, not a multicast address)", val);
+        n->have_mac = true;
+    } else if (!strcmp(kv, "hostfwd")) {
+        if (n->nhostfwd == KVMBOX_MAX_HOSTFWD)
+            return errf(err, errlen, -EINVAL, "--net: more than %d hostfwd rules", KVMBOX_MAX_HOSTFWD);
+        if (strncmp(val, "tcp:", 4) && strncmp(val, "udp:", 4))
+            return errf(err, errlen, -EINVAL, "--net: hostfwd '%s' must start with tcp: or udp:", val);
+        n->hostfwd[n->nhostfwd++] = val;
+    } else {
+        return errf(err, errlen, -EINVAL, "--net: unknown option '%s' (mac, hostfwd, ifname)", kv);
+    }
+    return 0;
+}
+
+int config_parse_nic(const char *spec, struct kvmbox_nic *n, char *buf, size_t buflen, char *err,
+                     size_t errlen)
+{
+    memset(n, 0, sizeof(*n));
+    if (!spec)
+        spec = "";
+    if (strlen(spec) + 1 > buflen)
+        return errf(err, errlen, -EINVAL, "--net: value too long");
+    memcpy(buf, spec, strlen(spec) + 1);
+    bool first = true;
+    for (char *save = NULL, *kv = strtok_r(buf, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+        /* A first field that is an option (mac=, hostfwd=) means user mode. */
+        bool lead = first && strncmp(kv, "mac=", 4) && strncmp(kv, "hostfwd=", 8);
+        if (nic_option(n, kv, lead, err, errlen) < 0)
+            return -EINVAL;
+        first = false;
+    }
+    if (n->mode == KVMBOX_NET_TAP && !n->name)
+        return errf(err, errlen, -EINVAL, "--net tap needs ifname=NAME (an existing tap device)");
+    if ((n->mode == KVMBOX_NET_TAP || n->mode == KVMBOX_NET_BRIDGE) && strlen(n->name) >= 16)
+        return errf(err, errlen, -EINVAL, "--net: interface name '%s' is longer than 15 bytes", n->name);
+    if (n->nhostfwd && n->mode != KVMBOX_NET_USER)
+        return errf(err, errlen, -EINVAL, "--net: hostfwd is for user mode only");
+    return 0;
+}
+
 static int apply(int c, const char *arg, struct run_options *o, char *err, size_t errlen)
 {
     uint64_t v;
@@ -160,6 +250,14 @@ static int apply(int c, const char *arg, struct run_options *o, char *err, size_
     case OPT_DAEMONIZE: o->daemonize = true; return 0;
     case OPT_UUID: return 0; /* kept in definitions; nothing in the machine uses it yet */
     case 'h': o->help = true; return 0;
+    case OPT_NET:
+        if (o->vm.nnics == KVMBOX_MAX_NICS)
+            return errf(err, errlen, -EINVAL, "more than %d NICs", KVMBOX_MAX_NICS);
+        if (config_parse_nic(arg, &o->vm.nics[o->vm.nnics], o->nic_text[o->vm.nnics],
+                             sizeof(o->nic_text[0]), err, errlen) < 0)
+            return -EINVAL;
+        o->vm.nnics++;
+        return 0;
     case OPT_DISK:
         if (o->vm.ndisks == KVMBOX_MAX_DISKS)
             return errf(err, errlen, -EINVAL, "more than %d disks", KVMBOX_MAX_DISKS);
@@ -210,7 +308,12 @@ int config_parse_run(int argc, char **argv, struct run_options *o, char *err, si
             return errf(err, errlen, -EINVAL, "unknown option '%s'", argv[optind - 1]);
         if (c == ':')
             return errf(err, errlen, -EINVAL, "option '%s' needs a value", argv[optind - 1]);
-        int r = apply(c, optarg, o, err, errlen);
+        const char *arg = optarg;
+        /* --net takes an optional value: "--net" alone is user mode; "--net VALUE" is
+         * accepted as well as "--net=VALUE". */
+        if (c == OPT_NET && !arg && optind < argc && argv[optind][0] != '-')
+            arg = argv[optind++];
+        int r = apply(c, arg, o, err, errlen);
         if (r < 0)
             return r;
     }

@@ -17,7 +17,14 @@ struct run_options {
     bool help;
     bool daemonize;
     char disk_text[KVMBOX_MAX_DISKS][DISK_SPEC_MAX]; /* --disk values, split in place */
+    char nic_text[KVMBOX_MAX_NICS][1024];             /* --net values, split in place */
 };
+
+/* Parses one --net value: [user][,hostfwd=...]... | tap,ifname=NAME | bridge=BR |
+ * segment=NAME, each with [,mac=XX:XX:XX:XX:XX:XX]. Empty means user. The strings N gets
+ * point into BUF. Returns 0 or -EINVAL with ERR naming the problem. */
+int config_parse_nic(const char *spec, struct kvmbox_nic *n, char *buf, size_t buflen,
+                     char *err, size_t errlen) __attribute__((warn_unused_result));
 
 /* Parses one --disk value: PATH[,format=raw|qcow2][,readonly=on|off][,cache=none|writeback]
  * [,serial=STR] (",," is a comma inside the path, as with QEMU). The strings D gets point

@@ -27,6 +27,7 @@
 #include "vmm/layout.h"
 #include "vmm/util.h"
 #include "virtio/blk.h"
+#include "virtio/net.h"
 #include "vmm/vcpu.h"
 
 #define MIN_MEM (8ULL << 20)
@@ -297,6 +298,13 @@ static int devices_create(struct vm *vm, char *err, size_t errlen)
             return r;
         }
     }
+    for (unsigned i = 0; i < vm->cfg.nnics; i++) {
+        r = vnet_create(vm, &vm->cfg.nics[i], i, err, errlen);
+        if (r < 0) {
+            vm->config_error = r != -ENOMEM;
+            return r;
+        }
+    }
     return 0;
 }
 
@@ -366,6 +374,17 @@ static int vm_init_state(struct vm *vm, const struct kvmbox_config *cfg)
         d->format = vm->disk_strs[i][1] = dup_or_null(cfg->disks[i].format, &fail);
         d->serial = vm->disk_strs[i][2] = dup_or_null(cfg->disks[i].serial, &fail);
     }
+    if (cfg->nnics > KVMBOX_MAX_NICS)
+        return -EINVAL;
+    for (unsigned i = 0; i < cfg->nnics; i++) {
+        struct kvmbox_nic *n = &vm->cfg.nics[i];
+        if (n->nhostfwd > KVMBOX_MAX_HOSTFWD)
+            return -EINVAL;
+        n->name = vm->nic_strs[i][0] = dup_or_null(cfg->nics[i].name, &fail);
+        for (unsigned j = 0; j < n->nhostfwd; j++)
+            n->hostfwd[j] = vm->nic_strs[i][1 + j] = dup_or_null(cfg->nics[i].hostfwd[j], &fail);
+    }
+    vm->cfg.runtime_dir = vm->runtime_dir = dup_or_null(cfg->runtime_dir, &fail);
     vm->out_event_fd = -1;
     pthread_mutex_init(&vm->lock, NULL);
     pthread_cond_init(&vm->cond, NULL);
@@ -387,6 +406,10 @@ static void vm_free_state(struct vm *vm)
     for (unsigned i = 0; i < KVMBOX_MAX_DISKS; i++)
         for (unsigned j = 0; j < 3; j++)
             free(vm->disk_strs[i][j]);
+    for (unsigned i = 0; i < KVMBOX_MAX_NICS; i++)
+        for (unsigned j = 0; j < 1 + KVMBOX_MAX_HOSTFWD; j++)
+            free(vm->nic_strs[i][j]);
+    free(vm->runtime_dir);
     free(vm->vcpus);
     ring_free(&vm->out_ring);
     if (vm->out_event_fd >= 0)

@@ -53,6 +53,13 @@ struct vm {
         unsigned slot;            /* PCI slot on bus 0 */
         uint64_t size;            /* bytes the guest sees */
     } disk_info[KVMBOX_MAX_DISKS];
+    char *nic_strs[KVMBOX_MAX_NICS][1 + KVMBOX_MAX_HOSTFWD]; /* name, hostfwd rules */
+    struct {
+        uint8_t mac[6];
+        unsigned slot;
+        char desc[160];           /* the backend, as `kvmbox info` shows it */
+    } nic_info[KVMBOX_MAX_NICS];
+    char *runtime_dir;
 
     int kvm_fd;
     int vm_fd;                    /* -1 while the machine is being rebuilt */
