@@ -84,6 +84,11 @@ static void config_interrupt(struct virtio_dev *vd)
     raise_vector(vd, __atomic_load_n(&vd->config_vector, __ATOMIC_RELAXED), 2);
 }
 
+void virtio_config_changed(struct virtio_dev *vd)
+{
+    config_interrupt(vd);
+}
+
 bool virtio_running(struct virtio_dev *vd)
 {
     uint8_t s = __atomic_load_n(&vd->status, __ATOMIC_ACQUIRE);

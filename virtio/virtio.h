@@ -110,6 +110,8 @@ static inline bool virtio_has(const struct virtio_dev *vd, unsigned bit)
 bool virtio_running(struct virtio_dev *vd);
 /* Interrupts the driver for queue QI (MSI-X vector or INTx), honouring masks. */
 void virtio_notify(struct virtio_dev *vd, unsigned qi);
+/* The device configuration changed: a configuration interrupt. */
+void virtio_config_changed(struct virtio_dev *vd);
 /* A malformed ring or request: sets DEVICE_NEEDS_RESET and tells the driver (config
  * interrupt). The queue takes no more requests until the driver resets the device. WHY is
  * logged, at most VIRTIO_MAX_ERROR_LOGS times per device (a guest must not flood the log). */

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "devices/devices.h"
+#include "virtio/balloon.h"
 #include "vmm/util.h"
 #include "vmm/vm.h"
 
@@ -86,6 +87,8 @@ static const char *vm_state(struct vm *vm)
     return vm->paused ? "paused" : "running";
 }
 
+static struct json_object *balloon_object(struct vm *vm);
+
 static struct json_object *info_object(struct vm *vm)
 {
     struct json_object *i = json_object_new_object();
@@ -131,7 +134,67 @@ static struct json_object *info_object(struct vm *vm)
         json_object_array_add(nics, o);
     }
     json_object_object_add(i, "nics", nics);
+    if (vm->balloon)
+        json_object_object_add(i, "balloon", balloon_object(vm));
     return i;
+}
+
+static struct json_object *balloon_object(struct vm *vm)
+{
+    struct balloon_info b;
+    vballoon_get_info(vm->balloon, &b);
+    struct json_object *o = json_object_new_object();
+    json_object_object_add(o, "target", json_object_new_int64((int64_t)b.target));
+    json_object_object_add(o, "actual", json_object_new_int64((int64_t)b.actual));
+    json_object_object_add(o, "released", json_object_new_int64((int64_t)b.released));
+    json_object_object_add(o, "reported", json_object_new_int64((int64_t)b.reported));
+    json_object_object_add(o, "free_page_reporting", json_object_new_boolean(b.reporting));
+    json_object_object_add(o, "stats_interval", json_object_new_int((int)b.stats_interval));
+    struct json_object *s = json_object_new_object();
+    static const char *const names[] = { "swap_in", "swap_out", "major_faults", "minor_faults",
+                                         "free", "total", "available", "caches" };
+    const int64_t v[] = { b.stats.swap_in, b.stats.swap_out, b.stats.major_faults,
+                          b.stats.minor_faults, b.stats.free, b.stats.total, b.stats.available,
+                          b.stats.caches };
+    for (int k = 0; k < 8; k++)
+        if (b.stats.age_ms != UINT64_MAX && v[k] >= 0)
+            json_object_object_add(s, names[k], json_object_new_int64(v[k]));
+    if (b.stats.age_ms != UINT64_MAX)
+        json_object_object_add(s, "age_ms", json_object_new_int64((int64_t)b.stats.age_ms));
+    json_object_object_add(o, "stats", s);
+    return o;
+}
+
+/* {"request":"balloon", "target": BYTES, "stats_interval": SECONDS}: either or both. */
+static struct json_object *balloon_request(struct vm *vm, struct json_object *req, char **reply)
+{
+    if (!vm->balloon) {
+        *reply = reply_error("this VM has no balloon device (it was started with --balloon off)");
+        return NULL;
+    }
+    struct json_object *t, *si;
+    bool has_t = json_object_object_get_ex(req, "target", &t);
+    bool has_si = json_object_object_get_ex(req, "stats_interval", &si);
+    if ((has_t && !json_object_is_type(t, json_type_int)) ||
+        (has_si && !json_object_is_type(si, json_type_int))) {
+        *reply = reply_error("target (bytes) and stats_interval (seconds) are integers");
+        return NULL;
+    }
+    if (has_si && (json_object_get_int64(si) < 0 || json_object_get_int64(si) > 86400)) {
+        *reply = reply_error("stats_interval must be 0 to 86400 seconds");
+        return NULL;
+    }
+    char err[256];
+    if (has_t && (json_object_get_int64(t) < 0 ||
+                  vballoon_set_target(vm->balloon, (uint64_t)json_object_get_int64(t), err, sizeof(err)) < 0)) {
+        *reply = reply_error("%s", json_object_get_int64(t) < 0 ? "target must not be negative" : err);
+        return NULL;
+    }
+    if (has_si)
+        vballoon_set_stats_interval(vm->balloon, (unsigned)json_object_get_int64(si));
+    struct json_object *o = ok_object();
+    json_object_object_add(o, "balloon", balloon_object(vm));
+    return o;
 }
 
 /* ---- request dispatch --------------------------------------------------------------- */
@@ -191,6 +254,9 @@ enum api_action api_handle(struct vm *vm, const char *line, size_t len, char **r
     } else if (!strcmp(c, "kill")) {
         vm_request_stop(vm, KVMBOX_STOP_KILLED, 0, "killed through the API");
         o = ok_object();
+    } else if (!strcmp(c, "balloon")) {
+        *reply = NULL;
+        o = balloon_request(vm, req, reply);
     } else if (!strcmp(c, "config")) {
         struct json_object *def = vm->cfg.config_json ? json_tokener_parse(vm->cfg.config_json) : NULL;
         o = ok_object();

@@ -125,7 +125,13 @@ static int read_line(int fd, char *buf, size_t len)
 struct json_object *cli_request_fd(int fd, const char *req, char *err, size_t errlen)
 {
     char line[API_MAX_MESSAGE];
-    int n = snprintf(line, sizeof(line), "{\"request\":\"%s\"}\n", req);
+    /* A bare verb, or a whole request object. */
+    int n = req[0] == '{' ? snprintf(line, sizeof(line), "%s\n", req)
+                          : snprintf(line, sizeof(line), "{\"request\":\"%s\"}\n", req);
+    if (n < 0 || (size_t)n >= sizeof(line)) {
+        errf(err, errlen, -E2BIG, "request too long");
+        return NULL;
+    }
     if (write_full(fd, line, (size_t)n) < 0) {
         errf(err, errlen, -EIO, "lost the connection to the VM");
         return NULL;

@@ -173,6 +173,29 @@ static int cmd_info(int argc, char **argv)
             }
         }
     }
+    if (!json) {
+        struct json_object *b, *st;
+        if (json_object_object_get_ex(info, "balloon", &b)) {
+            char t[32], a[32], r[32];
+            format_size((uint64_t)jint(b, "target"), t, sizeof(t));
+            format_size((uint64_t)jint(b, "actual"), a, sizeof(a));
+            format_size((uint64_t)jint(b, "released"), r, sizeof(r));
+            printf("Balloon:  target %s, guest holds %s, %s given back to the host\n", t, a, r);
+            if (json_object_object_get_ex(b, "stats", &st) && json_object_object_length(st) > 0) {
+                printf("Guest:   ");
+                json_object_object_foreach(st, k, v) {
+                    if (!strcmp(k, "age_ms") || strstr(k, "faults") || strstr(k, "swap")) {
+                        printf(" %s %lld", k, (long long)json_object_get_int64(v));
+                        continue;
+                    }
+                    char sz[32];
+                    format_size((uint64_t)json_object_get_int64(v), sz, sizeof(sz));
+                    printf(" %s %s", k, sz);
+                }
+                printf(" (every %lld s)\n", (long long)jint(b, "stats_interval"));
+            }
+        }
+    }
     json_object_put(info);
     return CLI_OK;
 }
@@ -300,8 +323,49 @@ static int simple_verb(const char *verb, int argc, char **argv)
     return CLI_OK;
 }
 
+/* kvmbox balloon NAME [SIZE] [--stats-interval S] */
+static int cmd_balloon(int argc, char **argv)
+{
+    const char *name = NULL, *size = NULL, *interval = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--stats-interval") && i + 1 < argc)
+            interval = argv[++i];
+        else if (!name)
+            name = argv[i];
+        else if (!size)
+            size = argv[i];
+        else
+            name = NULL, i = argc;
+    }
+    uint64_t bytes = 0, secs = 0;
+    if (!name || (!size && !interval) || (size && parse_size(size, &bytes) < 0) ||
+        (interval && parse_uint(interval, 0, 86400, &secs) < 0)) {
+        fprintf(stderr, "usage: kvmbox balloon NAME [SIZE] [--stats-interval SECONDS]\n"
+                        "  SIZE: the memory the guest should keep, like 512M (a bare number is MiB)\n");
+        return CLI_USAGE;
+    }
+    if (size && strspn(size, "0123456789") == strlen(size))
+        bytes <<= 20; /* as with --mem and virsh setmem: a bare number is MiB */
+    char req[256], err[512];
+    int n = snprintf(req, sizeof(req), "{\"request\":\"balloon\"");
+    if (size)
+        n += snprintf(req + n, sizeof(req) - (size_t)n, ",\"target\":%llu", (unsigned long long)bytes);
+    if (interval)
+        n += snprintf(req + n, sizeof(req) - (size_t)n, ",\"stats_interval\":%llu", (unsigned long long)secs);
+    snprintf(req + n, sizeof(req) - (size_t)n, "}");
+    struct json_object *r = cli_request(name, req, err, sizeof(err));
+    if (!r) {
+        fprintf(stderr, "kvmbox: %s\n", err);
+        return CLI_FAIL;
+    }
+    json_object_put(r);
+    return CLI_OK;
+}
+
 int cmd_ctl(const char *verb, int argc, char **argv)
 {
+    if (!strcmp(verb, "balloon"))
+        return cmd_balloon(argc, argv);
     if (!strcmp(verb, "list"))
         return cmd_list(argc, argv);
     if (!strcmp(verb, "info"))

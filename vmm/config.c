@@ -29,10 +29,11 @@ const char config_run_usage[] =
     "                    a virtio-net NIC (repeatable): user-mode NAT (no privileges), an\n"
     "                    existing tap, a new tap on bridge BR, or an isolated segment that\n"
     "                    VMs join by name\n"
+    "  --balloon on|off  the virtio-balloon device (default on; `kvmbox balloon NAME SIZE`)\n"
     "  -h, --help        this text\n";
 
 enum { OPT_KERNEL = 256, OPT_INITRD, OPT_CMDLINE, OPT_MEM, OPT_CPUS, OPT_NO_REBOOT, OPT_TIMEOUT,
-       OPT_NAME, OPT_API_SOCK, OPT_DAEMONIZE, OPT_UUID, OPT_DISK, OPT_NET };
+       OPT_NAME, OPT_API_SOCK, OPT_DAEMONIZE, OPT_UUID, OPT_DISK, OPT_NET, OPT_BALLOON };
 
 static const struct option run_opts[] = {
     { "kernel", required_argument, NULL, OPT_KERNEL },
@@ -52,6 +53,7 @@ static const struct option run_opts[] = {
     { "disk", required_argument, NULL, OPT_DISK },
     { "drive", required_argument, NULL, OPT_DISK },
     { "net", optional_argument, NULL, OPT_NET },
+    { "balloon", required_argument, NULL, OPT_BALLOON },
     { "nic", optional_argument, NULL, OPT_NET },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
@@ -250,6 +252,13 @@ static int apply(int c, const char *arg, struct run_options *o, char *err, size_
     case OPT_DAEMONIZE: o->daemonize = true; return 0;
     case OPT_UUID: return 0; /* kept in definitions; nothing in the machine uses it yet */
     case 'h': o->help = true; return 0;
+    case OPT_BALLOON: {
+        bool on;
+        if (!parse_bool(arg, &on))
+            return bad_value(err, errlen, "balloon", arg, "expected on or off");
+        o->vm.no_balloon = !on;
+        return 0;
+    }
     case OPT_NET:
         if (o->vm.nnics == KVMBOX_MAX_NICS)
             return errf(err, errlen, -EINVAL, "more than %d NICs", KVMBOX_MAX_NICS);

@@ -10,6 +10,7 @@ void gm_layout(struct guest_mem *gm, uint8_t *base, uint64_t ram_size)
 {
     memset(gm, 0, sizeof(*gm));
     gm->base = base;
+    gm->page_size = 4096;
     gm->ram_size = ram_size;
     uint64_t low = ram_size < LAYOUT_MMIO_START ? ram_size : LAYOUT_MMIO_START;
     gm->regions[gm->nregions++] = (struct gm_region){ 0, low, base };
@@ -68,6 +69,21 @@ int gm_read(const struct guest_mem *gm, void *dst, uint64_t gpa, uint64_t len)
         return -EFAULT;
     memcpy(dst, p, len);
     return 0;
+}
+
+int64_t gm_discard(struct guest_mem *gm, uint64_t gpa, uint64_t len)
+{
+    uint8_t *p = gm_ptr(gm, gpa, len);
+    if (!p)
+        return -EFAULT;
+    uint64_t ps = gm->page_size ? gm->page_size : 4096;
+    uintptr_t a = ((uintptr_t)p + ps - 1) & ~(uintptr_t)(ps - 1);
+    uintptr_t e = ((uintptr_t)p + len) & ~(uintptr_t)(ps - 1);
+    if (e <= a)
+        return 0;
+    if (madvise((void *)a, e - a, MADV_DONTNEED) < 0)
+        return -errno;
+    return (int64_t)(e - a);
 }
 
 void gm_discard_all(struct guest_mem *gm)

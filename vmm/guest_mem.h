@@ -16,6 +16,7 @@ struct gm_region {
 
 struct guest_mem {
     uint8_t *base;          /* one mapping backs all regions */
+    uint64_t page_size;     /* host page size of the mapping: 4 KiB, or 2 MiB for hugetlbfs */
     uint64_t ram_size;      /* bytes of RAM in all regions together */
     unsigned nregions;
     struct gm_region regions[GM_MAX_REGIONS];
@@ -32,6 +33,10 @@ void *gm_ptr(const struct guest_mem *gm, uint64_t gpa, uint64_t len);
 /* Copies into / out of guest RAM; -EFAULT when the range is not wholly RAM. */
 int gm_write(const struct guest_mem *gm, uint64_t gpa, const void *src, uint64_t len);
 int gm_read(const struct guest_mem *gm, void *dst, uint64_t gpa, uint64_t len);
+/* Gives [gpa, gpa+len) back to the host (whole host pages inside it; with huge pages, whole
+ * huge pages only); it reads as zeroes when touched again. Returns the bytes released, or
+ * -EFAULT when the range is not RAM. */
+int64_t gm_discard(struct guest_mem *gm, uint64_t gpa, uint64_t len);
 /* Gives all RAM back to the host; it reads as zeroes afterwards. */
 void gm_discard_all(struct guest_mem *gm);
 /* Highest RAM address below 4 GiB (exclusive). */

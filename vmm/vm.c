@@ -26,6 +26,7 @@
 #include "vmm/kvm.h"
 #include "vmm/layout.h"
 #include "vmm/util.h"
+#include "virtio/balloon.h"
 #include "virtio/blk.h"
 #include "virtio/net.h"
 #include "vmm/vcpu.h"
@@ -305,6 +306,8 @@ static int devices_create(struct vm *vm, char *err, size_t errlen)
             return r;
         }
     }
+    if (!vm->cfg.no_balloon)
+        return vballoon_create(vm, &vm->balloon, err, errlen);
     return 0;
 }
 

@@ -107,6 +107,7 @@ struct vm {
     pthread_rwlock_t irq_lock;    /* held for reading while injecting, for writing while vm_fd changes */
     struct irq_state irq;         /* MSI routes, irqfds, ioeventfds: re-attached to each KVM VM */
     struct pci_host *pci;
+    struct vballoon *balloon;     /* NULL with --balloon off */
 };
 
 /* Devices call these (from vCPU or I/O threads). */
