@@ -145,9 +145,9 @@ static int cmd_info(int argc, char **argv)
         struct json_object *up;
         double uptime = json_object_object_get_ex(info, "uptime", &up) ? json_object_get_double(up) : 0;
         printf("Name:     %s\nState:    %s\nPID:      %lld\nvCPUs:    %lld\nMemory:   %s\n"
-               "Uptime:   %.1f s\nReboots:  %lld\nKernel:   %s\nCmdline:  %s\n",
+               "Huge pages: %s\nUptime:   %.1f s\nReboots:  %lld\nKernel:   %s\nCmdline:  %s\n",
                jstr(info, "name", name), jstr(info, "state", "?"), (long long)jint(info, "pid"),
-               (long long)jint(info, "cpus"), mem, uptime, (long long)jint(info, "reboots"),
+               (long long)jint(info, "cpus"), mem, jstr(info, "hugepages", "off"), uptime, (long long)jint(info, "reboots"),
                jstr(info, "kernel", ""), jstr(info, "cmdline", ""));
         const char *keys[] = { "disks", "nics" }, *labels[] = { "Disk:     ", "NIC:      " };
         for (int k = 0; k < 2; k++) {

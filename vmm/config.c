@@ -14,7 +14,8 @@ const char config_run_usage[] =
     "  --kernel PATH     bzImage, ELF kernel with a PVH note, or multiboot kernel\n"
     "  --initrd PATH     initial ramdisk (Linux) or first module (PVH, multiboot)\n"
     "  --cmdline STR     kernel command line (default: \"" DEFAULT_CMDLINE "\")\n"
-    "  --mem SIZE        guest RAM, with K/M/G suffix (default 256M)\n"
+    "  --mem SIZE[,hugepages=on]  guest RAM, with K/M/G suffix (default 256M); huge pages\n"
+    "                    from hugetlbfs (else transparent huge pages, else an error)\n"
     "  --cpus N          number of vCPUs (default 1)\n"
     "  --no-reboot       a guest reset ends kvmbox (status 0) instead of rebooting\n"
     "  --timeout SECS    stop the guest after SECS seconds (status 124)\n"
@@ -275,7 +276,18 @@ static int apply(int c, const char *arg, struct run_options *o, char *err, size_
             return -EINVAL;
         o->vm.ndisks++;
         return 0;
-    case OPT_MEM:
+    case OPT_MEM: {
+        /* SIZE[,hugepages=on|off] */
+        char size[64];
+        const char *comma = strchr(arg, ',');
+        snprintf(size, sizeof(size), "%.*s", comma ? (int)(comma - arg) : (int)strlen(arg), arg);
+        if (comma) {
+            bool on;
+            if (strncmp(comma + 1, "hugepages=", 10) || !parse_bool(comma + 11, &on))
+                return bad_value(err, errlen, "mem", arg, "expected SIZE or SIZE,hugepages=on|off");
+            o->vm.hugepages = on;
+        }
+        arg = size;
         if (parse_size(arg, &v) < 0 || v == 0)
             return bad_value(err, errlen, "mem", arg, "expected a size like 512M or 2G");
         /* A bare number means MiB, as with qemu -m. */
@@ -286,6 +298,7 @@ static int apply(int c, const char *arg, struct run_options *o, char *err, size_
         }
         o->vm.mem_size = v;
         return 0;
+    }
     case OPT_CPUS:
         if (parse_uint(arg, 1, 4096, &v) < 0)
             return bad_value(err, errlen, "cpus", arg, "expected a number from 1 to 4096");

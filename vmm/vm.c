@@ -472,9 +472,15 @@ int kvmbox_vm_create(const struct kvmbox_config *cfg, struct kvmbox_vm **out,
         irq_probe(vm);
     if (r == 0 && (r = check_cpus(vm, err, sizeof(err))) < 0)
         vm->config_error = true;
-    if (r == 0 && (r = gm_init(&vm->mem, cfg->mem_size)) < 0)
+    char note[256] = "";
+    if (r == 0 && (r = gm_init(&vm->mem, cfg->mem_size, cfg->hugepages, note, sizeof(note), err,
+                               sizeof(err))) < 0 && !err[0])
         snprintf(err, sizeof(err), "cannot map %llu MiB of guest memory: %s",
                  (unsigned long long)(cfg->mem_size >> 20), strerror(-r));
+    if (r == 0 && note[0])
+        fprintf(stderr, "kvmbox: note: %s\n", note);
+    if (r < 0 && cfg->hugepages)
+        vm->config_error = true;
     if (r == 0)
         r = devices_create(vm, err, sizeof(err));
     if (r == 0 && vm->api_sock && (r = api_start(vm, vm->api_sock, &vm->api, err, sizeof(err))) < 0)
