@@ -16,6 +16,7 @@ struct ring_mem {
     struct vring_avail avail __attribute__((aligned(64)));
 };
 static struct ring_mem rings[VIRTIO_MAX_DEVS];
+static struct ring_mem xrings[VIRTIO_MAX_DEVS][VIRTIO_MAX_XQ]; /* queues 1..nxq */
 
 static uint32_t dma_next, dma_end;
 
@@ -46,7 +47,8 @@ void dma_reset(void)
         if (r->type == 1 && r->addr <= DMA_BASE && r->addr + r->size > DMA_BASE)
             dma_end = (uint32_t)(r->addr + r->size > 0xfffff000ull ? 0xfffff000ull : r->addr + r->size);
     }
-    if ((uintptr_t)&rings[VIRTIO_MAX_DEVS] > DMA_BASE) /* the kernel image must end below */
+    if ((uintptr_t)&rings[VIRTIO_MAX_DEVS] > DMA_BASE || (uintptr_t)&xrings[VIRTIO_MAX_DEVS] > DMA_BASE)
+        /* the kernel image must end below */
         dma_end = 0;
 }
 
@@ -206,6 +208,39 @@ static void vq_init(struct vq *q, uint16_t size, struct ring_mem *r)
     *avail_event((uintptr_t)&r->used, size) = 0;
 }
 
+/* Selects queue idx, sizes it (at most VQ_MAX and v->queue_limit), places its rings (at, or
+ * r), routes it to the queue vector and enables it. Returns 0 or -2. */
+static int queue_setup(struct vdev *v, uint16_t idx, struct vq *q, struct ring_mem *r, const struct vq_placement *at,
+                       bool msix)
+{
+    wr16(v->common + CC_Q_SELECT, idx);
+    uint16_t max = rd16(v->common + CC_Q_SIZE), size = VQ_MAX;
+    if (idx == 0)
+        v->max_queue_size = max;
+    if (!max)
+        return -2;
+    while (size > max || (v->queue_limit && size > v->queue_limit))
+        size >>= 1;
+    vq_init(q, size, r);
+    q->index = idx;
+    q->event_idx = virtio_has(v, VIRTIO_F_EVENT_IDX);
+    wr16(v->common + CC_Q_SIZE, size);
+    wr64(v->common + CC_Q_DESC, at && at->desc ? at->desc : (uintptr_t)r->desc);
+    wr64(v->common + CC_Q_DRIVER, at && at->driver ? at->driver : (uintptr_t)&r->avail);
+    wr64(v->common + CC_Q_DEVICE, at && at->device ? at->device : (uintptr_t)&r->used);
+    if (msix) {
+        wr16(v->common + CC_Q_MSIX, 1);
+        if (rd16(v->common + CC_Q_MSIX) != 1)
+            return -2;
+    }
+    uint64_t noff = (uint64_t)rd16(v->common + CC_Q_NOTIFY_OFF) * v->notify_mult;
+    if (noff + 2 > v->notify_len)
+        return -2;
+    q->notify = v->notify_base + (uintptr_t)noff;
+    wr16(v->common + CC_Q_ENABLE, 1);
+    return 0;
+}
+
 int virtio_start(struct vdev *v, uint64_t want, const struct vq_placement *at)
 {
     virtio_reset(v);
@@ -236,30 +271,15 @@ int virtio_start(struct vdev *v, uint64_t want, const struct vq_placement *at)
         if (rd16(v->common + CC_MSIX) != 0)
             return -2;
     }
-    wr16(v->common + CC_Q_SELECT, 0);
-    uint16_t max = rd16(v->common + CC_Q_SIZE), size = VQ_MAX;
-    v->max_queue_size = max;
-    if (!max)
-        return -2;
-    while (size > max || (v->queue_limit && size > v->queue_limit))
-        size >>= 1;
-    struct ring_mem *r = &rings[v->index];
-    vq_init(&v->vq, size, r);
-    v->vq.event_idx = virtio_has(v, VIRTIO_F_EVENT_IDX);
-    wr16(v->common + CC_Q_SIZE, size);
-    wr64(v->common + CC_Q_DESC, at && at->desc ? at->desc : (uintptr_t)r->desc);
-    wr64(v->common + CC_Q_DRIVER, at && at->driver ? at->driver : (uintptr_t)&r->avail);
-    wr64(v->common + CC_Q_DEVICE, at && at->device ? at->device : (uintptr_t)&r->used);
-    if (msix) {
-        wr16(v->common + CC_Q_MSIX, 1);
-        if (rd16(v->common + CC_Q_MSIX) != 1)
-            return -2;
+    v->num_queues = rd16(v->common + CC_NUM_QUEUES);
+    int r = queue_setup(v, 0, &v->vq, &rings[v->index], at, msix);
+    if (r)
+        return r;
+    for (unsigned k = 0; k < v->nxq && k < VIRTIO_MAX_XQ; k++) {
+        r = queue_setup(v, (uint16_t)(k + 1), &v->xq[k], &xrings[v->index][k], NULL, msix);
+        if (r)
+            return r;
     }
-    uint64_t noff = (uint64_t)rd16(v->common + CC_Q_NOTIFY_OFF) * v->notify_mult;
-    if (noff + 2 > v->notify_len)
-        return -2;
-    v->vq.notify = v->notify_base + (uintptr_t)noff;
-    wr16(v->common + CC_Q_ENABLE, 1);
     if (virtio_status(v) & VIRTIO_S_NEEDS_RESET)
         return -3;
     set_status(v, VIRTIO_S_DRIVER_OK);
@@ -273,6 +293,11 @@ int virtio_start(struct vdev *v, uint64_t want, const struct vq_placement *at)
 uint8_t virtio_cfg8(const struct vdev *v, uint32_t off)
 {
     return off + 1 <= v->devcfg_len ? rd8(v->devcfg + off) : 0;
+}
+
+uint16_t virtio_cfg16(const struct vdev *v, uint32_t off)
+{
+    return off + 2 <= v->devcfg_len ? rd16(v->devcfg + off) : 0;
 }
 
 uint32_t virtio_cfg32(const struct vdev *v, uint32_t off)
@@ -338,9 +363,8 @@ void vq_publish(struct vq *q, uint16_t head)
     q->avail->idx = ++q->avail_idx;
 }
 
-void virtio_kick(struct vdev *v)
+void vq_kick(struct vq *q)
 {
-    struct vq *q = &v->vq;
     mb(); /* the avail index must be visible before we read the device's suppression */
     bool need;
     if (q->event_idx) {
@@ -351,7 +375,12 @@ void virtio_kick(struct vdev *v)
     }
     q->kicked = q->avail_idx;
     if (need)
-        wr16(q->notify, 0);
+        wr16(q->notify, q->index);
+}
+
+void virtio_kick(struct vdev *v)
+{
+    vq_kick(&v->vq);
 }
 
 int vq_pop(struct vq *q, uint32_t *len)
@@ -384,16 +413,20 @@ void vq_reclaim_all(struct vq *q)
     q->used_idx = q->used->idx;
 }
 
-/* Asks for an interrupt on the next used entry (irq) or for none (polling). */
-static void arm(struct vdev *v)
+void vq_arm(struct vq *q, bool irq)
 {
-    struct vq *q = &v->vq;
     volatile uint16_t *used_event = &q->avail->ring[q->size];
-    if (v->irq)
+    if (irq)
         q->avail->flags = 0, *used_event = q->used_idx;
     else
         q->avail->flags = VRING_AVAIL_F_NO_INTERRUPT, *used_event = (uint16_t)(q->used_idx - 1);
     mb();
+}
+
+/* Asks for an interrupt on the next used entry (irq) or for none (polling). */
+static void arm(struct vdev *v)
+{
+    vq_arm(&v->vq, v->irq);
 }
 
 void virtio_set_irq(struct vdev *v, bool on)

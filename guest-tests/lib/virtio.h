@@ -71,6 +71,7 @@ struct vq {
     uint16_t kicked;               /* avail_idx at the last notification */
     uint16_t chain[VQ_MAX];        /* descriptors in the chain headed by this index */
     bool event_idx;
+    uint16_t index;                /* the queue's number: the value a notification writes */
 };
 
 #define VIRTIO_F_INDIRECT_DESC 28
@@ -83,6 +84,7 @@ struct vq {
 #define VIRTIO_S_NEEDS_RESET 0x40
 #define VIRTIO_S_FAILED 0x80
 #define VIRTIO_MAX_DEVS 4
+#define VIRTIO_MAX_XQ 2           /* queues after queue 0 a device may use (virtio-net: tx) */
 
 /* Where the rings go instead of the driver's own memory (the hostile tests); 0 = default. */
 struct vq_placement {
@@ -103,6 +105,12 @@ struct vdev {
     uint16_t queue_limit;          /* 0, or the most entries the driver asks for */
     bool irq;                      /* wait by interrupts rather than polling */
     struct vq vq;
+    /* Queues 1..nxq (0: queue 0 only). The caller sets nxq after virtio_probe(); virtio_start()
+     * sets them up like queue 0 (same size limit, rings in static memory) in xq[0..nxq-1],
+     * all on the queue vector. num_queues: what the device reports. */
+    unsigned nxq;
+    struct vq xq[VIRTIO_MAX_XQ];
+    uint16_t num_queues;
 };
 
 /* Finds the virtio capabilities (common, notify, ISR, device; memory BARs only, which must
@@ -111,7 +119,8 @@ struct vdev {
 int virtio_probe(struct vdev *v, struct pci_dev *p, unsigned index);
 /* Resets the device, negotiates (VERSION_1 plus what the device offers of want), programs
  * MSI-X (config vector 0, queue vector 1), sets up queue 0 (at most VQ_MAX and queue_limit
- * entries, rings in static memory unless at says otherwise) and sets DRIVER_OK. Returns 0; -1 if VERSION_1 or
+ * entries, rings in static memory unless at says otherwise), then queues 1..v->nxq (their
+ * rings always in static memory) and sets DRIVER_OK. Returns 0; -1 if VERSION_1 or
  * FEATURES_OK was refused, -2 for a queue or vector problem, -3 if the device asked for a
  * reset (DEVICE_NEEDS_RESET) during setup. */
 int virtio_start(struct vdev *v, uint64_t want, const struct vq_placement *at);
@@ -121,6 +130,7 @@ uint8_t virtio_status(const struct vdev *v);
 static inline bool virtio_has(const struct vdev *v, unsigned bit) { return v->features >> bit & 1; }
 /* Device-specific configuration fields (read twice around config_generation for 64 bits). */
 uint32_t virtio_cfg32(const struct vdev *v, uint32_t off);
+uint16_t virtio_cfg16(const struct vdev *v, uint32_t off);
 uint8_t virtio_cfg8(const struct vdev *v, uint32_t off);
 uint64_t virtio_cfg64(const struct vdev *v, uint32_t off);
 /* Common configuration registers by offset (the hostile tests poke them). */
@@ -136,6 +146,10 @@ int vq_add_indirect(struct vq *q, struct vring_desc *table, const struct vbuf *b
 void vq_publish(struct vq *q, uint16_t head);
 /* Notifies the device of new avail entries unless it asked not to be (NO_NOTIFY/avail_event). */
 void virtio_kick(struct vdev *v);
+/* The same for any of the device's queues (virtio_kick(v) is vq_kick(&v->vq)). */
+void vq_kick(struct vq *q);
+/* Asks for an interrupt at the next used entry (irq) or for none: avail flags and used_event. */
+void vq_arm(struct vq *q, bool irq);
 /* Takes the next used entry: returns its id (its descriptors freed) or -1 if none. */
 int vq_pop(struct vq *q, uint32_t *len);
 static inline bool vq_pending(const struct vq *q) { return q->used->idx != q->used_idx; }
