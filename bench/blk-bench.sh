@@ -7,7 +7,8 @@
 # guest prints BENCH-START and BENCH), then the kvmbox/QEMU ratios.
 # Environment: KVMBOX, BUILD, SECS (per test, default 5), BENCH_SIZE (default 1G),
 # PREALLOC (full or falloc, default full: reads hit written blocks), BENCH_DIR (default
-# /var/tmp/kvmbox-blk-bench, on a file system with O_DIRECT), FORMATS ("raw qcow2"),
+# /var/tmp/kvmbox-blk-bench, on a file system with O_DIRECT; each run uses its own
+# directory below it, removed at the end), FORMATS ("raw qcow2"),
 # IRQ (1: the guest halts until the completion interrupt; 0: it polls).
 # Numbers vary with the host; on an emulating host (PVM) guest code is slow for both VMMs.
 set -u
@@ -23,11 +24,13 @@ command -v qemu-img >/dev/null || { echo "blk-bench: qemu-img is not installed" 
 mkdir -p "$BENCH_DIR"
 
 exec python3 - <<'PY'
-import json, os, re, shutil, subprocess, sys, threading, time
+import atexit, json, os, re, shutil, subprocess, sys, tempfile, threading, time
 
 env = os.environ
 KVMBOX, GT, SECS = env['KVMBOX'], env['GT'], int(env['SECS'])
-SIZE, PREALLOC, DIR = env['BENCH_SIZE'], env['PREALLOC'], env['BENCH_DIR']
+SIZE, PREALLOC = env['BENCH_SIZE'], env['PREALLOC']
+DIR = tempfile.mkdtemp(prefix='run.', dir=env['BENCH_DIR'])  # concurrent runs must not share images
+atexit.register(shutil.rmtree, DIR, True)
 FORMATS, IRQ = env['FORMATS'].split(), env['IRQ']
 QEMU = shutil.which('qemu-system-x86_64')
 TCK = os.sysconf('SC_CLK_TCK')
@@ -71,7 +74,8 @@ def cpu_us(pid):
 
 def run_vm(cmd):
     """Runs a VMM; returns (exit status, {(test, qd): result}, output lines)."""
-    p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         start_new_session=True)
     timer = threading.Timer(TIMEOUT, p.kill)
     timer.start()
     results, start, log = {}, {}, []
@@ -89,6 +93,14 @@ def run_vm(cmd):
                                 cpu=cpu_us(p.pid) - start.get(key, 0))
     rc = p.wait()
     timer.cancel()
+    # Children of the VMM may hold the image (and its lock) a moment longer: wait for the
+    # whole process group before the next VMM opens the same file.
+    for _ in range(100):
+        try:
+            os.killpg(p.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
     return rc, results, log
 
 
