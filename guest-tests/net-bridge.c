@@ -1,0 +1,143 @@
+/* virtio-net on a bridge (or tap) in a network namespace: static addresses, frames of every
+ * size from the smallest to the MTU both ways, with their payloads checked.
+ *
+ * Command line: ip=A.B.C.D (ours, default 10.0.3.2), peer=A.B.C.D (the namespace's bridge
+ * address, default 10.0.3.1), prefix=N (default 24);
+ *   step=N       ICMP echo payloads 0..15, then every N bytes up to MTU - 28, plus the largest
+ *                two (default 1: every size): the host kernel answers, the reply must carry
+ *                the same payload, so each frame size from 42 to MTU + 14 goes both ways;
+ *   udp_port=N   also UDP datagrams to peer:N, an echo server in the namespace that answers
+ *                "echo:" + payload (sizes 0 .. MTU - 33 in steps of udp_step, default 4 x step);
+ *   done_port=N  then serve (answer ARP and pings: the host pings us with all sizes) until a
+ *                UDP datagram "DONE" arrives on port N (default 9000) or serve_secs pass
+ *                (default 60); at least ping_expect pings must have been answered.
+ * NIC options: see net_open_nic(). */
+#include "net.h"
+
+static struct vnet nic;
+static struct netif nif;
+static uint8_t pat[2048];
+
+static uint32_t arg_ip(const char *key, const char *dflt)
+{
+    char s[20];
+    uint32_t ip = 0;
+    const char *v = arg_str(key, s, sizeof(s), dflt);
+    if (!ip_parse(v, &ip))
+        fail("%s=%s is not an IPv4 address", key, v);
+    return ip;
+}
+
+static uint32_t next_size(uint32_t s, uint32_t step, uint32_t max)
+{
+    if (s < 16)
+        return s + 1;
+    if (s + step < max - 1)
+        return s + step;
+    return s + 1 < max ? max - 1 : s + 1; /* the largest two, then past the end */
+}
+
+static void pings(uint32_t peer, uint32_t max, uint32_t step)
+{
+    uint32_t ok = 0, wrong = 0, lost = 0, n = 0, first_bad = 0xffffffffu;
+    uint16_t seq = 0;
+    for (uint32_t s = 0; s <= max; s = next_size(s, step, max), n++, seq++) {
+        const uint8_t *data = pat + (seq & 255);
+        int r = net_ping(&nif, peer, 0x6e62, seq, data, s, 1000000);
+        if (r == 0) { /* one more try: the host may still have been resolving our address */
+            seq++;
+            r = net_ping(&nif, peer, 0x6e62, seq, pat + (seq & 255), s, 1000000);
+        }
+        ok += r == 1, wrong += r < 0, lost += r == 0;
+        if (r != 1 && first_bad == 0xffffffffu)
+            first_bad = s;
+    }
+    char bad[32] = "";
+    if (first_bad != 0xffffffffu)
+        snprintf(bad, sizeof(bad), ", first bad size %u", first_bad);
+    check(ok == n, "ICMP: %u echo payload sizes 0..%u (frames %u..%u bytes) to the peer: %u intact, %u wrong, %u lost%s",
+          n, max, ETH_HLEN + IP_HLEN + ICMP_HLEN, ETH_HLEN + IP_HLEN + ICMP_HLEN + max, ok, wrong, lost, bad);
+}
+
+static void udp_echo(uint32_t peer, uint16_t port, uint32_t max, uint32_t step)
+{
+    uint32_t ok = 0, n = 0, first_bad = 0xffffffffu;
+    for (uint32_t s = 0; s <= max; s = next_size(s, step, max), n++) {
+        const uint8_t *data = pat + (n & 255);
+        int got = 0;
+        for (unsigned tries = 0; tries < 2 && !got; tries++) {
+            net_send_udp(&nif, peer, 6000, port, data, s);
+            uint64_t start = clock_us();
+            struct pkt p;
+            while (!got && clock_us() - start < 1000000) {
+                if (net_poll(&nif, &p, 20000) < 0)
+                    break;
+                if (!p.ip || p.proto != IPPROTO_UDP || p.saddr != peer || p.sport != port || p.dport != 6000)
+                    continue;
+                got = p.l4_ok && p.data_len == s + 5 && !memcmp(p.data, "echo:", 5) && !memcmp(p.data + 5, data, s)
+                          ? 1 : -1;
+            }
+        }
+        ok += got == 1;
+        if (got != 1 && first_bad == 0xffffffffu)
+            first_bad = s;
+    }
+    char bad[32] = "";
+    if (first_bad != 0xffffffffu)
+        snprintf(bad, sizeof(bad), ", first bad size %u", first_bad);
+    check(ok == n, "UDP: %u payload sizes 0..%u to the peer's echo server and back intact: %u%s", n, max, ok, bad);
+}
+
+static void serve(uint16_t port)
+{
+    uint32_t secs = (uint32_t)arg_u64("serve_secs", 60), pings0 = nif.ping_answered;
+    bool done = false;
+    printf("READY serve done_port=%u\n", port);
+    uint64_t start = clock_us();
+    struct pkt p;
+    while (!done && clock_us() - start < secs * 1000000ull) {
+        if (net_poll(&nif, &p, 100000) < 0)
+            break;
+        done = p.ip && p.proto == IPPROTO_UDP && p.l4_ok && p.daddr == nif.ip && p.dport == port &&
+               p.data_len == 4 && !memcmp(p.data, "DONE", 4);
+    }
+    uint32_t answered = nif.ping_answered - pings0;
+    printf("serving ended: %s; %u pings and %u ARP requests answered\n", done ? "DONE received" : "timed out",
+           answered, nif.arp_answered);
+    check(done, "serving: the host ended it with DONE");
+    check(answered >= arg_u64("ping_expect", 0), "serving: answered %u pings from the host (at least %u expected)",
+          answered, (uint32_t)arg_u64("ping_expect", 0));
+}
+
+void test_main(void)
+{
+    for (unsigned i = 0; i < sizeof(pat); i++)
+        pat[i] = (uint8_t)(i * 31 + (i >> 8) + 1);
+    if (net_open_nic(&nic, 0))
+        return;
+    uint32_t ip = arg_ip("ip", "10.0.3.2"), peer = arg_ip("peer", "10.0.3.1");
+    uint32_t prefix = (uint32_t)arg_u64("prefix", 24), mask = prefix ? ~0u << (32 - prefix) : 0;
+    net_init(&nif, &nic, ip, mask, 0);
+    uint32_t irq0 = irq_count[nic.v.vec_q];
+    uint32_t mtu = nic.mtu, step = (uint32_t)arg_u64("step", 1);
+    if (!step)
+        step = 1;
+    uint8_t mac[6];
+    char a[16];
+    bool ok = net_resolve(&nif, peer, mac, 5000000);
+    check(ok, "ARP: peer %s is at %02x:%02x:%02x:%02x:%02x:%02x", ip_str(peer, a), mac[0], mac[1], mac[2], mac[3],
+          mac[4], mac[5]);
+    if (!ok)
+        return;
+    pings(peer, mtu - IP_HLEN - ICMP_HLEN, step);
+    uint16_t uport = (uint16_t)arg_u64("udp_port", 0);
+    if (uport)
+        udp_echo(peer, uport, mtu - IP_HLEN - UDP_HLEN - 5, (uint32_t)arg_u64("udp_step", 4 * step));
+    serve((uint16_t)arg_u64("done_port", 9000));
+    if (nic.v.irq)
+        check(irq_count[nic.v.vec_q] > irq0, "rx interrupts arrived (%u)", irq_count[nic.v.vec_q] - irq0);
+    check(nic.rx_bad == 0 && nif.bad_frames == 0, "the device's rx entries were well formed (%u bad%s%s)", nic.rx_bad,
+          nic.bad_why ? ": " : "", nic.bad_why ? nic.bad_why : "");
+    printf("frames: rx %u (%u merged from several buffers) tx %u, %u send errors\n", nic.rx_frames, nic.rx_merged,
+           nic.tx_frames, nif.send_errors);
+}
