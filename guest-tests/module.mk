@@ -13,7 +13,7 @@ GT_ELFS := $(GT_TESTS:%=$(GT_DIR)/%.elf) $(GT_DIR)/debug-exit-multiboot.elf
 
 guest-tests: $(GT_ELFS)
 
-$(GT_DIR)/lib/%.c.o: guest-tests/lib/%.c guest-tests/lib/gt.h
+$(GT_DIR)/lib/%.c.o: guest-tests/lib/%.c $(wildcard guest-tests/lib/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(GT_CFLAGS) -c $< -o $@
 
@@ -25,7 +25,7 @@ $(GT_DIR)/lib/entry-multiboot.o: guest-tests/lib/entry.S
 	@mkdir -p $(dir $@)
 	$(CC) $(GT_CFLAGS) -DNO_PVH -c $< -o $@
 
-$(GT_DIR)/%.o: guest-tests/%.c guest-tests/lib/gt.h
+$(GT_DIR)/%.o: guest-tests/%.c $(wildcard guest-tests/lib/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(GT_CFLAGS) -c $< -o $@
 

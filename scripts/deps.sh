@@ -5,7 +5,7 @@
 #        acpica-tools (iasl disassembles our ACPI tables), clang + libclang-rt-14-dev (fuzzing),
 #        cpio, xz-utils, zstd, lz4 (the Linux guest), iproute2, debootstrap (image benchmark content)
 set -eu
-PKGS="gcc make pkg-config zlib1g-dev libjson-c-dev liburing-dev libseccomp-dev libslirp-dev check
+PKGS="gcc make pkg-config zlib1g-dev libjson-c-dev liburing-dev libseccomp-dev libslirp-dev check fio
       qemu-system-x86 qemu-utils acpica-tools clang libclang-rt-14-dev cpio xz-utils zstd
       iproute2 ca-certificates lz4 debootstrap"
 missing=""
