@@ -680,6 +680,8 @@ int net_open_nic(struct vnet *n, unsigned which)
         want |= 1ull << VIRTIO_NET_F_CSUM | 1ull << VIRTIO_NET_F_GUEST_CSUM;
     if (arg_u64("event_idx", 0))
         want |= 1ull << VIRTIO_F_EVENT_IDX;
+    if (arg_u64("indirect", 0))
+        want |= 1ull << VIRTIO_F_INDIRECT_DESC;
     int r = vnet_open(n, &net_devs[idx[which]], which, want, (uint32_t)arg_u64("rxbuf", 0),
                       (uint16_t)arg_u64("qsize", 0));
     if (r) {

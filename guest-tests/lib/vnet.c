@@ -83,7 +83,7 @@ int vnet_restart(struct vnet *n)
     n->mrg = virtio_has(&n->v, VIRTIO_NET_F_MRG_RXBUF);
     vnet_read_config(n);
     vnet_set_irq(n, n->v.irq);
-    if (n->rx_mem) /* not yet on the first start: vnet_open() sizes the buffers from the config */
+    if (n->rx_mem && !n->no_rx_fill) /* not on the first start: vnet_open() sizes the buffers */
         vnet_fill_rx(n);
     return 0;
 }
@@ -278,7 +278,8 @@ static int merge(struct vnet *n, const uint8_t *first, uint32_t first_len, uint1
 
 int vnet_recv(struct vnet *n, const uint8_t **frame, uint32_t timeout_us)
 {
-    vnet_fill_rx(n); /* the buffers the previous call handed out are free again */
+    if (!n->no_rx_fill)
+        vnet_fill_rx(n); /* the buffers the previous call handed out are free again */
     uint64_t start = 0;
     uint32_t len;
     int id;
