@@ -406,6 +406,7 @@ int vballoon_create(struct vm *vm, struct vballoon **out, char *err, size_t errl
     if ((r = pthread_create(&b->thread, NULL, io_thread, b)) != 0)
         return errf(err, errlen, -r, "cannot start the balloon thread: %s", strerror(r));
     b->thread_started = true;
+    pthread_setname_np(b->thread, "balloon");
     *out = b;
     return 0;
 }

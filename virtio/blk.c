@@ -428,11 +428,17 @@ int vblk_create(struct vm *vm, const struct kvmbox_disk *d, unsigned index, char
     for (unsigned i = 0; i < nworkers && i < MAX_WORKERS; i++) {
         if ((r = pthread_create(&b->workers[i], NULL, worker, b)) != 0)
             return errf(err, errlen, -r, "cannot start an I/O thread: %s", strerror(r));
+        char tn[16];
+        snprintf(tn, sizeof(tn), "blk%u-io%u", index, i);
+        pthread_setname_np(b->workers[i], tn);
         b->nworkers++;
     }
     if ((r = pthread_create(&b->queue_thread, NULL, queue_thread, b)) != 0)
         return errf(err, errlen, -r, "cannot start a queue thread: %s", strerror(r));
     b->queue_thread_started = true;
+    char tn[16];
+    snprintf(tn, sizeof(tn), "blk%u-queue", index);
+    pthread_setname_np(b->queue_thread, tn);
     vm->disk_info[index].slot = b->vd.pci.slot;
     vm_device_on_quiesce(vm, &b->vd, blk_quiesce);
     return 0;

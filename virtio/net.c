@@ -372,6 +372,9 @@ int vnet_create(struct vm *vm, const struct kvmbox_nic *nic, unsigned index, cha
     if ((r = pthread_create(&n->thread, NULL, io_thread, n)) != 0)
         return errf(err, errlen, -r, "cannot start a network thread: %s", strerror(r));
     n->thread_started = true;
+    char tn[16];
+    snprintf(tn, sizeof(tn), "net%u", index);
+    pthread_setname_np(n->thread, tn);
     vm->nic_info[index].slot = n->vd.pci.slot;
     return 0;
 }

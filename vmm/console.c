@@ -99,6 +99,8 @@ int console_start(struct vm *vm, int in_fd, bool escape, struct serial *uart, st
         return e;
     }
     int r = pthread_create(&c->thread, NULL, console_thread, c);
+    if (r == 0)
+        pthread_setname_np(c->thread, "console");
     if (r) {
         close(c->quit_fd);
         free(c);

@@ -274,6 +274,11 @@ int vcpus_start(struct vm *vm, char *err, size_t errlen)
     int r = 0;
     for (unsigned i = 0; i < vm->ncpus && r == 0; i++) {
         r = -pthread_create(&vm->vcpus[i].thread, NULL, vcpu_thread, &vm->vcpus[i]);
+        if (r == 0) { /* thread names: top -H and the benchmarks tell vCPUs from I/O */
+            char name[16];
+            snprintf(name, sizeof(name), "vcpu%u", i);
+            pthread_setname_np(vm->vcpus[i].thread, name);
+        }
         if (r == 0)
             vm->vcpus[i].thread_started = true;
     }
