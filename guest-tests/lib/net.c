@@ -689,6 +689,7 @@ int net_open_nic(struct vnet *n, unsigned which)
         return -1;
     }
     n->tx_split = arg_u64("split", 0);
+    n->lenient_nb = arg_u64("lenient", 0);
     vnet_set_irq(n, arg_u64("irq", 1));
     printf("NIC%u %02x:%02x:%02x:%02x:%02x:%02x pci %02x.%x status %x mtu %u queues rx %u tx %u (device %u) "
            "features %x:%x%s%s, rx buffers %u bytes, %s\n",

@@ -136,7 +136,8 @@ int dns_query_a(struct netif *nif, uint32_t server, const char *name, uint32_t *
  * index which, with the command line's options: mrg=0|1 (MRG_RXBUF, default 1), rxbuf=N
  * (bytes per rx buffer), qsize=N (queue size limit), irq=0|1 (wait by MSI-X, default 1),
  * split=1 (tx header as its own descriptor), csum=1 (CSUM + GUEST_CSUM), event_idx=1,
- * indirect=1 (INDIRECT_DESC).
+ * indirect=1 (INDIRECT_DESC), lenient=1 (accept num_buffers 0 without MRG_RXBUF, as QEMU
+ * 7.2 gives it; the spec says 1).
  * Prints the NIC's configuration; returns 0, or -1 after a FAIL line. */
 int net_open_nic(struct vnet *n, unsigned which);
 

@@ -314,7 +314,7 @@ int vnet_recv(struct vnet *n, const uint8_t **frame, uint32_t timeout_us)
     memcpy(&n->last_hdr, buf, sizeof(n->last_hdr));
     uint16_t nb = n->last_hdr.num_buffers;
     int flen = (int)(len - VNET_HDR_LEN);
-    if (!n->mrg && nb != 1)
+    if (!n->mrg && nb != 1 && !(nb == 0 && n->lenient_nb))
         bad(n, "num_buffers is not 1 without MRG_RXBUF"); /* counted; the frame is still taken */
     if (n->mrg && nb == 0)
         return bad(n, "num_buffers is 0");

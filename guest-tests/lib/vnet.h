@@ -46,6 +46,7 @@ struct vnet {
     bool mrg;                      /* MRG_RXBUF negotiated */
     bool tx_split;                 /* send header and frame as two descriptors (default one) */
     bool no_rx_fill;               /* hostile tests: leave the receive queue to the caller */
+    bool lenient_nb;               /* accept num_buffers 0 without MRG_RXBUF (QEMU 7.2 leaves it 0) */
     uint32_t rx_buf_len;           /* bytes per receive buffer, header included */
     uint8_t *rx_mem;               /* rxq->size buffers of rx_buf_len, by descriptor index */
     uint8_t *tx_mem;               /* VNET_TX_SLOTS slots of VNET_SLOT */
