@@ -343,6 +343,21 @@ static void respond(struct netif *nif, struct pkt *p)
     }
 }
 
+bool net_input(struct netif *nif, const uint8_t *f, uint32_t len, struct pkt *p)
+{
+    nif->frames++;
+    if (!net_parse(f, len, p)) {
+        nif->bad_frames++;
+        return false;
+    }
+    /* A partial checksum (GUEST_CSUM and NEEDS_CSUM) is not a bad one. */
+    if (p->data && !p->l4_ok && (nif->nic->last_hdr.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) &&
+        virtio_has(&nif->nic->v, VIRTIO_NET_F_GUEST_CSUM))
+        p->l4_ok = true;
+    respond(nif, p);
+    return true;
+}
+
 int net_poll(struct netif *nif, struct pkt *p, uint32_t timeout_us)
 {
     uint64_t start = clock_us();
@@ -356,17 +371,8 @@ int net_poll(struct netif *nif, struct pkt *p, uint32_t timeout_us)
         }
         if (r <= 0)
             return r;
-        nif->frames++;
-        if (!net_parse(f, (uint32_t)r, p)) {
-            nif->bad_frames++;
-            continue;
-        }
-        /* A partial checksum (GUEST_CSUM and NEEDS_CSUM) is not a bad one. */
-        if (p->data && !p->l4_ok && (nif->nic->last_hdr.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) &&
-            virtio_has(&nif->nic->v, VIRTIO_NET_F_GUEST_CSUM))
-            p->l4_ok = true;
-        respond(nif, p);
-        return 1;
+        if (net_input(nif, f, (uint32_t)r, p))
+            return 1;
     }
 }
 

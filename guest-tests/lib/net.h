@@ -88,6 +88,9 @@ bool net_parse(const uint8_t *f, uint32_t len, struct pkt *p);
  * and learning ARP senders. Returns 1 with a frame, 0 on timeout, or a negative
  * vnet_recv() error. */
 int net_poll(struct netif *nif, struct pkt *p, uint32_t timeout_us);
+/* What net_poll() does with a frame it received: parses it into p and answers it if it is an
+ * ARP or echo request for us. False if it is not even Ethernet. */
+bool net_input(struct netif *nif, const uint8_t *f, uint32_t len, struct pkt *p);
 /* Keeps the responder running for timeout_us, dropping what it does not answer. */
 void net_serve(struct netif *nif, uint32_t timeout_us);
 

@@ -278,8 +278,8 @@ static int merge(struct vnet *n, const uint8_t *first, uint32_t first_len, uint1
 
 int vnet_recv(struct vnet *n, const uint8_t **frame, uint32_t timeout_us)
 {
-    if (!n->no_rx_fill)
-        vnet_fill_rx(n); /* the buffers the previous call handed out are free again */
+    if (!n->no_rx_fill && n->rxq->nfree >= n->rx_refill)
+        vnet_fill_rx(n); /* the buffers the previous calls handed out are free again */
     uint64_t start = 0;
     uint32_t len;
     int id;

@@ -46,6 +46,7 @@ struct vnet {
     bool mrg;                      /* MRG_RXBUF negotiated */
     bool tx_split;                 /* send header and frame as two descriptors (default one) */
     bool no_rx_fill;               /* hostile tests: leave the receive queue to the caller */
+    uint16_t rx_refill;            /* vnet_recv() reposts buffers once this many are free (0: always) */
     bool lenient_nb;               /* accept num_buffers 0 without MRG_RXBUF (QEMU 7.2 leaves it 0) */
     uint32_t rx_buf_len;           /* bytes per receive buffer, header included */
     uint8_t *rx_mem;               /* rxq->size buffers of rx_buf_len, by descriptor index */
