@@ -14,6 +14,7 @@ create, so nothing leaves the machine.
   tcp-refuse ADDR PORT          connect through a hostfwd=tcp; EOF or a reset must come promptly
                                 (the guest answered RST), not a timeout.
   send ADDR PORT TEXT           one UDP datagram (e.g. DONE to end a guest's serving loop).
+  blast ADDR PORT SIZE COUNT    COUNT UDP datagrams of SIZE bytes (no check: the guest counts).
   ping ADDR SIZE...             ICMP echo (raw socket, root) with each payload size; each reply
                                 must carry the same payload.
 Exit status 0 when every check passed; one line per check on stdout.
@@ -207,6 +208,14 @@ def send(host, port, text):
     return True
 
 
+def blast(host, port, size, count):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for i in range(int(count)):
+        s.sendto(bytes((i + k) & 0xff for k in range(int(size))), (host, int(port)))
+        time.sleep(0.05)
+    return result(True, f'sent {count} datagrams of {size} bytes to {host}:{port}')
+
+
 def csum(b):
     if len(b) % 2:
         b += b'\0'
@@ -261,7 +270,8 @@ def main():
     if cmd == 'serve':
         serve(args)
         return
-    fn = {'udp-probe': udp_probe, 'tcp-accept': tcp_accept, 'tcp-refuse': tcp_refuse, 'send': send}.get(cmd)
+    fn = {'udp-probe': udp_probe, 'tcp-accept': tcp_accept, 'tcp-refuse': tcp_refuse, 'send': send,
+          'blast': blast}.get(cmd)
     if cmd == 'ping':
         ok = ping(args[0], args[1:])
     elif fn:
