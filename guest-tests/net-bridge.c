@@ -13,10 +13,11 @@
  *                (default 60); at least ping_expect pings must have been answered. Frames
  *                longer than MTU + 14 are counted: with VIRTIO_NET_F_MTU negotiated there
  *                must be none (the host script sends some with its side at MTU 9000).
+ * nics=N, nic=K: N NICs are there (all are started), the test runs on NIC K (0 first).
  * NIC options: see net_open_nic(). */
 #include "net.h"
 
-static struct vnet nic;
+static struct vnet nic, others[VIRTIO_MAX_DEVS];
 static struct netif nif;
 static uint8_t pat[2048];
 
@@ -126,8 +127,21 @@ void test_main(void)
 {
     for (unsigned i = 0; i < sizeof(pat); i++)
         pat[i] = (uint8_t)(i * 31 + (i >> 8) + 1);
-    if (net_open_nic(&nic, 0))
+    /* nics=N: N NICs are expected, all are started, the test runs on number nic=K (the
+     * others stay idle with their buffers posted); their MACs must differ. */
+    unsigned nics = (unsigned)arg_u64("nics", 1), use = (unsigned)arg_u64("nic", 0);
+    if (nics > 1 && nics <= VIRTIO_MAX_DEVS && use < nics) {
+        for (unsigned i = 0; i < nics; i++)
+            if (net_open_nic(i == use ? &nic : &others[i], i))
+                return;
+        bool distinct = true;
+        for (unsigned i = 0; i < nics; i++)
+            for (unsigned j = 0; j < i; j++)
+                distinct &= memcmp(i == use ? nic.mac : others[i].mac, j == use ? nic.mac : others[j].mac, 6) != 0;
+        check(distinct, "%u NICs started, the test runs on NIC %u, MACs distinct", nics, use);
+    } else if (net_open_nic(&nic, 0)) {
         return;
+    }
     uint32_t ip = arg_ip("ip", "10.0.3.2"), peer = arg_ip("peer", "10.0.3.1");
     uint32_t prefix = (uint32_t)arg_u64("prefix", 24), mask = prefix ? ~0u << (32 - prefix) : 0;
     net_init(&nif, &nic, ip, mask, 0);

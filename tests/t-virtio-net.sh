@@ -9,7 +9,7 @@
 #               server on the host's loopback, ARP/ping of the gateway, TCP SYN to a listening
 #               and a closed host port; then hostfwd=udp echo through the guest and
 #               hostfwd=tcp connections the guest accepts (greeting) or refuses (RST).
-#               MRG_RXBUF with 512-byte buffers, MSI-X.
+#               MRG_RXBUF with 512-byte buffers, MSI-X, EVENT_IDX.
 #   user-nomrg  the same without MRG_RXBUF, polling, tx header in its own descriptor; no
 #               serving.
 #   bridge      --net bridge=BR (QEMU: a tap on BR): the guest pings the bridge's address with
@@ -21,6 +21,8 @@
 #               MRG_RXBUF with 256-byte buffers.
 #   tap         --net tap,ifname=TAP on the same kind of bridge: the same checks, without
 #               MRG_RXBUF, polling, EVENT_IDX, 64-entry queues.
+#   two-nics    a disk, then --net user, then --net bridge=BR: the bridge checks (fewer sizes)
+#               through the second NIC, both NICs started, distinct MACs.
 #   segment     two VMs on --net segment=A exchange 200 datagrams both ways, every byte
 #               checked; a third on segment=B must see none of their frames (QEMU: -netdev
 #               dgram pairs on 127.0.0.1).
@@ -37,7 +39,7 @@ if [ "${1:-}" = --vmm ]; then
     VMM=${2:-kvmbox}
     shift 2
 fi
-SCENARIOS=${*:-user user-nomrg bridge tap segment evil}
+SCENARIOS=${*:-user user-nomrg bridge tap two-nics segment evil}
 BUILD=${BUILD:-build}
 KVMBOX=${KVMBOX:-$BUILD/kvmbox}
 GT=$BUILD/guest-tests
@@ -118,7 +120,8 @@ in_ns() {
 
 # vm_cmd KERNEL CMDLINE NET...: the VMM command line in array CMD. NET: user:HOSTFWDS
 # (comma-separated hostfwd=... items) | tap:IFNAME | bridge:BR | segment:NAME:LPORT:RPORT
-# (QEMU: a dgram netdev from 127.0.0.1:LPORT to RPORT); each optionally :mac=MAC at the end.
+# (QEMU: a dgram netdev from 127.0.0.1:LPORT to RPORT); each optionally :mac=MAC at the end;
+# or disk:PATH, a raw virtio-blk disk.
 vm_cmd() {
     local kernel=$GT/$1.elf cmdline=$2 spec kind a b c mac n=0
     shift 2
@@ -131,6 +134,15 @@ vm_cmd() {
              -kernel "$kernel" -append "$cmdline")
     fi
     for spec in "$@"; do
+        if [ "${spec%%:*}" = disk ]; then
+            if [ "$VMM" = kvmbox ]; then
+                CMD+=(--disk "${spec#disk:},format=raw,serial=rw$n")
+            else
+                CMD+=(-drive "file=${spec#disk:},if=none,id=d$n,format=raw" -device "virtio-blk-pci,drive=d$n,serial=rw$n")
+            fi
+            n=$((n + 1))
+            continue
+        fi
         mac=${spec##*:mac=}
         [ "$mac" = "$spec" ] && mac=$MAC
         spec=${spec%:mac=*}
@@ -249,7 +261,7 @@ scenario_user() {
     : >"$T/helper.log"
     start_helper "$ns" --dns 127.0.0.1:53 --name kvmbox-test.example=192.0.2.77 --udp-echo 127.0.0.1:7001 \
         --tcp-listen 127.0.0.1:7002 --log "$T/helper.log" || { bad $name "the host helper did not start"; return; }
-    start_vm $name "$ns" /dev/null net-user "$user_common rxbuf=512 irq=1 udp_echo_port=9001 tcp_port=9002 \
+    start_vm $name "$ns" /dev/null net-user "$user_common rxbuf=512 irq=1 event_idx=1 udp_echo_port=9001 tcp_port=9002 \
 tcp_rst_port=9003 udp_expect=4 tcp_expect=1 tcp_rst_expect=1 serve_secs=$TIMEOUT" \
         "user:hostfwd=udp:127.0.0.1:8001-:9001,hostfwd=tcp:127.0.0.1:8002-:9002,hostfwd=tcp:127.0.0.1:8003-:9003"
     local vm=$VMPID
@@ -340,6 +352,40 @@ ping_expect=42 done_port=9000 serve_secs=$TIMEOUT $opts $LENIENT" "$net"
     ip netns del "$ns"
 }
 
+# Two NICs after a disk: user-mode NAT first, then a tap on the namespace's bridge; the
+# bridge checks run through the second NIC (its own MSI-X vectors and BARs).
+scenario_two_nics() {
+    local name=two-nics ns vm sizes
+    if [ ! -c /dev/net/tun ]; then
+        echo "SKIP: virtio-net/$name ($VMM): no /dev/net/tun"
+        return
+    fi
+    if ! bridge_ns two; then
+        bad $name "cannot set up the namespace's bridge"
+        return
+    fi
+    ns=$NS
+    start_helper "$ns" --udp-echo 10.0.3.1:7001 --log "$T/helper.log" || { bad $name "the helper did not start"; return; }
+    local net=bridge:br0
+    if [ "$VMM" = qemu ]; then
+        add_tap "$ns" kvnt-tap1 || { bad $name "cannot create a tap"; return; }
+        net=tap:kvnt-tap1
+    fi
+    truncate -s 1M "$T/disk.img"
+    start_vm $name "$ns" /dev/null net-bridge "nics=2 nic=1 ip=10.0.3.2 peer=10.0.3.1 udp_port=7001 step=61 \
+ping_expect=5 serve_secs=$TIMEOUT $LENIENT" "disk:$T/disk.img" "user:mac=52:54:00:12:34:57" "$net"
+    vm=$VMPID
+    sizes="0 1 100 1000 1472"
+    if wait_line $name '^READY serve' "$vm"; then
+        # shellcheck disable=SC2086 # one argument per size
+        probe $name "$ns" ping 10.0.3.2 $sizes
+        probe $name "$ns" send 10.0.3.2 9000 DONE
+    fi
+    end_vm $name "$vm"
+    stop "$HELPER"
+    ip netns del "$ns"
+}
+
 scenario_segment() {
     local name=segment ns a b q
     if ! new_ns seg; then
@@ -389,6 +435,7 @@ for s in $SCENARIOS; do
     case $s in
     user | segment | evil) "scenario_$s" ;;
     user-nomrg) scenario_user_nomrg ;;
+    two-nics) scenario_two_nics ;;
     bridge) scenario_l2 bridge bridge "rxbuf=256 irq=1" ;;
     tap) scenario_l2 tap tap "mrg=0 irq=0 event_idx=1 qsize=64" ;;
     *) bad "$s" "unknown scenario" ;;
