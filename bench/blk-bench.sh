@@ -122,7 +122,7 @@ def run_vm(cmd):
 
 def kvmbox_cmd(img, fmt):
     return [KVMBOX, 'run', '--kernel', KERNEL, '--mem', '64M', '--timeout', str(TIMEOUT),
-            '--cmdline', f'secs={SECS} irq={IRQ}', '--disk', f'{img},format={fmt},serial=rw0,cache={CACHE}']
+            '--cmdline', f'secs={SECS} irq={IRQ}', '--disk', f'{img},format={fmt},serial=rw0,cache={CACHE}' + env.get('KVMBOX_DISK_OPTS', '')]
 
 
 def qemu_cmd(img, fmt):

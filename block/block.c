@@ -78,6 +78,13 @@ void iov_memset(const struct iovec *iov, int iovcnt, size_t skip, int c, size_t 
     iov_walk(iov, iovcnt, skip, len, fill, &c);
 }
 
+int blk_raw_fd(const struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off, uint64_t len)
+{
+    if (b->ops != &blk_raw_ops || b->backing)
+        return -1;
+    return blk_data_fd(b, iov, iovcnt, off, len);
+}
+
 int blk_data_fd(const struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off, uint64_t len)
 {
     if (b->dfd < 0 || ((off | len) & 4095))

@@ -55,6 +55,11 @@ int blk_write_zeroes(struct blk *b, uint64_t offset, uint64_t len, unsigned flag
 /* Write one whole cluster compressed (qcow2 only; -ENOTSUP elsewhere). */
 int blk_write_compressed(struct blk *b, uint64_t offset, const void *buf, size_t len);
 uint64_t blk_length(const struct blk *b);
+/* For callers with their own asynchronous I/O (virtio-blk's io_uring path): the file
+ * descriptor a transfer of [off, off+len) into IOV may go to directly, at the same offset,
+ * when B is a raw image with nothing behind it (the O_DIRECT one for cache=none when
+ * everything is 4 KiB-aligned). -1 for every other image: use blk_preadv/blk_pwritev. */
+int blk_raw_fd(const struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off, uint64_t len);
 bool blk_is_readonly(const struct blk *b);
 
 /* Allocation status of [offset, offset+len) in this image (not its backing chain):
