@@ -26,6 +26,8 @@
 #   segment     two VMs on --net segment=A exchange 200 datagrams both ways, every byte
 #               checked; a third on segment=B must see none of their frames (QEMU: -netdev
 #               dgram pairs on 127.0.0.1).
+#   reboot      net-reboot.elf with a disk and --net user: a reset through 0xCF9 with frames
+#               in flight; on the second boot the NIC works again (same MAC and lease, MSI-X).
 #   evil        net-evil.elf on --net user: malformed tx chains, hostile rx buffers, garbage
 #               floods; the VMM stays up and the NIC answers after each case (QEMU: lenient=1).
 # Everything runs in network namespaces this script creates (named kvnt<PID>-*), deleted on
@@ -39,7 +41,7 @@ if [ "${1:-}" = --vmm ]; then
     VMM=${2:-kvmbox}
     shift 2
 fi
-SCENARIOS=${*:-user user-nomrg bridge tap two-nics segment evil}
+SCENARIOS=${*:-user user-nomrg bridge tap two-nics segment reboot evil}
 BUILD=${BUILD:-build}
 KVMBOX=${KVMBOX:-$BUILD/kvmbox}
 GT=$BUILD/guest-tests
@@ -52,6 +54,7 @@ fails=0
 # QEMU 7.2 leaves num_buffers 0 without MRG_RXBUF (the spec says 1): net_open_nic() accepts
 # that with lenient=1.
 LENIENT=""
+NO_REBOOT=1 # QEMU: -no-reboot (the reboot scenario clears it)
 
 skip_all() {
     echo "SKIP: virtio-net ($VMM): $1"
@@ -129,7 +132,7 @@ vm_cmd() {
         CMD=("$KVMBOX" run --kernel "$kernel" --mem 64M --timeout "$TIMEOUT" --cmdline "$cmdline")
     else
         # shellcheck disable=SC2054 # the commas are QEMU's
-        CMD=(qemu-system-x86_64 -accel tcg -M q35 -m 64M -nographic -no-reboot -nodefaults -no-user-config
+        CMD=(qemu-system-x86_64 -accel tcg -M q35 -m 64M -nographic ${NO_REBOOT:+-no-reboot} -nodefaults -no-user-config
              -serial stdio -monitor none -display none -device isa-debug-exit,iobase=0xf4,iosize=4
              -kernel "$kernel" -append "$cmdline")
     fi
@@ -419,6 +422,27 @@ scenario_segment() {
     ip netns del "$ns"
 }
 
+# A guest reset (0xCF9) with frames in flight: on the second boot (a disk remembers) the NIC
+# must work again, by MSI-X, with the same MAC and lease.
+scenario_reboot() {
+    local name=reboot ns
+    if ! new_ns reboot; then
+        bad $name "cannot create a network namespace"
+        return
+    fi
+    ns=$NS
+    truncate -s 1M "$T/reboot.img"
+    NO_REBOOT="" start_vm $name "$ns" /dev/null net-reboot "irq=1 $LENIENT" "disk:$T/reboot.img" user
+    if end_vm $name "$VMPID"; then
+        if grep -q '^boot 1: [0-9]* frames sent without waiting; resetting' "$T/$name.out"; then
+            echo "PASS: virtio-net/$name ($VMM): the first boot reset with frames in flight"
+        else
+            bad $name "the first boot did not reach the reset"
+        fi
+    fi
+    ip netns del "$ns"
+}
+
 scenario_evil() {
     local name=evil ns args="indirect=1 $LENIENT"
     if ! new_ns evil; then
@@ -433,7 +457,7 @@ scenario_evil() {
 
 for s in $SCENARIOS; do
     case $s in
-    user | segment | evil) "scenario_$s" ;;
+    user | segment | reboot | evil) "scenario_$s" ;;
     user-nomrg) scenario_user_nomrg ;;
     two-nics) scenario_two_nics ;;
     bridge) scenario_l2 bridge bridge "rxbuf=256 irq=1" ;;

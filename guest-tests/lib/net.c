@@ -418,6 +418,34 @@ static bool expired(uint64_t start, uint32_t timeout_us)
     return clock_us() - start > timeout_us;
 }
 
+unsigned net_irq_probe(struct netif *nif, uint32_t peer, unsigned n)
+{
+    struct vnet *nic = nif->nic;
+    uint8_t vec = nic->v.vec_q;
+    uint8_t data[16] = { 0 };
+    unsigned answered = 0;
+    uint32_t before = irq_count[vec];
+    for (unsigned i = 0; i < n; i++) {
+        vq_arm(nic->rxq, true);
+        if (net_send_icmp(nif, peer, ICMP_ECHO_REQUEST, 0x6971, (uint16_t)i, data, sizeof(data)) < 0)
+            continue;
+        irq_window(vec, 1000000); /* sti; hlt until the queue's vector fires */
+        uint64_t start = clock_us();
+        struct pkt p;
+        while (!expired(start, 1000000)) {
+            if (net_poll(nif, &p, 20000) < 0)
+                break;
+            if (p.ip && p.proto == IPPROTO_ICMP && p.icmp_type == ICMP_ECHO_REPLY && p.icmp_id == 0x6971 &&
+                p.icmp_seq == i) {
+                answered++;
+                break;
+            }
+        }
+    }
+    vq_arm(nic->rxq, nic->v.irq);
+    return answered == n ? irq_count[vec] - before : 0;
+}
+
 int net_ping(struct netif *nif, uint32_t dst, uint16_t id, uint16_t seq, const void *data, uint32_t len,
              uint32_t timeout_us)
 {
@@ -662,10 +690,18 @@ static bool is_vnet(const struct pci_dev *d)
     return vnet_find(d, 1, &i, 1) == 1;
 }
 
+static unsigned ndevs;
+
+struct pci_dev *net_pci(unsigned *n)
+{
+    *n = ndevs;
+    return net_devs;
+}
+
 int net_open_nic(struct vnet *n, unsigned which)
 {
     static bool scanned;
-    static unsigned ndevs, nnics, idx[VIRTIO_MAX_DEVS];
+    static unsigned nnics, idx[VIRTIO_MAX_DEVS];
     if (!scanned) {
         scanned = true;
         virtio_irq_init();

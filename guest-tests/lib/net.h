@@ -120,6 +120,10 @@ int net_send_tcp(struct netif *nif, uint32_t dst, uint16_t sport, uint16_t dport
  * data, 0 on timeout, -1 if a matching reply carried other data. */
 int net_ping(struct netif *nif, uint32_t dst, uint16_t id, uint16_t seq, const void *data, uint32_t len,
              uint32_t timeout_us);
+/* n pings to peer, each followed by a halt with interrupts on until the NIC's queue vector
+ * fires (irq_window(): an emulating KVM takes pending interrupts only at hlt). Returns the
+ * interrupts counted, 0 if a ping went unanswered. */
+unsigned net_irq_probe(struct netif *nif, uint32_t peer, unsigned n);
 /* Sends a SYN to dst:dport from sport: 1 for a SYN-ACK (answered with RST), 0 for a RST,
  * -1 on timeout. */
 int net_tcp_probe(struct netif *nif, uint32_t dst, uint16_t dport, uint16_t sport, uint32_t timeout_us);
@@ -143,6 +147,8 @@ int dns_query_a(struct netif *nif, uint32_t server, const char *name, uint32_t *
  * 7.2 gives it; the spec says 1).
  * Prints the NIC's configuration; returns 0, or -1 after a FAIL line. */
 int net_open_nic(struct vnet *n, unsigned which);
+/* The PCI functions net_open_nic() found (n of them), for kernels that use other devices. */
+struct pci_dev *net_pci(unsigned *n);
 
 /* "a.b.c.d" -> address; false if malformed. */
 bool ip_parse(const char *s, uint32_t *ip);
