@@ -84,7 +84,7 @@ struct vq {
 #define VIRTIO_S_NEEDS_RESET 0x40
 #define VIRTIO_S_FAILED 0x80
 #define VIRTIO_MAX_DEVS 4
-#define VIRTIO_MAX_XQ 2           /* queues after queue 0 a device may use (virtio-net: tx) */
+#define VIRTIO_MAX_XQ 3           /* queues after queue 0 a device may use (virtio-net: tx; balloon: 3) */
 
 /* Where the rings go instead of the driver's own memory (the hostile tests); 0 = default. */
 struct vq_placement {
