@@ -25,6 +25,10 @@ struct blk_ops {
     int (*check)(struct blk *b, unsigned repair, struct blk_check_result *res);
     int (*truncate)(struct blk *b, uint64_t size, bool shrink);
     int (*set_backing)(struct blk *b, const char *file, const char *fmt);
+    /* Optional: see blk_map() in block.h. */
+    int (*map)(struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off, uint64_t len,
+               bool write, int *fd, uint64_t *host);
+    void (*map_done)(struct blk *b, bool write);
 };
 
 struct blk {

@@ -78,11 +78,25 @@ void iov_memset(const struct iovec *iov, int iovcnt, size_t skip, int c, size_t 
     iov_walk(iov, iovcnt, skip, len, fill, &c);
 }
 
-int blk_raw_fd(const struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off, uint64_t len)
+int blk_map(struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off, uint64_t len,
+            bool write, int *fd, uint64_t *host)
 {
-    if (b->ops != &blk_raw_ops || b->backing)
-        return -1;
-    return blk_data_fd(b, iov, iovcnt, off, len);
+    uint64_t end;
+    if (!b->ops->map || len == 0 || __builtin_add_overflow(off, len, &end) || end > b->size ||
+        (write && !(b->flags & BLK_O_RDWR)))
+        return 0;
+    return b->ops->map(b, iov, iovcnt, off, len, write, fd, host);
+}
+
+void blk_map_done(struct blk *b, bool write)
+{
+    if (b->ops->map_done)
+        b->ops->map_done(b, write);
+}
+
+int blk_raw_flush_fd(const struct blk *b)
+{
+    return b->ops == &blk_raw_ops ? b->fd : -1;
 }
 
 int blk_data_fd(const struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off, uint64_t len)

@@ -55,11 +55,20 @@ int blk_write_zeroes(struct blk *b, uint64_t offset, uint64_t len, unsigned flag
 /* Write one whole cluster compressed (qcow2 only; -ENOTSUP elsewhere). */
 int blk_write_compressed(struct blk *b, uint64_t offset, const void *buf, size_t len);
 uint64_t blk_length(const struct blk *b);
-/* For callers with their own asynchronous I/O (virtio-blk's io_uring path): the file
- * descriptor a transfer of [off, off+len) into IOV may go to directly, at the same offset,
- * when B is a raw image with nothing behind it (the O_DIRECT one for cache=none when
- * everything is 4 KiB-aligned). -1 for every other image: use blk_preadv/blk_pwritev. */
-int blk_raw_fd(const struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off, uint64_t len);
+/* For callers with their own asynchronous I/O (virtio-blk's io_uring path). Returns 1 when
+ * [off, off+len) is one run of bytes of one file that may be read (or, with WRITE,
+ * overwritten in place) directly: *FD (the O_DIRECT one for cache=none when IOV, the offset
+ * and the length are 4 KiB-aligned) at *HOST. Raw images always map; qcow2 maps data
+ * clusters this image owns outright, contiguous on the host (not zero, compressed, shared
+ * with a snapshot or in the backing file). A mapped write holds the clusters against being
+ * freed or shared until blk_map_done(B, true); call blk_map_done after every mapped transfer.
+ * Returns 0 when the range needs blk_preadv/blk_pwritev, or a negative errno. */
+int blk_map(struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off, uint64_t len,
+            bool write, int *fd, uint64_t *host);
+void blk_map_done(struct blk *b, bool write);
+/* The file descriptor a raw image's FLUSH can fdatasync directly; -1 for other formats
+ * (their flush also writes metadata back: use blk_flush). */
+int blk_raw_flush_fd(const struct blk *b);
 bool blk_is_readonly(const struct blk *b);
 
 /* Allocation status of [offset, offset+len) in this image (not its backing chain):

@@ -473,4 +473,6 @@ const struct blk_ops blk_qcow2_ops = {
     .check = qcow2_check_op,
     .truncate = qcow2_truncate,
     .set_backing = qcow2_set_backing,
+    .map = qcow2_map,
+    .map_done = qcow2_map_done,
 };

@@ -106,6 +106,10 @@ int qcow2_read_locked(struct blk *b, const struct iovec *iov, int iovcnt, uint64
 /* qcow2_write.c: the write side */
 int qcow2_preadv(struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off, uint64_t len);
 int qcow2_pwritev(struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off, uint64_t len);
+/* blk_map()/blk_map_done() for qcow2 (qcow2_write.c). */
+int qcow2_map(struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off, uint64_t len,
+              bool write, int *fd, uint64_t *host);
+void qcow2_map_done(struct blk *b, bool write);
 int qcow2_write_zeroes(struct blk *b, uint64_t off, uint64_t len, unsigned flags);
 int qcow2_discard(struct blk *b, uint64_t off, uint64_t len);
 int qcow2_write_compressed(struct blk *b, uint64_t off, const void *buf, size_t len);

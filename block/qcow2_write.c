@@ -148,6 +148,50 @@ static bool is_metadata(struct qcow2 *q, uint64_t host)
            (host + q->cluster_size > q->rct_offset && host < rct_end) || host == q->snapshots_offset;
 }
 
+int qcow2_map(struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off, uint64_t len,
+              bool write, int *fd, uint64_t *host)
+{
+    struct qcow2 *q = Q(b);
+    int mapped = 0;
+    pthread_mutex_lock(&b->lock);
+    if (q->corrupt)
+        goto out; /* the driver's own path reports it */
+    uint64_t in = off & (q->cluster_size - 1), base = 0, run = 0;
+    while (run < len) {
+        uint64_t e;
+        if (qcow2_get_l2_entry(b, off + run, &e) < 0)
+            goto out;
+        uint64_t h = e & L2E_OFFSET_MASK;
+        if (!h || (e & QCOW_OFLAG_COMPRESSED) || qcow2_entry_is_zero(q, e) ||
+            (write && (!(e & QCOW_OFLAG_COPIED) || is_metadata(q, h))))
+            goto out;
+        if (run == 0)
+            base = h + in;
+        else if (h != base - in + ((in + run) & ~((uint64_t)q->cluster_size - 1)))
+            goto out; /* not contiguous on the host */
+        run += q->cluster_size - ((in + run) & (q->cluster_size - 1));
+    }
+    if (write)
+        q->inplace_inflight++; /* freeing or sharing these clusters now waits for map_done */
+    *host = base;
+    *fd = blk_data_fd(b, iov, iovcnt, base, len);
+    mapped = 1;
+out:
+    pthread_mutex_unlock(&b->lock);
+    return mapped;
+}
+
+void qcow2_map_done(struct blk *b, bool write)
+{
+    if (!write)
+        return;
+    struct qcow2 *q = Q(b);
+    pthread_mutex_lock(&b->lock);
+    if (--q->inplace_inflight == 0)
+        pthread_cond_broadcast(&q->inplace_done);
+    pthread_mutex_unlock(&b->lock);
+}
+
 /* Writes one cluster's worth (or part) of guest data at OFF. */
 static int write_piece(struct blk *b, const struct iovec *iov, int iovcnt, size_t skip, uint64_t off,
                        uint64_t n, uint64_t *total, struct batch *bt, uint8_t *wbuf)

@@ -81,6 +81,14 @@ static int raw_pwritev(struct blk *b, const struct iovec *iov, int iovcnt, uint6
     return 0;
 }
 
+static int raw_map(struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off, uint64_t len,
+                   bool write, int *fd, uint64_t *host)
+{
+    *fd = blk_data_fd(b, iov, iovcnt, off, len);
+    *host = off;
+    return 1;
+}
+
 static int raw_flush(struct blk *b)
 {
     return fdatasync(b->fd) < 0 ? blk_set_err(b, -errno, "flush %s: %s", b->path, strerror(errno)) : 0;
@@ -177,6 +185,7 @@ const struct blk_ops blk_raw_ops = {
     .preadv = raw_preadv,
     .pwritev = raw_pwritev,
     .flush = raw_flush,
+    .map = raw_map,
     .discard = raw_discard,
     .write_zeroes = raw_write_zeroes,
     .block_status = raw_block_status,

@@ -103,6 +103,48 @@ START_TEST(mapping)
 }
 END_TEST
 
+/* blk_map: what may bypass the driver (virtio-blk's io_uring path) and what may not. */
+START_TEST(direct_map)
+{
+    struct blk *b = make(4096, 3, 16, 1 << 20);
+    int fd;
+    uint64_t host;
+    ck_assert_int_eq(blk_map(b, NULL, 0, 0, 4096, false, &fd, &host), 0);  /* unallocated */
+    uint8_t buf[12288];
+    memset(buf, 0x5c, sizeof(buf));
+    ck_assert_int_eq(blk_pwrite(b, buf, sizeof(buf), 16384), 0);            /* 3 clusters */
+    ck_assert_int_eq(blk_map(b, NULL, 0, 16384 + 100, 8000, false, &fd, &host), 1);
+    uint8_t back[8000];
+    ck_assert_int_eq(pread(fd, back, sizeof(back), (off_t)host), (ssize_t)sizeof(back));
+    ck_assert(!memcmp(back, buf, sizeof(back)));                            /* the right bytes */
+    blk_map_done(b, false);
+    /* A write maps and holds the clusters; map_done lets go (discard would wait otherwise). */
+    ck_assert_int_eq(blk_map(b, NULL, 0, 16384, 12288, true, &fd, &host), 1);
+    blk_map_done(b, true);
+    ck_assert_int_eq(blk_map(b, NULL, 0, 16384, 16384, false, &fd, &host), 0); /* runs into a hole */
+    ck_assert_int_eq(blk_map(b, NULL, 0, (1 << 20) - 512, 1024, false, &fd, &host), 0); /* past the end */
+    ck_assert_int_eq(blk_write_zeroes(b, 20480, 4096, 0), 0);
+    ck_assert_int_eq(blk_map(b, NULL, 0, 16384, 12288, false, &fd, &host), 0); /* a zero cluster */
+    /* A cluster shared with a snapshot may be read in place but not overwritten. */
+    ck_assert_int_eq(blk_snapshot_create(b, "s1"), 0);
+    ck_assert_int_eq(blk_map(b, NULL, 0, 16384, 4096, false, &fd, &host), 1);
+    blk_map_done(b, false);
+    ck_assert_int_eq(blk_map(b, NULL, 0, 16384, 4096, true, &fd, &host), 0);
+    assert_clean(b);
+    blk_close(b);
+    /* Raw maps everything, at the same offset. */
+    char raw[300];
+    snprintf(raw, sizeof(raw), "%s/r.raw", dir);
+    ck_assert_int_eq(blk_create(raw, "raw", 1 << 20, NULL, err, sizeof(err)), 0);
+    ck_assert_int_eq(blk_open(raw, "raw", BLK_O_RDWR, &b, NULL, err, sizeof(err)), 0);
+    ck_assert_int_eq(blk_map(b, NULL, 0, 4096, 8192, true, &fd, &host), 1);
+    ck_assert_uint_eq(host, 4096);
+    blk_map_done(b, true);
+    ck_assert_int_ge(blk_raw_flush_fd(b), 0);
+    blk_close(b);
+}
+END_TEST
+
 START_TEST(refcount_leak_found_and_repaired)
 {
     struct blk *b = make(65536, 3, 16, 4 << 20);
@@ -210,6 +252,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, create_variants);
     tcase_add_test(tc, mapping);
+    tcase_add_test(tc, direct_map);
     tcase_add_test(tc, refcount_leak_found_and_repaired);
     tcase_add_test(tc, l2_cache_and_growth);
     tcase_add_test(tc, hostile_headers);

@@ -48,6 +48,7 @@ struct blk_io {
     struct blk_io *next;
     unsigned qi;
     uint64_t expect;               /* io_uring: the byte count a complete transfer returns */
+    bool mapped;                   /* io_uring transfer through blk_map(): blk_map_done() after */
     struct virtq_chain chain;
     struct blk_req req;
 };
@@ -72,7 +73,7 @@ struct vblk {
     pthread_t workers[MAX_WORKERS];
     unsigned nworkers;
 
-    bool uring;                    /* raw image: reads, writes, flushes through io_uring */
+    bool uring;                    /* mapped reads and writes (and raw flushes) through io_uring */
     struct io_uring ring;
     int ring_fd;                   /* eventfd signalled on completions */
     unsigned ring_pending;         /* prepared, not yet submitted */
@@ -266,21 +267,32 @@ static bool ring_prepare(struct vblk *b, struct blk_io *io)
     struct blk_req *r = &io->req;
     if (!b->uring || (r->type != VIRTIO_BLK_T_IN && r->type != VIRTIO_BLK_T_OUT && r->type != VIRTIO_BLK_T_FLUSH))
         return false;
-    int fd = r->type == VIRTIO_BLK_T_FLUSH ? blk_raw_fd(b->blk, NULL, 0, 1, 1) /* the buffered fd */
-                                           : blk_raw_fd(b->blk, r->iov, r->niov, r->offset, r->len);
+    bool write = r->type == VIRTIO_BLK_T_OUT;
+    int fd = -1;
+    uint64_t host = 0;
+    io->mapped = false;
+    if (r->type == VIRTIO_BLK_T_FLUSH) /* honest for raw: the data on stable storage, as blk_flush */
+        fd = blk_raw_flush_fd(b->blk);
+    else if (blk_map(b->blk, r->iov, r->niov, r->offset, r->len, write, &fd, &host) == 1)
+        io->mapped = true;
     if (fd < 0)
-        return false;
+        return false; /* qcow2 metadata to write back, or clusters to allocate: the pool */
     struct io_uring_sqe *sqe = io_uring_get_sqe(&b->ring);
     if (!sqe) { /* full: push out what is prepared and try once more */
         ring_submit(b);
-        if (!(sqe = io_uring_get_sqe(&b->ring)))
-            return false;
+        sqe = io_uring_get_sqe(&b->ring);
+    }
+    if (!sqe) {
+        if (io->mapped)
+            blk_map_done(b->blk, write);
+        io->mapped = false;
+        return false;
     }
     if (r->type == VIRTIO_BLK_T_IN)
-        io_uring_prep_readv(sqe, fd, r->iov, (unsigned)r->niov, r->offset);
-    else if (r->type == VIRTIO_BLK_T_OUT)
-        io_uring_prep_writev(sqe, fd, r->iov, (unsigned)r->niov, r->offset);
-    else /* honest FLUSH: the file's data on stable storage, as blk_flush does for raw */
+        io_uring_prep_readv(sqe, fd, r->iov, (unsigned)r->niov, host);
+    else if (write)
+        io_uring_prep_writev(sqe, fd, r->iov, (unsigned)r->niov, host);
+    else
         io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC);
     io->expect = r->type == VIRTIO_BLK_T_FLUSH ? 0 : r->len;
     io_uring_sqe_set_data(sqe, io);
@@ -306,6 +318,8 @@ static void ring_reap(struct vblk *b)
         struct blk_io *io = io_uring_cqe_get_data(cqe);
         int res = cqe->res;
         io_uring_cqe_seen(&b->ring, cqe);
+        if (io->mapped)
+            blk_map_done(b->blk, io->req.type == VIRTIO_BLK_T_OUT);
         if (res >= 0 && (uint64_t)res == io->expect) {
             done[n] = io, st[n++] = VIRTIO_BLK_S_OK;
         } else if (res >= 0 || res == -EINTR || res == -EAGAIN) {
@@ -506,7 +520,7 @@ static const struct virtio_dev_ops blk_ops = {
  * the pool serves every request). */
 static void setup_ring(struct vblk *b)
 {
-    if (blk_raw_fd(b->blk, NULL, 0, 1, 1) < 0 || getenv("KVMBOX_NO_URING"))
+    if (getenv("KVMBOX_NO_URING"))
         return;
     if (io_uring_queue_init(QUEUE_SIZE, &b->ring, 0) < 0)
         return;
