@@ -9,7 +9,7 @@
  *   TARGET num_pages=N actual=M                every change of the target the driver sees
  *   INFLATED pages=N actual=M ms=T             pages given to the device, actual updated
  *   DEFLATED pages=N actual=M ms=T             pages taken back (and checked at actual 0)
- *   STATS-SENT n minor_faults=n                a statistics buffer the device now holds
+ *   STATS-SENT n minor_faults=n total=B        a statistics buffer the device now holds
  *   REPORT-TOUCHED pages=N, READY-REPORT       waits for the line "report"
  *   REPORTED bytes=N ms=T, READY-QUIT          waits for the line "quit"
  *
@@ -113,7 +113,7 @@ static bool stats_send(void)
     vq_publish(qstats, (uint16_t)head);
     vq_arm(qstats, dev.irq);
     vq_kick(qstats);
-    printf("STATS-SENT %u minor_faults=%u\n", stats_sent, stats_sent);
+    printf("STATS-SENT %u minor_faults=%u total=%u\n", stats_sent, stats_sent, (uint32_t)stats[S_MEMTOT].val);
     stats_sent++;
     return true;
 }

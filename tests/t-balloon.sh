@@ -1,0 +1,273 @@
+#!/bin/bash
+# virtio-balloon end to end with guest-tests/balloon.c in a 1 GiB guest, measuring the VMM's
+# resident memory (VmRSS of its process) at each step:
+#   1. the guest touches 800 MiB: RSS >= 800 MiB;
+#   2. `kvmbox balloon NAME 256M`: within 3 s RSS drops by >= 700 MiB; the guest sees the
+#      target (num_pages), inflates, and info shows target and actual 256 MiB;
+#   3. the statistics info shows are the ones the guest sent (it refreshes them each time the
+#      device returns the buffer, every second with --stats-interval 1);
+#   4. back to 1G: the guest deflates, the pages read as zero and are usable (guest checks),
+#      RSS grows back;
+#   5. free page reporting: the guest touches 64 MiB more and reports it free: RSS drops by
+#      ~64 MiB and info's "reported" grows, with no balloon command;
+#   6. bad requests (above the memory, below the 32 MiB floor, a VM with --balloon off, no
+#      such VM, a bad size) fail with a clear message and change nothing;
+#   7. the guest ends with debug-exit status 1 (all its checks passed).
+# KVMBOX_VMM=qemu runs the same kernel under QEMU TCG (virtio-balloon-pci with
+# free-page-reporting=on, driven through the HMP monitor): validates the guest side; QEMU
+# has no "reported" counter and clamps bad targets, so those checks are left out there.
+set -u
+cd "$(dirname "$0")/.." || exit 1
+BUILD=${BUILD:-build}
+KVMBOX=${KVMBOX:-$BUILD/kvmbox}
+VMM=${KVMBOX_VMM:-kvmbox}
+K=$BUILD/guest-tests/balloon.elf
+CTL=$BUILD/guest-tests/ctl.elf
+if [ "$VMM" = kvmbox ] && [ ! -c /dev/kvm ]; then
+    echo "SKIP: balloon: no /dev/kvm on this host"
+    exit 77
+fi
+for f in "$K" "$CTL"; do [ -f "$f" ] || { echo "FAIL: balloon: $f is not built"; exit 1; }; done
+T=$(mktemp -d /tmp/kvmbox-balloon.XXXXXX)
+export KVMBOX_RUNTIME_DIR=$T/run
+N=bal
+LOG=$T/run/$N.log
+cleanup() {
+    if [ "$VMM" = kvmbox ]; then
+        for s in "$T"/run/*.sock; do [ -e "$s" ] && "$KVMBOX" kill "$(basename "$s" .sock)" >/dev/null 2>&1; done
+    elif [ -s "$T/qemu.pid" ]; then
+        kill "$(cat "$T/qemu.pid")" 2>/dev/null
+    fi
+    exec 3>&- 2>/dev/null
+    rm -rf "$T"
+}
+trap cleanup EXIT
+fails=0
+ok() { echo "PASS: balloon ($VMM): $*"; }
+bad() { echo "FAIL: balloon ($VMM): $*"; fails=$((fails + 1)); }
+cond() { eval "$1"; } # a compound condition for expect
+expect() { # expect DESCRIPTION COND...
+    local d=$1
+    shift
+    if "$@"; then ok "$d"; else bad "$d"; fi
+}
+wait_for() { # wait_for PATTERN SECONDS: the pattern appears in the guest's console log
+    for _ in $(seq 1 $(($2 * 10))); do grep -q -- "$1" "$LOG" 2>/dev/null && return 0; sleep 0.1; done
+    return 1
+}
+rss_mib() { awk '/^VmRSS:/ { print int($2 / 1024) }' "/proc/$PID/status" 2>/dev/null || echo 0; }
+now_ms() { date +%s%3N; }
+json() { # json EXPR: evaluates EXPR on the VM's info (i) or QEMU's balloon state
+    python3 -c 'import json,sys; i=json.loads(sys.argv[1]); print(eval(sys.argv[2]))' "$(info)" "$1"
+}
+
+# --- per-VMM plumbing: start, info (kvmbox's shape), set_target MiB, send LINE, finish ---
+if [ "$VMM" = kvmbox ]; then
+    start() {
+        "$KVMBOX" run --daemonize --name $N --kernel "$K" --mem 1G --timeout 400 >"$T/start.out" 2>&1 ||
+            { cat "$T/start.out"; return 1; }
+        "$KVMBOX" balloon $N --stats-interval 1 >"$T/si.out" 2>&1 || { cat "$T/si.out"; return 1; }
+        PID=$(json 'i["pid"]')
+    }
+    info() { "$KVMBOX" info $N --json 2>/dev/null; }
+    set_target() { "$KVMBOX" balloon $N "$1M"; }
+    send() { (sleep 0.3; printf '%s\n' "$1"; sleep 1) | timeout 10 "$KVMBOX" console $N >/dev/null 2>&1; }
+    start_wait() { ("$KVMBOX" wait $N; echo "status $?") >"$T/wait.out" 2>&1 & }
+    end_status() {
+        for _ in $(seq 1 100); do grep -q status "$T/wait.out" 2>/dev/null && break; sleep 0.1; done
+        st=$(awk '/status/ { print $2 }' "$T/wait.out")
+    }
+else
+    mkdir -p "$T/run"
+    mkfifo "$T/in"
+    exec 3<>"$T/in"
+    start() {
+        qemu-system-x86_64 -accel tcg -M q35 -m 1G -display none -no-user-config -nodefaults \
+            -device isa-debug-exit,iobase=0xf4,iosize=4 -kernel "$K" -serial stdio \
+            -monitor "unix:$T/mon,server,nowait" -pidfile "$T/qemu.pid" \
+            -device virtio-balloon-pci,id=bal,free-page-reporting=on <&3 >"$LOG" 2>&1 &
+        QPID=$!
+        for _ in $(seq 1 50); do [ -S "$T/mon" ] && [ -s "$T/qemu.pid" ] && break; sleep 0.1; done
+        PID=$(cat "$T/qemu.pid")
+        hmp "qom-set /machine/peripheral/bal guest-stats-polling-interval 1" >/dev/null
+    }
+    hmp() { # hmp COMMAND...: runs HMP commands, prints their output
+        python3 - "$T/mon" "$@" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.settimeout(3)
+def rd():
+    b = b''
+    try:
+        while not b.endswith(b'(qemu) '):
+            c = s.recv(65536)
+            if not c: break
+            b += c
+    except socket.timeout: pass
+    return b.decode(errors='replace').replace('\r', '')
+rd()
+for c in sys.argv[2:]:
+    s.sendall(c.encode() + b'\n')
+    out = rd().split('\n')[1:]
+    print('\n'.join(l for l in out if l.strip() and not l.startswith('(qemu)')))
+PY
+    }
+    info() { # QEMU's balloon state in the shape of kvmbox's info
+        local ib st
+        ib=$(hmp "info balloon")
+        st=$(hmp "qom-get /machine/peripheral/bal guest-stats")
+        python3 -c '
+import json, re, sys
+actual = int(re.search(r"actual=(\d+)", sys.argv[1]).group(1)) << 20
+s = json.loads(sys.argv[2])["stats"]
+m = {"swap_in": "stat-swap-in", "swap_out": "stat-swap-out", "major_faults": "stat-major-faults",
+     "minor_faults": "stat-minor-faults", "free": "stat-free-memory", "total": "stat-total-memory",
+     "available": "stat-available-memory", "caches": "stat-disk-caches"}
+print(json.dumps({"pid": 0, "balloon": {"actual": actual, "stats": {k: s[v] for k, v in m.items()}}}))' "$ib" "$st"
+    }
+    set_target() { hmp "balloon $1" >/dev/null; }
+    send() { printf '%s\n' "$1" >&3; }
+    start_wait() { :; }
+    end_status() {
+        for _ in $(seq 1 100); do kill -0 "$QPID" 2>/dev/null || break; sleep 0.1; done
+        st=
+        kill -0 "$QPID" 2>/dev/null && return
+        wait "$QPID"
+        st=$?
+    }
+fi
+
+if ! start; then
+    bad "the VM does not start"
+    exit 1
+fi
+
+# 1. touched
+if ! wait_for READY-INFLATE 60; then
+    bad "the guest never reached READY-INFLATE"
+    grep -E "FAIL|SUMMARY" "$LOG" | sed 's/^/    | /'
+    exit 1
+fi
+grep -E "^(PASS|FAIL|BALLOON|TOUCHED)" "$LOG" | tr -d '\r' | sed 's/^/    guest| /'
+rss1=$(rss_mib)
+expect "after the guest touched 800 MiB the VMM's RSS is $rss1 MiB (>= 800)" [ "$rss1" -ge 800 ]
+
+# 2. inflate to a 256 MiB target
+t0=$(now_ms)
+out=$(set_target 256 2>&1); rc=$?
+expect "setting the target to 256M succeeds ($rc${out:+: $out})" [ $rc = 0 ]
+rss2=$rss1
+while :; do
+    rss2=$(rss_mib)
+    el=$(($(now_ms) - t0))
+    [ $((rss1 - rss2)) -ge 700 ] && break
+    [ $el -ge 3000 ] && break
+    sleep 0.05
+done
+expect "RSS $rss1 -> $rss2 MiB (down $((rss1 - rss2)) MiB, >= 700) ${el} ms after the request (<= 3000)" \
+    cond "[ $((rss1 - rss2)) -ge 700 ] && [ $el -le 3000 ]"
+expect "the guest is told the new target (num_pages 196608)" wait_for "TARGET num_pages=196608" 10
+wait_for "INFLATED pages=196608 actual=196608" 10
+expect "the guest inflates 196608 pages ($(grep -o 'INFLATED.*' "$LOG" | tr -d '\r' | head -1))" \
+    grep -q "INFLATED pages=196608 actual=196608" "$LOG"
+if [ "$VMM" = kvmbox ]; then
+    expect "info: target 256 MiB, actual 256 MiB, released >= 768 MiB" \
+        python3 -c 'import json,sys; b=json.loads(sys.argv[1])["balloon"]; sys.exit(not (b["target"]==256<<20 and b["actual"]==256<<20 and b["released"]>=768<<20))' "$(info)"
+else
+    expect "info balloon: actual=256" [ "$(json 'i["balloon"]["actual"] >> 20')" = 256 ]
+fi
+
+# 3. statistics: wait for two refreshes, then compare with what the guest sent
+n0=$(grep -c STATS-SENT "$LOG") ts0=$(now_ms)
+for _ in $(seq 1 50); do [ "$(grep -c STATS-SENT "$LOG")" -ge $((n0 + 2)) ] && break; sleep 0.1; done
+sleep 0.2
+inf=$(info)
+sleep 0.3 # the guest prints STATS-SENT after its kick, so the device may have the figures first
+sent=$(grep -o 'STATS-SENT [0-9]* minor_faults=[0-9]* total=[0-9]*' "$LOG" | tail -3 | awk '{ print $3 "," $4 }' | tr '\n' ' ')
+expect "the device returned the statistics buffer and the guest refreshed it ($(($(grep -c STATS-SENT "$LOG") - n0)) times in $(($(now_ms) - ts0)) ms at --stats-interval 1)" \
+    [ "$(grep -c STATS-SENT "$LOG")" -ge $((n0 + 2)) ]
+expect "the statistics in info are the ones the guest sent (info: $(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["balloon"]["stats"])' "$inf"); guest's last: $sent)" \
+    python3 -c '
+import json, sys
+s = json.loads(sys.argv[1])["balloon"]["stats"]
+sent = [dict(kv.split("=") for kv in x.split(",")) for x in sys.argv[2].split()]
+want = {"swap_in": 11, "swap_out": 22, "major_faults": 33, "free": 123456789 * 4096,
+        "available": 98765432 * 4096, "caches": 4242 * 4096}
+ok = all(s[k] == v for k, v in want.items())
+ok = ok and any(s["minor_faults"] == int(d["minor_faults"]) and s["total"] == int(d["total"]) for d in sent)
+sys.exit(not ok)' "$inf" "$sent"
+if [ "$VMM" = kvmbox ]; then
+    expect "their age is under 2 s ($(json 'i["balloon"]["stats"]["age_ms"]') ms)" \
+        [ "$(json 'i["balloon"]["stats"]["age_ms"]')" -lt 2000 ]
+fi
+
+# 4. deflate back to the whole memory
+out=$(set_target 1024 2>&1); rc=$?
+expect "setting the target back to 1G succeeds ($rc${out:+: $out})" [ $rc = 0 ]
+expect "the guest deflates to actual 0" wait_for "DEFLATED pages=196608 actual=0" 20
+expect "the guest touched the region to report" wait_for READY-REPORT 30
+grep -E "^(PASS|FAIL): (deflate|the [0-9]+ touched)" "$LOG" | tr -d '\r' | sed 's/^/    guest| /'
+expect "the guest's checks after deflating pass (zeroes, untouched pages kept, usable again)" \
+    [ "$(grep -cE '^PASS: (deflate|the [0-9]+ touched)' "$LOG")" = 4 ]
+rss3=$(rss_mib)
+expect "RSS back up to $rss3 MiB once the guest used the memory again (>= $((rss2 + 700)))" [ "$rss3" -ge $((rss2 + 700)) ]
+if [ "$VMM" = kvmbox ]; then
+    expect "info: actual back to 1 GiB" [ "$(json 'i["balloon"]["actual"]')" = $((1 << 30)) ]
+    rep0=$(json 'i["balloon"]["reported"]')
+    tgt0=$(json 'i["balloon"]["target"]')
+else
+    expect "info balloon: actual=1024" [ "$(json 'i["balloon"]["actual"] >> 20')" = 1024 ]
+fi
+
+# 5. free page reporting, no balloon command
+send report
+wait_for REPORTED 20
+expect "the guest reports 64 MiB free ($(grep -o 'REPORTED.*' "$LOG" | tr -d '\r' | head -1))" grep -q REPORTED "$LOG"
+sleep 0.3
+rss4=$(rss_mib)
+expect "RSS $rss3 -> $rss4 MiB after the report (down $((rss3 - rss4)), >= 60)" [ $((rss3 - rss4)) -ge 60 ]
+if [ "$VMM" = kvmbox ]; then
+    rep1=$(json 'i["balloon"]["reported"]')
+    expect "info: reported grew by $(((rep1 - rep0) >> 20)) MiB (64), target unchanged" \
+        cond "[ $((rep1 - rep0)) = $((64 << 20)) ] && [ $(json 'i["balloon"]["target"]') = $tgt0 ]"
+fi
+
+# 6. bad requests (kvmbox only: QEMU clamps the target to its memory)
+if [ "$VMM" = kvmbox ]; then
+    ntarget=$(grep -c TARGET "$LOG")
+    try() { # try DESCRIPTION PATTERN ARGS...: the command fails with a message matching PATTERN
+        local d=$1 p=$2 out rc
+        shift 2
+        out=$("$KVMBOX" "$@" 2>&1); rc=$?
+        out=${out%%$'\n'*}
+        if [ $rc != 0 ] && grep -qiE -- "$p" <<<"$out"; then ok "$d: status $rc, \"$out\""
+        else bad "$d: status $rc, \"$out\" (expected a failure matching /$p/)"; fi
+    }
+    try "a target above the guest's memory is refused" "more than the guest's memory" balloon $N 2G
+    try "a target below the floor is refused" "below the floor" balloon $N 16M
+    try "a target of 0 is refused" "below the floor|invalid|size" balloon $N 0
+    try "a malformed size is refused" "size|invalid|usage" balloon $N 12Q
+    try "no such VM" "no (running )?VM|not running|no such" balloon nosuchvm 256M
+    "$KVMBOX" run --daemonize --name nob --kernel "$CTL" --mem 64M --balloon off >/dev/null 2>&1
+    try "a VM with --balloon off" "balloon" balloon nob 32M
+    expect "info of a VM with --balloon off shows no balloon" \
+        python3 -c 'import json,sys; sys.exit(json.loads(sys.argv[1]).get("balloon") not in (None, {}))' \
+        "$("$KVMBOX" info nob --json)"
+    "$KVMBOX" kill nob >/dev/null 2>&1
+    sleep 0.5
+    tgt1=$(json 'i["balloon"]["target"]')
+    expect "the refused requests changed nothing (target $((tgt1 >> 20)) MiB, no new TARGET line in the guest)" \
+        cond "[ $tgt1 = $tgt0 ] && [ $(grep -c TARGET "$LOG") = $ntarget ]"
+fi
+
+# 7. the end
+start_wait
+sleep 0.3
+send quit
+end_status
+summary=$(grep -o 'SUMMARY.*' "$LOG" | tr -d '\r')
+# shellcheck disable=SC2016 # evaluated by cond
+expect "the guest ends with status ${st:-none} (1: all its checks passed; $summary)" \
+    cond '[ "${st:-}" = 1 ] && grep -q "SUMMARY: pass=[0-9]* fail=0" "$LOG"'
+grep -E "^FAIL" "$LOG" | sed 's/^/    guest| /'
+echo "balloon ($VMM): RSS MiB: touched $rss1, inflated to 256M $rss2 (${el} ms), deflated and reused $rss3, after reporting 64 MiB $rss4"
+[ $fails = 0 ]
