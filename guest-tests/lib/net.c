@@ -456,9 +456,13 @@ int net_ping(struct netif *nif, uint32_t dst, uint16_t id, uint16_t seq, const v
     while (!expired(start, timeout_us)) {
         if (net_poll(nif, &p, 20000) < 0)
             return 0;
-        if (p.ip && p.proto == IPPROTO_ICMP && p.l4_ok && p.icmp_type == ICMP_ECHO_REPLY && p.saddr == dst &&
-            p.icmp_id == id && p.icmp_seq == seq)
-            return p.data_len == len && !memcmp(p.data, data, len) ? 1 : -1;
+        if (!p.ip || p.proto != IPPROTO_ICMP || p.icmp_type != ICMP_ECHO_REPLY || p.saddr != dst || p.icmp_id != id)
+            continue;
+        if (p.icmp_seq != seq) { /* a late (or repeated) answer to an earlier ping */
+            nif->stray_replies++;
+            continue;
+        }
+        return p.l4_ok && p.data_len == len && !memcmp(p.data, data, len) ? 1 : -1;
     }
     return 0;
 }

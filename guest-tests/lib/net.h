@@ -71,6 +71,7 @@ struct netif {
     bool offload_tx_csum;          /* UDP/TCP checksums left to the device (VIRTIO_NET_F_CSUM) */
     uint16_t ip_id;
     uint32_t arp_answered, ping_answered, frames, bad_frames, send_errors;
+    uint32_t stray_replies;        /* echo replies to earlier pings that came late or twice */
 };
 
 extern const uint8_t eth_broadcast[6];
