@@ -29,114 +29,11 @@ if [ "$VMM" = kvmbox ] && [ ! -c /dev/kvm ]; then
 fi
 for f in "$K" "$CTL"; do [ -f "$f" ] || { echo "FAIL: balloon: $f is not built"; exit 1; }; done
 T=$(mktemp -d /tmp/kvmbox-balloon.XXXXXX)
-export KVMBOX_RUNTIME_DIR=$T/run
-N=bal
-LOG=$T/run/$N.log
-cleanup() {
-    if [ "$VMM" = kvmbox ]; then
-        for s in "$T"/run/*.sock; do [ -e "$s" ] && "$KVMBOX" kill "$(basename "$s" .sock)" >/dev/null 2>&1; done
-    elif [ -s "$T/qemu.pid" ]; then
-        kill "$(cat "$T/qemu.pid")" 2>/dev/null
-    fi
-    exec 3>&- 2>/dev/null
-    rm -rf "$T"
-}
-trap cleanup EXIT
-fails=0
-ok() { echo "PASS: balloon ($VMM): $*"; }
-bad() { echo "FAIL: balloon ($VMM): $*"; fails=$((fails + 1)); }
-cond() { eval "$1"; } # a compound condition for expect
-expect() { # expect DESCRIPTION COND...
-    local d=$1
-    shift
-    if "$@"; then ok "$d"; else bad "$d"; fi
-}
-wait_for() { # wait_for PATTERN SECONDS: the pattern appears in the guest's console log
-    for _ in $(seq 1 $(($2 * 10))); do grep -q -- "$1" "$LOG" 2>/dev/null && return 0; sleep 0.1; done
-    return 1
-}
-rss_mib() { awk '/^VmRSS:/ { print int($2 / 1024) }' "/proc/$PID/status" 2>/dev/null || echo 0; }
-now_ms() { date +%s%3N; }
-json() { # json EXPR: evaluates EXPR on the VM's info (i) or QEMU's balloon state
-    python3 -c 'import json,sys; i=json.loads(sys.argv[1]); print(eval(sys.argv[2]))' "$(info)" "$1"
-}
+TAG=balloon KERNEL=$K INITRD='' CMDLINE='' MEM=1024
+# shellcheck source=tests/balloon-vmm.sh
+. tests/balloon-vmm.sh
 
-# --- per-VMM plumbing: start, info (kvmbox's shape), set_target MiB, send LINE, finish ---
-if [ "$VMM" = kvmbox ]; then
-    start() {
-        "$KVMBOX" run --daemonize --name $N --kernel "$K" --mem 1G --timeout 400 >"$T/start.out" 2>&1 ||
-            { cat "$T/start.out"; return 1; }
-        "$KVMBOX" balloon $N --stats-interval 1 >"$T/si.out" 2>&1 || { cat "$T/si.out"; return 1; }
-        PID=$(json 'i["pid"]')
-    }
-    info() { "$KVMBOX" info $N --json 2>/dev/null; }
-    set_target() { "$KVMBOX" balloon $N "$1M"; }
-    send() { (sleep 0.3; printf '%s\n' "$1"; sleep 1) | timeout 10 "$KVMBOX" console $N >/dev/null 2>&1; }
-    start_wait() { ("$KVMBOX" wait $N; echo "status $?") >"$T/wait.out" 2>&1 & }
-    end_status() {
-        for _ in $(seq 1 100); do grep -q status "$T/wait.out" 2>/dev/null && break; sleep 0.1; done
-        st=$(awk '/status/ { print $2 }' "$T/wait.out")
-    }
-else
-    mkdir -p "$T/run"
-    mkfifo "$T/in"
-    exec 3<>"$T/in"
-    start() {
-        qemu-system-x86_64 -accel tcg -M q35 -m 1G -display none -no-user-config -nodefaults \
-            -device isa-debug-exit,iobase=0xf4,iosize=4 -kernel "$K" -serial stdio \
-            -monitor "unix:$T/mon,server,nowait" -pidfile "$T/qemu.pid" \
-            -device virtio-balloon-pci,id=bal,free-page-reporting=on <&3 >"$LOG" 2>&1 &
-        QPID=$!
-        for _ in $(seq 1 50); do [ -S "$T/mon" ] && [ -s "$T/qemu.pid" ] && break; sleep 0.1; done
-        PID=$(cat "$T/qemu.pid")
-        hmp "qom-set /machine/peripheral/bal guest-stats-polling-interval 1" >/dev/null
-    }
-    hmp() { # hmp COMMAND...: runs HMP commands, prints their output
-        python3 - "$T/mon" "$@" <<'PY'
-import socket, sys
-s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.settimeout(3)
-def rd():
-    b = b''
-    try:
-        while not b.endswith(b'(qemu) '):
-            c = s.recv(65536)
-            if not c: break
-            b += c
-    except socket.timeout: pass
-    return b.decode(errors='replace').replace('\r', '')
-rd()
-for c in sys.argv[2:]:
-    s.sendall(c.encode() + b'\n')
-    out = rd().split('\n')[1:]
-    print('\n'.join(l for l in out if l.strip() and not l.startswith('(qemu)')))
-PY
-    }
-    info() { # QEMU's balloon state in the shape of kvmbox's info
-        local ib st
-        ib=$(hmp "info balloon")
-        st=$(hmp "qom-get /machine/peripheral/bal guest-stats")
-        python3 -c '
-import json, re, sys
-actual = int(re.search(r"actual=(\d+)", sys.argv[1]).group(1)) << 20
-s = json.loads(sys.argv[2])["stats"]
-m = {"swap_in": "stat-swap-in", "swap_out": "stat-swap-out", "major_faults": "stat-major-faults",
-     "minor_faults": "stat-minor-faults", "free": "stat-free-memory", "total": "stat-total-memory",
-     "available": "stat-available-memory", "caches": "stat-disk-caches"}
-print(json.dumps({"pid": 0, "balloon": {"actual": actual, "stats": {k: s[v] for k, v in m.items()}}}))' "$ib" "$st"
-    }
-    set_target() { hmp "balloon $1" >/dev/null; }
-    send() { printf '%s\n' "$1" >&3; }
-    start_wait() { :; }
-    end_status() {
-        for _ in $(seq 1 100); do kill -0 "$QPID" 2>/dev/null || break; sleep 0.1; done
-        st=
-        kill -0 "$QPID" 2>/dev/null && return
-        wait "$QPID"
-        st=$?
-    }
-fi
-
-if ! start; then
+if ! vm_start; then
     bad "the VM does not start"
     exit 1
 fi
@@ -263,7 +160,7 @@ fi
 start_wait
 sleep 0.3
 send quit
-end_status
+end_status 10
 summary=$(grep -o 'SUMMARY.*' "$LOG" | tr -d '\r')
 # shellcheck disable=SC2016 # evaluated by cond
 expect "the guest ends with status ${st:-none} (1: all its checks passed; $summary)" \

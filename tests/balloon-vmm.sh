@@ -1,0 +1,120 @@
+# Sourced by tests/t-balloon.sh and tests/t-linux-balloon.sh (not a test by itself): one VM
+# with a balloon under kvmbox (daemonized, driven with kvmbox balloon/info/console) or under
+# QEMU TCG (virtio-balloon-pci,free-page-reporting=on, driven through the HMP monitor), with
+# the same functions for both. The caller sets:
+#   VMM (kvmbox|qemu) KVMBOX T (a temporary directory) TAG (for PASS/FAIL lines)
+#   KERNEL, INITRD (may be empty), CMDLINE (may be empty), MEM (MiB)
+# and gets: vm_start, info (kvmbox's `info --json` shape; under QEMU only pid, balloon.actual
+# and balloon.stats), json EXPR, set_target MIB, send LINE, start_wait + end_status (sets st),
+# rss_mib (of the VMM's process), wait_for PATTERN SECONDS (in $LOG, the console), expect,
+# ok, bad, cond, and $fails. The VM is named bal; cleanup runs at exit.
+# shellcheck shell=bash
+export KVMBOX_RUNTIME_DIR=$T/run
+N=bal
+LOG=$T/run/$N.log
+fails=0
+mkdir -p "$T/run"
+balloon_cleanup() {
+    if [ "$VMM" = kvmbox ]; then
+        for s in "$T"/run/*.sock; do [ -e "$s" ] && "$KVMBOX" kill "$(basename "$s" .sock)" >/dev/null 2>&1; done
+    elif [ -s "$T/qemu.pid" ]; then
+        kill "$(cat "$T/qemu.pid")" 2>/dev/null
+    fi
+    exec 3>&- 2>/dev/null
+    rm -rf "$T"
+}
+trap balloon_cleanup EXIT
+ok() { echo "PASS: $TAG ($VMM): $*"; }
+bad() { echo "FAIL: $TAG ($VMM): $*"; fails=$((fails + 1)); }
+cond() { eval "$1"; } # a compound condition for expect
+expect() { # expect DESCRIPTION COND...
+    local d=$1
+    shift
+    if "$@"; then ok "$d"; else bad "$d"; fi
+}
+wait_for() { # wait_for PATTERN SECONDS: the pattern appears in the guest's console log
+    for _ in $(seq 1 $(($2 * 10))); do grep -q -- "$1" "$LOG" 2>/dev/null && return 0; sleep 0.1; done
+    return 1
+}
+rss_mib() { awk '/^VmRSS:/ { print int($2 / 1024) }' "/proc/$PID/status" 2>/dev/null || echo 0; }
+now_ms() { date +%s%3N; }
+json() { # json EXPR: evaluates EXPR on the VM's info (i)
+    python3 -c 'import json,sys; i=json.loads(sys.argv[1]); print(eval(sys.argv[2]))' "$(info)" "$1"
+}
+
+if [ "$VMM" = kvmbox ]; then
+    vm_start() {
+        "$KVMBOX" run --daemonize --name $N --kernel "$KERNEL" ${INITRD:+--initrd "$INITRD"} \
+            ${CMDLINE:+--cmdline "$CMDLINE"} --mem "${MEM}M" --timeout 900 >"$T/start.out" 2>&1 ||
+            { cat "$T/start.out"; return 1; }
+        "$KVMBOX" balloon $N --stats-interval 1 >"$T/si.out" 2>&1 || { cat "$T/si.out"; return 1; }
+        PID=$(json 'i["pid"]')
+    }
+    info() { "$KVMBOX" info $N --json 2>/dev/null; }
+    set_target() { "$KVMBOX" balloon $N "$1M"; }
+    send() { (sleep 0.3; printf '%s\n' "$1"; sleep 1) | timeout 10 "$KVMBOX" console $N >/dev/null 2>&1; }
+    start_wait() { ("$KVMBOX" wait $N; echo "status $?") >"$T/wait.out" 2>&1 & }
+    end_status() { # end_status SECONDS
+        for _ in $(seq 1 $((${1:-10} * 10))); do grep -q status "$T/wait.out" 2>/dev/null && break; sleep 0.1; done
+        st=$(awk '/status/ { print $2 }' "$T/wait.out")
+    }
+else
+    mkfifo "$T/in"
+    exec 3<>"$T/in"
+    vm_start() {
+        local extra=()
+        [ -n "${INITRD:-}" ] && extra+=(-initrd "$INITRD")
+        [ -n "${CMDLINE:-}" ] && extra+=(-append "$CMDLINE")
+        qemu-system-x86_64 -accel tcg -M q35 -m "$MEM" -display none -no-user-config -nodefaults \
+            -device isa-debug-exit,iobase=0xf4,iosize=4 -kernel "$KERNEL" "${extra[@]}" -serial stdio \
+            -monitor "unix:$T/mon,server,nowait" -pidfile "$T/qemu.pid" -no-reboot \
+            -device virtio-balloon-pci,id=bal,free-page-reporting=on <&3 >"$LOG" 2>&1 &
+        QPID=$!
+        for _ in $(seq 1 50); do [ -S "$T/mon" ] && [ -s "$T/qemu.pid" ] && break; sleep 0.1; done
+        PID=$(cat "$T/qemu.pid")
+        hmp "qom-set /machine/peripheral/bal guest-stats-polling-interval 1" >/dev/null
+    }
+    hmp() { # hmp COMMAND...: runs HMP commands, prints their output
+        python3 - "$T/mon" "$@" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.settimeout(3)
+def rd():
+    b = b''
+    try:
+        while not b.endswith(b'(qemu) '):
+            c = s.recv(65536)
+            if not c: break
+            b += c
+    except socket.timeout: pass
+    return b.decode(errors='replace').replace('\r', '')
+rd()
+for c in sys.argv[2:]:
+    s.sendall(c.encode() + b'\n')
+    out = rd().split('\n')[1:]
+    print('\n'.join(l for l in out if l.strip() and not l.startswith('(qemu)')))
+PY
+    }
+    info() { # QEMU's balloon state in the shape of kvmbox's info
+        local ib st
+        ib=$(hmp "info balloon")
+        st=$(hmp "qom-get /machine/peripheral/bal guest-stats")
+        python3 -c '
+import json, re, sys
+actual = int(re.search(r"actual=(\d+)", sys.argv[1]).group(1)) << 20
+s = json.loads(sys.argv[2])["stats"]
+m = {"swap_in": "stat-swap-in", "swap_out": "stat-swap-out", "major_faults": "stat-major-faults",
+     "minor_faults": "stat-minor-faults", "free": "stat-free-memory", "total": "stat-total-memory",
+     "available": "stat-available-memory", "caches": "stat-disk-caches"}
+print(json.dumps({"pid": 0, "balloon": {"actual": actual, "stats": {k: s[v] for k, v in m.items()}}}))' "$ib" "$st"
+    }
+    set_target() { hmp "balloon $1" >/dev/null; }
+    send() { printf '%s\n' "$1" >&3; }
+    start_wait() { :; }
+    end_status() { # end_status SECONDS
+        st=
+        for _ in $(seq 1 $((${1:-10} * 10))); do kill -0 "$QPID" 2>/dev/null || break; sleep 0.1; done
+        kill -0 "$QPID" 2>/dev/null && return
+        wait "$QPID"
+        st=$?
+    }
+fi
