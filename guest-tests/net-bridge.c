@@ -13,6 +13,8 @@
  *                (default 60); at least ping_expect pings must have been answered. Frames
  *                longer than MTU + 14 are counted: with VIRTIO_NET_F_MTU negotiated there
  *                must be none (the host script sends some with its side at MTU 9000).
+ * burst=N: with udp_port, N datagrams sent while the guest reads nothing (more answers than
+ * the receive queue holds), then answers must come again and a ping must work.
  * nics=N, nic=K: N NICs are there (all are started), the test runs on NIC K (0 first).
  * NIC options: see net_open_nic(). */
 #include "net.h"
@@ -108,6 +110,32 @@ static void udp_echo(uint32_t peer, uint16_t port, uint32_t max, uint32_t step)
           max, ok, bad, late);
 }
 
+/* More answers than the receive queue has buffers: burst datagrams go to the echo server
+ * while the guest reads nothing, so the answers fill every posted buffer and the rest wait
+ * in the host or are dropped. Then the guest reads (reposting buffers as it goes): answers
+ * must arrive again, at least as many as fit in the queue, and a ping must work after. */
+static void exhaust(uint32_t peer, uint16_t port, unsigned burst)
+{
+    static const uint8_t data[64] = { 1, 2, 3, 4 };
+    unsigned sent = 0, got = 0;
+    for (unsigned i = 0; i < burst; i++)
+        sent += net_send_udp(&nif, peer, 5555, port, data, sizeof(data)) == 0;
+    vnet_tx_drain(&nic, 1000000);
+    delay_us(300000); /* the answers arrive meanwhile, with nobody reading */
+    uint64_t start = clock_us();
+    struct pkt p;
+    while (clock_us() - start < 1000000) {
+        if (net_poll(&nif, &p, 300000) <= 0)
+            break;
+        got += p.ip && p.proto == IPPROTO_UDP && p.sport == port && p.dport == 5555 && p.data_len == sizeof(data) + 5;
+    }
+    unsigned room = nic.rxq->size; /* one buffer per small frame, with MRG_RXBUF or not */
+    bool works = net_ping(&nif, peer, 0x6578, 1, data, sizeof(data), 2000000) == 1;
+    check(got >= (room < sent ? room : sent) && works,
+          "rx queue overrun: %u datagrams sent while not reading, %u answers received after (queue of %u), "
+          "then a ping %s", sent, got, nic.rxq->size, works ? "works" : "FAILS");
+}
+
 static void serve(uint16_t port)
 {
     uint32_t secs = (uint32_t)arg_u64("serve_secs", 60), pings0 = nif.ping_answered, oversize = 0, longest = 0;
@@ -177,6 +205,8 @@ void test_main(void)
     uint16_t uport = (uint16_t)arg_u64("udp_port", 0);
     if (uport)
         udp_echo(peer, uport, mtu - IP_HLEN - UDP_HLEN - 5, (uint32_t)arg_u64("udp_step", 4 * step));
+    if (uport && arg_u64("burst", 0))
+        exhaust(peer, uport, (unsigned)arg_u64("burst", 0));
     serve((uint16_t)arg_u64("done_port", 9000));
     if (nic.v.msix_n >= 2) {
         unsigned n = net_irq_probe(&nif, peer, 4);
