@@ -65,7 +65,7 @@ for dir_san in "build 0" "build-asan 1"; do
     else
         # Under ASan: everything that exercises kvmbox's own code paths, not the slow
         # Linux boots or the benchmarks.
-        run_scripts "$dir" $(ls tests/t-*.sh | grep -v -E 't-linux|t-img-fuzz')
+        run_scripts "$dir" $(ls tests/t-*.sh | grep -v -E 't-linux|t-img-fuzz|t-virtio-fuzz')
     fi
 done
 

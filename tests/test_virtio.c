@@ -7,6 +7,7 @@
 
 #include "tests/check_main.h"
 #include "virtio/blk_req.h"
+#include "virtio/net_frame.h"
 #include "virtio/queue.h"
 #include "vmm/guest_mem.h"
 
@@ -512,6 +513,62 @@ START_TEST(req_err_flags)
 }
 END_TEST
 
+/* ---- virtio-net frames ---- */
+
+START_TEST(net_tx_frames)
+{
+    struct iovec iov[VIRTQ_CHAIN_MAX];
+    static uint8_t f[2][2048];
+    ch.nseg = ch.nread = 0;
+    seg(f[0], 12, false), seg(f[1], 60, false);       /* header and frame in two buffers */
+    ck_assert_int_eq(net_tx_frame(&ch, false, iov), 1);
+    ck_assert_ptr_eq(iov[0].iov_base, f[1]);
+    ck_assert_uint_eq(iov[0].iov_len, 60);
+    ck_assert_int_eq(net_tx_frame(&ch, true, iov), 2);  /* tap: the header goes along */
+    ch.nseg = ch.nread = 0;
+    seg(f[0], 74, false);                              /* both in one buffer */
+    ck_assert_int_eq(net_tx_frame(&ch, false, iov), 1);
+    ck_assert_ptr_eq(iov[0].iov_base, f[0] + 12);
+    ck_assert_uint_eq(iov[0].iov_len, 62);
+    ch.nseg = ch.nread = 0;
+    seg(f[0], 12, false), seg(f[1], 60, true);         /* a device-writable transmit buffer */
+    ck_assert_int_eq(net_tx_frame(&ch, false, iov), -NF_E_WRITABLE);
+    ch.nseg = ch.nread = 0;
+    seg(f[0], 20, false);                              /* no room for an Ethernet header */
+    ck_assert_int_eq(net_tx_frame(&ch, false, iov), -NF_E_SHORT);
+    ch.nseg = ch.nread = 0;
+    for (int i = 0; i < 40; i++)                       /* 80 KiB: more than a 64 KiB frame */
+        seg(f[i & 1], 2048, false);
+    ck_assert_int_eq(net_tx_frame(&ch, false, iov), -NF_E_LONG);
+}
+END_TEST
+
+START_TEST(net_rx_placement)
+{
+    static uint8_t a[8], b[100], c[1000];
+    uint8_t hdr[NET_HDR_LEN] = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 0, 0 }, frame[600];
+    for (size_t i = 0; i < sizeof(frame); i++)
+        frame[i] = (uint8_t)i;
+    /* One chain whose first buffer is smaller than the header: it straddles two buffers. */
+    ch.nseg = ch.nread = 0;
+    seg(a, 8, true), seg(b, 100, true), seg(c, 1000, true);
+    ck_assert_uint_eq(net_rx_copy(&ch, 0, hdr, frame, sizeof(frame)), NET_HDR_LEN + sizeof(frame));
+    ck_assert(!memcmp(a, hdr, 8) && !memcmp(b, hdr + 8, 4) && !memcmp(b + 4, frame, 96));
+    ck_assert(!memcmp(c, frame + 96, sizeof(frame) - 96));
+    net_rx_set_num_buffers(&ch, 0x0102);
+    ck_assert_uint_eq(b[2], 0x02);
+    ck_assert_uint_eq(b[3], 0x01);
+    /* Mergeable buffers: the stream continues in the next chain where the first stopped. */
+    ch.nseg = ch.nread = 0;
+    seg(b, 100, true);
+    ck_assert_uint_eq(net_rx_copy(&ch, 0, hdr, frame, sizeof(frame)), 100);
+    ch.nseg = ch.nread = 0;
+    seg(c, 1000, true);
+    ck_assert_uint_eq(net_rx_copy(&ch, 100, hdr, frame, sizeof(frame)), NET_HDR_LEN + sizeof(frame) - 100);
+    ck_assert(!memcmp(c, frame + 88, sizeof(frame) - 88));
+}
+END_TEST
+
 START_TEST(error_strings)
 {
     for (int e = 0; e < VQ_E_MAX; e++)
@@ -557,6 +614,8 @@ static Suite *suite(void)
     tcase_add_test(tb, req_err_segments);
     tcase_add_test(tb, req_err_flags);
     tcase_add_test(tb, error_strings);
+    tcase_add_test(tb, net_tx_frames);
+    tcase_add_test(tb, net_rx_placement);
     suite_add_tcase(s, tb);
     return s;
 }

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "net/net.h"
+#include "virtio/net_frame.h"
 #include "virtio/virtio.h"
 #include "vmm/util.h"
 #include "vmm/vm.h"
@@ -85,26 +86,9 @@ static bool tx_one(struct vnet *n, struct virtio_queue *q, bool *more)
     /* Every buffer device-readable, a whole header, at most a 64 KiB frame: else the frame
      * is dropped and the buffers go back. */
     struct iovec iov[VIRTQ_CHAIN_MAX];
-    size_t total = 0;
-    bool ok = c->nread == c->nseg;
-    for (unsigned i = 0; ok && i < c->nseg; i++) {
-        iov[i] = (struct iovec){ c->seg[i].ptr, c->seg[i].len };
-        total += c->seg[i].len;
-    }
-    ok = ok && total >= NET_HDR_LEN + 14 && total <= NET_HDR_LEN + NET_MAX_FRAME - NET_HDR_LEN;
-    if (ok) {
-        int cnt = (int)c->nseg;
-        struct iovec *v = iov;
-        if (!n->be->vnet_hdr) { /* strip the virtio-net header */
-            size_t skip = NET_HDR_LEN;
-            while (skip && cnt) {
-                size_t k = skip < v->iov_len ? skip : v->iov_len;
-                v->iov_base = (uint8_t *)v->iov_base + k, v->iov_len -= k, skip -= k;
-                if (v->iov_len == 0)
-                    v++, cnt--;
-            }
-        }
-        n->be->ops->send(n->be, v, cnt);
+    int cnt = net_tx_frame(c, n->be->vnet_hdr, iov);
+    if (cnt > 0) {
+        n->be->ops->send(n->be, iov, cnt);
         n->tx_frames++;
     } else {
         n->tx_dropped++;
@@ -146,30 +130,6 @@ static bool rx_ready(struct vnet *n)
     return ready;
 }
 
-/* Copies SRC into the writable segments of C from byte POS on; returns bytes copied. */
-static size_t fill(const struct virtq_chain *c, size_t pos, const uint8_t *src, size_t len)
-{
-    size_t done = 0;
-    for (unsigned i = 0; i < c->nseg && done < len; i++) {
-        if (pos >= c->seg[i].len) {
-            pos -= c->seg[i].len;
-            continue;
-        }
-        size_t k = c->seg[i].len - pos < len - done ? c->seg[i].len - pos : len - done;
-        memcpy(c->seg[i].ptr + pos, src + done, k);
-        done += k, pos = 0;
-    }
-    return done;
-}
-
-static size_t capacity(const struct virtq_chain *c)
-{
-    size_t t = 0;
-    for (unsigned i = 0; i < c->nseg; i++)
-        t += c->seg[i].len;
-    return t;
-}
-
 /* The backend's deliver callback: one frame into the receive queue. */
 static bool rx_deliver(void *opaque, const uint8_t *frame, size_t len)
 {
@@ -203,15 +163,7 @@ static bool rx_deliver(void *opaque, const uint8_t *frame, size_t len)
             n->rx_dropped++;
             return false;
         }
-        size_t cap = capacity(c), k = total - placed < cap ? total - placed : cap;
-        /* The header goes first, into the first buffer. */
-        size_t w = 0;
-        if (placed < NET_HDR_LEN) {
-            size_t h = NET_HDR_LEN - placed < k ? NET_HDR_LEN - placed : k;
-            w += fill(c, 0, hdr + placed, h);
-        }
-        if (k > w)
-            w += fill(c, w, data + (placed + w - NET_HDR_LEN), k - w);
+        size_t w = net_rx_copy(c, placed, hdr, data, len);
         lens[used++] = (uint32_t)w;
         placed += w;
     }
@@ -221,11 +173,7 @@ static bool rx_deliver(void *opaque, const uint8_t *frame, size_t len)
         n->rx_dropped++;
         return true;
     }
-    /* num_buffers, in the header already copied to the first buffer */
-    uint16_t nb = (uint16_t)used;
-    struct virtq_chain *first = &n->rx_chains[0];
-    uint8_t nbuf[2] = { (uint8_t)nb, (uint8_t)(nb >> 8) };
-    fill(first, 10, nbuf, 2); /* the header may straddle segments: fill() follows them */
+    net_rx_set_num_buffers(&n->rx_chains[0], (uint16_t)used);
     for (unsigned i = 0; i < used; i++)
         virtq_push(&q->vq, n->rx_chains[i].head, lens[i]);
     bool notify = virtq_should_notify(&q->vq);
