@@ -44,11 +44,21 @@ static uint32_t next_size(uint32_t s, uint32_t step, uint32_t max)
 
 static void pings(uint32_t peer, uint32_t max, uint32_t step)
 {
-    uint32_t ok = 0, wrong = 0, lost = 0, n = 0, first_bad = 0xffffffffu;
+    static uint8_t answered[8192];
+    uint32_t ok = 0, wrong = 0, lost = 0, n = 0, first_bad = 0xffffffffu, slow = 0, worst = 0;
     uint16_t seq = 0;
+    nif.answered = answered;
     for (uint32_t s = 0; s <= max; s = next_size(s, step, max), n++, seq++) {
         const uint8_t *data = pat + (seq & 255);
+        uint64_t t0 = clock_us();
         int r = net_ping(&nif, peer, 0x6e62, seq, data, s, 1000000);
+        uint32_t rtt = (uint32_t)(clock_us() - t0);
+        if (r == 1) {
+            worst = rtt > worst ? rtt : worst;
+            slow += rtt > 100000;
+        } else if (r == 0) {
+            printf("ping %u bytes (seq %u): no answer within 1 s\n", s, seq);
+        }
         if (r == 0) { /* one more try: the host may still have been resolving our address */
             seq++;
             r = net_ping(&nif, peer, 0x6e62, seq, pat + (seq & 255), s, 1000000);
@@ -60,16 +70,19 @@ static void pings(uint32_t peer, uint32_t max, uint32_t step)
     char bad[32] = "";
     if (first_bad != 0xffffffffu)
         snprintf(bad, sizeof(bad), ", first bad size %u", first_bad);
+    nif.answered = NULL;
     check(ok == n, "ICMP: %u echo payload sizes 0..%u (frames %u..%u bytes) to the peer: %u intact, %u wrong, %u lost%s"
-          " (%u late or repeated answers)", n, max, ETH_HLEN + IP_HLEN + ICMP_HLEN, ETH_HLEN + IP_HLEN + ICMP_HLEN + max,
-          ok, wrong, lost, bad, nif.stray_replies);
+          " (%u late answers, %u repeated; slowest answer %u ms, %u over 100 ms)", n, max, ETH_HLEN + IP_HLEN + ICMP_HLEN,
+          ETH_HLEN + IP_HLEN + ICMP_HLEN + max, ok, wrong, lost, bad, nif.stray_replies - nif.stray_dups, nif.stray_dups,
+          worst / 1000, slow);
 }
 
 /* Each datagram from its own source port (6000 + its number), so that a late answer to an
  * earlier one (after its 1 s wait) is told apart: counted as late, not as wrong. */
 static void udp_echo(uint32_t peer, uint16_t port, uint32_t max, uint32_t step)
 {
-    uint32_t ok = 0, n = 0, first_bad = 0xffffffffu, nbad = 0, late = 0;
+    static uint8_t done[2000 / 8];
+    uint32_t ok = 0, n = 0, first_bad = 0xffffffffu, nbad = 0, late = 0, dups = 0;
     for (uint32_t s = 0; s <= max; s = next_size(s, step, max), n++) {
         const uint8_t *data = pat + (n & 255);
         uint16_t sport = (uint16_t)(6000 + n % 2000);
@@ -84,9 +97,11 @@ static void udp_echo(uint32_t peer, uint16_t port, uint32_t max, uint32_t step)
                 if (!p.ip || p.proto != IPPROTO_UDP || p.saddr != peer || p.sport != port)
                     continue;
                 if (p.dport != sport) {
-                    late += p.dport >= 6000 && p.dport < 8000;
+                    if (p.dport >= 6000 && p.dport < 8000)
+                        (done[(p.dport - 6000) / 8] & 1 << (p.dport - 6000) % 8) ? dups++ : late++;
                     continue;
                 }
+                done[(sport - 6000) / 8] |= (uint8_t)(1 << (sport - 6000) % 8);
                 got = p.l4_ok && p.data_len == s + 5 && !memcmp(p.data, "echo:", 5) && !memcmp(p.data + 5, data, s)
                           ? 1 : -1;
                 if (got < 0 && nbad < 5) { /* say what is wrong with the first few */
@@ -106,8 +121,8 @@ static void udp_echo(uint32_t peer, uint16_t port, uint32_t max, uint32_t step)
     char bad[32] = "";
     if (first_bad != 0xffffffffu)
         snprintf(bad, sizeof(bad), ", first bad size %u", first_bad);
-    check(ok == n, "UDP: %u payload sizes 0..%u to the peer's echo server and back intact: %u%s (%u late answers)", n,
-          max, ok, bad, late);
+    check(ok == n, "UDP: %u payload sizes 0..%u to the peer's echo server and back intact: %u%s (%u late answers, %u "
+          "repeated)", n, max, ok, bad, late, dups);
 }
 
 /* More answers than the receive queue has buffers: burst datagrams go to the echo server

@@ -458,10 +458,14 @@ int net_ping(struct netif *nif, uint32_t dst, uint16_t id, uint16_t seq, const v
             return 0;
         if (!p.ip || p.proto != IPPROTO_ICMP || p.icmp_type != ICMP_ECHO_REPLY || p.saddr != dst || p.icmp_id != id)
             continue;
+        if (nif->answered && (nif->answered[p.icmp_seq / 8] & 1 << p.icmp_seq % 8))
+            nif->stray_dups++; /* this one was answered before */
         if (p.icmp_seq != seq) { /* a late (or repeated) answer to an earlier ping */
             nif->stray_replies++;
             continue;
         }
+        if (nif->answered)
+            nif->answered[seq / 8] |= (uint8_t)(1 << seq % 8);
         return p.l4_ok && p.data_len == len && !memcmp(p.data, data, len) ? 1 : -1;
     }
     return 0;
