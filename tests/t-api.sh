@@ -172,6 +172,37 @@ d1=$("$KVMBOX" dumpconfig d1); d2=$("$KVMBOX" dumpconfig d2)
 expect "the clone has a new name and UUID and the same machine" python3 -c '
 import json,sys; a=json.loads(sys.argv[1]); b=json.loads(sys.argv[2])
 assert b["name"]=="d2" and b["uuid"]!=a["uuid"] and b["kernel"]==a["kernel"] and b["mem"]==a["mem"]' "$d1" "$d2"
+# Clones with a disk and a NIC: a full copy and a linked overlay, each with its own MAC.
+qemu-img create -q -f qcow2 "$T/src.qcow2" 8M
+qemu-img create -q -f qcow2 "$T/ign.qcow2" 1M
+cat >"$T/d3.json" <<JSON
+{ "name": "d3", "kernel": "$PWD/$K", "mem": "64M", "cmdline": "pwrbtn=poweroff",
+  "disk": ["$T/src.qcow2,serial=root"], "net": ["segment=apitest"] }
+JSON
+expect "define a VM with a disk and a NIC" "$KVMBOX" define "$T/d3.json"
+expect "clone it (full copy)" "$KVMBOX" clone d3 d4
+expect "clone it (linked)" "$KVMBOX" clone d3 d5 --linked
+expect "the full clone's disk is a copy" [ -f "$T/d4-disk0.qcow2" ]
+expect "the linked clone's disk is an overlay on the source" grep -q "backing file: $T/src.qcow2" \
+    <<<"$(qemu-img info "$T/d5-disk0.qcow2")"
+expect "the overlay has the source's size" grep -q "virtual size: 8 MiB" <<<"$(qemu-img info "$T/d5-disk0.qcow2")"
+# The source is not started: a linked clone reads its image, which must not change under it
+# (kvmbox, like QEMU, refuses a backing file that another process is writing).
+"$KVMBOX" start d4 >/dev/null; "$KVMBOX" start d5 >/dev/null
+i4=$("$KVMBOX" info d4 --json); i5=$("$KVMBOX" info d5 --json)
+expect "the two clones run side by side with their own disks and MACs" python3 -c '
+import json,sys
+vms=[json.loads(a) for a in sys.argv[1:3]]
+disks=[v["disks"][0]["path"] for v in vms]
+macs=[v["nics"][0]["mac"] for v in vms]
+assert len(set(disks))==2 and len(set(macs))==2, (disks, macs)' "$i4" "$i5"
+out=$("$KVMBOX" start d3 2>&1); rc=$?
+expect "the source cannot start while a linked clone reads its disk ($out)" [ $rc != 0 ] && grep -q "in use" <<<"$out"
+expect "and the clones have UUIDs of their own" python3 -c '
+import json,sys; u=[json.loads(a)["uuid"] for a in sys.argv[1:4]]; assert len(set(u))==3' \
+    "$("$KVMBOX" dumpconfig d3)" "$("$KVMBOX" dumpconfig d4)" "$("$KVMBOX" dumpconfig d5)"
+for v in d3 d4 d5; do "$KVMBOX" kill "$v" >/dev/null; "$KVMBOX" undefine "$v" >/dev/null; done
+expect "the source image is still clean" qemu-img check -q "$T/src.qcow2"
 echo '{ "name": "bad", "kernel": "x", "cpus": 0 }' >"$T/bad.json"
 out=$("$KVMBOX" define "$T/bad.json" 2>&1); rc=$?
 expect "define refuses an invalid definition ($out)" [ $rc = 1 ] && grep -q cpus <<<"$out"

@@ -160,8 +160,9 @@ static void reporting(struct vballoon *b)
 {
     while (pop(b, REPORTING) > 0) {
         uint64_t freed = 0;
-        uint32_t total = 0;
-        for (unsigned s = 0; s < b->chain.nseg; s++) {
+        /* Reported ranges are the device-writable buffers (5.5.6.7); nothing is written
+         * into them, so the used length is 0. */
+        for (unsigned s = b->chain.nread; s < b->chain.nseg; s++) {
             /* The chain names guest memory by address: turn its host pointer back into a GPA. */
             const struct guest_mem *gm = &b->vm->mem;
             uint8_t *ptr = b->chain.seg[s].ptr;
@@ -172,13 +173,12 @@ static void reporting(struct vballoon *b)
                     break;
                 }
             }
-            total += b->chain.seg[s].len;
         }
         pthread_mutex_lock(&b->lock);
         b->released += freed;
         b->reported += freed;
         pthread_mutex_unlock(&b->lock);
-        give_back(b, REPORTING, b->chain.head, total);
+        give_back(b, REPORTING, b->chain.head, 0);
     }
 }
 
@@ -364,7 +364,9 @@ void vballoon_get_info(struct vballoon *b, struct balloon_info *info)
     pthread_mutex_lock(&b->lock);
     uint64_t mem = b->vm->mem.ram_size;
     info->target = mem - (uint64_t)b->num_pages * PAGE;
-    info->actual = mem - (uint64_t)b->actual * PAGE;
+    /* The guest writes actual: a value beyond its memory is its own nonsense, shown as 0. */
+    uint64_t given = (uint64_t)b->actual * PAGE;
+    info->actual = given < mem ? mem - given : 0;
     info->released = b->released;
     info->reported = b->reported;
     info->stats_interval = b->stats_interval;

@@ -626,6 +626,10 @@ void api_stop(struct api *a)
             /* cannot fail on a fresh eventfd */
         }
         pthread_join(a->thread, NULL);
+        /* The name is free before anyone hears the VM ended: `kvmbox wait NAME && kvmbox
+         * start NAME` (or clone) must not find the old socket. */
+        if (a->path)
+            unlink(a->path);
         pump_console(a); /* the last output to attached consoles */
         answer_waiters(a);
     }

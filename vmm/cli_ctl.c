@@ -338,8 +338,16 @@ static int cmd_balloon(int argc, char **argv)
             name = NULL, i = argc;
     }
     uint64_t bytes = 0, secs = 0;
-    if (!name || (!size && !interval) || (size && parse_size(size, &bytes) < 0) ||
-        (interval && parse_uint(interval, 0, 86400, &secs) < 0)) {
+    if (name && size && parse_size(size, &bytes) < 0) {
+        fprintf(stderr, "kvmbox: balloon: '%s' is not a size (like 512M or 2G; a bare number is MiB)\n", size);
+        return CLI_USAGE;
+    }
+    if (name && interval && parse_uint(interval, 0, 86400, &secs) < 0) {
+        fprintf(stderr, "kvmbox: balloon: --stats-interval '%s' is not a number of seconds from 0 to 86400\n",
+                interval);
+        return CLI_USAGE;
+    }
+    if (!name || (!size && !interval)) {
         fprintf(stderr, "usage: kvmbox balloon NAME [SIZE] [--stats-interval SECONDS]\n"
                         "  SIZE: the memory the guest should keep, like 512M (a bare number is MiB)\n");
         return CLI_USAGE;
