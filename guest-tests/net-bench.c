@@ -10,7 +10,7 @@
  * looked at for ARP (answered, so the host can address us).
  * Command line: secs=N per test (default 5); ip=A.B.C.D (default: DHCP; prefix /24),
  * peer=A.B.C.D (default: the router), port=N (the host's sink, default 5009); only=NAME;
- * batch=N (frames per notification, default 64); NIC options: see net_open_nic() (irq=1
+ * batch=N (frames per notification, default 64); NIC options: see vnet_setup() (irq=1
  * by default: the guest halts while it waits for frames).
  * Prints "BENCH-START name" before and "BENCH name frames=N bytes=B usec=U" after each test
  * (bytes: Ethernet frames without the virtio header), then the summary. Time is the TSC,
@@ -130,7 +130,7 @@ void test_main(void)
     char only[16], s[20];
     arg_str("only", only, sizeof(only), "");
     calibrate();
-    if (net_open_nic(&nic, 0))
+    if (vnet_setup(&nic, 0))
         return;
     frame = dma_alloc(2048, 64);
     nic.rx_refill = nic.rxq->size / 4;

@@ -16,7 +16,7 @@
  * burst=N: with udp_port, N datagrams sent while the guest reads nothing (more answers than
  * the receive queue holds), then answers must come again and a ping must work.
  * nics=N, nic=K: N NICs are there (all are started), the test runs on NIC K (0 first).
- * NIC options: see net_open_nic(). */
+ * NIC options: see vnet_setup(). */
 #include "net.h"
 
 static struct vnet nic, others[VIRTIO_MAX_DEVS];
@@ -192,14 +192,14 @@ void test_main(void)
     unsigned nics = (unsigned)arg_u64("nics", 1), use = (unsigned)arg_u64("nic", 0);
     if (nics > 1 && nics <= VIRTIO_MAX_DEVS && use < nics) {
         for (unsigned i = 0; i < nics; i++)
-            if (net_open_nic(i == use ? &nic : &others[i], i))
+            if (vnet_setup(i == use ? &nic : &others[i], i))
                 return;
         bool distinct = true;
         for (unsigned i = 0; i < nics; i++)
             for (unsigned j = 0; j < i; j++)
                 distinct &= memcmp(i == use ? nic.mac : others[i].mac, j == use ? nic.mac : others[j].mac, 6) != 0;
         check(distinct, "%u NICs started, the test runs on NIC %u, MACs distinct", nics, use);
-    } else if (net_open_nic(&nic, 0)) {
+    } else if (vnet_setup(&nic, 0)) {
         return;
     }
     uint32_t ip = arg_ip("ip", "10.0.3.2"), peer = arg_ip("peer", "10.0.3.1");

@@ -17,7 +17,7 @@
  * 8-byte transmit chain (QEMU 7.2 aborts on an assertion in iov_copy) and accepts receive
  * buffers outside RAM being used with a length (QEMU drops the bytes outside RAM, as a PCI
  * master abort would).
- * NIC options: see net_open_nic() (indirect=1 adds the indirect cases). */
+ * NIC options: see vnet_setup() (indirect=1 adds the indirect cases). */
 #include "net.h"
 
 #define POISON 0xee
@@ -421,7 +421,7 @@ static void flood(const char *what, uint32_t count, bool garbage_hdr)
 void test_main(void)
 {
     lenient = arg_u64("lenient", 0);
-    if (net_open_nic(&nic, 0))
+    if (vnet_setup(&nic, 0))
         return;
     area = dma_alloc(65536, 4096), rnd = dma_alloc(65536, 4096), table = dma_alloc(4096, 4096);
     if (!area || !rnd || !table) {

@@ -7,7 +7,7 @@
  * pings sent without waiting (their answers on their way in) and a reset through 0xCF9 at
  * once. Boot 2: the same MAC, DHCP gives the same address, the gateway answers ARP and
  * pings, frames arrive by MSI-X interrupts, the rx entries are well formed; then the marker
- * is cleared. NIC options: see net_open_nic() (irq=1 by default). */
+ * is cleared. NIC options: see vnet_setup() (irq=1 by default). */
 #include "net.h"
 
 #define MARKER 0x544f4f42454e4b56ull /* "VKNEBOOT" */
@@ -94,10 +94,10 @@ static void second_boot(void)
 
 void test_main(void)
 {
-    if (net_open_nic(&nic, 0))
+    if (vnet_setup(&nic, 0))
         return;
     unsigned ndevs, idx;
-    struct pci_dev *devs = net_pci(&ndevs);
+    struct pci_dev *devs = vnet_pci(&ndevs);
     if (pci_relocate(devs, ndevs, is_blk, 0xc0000000u, 0xe0000000u) < 0 || blk_find(devs, ndevs, &idx, 1) != 1 ||
         blk_open(&disk, &devs[idx], 1, 0) || !(sec = dma_alloc(512, 512))) {
         fail("no usable virtio-blk disk (the boot marker)");

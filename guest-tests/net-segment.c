@@ -178,7 +178,7 @@ static void quiet(uint32_t peer)
 
 void test_main(void)
 {
-    if (net_open_nic(&nic, 0))
+    if (vnet_setup(&nic, 0))
         return;
     char role[8];
     arg_str("role", role, sizeof(role), "");

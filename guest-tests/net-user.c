@@ -25,7 +25,7 @@
  *    ends with a datagram "DONE" on udp_echo_port, or after serve_secs (default 60).
  *    Then: at least udp_expect datagrams echoed, tcp_expect connections accepted,
  *    tcp_rst_expect refused (defaults 0).
- * Every port option is 0 (skip) by default. NIC options: see net_open_nic(). */
+ * Every port option is 0 (skip) by default. NIC options: see vnet_setup(). */
 #include "net.h"
 
 #define GREETING "kvmbox-guest-hello\n"
@@ -250,7 +250,7 @@ static void serve(void)
 
 void test_main(void)
 {
-    if (net_open_nic(&nic, 0))
+    if (vnet_setup(&nic, 0))
         return;
     net_init(&nif, &nic, 0, 0, 0);
     uint32_t irq0 = irq_count[nic.v.vec_q];

@@ -141,18 +141,6 @@ int dhcp_run(struct netif *nif, struct dhcp_lease *lease, uint32_t timeout_us);
  * answer, -1 on timeout, -2 for an answer without an A record, -3 for a malformed one. */
 int dns_query_a(struct netif *nif, uint32_t server, const char *name, uint32_t *addr, uint32_t timeout_us);
 
-/* For test kernels: on the first call scans PCI, moves the virtio-net BARs below 4 GiB and
- * sets up interrupts; then opens virtio-net device number which (0: the first) as device
- * index which, with the command line's options: mrg=0|1 (MRG_RXBUF, default 1), rxbuf=N
- * (bytes per rx buffer), qsize=N (queue size limit), irq=0|1 (wait by MSI-X, default 1),
- * split=1 (tx header as its own descriptor), csum=1 (CSUM + GUEST_CSUM), event_idx=1,
- * indirect=1 (INDIRECT_DESC), lenient=1 (accept num_buffers 0 without MRG_RXBUF, as QEMU
- * 7.2 gives it; the spec says 1).
- * Prints the NIC's configuration; returns 0, or -1 after a FAIL line. */
-int net_open_nic(struct vnet *n, unsigned which);
-/* The PCI functions net_open_nic() found (n of them), for kernels that use other devices. */
-struct pci_dev *net_pci(unsigned *n);
-
 /* "a.b.c.d" -> address; false if malformed. */
 bool ip_parse(const char *s, uint32_t *ip);
 /* The address as text in buf (16 bytes); returns buf. */

@@ -330,3 +330,65 @@ int vnet_recv(struct vnet *n, const uint8_t **frame, uint32_t timeout_us)
     n->rx_frames++, n->rx_bytes += (uint32_t)flen;
     return flen;
 }
+
+/* ---- test-kernel glue ---- */
+
+static struct pci_dev net_devs[PCI_MAX_DEVS];
+
+static bool is_vnet(const struct pci_dev *d)
+{
+    unsigned i;
+    return vnet_find(d, 1, &i, 1) == 1;
+}
+
+static unsigned ndevs;
+
+struct pci_dev *vnet_pci(unsigned *n)
+{
+    *n = ndevs;
+    return net_devs;
+}
+
+int vnet_setup(struct vnet *n, unsigned which)
+{
+    static bool scanned;
+    static unsigned nnics, idx[VIRTIO_MAX_DEVS];
+    if (!scanned) {
+        scanned = true;
+        virtio_irq_init();
+        dma_reset();
+        pci_ecam_init();
+        ndevs = pci_scan(net_devs, PCI_MAX_DEVS);
+        /* kvmbox may put 64-bit BARs above 4 GiB, out of reach of a 32-bit guest: move them */
+        if (pci_relocate(net_devs, ndevs, is_vnet, 0xc0000000u, 0xe0000000u) < 0)
+            printf("note: relocating the virtio-net BARs failed\n");
+        nnics = vnet_find(net_devs, ndevs, idx, VIRTIO_MAX_DEVS);
+    }
+    if (which >= nnics) {
+        fail("no virtio-net device number %u (found %u)", which, nnics);
+        return -1;
+    }
+    uint64_t want = arg_u64("mrg", 1) ? 1ull << VIRTIO_NET_F_MRG_RXBUF : 0;
+    if (arg_u64("csum", 0))
+        want |= 1ull << VIRTIO_NET_F_CSUM | 1ull << VIRTIO_NET_F_GUEST_CSUM;
+    if (arg_u64("event_idx", 0))
+        want |= 1ull << VIRTIO_F_EVENT_IDX;
+    if (arg_u64("indirect", 0))
+        want |= 1ull << VIRTIO_F_INDIRECT_DESC;
+    int r = vnet_open(n, &net_devs[idx[which]], which, want, (uint32_t)arg_u64("rxbuf", 0),
+                      (uint16_t)arg_u64("qsize", 0));
+    if (r) {
+        fail("virtio-net %u does not start (%d)", which, r);
+        return -1;
+    }
+    n->tx_split = arg_u64("split", 0);
+    n->lenient_nb = arg_u64("lenient", 0);
+    vnet_set_irq(n, arg_u64("irq", 1));
+    printf("NIC%u %02x:%02x:%02x:%02x:%02x:%02x pci %02x.%x status %x mtu %u queues rx %u tx %u (device %u) "
+           "features %x:%x%s%s, rx buffers %u bytes, %s\n",
+           which, n->mac[0], n->mac[1], n->mac[2], n->mac[3], n->mac[4], n->mac[5], net_devs[idx[which]].dev,
+           net_devs[idx[which]].fn, n->status, n->mtu, n->rxq->size, n->txq->size, n->v.num_queues,
+           (uint32_t)(n->v.features >> 32), (uint32_t)n->v.features, n->mrg ? " MRG_RXBUF" : "",
+           n->tx_split ? ", tx split" : "", n->rx_buf_len, n->v.irq ? "interrupts" : "polling");
+    return 0;
+}

@@ -53,8 +53,6 @@ struct vnet {
     uint8_t *tx_mem;               /* VNET_TX_SLOTS slots of VNET_SLOT */
     struct virtio_net_hdr *tx_hdrs; /* tx_split: the headers, one per slot */
     uint8_t *frame;                /* frames merged from several buffers are copied here */
-    int pending_rx[VQ_MAX + 1];    /* buffers handed out by the last vnet_recv(), reposted at the next */
-    unsigned npending;
     uint32_t tx_busy[(VNET_TX_SLOTS + 31) / 32];
     int16_t tx_slot_of_head[VQ_MAX];
     uint64_t want;                 /* the features asked for (vnet_restart() asks again) */
@@ -107,5 +105,17 @@ int vnet_recv(struct vnet *n, const uint8_t **frame, uint32_t timeout_us);
 void vnet_set_irq(struct vnet *n, bool on);
 /* Reads the configuration again (status may change: link up/down). */
 void vnet_read_config(struct vnet *n);
+
+/* For test kernels: on the first call scans PCI, moves the virtio-net BARs below 4 GiB and
+ * sets up interrupts; then opens virtio-net device number which (0: the first) as device
+ * index which, with the command line's options: mrg=0|1 (MRG_RXBUF, default 1), rxbuf=N
+ * (bytes per rx buffer), qsize=N (queue size limit), irq=0|1 (wait by MSI-X, default 1),
+ * split=1 (tx header as its own descriptor), csum=1 (CSUM + GUEST_CSUM), event_idx=1,
+ * indirect=1 (INDIRECT_DESC), lenient=1 (accept num_buffers 0 without MRG_RXBUF, as QEMU
+ * 7.2 gives it; the spec says 1).
+ * Prints the NIC's configuration; returns 0, or -1 after a FAIL line. */
+int vnet_setup(struct vnet *n, unsigned which);
+/* The PCI functions vnet_setup() found (n of them), for kernels that use other devices. */
+struct pci_dev *vnet_pci(unsigned *n);
 
 #endif
