@@ -31,6 +31,7 @@
 struct client {
     int fd;
     bool console, waiting, closing;
+    bool detaching;            /* a console client half-closed: flush what it was sent, then close */
     char *in;                  /* API_MAX_MESSAGE + 1 bytes */
     size_t in_len;
     uint8_t *out;
@@ -320,7 +321,8 @@ static void client_free(struct api *a, unsigned idx)
 static void update_epoll(struct api *a, unsigned idx)
 {
     struct client *cl = a->clients[idx];
-    struct epoll_event ev = { .events = EPOLLIN | (cl->out_len ? EPOLLOUT : 0), .data.u64 = idx };
+    struct epoll_event ev = { .events = (cl->detaching ? 0 : EPOLLIN) | (cl->out_len ? EPOLLOUT : 0),
+                              .data.u64 = idx };
     epoll_ctl(a->epoll_fd, EPOLL_CTL_MOD, cl->fd, &ev);
 }
 
@@ -336,6 +338,33 @@ static int flush_out(struct client *cl)
     return 0;
 }
 
+/* A console client that goes away with output it never got: that output counts as unseen
+ * again, for the next client to attach. */
+static void console_unsent(struct api *a, struct client *cl)
+{
+    uint64_t sent = cl->console_pos - (cl->out_len < cl->console_pos ? cl->out_len : cl->console_pos);
+    if (cl->console && a->console_seen > sent)
+        a->console_seen = sent;
+}
+
+/* A detaching console client: flush, then close once everything it was sent is out. Returns
+ * true when the client is gone. */
+static bool detach_progress(struct api *a, unsigned idx)
+{
+    struct client *cl = a->clients[idx];
+    if (flush_out(cl) < 0) {
+        console_unsent(a, cl);
+        client_free(a, idx);
+        return true;
+    }
+    if (cl->out_len == 0) {
+        client_free(a, idx); /* the client reads up to this close, then exits */
+        return true;
+    }
+    update_epoll(a, idx);
+    return false;
+}
+
 /* Copies new console output from the ring to every console client. */
 static void pump_console(struct api *a)
 {
@@ -344,6 +373,10 @@ static void pump_console(struct api *a)
         struct client *cl = a->clients[i];
         if (!cl || !cl->console)
             continue;
+        if (cl->detaching) { /* it gets nothing new: it asked to go */
+            detach_progress(a, i);
+            continue;
+        }
         for (;;) {
             uint64_t lost;
             pthread_mutex_lock(&a->vm->out_lock);
@@ -360,8 +393,10 @@ static void pump_console(struct api *a)
             a->console_seen = cl->console_pos;
         if (!cl->closing && flush_out(cl) < 0)
             cl->closing = true;
-        if (cl->closing)
+        if (cl->closing) {
+            console_unsent(a, cl);
             client_free(a, i);
+        }
         else
             update_epoll(a, i);
     }
@@ -413,7 +448,15 @@ static void client_readable(struct api *a, unsigned idx)
         }
     }
     ssize_t n = recv(cl->fd, cl->in + cl->in_len, API_MAX_MESSAGE - cl->in_len, MSG_DONTWAIT);
+    if (n == 0 && cl->console) {
+        /* `kvmbox console` detaches by shutting down its sending side and reading on until
+         * we close: everything queued for it reaches it, nothing is lost or counted seen. */
+        cl->detaching = true;
+        detach_progress(a, idx);
+        return;
+    }
     if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+        console_unsent(a, cl);
         client_free(a, idx);
         return;
     }
@@ -507,9 +550,12 @@ static void *api_thread(void *arg)
                     ;
                 pump_console(a);
             } else if (tag < API_MAX_CLIENTS && a->clients[tag]) {
-                if (ev[i].events & (EPOLLERR | EPOLLHUP) && !(ev[i].events & EPOLLIN))
+                if (a->clients[tag]->detaching)
+                    detach_progress(a, (unsigned)tag);
+                else if (ev[i].events & (EPOLLERR | EPOLLHUP) && !(ev[i].events & EPOLLIN)) {
+                    console_unsent(a, a->clients[tag]);
                     client_free(a, (unsigned)tag);
-                else if (ev[i].events & EPOLLIN)
+                } else if (ev[i].events & EPOLLIN)
                     client_readable(a, (unsigned)tag);
                 else if (flush_out(a->clients[tag]) < 0)
                     client_free(a, (unsigned)tag);

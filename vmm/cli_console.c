@@ -2,6 +2,8 @@
  * control socket. Ctrl-] detaches; the VM keeps running (like virsh console). */
 #include <errno.h>
 #include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <string.h>
 #include <termios.h>
@@ -11,6 +13,31 @@
 #include "vmm/console.h"
 #include "vmm/util.h"
 
+static volatile sig_atomic_t stop_signal;
+
+static void on_signal(int sig)
+{
+    stop_signal = sig;
+}
+
+/* Detaching without losing output: stop sending, then print everything the VM sends until
+ * it closes the connection (it does once what it queued for us is out), for at most 2 s. */
+static void detach(int sock)
+{
+    shutdown(sock, SHUT_WR);
+    char buf[4096];
+    uint64_t deadline = monotonic_ns() + 2000000000ULL;
+    while (monotonic_ns() < deadline) {
+        struct pollfd p = { .fd = sock, .events = POLLIN };
+        if (poll(&p, 1, 100) <= 0)
+            continue;
+        ssize_t n = read(sock, buf, sizeof(buf));
+        if (n <= 0)
+            return;
+        write_full(STDOUT_FILENO, buf, (size_t)n);
+    }
+}
+
 static int pump(int sock)
 {
     char buf[4096];
@@ -18,6 +45,10 @@ static int pump(int sock)
     for (;;) {
         struct pollfd p[2] = { { .fd = sock, .events = POLLIN },
                                { .fd = in_open ? STDIN_FILENO : -1, .events = POLLIN } };
+        if (stop_signal) { /* SIGTERM, SIGINT (not from the tty: raw mode sends ^C to the guest) */
+            detach(sock);
+            return 0;
+        }
         if (poll(p, 2, -1) < 0) {
             if (errno == EINTR)
                 continue;
@@ -38,8 +69,10 @@ static int pump(int sock)
             char *esc = memchr(buf, CONSOLE_ESCAPE, (size_t)n);
             if (write_full(sock, buf, esc ? (size_t)(esc - buf) : (size_t)n) < 0)
                 return 1;
-            if (esc)
-                return 0; /* detached */
+            if (esc) {
+                detach(sock);
+                return 0;
+            }
         }
     }
 }
@@ -73,6 +106,10 @@ int cmd_console(int argc, char **argv)
     } else {
         tty = false;
     }
+    struct sigaction sa = { .sa_handler = on_signal }; /* no SA_RESTART: poll returns EINTR */
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
     int ended = pump(fd);
     if (tty)
         tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved);
