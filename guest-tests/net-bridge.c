@@ -230,6 +230,7 @@ void test_main(void)
     }
     check(nic.rx_bad == 0 && nif.bad_frames == 0, "the device's rx entries were well formed (%u bad%s%s)", nic.rx_bad,
           nic.bad_why ? ": " : "", nic.bad_why ? nic.bad_why : "");
-    printf("frames: rx %u (%u merged from several buffers) tx %u, %u send errors\n", nic.rx_frames, nic.rx_merged,
-           nic.tx_frames, nif.send_errors);
+    printf("frames: rx %u (%u merged from several buffers, %u with a partial checksum) tx %u%s, %u send errors\n",
+           nic.rx_frames, nic.rx_merged, nif.rx_partial, nic.tx_frames,
+           nif.offload_tx_csum ? " (UDP checksums by the device)" : "", nif.send_errors);
 }

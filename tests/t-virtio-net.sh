@@ -21,7 +21,8 @@
 #               and the NIC must still answer pings.
 #               MRG_RXBUF with 256-byte buffers.
 #   tap         --net tap,ifname=TAP on the same kind of bridge: the same checks, without
-#               MRG_RXBUF, polling, EVENT_IDX, 64-entry queues.
+#               MRG_RXBUF, polling, EVENT_IDX, 64-entry queues, CSUM + GUEST_CSUM (checksum
+#               offload both ways where the device offers it).
 #   two-nics    a disk, then --net user, then --net bridge=BR: the bridge checks (fewer sizes)
 #               through the second NIC, both NICs started, distinct MACs.
 #   segment     two VMs on --net segment=A exchange 200 datagrams both ways, every byte
@@ -462,7 +463,7 @@ for s in $SCENARIOS; do
     user-nomrg) scenario_user_nomrg ;;
     two-nics) scenario_two_nics ;;
     bridge) scenario_l2 bridge bridge "rxbuf=256 irq=1" ;;
-    tap) scenario_l2 tap tap "mrg=0 irq=0 event_idx=1 qsize=64" ;;
+    tap) scenario_l2 tap tap "mrg=0 irq=0 event_idx=1 qsize=64 csum=1" ;;
     *) bad "$s" "unknown scenario" ;;
     esac
 done

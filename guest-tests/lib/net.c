@@ -353,7 +353,7 @@ bool net_input(struct netif *nif, const uint8_t *f, uint32_t len, struct pkt *p)
     /* A partial checksum (GUEST_CSUM and NEEDS_CSUM) is not a bad one. */
     if (p->data && !p->l4_ok && (nif->nic->last_hdr.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) &&
         virtio_has(&nif->nic->v, VIRTIO_NET_F_GUEST_CSUM))
-        p->l4_ok = true;
+        p->l4_ok = true, nif->rx_partial++;
     respond(nif, p);
     return true;
 }

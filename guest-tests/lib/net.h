@@ -72,7 +72,8 @@ struct netif {
     uint16_t ip_id;
     uint32_t arp_answered, ping_answered, frames, bad_frames, send_errors;
     uint32_t stray_replies;        /* echo replies to earlier pings that came late or twice */
-    uint32_t stray_dups;           /* of those: answers to pings already answered (repeats) */
+    uint32_t stray_dups;
+    uint32_t rx_partial;           /* frames taken with a partial checksum (GUEST_CSUM, NEEDS_CSUM) */           /* of those: answers to pings already answered (repeats) */
     uint8_t *answered;             /* NULL, or 8 KiB: the echo sequence numbers answered so far */
 };
 
