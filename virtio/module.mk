@@ -19,3 +19,8 @@ fuzz-virtio: $(BUILD)/fuzz/virtio_fuzz
 
 fuzz: fuzz-virtio
 .PHONY: fuzz-virtio
+
+bench-net: all
+	@bench/net-bench.sh
+bench: bench-net
+.PHONY: bench-net
