@@ -37,8 +37,10 @@ run_scripts() { # run_scripts BUILD_DIR pattern...
     for s in "$@"; do
         [ -x "$s" ] || continue
         out="$LOG/$(basename "$s").$dir.log"
+        local t0=$SECONDS
         KVMBOX="$dir/kvmbox" BUILD="$dir" timeout 900 "$s" >"$out" 2>&1
         rc=$?
+        echo "$(basename "$s") [$dir]: $((SECONDS - t0)) s" >>"$LOG/times"
         count < <(grep -E '^(PASS|FAIL|SKIP):' "$out" | sed "s|^\(PASS\|FAIL\|SKIP\): |&[$dir] |")
         # A sanitizer report anywhere is a failure, even if the script's checks passed.
         if grep -qE 'runtime error:|ERROR: AddressSanitizer|ERROR: LeakSanitizer' "$out"; then

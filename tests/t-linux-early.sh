@@ -178,8 +178,12 @@ for cfg in "512M 2" "4G 1"; do
     set -- $cfg
     wait=${LINUX_EARLY_WAIT:-60}
     boot "pvh-$1-$2cpu" "$G/vmlinux" "$1" "$2"
-    # the bzImage first decompresses its 14 MB LZ4 payload: about 45 s through KVM's emulator
-    wait=${LINUX_EARLY_WAIT:-120}
-    boot "bzimage-$1-$2cpu" "$G/vmlinuz" "$1" "$2"
+    # The bzImage first decompresses its 14 MB LZ4 payload: 45 s to 2 min through KVM's
+    # emulator. Once is enough to prove the 64-bit boot protocol path; the 4 GiB layout is
+    # the same e820 and ACPI code, covered by the PVH boot above (keeps CI within its time).
+    if [ "$1" = 512M ] || [ "${LINUX_EARLY_ALL:-0}" = 1 ]; then
+        wait=${LINUX_EARLY_WAIT:-150}
+        boot "bzimage-$1-$2cpu" "$G/vmlinuz" "$1" "$2"
+    fi
 done
 [ $fails -eq 0 ]
