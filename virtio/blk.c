@@ -17,6 +17,7 @@
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -250,15 +251,19 @@ static void batch_submit(struct vblk *b, struct batch *bt)
 
 /* ---- io_uring (raw images) --------------------------------------------------------------- */
 
+/* Submits what is prepared. When the kernel refuses for now (EAGAIN, EBUSY: memory or
+ * completion-queue pressure), the entries stay in the submission queue and the queue thread
+ * tries again within a millisecond (queue_thread): a request is never left unsubmitted,
+ * which would leave it in flight for ever and a device reset waiting on it. */
 static void ring_submit(struct vblk *b)
 {
-    if (!b->ring_pending)
+    if (!b->uring || !io_uring_sq_ready(&b->ring))
         return;
     int r;
     do
         r = io_uring_submit(&b->ring);
     while (r == -EINTR);
-    b->ring_pending = 0;
+    b->ring_pending = io_uring_sq_ready(&b->ring);
 }
 
 /* Prepares IO on the ring when it can go there; false sends it to the pool. */
@@ -420,12 +425,13 @@ static void *queue_thread(void *arg)
                            { .fd = b->quit_fd, .events = POLLIN },
                            { .fd = b->uring ? b->ring_fd : -1, .events = POLLIN } };
     for (;;) {
-        if (poll(p, 3, -1) < 0 && errno != EINTR)
+        if (poll(p, 3, b->ring_pending ? 1 : -1) < 0 && errno != EINTR)
             return NULL;
         if (p[1].revents)
             return NULL;
         if (p[2].revents)
             ring_reap(b); /* completions first: they free queue entries */
+        ring_submit(b);   /* anything the kernel refused last time */
         uint64_t v;
         if (p[0].revents && read(p[0].fd, &v, sizeof(v)) < 0) {
             /* EAGAIN: another wakeup consumed it */
@@ -454,8 +460,19 @@ static void blk_stop(struct virtio_dev *vd)
     struct vblk *b = to_vblk(vd);
     pthread_mutex_lock(&b->lock);
     b->stopping = true;
-    while (b->inflight)
-        pthread_cond_wait(&b->idle_cond, &b->lock);
+    bool said = false;
+    while (b->inflight) {
+        /* Requests in flight must finish before the guest may reuse their buffers. Say so
+         * when that takes long (a storage back end that hangs), so a hang has a name. */
+        struct timespec t;
+        clock_gettime(CLOCK_REALTIME, &t);
+        t.tv_sec += 10;
+        if (pthread_cond_timedwait(&b->idle_cond, &b->lock, &t) == ETIMEDOUT && !said) {
+            fprintf(stderr, "kvmbox: %s: waiting for %u requests in flight to finish\n", b->name,
+                    b->inflight);
+            said = true;
+        }
+    }
     pthread_mutex_unlock(&b->lock);
 }
 
