@@ -515,13 +515,15 @@ static bool wait_for_event(struct vm *vm, const struct timespec *deadline)
 /* Guest reset: a fresh KVM VM with zeroed RAM, reset devices and a freshly loaded kernel. */
 static int vm_reboot(struct vm *vm, char *err, size_t errlen)
 {
+    /* This reset is being served: clear it now, so that a reset asked for while the machine
+     * is rebuilt (the API's `reset` right after a reboot) is kept and served next. */
+    __atomic_store_n(&vm->reset_requested, false, __ATOMIC_SEQ_CST);
     machine_teardown(vm);
     devices_reset(vm);
     gm_discard_all(&vm->mem);
     int r = machine_build(vm, err, errlen);
     if (r < 0)
         return r;
-    __atomic_store_n(&vm->reset_requested, false, __ATOMIC_SEQ_CST);
     return vcpus_start(vm, err, errlen);
 }
 
