@@ -53,6 +53,32 @@ head -c $((40 << 20)) /dev/zero >"$T/big.initrd"
 expect "initrd does not fit" 2 "does not fit" -- "$KVMBOX" run --kernel "$K" --initrd "$T/big.initrd" --mem 32M
 expect "timeout malformed" 2 "invalid value" -- "$KVMBOX" run --kernel "$K" --timeout soon
 
+# Disks and NICs: each mistake is found before the guest starts.
+expect "disk missing" 2 "No such file" -- "$KVMBOX" run --kernel "$K" --disk "$T/nope.img"
+expect "disk bad format" 2 "format must be raw or qcow2" -- "$KVMBOX" run --kernel "$K" --disk "$T/text,format=vmdk"
+expect "disk bad option" 2 "unknown option 'bogus'" -- "$KVMBOX" run --kernel "$K" --disk "$T/text,bogus=1"
+printf 'QFI\xfb\0\0\0\3garbage' >"$T/bad.qcow2"
+expect "disk corrupt qcow2" 2 "bad.qcow2" -- "$KVMBOX" run --kernel "$K" --disk "$T/bad.qcow2"
+qemu-img create -q -f raw "$T/held.img" 1M
+"$KVMBOX" run --kernel "$GT/spin.elf" --mem 32M --timeout 20 --disk "$T/held.img,format=raw" >/dev/null 2>&1 &
+holder=$!
+for _ in $(seq 50); do ls -l /proc/$holder/fd 2>/dev/null | grep -q held.img && break; sleep 0.1; done
+expect "disk in use by another kvmbox" 2 "in use by another process" -- "$KVMBOX" run --kernel "$K" --disk "$T/held.img,format=raw"
+kill "$holder" 2>/dev/null; wait "$holder" 2>/dev/null
+expect "net malformed MAC" 2 "malformed MAC address" -- "$KVMBOX" run --kernel "$K" --net user,mac=52:54:zz:00:00:01
+expect "net multicast MAC" 2 "malformed MAC address" -- "$KVMBOX" run --kernel "$K" --net user,mac=01:00:5e:00:00:01
+expect "net unknown mode" 2 "unknown mode" -- "$KVMBOX" run --kernel "$K" --net vde
+expect "net missing bridge" 2 "bridge kvmbox-nobr does not exist" -- "$KVMBOX" run --kernel "$K" --net bridge=kvmbox-nobr
+expect "net missing tap" 2 "tap kvmbox-notap does not exist" -- "$KVMBOX" run --kernel "$K" --net tap,ifname=kvmbox-notap
+expect "net not a bridge" 2 "lo is not a bridge" -- "$KVMBOX" run --kernel "$K" --net bridge=lo
+python3 -c 'import socket,time,sys; s=socket.socket(); s.bind(("127.0.0.1",0)); s.listen(); print(s.getsockname()[1], flush=True); time.sleep(30)' >"$T/port" &
+listener=$!
+for _ in $(seq 50); do [ -s "$T/port" ] && break; sleep 0.1; done
+expect "net hostfwd port in use" 2 "Address already in use" -- "$KVMBOX" run --kernel "$K" --net "user,hostfwd=tcp::$(cat "$T/port")-:22"
+kill "$listener" 2>/dev/null; wait "$listener" 2>/dev/null
+expect "balloon bad value" 2 "expected on or off" -- "$KVMBOX" run --kernel "$K" --balloon maybe
+expect "hugepages bad value" 2 "hugepages=on|off" -- "$KVMBOX" run --kernel "$K" --mem 64M,hugepages=maybe
+
 if [ "$(id -u)" = 0 ] && command -v unshare >/dev/null; then
     expect "no /dev/kvm" 4 "/dev/kvm does not exist" -- \
         unshare -m sh -c 'mount -t tmpfs none /dev && exec "$0" run --kernel "$1"' "$KVMBOX" "$K"
