@@ -87,29 +87,23 @@ static struct vblk *to_vblk(struct virtio_dev *vd)
 
 /* ---- configuration space --------------------------------------------------------------- */
 
-static void put(uint8_t *b, unsigned off, uint64_t v, unsigned len)
-{
-    for (unsigned i = 0; i < len; i++)
-        b[off + i] = (uint8_t)(v >> (8 * i));
-}
-
 static void build_config(struct vblk *b, uint32_t opt_io_sectors)
 {
     uint8_t *c = b->config;
-    put(c, 0, b->lim.capacity, 8);
-    put(c, 8, SIZE_MAX_SEG, 4);
-    put(c, 12, SEG_MAX, 4);
-    put(c, 20, 512, 4);             /* blk_size */
+    virtio_put_le(c, 0, b->lim.capacity, 8);
+    virtio_put_le(c, 8, SIZE_MAX_SEG, 4);
+    virtio_put_le(c, 12, SEG_MAX, 4);
+    virtio_put_le(c, 20, 512, 4);             /* blk_size */
     c[24] = 0;                      /* physical_block_exp */
     c[25] = 0;                      /* alignment_offset */
-    put(c, 26, 1, 2);               /* min_io_size, in blocks */
-    put(c, 28, opt_io_sectors, 4);  /* opt_io_size: a qcow2 cluster */
-    put(c, 34, 1, 2);               /* num_queues */
-    put(c, 36, b->lim.max_discard_sectors, 4);
-    put(c, 40, 1, 4);               /* max_discard_seg */
-    put(c, 44, opt_io_sectors ? opt_io_sectors : 8, 4); /* discard_sector_alignment */
-    put(c, 48, b->lim.max_write_zeroes_sectors, 4);
-    put(c, 52, 1, 4);               /* max_write_zeroes_seg */
+    virtio_put_le(c, 26, 1, 2);               /* min_io_size, in blocks */
+    virtio_put_le(c, 28, opt_io_sectors, 4);  /* opt_io_size: a qcow2 cluster */
+    virtio_put_le(c, 34, 1, 2);               /* num_queues */
+    virtio_put_le(c, 36, b->lim.max_discard_sectors, 4);
+    virtio_put_le(c, 40, 1, 4);               /* max_discard_seg */
+    virtio_put_le(c, 44, opt_io_sectors ? opt_io_sectors : 8, 4); /* discard_sector_alignment */
+    virtio_put_le(c, 48, b->lim.max_write_zeroes_sectors, 4);
+    virtio_put_le(c, 52, 1, 4);               /* max_write_zeroes_seg */
     c[56] = 1;                      /* write_zeroes_may_unmap */
 }
 

@@ -50,7 +50,7 @@ struct vnet {
     pthread_t thread;
     bool thread_started;
     int quit_fd;
-    uint64_t rx_frames, rx_dropped, tx_frames, tx_dropped; /* for info */
+    uint64_t rx_frames, rx_dropped, tx_frames, tx_dropped; /* I/O thread only; not reported yet */
     struct virtq_chain chain;       /* the I/O thread's scratch */
     struct virtq_chain rx_chains[8];
 };

@@ -158,42 +158,28 @@ static void vm_reset(void *opaque)
 
 /* ---- common configuration ------------------------------------------------------------- */
 
-static void put(uint8_t *b, unsigned off, uint64_t v, unsigned len)
-{
-    for (unsigned i = 0; i < len; i++)
-        b[off + i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t get(const uint8_t *b, unsigned off, unsigned len)
-{
-    uint64_t v = 0;
-    for (unsigned i = 0; i < len; i++)
-        v |= (uint64_t)b[off + i] << (8 * i);
-    return v;
-}
-
 /* The common configuration structure as the driver would read it now. vd->lock held. */
 static void common_snapshot(struct virtio_dev *vd, uint8_t *b)
 {
     memset(b, 0, COMMON_LEN);
-    put(b, 0x00, vd->dfselect, 4);
-    put(b, 0x04, vd->dfselect < 2 ? (uint32_t)(vd->host_features >> (32 * vd->dfselect)) : 0, 4);
-    put(b, 0x08, vd->gfselect, 4);
-    put(b, 0x0c, vd->gfselect < 2 ? (uint32_t)(vd->guest_features >> (32 * vd->gfselect)) : 0, 4);
-    put(b, 0x10, vd->config_vector, 2);
-    put(b, 0x12, vd->nqueues, 2);
-    put(b, 0x14, __atomic_load_n(&vd->status, __ATOMIC_ACQUIRE), 1);
-    put(b, 0x15, vd->config_generation, 1);
-    put(b, 0x16, vd->queue_select, 2);
+    virtio_put_le(b, 0x00, vd->dfselect, 4);
+    virtio_put_le(b, 0x04, vd->dfselect < 2 ? (uint32_t)(vd->host_features >> (32 * vd->dfselect)) : 0, 4);
+    virtio_put_le(b, 0x08, vd->gfselect, 4);
+    virtio_put_le(b, 0x0c, vd->gfselect < 2 ? (uint32_t)(vd->guest_features >> (32 * vd->gfselect)) : 0, 4);
+    virtio_put_le(b, 0x10, vd->config_vector, 2);
+    virtio_put_le(b, 0x12, vd->nqueues, 2);
+    virtio_put_le(b, 0x14, __atomic_load_n(&vd->status, __ATOMIC_ACQUIRE), 1);
+    virtio_put_le(b, 0x15, vd->config_generation, 1);
+    virtio_put_le(b, 0x16, vd->queue_select, 2);
     if (vd->queue_select < vd->nqueues) {
         struct virtio_queue *q = &vd->q[vd->queue_select];
-        put(b, 0x18, q->size, 2);
-        put(b, 0x1a, q->vector, 2);
-        put(b, 0x1c, q->enabled, 2);
-        put(b, 0x1e, vd->queue_select, 2); /* notify offset: queue index times the multiplier */
-        put(b, 0x20, q->desc, 8);
-        put(b, 0x28, q->driver, 8);
-        put(b, 0x30, q->device, 8);
+        virtio_put_le(b, 0x18, q->size, 2);
+        virtio_put_le(b, 0x1a, q->vector, 2);
+        virtio_put_le(b, 0x1c, q->enabled, 2);
+        virtio_put_le(b, 0x1e, vd->queue_select, 2); /* notify offset: queue index times the multiplier */
+        virtio_put_le(b, 0x20, q->desc, 8);
+        virtio_put_le(b, 0x28, q->driver, 8);
+        virtio_put_le(b, 0x30, q->device, 8);
     }
 }
 
@@ -276,7 +262,7 @@ static void common_write(struct virtio_dev *vd, unsigned off, const void *data, 
     for (size_t i = 0; i < sizeof(common_fields) / sizeof(common_fields[0]); i++) {
         unsigned fo = common_fields[i].off, fl = common_fields[i].len;
         if (off < fo + fl && fo < off + len)
-            reset |= common_field_write(vd, fo, get(b, fo, fl));
+            reset |= common_field_write(vd, fo, virtio_get_le(b, fo, fl));
     }
     pthread_mutex_unlock(&vd->lock);
     if (reset)
@@ -293,8 +279,8 @@ static void msix_read(struct virtio_dev *vd, uint64_t off, void *data, unsigned 
     unsigned tlen = 16 * vd->nvectors;
     if (off < tlen && len <= tlen - off) {
         for (unsigned v = 0; v < vd->nvectors; v++) {
-            put(b, 16 * v, vd->msix[v].addr_lo, 4), put(b, 16 * v + 4, vd->msix[v].addr_hi, 4);
-            put(b, 16 * v + 8, vd->msix[v].data, 4), put(b, 16 * v + 12, vd->msix[v].ctrl, 4);
+            virtio_put_le(b, 16 * v, vd->msix[v].addr_lo, 4), virtio_put_le(b, 16 * v + 4, vd->msix[v].addr_hi, 4);
+            virtio_put_le(b, 16 * v + 8, vd->msix[v].data, 4), virtio_put_le(b, 16 * v + 12, vd->msix[v].ctrl, 4);
         }
         memcpy(data, b + off, len);
     }

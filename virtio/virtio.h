@@ -101,6 +101,20 @@ int virtio_pci_init(struct virtio_dev *vd, struct vm *vm, const char *name, uint
     __attribute__((warn_unused_result));
 void virtio_pci_destroy(struct virtio_dev *vd);
 
+/* Little-endian fields of configuration structures, LEN (1-8) bytes at OFF of B. */
+static inline void virtio_put_le(uint8_t *b, unsigned off, uint64_t v, unsigned len)
+{
+    for (unsigned i = 0; i < len; i++)
+        b[off + i] = (uint8_t)(v >> (8 * i));
+}
+static inline uint64_t virtio_get_le(const uint8_t *b, unsigned off, unsigned len)
+{
+    uint64_t v = 0;
+    for (unsigned i = 0; i < len; i++)
+        v |= (uint64_t)b[off + i] << (8 * i);
+    return v;
+}
+
 /* Whether the driver accepted feature BIT. */
 static inline bool virtio_has(const struct virtio_dev *vd, unsigned bit)
 {
