@@ -55,7 +55,7 @@ if [ "$VMM" = kvmbox ]; then
     }
     info() { "$KVMBOX" info $N --json 2>/dev/null; }
     set_target() { "$KVMBOX" balloon $N "$1M"; }
-    send() { (sleep 0.3; printf '%s\n' "$1"; sleep 1) | timeout 10 "$KVMBOX" console $N >/dev/null 2>&1; }
+    send() { (sleep 0.3; printf '%s\n' "$1"; sleep 1) | timeout --foreground -k 5 10 "$KVMBOX" console $N >/dev/null 2>&1; }
     start_wait() { ("$KVMBOX" wait $N; echo "status $?") >"$T/wait.out" 2>&1 & }
     end_status() { # end_status SECONDS
         for _ in $(seq 1 $((${1:-10} * 10))); do grep -q status "$T/wait.out" 2>/dev/null && break; sleep 0.1; done

@@ -38,7 +38,7 @@ run_scripts() { # run_scripts BUILD_DIR pattern...
         [ -x "$s" ] || continue
         out="$LOG/$(basename "$s").$dir.log"
         local t0=$SECONDS
-        KVMBOX="$dir/kvmbox" BUILD="$dir" timeout 900 "$s" >"$out" 2>&1
+        KVMBOX="$dir/kvmbox" BUILD="$dir" timeout -k 10 300 "$s" >"$out" 2>&1
         rc=$?
         echo "$(basename "$s") [$dir]: $((SECONDS - t0)) s" >>"$LOG/times"
         count < <(grep -E '^(PASS|FAIL|SKIP):' "$out" | sed "s|^\(PASS\|FAIL\|SKIP\): |&[$dir] |")

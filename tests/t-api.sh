@@ -28,7 +28,7 @@ expect() { # expect DESCRIPTION COND...
 }
 console_for() { # console_for NAME SECONDS [INPUT] -> output on stdout
     (if [ -n "${3:-}" ]; then sleep 0.3; printf '%s\n' "$3"; fi; sleep "$2") |
-        timeout $(($2 + 5)) "$KVMBOX" console "$1" 2>/dev/null | tr -d '\r'
+        timeout --foreground -k 5 $(($2 + 5)) "$KVMBOX" console "$1" 2>/dev/null | tr -d '\r'
 }
 wait_for() { # wait_for FILE PATTERN SECONDS
     for _ in $(seq 1 $(($3 * 10))); do grep -q -- "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done

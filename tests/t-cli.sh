@@ -15,7 +15,7 @@ fails=0
 expect() {
     local name=$1 want=$2 pat=$3
     shift 4
-    timeout 60 "$@" >"$T/out" 2>"$T/err" </dev/null
+    timeout --foreground -k 10 60 "$@" >"$T/out" 2>"$T/err" </dev/null
     local rc=$?
     local lines
     lines=$(grep -c . "$T/err")

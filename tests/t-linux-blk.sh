@@ -62,7 +62,7 @@ mkfs.ext4 -q -F -d "$T/root" "$T/base.raw" 128M >/dev/null || { echo "FAIL: linu
 boot() { # boot NAME IMAGE FORMAT: runs the guest with IMAGE as /dev/vda; console in $T/NAME.out
     local cmdline="console=ttyS0 root=/dev/vda rw"
     if [ "$VMM" = kvmbox ]; then
-        timeout $((WAIT + 20)) "$KVMBOX" run --kernel "$G/vmlinuz" --initrd "$G/initramfs.cpio.gz" \
+        timeout --foreground -k 10 $((WAIT + 20)) "$KVMBOX" run --kernel "$G/vmlinuz" --initrd "$G/initramfs.cpio.gz" \
             --mem 512M --cpus 2 --cmdline "$cmdline" --no-reboot --timeout "$WAIT" \
             --disk "$2,format=$3,serial=root" </dev/null >"$T/$1.out" 2>&1
     else

@@ -33,7 +33,7 @@ fails=0
 run_vm() { # run_vm KERNEL MEM CPUS: the VM's console in $T/out, its exit status returned
     local cmdline="console=ttyS0 kvmbox.test=full"
     if [ "$VMM" = kvmbox ]; then
-        timeout $((WAIT + 20)) "$KVMBOX" run --kernel "$1" --initrd "$G/initramfs.cpio.gz" \
+        timeout --foreground -k 10 $((WAIT + 20)) "$KVMBOX" run --kernel "$1" --initrd "$G/initramfs.cpio.gz" \
             --mem "$2" --cpus "$3" --cmdline "$cmdline" --no-reboot --timeout "$WAIT" \
             </dev/null >"$T/out" 2>&1
     else

@@ -40,7 +40,7 @@ sleep 1
 cmdline="console=ttyS0 kvmbox.dhcp=1 kvmbox.cmd=\"wget -q -O - http://10.0.2.2:$port/blob | md5sum\""
 t0=$EPOCHREALTIME
 if [ "$VMM" = kvmbox ]; then
-    timeout $((WAIT + 20)) "$KVMBOX" run --kernel "$G/vmlinuz" --initrd "$G/initramfs.cpio.gz" \
+    timeout --foreground -k 10 $((WAIT + 20)) "$KVMBOX" run --kernel "$G/vmlinuz" --initrd "$G/initramfs.cpio.gz" \
         --mem 512M --cpus 2 --cmdline "$cmdline" --net user --no-reboot --timeout "$WAIT" \
         </dev/null >"$T/out" 2>&1
 else

@@ -82,7 +82,7 @@ run_vm() {
     done
     local start rc secs out
     start=$(date +%s.%N)
-    timeout $((TIMEOUT + 30)) "${cmd[@]}" </dev/null >"$T/$name.out" 2>&1
+    timeout --foreground -k 10 $((TIMEOUT + 30)) "${cmd[@]}" </dev/null >"$T/$name.out" 2>&1
     rc=$?
     secs=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }')
     out=$(tr -d '\r' <"$T/$name.out")

@@ -183,7 +183,7 @@ start_vm() {
     shift 3
     vm_cmd "$@"
     date +%s.%N >"$T/$name.start"
-    in_ns "$ns" timeout $((TIMEOUT + 30)) "${CMD[@]}" <"$input" >"$T/$name.out" 2>&1 &
+    in_ns "$ns" timeout --foreground -k 10 $((TIMEOUT + 30)) "${CMD[@]}" <"$input" >"$T/$name.out" 2>&1 &
     VMPID=$!
     BG+=("$VMPID")
 }

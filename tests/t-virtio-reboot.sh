@@ -21,7 +21,7 @@ fails=0
 for fmt in raw qcow2; do
     qemu-img create -q -f "$fmt" "$T/d.$fmt" 4M
     if [ "$VMM" = kvmbox ]; then
-        timeout 120 "$KVMBOX" run --kernel "$K" --mem 64M --timeout 100 \
+        timeout --foreground -k 10 120 "$KVMBOX" run --kernel "$K" --mem 64M --timeout 100 \
             --disk "$T/d.$fmt,format=$fmt,serial=rw0" </dev/null >"$T/out" 2>&1
     else
         timeout 200 qemu-system-x86_64 -accel tcg -M q35 -m 64M -nographic -no-user-config \

@@ -38,7 +38,10 @@ static void detach(int sock)
     }
 }
 
-static int pump(int sock)
+/* SIGTERM, SIGINT and SIGHUP stay blocked except inside ppoll(), so one that arrives between
+ * the stop_signal check and the wait cannot be missed (a paused VM sends nothing that would
+ * wake us again). */
+static int pump(int sock, const sigset_t *waitmask)
 {
     char buf[4096];
     bool in_open = true;
@@ -49,7 +52,7 @@ static int pump(int sock)
             detach(sock);
             return 0;
         }
-        if (poll(p, 2, -1) < 0) {
+        if (ppoll(p, 2, NULL, waitmask) < 0) {
             if (errno == EINTR)
                 continue;
             return -errno;
@@ -106,11 +109,20 @@ int cmd_console(int argc, char **argv)
     } else {
         tty = false;
     }
-    struct sigaction sa = { .sa_handler = on_signal }; /* no SA_RESTART: poll returns EINTR */
+    sigset_t stops, waitmask;
+    sigemptyset(&stops);
+    sigaddset(&stops, SIGTERM);
+    sigaddset(&stops, SIGINT);
+    sigaddset(&stops, SIGHUP);
+    sigprocmask(SIG_BLOCK, &stops, &waitmask);
+    sigdelset(&waitmask, SIGTERM);
+    sigdelset(&waitmask, SIGINT);
+    sigdelset(&waitmask, SIGHUP);
+    struct sigaction sa = { .sa_handler = on_signal }; /* no SA_RESTART: ppoll returns EINTR */
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
-    int ended = pump(fd);
+    int ended = pump(fd, &waitmask);
     if (tty)
         tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved);
     close(fd);
