@@ -121,6 +121,9 @@ void kvmbox_vm_destroy(struct kvmbox_vm *vm);
 /* Pauses every vCPU (the guest's kvmclock does not leap on resume) / resumes them. */
 int kvmbox_vm_pause(struct kvmbox_vm *vm);
 int kvmbox_vm_resume(struct kvmbox_vm *vm);
+/* Sets NIC's link (an index in the order of cfg.nics) up or down; the guest's driver is told
+ * by a configuration interrupt. Returns 0, or -ENODEV for no such NIC. */
+int kvmbox_vm_set_link(struct kvmbox_vm *vm, unsigned nic, bool up);
 /* Presses the ACPI power button: a guest that handles it shuts down cleanly. */
 void kvmbox_vm_power_button(struct kvmbox_vm *vm);
 /* Resets the guest as the reset button would (reboots unless no_reboot). */

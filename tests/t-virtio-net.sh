@@ -30,6 +30,11 @@
 #               dgram pairs on 127.0.0.1).
 #   reboot      net-reboot.elf with a disk and --net user: a reset through 0xCF9 with frames
 #               in flight; on the second boot the NIC works again (same MAC and lease, MSI-X).
+#   link        net-link.elf on --net user: the host takes the link down and up again while
+#               the guest runs (kvmbox link NAME 0 down|up; QEMU: the monitor's set_link); the
+#               guest sees each change by a configuration interrupt and its status field, and
+#               gets no answers while the link is down; kvmbox's info shows the link and the
+#               dropped frames, and a bad NIC or state is refused.
 #   evil        net-evil.elf on --net user: malformed tx chains, hostile rx buffers, garbage
 #               floods; the VMM stays up and the NIC answers after each case (QEMU: lenient=1).
 # Everything runs in network namespaces this script creates (named kvnt<PID>-*), deleted on
@@ -43,7 +48,7 @@ if [ "${1:-}" = --vmm ]; then
     VMM=${2:-kvmbox}
     shift 2
 fi
-SCENARIOS=${*:-user user-nomrg bridge tap two-nics segment reboot evil}
+SCENARIOS=${*:-user user-nomrg bridge tap two-nics segment reboot link evil}
 BUILD=${BUILD:-build}
 KVMBOX=${KVMBOX:-$BUILD/kvmbox}
 GT=$BUILD/guest-tests
@@ -57,6 +62,7 @@ fails=0
 # that with lenient=1.
 LENIENT=""
 NO_REBOOT=1 # QEMU: -no-reboot (the reboot scenario clears it)
+VM_NAME=""  # kvmbox: --name (the link scenario sets it); QEMU: a monitor on $T/VM_NAME.mon
 
 skip_all() {
     echo "SKIP: virtio-net ($VMM): $1"
@@ -73,7 +79,7 @@ else
     [ -c /dev/kvm ] || skip_all "no /dev/kvm on this host"
     "$KVMBOX" run --help 2>&1 | grep -q -- '--net' || skip_all "$KVMBOX has no --net"
 fi
-for k in net-user net-bridge net-segment net-evil; do
+for k in net-user net-bridge net-segment net-evil net-link; do
     [ -f "$GT/$k.elf" ] || { echo "FAIL: virtio-net: $GT/$k.elf is not built (make guest-tests)"; exit 1; }
 done
 
@@ -100,6 +106,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 echo "nameserver 127.0.0.1" >"$T/resolv.conf"
+export KVMBOX_RUNTIME_DIR=$T/run
 
 bad() { # bad NAME WHY
     echo "FAIL: virtio-net/$1 ($VMM): $2"
@@ -128,14 +135,16 @@ in_ns() {
 # (QEMU: a dgram netdev from 127.0.0.1:LPORT to RPORT); each optionally :mac=MAC at the end;
 # or disk:PATH, a raw virtio-blk disk.
 vm_cmd() {
-    local kernel=$GT/$1.elf cmdline=$2 spec kind a b c mac n=0
+    local kernel=$GT/$1.elf cmdline=$2 spec kind a b c mac n=0 mon=none
+    [ -n "$VM_NAME" ] && mon="unix:$T/$VM_NAME.mon,server=on,wait=off"
     shift 2
     if [ "$VMM" = kvmbox ]; then
-        CMD=("$KVMBOX" run --kernel "$kernel" --mem 64M --timeout "$TIMEOUT" --cmdline "$cmdline")
+        CMD=("$KVMBOX" run --kernel "$kernel" --mem 64M --timeout "$TIMEOUT" --cmdline "$cmdline"
+             ${VM_NAME:+--name "$VM_NAME"})
     else
         # shellcheck disable=SC2054 # the commas are QEMU's
         CMD=(qemu-system-x86_64 -accel tcg -M q35 -m 64M -nographic ${NO_REBOOT:+-no-reboot} -nodefaults -no-user-config
-             -serial stdio -monitor none -display none -device isa-debug-exit,iobase=0xf4,iosize=4
+             -serial stdio -monitor "$mon" -display none -device isa-debug-exit,iobase=0xf4,iosize=4
              -kernel "$kernel" -append "$cmdline")
     fi
     for spec in "$@"; do
@@ -445,6 +454,77 @@ scenario_reboot() {
     ip netns del "$ns"
 }
 
+# set_link NAME up|down: the first NIC's link, through kvmbox's API or QEMU's monitor.
+set_link() {
+    if [ "$VMM" = kvmbox ]; then
+        "$KVMBOX" link "$1" 0 "$2"
+    else
+        python3 - "$T/$1.mon" "$2" <<'PY'
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(b"set_link n0 " + (b"on" if sys.argv[2] == "up" else b"off") + b"\n")
+time.sleep(0.5)
+s.close()
+PY
+    fi
+}
+
+nic_json() { # nic_json NAME FIELD: a field of the first NIC in kvmbox info --json
+    "$KVMBOX" info "$1" --json | python3 -c 'import json, sys
+n = json.load(sys.stdin)["nics"][0]
+f = sys.argv[1].split(".")
+print(n[f[0]] if len(f) == 1 else n[f[0]][f[1]])' "$2"
+}
+
+scenario_link() {
+    local name=link ns vm=lnk$$ out rc
+    if ! new_ns link; then
+        bad $name "cannot create a network namespace"
+        return
+    fi
+    ns=$NS
+    VM_NAME=$vm start_vm $name "$ns" /dev/null net-link "irq=1 $LENIENT" user
+    if wait_line $name '^LINK-WAIT down' "$VMPID"; then
+        if [ "$VMM" = kvmbox ]; then
+            out=$("$KVMBOX" link $vm 3 down 2>&1); rc=$?
+            if [ $rc = 1 ] && grep -q "no NIC 3" <<<"$out"; then
+                echo "PASS: virtio-net/$name ($VMM): a NIC the VM does not have is refused: $out"
+            else
+                bad $name "link on NIC 3: status $rc, '$out'"
+            fi
+            out=$("$KVMBOX" link $vm 0 sideways 2>&1); rc=$?
+            if [ $rc = 2 ] && grep -q "usage" <<<"$out"; then
+                echo "PASS: virtio-net/$name ($VMM): a state other than up or down is refused (status 2)"
+            else
+                bad $name "link state 'sideways': status $rc, '$out'"
+            fi
+        fi
+        set_link $vm down || bad $name "setting the link down failed"
+        if wait_line $name '^LINK-WAIT up' "$VMPID"; then
+            if [ "$VMM" = kvmbox ]; then
+                local link drop
+                link=$(nic_json $vm link) drop=$(nic_json $vm tx.dropped)
+                if [ "$link" = down ] && [ "${drop:-0}" -ge 3 ]; then
+                    echo "PASS: virtio-net/$name ($VMM): info shows link down and the guest's $drop frames dropped"
+                else
+                    bad $name "info while down: link '$link', tx dropped '$drop' (want down, >= 3)"
+                fi
+            fi
+            # Up again by MAC this time (kvmbox), as virsh domif-setlink takes it.
+            if [ "$VMM" = kvmbox ]; then
+                "$KVMBOX" link $vm "$MAC" up || bad $name "setting the link up by MAC failed"
+            else
+                set_link $vm up
+            fi
+        fi
+    fi
+    if end_vm $name "$VMPID"; then
+        :
+    fi
+    ip netns del "$ns"
+}
+
 scenario_evil() {
     local name=evil ns args="indirect=1 $LENIENT"
     if ! new_ns evil; then
@@ -459,7 +539,7 @@ scenario_evil() {
 
 for s in $SCENARIOS; do
     case $s in
-    user | segment | reboot | evil) "scenario_$s" ;;
+    user | segment | reboot | link | evil) "scenario_$s" ;;
     user-nomrg) scenario_user_nomrg ;;
     two-nics) scenario_two_nics ;;
     bridge) scenario_l2 bridge bridge "rxbuf=256 irq=1" ;;

@@ -50,7 +50,9 @@ struct vnet {
     pthread_t thread;
     bool thread_started;
     int quit_fd;
-    uint64_t rx_frames, rx_dropped, tx_frames, tx_dropped; /* I/O thread only; not reported yet */
+    bool link_up;
+    /* Written by the I/O thread, read by `kvmbox info` (relaxed atomics: counters only). */
+    uint64_t rx_frames, rx_bytes, rx_dropped, tx_frames, tx_bytes, tx_dropped;
     struct virtq_chain chain;       /* the I/O thread's scratch */
     struct virtq_chain rx_chains[8];
 };
@@ -58,6 +60,16 @@ struct vnet {
 static struct vnet *to_vnet(struct virtio_dev *vd)
 {
     return (struct vnet *)vd;
+}
+
+static void count(uint64_t *counter, uint64_t n)
+{
+    __atomic_fetch_add(counter, n, __ATOMIC_RELAXED);
+}
+
+static bool link_is_up(struct vnet *n)
+{
+    return __atomic_load_n(&n->link_up, __ATOMIC_ACQUIRE);
 }
 
 static void config_read(struct virtio_dev *vd, unsigned off, void *data, unsigned len)
@@ -87,11 +99,15 @@ static bool tx_one(struct vnet *n, struct virtio_queue *q, bool *more)
      * is dropped and the buffers go back. */
     struct iovec iov[VIRTQ_CHAIN_MAX];
     int cnt = net_tx_frame(c, n->be->vnet_hdr, iov);
-    if (cnt > 0) {
+    if (cnt > 0 && link_is_up(n)) {
         n->be->ops->send(n->be, iov, cnt);
-        n->tx_frames++;
+        size_t bytes = 0;
+        for (int i = 0; i < cnt; i++)
+            bytes += iov[i].iov_len;
+        count(&n->tx_frames, 1);
+        count(&n->tx_bytes, bytes - (n->be->vnet_hdr ? NET_HDR_LEN : 0));
     } else {
-        n->tx_dropped++;
+        count(&n->tx_dropped, 1); /* malformed, or the cable is out: the buffers go back */
     }
     pthread_mutex_lock(&q->lock);
     virtq_push(&q->vq, c->head, 0);
@@ -143,6 +159,10 @@ static bool rx_deliver(void *opaque, const uint8_t *frame, size_t len)
         memcpy(hdr, frame, NET_HDR_LEN);
         data += NET_HDR_LEN, len -= NET_HDR_LEN;
     }
+    if (!link_is_up(n)) { /* taken off the backend and dropped, so nothing piles up there */
+        count(&n->rx_dropped, 1);
+        return true;
+    }
     if (!virtio_running(&n->vd))
         return false;
     bool mrg = virtio_has(&n->vd, VIRTIO_NET_F_MRG_RXBUF);
@@ -160,7 +180,7 @@ static bool rx_deliver(void *opaque, const uint8_t *frame, size_t len)
             pthread_mutex_unlock(&q->lock);
             if (r < 0 || (r > 0 && c->nread))
                 virtio_queue_error(&n->vd, RXQ, r < 0 ? virtq_strerror(r) : "a receive buffer is device-readable");
-            n->rx_dropped++;
+            count(&n->rx_dropped, 1);
             return false;
         }
         size_t w = net_rx_copy(c, placed, hdr, data, len);
@@ -170,7 +190,7 @@ static bool rx_deliver(void *opaque, const uint8_t *frame, size_t len)
     if (placed < total) { /* too big for what the driver gave: drop it, keep the buffers */
         virtq_unpop(&q->vq, (uint16_t)used);
         pthread_mutex_unlock(&q->lock);
-        n->rx_dropped++;
+        count(&n->rx_dropped, 1);
         return true;
     }
     net_rx_set_num_buffers(&n->rx_chains[0], (uint16_t)used);
@@ -178,7 +198,8 @@ static bool rx_deliver(void *opaque, const uint8_t *frame, size_t len)
         virtq_push(&q->vq, n->rx_chains[i].head, lens[i]);
     bool notify = virtq_should_notify(&q->vq);
     pthread_mutex_unlock(&q->lock);
-    n->rx_frames++;
+    count(&n->rx_frames, 1);
+    count(&n->rx_bytes, len);
     if (notify)
         virtio_notify(&n->vd, RXQ);
     return true;
@@ -204,7 +225,9 @@ static void *io_thread(void *arg)
         pfd[1] = (struct pollfd){ .fd = n->vd.q[RXQ].kick_fd, .events = POLLIN };
         pfd[2] = (struct pollfd){ .fd = n->vd.q[TXQ].kick_fd, .events = POLLIN };
         int timeout = tx_more ? 0 : -1;
-        int nb = n->be->ops->poll_fill(n->be, pfd + 3, NET_MAX_POLLFDS, &timeout, rx_ready(n));
+        /* A link that is down still drains the backend (and drops what it reads). */
+        bool take = !link_is_up(n) || rx_ready(n);
+        int nb = n->be->ops->poll_fill(n->be, pfd + 3, NET_MAX_POLLFDS, &timeout, take);
         if (poll(pfd, (nfds_t)(3 + nb), timeout) < 0 && errno != EINTR)
             break;
         if (pfd[0].revents)
@@ -265,6 +288,33 @@ static void net_destroy(struct virtio_dev *vd)
     free(n);
 }
 
+void vnet_set_link(struct vnet *n, bool up)
+{
+    pthread_mutex_lock(&n->vd.lock);
+    bool changed = link_is_up(n) != up;
+    if (changed) {
+        __atomic_store_n(&n->link_up, up, __ATOMIC_RELEASE);
+        __atomic_store_n(&n->config[6], (uint8_t)(up ? VIRTIO_NET_S_LINK_UP : 0), __ATOMIC_RELEASE);
+        n->vd.config_generation++;
+    }
+    pthread_mutex_unlock(&n->vd.lock);
+    if (changed) {
+        virtio_config_changed(&n->vd);
+        kick(n->vd.q[RXQ].kick_fd); /* the I/O thread re-reads what it may take from the backend */
+    }
+}
+
+void vnet_get_stats(struct vnet *n, struct vnet_stats *st)
+{
+    st->link_up = link_is_up(n);
+    st->rx_frames = __atomic_load_n(&n->rx_frames, __ATOMIC_RELAXED);
+    st->rx_bytes = __atomic_load_n(&n->rx_bytes, __ATOMIC_RELAXED);
+    st->rx_dropped = __atomic_load_n(&n->rx_dropped, __ATOMIC_RELAXED);
+    st->tx_frames = __atomic_load_n(&n->tx_frames, __ATOMIC_RELAXED);
+    st->tx_bytes = __atomic_load_n(&n->tx_bytes, __ATOMIC_RELAXED);
+    st->tx_dropped = __atomic_load_n(&n->tx_dropped, __ATOMIC_RELAXED);
+}
+
 static const struct virtio_dev_ops net_ops = {
     .name = "virtio-net", .config_read = config_read, .start = net_start, .stop = net_stop,
     .destroy = net_destroy,
@@ -294,6 +344,7 @@ int vnet_create(struct vm *vm, const struct kvmbox_nic *nic, unsigned index, cha
         net_default_mac(vm->name, index, mac);
     memcpy(n->config, mac, 6);
     n->config[6] = VIRTIO_NET_S_LINK_UP;
+    n->link_up = true;
     n->config[8] = 1;                       /* max_virtqueue_pairs */
     n->config[10] = MTU & 0xff, n->config[11] = MTU >> 8;
     snprintf(vm->nic_info[index].desc, sizeof(vm->nic_info[index].desc), "%s", n->be->desc);
@@ -324,5 +375,6 @@ int vnet_create(struct vm *vm, const struct kvmbox_nic *nic, unsigned index, cha
     snprintf(tn, sizeof(tn), "net%u", index);
     pthread_setname_np(n->thread, tn);
     vm->nic_info[index].slot = n->vd.pci.slot;
+    vm->nic_info[index].dev = n;
     return 0;
 }

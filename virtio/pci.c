@@ -84,9 +84,12 @@ static void config_interrupt(struct virtio_dev *vd)
     raise_vector(vd, __atomic_load_n(&vd->config_vector, __ATOMIC_RELAXED), 2);
 }
 
+/* A driver that has not set DRIVER_OK yet reads the configuration as it starts, and must not
+ * get notifications before then (virtio 1.2, 3.1.1). */
 void virtio_config_changed(struct virtio_dev *vd)
 {
-    config_interrupt(vd);
+    if (__atomic_load_n(&vd->status, __ATOMIC_ACQUIRE) & VIRTIO_STATUS_DRIVER_OK)
+        config_interrupt(vd);
 }
 
 bool virtio_running(struct virtio_dev *vd)

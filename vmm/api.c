@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -20,6 +21,7 @@
 
 #include "devices/devices.h"
 #include "virtio/balloon.h"
+#include "virtio/net.h"
 #include "vmm/util.h"
 #include "vmm/vm.h"
 
@@ -90,6 +92,24 @@ static const char *vm_state(struct vm *vm)
 
 static struct json_object *balloon_object(struct vm *vm);
 
+static struct json_object *traffic_object(uint64_t frames, uint64_t bytes, uint64_t dropped)
+{
+    struct json_object *o = json_object_new_object();
+    json_object_object_add(o, "frames", json_object_new_int64((int64_t)frames));
+    json_object_object_add(o, "bytes", json_object_new_int64((int64_t)bytes));
+    json_object_object_add(o, "dropped", json_object_new_int64((int64_t)dropped));
+    return o;
+}
+
+static void nic_add_stats(struct json_object *o, struct vnet *dev)
+{
+    struct vnet_stats st;
+    vnet_get_stats(dev, &st);
+    json_object_object_add(o, "link", json_object_new_string(st.link_up ? "up" : "down"));
+    json_object_object_add(o, "rx", traffic_object(st.rx_frames, st.rx_bytes, st.rx_dropped));
+    json_object_object_add(o, "tx", traffic_object(st.tx_frames, st.tx_bytes, st.tx_dropped));
+}
+
 static struct json_object *info_object(struct vm *vm)
 {
     struct json_object *i = json_object_new_object();
@@ -133,6 +153,7 @@ static struct json_object *info_object(struct vm *vm)
         json_object_object_add(o, "mac", json_object_new_string(mac));
         json_object_object_add(o, "backend", json_object_new_string(vm->nic_info[k].desc));
         json_object_object_add(o, "pci", json_object_new_string(slot));
+        nic_add_stats(o, vm->nic_info[k].dev);
         json_object_array_add(nics, o);
     }
     json_object_object_add(i, "nics", nics);
@@ -199,6 +220,47 @@ static struct json_object *balloon_request(struct vm *vm, struct json_object *re
     return o;
 }
 
+/* {"request":"link", "nic": INDEX | "MAC", "state": "up" | "down"} */
+static struct json_object *link_request(struct vm *vm, struct json_object *req, char **reply)
+{
+    struct json_object *nic, *state;
+    if (!json_object_object_get_ex(req, "nic", &nic) || !json_object_object_get_ex(req, "state", &state) ||
+        !json_object_is_type(state, json_type_string) ||
+        (!json_object_is_type(nic, json_type_int) && !json_object_is_type(nic, json_type_string))) {
+        *reply = reply_error("link needs \"nic\" (an index from 0, or a MAC) and \"state\" (\"up\" or \"down\")");
+        return NULL;
+    }
+    const char *st = json_object_get_string(state);
+    if (strcmp(st, "up") && strcmp(st, "down")) {
+        *reply = reply_error("link state must be \"up\" or \"down\", not \"%.40s\"", st);
+        return NULL;
+    }
+    int idx = -1;
+    if (json_object_is_type(nic, json_type_int)) {
+        int64_t i = json_object_get_int64(nic);
+        idx = i >= 0 && i < (int64_t)vm->cfg.nnics ? (int)i : -1;
+    } else {
+        for (unsigned k = 0; k < vm->cfg.nnics && idx < 0; k++) {
+            const uint8_t *m = vm->nic_info[k].mac;
+            char mac[24];
+            snprintf(mac, sizeof(mac), "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5]);
+            if (!strcasecmp(mac, json_object_get_string(nic)))
+                idx = (int)k;
+        }
+    }
+    if (idx < 0) {
+        *reply = reply_error("no NIC %.40s (this VM has %u; `kvmbox info` lists them)",
+                             json_object_get_string(nic), vm->cfg.nnics);
+        return NULL;
+    }
+    vnet_set_link(vm->nic_info[idx].dev, !strcmp(st, "up"));
+    struct json_object *o = ok_object(), *n = json_object_new_object();
+    json_object_object_add(n, "index", json_object_new_int(idx));
+    nic_add_stats(n, vm->nic_info[idx].dev);
+    json_object_object_add(o, "nic", n);
+    return o;
+}
+
 /* ---- request dispatch --------------------------------------------------------------- */
 
 enum api_action api_handle(struct vm *vm, const char *line, size_t len, char **reply)
@@ -259,6 +321,9 @@ enum api_action api_handle(struct vm *vm, const char *line, size_t len, char **r
     } else if (!strcmp(c, "balloon")) {
         *reply = NULL;
         o = balloon_request(vm, req, reply);
+    } else if (!strcmp(c, "link")) {
+        *reply = NULL;
+        o = link_request(vm, req, reply);
     } else if (!strcmp(c, "config")) {
         struct json_object *def = vm->cfg.config_json ? json_tokener_parse(vm->cfg.config_json) : NULL;
         o = ok_object();

@@ -165,8 +165,14 @@ static int cmd_info(int argc, char **argv)
                            jstr(e, "path", "?"), jstr(e, "format", "?"), sz, readonly ? "ro" : "rw",
                            jstr(e, "cache", "?"), jstr(e, "serial", ""), jstr(e, "pci", "?"));
                 } else if (k == 1 && json_object_is_type(e, json_type_object)) {
-                    printf("%s%s %s (pci %s)\n", labels[k], jstr(e, "mac", "?"), jstr(e, "backend", "?"),
-                           jstr(e, "pci", "?"));
+                    struct json_object *rx, *tx;
+                    printf("%s%s %s (pci %s), link %s", labels[k], jstr(e, "mac", "?"), jstr(e, "backend", "?"),
+                           jstr(e, "pci", "?"), jstr(e, "link", "?"));
+                    if (json_object_object_get_ex(e, "rx", &rx) && json_object_object_get_ex(e, "tx", &tx))
+                        printf(", rx %lld frames %lld bytes (%lld dropped), tx %lld frames %lld bytes (%lld dropped)",
+                               (long long)jint(rx, "frames"), (long long)jint(rx, "bytes"), (long long)jint(rx, "dropped"),
+                               (long long)jint(tx, "frames"), (long long)jint(tx, "bytes"), (long long)jint(tx, "dropped"));
+                    printf("\n");
                 } else {
                     printf("%s%s\n", labels[k], json_object_get_string(e));
                 }
@@ -370,10 +376,38 @@ static int cmd_balloon(int argc, char **argv)
     return CLI_OK;
 }
 
+/* kvmbox link NAME NIC up|down: NIC is an index from 0 (the order of --net) or a MAC. */
+static int cmd_link(int argc, char **argv)
+{
+    if (argc != 4 || (strcmp(argv[3], "up") && strcmp(argv[3], "down"))) {
+        fprintf(stderr, "usage: kvmbox link NAME NIC up|down\n"
+                        "  NIC: its index from 0, in the order of --net, or its MAC\n");
+        return CLI_USAGE;
+    }
+    uint64_t idx;
+    bool by_index = parse_uint(argv[2], 0, KVMBOX_MAX_NICS - 1, &idx) == 0;
+    struct json_object *req = json_object_new_object();
+    json_object_object_add(req, "request", json_object_new_string("link"));
+    json_object_object_add(req, "nic", by_index ? json_object_new_int((int)idx) : json_object_new_string(argv[2]));
+    json_object_object_add(req, "state", json_object_new_string(argv[3]));
+    char err[512];
+    struct json_object *r = cli_request(argv[1], json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN), err,
+                                        sizeof(err));
+    json_object_put(req);
+    if (!r) {
+        fprintf(stderr, "kvmbox: %s\n", err);
+        return CLI_FAIL;
+    }
+    json_object_put(r);
+    return CLI_OK;
+}
+
 int cmd_ctl(const char *verb, int argc, char **argv)
 {
     if (!strcmp(verb, "balloon"))
         return cmd_balloon(argc, argv);
+    if (!strcmp(verb, "link"))
+        return cmd_link(argc, argv);
     if (!strcmp(verb, "list"))
         return cmd_list(argc, argv);
     if (!strcmp(verb, "info"))

@@ -24,6 +24,7 @@ static const char usage[] =
     "  kill NAME                            stop the VM at once\n"
     "  wait NAME                            wait for the VM to end; exit with its status\n"
     "  balloon NAME SIZE [--stats-interval S]  set the guest's memory target (virtio-balloon)\n"
+    "  link NAME NIC up|down                set a NIC's link (NIC: index from 0, or MAC)\n"
     "definitions:\n"
     "  define FILE | undefine NAME | dumpconfig NAME | clone SRC NEW [--linked]\n"
     "disk images:\n"
@@ -42,7 +43,7 @@ int main(int argc, char **argv)
     }
     const char *cmd = argv[1];
     static const char *const ctl[] = { "list", "info", "pause", "resume", "shutdown", "reboot",
-                                        "reset", "kill", "wait", "balloon", NULL };
+                                        "reset", "kill", "wait", "balloon", "link", NULL };
     static const char *const defs[] = { "define", "undefine", "dumpconfig", "clone", NULL };
     if (!strcmp(cmd, "run"))
         return cmd_run(argc - 1, argv + 1);

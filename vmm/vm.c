@@ -574,6 +574,14 @@ int kvmbox_vm_run(struct kvmbox_vm *k, struct kvmbox_result *res)
     return 0;
 }
 
+int kvmbox_vm_set_link(struct kvmbox_vm *k, unsigned nic, bool up)
+{
+    if (nic >= k->vm.cfg.nnics || !k->vm.nic_info[nic].dev)
+        return -ENODEV;
+    vnet_set_link(k->vm.nic_info[nic].dev, up);
+    return 0;
+}
+
 int kvmbox_vm_pause(struct kvmbox_vm *k)
 {
     return vm_pause(&k->vm);

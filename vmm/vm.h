@@ -43,6 +43,7 @@ struct console;
 struct api;
 struct pm;
 struct pci_host;
+struct vnet;
 
 struct vm {
     struct kvmbox_config cfg;     /* strings below are owned copies */
@@ -58,6 +59,7 @@ struct vm {
         uint8_t mac[6];
         unsigned slot;
         char desc[160];           /* the backend, as `kvmbox info` shows it */
+        struct vnet *dev;         /* for link control and counters */
     } nic_info[KVMBOX_MAX_NICS];
     char *runtime_dir;
 
