@@ -201,6 +201,9 @@ int rtc_create(struct vm *vm)
     if (!r)
         return -ENOMEM;
     pthread_mutex_init(&r->lock, NULL);
+    /* glibc loads the time zone on the first gmtime_r(); doing it here keeps that file access
+     * out of the sandboxed vCPU threads. */
+    tzset();
     rtc_reset(r);
     uint64_t low = gm_low_end(&vm->mem);
     rtc_set_memory(r, low, vm->mem.ram_size - low);

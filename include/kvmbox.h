@@ -72,6 +72,7 @@ struct kvmbox_config {
     struct kvmbox_nic nics[KVMBOX_MAX_NICS];
     bool hugepages;            /* back RAM with huge pages (hugetlbfs, else transparent) */
     bool no_balloon;           /* no virtio-balloon device (it is there by default) */
+    bool no_sandbox;           /* run kvmbox's threads without their seccomp filters */
     const char *runtime_dir;   /* where segment sockets live; NULL: $XDG_RUNTIME_DIR/kvmbox,
                                 * /run/kvmbox for root, else /tmp/kvmbox-UID */
 };

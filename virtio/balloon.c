@@ -238,6 +238,7 @@ static void drain(int fd)
 static void *io_thread(void *arg)
 {
     struct vballoon *b = arg;
+    vm_thread_sandbox(b->vd.vm, SANDBOX_BALLOON);
     struct pollfd p[2 + NQUEUES];
     for (;;) {
         p[0] = (struct pollfd){ .fd = b->quit_fd, .events = POLLIN };

@@ -168,6 +168,7 @@ static void release(struct vblk *b, struct blk_io *io)
 static void *worker(void *arg)
 {
     struct vblk *b = arg;
+    vm_thread_sandbox(b->vd.vm, SANDBOX_BLK);
     for (;;) {
         pthread_mutex_lock(&b->lock);
         while (!b->work_head && !b->quit)
@@ -415,6 +416,7 @@ static void process_queue(struct vblk *b, unsigned qi)
 static void *queue_thread(void *arg)
 {
     struct vblk *b = arg;
+    vm_thread_sandbox(b->vd.vm, SANDBOX_BLK);
     struct pollfd p[3] = { { .fd = b->vd.q[0].kick_fd, .events = POLLIN },
                            { .fd = b->quit_fd, .events = POLLIN },
                            { .fd = b->uring ? b->ring_fd : -1, .events = POLLIN } };

@@ -218,6 +218,7 @@ static void drain(int fd)
 static void *io_thread(void *arg)
 {
     struct vnet *n = arg;
+    vm_thread_sandbox(n->vd.vm, SANDBOX_NET);
     struct pollfd pfd[3 + NET_MAX_POLLFDS];
     bool tx_more = false;
     for (;;) {

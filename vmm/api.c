@@ -598,6 +598,7 @@ static void *api_thread(void *arg)
 {
     struct api *a = arg;
     pthread_setname_np(pthread_self(), "api");
+    vm_thread_sandbox(a->vm, SANDBOX_API);
     for (;;) {
         struct epoll_event ev[16];
         int n = epoll_wait(a->epoll_fd, ev, 16, any_console_input_pending(a) ? 20 : -1);

@@ -211,7 +211,7 @@ int cli_def_save(const char *name, struct json_object *def, bool overwrite, char
 static const struct { const char *name; char kind; } def_opts[] = {
     { "name", 's' }, { "uuid", 's' }, { "kernel", 's' }, { "initrd", 's' }, { "cmdline", 's' },
     { "mem", 's' }, { "cpus", 'i' }, { "no-reboot", 'b' }, { "timeout", 'i' },
-    { "disk", 'l' }, { "net", 'l' }, { "balloon", 's' },
+    { "disk", 'l' }, { "net", 'l' }, { "balloon", 's' }, { "sandbox", 's' },
 };
 
 static int def_kind(const char *name)

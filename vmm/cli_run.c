@@ -14,6 +14,7 @@
 #include "include/kvmbox.h"
 #include "vmm/cli.h"
 #include "vmm/config.h"
+#include "vmm/sandbox.h"
 
 struct term_state {
     bool raw;
@@ -42,6 +43,7 @@ struct signal_waiter {
     struct kvmbox_vm *vm;
     sigset_t set;
     int signo;
+    bool sandbox;
 };
 
 /* Turns SIGINT/SIGTERM/SIGHUP into an orderly stop: the terminal is restored, the socket
@@ -50,6 +52,10 @@ static void *signal_thread(void *arg)
 {
     struct signal_waiter *w = arg;
     int sig;
+    pthread_setname_np(pthread_self(), "signal");
+    if (sandbox_enter(SANDBOX_SIGNAL, w->sandbox) < 0)
+        fprintf(stderr, "kvmbox: warning: the signal thread runs without its seccomp sandbox\n");
+    sandbox_selftest(SANDBOX_SIGNAL);
     if (sigwait(&w->set, &sig) == 0 && sig != SIGUSR2) {
         w->signo = sig;
         kvmbox_vm_stop(w->vm, KVMBOX_STOP_DETACH);
@@ -57,9 +63,9 @@ static void *signal_thread(void *arg)
     return NULL;
 }
 
-static int run_vm(struct kvmbox_vm *vm, bool console)
+static int run_vm(struct kvmbox_vm *vm, bool console, bool sandbox)
 {
-    struct signal_waiter w = { .vm = vm };
+    struct signal_waiter w = { .vm = vm, .sandbox = sandbox };
     sigemptyset(&w.set);
     sigaddset(&w.set, SIGINT), sigaddset(&w.set, SIGTERM), sigaddset(&w.set, SIGHUP);
     sigaddset(&w.set, SIGUSR2);
@@ -156,7 +162,7 @@ static int daemonize_and_run(struct run_options *o)
     close(p[1]);
     if (status)
         _exit(status);
-    _exit(run_vm(vm, false));
+    _exit(run_vm(vm, false, !o->vm.no_sandbox));
 }
 
 int cmd_run(int argc, char **argv)
@@ -217,7 +223,7 @@ int cmd_run(int argc, char **argv)
         if (status)
             fprintf(stderr, "kvmbox: %s\n", err);
         else
-            status = run_vm(vm, o.vm.console_escape);
+            status = run_vm(vm, o.vm.console_escape, !o.vm.no_sandbox);
     }
     free(def_text);
     return status;

@@ -31,10 +31,12 @@ const char config_run_usage[] =
     "                    existing tap, a new tap on bridge BR, or an isolated segment that\n"
     "                    VMs join by name\n"
     "  --balloon on|off  the virtio-balloon device (default on; `kvmbox balloon NAME SIZE`)\n"
+    "  --sandbox on|off  per-thread seccomp allow-lists (default on; off is for debugging)\n"
     "  -h, --help        this text\n";
 
 enum { OPT_KERNEL = 256, OPT_INITRD, OPT_CMDLINE, OPT_MEM, OPT_CPUS, OPT_NO_REBOOT, OPT_TIMEOUT,
-       OPT_NAME, OPT_API_SOCK, OPT_DAEMONIZE, OPT_UUID, OPT_DISK, OPT_NET, OPT_BALLOON };
+       OPT_NAME, OPT_API_SOCK, OPT_DAEMONIZE, OPT_UUID, OPT_DISK, OPT_NET, OPT_BALLOON,
+       OPT_SANDBOX };
 
 static const struct option run_opts[] = {
     { "kernel", required_argument, NULL, OPT_KERNEL },
@@ -55,6 +57,7 @@ static const struct option run_opts[] = {
     { "drive", required_argument, NULL, OPT_DISK },
     { "net", optional_argument, NULL, OPT_NET },
     { "balloon", required_argument, NULL, OPT_BALLOON },
+    { "sandbox", required_argument, NULL, OPT_SANDBOX },
     { "nic", optional_argument, NULL, OPT_NET },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
@@ -258,6 +261,13 @@ static int apply(int c, const char *arg, struct run_options *o, char *err, size_
         if (!parse_bool(arg, &on))
             return bad_value(err, errlen, "balloon", arg, "expected on or off");
         o->vm.no_balloon = !on;
+        return 0;
+    }
+    case OPT_SANDBOX: {
+        bool on;
+        if (!parse_bool(arg, &on))
+            return bad_value(err, errlen, "sandbox", arg, "expected on or off");
+        o->vm.no_sandbox = !on;
         return 0;
     }
     case OPT_NET:

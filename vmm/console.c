@@ -57,6 +57,7 @@ static void *console_thread(void *arg)
 {
     struct console *c = arg;
     pthread_setname_np(pthread_self(), "console");
+    vm_thread_sandbox(c->vm, SANDBOX_CONSOLE);
     bool eof = false;
     for (;;) {
         if (!deliver(c))

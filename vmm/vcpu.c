@@ -221,6 +221,7 @@ static void *vcpu_thread(void *arg)
     sigemptyset(&set);
     sigaddset(&set, SIG_KICK);
     pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+    vm_thread_sandbox(vm, SANDBOX_VCPU);
 
     while (!vm_stopping(vm)) {
         vm_vcpu_checkpoint(vm);

@@ -159,6 +159,16 @@ int vm_resume(struct vm *vm)
     return 0;
 }
 
+void vm_thread_sandbox(struct vm *vm, enum sandbox_class cls)
+{
+    int r = sandbox_enter(cls, !vm->cfg.no_sandbox);
+    if (r < 0)
+        vm_request_stop(vm, KVMBOX_STOP_ERROR, 0,
+                        "cannot enter the seccomp sandbox of the %s thread: %s (--sandbox off runs without it)",
+                        sandbox_class_name(cls), strerror(-r));
+    sandbox_selftest(cls);
+}
+
 bool vm_stopping(struct vm *vm)
 {
     return __atomic_load_n(&vm->stop_requested, __ATOMIC_SEQ_CST) ||

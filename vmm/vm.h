@@ -44,6 +44,7 @@ struct api;
 struct pm;
 struct pci_host;
 struct vnet;
+#include "vmm/sandbox.h"
 
 struct vm {
     struct kvmbox_config cfg;     /* strings below are owned copies */
@@ -120,6 +121,11 @@ void vm_request_reset(struct vm *vm);
 bool vm_stopping(struct vm *vm);
 /* COM1's output sink: the console fd and the ring for API console clients. */
 void vm_console_output(void *vm, const uint8_t *buf, size_t len);
+/* Every thread of a running VM calls this once its setup is done: it enters the thread
+ * class's seccomp sandbox (unless the VM runs with --sandbox off); a failure stops the VM
+ * with a message. */
+void vm_thread_sandbox(struct vm *vm, enum sandbox_class cls);
+
 /* Called by a vCPU thread before each KVM_RUN: parks it while the VM is paused. */
 void vm_vcpu_checkpoint(struct vm *vm);
 int vm_pause(struct vm *vm);
