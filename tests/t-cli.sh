@@ -77,6 +77,7 @@ for _ in $(seq 50); do [ -s "$T/port" ] && break; sleep 0.1; done
 expect "net hostfwd port in use" 2 "Address already in use" -- "$KVMBOX" run --kernel "$K" --net "user,hostfwd=tcp::$(cat "$T/port")-:22"
 kill "$listener" 2>/dev/null; wait "$listener" 2>/dev/null
 expect "balloon bad value" 2 "expected on or off" -- "$KVMBOX" run --kernel "$K" --balloon maybe
+expect "sandbox bad value" 2 "invalid value .maybe. for --sandbox" -- "$KVMBOX" run --kernel "$K" --sandbox maybe
 expect "hugepages bad value" 2 "hugepages=on|off" -- "$KVMBOX" run --kernel "$K" --mem 64M,hugepages=maybe
 
 if [ "$(id -u)" = 0 ] && command -v unshare >/dev/null; then

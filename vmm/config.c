@@ -243,6 +243,16 @@ int config_parse_nic(const char *spec, struct kvmbox_nic *n, char *buf, size_t b
     return 0;
 }
 
+/* --OPT on|off for a feature that is on by default: *OFF is set when it is turned off. */
+static int parse_off_switch(const char *opt, const char *arg, bool *off, char *err, size_t errlen)
+{
+    bool on;
+    if (!parse_bool(arg, &on))
+        return bad_value(err, errlen, opt, arg, "expected on or off");
+    *off = !on;
+    return 0;
+}
+
 static int apply(int c, const char *arg, struct run_options *o, char *err, size_t errlen)
 {
     uint64_t v;
@@ -256,20 +266,8 @@ static int apply(int c, const char *arg, struct run_options *o, char *err, size_
     case OPT_DAEMONIZE: o->daemonize = true; return 0;
     case OPT_UUID: return 0; /* kept in definitions; nothing in the machine uses it yet */
     case 'h': o->help = true; return 0;
-    case OPT_BALLOON: {
-        bool on;
-        if (!parse_bool(arg, &on))
-            return bad_value(err, errlen, "balloon", arg, "expected on or off");
-        o->vm.no_balloon = !on;
-        return 0;
-    }
-    case OPT_SANDBOX: {
-        bool on;
-        if (!parse_bool(arg, &on))
-            return bad_value(err, errlen, "sandbox", arg, "expected on or off");
-        o->vm.no_sandbox = !on;
-        return 0;
-    }
+    case OPT_BALLOON: return parse_off_switch("balloon", arg, &o->vm.no_balloon, err, errlen);
+    case OPT_SANDBOX: return parse_off_switch("sandbox", arg, &o->vm.no_sandbox, err, errlen);
     case OPT_NET:
         if (o->vm.nnics == KVMBOX_MAX_NICS)
             return errf(err, errlen, -EINVAL, "more than %d NICs", KVMBOX_MAX_NICS);
