@@ -19,7 +19,7 @@ set -eu
 busybox=$1 mods=${2%/} out=$3
 top=$(cd "$(dirname "$0")/.." && pwd)
 WANT="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk
-      failover net_failover virtio_net virtio_balloon"
+      failover net_failover virtio_net virtio_balloon button evdev"
 OPTIONAL="virtio_pci_modern_dev virtio_pci_legacy_dev"
 
 ver=$(basename "$mods")
