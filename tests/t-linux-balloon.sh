@@ -19,24 +19,16 @@ cd "$(dirname "$0")/.." || exit 1
 KVMBOX=${KVMBOX:-build/kvmbox}
 VMM=${LINUX_BALLOON_VMM:-kvmbox}
 G=build/guest
+. tests/linux-guest.sh
+linux_need_host "linux balloon"
 if [ "$VMM" = kvmbox ]; then
-    if ! why=$(scripts/host-native.sh); then
-        echo "SKIP: linux balloon: $why"
-        exit 77
-    fi
-    [ -x "$KVMBOX" ] || { echo "FAIL: linux balloon: $KVMBOX is not built"; exit 1; }
     LIMIT_MS=3000
 else
     LIMIT_MS=30000 # TCG: every page the driver allocates is a guest instruction stream
 fi
 T=$(mktemp -d /tmp/kvmbox-linux-balloon.XXXXXX)
 TAG=linux-balloon
-if ! scripts/fetch-guest.sh "$G" >"$T/fetch.log" 2>&1; then
-    tail -5 "$T/fetch.log"
-    echo "FAIL: linux balloon: scripts/fetch-guest.sh could not make the guest"
-    rm -rf "$T"
-    exit 1
-fi
+linux_fetch_guest "linux balloon" "$T/fetch.log" || { rm -rf "$T"; exit 1; }
 
 # The guest's side: an extra cpio appended to the initramfs (the kernel unpacks both).
 mkdir -p "$T/x"

@@ -13,23 +13,14 @@ cd "$(dirname "$0")/.." || exit 1
 KVMBOX=${KVMBOX:-build/kvmbox}
 VMM=${LINUX_BLK_VMM:-kvmbox}
 G=build/guest
-if [ "$VMM" = kvmbox ]; then
-    if ! why=$(scripts/host-native.sh); then
-        echo "SKIP: linux on virtio-blk: $why"
-        exit 77
-    fi
-    [ -x "$KVMBOX" ] || { echo "FAIL: linux on virtio-blk: $KVMBOX is not built"; exit 1; }
-fi
+. tests/linux-guest.sh
+linux_need_host "linux on virtio-blk"
 for tool in mkfs.ext4 e2fsck debugfs qemu-img; do
     command -v "$tool" >/dev/null || { echo "FAIL: linux on virtio-blk: $tool is not installed"; exit 1; }
 done
 T=$(mktemp -d /tmp/kvmbox-linux-blk.XXXXXX)
 trap 'chmod -R u+w "$T"; rm -rf "$T"' EXIT
-if ! scripts/fetch-guest.sh "$G" >"$T/fetch.log" 2>&1; then
-    tail -5 "$T/fetch.log"
-    echo "FAIL: linux on virtio-blk: scripts/fetch-guest.sh could not make the guest"
-    exit 1
-fi
+linux_fetch_guest "linux on virtio-blk" "$T/fetch.log" || exit 1
 WAIT=${LINUX_BLK_WAIT:-180}
 fails=0
 pass() { echo "PASS: linux-blk/$*"; }

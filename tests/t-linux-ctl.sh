@@ -17,13 +17,8 @@ cd "$(dirname "$0")/.." || exit 1
 KVMBOX=${KVMBOX:-build/kvmbox}
 VMM=${LINUX_CTL_VMM:-kvmbox}
 G=build/guest
-if [ "$VMM" = kvmbox ]; then
-    if ! why=$(scripts/host-native.sh); then
-        echo "SKIP: linux control plane: $why"
-        exit 77
-    fi
-    [ -x "$KVMBOX" ] || { echo "FAIL: linux control plane: $KVMBOX is not built"; exit 1; }
-fi
+. tests/linux-guest.sh
+linux_need_host "linux control plane"
 T=$(mktemp -d /tmp/kvmbox-linux-ctl.XXXXXX)
 export KVMBOX_RUNTIME_DIR=$T/run KVMBOX_CONFIG_DIR=$T/defs
 N=lctl$$
@@ -38,11 +33,7 @@ trap cleanup EXIT
 fails=0
 ok() { echo "PASS: linux-ctl ($VMM): $*"; }
 bad() { echo "FAIL: linux-ctl ($VMM): $*"; fails=$((fails + 1)); }
-if ! scripts/fetch-guest.sh "$G" >"$T/fetch.log" 2>&1; then
-    tail -5 "$T/fetch.log"
-    echo "FAIL: linux control plane: scripts/fetch-guest.sh could not make the guest"
-    exit 1
-fi
+linux_fetch_guest "linux control plane" "$T/fetch.log" || exit 1
 CMDLINE="console=ttyS0 kvmbox.shell=1"
 
 # --- the VMM's side of each step ---

@@ -33,11 +33,8 @@ qemu)
         { echo "SKIP: linux early boot (qemu): qemu-system-x86_64 is not installed"; exit 77; } ;;
 *) echo "FAIL: linux early boot: LINUX_EARLY_VMM must be kvmbox or qemu, not $VMM"; exit 1 ;;
 esac
-if ! scripts/fetch-guest.sh "$G" >"$T/fetch.log" 2>&1; then
-    tail -5 "$T/fetch.log"
-    echo "FAIL: linux early boot: scripts/fetch-guest.sh could not make the guest"
-    exit 1
-fi
+. tests/linux-guest.sh
+linux_fetch_guest "linux early boot" "$T/fetch.log" || exit 1
 initrd=$G/initramfs.cpio.gz
 initrd_bytes=$(stat -c %s "$initrd")
 fails=0

@@ -13,20 +13,11 @@ cd "$(dirname "$0")/.." || exit 1
 KVMBOX=${KVMBOX:-build/kvmbox}
 VMM=${LINUX_FULL_VMM:-kvmbox}
 G=build/guest
-if [ "$VMM" = kvmbox ]; then
-    if ! why=$(scripts/host-native.sh); then
-        echo "SKIP: linux full boot: $why"
-        exit 77
-    fi
-    [ -x "$KVMBOX" ] || { echo "FAIL: linux full boot: $KVMBOX is not built"; exit 1; }
-fi
+. tests/linux-guest.sh
+linux_need_host "linux full boot"
 T=$(mktemp -d /tmp/kvmbox-linux-full.XXXXXX)
 trap 'rm -rf "$T"' EXIT
-if ! scripts/fetch-guest.sh "$G" >"$T/fetch.log" 2>&1; then
-    tail -5 "$T/fetch.log"
-    echo "FAIL: linux full boot: scripts/fetch-guest.sh could not make the guest"
-    exit 1
-fi
+linux_fetch_guest "linux full boot" "$T/fetch.log" || exit 1
 WAIT=${LINUX_FULL_WAIT:-120}
 fails=0
 

@@ -12,24 +12,15 @@ cd "$(dirname "$0")/.." || exit 1
 KVMBOX=${KVMBOX:-build/kvmbox}
 VMM=${LINUX_NET_VMM:-kvmbox}
 G=build/guest
-if [ "$VMM" = kvmbox ]; then
-    if ! why=$(scripts/host-native.sh); then
-        echo "SKIP: linux on virtio-net: $why"
-        exit 77
-    fi
-    [ -x "$KVMBOX" ] || { echo "FAIL: linux on virtio-net: $KVMBOX is not built"; exit 1; }
-fi
+. tests/linux-guest.sh
+linux_need_host "linux on virtio-net"
 if [ -z "${KVMBOX_NETNS:-}" ]; then # run ourselves again in a fresh network namespace
     exec unshare -n env KVMBOX_NETNS=1 "$0" "$@"
 fi
 ip link set lo up
 T=$(mktemp -d /tmp/kvmbox-linux-net.XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$T"' EXIT
-if ! scripts/fetch-guest.sh "$G" >"$T/fetch.log" 2>&1; then
-    tail -5 "$T/fetch.log"
-    echo "FAIL: linux on virtio-net: scripts/fetch-guest.sh could not make the guest"
-    exit 1
-fi
+linux_fetch_guest "linux on virtio-net" "$T/fetch.log" || exit 1
 WAIT=${LINUX_NET_WAIT:-180}
 mkdir "$T/www"
 head -c 1048576 /dev/urandom >"$T/www/blob"
