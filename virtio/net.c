@@ -50,8 +50,7 @@ struct vnet {
     pthread_t thread;
     bool thread_started;
     int quit_fd;
-    bool link_up;
-    /* Written by the I/O thread, read by `kvmbox info` (relaxed atomics: counters only). */
+    /* Written by the I/O thread only (the backends deliver on it), read by `kvmbox info`. */
     uint64_t rx_frames, rx_bytes, rx_dropped, tx_frames, tx_bytes, tx_dropped;
     struct virtq_chain chain;       /* the I/O thread's scratch */
     struct virtq_chain rx_chains[8];
@@ -62,14 +61,16 @@ static struct vnet *to_vnet(struct virtio_dev *vd)
     return (struct vnet *)vd;
 }
 
+/* One writer: a relaxed load and store, no locked read-modify-write on the data path. */
 static void count(uint64_t *counter, uint64_t n)
 {
-    __atomic_fetch_add(counter, n, __ATOMIC_RELAXED);
+    __atomic_store_n(counter, __atomic_load_n(counter, __ATOMIC_RELAXED) + n, __ATOMIC_RELAXED);
 }
 
+/* The status field the driver reads is the one record of the link's state. */
 static bool link_is_up(struct vnet *n)
 {
-    return __atomic_load_n(&n->link_up, __ATOMIC_ACQUIRE);
+    return __atomic_load_n(&n->config[6], __ATOMIC_ACQUIRE) & VIRTIO_NET_S_LINK_UP;
 }
 
 static void config_read(struct virtio_dev *vd, unsigned off, void *data, unsigned len)
@@ -294,7 +295,6 @@ void vnet_set_link(struct vnet *n, bool up)
     pthread_mutex_lock(&n->vd.lock);
     bool changed = link_is_up(n) != up;
     if (changed) {
-        __atomic_store_n(&n->link_up, up, __ATOMIC_RELEASE);
         __atomic_store_n(&n->config[6], (uint8_t)(up ? VIRTIO_NET_S_LINK_UP : 0), __ATOMIC_RELEASE);
         n->vd.config_generation++;
     }
@@ -345,7 +345,6 @@ int vnet_create(struct vm *vm, const struct kvmbox_nic *nic, unsigned index, cha
         net_default_mac(vm->name, index, mac);
     memcpy(n->config, mac, 6);
     n->config[6] = VIRTIO_NET_S_LINK_UP;
-    n->link_up = true;
     n->config[8] = 1;                       /* max_virtqueue_pairs */
     n->config[10] = MTU & 0xff, n->config[11] = MTU >> 8;
     snprintf(vm->nic_info[index].desc, sizeof(vm->nic_info[index].desc), "%s", n->be->desc);

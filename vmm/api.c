@@ -92,6 +92,13 @@ static const char *vm_state(struct vm *vm)
 
 static struct json_object *balloon_object(struct vm *vm);
 
+#define MAC_STR_LEN 18
+
+static void mac_str(const uint8_t *m, char *buf)
+{
+    snprintf(buf, MAC_STR_LEN, "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5]);
+}
+
 static struct json_object *traffic_object(uint64_t frames, uint64_t bytes, uint64_t dropped)
 {
     struct json_object *o = json_object_new_object();
@@ -147,8 +154,8 @@ static struct json_object *info_object(struct vm *vm)
     for (unsigned k = 0; k < vm->cfg.nnics; k++) {
         struct json_object *o = json_object_new_object();
         const uint8_t *m = vm->nic_info[k].mac;
-        char mac[24], slot[16];
-        snprintf(mac, sizeof(mac), "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5]);
+        char mac[MAC_STR_LEN], slot[16];
+        mac_str(m, mac);
         snprintf(slot, sizeof(slot), "00:%02x.0", vm->nic_info[k].slot);
         json_object_object_add(o, "mac", json_object_new_string(mac));
         json_object_object_add(o, "backend", json_object_new_string(vm->nic_info[k].desc));
@@ -242,8 +249,8 @@ static struct json_object *link_request(struct vm *vm, struct json_object *req, 
     } else {
         for (unsigned k = 0; k < vm->cfg.nnics && idx < 0; k++) {
             const uint8_t *m = vm->nic_info[k].mac;
-            char mac[24];
-            snprintf(mac, sizeof(mac), "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5]);
+            char mac[MAC_STR_LEN];
+            mac_str(m, mac);
             if (!strcasecmp(mac, json_object_get_string(nic)))
                 idx = (int)k;
         }
