@@ -21,7 +21,9 @@ struct blk_ops {
     int (*block_status)(struct blk *b, uint64_t off, uint64_t len, uint64_t *pnum,
                         unsigned *status, uint64_t *host_off);
     int (*info)(struct blk *b, struct blk_info *info);
-    int (*create)(const char *path, uint64_t size, const struct blk_create_opts *o, char *err, size_t errlen);
+    /* Writes a new image into FD (open, locked for writing, not yet truncated: the driver
+     * validates its options first, then truncates). PATH is for messages. */
+    int (*create)(int fd, const char *path, uint64_t size, const struct blk_create_opts *o, char *err, size_t errlen);
     int (*check)(struct blk *b, unsigned repair, struct blk_check_result *res);
     int (*truncate)(struct blk *b, uint64_t size, bool shrink);
     int (*set_backing)(struct blk *b, const char *file, const char *fmt);
@@ -49,6 +51,14 @@ extern const struct blk_ops blk_raw_ops, blk_qcow2_ops;
 
 #define BLK_MAX_CHAIN 64        /* backing chains deeper than this are taken for loops */
 
+/* Takes the image lock on FD (block/lock.c: QEMU's byte-range protocol, so kvmbox and QEMU
+ * exclude each other): a reader's, or with WRITE a writer's. 0 (also on file systems
+ * without OFD locks), -EBUSY with ERR naming the conflict, or another -errno. */
+int blk_lock_fd(int fd, bool write, const char *path, char *err, size_t errlen);
+/* Opens PATH for creating an image: created if missing, never truncated here, refused
+ * unless it is a regular file, and locked as a writer before the caller truncates it (an
+ * image in use by a VM is left alone). *CREATED says whether the file is new. */
+int blk_create_open(const char *path, int *fd, bool *created, char *err, size_t errlen);
 /* Opens a backing file for B (path resolved against B's directory). */
 int blk_open_backing(struct blk *b, const char *name, const char *fmt, char *err, size_t errlen);
 /* Copies LEN bytes from a flat buffer into an iovec at byte offset SKIP, and back. */

@@ -117,19 +117,6 @@ static size_t iov_size(const struct iovec *iov, int iovcnt)
     return n;
 }
 
-/* An OFD lock on the whole file: shared for readers, exclusive for a writer. qemu uses byte
- * ranges of its own; kvmbox's writers exclude each other and kvmbox's readers. */
-static int lock_image(struct blk *b, bool write)
-{
-    struct flock fl = { .l_type = write ? F_WRLCK : F_RDLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0 };
-    if (fcntl(b->fd, F_OFD_SETLK, &fl) == 0)
-        return 0;
-    if (errno == EAGAIN || errno == EACCES)
-        return blk_set_err(b, -EBUSY, "image %s is in use by another process%s", b->path,
-                           write ? " (it is locked for writing)" : " that is writing it");
-    return 0; /* file systems without OFD locks: go on unlocked */
-}
-
 static const struct blk_ops *probe(int fd, const char *format, bool *probed_raw)
 {
     if (format) {
@@ -198,10 +185,9 @@ static int open_depth(const char *path, const char *format, int flags, int depth
         snprintf(err, errlen, "unknown image format '%s' (raw or qcow2)", format);
         goto fail;
     }
-    if (!(flags & (BLK_O_NO_LOCK | BLK_O_FORCE_SHARE)) && (r = lock_image(b, flags & BLK_O_RDWR)) < 0) {
-        snprintf(err, errlen, "%s", b->errmsg);
+    if (!(flags & (BLK_O_NO_LOCK | BLK_O_FORCE_SHARE)) &&
+        (r = blk_lock_fd(b->fd, flags & BLK_O_RDWR, path, err, errlen)) < 0)
         goto fail;
-    }
     if ((r = b->ops->open(b, flags, err, errlen)) < 0) {
         b->ops->close(b); /* frees what a half-done open allocated */
         b->ops = NULL;
@@ -379,7 +365,20 @@ int blk_create(const char *path, const char *format, uint64_t size, const struct
         snprintf(err, errlen, "unknown image format '%s' (raw or qcow2)", format);
         return -EINVAL;
     }
-    return ops->create(path, size, opts ? opts : &none, err, errlen);
+    int fd;
+    bool created;
+    int r = blk_create_open(path, &fd, &created, err, errlen);
+    if (r < 0)
+        return r;
+    r = ops->create(fd, path, size, opts ? opts : &none, err, errlen);
+    if (r == 0 && fsync(fd) < 0) {
+        r = -errno;
+        snprintf(err, errlen, "cannot create %s: %s", path, strerror(-r));
+    }
+    close(fd); /* the lock goes with it */
+    if (r < 0 && created)
+        unlink(path);
+    return r;
 }
 
 int blk_check(struct blk *b, unsigned repair, struct blk_check_result *res)

@@ -256,7 +256,7 @@ static void set_refcount_in_block(uint8_t *blk, uint64_t idx, uint32_t bits, uin
     }
 }
 
-static int qcow2_create(const char *path, uint64_t size, const struct blk_create_opts *o, char *err, size_t errlen)
+static int qcow2_create(int fd, const char *path, uint64_t size, const struct blk_create_opts *o, char *err, size_t errlen)
 {
     uint32_t cs = o->cluster_size ? o->cluster_size : 65536;
     int version = o->qcow2_version ? o->qcow2_version : 3;
@@ -324,12 +324,7 @@ static int qcow2_create(const char *path, uint64_t size, const struct blk_create
         wr64(rct + 8 * i, (1 + rct_clusters + i) * cs);
     for (uint64_t c = 0; c < total; c++)
         set_refcount_in_block(buf + (1 + rct_clusters + c / rbe) * cs, c % rbe, rbits, 1);
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    int r = fd < 0 ? -errno : file_pwrite(fd, buf, total * cs, 0);
-    if (r == 0 && fsync(fd) < 0)
-        r = -errno;
-    if (fd >= 0)
-        close(fd);
+    int r = ftruncate(fd, 0) < 0 ? -errno : file_pwrite(fd, buf, total * cs, 0);
     free(buf);
     if (r < 0)
         snprintf(err, errlen, "cannot create %s: %s", path, strerror(-r));

@@ -143,25 +143,20 @@ static int raw_block_status(struct blk *b, uint64_t off, uint64_t len, uint64_t 
     return 0;
 }
 
-static int raw_create(const char *path, uint64_t size, const struct blk_create_opts *o, char *err,
+static int raw_create(int fd, const char *path, uint64_t size, const struct blk_create_opts *o, char *err,
                       size_t errlen)
 {
     if (o->backing_file) {
         snprintf(err, errlen, "raw images cannot have a backing file");
         return -EINVAL;
     }
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
-        return -errno;
-    }
-    int r = ftruncate(fd, (off_t)size) < 0 ? -errno : 0;
-    if (r == 0 && fsync(fd) < 0)
-        r = -errno;
-    close(fd);
-    if (r < 0)
+    /* Old contents go: the size alone keeps them (extending a file reads as zeroes). */
+    if (ftruncate(fd, 0) < 0 || ftruncate(fd, (off_t)size) < 0) {
+        int r = -errno;
         snprintf(err, errlen, "cannot size %s: %s", path, strerror(-r));
-    return r;
+        return r;
+    }
+    return 0;
 }
 
 static int raw_truncate(struct blk *b, uint64_t size, bool shrink)

@@ -1,0 +1,179 @@
+#!/bin/bash
+# "Nothing lost, nobody in": the block layer's safety rules, each against the behaviour a
+# user relies on, with Debian's qemu-img as the oracle.
+#   locks     a running VM's image: every `kvmbox img` verb that writes refuses (one line,
+#             status 1, the image's sha256 unchanged); kvmbox and QEMU see each other's locks
+#   limits    sizes whose L1 table open would refuse are refused by create and resize
+#   raw       a raw image of a size that is not a multiple of 512 (QEMU rounds up)
+#   chains    deep backing chains, loops by identity, relative names through symlinks,
+#             FIFOs as backing files, untrusted mode, the probe warning
+#   check     COPIED flags, shared clusters, bad refcount blocks: kvmbox's check and repair
+#             against qemu-img check
+#   snapshot  damaged snapshot tables: apply refuses, nothing changes
+#   overlap   writes onto metadata (L2 tables, refcount blocks) from img and from a guest:
+#             refused, the image marked corrupt, the host told; ENOSPC told as well
+# Sections run with build/kvmbox and, when built, build-asan/kvmbox (the VM sections with
+# $BUILD's binaries only). SECTIONS="locks check" picks some.
+set -u
+cd "$(dirname "$0")/.." || exit 1
+BUILD=${BUILD:-build}
+KVMBOX=${KVMBOX:-$BUILD/kvmbox}
+GT=$BUILD/guest-tests
+command -v qemu-img >/dev/null || { echo "SKIP: img safety: qemu-img is not installed"; exit 77; }
+BINS=$KVMBOX
+[ "$KVMBOX" = build/kvmbox ] && [ -x build-asan/kvmbox ] && BINS="$BINS build-asan/kvmbox"
+SECTIONS=${SECTIONS:-locks limits raw chains check snapshot overlap}
+export ASAN_OPTIONS=exitcode=86 UBSAN_OPTIONS=exitcode=86:print_stacktrace=1 LSAN_OPTIONS=exitcode=86
+T=$(mktemp -d /tmp/kvmbox-safety.XXXXXX)
+export KVMBOX_RUNTIME_DIR=$T/run KVMBOX_CONFIG_DIR=$T/defs
+VMS=()
+cleanup() {
+    for v in "${VMS[@]}"; do "$KVMBOX" kill "$v" >/dev/null 2>&1; done
+    rm -rf "$T"
+}
+trap cleanup EXIT
+fails=0
+ok() { echo "PASS: img safety: $*"; }
+bad() { echo "FAIL: img safety: $*"; fails=$((fails + 1)); }
+have_kvm() { [ -c /dev/kvm ] && [ -f "$GT/touch.elf" ]; }
+
+# img BIN ARGS...: runs `BIN img ARGS`; sets $rc, $out (stdout), $err (stderr) and fails the
+# case on a crash or a sanitizer report.
+img() {
+    local bin=$1
+    shift
+    timeout -k 5 120 "$bin" img "$@" >"$T/out" 2>"$T/err"
+    rc=$?
+    out=$(cat "$T/out")
+    err=$(cat "$T/err")
+    if [ $rc -ge 64 ] && [ $rc != 77 ] || grep -qE 'Sanitizer|runtime error' "$T/err"; then
+        bad "$bin img $1: crashed or sanitizer report (status $rc): $(grep -m1 -E 'ERROR|runtime error' "$T/err")"
+        return 1
+    fi
+    return 0
+}
+# refused DESC: the last img call failed with status 1 and exactly one line on stderr.
+refused() {
+    [ $rc = 1 ] && [ "$(wc -l <"$T/err")" = 1 ]
+}
+# byte_locked FILE BYTE: someone holds an OFD lock on BYTE of FILE (/proc/locks).
+byte_locked() { grep -q ":$(stat -c %i "$1") $2 $2\$" /proc/locks; }
+sha() { sha256sum "$1" | cut -d' ' -f1; }
+rd64() { od -An -tu8 --endian=big -j "$2" -N8 "$1" | tr -d ' '; }
+rd32() { od -An -tu4 --endian=big -j "$2" -N4 "$1" | tr -d ' '; }
+wr() { printf "$(sed 's/../\\x&/g' <<<"$3")" | dd of="$1" bs=1 seek="$2" conv=notrunc status=none; }
+wr64() { wr "$1" "$2" "$(printf '%016x' "$3")"; }
+wr32() { wr "$1" "$2" "$(printf '%08x' "$3")"; }
+# start_vm NAME DISKSPEC...: a daemonized idle guest holding the disks.
+start_vm() {
+    local name=$1 args=() d
+    shift
+    for d in "$@"; do args+=(--disk "$d"); done
+    VMS+=("$name")
+    "$KVMBOX" run --daemonize --name "$name" --kernel "$GT/touch.elf" --mem 96M \
+        --cmdline "touch=1 hold=900" "${args[@]}" >/dev/null
+}
+
+# ---- locks ------------------------------------------------------------------------------
+sec_locks() {
+    if ! have_kvm; then
+        echo "SKIP: img safety: locks against a running VM need /dev/kvm and $GT/touch.elf"
+        return
+    fi
+    local d=$T/locks
+    mkdir -p "$d"
+    qemu-img create -q -f qcow2 "$d/base.qcow2" 64M
+    qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 "$d/img.qcow2"
+    qemu-io -c 'write -P 0x5a 0 8M' "$d/img.qcow2" >/dev/null
+    qemu-img snapshot -c s1 "$d/img.qcow2"
+    qemu-img create -q -f qcow2 -b img.qcow2 -F qcow2 "$d/top.qcow2"
+    qemu-img create -q -f raw "$d/src.raw" 64M
+    if ! start_vm lk "$d/img.qcow2,format=qcow2"; then
+        bad "locks: the VM holding the image did not start"
+        return
+    fi
+    local s0 b0 t0
+    s0=$(sha "$d/img.qcow2") b0=$(sha "$d/base.qcow2") t0=$(sha "$d/top.qcow2")
+    for bin in $BINS; do
+        local verbs=(
+            "create qcow2|create -f qcow2 $d/img.qcow2 1M"
+            "create raw|create -f raw $d/img.qcow2 1M"
+            "create with a backing file|create -f qcow2 -b base.qcow2 -F qcow2 $d/img.qcow2"
+            "convert onto it|convert -O qcow2 $d/src.raw $d/img.qcow2"
+            "convert -n into it|convert -n -O qcow2 $d/src.raw $d/img.qcow2"
+            "commit|commit $d/img.qcow2"
+            "commit into it (from an overlay)|commit $d/top.qcow2"
+            "rebase|rebase -b '' $d/img.qcow2"
+            "rebase -u|rebase -u -b other.qcow2 $d/img.qcow2"
+            "resize|resize $d/img.qcow2 +1M"
+            "snapshot -c|snapshot -c s2 $d/img.qcow2"
+            "snapshot -a|snapshot -a s1 $d/img.qcow2"
+            "snapshot -d|snapshot -d s1 $d/img.qcow2"
+            "check -r leaks|check -r leaks $d/img.qcow2"
+            "check -r all|check -r all $d/img.qcow2"
+            "bench -w|bench -w -c 10 $d/img.qcow2"
+            "resize of its backing file|resize $d/base.qcow2 +1M"
+        )
+        for v in "${verbs[@]}"; do
+            local desc=${v%%|*} args
+            eval "args=(${v#*|})"
+            img "$bin" "${args[@]}" || continue
+            if refused && [ "$(sha "$d/img.qcow2")" = "$s0" ] && [ "$(sha "$d/base.qcow2")" = "$b0" ] &&
+                [ "$(sha "$d/top.qcow2")" = "$t0" ]; then
+                ok "locks ($bin): $desc on a running VM's image is refused ($err)"
+            else
+                bad "locks ($bin): $desc: status $rc, stderr '$err', image $( [ "$(sha "$d/img.qcow2")" = "$s0" ] && echo unchanged || echo CHANGED)"
+                s0=$(sha "$d/img.qcow2") b0=$(sha "$d/base.qcow2") t0=$(sha "$d/top.qcow2")
+            fi
+        done
+        # Readers share with readers only: -U reads anyway; the base, read by the VM, reads.
+        img "$bin" info -U "$d/img.qcow2" && [ $rc = 0 ] && ok "locks ($bin): info -U reads a running VM's image" ||
+            bad "locks ($bin): info -U: status $rc $err"
+        img "$bin" compare "$d/base.qcow2" "$d/base.qcow2" && [ $rc = 0 ] &&
+            ok "locks ($bin): the VM's backing file can be read by others" || bad "locks ($bin): compare the base: $rc $err"
+    done
+    # QEMU sees kvmbox's locks.
+    local q
+    q=$(qemu-img info "$d/img.qcow2" 2>&1) && bad "locks: qemu-img info opened a running kvmbox VM's image" ||
+        ok "locks: qemu-img info refuses a running kvmbox VM's image ($(head -1 <<<"$q"))"
+    q=$(qemu-img create -f qcow2 "$d/img.qcow2" 1M 2>&1 >/dev/null) && bad "locks: qemu-img create truncated it" ||
+        ok "locks: so does qemu-img create ($q)"
+    q=$(qemu-img info "$d/base.qcow2" 2>&1) && ok "locks: qemu-img reads the VM's backing file" ||
+        bad "locks: qemu-img info of the backing file: $q"
+    [ "$(sha "$d/img.qcow2")" = "$s0" ] && ok "locks: the image is intact" || bad "locks: the image changed"
+    "$KVMBOX" kill lk >/dev/null 2>&1
+    # kvmbox sees QEMU's: a writer (qemu-io holding the image open) keeps out kvmbox's
+    # writers and readers; a QEMU reader keeps out kvmbox's writers only.
+    qemu-io -c 'sleep 20000' "$d/img.qcow2" >/dev/null 2>&1 &
+    local qpid=$!
+    for _ in $(seq 50); do byte_locked "$d/img.qcow2" 101 && break; sleep 0.1; done
+    s0=$(sha "$d/img.qcow2")
+    img "$KVMBOX" resize "$d/img.qcow2" +1M
+    refused && [ "$(sha "$d/img.qcow2")" = "$s0" ] && ok "locks: a QEMU writer keeps out kvmbox's writers ($err)" ||
+        bad "locks: kvmbox resize beside a QEMU writer: $rc $err"
+    # (kvmbox img's read-only verbs read like qemu-img -U; a VM's read-only disk locks.)
+    out=$("$KVMBOX" run --kernel "$GT/spin.elf" --cmdline loops=1 --disk "$d/img.qcow2,format=qcow2,readonly=on" 2>&1)
+    [ $? = 2 ] && grep -q "in use by another process that is writing it" <<<"$out" &&
+        ok "locks: ... and a kvmbox VM's read-only disk ($out)" || bad "locks: read-only VM disk beside a QEMU writer: $out"
+    kill $qpid 2>/dev/null
+    wait $qpid 2>/dev/null
+    qemu-io -r -c 'sleep 20000' "$d/img.qcow2" >/dev/null 2>&1 &
+    qpid=$!
+    for _ in $(seq 50); do byte_locked "$d/img.qcow2" 201 && break; sleep 0.1; done
+    img "$KVMBOX" resize "$d/img.qcow2" +1M
+    refused && [ "$(sha "$d/img.qcow2")" = "$s0" ] && ok "locks: a QEMU reader keeps out kvmbox's writers ($err)" ||
+        bad "locks: kvmbox resize beside a QEMU reader: $rc $err"
+    out=$("$KVMBOX" run --kernel "$GT/spin.elf" --cmdline loops=1 --disk "$d/img.qcow2,format=qcow2,readonly=on" 2>&1)
+    [ $? = 1 ] && ok "locks: ... but not a kvmbox VM's read-only disk" || bad "locks: read-only VM disk beside a QEMU reader: $out"
+    kill $qpid 2>/dev/null
+    wait $qpid 2>/dev/null
+    # create on a FIFO or a directory: refused without blocking.
+    mkfifo "$d/fifo"
+    img "$KVMBOX" create -f raw "$d/fifo" 1M
+    refused && ok "locks: create refuses a FIFO ($err)" || bad "locks: create on a FIFO: $rc $err"
+}
+
+for s in $SECTIONS; do
+    "sec_$s"
+done
+[ $fails -eq 0 ]
