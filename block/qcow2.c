@@ -31,6 +31,26 @@ bool qcow2_offset_ok(struct blk *b, uint64_t off)
     return off && !(off & (Q(b)->cluster_size - 1)) && off < QCOW2_MAX_SIZE;
 }
 
+int qcow2_size_ok(uint64_t size, unsigned cluster_bits, char *err, size_t errlen)
+{
+    /* One L1 entry maps an L2 table's worth: 2^cluster_bits clusters of 2^(cluster_bits-3)
+     * entries each. Computed by division, as SIZE may be anything a header holds. */
+    uint64_t per_l1 = 1ULL << (2 * cluster_bits - 3);
+    uint64_t entries = size / per_l1 + (size % per_l1 != 0);
+    if (size <= QCOW2_MAX_SIZE && entries <= QCOW2_MAX_L1_BYTES / 8)
+        return 0;
+    snprintf(err, errlen, "a virtual size of %llu bytes is too large for qcow2 with %u-byte clusters "
+             "(at most %llu; a larger cluster size allows more)", (unsigned long long)size, 1u << cluster_bits,
+             (unsigned long long)qcow2_max_size(cluster_bits));
+    return -EFBIG;
+}
+
+uint64_t qcow2_max_size(unsigned cluster_bits)
+{
+    uint64_t by_l1 = (uint64_t)(QCOW2_MAX_L1_BYTES / 8) << (2 * cluster_bits - 3);
+    return by_l1 < QCOW2_MAX_SIZE ? by_l1 : QCOW2_MAX_SIZE;
+}
+
 int qcow2_write_header_field(struct blk *b, uint64_t off, const void *v, size_t len)
 {
     int r = file_pwrite(b->fd, v, len, off);
@@ -119,10 +139,11 @@ static int parse_header(struct blk *b, const uint8_t *h, uint64_t file_size, cha
     q->refcount_bits = 1u << q->refcount_order;
     q->rb_entries = (uint64_t)q->cluster_size * 8 / q->refcount_bits;
     q->refcount_max = q->refcount_bits == 64 ? UINT64_MAX : (1ULL << q->refcount_bits) - 1;
-    if (b->size > QCOW2_MAX_SIZE)
-        return snprintf(err, errlen, "%s: virtual size %llu is absurd", b->path, (unsigned long long)b->size), -EINVAL;
+    char why[BLK_ERRMSG_MAX - 64];
+    if (qcow2_size_ok(b->size, q->cluster_bits, why, sizeof(why)) < 0)
+        return snprintf(err, errlen, "%s: %s", b->path, why), -EINVAL;
     uint64_t per_l1 = (uint64_t)q->cluster_size * q->l2_entries;
-    uint64_t need = (b->size + per_l1 - 1) / per_l1;
+    uint64_t need = b->size / per_l1 + (b->size % per_l1 != 0);
     if ((uint64_t)q->l1_size * 8 > QCOW2_MAX_L1_BYTES || q->l1_size < need)
         return snprintf(err, errlen, "%s: L1 table of %u entries does not fit the virtual size", b->path, q->l1_size), -EINVAL;
     if (q->l1_size && (!qcow2_offset_ok(b, q->l1_offset) || q->l1_offset + (uint64_t)q->l1_size * 8 > file_size))
@@ -267,9 +288,10 @@ static int qcow2_create(int fd, const char *path, uint64_t size, const struct bl
         return snprintf(err, errlen, "refcount bits must be a power of two up to 64 (16 for compat=0.10)"), -EINVAL;
     if (version == 2 && o->lazy_refcounts)
         return snprintf(err, errlen, "lazy refcounts need compat=1.1"), -EINVAL;
-    if (size > QCOW2_MAX_SIZE)
-        return snprintf(err, errlen, "size is too large for qcow2"), -EINVAL;
-    size = (size + 511) & ~511ULL; /* qcow2 sizes are whole sectors, as qemu-img makes them */
+    size = size > UINT64_MAX - 511 ? size : (size + 511) & ~511ULL; /* whole sectors, as qemu-img makes them */
+    int r = qcow2_size_ok(size, (unsigned)__builtin_ctz(cs), err, errlen); /* what open accepts */
+    if (r < 0)
+        return r;
     uint64_t l2e = cs / 8, rbe = (uint64_t)cs * 8 / rbits;
     uint64_t l1_size = (size + cs * l2e - 1) / (cs * l2e);
     uint64_t l1_clusters = (l1_size * 8 + cs - 1) / cs;
@@ -324,7 +346,7 @@ static int qcow2_create(int fd, const char *path, uint64_t size, const struct bl
         wr64(rct + 8 * i, (1 + rct_clusters + i) * cs);
     for (uint64_t c = 0; c < total; c++)
         set_refcount_in_block(buf + (1 + rct_clusters + c / rbe) * cs, c % rbe, rbits, 1);
-    int r = ftruncate(fd, 0) < 0 ? -errno : file_pwrite(fd, buf, total * cs, 0);
+    r = ftruncate(fd, 0) < 0 ? -errno : file_pwrite(fd, buf, total * cs, 0);
     free(buf);
     if (r < 0)
         snprintf(err, errlen, "cannot create %s: %s", path, strerror(-r));
@@ -389,7 +411,10 @@ static int qcow2_set_backing(struct blk *b, const char *file, const char *fmt)
 static int qcow2_truncate(struct blk *b, uint64_t size, bool shrink)
 {
     struct qcow2 *q = Q(b);
-    size = (size + 511) & ~511ULL;
+    char why[BLK_ERRMSG_MAX - 64];
+    size = size > UINT64_MAX - 511 ? size : (size + 511) & ~511ULL;
+    if (qcow2_size_ok(size, q->cluster_bits, why, sizeof(why)) < 0)
+        return blk_set_err(b, -EFBIG, "%s: %s", b->path, why);
     if (size < b->size) {
         /* Shrink: the tail of the last kept cluster reads as zeroes if the image grows
          * again, and every cluster past it is released. The L1 table keeps its size. */

@@ -82,6 +82,10 @@ static inline int ordered_sync(struct blk *b) { return (b->flags & BLK_O_UNORDER
 int qcow2_mark_corrupt(struct blk *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int qcow2_write_header_field(struct blk *b, uint64_t off, const void *v, size_t len);
 bool qcow2_offset_ok(struct blk *b, uint64_t off); /* cluster-aligned, inside the 56-bit space */
+/* The one limit on virtual sizes, shared by open, create, resize and snapshots: the L1
+ * table it needs fits QCOW2_MAX_L1_BYTES and offsets stay 56-bit. 0, or -EFBIG with ERR. */
+int qcow2_size_ok(uint64_t size, unsigned cluster_bits, char *err, size_t errlen);
+uint64_t qcow2_max_size(unsigned cluster_bits);
 
 /* qcow2_refcount.c */
 int qcow2_get_refcount(struct blk *b, uint64_t cluster, uint64_t *rc);

@@ -173,6 +173,40 @@ sec_locks() {
     refused && ok "locks: create refuses a FIFO ($err)" || bad "locks: create on a FIFO: $rc $err"
 }
 
+# ---- limits -----------------------------------------------------------------------------
+sec_limits() {
+    local d=$T/limits
+    mkdir -p "$d"
+    for bin in $BINS; do
+        # cluster size, size: kvmbox must accept exactly what qemu-img accepts, and what it
+        # accepts must open.
+        for c in "512 16T" "512 100T" "512 128G" "512 129G" "65536 3000T" "65536 2048T" "65536 2049T" "2M 2048T"; do
+            set -- $c
+            rm -f "$d/k.qcow2" "$d/q.qcow2"
+            qemu-img create -q -f qcow2 -o cluster_size=$1 "$d/q.qcow2" "$2" 2>/dev/null
+            local qrc=$?
+            img "$bin" create -q -f qcow2 -o cluster_size=$1 "$d/k.qcow2" "$2" || continue
+            if [ $qrc = 0 ] && [ $rc = 0 ]; then
+                img "$bin" info "$d/k.qcow2" && [ $rc = 0 ] && ok "limits ($bin): $2 with $1-byte clusters: created and opens, as with qemu-img" ||
+                    bad "limits ($bin): $2 with $1-byte clusters: created, but info says: $err"
+            elif [ $qrc != 0 ] && refused && [ ! -e "$d/k.qcow2" ]; then
+                ok "limits ($bin): $2 with $1-byte clusters: refused like qemu-img, nothing left behind ($err)"
+            else
+                bad "limits ($bin): $2 with $1-byte clusters: qemu-img $qrc, kvmbox $rc ($err), file: $(ls -la "$d/k.qcow2" 2>&1)"
+            fi
+        done
+        img "$bin" create -q -f qcow2 -o cluster_size=512 "$d/r.qcow2" 1G
+        local s0
+        s0=$(sha "$d/r.qcow2")
+        img "$bin" resize "$d/r.qcow2" 129G
+        refused && [ "$(sha "$d/r.qcow2")" = "$s0" ] && ok "limits ($bin): resize beyond the limit is refused ($err)" ||
+            bad "limits ($bin): resize to 129G with 512-byte clusters: $rc $err"
+        img "$bin" resize "$d/r.qcow2" 128G && [ $rc = 0 ] && qemu-img check -q "$d/r.qcow2" &&
+            ok "limits ($bin): resize to the limit works and qemu-img check agrees" || bad "limits ($bin): resize to 128G: $rc $err"
+        rm -f "$d"/*
+    done
+}
+
 for s in $SECTIONS; do
     "sec_$s"
 done
