@@ -12,6 +12,15 @@
 
 #include "block/blk_int.h"
 
+/* A disk is whole 512-byte sectors: a file whose size is not a multiple of 512 shows its
+ * last sector whole, as QEMU does. Reads past the end of the file return zeroes; a write to
+ * the partial sector extends the file to the sector's end (QEMU's behaviour, checked with
+ * qemu-io). */
+static uint64_t round_sector(uint64_t size)
+{
+    return size > UINT64_MAX - 511 ? size & ~511ULL : (size + 511) & ~511ULL;
+}
+
 static int raw_open(struct blk *b, int flags, char *err, size_t errlen)
 {
     struct stat st;
@@ -21,7 +30,7 @@ static int raw_open(struct blk *b, int flags, char *err, size_t errlen)
         off_t end = lseek(b->fd, 0, SEEK_END);
         b->size = end > 0 ? (uint64_t)end : 0;
     } else {
-        b->size = (uint64_t)st.st_size;
+        b->size = round_sector((uint64_t)st.st_size);
     }
     return 0;
 }
@@ -151,7 +160,8 @@ static int raw_create(int fd, const char *path, uint64_t size, const struct blk_
         return -EINVAL;
     }
     /* Old contents go: the size alone keeps them (extending a file reads as zeroes). */
-    if (ftruncate(fd, 0) < 0 || ftruncate(fd, (off_t)size) < 0) {
+    size = round_sector(size); /* as qemu-img create */
+    if (size > INT64_MAX || ftruncate(fd, 0) < 0 || ftruncate(fd, (off_t)size) < 0) {
         int r = -errno;
         snprintf(err, errlen, "cannot size %s: %s", path, strerror(-r));
         return r;
@@ -161,9 +171,10 @@ static int raw_create(int fd, const char *path, uint64_t size, const struct blk_
 
 static int raw_truncate(struct blk *b, uint64_t size, bool shrink)
 {
-    if (ftruncate(b->fd, (off_t)size) < 0)
-        return blk_set_err(b, -errno, "resize %s: %s", b->path, strerror(errno));
-    b->size = size;
+    if (size > INT64_MAX || ftruncate(b->fd, (off_t)size) < 0)
+        return blk_set_err(b, size > INT64_MAX ? -EFBIG : -errno, "resize %s: %s", b->path,
+                           strerror(size > INT64_MAX ? EFBIG : errno));
+    b->size = round_sector(size); /* the file keeps the exact size, as with qemu-img resize */
     return 0;
 }
 
