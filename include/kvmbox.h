@@ -75,6 +75,12 @@ struct kvmbox_config {
     bool no_sandbox;           /* run kvmbox's threads without their seccomp filters */
     const char *runtime_dir;   /* where segment sockets live; NULL: $XDG_RUNTIME_DIR/kvmbox,
                                 * /run/kvmbox for root, else /tmp/kvmbox-UID */
+    /* Run-time events the host should hear of (a disk found corrupt, failed I/O, warnings):
+     * one line each, no newline, called from any of the VM's threads (possibly several at
+     * once) while devices hold their locks, so it must not call back into the library.
+     * Devices rate-limit what they send. NULL: the lines are dropped. */
+    void (*log)(void *opaque, const char *line);
+    void *log_opaque;
 };
 
 enum kvmbox_stop {

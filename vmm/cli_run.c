@@ -94,9 +94,22 @@ static int run_vm(struct kvmbox_vm *vm, bool console, bool sandbox)
     return kvmbox_exit_status(&res);
 }
 
+/* The library's run-time events: stderr, which is NAME.log for a daemon. One write per
+ * line, so lines from several threads do not interleave. */
+static void log_line(void *opaque, const char *line)
+{
+    char buf[1100];
+    /* A foreground console has the terminal in raw mode: it needs the carriage return. */
+    int n = snprintf(buf, sizeof(buf), "kvmbox: %s%s", line, isatty(STDERR_FILENO) ? "\r\n" : "\n");
+    if (n > 0 && write(STDERR_FILENO, buf, (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1) < 0) {
+        /* nowhere left to say it */
+    }
+}
+
 static int create_vm(struct run_options *o, struct kvmbox_vm **vm, char *msg, size_t len)
 {
     struct kvmbox_result res;
+    o->vm.log = log_line;
     char rt[2048];
     if (!o->vm.runtime_dir && cli_runtime_dir(rt, sizeof(rt)) == 0)
         o->vm.runtime_dir = rt; /* segments live next to the control sockets */

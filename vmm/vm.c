@@ -75,6 +75,18 @@ void vm_request_stop(struct vm *vm, enum kvmbox_stop reason, uint32_t code, cons
     pthread_mutex_unlock(&vm->lock);
 }
 
+void vm_log(struct vm *vm, const char *fmt, ...)
+{
+    if (!vm->cfg.log)
+        return;
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    vm->cfg.log(vm->cfg.log_opaque, line);
+}
+
 void vm_request_reset(struct vm *vm)
 {
     pthread_mutex_lock(&vm->lock);

@@ -118,6 +118,9 @@ void vm_irq_line(struct vm *vm, unsigned gsi, bool level);
 void vm_request_stop(struct vm *vm, enum kvmbox_stop reason, uint32_t code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 void vm_request_reset(struct vm *vm);
+/* One line for the host (kvmbox_config.log), from any thread; nothing when there is no
+ * log callback. Callers rate-limit. */
+void vm_log(struct vm *vm, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 bool vm_stopping(struct vm *vm);
 /* COM1's output sink: the console fd and the ring for API console clients. */
 void vm_console_output(void *vm, const uint8_t *buf, size_t len);
