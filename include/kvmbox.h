@@ -32,6 +32,10 @@ struct kvmbox_disk {
     bool cache_none;           /* O_DIRECT on the image (cache=none); else the page cache */
     const char *serial;        /* reported to the guest by GET_ID (at most 20 bytes); NULL: none */
     unsigned workers;          /* I/O threads serving this disk; 0: the default (4) */
+    bool untrusted;            /* the image is hostile: no backing file it names is opened... */
+    const char *backing;       /* ...except this one, when it names one (whose own backing
+                                * files are not followed); NULL: none */
+    const char *backing_format; /* "raw", "qcow2" or NULL to probe (warned) */
 };
 
 /* A virtio-net NIC and the network behind it. */

@@ -23,8 +23,10 @@ const char config_run_usage[] =
     "  --api-sock PATH   control socket (default: RUNTIME_DIR/NAME.sock)\n"
     "  --daemonize       run in the background; console via `kvmbox console NAME`\n"
     "  --disk PATH[,format=raw|qcow2][,readonly=on][,cache=none|writeback][,serial=STR]\n"
-    "            [,workers=N]  a virtio-blk disk (repeatable; PCI slots in the order given;\n"
-    "                    N I/O threads, default 4)\n"
+    "            [,workers=N][,untrusted=on[,backing=PATH[,backing_format=FMT]]]\n"
+    "                    a virtio-blk disk (repeatable; PCI slots in the order given; N I/O\n"
+    "                    threads, default 4); untrusted: open no backing file the image names,\n"
+    "                    only PATH (docs/security.md)\n"
     "  --net [user][,hostfwd=tcp|udp:[ADDR]:HOSTPORT-[GADDR]:GPORT]...[,mac=MAC]\n"
     "  --net tap,ifname=NAME | bridge=BR | segment=NAME [,mac=MAC]\n"
     "                    a virtio-net NIC (repeatable): user-mode NAT (no privileges), an\n"
@@ -132,9 +134,20 @@ static int disk_option(struct kvmbox_disk *d, char *kv, char *err, size_t errlen
         d->workers = (unsigned)n;
     } else if (!strcmp(kv, "file")) {
         d->path = val;
+    } else if (!strcmp(kv, "untrusted")) {
+        if (!parse_bool(val, &d->untrusted))
+            return errf(err, errlen, -EINVAL, "--disk: untrusted must be on or off, not '%s'", val);
+    } else if (!strcmp(kv, "backing")) {
+        if (!*val)
+            return errf(err, errlen, -EINVAL, "--disk: backing needs a path");
+        d->backing = val;
+    } else if (!strcmp(kv, "backing_format")) {
+        if (strcmp(val, "raw") && strcmp(val, "qcow2"))
+            return errf(err, errlen, -EINVAL, "--disk: backing_format must be raw or qcow2, not '%s'", val);
+        d->backing_format = val;
     } else {
         return errf(err, errlen, -EINVAL, "--disk: unknown option '%s' (format, readonly, cache, "
-                    "serial, workers)", kv);
+                    "serial, workers, untrusted, backing, backing_format)", kv);
     }
     return 0;
 }
@@ -159,6 +172,8 @@ int config_parse_disk(const char *spec, struct kvmbox_disk *d, char *buf, size_t
     }
     if (!d->path || !*d->path)
         return errf(err, errlen, -EINVAL, "--disk: no image path in '%s'", spec);
+    if ((d->backing || d->backing_format) && !d->untrusted)
+        return errf(err, errlen, -EINVAL, "--disk: backing and backing_format go with untrusted=on");
     return 0;
 }
 

@@ -375,6 +375,20 @@ static char *dup_or_null(const char *s, int *fail)
     return d;
 }
 
+/* PATH made absolute against the working directory, symlinks left as they are. */
+static char *abs_path(const char *path, int *fail)
+{
+    char cwd[4096];
+    if (!path || path[0] == '/' || !getcwd(cwd, sizeof(cwd)))
+        return dup_or_null(path, fail);
+    char *p;
+    if (asprintf(&p, "%s/%s", cwd, path) < 0) {
+        *fail = 1;
+        return NULL;
+    }
+    return p;
+}
+
 static int vm_init_state(struct vm *vm, const struct kvmbox_config *cfg)
 {
     memset(vm, 0, sizeof(*vm));
@@ -393,11 +407,14 @@ static int vm_init_state(struct vm *vm, const struct kvmbox_config *cfg)
         return -EINVAL;
     for (unsigned i = 0; i < cfg->ndisks; i++) {
         struct kvmbox_disk *d = &vm->cfg.disks[i];
-        /* Absolute, so `kvmbox info` names the file whatever the reader's directory. */
-        char *abs = cfg->disks[i].path ? realpath(cfg->disks[i].path, NULL) : NULL;
-        d->path = vm->disk_strs[i][0] = abs ? abs : dup_or_null(cfg->disks[i].path, &fail);
+        /* Absolute, so `kvmbox info` names the file whatever the reader's directory - but
+         * not through realpath: a relative backing name is resolved against the directory
+         * of the path as given, a symlink's and not its target's (QEMU's rule, and img's). */
+        d->path = vm->disk_strs[i][0] = abs_path(cfg->disks[i].path, &fail);
         d->format = vm->disk_strs[i][1] = dup_or_null(cfg->disks[i].format, &fail);
         d->serial = vm->disk_strs[i][2] = dup_or_null(cfg->disks[i].serial, &fail);
+        d->backing = vm->disk_strs[i][3] = abs_path(cfg->disks[i].backing, &fail);
+        d->backing_format = vm->disk_strs[i][4] = dup_or_null(cfg->disks[i].backing_format, &fail);
     }
     if (cfg->nnics > KVMBOX_MAX_NICS)
         return -EINVAL;
@@ -429,7 +446,7 @@ static void vm_free_state(struct vm *vm)
     free(vm->kernel), free(vm->initrd), free(vm->cmdline);
     free(vm->name), free(vm->api_sock), free(vm->config_json);
     for (unsigned i = 0; i < KVMBOX_MAX_DISKS; i++)
-        for (unsigned j = 0; j < 3; j++)
+        for (unsigned j = 0; j < 5; j++)
             free(vm->disk_strs[i][j]);
     for (unsigned i = 0; i < KVMBOX_MAX_NICS; i++)
         for (unsigned j = 0; j < 1 + KVMBOX_MAX_HOSTFWD; j++)

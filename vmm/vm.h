@@ -49,7 +49,7 @@ struct vnet;
 struct vm {
     struct kvmbox_config cfg;     /* strings below are owned copies */
     char *kernel, *initrd, *cmdline, *name, *api_sock, *config_json;
-    char *disk_strs[KVMBOX_MAX_DISKS][3]; /* path, format, serial of each disk */
+    char *disk_strs[KVMBOX_MAX_DISKS][5]; /* path, format, serial, backing, backing format */
     struct {
         char format[16];          /* as opened (probed or given) */
         unsigned slot;            /* PCI slot on bus 0 */
