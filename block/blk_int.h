@@ -4,6 +4,7 @@
 #define KVMBOX_BLK_INT_H
 
 #include <pthread.h>
+#include <sys/types.h>
 
 #include "block/block.h"
 
@@ -31,6 +32,9 @@ struct blk_ops {
     int (*map)(struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off, uint64_t len,
                bool write, int *fd, uint64_t *host);
     void (*map_done)(struct blk *b, bool write);
+    /* Optional: the backing file name as the image records it (NULL or "": none) and, in
+     * *FMT, its recorded format (NULL or "": not recorded). */
+    const char *(*backing_name)(struct blk *b, const char **fmt);
 };
 
 struct blk {
@@ -41,7 +45,8 @@ struct blk {
     int flags;
     uint64_t size;              /* virtual size */
     struct blk *backing;        /* opened backing file, or NULL */
-    int depth;                  /* position in a backing chain, for loop detection */
+    dev_t dev;                  /* the file's identity, for loops in backing chains */
+    ino_t ino;
     pthread_mutex_t lock;       /* serialises driver metadata */
     char errmsg[BLK_ERRMSG_MAX];
     void *priv;                 /* the driver's state */
@@ -49,8 +54,8 @@ struct blk {
 
 extern const struct blk_ops blk_raw_ops, blk_qcow2_ops;
 
-#define BLK_MAX_CHAIN 64        /* backing chains deeper than this are taken for loops */
-
+/* The driver named NAME ("raw", "qcow2"), or NULL. */
+const struct blk_ops *blk_driver(const char *name);
 /* Takes the image lock on FD (block/lock.c: QEMU's byte-range protocol, so kvmbox and QEMU
  * exclude each other): a reader's, or with WRITE a writer's. 0 (also on file systems
  * without OFD locks), -EBUSY with ERR naming the conflict, or another -errno. */
@@ -59,8 +64,6 @@ int blk_lock_fd(int fd, bool write, const char *path, char *err, size_t errlen);
  * unless it is a regular file, and locked as a writer before the caller truncates it (an
  * image in use by a VM is left alone). *CREATED says whether the file is new. */
 int blk_create_open(const char *path, int *fd, bool *created, char *err, size_t errlen);
-/* Opens a backing file for B (path resolved against B's directory). */
-int blk_open_backing(struct blk *b, const char *name, const char *fmt, char *err, size_t errlen);
 /* Copies LEN bytes from a flat buffer into an iovec at byte offset SKIP, and back. */
 void iov_from_buf(const struct iovec *iov, int iovcnt, size_t skip, const void *buf, size_t len);
 void iov_to_buf(const struct iovec *iov, int iovcnt, size_t skip, void *buf, size_t len);

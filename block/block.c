@@ -2,7 +2,6 @@
  * helpers, and the public functions of block/block.h, which dispatch to the drivers. */
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,8 +12,6 @@
 #include "block/blk_int.h"
 #include "vmm/util.h"
 #include "block/qcow2.h"
-
-static const struct blk_ops *const drivers[] = { &blk_qcow2_ops, &blk_raw_ops };
 
 int blk_set_err(struct blk *b, int err, const char *fmt, ...)
 {
@@ -115,135 +112,6 @@ static size_t iov_size(const struct iovec *iov, int iovcnt)
     for (int i = 0; i < iovcnt; i++)
         n += iov[i].iov_len;
     return n;
-}
-
-static const struct blk_ops *probe(int fd, const char *format, bool *probed_raw)
-{
-    if (format) {
-        for (size_t i = 0; i < sizeof(drivers) / sizeof(drivers[0]); i++)
-            if (!strcmp(drivers[i]->name, format))
-                return drivers[i];
-        return NULL;
-    }
-    uint8_t head[512];
-    if (file_pread(fd, head, sizeof(head), 0) < 0)
-        memset(head, 0, sizeof(head));
-    for (size_t i = 0; i < sizeof(drivers) / sizeof(drivers[0]); i++)
-        if (drivers[i]->probe && drivers[i]->probe(head, sizeof(head))) {
-            if (probed_raw)
-                *probed_raw = drivers[i] == &blk_raw_ops;
-            return drivers[i];
-        }
-    if (probed_raw)
-        *probed_raw = true;
-    return &blk_raw_ops;
-}
-
-static int open_depth(const char *path, const char *format, int flags, int depth, struct blk **out,
-                      bool *probed_raw, char *err, size_t errlen)
-{
-    *out = NULL;
-    if (depth > BLK_MAX_CHAIN) {
-        snprintf(err, errlen, "backing chain of %s is deeper than %d (a loop?)", path, BLK_MAX_CHAIN);
-        return -ELOOP;
-    }
-    struct blk *b = calloc(1, sizeof(*b));
-    if (!b || !(b->path = strdup(path))) {
-        free(b);
-        snprintf(err, errlen, "out of memory");
-        return -ENOMEM;
-    }
-    b->depth = depth;
-    b->flags = flags;
-    b->fd = b->dfd = -1;
-    pthread_mutex_init(&b->lock, NULL);
-    int oflags = (flags & BLK_O_RDWR ? O_RDWR : O_RDONLY) | O_CLOEXEC;
-    int r;
-    b->fd = open(path, oflags);
-    if (b->fd >= 0 && (flags & BLK_O_DIRECT)) {
-        b->dfd = open(path, oflags | O_DIRECT);
-        if (b->dfd < 0) {
-            r = -errno;
-            snprintf(err, errlen, "cannot open %s with cache=none (O_DIRECT): %s", path, strerror(errno));
-            goto fail;
-        }
-    }
-    if (b->fd < 0) {
-        r = -errno;
-        snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
-        goto fail;
-    }
-    struct stat st;
-    if (fstat(b->fd, &st) < 0 || S_ISDIR(st.st_mode)) {
-        r = -EISDIR;
-        snprintf(err, errlen, "%s is a directory", path);
-        goto fail;
-    }
-    b->ops = probe(b->fd, format, probed_raw);
-    if (!b->ops) {
-        r = -EINVAL;
-        snprintf(err, errlen, "unknown image format '%s' (raw or qcow2)", format);
-        goto fail;
-    }
-    if (!(flags & (BLK_O_NO_LOCK | BLK_O_FORCE_SHARE)) &&
-        (r = blk_lock_fd(b->fd, flags & BLK_O_RDWR, path, err, errlen)) < 0)
-        goto fail;
-    if ((r = b->ops->open(b, flags, err, errlen)) < 0) {
-        b->ops->close(b); /* frees what a half-done open allocated */
-        b->ops = NULL;
-        goto fail;
-    }
-    *out = b;
-    return 0;
-fail:
-    blk_close(b);
-    return r;
-}
-
-int blk_open(const char *path, const char *format, int flags, struct blk **out, bool *probed_raw,
-             char *err, size_t errlen)
-{
-    char dummy[BLK_ERRMSG_MAX];
-    if (!err)
-        err = dummy, errlen = sizeof(dummy);
-    return open_depth(path, format, flags, 0, out, probed_raw, err, errlen);
-}
-
-int blk_open_backing(struct blk *b, const char *name, const char *fmt, char *err, size_t errlen)
-{
-    char path[4096];
-    if (name[0] == '/') {
-        snprintf(path, sizeof(path), "%s", name);
-    } else {
-        char dir[4096];
-        snprintf(dir, sizeof(dir), "%s", b->path);
-        snprintf(path, sizeof(path), "%s/%s", dirname(dir), name);
-    }
-    char sub[BLK_ERRMSG_MAX];
-    /* Backing files are only read; a shared lock keeps writers away from them. */
-    int r = open_depth(path, fmt && *fmt ? fmt : NULL, b->flags & (BLK_O_DIRECT | BLK_O_FORCE_SHARE),
-                       b->depth + 1, &b->backing, NULL, sub, sizeof(sub));
-    if (r == -ELOOP)
-        snprintf(err, errlen, "%s", sub); /* the innermost message says it all */
-    else if (r < 0)
-        snprintf(err, errlen, "backing file of %s: %s", b->path, sub);
-    return r;
-}
-
-void blk_close(struct blk *b)
-{
-    if (!b)
-        return;
-    if (b->ops)
-        b->ops->close(b);
-    blk_close(b->backing);
-    if (b->dfd >= 0)
-        close(b->dfd);
-    if (b->fd >= 0)
-        close(b->fd);
-    pthread_mutex_destroy(&b->lock);
-    free(b->path);
-    free(b);
 }
 
 static int check_range(struct blk *b, uint64_t off, uint64_t len)
@@ -357,10 +225,7 @@ int blk_create(const char *path, const char *format, uint64_t size, const struct
                char *err, size_t errlen)
 {
     struct blk_create_opts none = { 0 };
-    const struct blk_ops *ops = NULL;
-    for (size_t i = 0; i < sizeof(drivers) / sizeof(drivers[0]); i++)
-        if (!strcmp(drivers[i]->name, format))
-            ops = drivers[i];
+    const struct blk_ops *ops = blk_driver(format);
     if (!ops) {
         snprintf(err, errlen, "unknown image format '%s' (raw or qcow2)", format);
         return -EINVAL;

@@ -29,13 +29,38 @@ struct blk;
                                 * image (convert) that is useless if interrupted anyway; a
                                 * final blk_flush still makes everything durable */
 
+#define BLK_O_UNTRUSTED   0x40 /* the image is hostile: follow no backing file it names, only
+                                * the one the caller names (blk_open_opts.backing) */
+
 #define BLK_ERRMSG_MAX 512
+/* Backing chains may be this deep (QEMU 7.2's qemu-img convert handles 1000 and crashes at
+ * 2000); the chain is opened and read without recursion. */
+#define BLK_MAX_CHAIN 4096
 
 /* Open PATH. FORMAT is "raw", "qcow2" or NULL to probe (a probe that finds raw sets
  * *probed_raw so the caller can warn like qemu does). On failure *out is NULL and ERR
  * (if given) holds one line naming the problem. */
 int blk_open(const char *path, const char *format, int flags, struct blk **out,
              bool *probed_raw, char *err, size_t errlen);
+/* blk_open with everything that can be said about it. */
+struct blk_open_opts {
+    const char *format;          /* "raw", "qcow2" or NULL to probe */
+    int flags;                   /* BLK_O_* */
+    const char *backing;         /* BLK_O_UNTRUSTED: the backing file allowed for an image that
+                                  * names one (whatever name the image records); that file's own
+                                  * backing files are not followed. NULL: none allowed. */
+    const char *backing_format;  /* its format; NULL: probed (and warned about) */
+    /* Warnings, one line each: a backing file whose format is not recorded was probed.
+     * NULL: none. Called during the open, from the caller's thread. */
+    void (*warn)(void *opaque, const char *msg);
+    void *warn_opaque;
+};
+int blk_open_opts(const char *path, const struct blk_open_opts *o, struct blk **out, bool *probed_raw,
+                  char *err, size_t errlen);
+/* Where an image at IMAGE (the path as given) finds the backing file it names NAME: NAME
+ * when it is absolute or IMAGE has no directory part, else NAME in IMAGE's directory as
+ * given - not a symlink target's (QEMU's rule). The one resolver for `run` and `img`. */
+void blk_backing_path(const char *image, const char *name, char *out, size_t len);
 void blk_close(struct blk *b);
 const char *blk_errmsg(const struct blk *b);
 

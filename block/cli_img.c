@@ -13,7 +13,9 @@
 #include "vmm/util.h"
 
 static const char img_help[] =
-    "usage: kvmbox img <command> [options]\n"
+    "usage: kvmbox img [--untrusted [--backing PATH] [--backing-format FMT]] <command> [options]\n"
+    "  --untrusted  the images are hostile: no backing file they name is opened; --backing\n"
+    "               names the one allowed for an image that has one (its own are not followed)\n"
     "  create [-q] [-f raw|qcow2] [-b BACKING [-F FMT]] [-o OPTIONS] FILE [SIZE]\n"
     "         OPTIONS: cluster_size=N, compat=0.10|1.1, lazy_refcounts=on|off, refcount_bits=N,\n"
     "                  preallocation=off|metadata, backing_file=F, backing_fmt=FMT\n"
@@ -60,11 +62,34 @@ int img_blk_fail(struct blk *b, int err, const char *what)
     return img_fail("%s: %s", what, msg && *msg ? msg : strerror(err < 0 ? -err : EIO));
 }
 
+/* The options before the command (kvmbox img --untrusted [--backing PATH [--backing-format
+ * FMT]] COMMAND ...): they apply to every image the command opens. CLI state, set once in
+ * cli_img_main before the command runs. */
+static struct {
+    bool untrusted;
+    const char *backing, *backing_format;
+} policy;
+
+static void warn_line(void *opaque, const char *msg)
+{
+    fprintf(stderr, "kvmbox img: warning: %s\n", msg);
+}
+
+bool img_untrusted(const char **backing, const char **backing_format)
+{
+    *backing = policy.backing;
+    *backing_format = policy.backing_format;
+    return policy.untrusted;
+}
+
 int img_open(const char *path, const char *fmt, int flags, struct blk **out)
 {
     char err[BLK_ERRMSG_MAX] = "";
     bool probed_raw = false;
-    int r = blk_open(path, fmt, flags, out, &probed_raw, err, sizeof(err));
+    struct blk_open_opts o = { .format = fmt, .flags = flags | (policy.untrusted ? BLK_O_UNTRUSTED : 0),
+                               .backing = policy.backing, .backing_format = policy.backing_format,
+                               .warn = warn_line };
+    int r = blk_open_opts(path, &o, out, &probed_raw, err, sizeof(err));
     if (r < 0)
         return img_fail("%s", *err ? err : strerror(-r));
     return 0;
@@ -79,11 +104,7 @@ int img_check_format(const char *cmd, const char *fmt)
 
 void img_resolve_backing(const char *image, const char *backing, char *out, size_t len)
 {
-    const char *slash = strrchr(image, '/');
-    if (backing[0] == '/' || !slash)
-        snprintf(out, len, "%s", backing);
-    else
-        snprintf(out, len, "%.*s/%s", (int)(slash - image), image, backing);
+    blk_backing_path(image, backing, out, len);
 }
 
 int img_parse_size(const char *cmd, const char *what, const char *s, uint64_t *out)
@@ -217,6 +238,28 @@ int cli_img_main(int argc, char **argv)
         { "resize", img_cmd_resize },   { "snapshot", img_cmd_snapshot }, { "commit", img_cmd_commit },
         { "rebase", img_cmd_rebase },   { "bench", img_cmd_bench },
     };
+    /* Options before the command: the untrusted mode. */
+    while (argc >= 2 && !strncmp(argv[1], "--", 2) && strcmp(argv[1], "--help")) {
+        if (!strcmp(argv[1], "--untrusted")) {
+            policy.untrusted = true;
+            argv++, argc--;
+        } else if (!strcmp(argv[1], "--backing") && argc >= 3) {
+            policy.backing = argv[2];
+            argv += 2, argc -= 2;
+        } else if (!strcmp(argv[1], "--backing-format") && argc >= 3) {
+            policy.backing_format = argv[2];
+            argv += 2, argc -= 2;
+        } else {
+            fprintf(stderr, "kvmbox img: unknown option '%s' before the command (see kvmbox img --help)\n", argv[1]);
+            return IMG_USAGE;
+        }
+    }
+    if ((policy.backing || policy.backing_format) && !policy.untrusted) {
+        fprintf(stderr, "kvmbox img: --backing and --backing-format go with --untrusted (see kvmbox img --help)\n");
+        return IMG_USAGE;
+    }
+    if (policy.backing_format && img_check_format("img", policy.backing_format))
+        return IMG_USAGE;
     if (argc < 2) {
         fputs(img_help, stderr);
         return IMG_USAGE;

@@ -28,6 +28,8 @@ int img_blk_fail(struct blk *b, int err, const char *what);
 
 /* Opens PATH (FMT NULL: probe). 0, or IMG_ERR after printing the one-line reason. */
 int img_open(const char *path, const char *fmt, int flags, struct blk **out);
+/* Whether --untrusted was given, and the backing file (and format) it allows, or NULL. */
+bool img_untrusted(const char **backing, const char **backing_format);
 /* FMT must be NULL, "raw" or "qcow2"; otherwise prints the usage error and returns IMG_USAGE. */
 int img_check_format(const char *cmd, const char *fmt);
 /* A backing file name as an image refers to it: relative names are relative to the

@@ -70,6 +70,11 @@ int img_cmd_commit(int argc, char **argv)
         return img_usage("commit", "expected one FILE");
     const char *path = argv[optind];
     struct blk *top, *base;
+    /* The whole chain first, unlocked: a loop is named as one (opened below, the backing
+     * file's lock would clash with the image's own and blame "another process"). */
+    if (img_open(path, fmt, BLK_O_FORCE_SHARE, &top))
+        return IMG_ERR;
+    blk_close(top);
     if (img_open(path, fmt, BLK_O_RDWR | BLK_O_NO_BACKING | flags, &top))
         return IMG_ERR;
     struct blk_info i;
@@ -79,8 +84,12 @@ int img_cmd_commit(int argc, char **argv)
         return r;
     }
     char bpath[4096];
-    img_resolve_backing(path, i.backing_file, bpath, sizeof(bpath));
-    if (img_open(bpath, i.backing_format[0] ? i.backing_format : NULL, BLK_O_RDWR | flags, &base)) {
+    const char *allowed, *allowed_fmt, *bfmt = i.backing_format[0] ? i.backing_format : NULL;
+    if (img_untrusted(&allowed, &allowed_fmt))
+        snprintf(bpath, sizeof(bpath), "%s", allowed), bfmt = allowed_fmt; /* checked by the open above */
+    else
+        img_resolve_backing(path, i.backing_file, bpath, sizeof(bpath));
+    if (img_open(bpath, bfmt, BLK_O_RDWR | flags, &base)) {
         blk_close(top);
         return IMG_ERR;
     }

@@ -11,35 +11,46 @@
 #include "block/block.h"
 #include "block/cli_img.h"
 
-/* block.c refuses chains deeper than 64; one more for the top image. */
-#define MAX_LAYERS 65
-
-/* One image of a backing chain as the commands show it: qemu names backing files by
- * resolving each layer's backing name against the directory of the layer above. */
+/* One image of a backing chain as the commands show it: the top by the name it was given,
+ * each backing file by the path it was opened at (blk_backing_path: its name resolved
+ * against the directory of the layer above, as qemu names it). */
 struct layer {
     struct blk *b;
     struct blk_info info;
-    char name[4096];
 };
 
-/* Fills up to MAX_LAYERS layers starting at TOP (named TOP_NAME); returns how many, or a
- * negative errno (also when a layer's snapshot table cannot be read). */
-static int load_layers(struct blk *top, const char *top_name, struct layer *l, bool chain)
+/* The layers from TOP down (only TOP unless CHAIN) in a new array (*OUT); returns how
+ * many, or a negative errno (also when a layer's snapshot table cannot be read). */
+static int load_layers(struct blk *top, struct layer **out, bool chain)
 {
-    int n = 0;
-    for (struct blk *b = top; b && n < MAX_LAYERS; b = chain ? blk_backing(b) : NULL, n++) {
+    int n = 0, count = 0;
+    for (struct blk *b = top; b; b = chain ? blk_backing(b) : NULL)
+        count++;
+    struct layer *l = *out = calloc((size_t)count, sizeof(*l));
+    if (!l)
+        return -ENOMEM;
+    for (struct blk *b = top; b; b = chain ? blk_backing(b) : NULL, n++) {
         l[n].b = b;
         int r = blk_get_info(b, &l[n].info);
         if (r == 0)
             r = blk_snapshot_list(b, NULL, 0); /* a bad table fails info before it prints */
         if (r < 0)
             return r;
-        if (n == 0)
-            snprintf(l[n].name, sizeof(l[n].name), "%s", top_name);
-        else
-            img_resolve_backing(l[n - 1].name, l[n - 1].info.backing_file, l[n].name, sizeof(l[n].name));
     }
     return n;
+}
+
+/* Where L's backing file is: the path it was opened at, else its name resolved as qemu does
+ * (or, with --untrusted, the file --backing names). */
+static void backing_full(const struct layer *l, char *out, size_t len)
+{
+    const char *allowed, *fmt;
+    if (blk_backing(l->b))
+        snprintf(out, len, "%s", l->info.backing_path);
+    else if (img_untrusted(&allowed, &fmt))
+        snprintf(out, len, "%s", allowed ? allowed : "(not opened: --untrusted)");
+    else
+        img_resolve_backing(l->info.filename, l->info.backing_file, out, len);
 }
 
 /* The snapshot table: returns its length (0 for images without snapshots) or a negative
@@ -93,13 +104,13 @@ static void info_human(const struct layer *l)
     char vs[32], ds[32];
     img_size_str(i->virtual_size, vs, sizeof(vs));
     img_size_str(i->disk_size, ds, sizeof(ds));
-    printf("image: %s\nfile format: %s\nvirtual size: %s (%llu bytes)\ndisk size: %s\n", l->name, i->format, vs,
+    printf("image: %s\nfile format: %s\nvirtual size: %s (%llu bytes)\ndisk size: %s\n", l->info.filename, i->format, vs,
            (unsigned long long)i->virtual_size, ds);
     if (i->cluster_size)
         printf("cluster_size: %u\n", i->cluster_size);
     if (i->backing_file[0]) {
         char full[4096];
-        img_resolve_backing(l->name, i->backing_file, full, sizeof(full));
+        backing_full(l, full, sizeof(full));
         printf("backing file: %s", i->backing_file);
         if (strcmp(full, i->backing_file))
             printf(" (actual path: %s)", full);
@@ -150,7 +161,7 @@ static struct json_object *info_json(const struct layer *l)
 {
     const struct blk_info *i = &l->info;
     struct json_object *o = json_object_new_object();
-    add(o, "filename", json_object_new_string(l->name));
+    add(o, "filename", json_object_new_string(l->info.filename));
     add(o, "format", json_object_new_string(i->format));
     add(o, "virtual-size", json_object_new_int64((int64_t)i->virtual_size));
     add(o, "actual-size", json_object_new_int64((int64_t)i->disk_size));
@@ -159,7 +170,7 @@ static struct json_object *info_json(const struct layer *l)
         add(o, "cluster-size", json_object_new_int64(i->cluster_size));
     if (i->backing_file[0]) {
         char full[4096];
-        img_resolve_backing(l->name, i->backing_file, full, sizeof(full));
+        backing_full(l, full, sizeof(full));
         add(o, "backing-filename", json_object_new_string(i->backing_file));
         add(o, "full-backing-filename", json_object_new_string(full));
         if (i->backing_format[0])
@@ -226,8 +237,8 @@ int img_cmd_info(int argc, char **argv)
     struct blk *b;
     if (img_open(argv[optind], fmt, BLK_O_FORCE_SHARE | (chain ? 0 : BLK_O_NO_BACKING), &b))
         return IMG_ERR;
-    struct layer *l = calloc(MAX_LAYERS, sizeof(*l));
-    int n = l ? load_layers(b, argv[optind], l, chain) : -ENOMEM;
+    struct layer *l = NULL;
+    int n = load_layers(b, &l, chain);
     if (n < 0) {
         r = img_blk_fail(b, n, "info");
     } else if (json) {
@@ -305,7 +316,7 @@ static void map_print(const struct map_ent *e, const struct layer *l, bool json,
         printf("}");
     } else if (e->data && e->has_host) {
         printf("%#-16llx%#-16llx%#-16llx%s\n", (unsigned long long)e->start, (unsigned long long)e->len,
-               (unsigned long long)e->host, l[e->depth].name);
+               (unsigned long long)e->host, l[e->depth].info.filename);
     }
     *first = false;
 }
@@ -337,8 +348,8 @@ int img_cmd_map(int argc, char **argv)
     struct blk *b;
     if (img_open(argv[optind], fmt, BLK_O_FORCE_SHARE, &b))
         return IMG_ERR;
-    struct layer *l = calloc(MAX_LAYERS, sizeof(*l));
-    int nl = l ? load_layers(b, argv[optind], l, true) : -ENOMEM;
+    struct layer *l = NULL;
+    int nl = load_layers(b, &l, true);
     r = nl < 0 ? nl : 0;
     if (!json && r == 0)
         printf("%-16s%-16s%-16s%s\n", "Offset", "Length", "Mapped to", "File");

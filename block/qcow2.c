@@ -194,10 +194,16 @@ static int qcow2_open(struct blk *b, int flags, char *err, size_t errlen)
     struct stat st;
     if (fstat(b->fd, &st) < 0)
         return -errno;
-    uint8_t *h = calloc(1, 1u << QCOW2_MAX_CLUSTER_BITS);
+    /* The header cluster, read at its own size (2 MiB at most): the cluster size first. */
+    uint8_t head[24];
+    int r = file_pread(b->fd, head, sizeof(head), 0);
+    uint32_t bits = rd32(head + 20);
+    size_t hlen = r == 0 && bits >= QCOW2_MIN_CLUSTER_BITS && bits <= QCOW2_MAX_CLUSTER_BITS ? 1u << bits : 512;
+    uint8_t *h = calloc(1, hlen);
     if (!h)
         return -ENOMEM;
-    int r = file_pread(b->fd, h, 1u << QCOW2_MAX_CLUSTER_BITS, 0);
+    if (r == 0)
+        r = file_pread(b->fd, h, hlen, 0);
     if (r == 0 && (uint64_t)st.st_size < 72)
         r = -EINVAL, snprintf(err, errlen, "%s: truncated qcow2 header", b->path);
     else if (r == 0)
@@ -218,11 +224,13 @@ static int qcow2_open(struct blk *b, int flags, char *err, size_t errlen)
             return snprintf(err, errlen, "%s", b->errmsg), -EIO;
         q->incompat &= ~QCOW2_INCOMPAT_DIRTY;
     }
-    if (q->backing_file[0] && !(flags & BLK_O_NO_BACKING)) {
-        if ((r = blk_open_backing(b, q->backing_file, q->backing_format, err, errlen)) < 0)
-            return r;
-    }
-    return 0;
+    return 0; /* block/open.c opens the backing file (qcow2_backing_name) */
+}
+
+static const char *qcow2_backing_name(struct blk *b, const char **fmt)
+{
+    *fmt = Q(b)->backing_format;
+    return Q(b)->backing_file;
 }
 
 static int qcow2_flush(struct blk *b)
@@ -495,4 +503,5 @@ const struct blk_ops blk_qcow2_ops = {
     .set_backing = qcow2_set_backing,
     .map = qcow2_map,
     .map_done = qcow2_map_done,
+    .backing_name = qcow2_backing_name,
 };

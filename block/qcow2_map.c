@@ -75,17 +75,27 @@ static int decompress_cluster(struct blk *b, uint64_t e, uint8_t *out)
 static int read_below(struct blk *b, const struct iovec *iov, int iovcnt, size_t skip, uint64_t off, uint64_t len)
 {
     uint64_t have = 0;
-    if (b->backing && off < b->backing->size) {
-        have = b->backing->size - off < len ? b->backing->size - off : len;
+    /* Layers that leave all of the range to their own backing file are skipped here, so
+     * that a deep chain is read without one level of recursion per layer. */
+    struct blk *l = b->backing;
+    while (l && l->backing && off + len <= l->size) {
+        uint64_t pnum, host;
+        unsigned st;
+        if (blk_block_status(l, off, len, &pnum, &st, &host) < 0 || (st & BLK_STATUS_ALLOCATED) || pnum < len)
+            break;
+        l = l->backing;
+    }
+    if (l && off < l->size) {
+        have = l->size - off < len ? l->size - off : len;
         uint8_t *tmp = malloc(have);
         if (!tmp)
             return -ENOMEM;
-        int r = blk_pread(b->backing, tmp, have, off);
+        int r = blk_pread(l, tmp, have, off);
         if (r == 0)
             iov_from_buf(iov, iovcnt, skip, tmp, have);
         free(tmp);
         if (r < 0)
-            return blk_set_err(b, r, "%s", b->backing->errmsg);
+            return blk_set_err(b, r, "%s", l->errmsg);
     }
     if (have < len)
         iov_memset(iov, iovcnt, skip + have, 0, len - have);

@@ -235,6 +235,141 @@ sec_raw() {
     fi
 }
 
+# ---- chains -------------------------------------------------------------------------------
+sec_chains() {
+    local d=$T/chains
+    mkdir -p "$d"
+    # A legitimate 1000-deep chain (qemu-img 7.2 reads it; it crashes at 2000).
+    qemu-img create -q -f qcow2 "$d/l0.qcow2" 1M
+    qemu-io -c 'write -P 0x37 64k 64k' "$d/l0.qcow2" >/dev/null
+    local i
+    for i in $(seq 1 1000); do
+        "$KVMBOX" img create -q -f qcow2 -b "l$((i - 1)).qcow2" -F qcow2 "$d/l$i.qcow2" 1M || break
+    done
+    qemu-io -c 'write -P 0x38 128k 4k' "$d/l1000.qcow2" >/dev/null
+    qemu-img convert -O raw "$d/l1000.qcow2" "$d/deep-qemu.raw"
+    for bin in $BINS; do
+        img "$bin" convert -O raw "$d/l1000.qcow2" "$d/deep.raw"
+        [ $rc = 0 ] && cmp -s "$d/deep.raw" "$d/deep-qemu.raw" &&
+            ok "chains ($bin): a 1000-deep backing chain reads as qemu-img reads it" || bad "chains ($bin): 1000 deep: $rc $err"
+        img "$bin" info --backing-chain "$d/l1000.qcow2"
+        [ $rc = 0 ] && [ "$(grep -c '^image: ' <<<"$out")" = 1001 ] &&
+            ok "chains ($bin): info --backing-chain lists its 1001 images" || bad "chains ($bin): info of 1000 deep: $rc $err"
+    done
+    if have_kvm && [ -f "$GT/blk-fault.elf" ]; then
+        out=$("$KVMBOX" run --kernel "$GT/blk-fault.elf" --mem 64M --timeout 300 --cmdline "capacity=2048 write=512 len=4096" \
+            --disk "$d/l1000.qcow2,format=qcow2" 2>&1)
+        [ $? = 1 ] && grep -q "fail=0" <<<"$out" && ok "chains: a VM runs on the 1000-deep chain and writes to it" ||
+            bad "chains: VM on 1000 deep: $(tail -2 <<<"$out" | tr '\n' ' ')"
+    fi
+
+    # Loops, found by identity however they are spelled.
+    qemu-img create -q -f qcow2 -u -b lb.qcow2 -F qcow2 "$d/la.qcow2" 1M
+    qemu-img create -q -f qcow2 -u -b la.qcow2 -F qcow2 "$d/lb.qcow2" 1M
+    ln -s la.qcow2 "$d/lc.qcow2"
+    qemu-img create -q -f qcow2 -u -b lc.qcow2 -F qcow2 "$d/ld.qcow2" 1M
+    qemu-img create -q -f qcow2 -u -b ld.qcow2 -F qcow2 "$d/le.qcow2" 1M
+    qemu-img create -q -f qcow2 -u -b ../chains/le.qcow2 -F qcow2 "$d/la2.qcow2" 1M
+    cp "$d/la2.qcow2" "$d/la.qcow2" # la -> le -> ld -> lc (a symlink to la)
+    for bin in $BINS; do
+        for v in "convert -O raw $d/la.qcow2 $d/x.raw" "info --backing-chain $d/la.qcow2" "map $d/la.qcow2" \
+                 "commit $d/la.qcow2" "rebase -b '' $d/la.qcow2"; do
+            local args
+            eval "args=($v)"
+            img "$bin" "${args[@]}" || continue
+            refused && grep -q "is a loop" <<<"$err" && ! grep -q "another process" <<<"$err" &&
+                ok "chains ($bin): ${v%% *} names a loop through a symlink as a loop ($err)" ||
+                bad "chains ($bin): ${v%% *} on a loop: $rc $err"
+        done
+    done
+
+    # Relative backing names through a symlink: the directory of the path as given.
+    mkdir -p "$d/s1" "$d/s2"
+    qemu-img create -q -f qcow2 "$d/s1/base.qcow2" 1M
+    qemu-img create -q -f qcow2 "$d/s2/base.qcow2" 2M
+    qemu-img create -q -f qcow2 -u -b base.qcow2 -F qcow2 "$d/s2/top.qcow2" 4M
+    ln -s ../s2/top.qcow2 "$d/s1/link.qcow2"
+    local want
+    want=$(qemu-img info --backing-chain "$d/s1/link.qcow2" | grep '^image:' | tail -1)
+    for bin in $BINS; do
+        img "$bin" info --backing-chain "$d/s1/link.qcow2"
+        [ "$(grep '^image:' <<<"$out" | tail -1)" = "$want" ] && [ "$want" = "image: $d/s1/base.qcow2" ] &&
+            ok "chains ($bin): img resolves a relative backing name beside the symlink, as qemu-img ($want)" ||
+            bad "chains ($bin): symlink resolution: $(grep '^image:' <<<"$out" | tr '\n' ' ') (qemu-img: $want)"
+    done
+    if have_kvm; then
+        if start_vm sl "$d/s1/link.qcow2,format=qcow2"; then
+            byte_locked "$d/s1/base.qcow2" 201 && ! byte_locked "$d/s2/base.qcow2" 201 &&
+                ok "chains: run resolves it the same way (s1/base.qcow2 is the one it holds)" ||
+                bad "chains: run through a symlink holds $(byte_locked "$d/s2/base.qcow2" 201 && echo s2 || echo neither)"
+            "$KVMBOX" kill sl >/dev/null 2>&1
+        else
+            bad "chains: the VM on the symlinked image did not start"
+        fi
+    fi
+
+    # FIFOs and devices are not backing files; nothing hangs.
+    mkfifo "$d/fifo"
+    qemu-img create -q -f qcow2 -u -b fifo -F raw "$d/f.qcow2" 1M
+    qemu-img create -q -f qcow2 -u -b /dev/zero -F raw "$d/z.qcow2" 1M
+    for bin in $BINS; do
+        for v in "convert -O raw $d/f.qcow2 $d/x.raw" "map $d/f.qcow2" "info --backing-chain $d/f.qcow2" \
+                 "convert -O raw $d/z.qcow2 $d/x.raw" "info $d/fifo"; do
+            local args
+            eval "args=($v)"
+            img "$bin" "${args[@]}" || continue
+            refused && grep -q "not a regular file" <<<"$err" && ok "chains ($bin): ${v%% *} refuses a FIFO or device ($err)" ||
+                bad "chains ($bin): ${v%% *} with a FIFO or device: $rc $err"
+        done
+    done
+    if have_kvm; then
+        out=$(timeout -k 5 60 "$KVMBOX" run --kernel "$GT/spin.elf" --cmdline loops=1 --disk "$d/f.qcow2,format=qcow2" 2>&1)
+        [ $? = 2 ] && grep -q "not a regular file" <<<"$out" && ok "chains: run refuses a FIFO as backing file ($out)" ||
+            bad "chains: run with a FIFO backing file: $out"
+    fi
+
+    # Untrusted images: a hostile image names a host file as its backing file.
+    printf 'SECRET-HOST-FILE\n' >"$d/secret"
+    truncate -s 1M "$d/secret"
+    qemu-img create -q -f qcow2 -u -b "$d/secret" -F raw "$d/hostile.qcow2" 1M
+    # No format recorded (so it is probed): the backing-format extension becomes one of an
+    # unknown type, which readers skip.
+    local ext
+    ext=$(LC_ALL=C grep -obUaF "$(printf '\xe2\x79\x2a\xca')" "$d/hostile.qcow2" | head -1 | cut -d: -f1)
+    wr "$d/hostile.qcow2" "$ext" 12345678
+    qemu-img create -q -f qcow2 "$d/trusted-base.qcow2" 1M
+    qemu-io -c 'write -P 0x44 0 4k' "$d/trusted-base.qcow2" >/dev/null
+    for bin in $BINS; do
+        img "$bin" convert -O raw "$d/hostile.qcow2" "$d/x.raw"
+        [ $rc = 0 ] && grep -q "SECRET-HOST-FILE" "$d/x.raw" && grep -q "warning: backing file $d/secret: its format is not recorded" <<<"$err" &&
+            [ "$(grep -c warning <<<"$err")" = 1 ] &&
+            ok "chains ($bin): by default the named file is read (as QEMU does), with one warning that its format was probed" ||
+            bad "chains ($bin): default mode: $rc '$err'"
+        rm -f "$d/x.raw"
+        img "$bin" --untrusted convert -O raw "$d/hostile.qcow2" "$d/x.raw"
+        refused && [ ! -e "$d/x.raw" ] && grep -q "untrusted" <<<"$err" &&
+            ok "chains ($bin): --untrusted opens no backing file the image names ($err)" || bad "chains ($bin): --untrusted: $rc $err"
+        img "$bin" --untrusted --backing "$d/trusted-base.qcow2" --backing-format qcow2 convert -O raw "$d/hostile.qcow2" "$d/x.raw"
+        [ $rc = 0 ] && ! grep -q "SECRET" "$d/x.raw" && [ "$(head -c 1 "$d/x.raw" | od -An -tx1 | tr -d ' ')" = 44 ] &&
+            ok "chains ($bin): --untrusted --backing reads the backing file the caller names instead" ||
+            bad "chains ($bin): --untrusted --backing: $rc $err"
+        img "$bin" --untrusted --backing "$d/l999.qcow2" --backing-format qcow2 convert -O raw "$d/l1000.qcow2" "$d/x.raw"
+        refused && grep -q "of its own" <<<"$err" && ok "chains ($bin): ... but not that file's own backing files ($err)" ||
+            bad "chains ($bin): --untrusted --backing with a chain below: $rc $err"
+    done
+    if have_kvm; then
+        out=$("$KVMBOX" run --kernel "$GT/spin.elf" --cmdline loops=1 --disk "$d/hostile.qcow2,format=qcow2,untrusted=on" 2>&1)
+        [ $? = 2 ] && grep -q "names a backing file.*untrusted" <<<"$out" && [ "$(wc -l <<<"$out")" = 1 ] &&
+            ok "chains: run --disk ...,untrusted=on refuses the image's backing file ($out)" || bad "chains: run untrusted: $out"
+        out=$("$KVMBOX" run --kernel "$GT/spin.elf" --cmdline loops=1 \
+            --disk "$d/hostile.qcow2,format=qcow2,untrusted=on,backing=$d/trusted-base.qcow2,backing_format=qcow2" 2>&1)
+        [ $? = 1 ] && ok "chains: ... and runs with the backing file the caller names" || bad "chains: run untrusted with backing=: $out"
+        out=$("$KVMBOX" run --kernel "$GT/spin.elf" --cmdline loops=1 --disk "$d/hostile.qcow2,format=qcow2" 2>&1)
+        [ $? = 1 ] && grep -q "warning: disk .*its format is not recorded" <<<"$out" &&
+            ok "chains: run warns when it probes a backing file's format" || bad "chains: run probe warning: $out"
+    fi
+}
+
 for s in $SECTIONS; do
     "sec_$s"
 done

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "block/block.h"
@@ -244,6 +245,141 @@ START_TEST(raw_basics)
 }
 END_TEST
 
+/* What a qcow2 image of SIZE backed by BACKING (recorded name, format) opens to. */
+static int overlay(const char *name, const char *backing, const char *fmt)
+{
+    char p[256];
+    snprintf(p, sizeof(p), "%s/%s", dir, name);
+    struct blk_create_opts o = { .backing_file = backing, .backing_format = fmt };
+    return blk_create(p, "qcow2", 1 << 20, &o, err, sizeof(err));
+}
+
+START_TEST(backing_path_rule)
+{
+    char out[256];
+    blk_backing_path("top.qcow2", "base.qcow2", out, sizeof(out));
+    ck_assert_str_eq(out, "base.qcow2");
+    blk_backing_path("d1/link.qcow2", "base.qcow2", out, sizeof(out));
+    ck_assert_str_eq(out, "d1/base.qcow2"); /* the path as given, not a symlink target's */
+    blk_backing_path("/a/b/top", "../c/base", out, sizeof(out));
+    ck_assert_str_eq(out, "/a/b/../c/base");
+    blk_backing_path("/a/b/top", "/abs/base", out, sizeof(out));
+    ck_assert_str_eq(out, "/abs/base");
+}
+END_TEST
+
+START_TEST(chain_loops_and_files)
+{
+    char p[256], l[256];
+    struct blk *b;
+    /* a -> b -> c, c a symlink to a: a loop however it is spelled. */
+    ck_assert_int_eq(overlay("a.qcow2", "b.qcow2", "qcow2"), 0);
+    ck_assert_int_eq(overlay("b.qcow2", "c.qcow2", "qcow2"), 0);
+    snprintf(l, sizeof(l), "%s/c.qcow2", dir);
+    ck_assert_int_eq(symlink("a.qcow2", l), 0);
+    snprintf(p, sizeof(p), "%s/a.qcow2", dir);
+    ck_assert_int_eq(blk_open(p, NULL, BLK_O_RDWR, &b, NULL, err, sizeof(err)), -ELOOP);
+    ck_assert_msg(strstr(err, "is a loop"), "%s", err);
+    ck_assert_int_eq(blk_open(p, NULL, BLK_O_FORCE_SHARE, &b, NULL, err, sizeof(err)), -ELOOP);
+    /* A FIFO or a device as backing file: refused, and the open does not hang. */
+    snprintf(l, sizeof(l), "%s/fifo", dir);
+    ck_assert_int_eq(mkfifo(l, 0600), 0);
+    ck_assert_int_eq(overlay("f.qcow2", "fifo", "raw"), 0);
+    snprintf(p, sizeof(p), "%s/f.qcow2", dir);
+    ck_assert_int_eq(blk_open(p, NULL, 0, &b, NULL, err, sizeof(err)), -EINVAL);
+    ck_assert_msg(strstr(err, "not a regular file"), "%s", err);
+    ck_assert_int_eq(overlay("z.qcow2", "/dev/zero", "raw"), 0);
+    snprintf(p, sizeof(p), "%s/z.qcow2", dir);
+    ck_assert_int_eq(blk_open(p, NULL, 0, &b, NULL, err, sizeof(err)), -EINVAL);
+    ck_assert_int_eq(blk_open(l, "raw", 0, &b, NULL, err, sizeof(err)), -EINVAL); /* a FIFO as image */
+    /* Creating over a FIFO: refused, not blocked. */
+    ck_assert_int_eq(blk_create(l, "raw", 1 << 20, NULL, err, sizeof(err)), -EINVAL);
+}
+END_TEST
+
+static void count_warning(void *opaque, const char *msg)
+{
+    ++*(int *)opaque;
+}
+
+START_TEST(untrusted_backing)
+{
+    char p[256], base[256];
+    struct blk *b;
+    snprintf(base, sizeof(base), "%s/base.raw", dir);
+    ck_assert_int_eq(blk_create(base, "raw", 1 << 20, NULL, err, sizeof(err)), 0);
+    ck_assert_int_eq(overlay("o.qcow2", "base.raw", NULL), 0); /* no format recorded */
+    snprintf(p, sizeof(p), "%s/o.qcow2", dir);
+    int warnings = 0;
+    struct blk_open_opts o = { .flags = BLK_O_RDWR, .warn = count_warning, .warn_opaque = &warnings };
+    ck_assert_int_eq(blk_open_opts(p, &o, &b, NULL, err, sizeof(err)), 0);
+    ck_assert_int_eq(warnings, 1); /* the probed backing format */
+    blk_close(b);
+    o.flags |= BLK_O_UNTRUSTED;
+    ck_assert_int_eq(blk_open_opts(p, &o, &b, NULL, err, sizeof(err)), -EPERM);
+    ck_assert_msg(strstr(err, "untrusted"), "%s", err);
+    o.backing = base, o.backing_format = "raw";
+    ck_assert_int_eq(blk_open_opts(p, &o, &b, NULL, err, sizeof(err)), 0);
+    ck_assert_ptr_nonnull(blk_backing(b));
+    blk_close(b);
+    /* The named file's own backing files are not followed. */
+    ck_assert_int_eq(overlay("o2.qcow2", "o.qcow2", "qcow2"), 0);
+    snprintf(p, sizeof(p), "%s/o2.qcow2", dir);
+    char mid[256];
+    snprintf(mid, sizeof(mid), "%s/o.qcow2", dir);
+    o.backing = mid, o.backing_format = "qcow2";
+    ck_assert_int_eq(blk_open_opts(p, &o, &b, NULL, err, sizeof(err)), -EPERM);
+    ck_assert_msg(strstr(err, "of its own"), "%s", err);
+}
+END_TEST
+
+START_TEST(create_locks_and_limits)
+{
+    struct blk *b, *b2;
+    ck_assert_int_eq(blk_create(path, "qcow2", 1 << 20, NULL, err, sizeof(err)), 0);
+    ck_assert_int_eq(blk_open(path, NULL, BLK_O_RDWR, &b, NULL, err, sizeof(err)), 0);
+    /* Creating over an image in use is refused and leaves it alone. */
+    ck_assert_int_eq(blk_create(path, "raw", 4096, NULL, err, sizeof(err)), -EBUSY);
+    ck_assert_msg(strstr(err, "in use"), "%s", err);
+    ck_assert_uint_eq(blk_length(b), 1 << 20);
+    /* A reader and a writer exclude each other; readers share. */
+    ck_assert_int_eq(blk_open(path, NULL, 0, &b2, NULL, err, sizeof(err)), -EBUSY);
+    blk_close(b);
+    ck_assert_int_eq(blk_open(path, NULL, 0, &b, NULL, err, sizeof(err)), 0);
+    ck_assert_int_eq(blk_open(path, NULL, 0, &b2, NULL, err, sizeof(err)), 0);
+    blk_close(b2);
+    blk_close(b);
+    /* The size limit open applies is the one create and resize apply. */
+    struct blk_create_opts small = { .cluster_size = 512 };
+    ck_assert_int_eq(blk_create(path, "qcow2", 129ULL << 30, &small, err, sizeof(err)), -EFBIG);
+    ck_assert_int_eq(blk_create(path, "qcow2", 128ULL << 30, &small, err, sizeof(err)), 0);
+    ck_assert_int_eq(blk_open(path, NULL, BLK_O_RDWR, &b, NULL, err, sizeof(err)), 0);
+    ck_assert_int_eq(blk_truncate(b, 129ULL << 30, false), -EFBIG);
+    ck_assert_uint_eq(blk_length(b), 128ULL << 30);
+    blk_close(b);
+    ck_assert_int_eq(blk_create(path, "qcow2", 3000ULL << 40, NULL, err, sizeof(err)), -EFBIG);
+}
+END_TEST
+
+START_TEST(raw_partial_sector)
+{
+    snprintf(path, sizeof(path), "%s/p.raw", dir);
+    int fd = open(path, O_RDWR | O_CREAT, 0600);
+    uint8_t buf[1000];
+    memset(buf, 0x5a, sizeof(buf));
+    ck_assert_int_eq(write(fd, buf, sizeof(buf)), (ssize_t)sizeof(buf));
+    close(fd);
+    struct blk *b;
+    ck_assert_int_eq(blk_open(path, "raw", BLK_O_RDWR, &b, NULL, err, sizeof(err)), 0);
+    ck_assert_uint_eq(blk_length(b), 1024); /* the partial sector is a whole one, as in QEMU */
+    uint8_t back[512];
+    ck_assert_int_eq(blk_pread(b, back, 512, 512), 0);
+    for (int i = 0; i < 512; i++)
+        ck_assert_uint_eq(back[i], i < 1000 - 512 ? 0x5a : 0);
+    blk_close(b);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("block");
@@ -257,6 +393,11 @@ int main(void)
     tcase_add_test(tc, l2_cache_and_growth);
     tcase_add_test(tc, hostile_headers);
     tcase_add_test(tc, raw_basics);
+    tcase_add_test(tc, backing_path_rule);
+    tcase_add_test(tc, chain_loops_and_files);
+    tcase_add_test(tc, untrusted_backing);
+    tcase_add_test(tc, create_locks_and_limits);
+    tcase_add_test(tc, raw_partial_sector);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }

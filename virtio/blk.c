@@ -58,6 +58,7 @@ struct vblk {
     struct virtio_dev vd;
     struct blk *blk;
     char name[32];
+    const char *path;              /* the image, for messages (the VM owns the string) */
     char serial[VIRTIO_BLK_ID_BYTES + 1];
     struct blk_req_limits lim;
     uint8_t config[64];
@@ -464,8 +465,7 @@ static void blk_stop(struct virtio_dev *vd)
         clock_gettime(CLOCK_REALTIME, &t);
         t.tv_sec += 10;
         if (pthread_cond_timedwait(&b->idle_cond, &b->lock, &t) == ETIMEDOUT && !said) {
-            fprintf(stderr, "kvmbox: %s: waiting for %u requests in flight to finish\n", b->name,
-                    b->inflight);
+            vm_log(b->vd.vm, "%s: waiting for %u requests in flight to finish", b->name, b->inflight);
             said = true;
         }
     }
@@ -547,18 +547,29 @@ static void setup_ring(struct vblk *b)
     b->uring = true;
 }
 
+static void open_warning(void *opaque, const char *msg)
+{
+    struct vblk *b = opaque;
+    vm_log(b->vd.vm, "warning: disk %s: %s", b->path, msg);
+}
+
 static int open_image(struct vblk *b, const struct kvmbox_disk *d, char *err, size_t errlen)
 {
-    int flags = (d->readonly ? 0 : BLK_O_RDWR) | (d->cache_none ? BLK_O_DIRECT : 0);
+    struct blk_open_opts o = {
+        .format = d->format,
+        .flags = (d->readonly ? 0 : BLK_O_RDWR) | (d->cache_none ? BLK_O_DIRECT : 0) |
+                 (d->untrusted ? BLK_O_UNTRUSTED : 0),
+        .backing = d->backing, .backing_format = d->backing_format,
+        .warn = open_warning, .warn_opaque = b,
+    };
     bool probed_raw = false;
     char e[BLK_ERRMSG_MAX] = "";
-    int r = blk_open(d->path, d->format, flags, &b->blk, &probed_raw, e, sizeof(e));
+    int r = blk_open_opts(d->path, &o, &b->blk, &probed_raw, e, sizeof(e));
     if (r < 0)
         return errf(err, errlen, r, "disk %s: %s", d->path, e[0] ? e : strerror(-r));
     if (probed_raw && !d->readonly)
-        fprintf(stderr, "kvmbox: warning: disk %s: no format given and it looks like a raw image; "
-                "writes to its first sector are allowed. Say format=raw to make this warning go "
-                "away.\n", d->path);
+        vm_log(b->vd.vm, "warning: disk %s: no format given and it looks like a raw image; writes to its "
+               "first sector are allowed. Say format=raw to make this warning go away.", d->path);
     return 0;
 }
 
@@ -572,6 +583,8 @@ int vblk_create(struct vm *vm, const struct kvmbox_disk *d, unsigned index, char
     pthread_cond_init(&b->work_cond, NULL);
     pthread_cond_init(&b->idle_cond, NULL);
     b->quit_fd = -1;
+    b->path = d->path;
+    b->vd.vm = vm; /* for messages during the open; virtio_pci_init sets it again */
     int r = open_image(b, d, err, errlen);
     if (r < 0)
         goto fail_early;
