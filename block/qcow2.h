@@ -93,6 +93,9 @@ int qcow2_update_refcount(struct blk *b, uint64_t offset, int64_t delta);
 /* Allocates N contiguous clusters at the end of the image, refcounts 1; returns the offset. */
 int qcow2_alloc_clusters(struct blk *b, uint64_t n, uint64_t *offset);
 int qcow2_check(struct blk *b, unsigned repair, struct blk_check_result *res);
+/* The active tree's COPIED flags against the refcounts (qcow2_check.c): each mismatch is
+ * counted in RES (corruptions, or corruptions_fixed when FIX rewrites the entry). */
+int qcow2_sync_copied(struct blk *b, bool fix, struct blk_check_result *res);
 /* Reads a cluster-sized table through CACHE (L2 tables and refcount blocks). */
 int qcow2_cache_get(struct blk *b, struct table_cache *c, uint64_t offset, uint8_t **table);
 void qcow2_cache_drop(struct table_cache *c, uint64_t offset);

@@ -153,34 +153,8 @@ static int drop_tree(struct blk *b, const uint64_t *l1, uint32_t l1_size, uint64
 /* Sets COPIED on the active tree's entries exactly where the refcount is 1. */
 static int fix_copied(struct blk *b)
 {
-    struct qcow2 *q = Q(b);
-    uint64_t *l2 = malloc(q->cluster_size);
-    if (!l2)
-        return -ENOMEM;
-    int r = 0;
-    for (uint32_t i = 0; r == 0 && i < q->l1_size; i++) {
-        uint64_t e1 = be64(q->l1[i]), t = e1 & L1E_OFFSET_MASK, rc;
-        if (!t)
-            continue;
-        if ((r = qcow2_get_refcount(b, t / q->cluster_size, &rc)) < 0 || (r = file_pread(b->fd, l2, q->cluster_size, t)) < 0)
-            break;
-        for (uint32_t j = 0; r == 0 && j < q->l2_entries; j++) {
-            uint64_t e = be64(l2[j]), drc;
-            if ((e & QCOW_OFLAG_COMPRESSED) || !(e & L2E_OFFSET_MASK))
-                continue;
-            if ((r = qcow2_get_refcount(b, (e & L2E_OFFSET_MASK) / q->cluster_size, &drc)) == 0)
-                l2[j] = htobe64(drc == 1 ? e | QCOW_OFLAG_COPIED : e & ~QCOW_OFLAG_COPIED);
-        }
-        if (r == 0)
-            r = file_pwrite(b->fd, l2, q->cluster_size, t);
-        qcow2_cache_drop(&q->l2c, t);
-        uint64_t ne = rc == 1 ? e1 | QCOW_OFLAG_COPIED : e1 & ~QCOW_OFLAG_COPIED;
-        q->l1[i] = htobe64(ne);
-    }
-    if (r == 0)
-        r = file_pwrite(b->fd, q->l1, (size_t)q->l1_size * 8, q->l1_offset);
-    free(l2);
-    return r;
+    struct blk_check_result res = { 0 };
+    return qcow2_sync_copied(b, true, &res);
 }
 
 static int find(const struct sn *t, uint32_t n, const char *key)
