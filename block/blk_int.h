@@ -49,6 +49,8 @@ struct blk {
     ino_t ino;
     pthread_mutex_t lock;       /* serialises driver metadata */
     char errmsg[BLK_ERRMSG_MAX];
+    void (*event_fn)(void *opaque, const char *msg);
+    void *event_opaque;
     void *priv;                 /* the driver's state */
 };
 
@@ -69,6 +71,8 @@ void iov_from_buf(const struct iovec *iov, int iovcnt, size_t skip, const void *
 void iov_to_buf(const struct iovec *iov, int iovcnt, size_t skip, void *buf, size_t len);
 void iov_memset(const struct iovec *iov, int iovcnt, size_t skip, int c, size_t len);
 int blk_set_err(struct blk *b, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Tells B's event function (blk_set_event_fn), if any. */
+void blk_event(struct blk *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* pread/pwrite that retry short transfers; a read past EOF yields zeroes. */
 int file_pread(int fd, void *buf, size_t len, uint64_t off);
 int file_pwrite(int fd, const void *buf, size_t len, uint64_t off);

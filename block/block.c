@@ -22,6 +22,24 @@ int blk_set_err(struct blk *b, int err, const char *fmt, ...)
     return err;
 }
 
+void blk_event(struct blk *b, const char *fmt, ...)
+{
+    if (!b->event_fn)
+        return;
+    char msg[BLK_ERRMSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    b->event_fn(b->event_opaque, msg);
+}
+
+void blk_set_event_fn(struct blk *b, void (*fn)(void *opaque, const char *msg), void *opaque)
+{
+    b->event_fn = fn;
+    b->event_opaque = opaque;
+}
+
 const char *blk_errmsg(const struct blk *b)
 {
     return b->errmsg;

@@ -29,6 +29,8 @@ struct blk;
                                 * image (convert) that is useless if interrupted anyway; a
                                 * final blk_flush still makes everything durable */
 
+#define BLK_O_REPAIR      0x80 /* open an image marked corrupt for writing, to repair it
+                                * (check -r); a repair that leaves no corruption clears the mark */
 #define BLK_O_UNTRUSTED   0x40 /* the image is hostile: follow no backing file it names, only
                                 * the one the caller names (blk_open_opts.backing) */
 
@@ -95,6 +97,10 @@ void blk_map_done(struct blk *b, bool write);
  * (their flush also writes metadata back: use blk_flush). */
 int blk_raw_flush_fd(const struct blk *b);
 bool blk_is_readonly(const struct blk *b);
+/* Events of B the host should hear of (an image found corrupt and fenced off: its I/O fails
+ * from then on), one line each. FN is called from the thread that found it, with the
+ * image's lock held: it must not call into B. Set it right after the open. */
+void blk_set_event_fn(struct blk *b, void (*fn)(void *opaque, const char *msg), void *opaque);
 
 /* Allocation status of [offset, offset+len) in this image (not its backing chain):
  * returns the status of the longest run starting at offset in *pnum bytes. */

@@ -110,7 +110,7 @@ int img_cmd_check(int argc, char **argv)
     if (r)
         return r;
     struct blk *b;
-    int flags = BLK_O_NO_BACKING | (repair ? BLK_O_RDWR : BLK_O_FORCE_SHARE);
+    int flags = BLK_O_NO_BACKING | (repair ? BLK_O_RDWR | BLK_O_REPAIR : BLK_O_FORCE_SHARE);
     if (img_open(argv[optind], fmt, flags, &b))
         return CHECK_FAILED;
     struct blk_info info;

@@ -22,8 +22,38 @@ int qcow2_mark_corrupt(struct blk *b, const char *fmt, ...)
     char msg[BLK_ERRMSG_MAX - 64];
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    Q(b)->corrupt = true;
+    struct qcow2 *q = Q(b);
+    if (!q->corrupt) {
+        /* Fenced off: I/O fails from now on, and an image open for writing is marked in its
+         * header (v3: the corrupt bit; v2 has none), so that nothing writes to it until
+         * `check -r all` has repaired it. The host hears of it once. */
+        q->corrupt = true;
+        bool marked = false;
+        if ((b->flags & BLK_O_RDWR) && q->version >= 3) {
+            uint64_t v = htobe64(q->incompat | QCOW2_INCOMPAT_CORRUPT);
+            marked = file_pwrite(b->fd, &v, 8, 72) == 0 && fdatasync(b->fd) == 0;
+            if (marked)
+                q->incompat |= QCOW2_INCOMPAT_CORRUPT;
+        }
+        blk_event(b, "%s is corrupt: %s; its I/O fails from now on%s", b->path, msg,
+                  marked ? " and it is marked corrupt (kvmbox img check -r all repairs it)" : "");
+    }
     return blk_set_err(b, -EIO, "%s is corrupt: %s", b->path, msg);
+}
+
+int qcow2_mark_consistent(struct blk *b)
+{
+    struct qcow2 *q = Q(b);
+    q->corrupt = false;
+    if (!(q->incompat & QCOW2_INCOMPAT_CORRUPT))
+        return 0;
+    uint64_t v = htobe64(q->incompat & ~QCOW2_INCOMPAT_CORRUPT);
+    int r = qcow2_write_header_field(b, 72, &v, 8);
+    if (r == 0 && fdatasync(b->fd) < 0)
+        r = -errno;
+    if (r == 0)
+        q->incompat &= ~QCOW2_INCOMPAT_CORRUPT;
+    return r;
 }
 
 bool qcow2_offset_ok(struct blk *b, uint64_t off)
@@ -98,7 +128,7 @@ static int validate_features(struct blk *b, const uint8_t *h, char *err, size_t 
     uint64_t unknown = q->incompat & ~(QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_CORRUPT | QCOW2_INCOMPAT_COMPRESSION);
     if (unknown)
         return snprintf(err, errlen, "%s uses unknown incompatible features (%#llx)", b->path, (unsigned long long)unknown), -ENOTSUP;
-    if ((q->incompat & QCOW2_INCOMPAT_CORRUPT) && (b->flags & BLK_O_RDWR))
+    if ((q->incompat & QCOW2_INCOMPAT_CORRUPT) && (b->flags & BLK_O_RDWR) && !(b->flags & BLK_O_REPAIR))
         return snprintf(err, errlen, "%s is marked corrupt; it can only be opened read-only (kvmbox img check -r all repairs it)", b->path), -EIO;
     return 0;
 }
@@ -224,7 +254,11 @@ static int qcow2_open(struct blk *b, int flags, char *err, size_t errlen)
             return snprintf(err, errlen, "%s", b->errmsg), -EIO;
         q->incompat &= ~QCOW2_INCOMPAT_DIRTY;
     }
-    return 0; /* block/open.c opens the backing file (qcow2_backing_name) */
+    /* Writes are checked against every metadata cluster (the backing file is opened by
+     * block/open.c, through qcow2_backing_name). */
+    if ((flags & BLK_O_RDWR) && (r = qcow2_meta_build(b)) < 0)
+        return snprintf(err, errlen, "out of memory"), r;
+    return 0;
 }
 
 static const char *qcow2_backing_name(struct blk *b, const char **fmt)
@@ -247,6 +281,7 @@ static void qcow2_close(struct blk *b)
     if (b->flags & BLK_O_RDWR)
         fdatasync(b->fd);
     free(q->l1), free(q->rct), free(q->l2c.data), free(q->rbc.data), free(q->cbuf), free(q->zbuf);
+    qcow2_meta_destroy(q);
     pthread_cond_destroy(&q->inplace_done);
     free(q);
     b->priv = NULL;
@@ -449,6 +484,8 @@ static int qcow2_truncate(struct blk *b, uint64_t size, bool shrink)
         if (bytes > QCOW2_MAX_L1_BYTES)
             return blk_set_err(b, -EFBIG, "%s cannot grow that large", b->path);
         int r = qcow2_alloc_clusters(b, clusters, &off);
+        if (r == 0)
+            r = qcow2_meta_add(q, off, clusters * q->cluster_size, QCOW2_META_FIXED);
         if (r < 0)
             return r;
         uint64_t *l1 = calloc(clusters * q->cluster_size / 8, 8);

@@ -68,6 +68,7 @@ struct qcow2 {
     struct table_cache l2c, rbc;
     uint8_t *cbuf, *zbuf;               /* compressed-cluster and scratch buffers */
     uint64_t comp_next, comp_end;       /* free bytes in the cluster compressed data goes to */
+    struct qcow2_meta *meta;            /* metadata clusters (writable images; qcow2_meta.c) */
     unsigned inplace_inflight;          /* in-place writes running without the lock */
     pthread_cond_t inplace_done;
     bool corrupt;
@@ -79,7 +80,11 @@ static inline uint64_t be64(uint64_t v) { return be64toh(v); }
 static inline int ordered_sync(struct blk *b) { return (b->flags & BLK_O_UNORDERED) ? 0 : fdatasync(b->fd); }
 
 /* qcow2.c */
+/* Fences the image off (its I/O fails with EIO), marks it corrupt in the header when it is
+ * open for writing (v3), tells the host once (blk_event); returns -EIO with the message. */
 int qcow2_mark_corrupt(struct blk *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* After a repair that left nothing corrupt: the mark goes. */
+int qcow2_mark_consistent(struct blk *b);
 int qcow2_write_header_field(struct blk *b, uint64_t off, const void *v, size_t len);
 bool qcow2_offset_ok(struct blk *b, uint64_t off); /* cluster-aligned, inside the 56-bit space */
 /* The one limit on virtual sizes, shared by open, create, resize and snapshots: the L1
@@ -134,6 +139,26 @@ static inline void qcow2_wait_inplace(struct blk *b)
     while (Q(b)->inplace_inflight)
         pthread_cond_wait(&Q(b)->inplace_done, &b->lock);
 }
+
+/* qcow2_meta.c: the metadata clusters of a writable image, and every write checked
+ * against them. Kinds: */
+#define QCOW2_META_L2 1
+#define QCOW2_META_REFBLOCK 2
+#define QCOW2_META_FIXED 3      /* header, L1 tables, refcount table, snapshot table */
+#define QCOW2_META_CONFLICT 4   /* two of the above in one cluster */
+/* Builds the map from the image's tables (at open, for writing; after a rebuild). */
+int qcow2_meta_build(struct blk *b);
+void qcow2_meta_destroy(struct qcow2 *q);
+/* Records LEN bytes at OFF as metadata of KIND (no-op without a map). */
+int qcow2_meta_add(struct qcow2 *q, uint64_t off, uint64_t len, uint8_t kind);
+/* A cluster whose refcount dropped to 0 is metadata no more. */
+void qcow2_meta_free_cluster(struct qcow2 *q, uint64_t cluster);
+/* The kind of the first metadata cluster in [off, off+len) (its offset in *WHERE), or 0. */
+uint8_t qcow2_meta_find(const struct qcow2 *q, uint64_t off, uint64_t len, uint64_t *where);
+const char *qcow2_meta_name(uint8_t kind);
+/* Before writing [off, off+len): 0 when it holds no metadata other than ALLOWED (0 for guest
+ * data); else the image is marked corrupt (qcow2_mark_corrupt) and -EIO returned. */
+int qcow2_meta_check_write(struct blk *b, uint64_t off, uint64_t len, uint8_t allowed);
 
 /* qcow2_snapshot.c */
 int qcow2_snapshot_list(struct blk *b, struct blk_snapshot *out, int max);

@@ -213,15 +213,17 @@ static int compare_and_repair(struct counter *c, unsigned repair)
             return r;
         if (rc == c->refs[i])
             continue;
+        /* What is repaired counts as fixed, what is not as found (qemu-img's way). */
         if (rc > c->refs[i]) {
-            c->res->leaks++;
             if ((repair & BLK_REPAIR_LEAKS) && qcow2_update_refcount(c->b, i * q->cluster_size, -(int64_t)(rc - c->refs[i])) == 0)
                 c->res->leaks_fixed++;
+            else
+                c->res->leaks++;
         } else {
             problem(c, "cluster %#llx is referenced more often than its refcount says", i * q->cluster_size);
             c->rc_problems++;
             if ((repair & BLK_REPAIR_ERRORS) && qcow2_update_refcount(c->b, i * q->cluster_size, (int64_t)(c->refs[i] - rc)) == 0)
-                c->res->corruptions_fixed++;
+                c->res->corruptions--, c->res->corruptions_fixed++;
         }
     }
     return 0;
@@ -304,12 +306,16 @@ static int rebuild(struct counter *c)
     q->file_end = (start + nb + tc) * cs;
     for (unsigned i = 0; i < CACHE_ENTRIES; i++)
         q->rbc.offset[i] = 0, q->rbc.used[i] = 0;
-    return 0;
+    return q->meta ? qcow2_meta_build(b) : 0; /* the old structure is metadata no more */
 }
 
 /* A table may be rewritten only where nothing but an L2 table lives. */
 static bool safe_l2(struct qcow2 *q, uint64_t off)
 {
+    uint64_t where;
+    uint8_t kind = qcow2_meta_find(q, off, q->cluster_size, &where);
+    if (kind && kind != QCOW2_META_L2)
+        return false;
     uint64_t l1_end = q->l1_offset + (uint64_t)q->l1_size * 8, rct_end = q->rct_offset + (uint64_t)q->rct_clusters * q->cluster_size;
     return off >= q->cluster_size && !(off + q->cluster_size > q->l1_offset && off < l1_end) &&
            !(off + q->cluster_size > q->rct_offset && off < rct_end);
@@ -416,6 +422,9 @@ int qcow2_check(struct blk *b, unsigned repair, struct blk_check_result *res)
         r = qcow2_sync_copied(b, repair & BLK_REPAIR_ERRORS, res);
     if (r == 0 && repair && fdatasync(b->fd) < 0)
         r = -errno;
+    /* A repair that leaves no corruption (what qemu-img does) lifts the corrupt mark. */
+    if (r == 0 && repair && !res->corruptions && !res->check_errors)
+        r = qcow2_mark_consistent(b);
     free(c.refs);
     free(c.bad_rb);
     return r;

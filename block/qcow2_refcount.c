@@ -109,6 +109,8 @@ static int ensure_refblock(struct blk *b, uint64_t cluster, uint64_t *rb_off)
         return r;
     uint64_t off = q->file_end, self = off / q->cluster_size;
     q->file_end += q->cluster_size; /* reserved before any nested allocation */
+    if ((r = qcow2_meta_add(q, off, q->cluster_size, QCOW2_META_REFBLOCK)) < 0)
+        return r;
     bool covers_self = self / q->rb_entries == idx;
     if (!covers_self && (r = qcow2_update_refcount(b, off, 1)) < 0)
         return r;
@@ -133,13 +135,16 @@ int qcow2_update_refcount(struct blk *b, uint64_t offset, int64_t delta)
     uint64_t cluster = offset / q->cluster_size, rb;
     uint8_t *t;
     int r = ensure_refblock(b, cluster, &rb);
-    if (r < 0 || (r = qcow2_cache_get(b, &q->rbc, rb, &t)) < 0)
+    if (r < 0 || (r = qcow2_meta_check_write(b, rb, q->cluster_size, QCOW2_META_REFBLOCK)) < 0 ||
+        (r = qcow2_cache_get(b, &q->rbc, rb, &t)) < 0)
         return r;
     uint64_t idx = cluster % q->rb_entries, v = get_entry(t, idx, q->refcount_bits);
     if ((delta < 0 && v < (uint64_t)-delta) || (delta > 0 && q->refcount_max - v < (uint64_t)delta))
         return qcow2_mark_corrupt(b, "refcount of cluster %#llx would %s", (unsigned long long)offset,
                                   delta < 0 ? "go below zero" : "overflow");
     set_entry(t, idx, q->refcount_bits, v + (uint64_t)delta);
+    if (v + (uint64_t)delta == 0)
+        qcow2_meta_free_cluster(q, cluster); /* free: whatever metadata it held is gone */
     /* Write the bytes holding the entry (a whole byte for sub-byte widths). */
     uint64_t first = idx * q->refcount_bits / 8, len = q->refcount_bits >= 8 ? q->refcount_bits / 8 : 1;
     r = file_pwrite(b->fd, t + first, len, rb + first);
@@ -169,7 +174,8 @@ int qcow2_alloc_clusters(struct blk *b, uint64_t n, uint64_t *offset)
     while (c < end) {
         uint64_t rb;
         uint8_t *t;
-        if ((r = refblock_for(b, c, &rb)) < 0 || (r = qcow2_cache_get(b, &q->rbc, rb, &t)) < 0)
+        if ((r = refblock_for(b, c, &rb)) < 0 || (r = qcow2_meta_check_write(b, rb, q->cluster_size, QCOW2_META_REFBLOCK)) < 0 ||
+            (r = qcow2_cache_get(b, &q->rbc, rb, &t)) < 0)
             return r;
         uint64_t first = c % q->rb_entries, last = first;
         for (; c < end && last < q->rb_entries; c++, last++)
@@ -229,6 +235,10 @@ static int grow_rct(struct blk *b, uint64_t min_entries)
             set_entry(area + blk * cs, c % q->rb_entries, q->refcount_bits, 1);
         }
     }
+    for (uint64_t k = 0; r == 0 && k < nblocks; k++)
+        r = qcow2_meta_add(q, (start + k) * cs, cs, QCOW2_META_REFBLOCK);
+    if (r == 0)
+        r = qcow2_meta_add(q, (start + nblocks) * cs, tclusters * cs, QCOW2_META_FIXED);
     if (r == 0)
         r = file_pwrite(b->fd, area, total * cs, start * cs);
     if (r == 0 && ordered_sync(b) < 0)

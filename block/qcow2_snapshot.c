@@ -84,7 +84,8 @@ static int store_table(struct blk *b, const struct sn *t, uint32_t n)
     }
     uint64_t cs = q->cluster_size, clusters = (size + cs - 1) / cs, table = 0;
     int r = 0;
-    if (n && (r = qcow2_alloc_clusters(b, clusters, &table)) == 0 && (r = file_pwrite(b->fd, buf, size, table)) == 0 &&
+    if (n && (r = qcow2_alloc_clusters(b, clusters, &table)) == 0 &&
+        (r = qcow2_meta_add(q, table, clusters * cs, QCOW2_META_FIXED)) == 0 && (r = file_pwrite(b->fd, buf, size, table)) == 0 &&
         fdatasync(b->fd) < 0)
         r = -errno;
     free(buf);
@@ -213,7 +214,8 @@ int qcow2_snapshot_create(struct blk *b, const char *name)
         r = walk(b, q->l1, q->l1_size, 1);               /* the snapshot's references */
     if (r == 0)
         r = fix_copied(b);                               /* shared now: no COPIED */
-    if (r == 0 && l1_clusters && (r = qcow2_alloc_clusters(b, l1_clusters, &l1)) == 0)
+    if (r == 0 && l1_clusters && (r = qcow2_alloc_clusters(b, l1_clusters, &l1)) == 0 &&
+        (r = qcow2_meta_add(q, l1, l1_clusters * cs, QCOW2_META_FIXED)) == 0)
         r = file_pwrite(b->fd, q->l1, (size_t)q->l1_size * 8, l1);
     if (r == 0) {
         struct sn *s = &t[n];
@@ -251,7 +253,8 @@ int qcow2_snapshot_apply(struct blk *b, const char *key)
     if (r == 0)
         r = walk(b, sl1, t[i].l1_size, 1);               /* the active table's new references */
     uint64_t nl1 = 0, clusters = ((uint64_t)size * 8 + cs - 1) / cs;
-    if (r == 0 && clusters && (r = qcow2_alloc_clusters(b, clusters, &nl1)) == 0) {
+    if (r == 0 && clusters && (r = qcow2_alloc_clusters(b, clusters, &nl1)) == 0 &&
+        (r = qcow2_meta_add(q, nl1, clusters * cs, QCOW2_META_FIXED)) == 0) {
         for (uint32_t k = 0; k < size; k++)
             sl1[k] = htobe64(be64(sl1[k]) & ~QCOW_OFLAG_COPIED);
         r = file_pwrite(b->fd, sl1, (size_t)size * 8, nl1);

@@ -72,8 +72,8 @@ static int batch_commit(struct blk *b, struct batch *bt)
         return blk_set_err(b, -errno, "flush %s: %s", b->path, strerror(errno));
     for (size_t i = 0; i < bt->n;) {
         uint8_t *t;
-        int r = qcow2_cache_get(b, &q->l2c, bt->p[i].l2_off, &t);
-        if (r < 0)
+        int r = qcow2_meta_check_write(b, bt->p[i].l2_off, q->cluster_size, QCOW2_META_L2);
+        if (r < 0 || (r = qcow2_cache_get(b, &q->l2c, bt->p[i].l2_off, &t)) < 0)
             return r;
         /* Consecutive entries of one table go out in one write. */
         size_t j = i;
@@ -111,7 +111,7 @@ static int l2_for_write(struct blk *b, uint64_t off, uint64_t *l2_off, uint32_t 
     uint64_t *table = calloc(1, q->cluster_size);
     if (!table)
         return -ENOMEM;
-    if ((r = qcow2_alloc_clusters(b, 1, &fresh)) < 0)
+    if ((r = qcow2_alloc_clusters(b, 1, &fresh)) < 0 || (r = qcow2_meta_add(q, fresh, q->cluster_size, QCOW2_META_L2)) < 0)
         goto out;
     if (old) {
         if ((r = file_pread(b->fd, table, q->cluster_size, old)) < 0)
@@ -139,15 +139,6 @@ out:
     return r < 0 ? blk_set_err(b, r, "allocating an L2 table in %s", b->path) : 0;
 }
 
-/* A data cluster that is really the header, the L1 table or the refcount table would let a
- * guest write overwrite metadata: such an image is corrupt, and no write goes there. */
-static bool is_metadata(struct qcow2 *q, uint64_t host)
-{
-    uint64_t l1_end = q->l1_offset + (uint64_t)q->l1_size * 8, rct_end = q->rct_offset + (uint64_t)q->rct_clusters * q->cluster_size;
-    return host < q->cluster_size || (host + q->cluster_size > q->l1_offset && host < l1_end) ||
-           (host + q->cluster_size > q->rct_offset && host < rct_end) || host == q->snapshots_offset;
-}
-
 int qcow2_map(struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off, uint64_t len,
               bool write, int *fd, uint64_t *host)
 {
@@ -162,8 +153,7 @@ int qcow2_map(struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off, 
         if (qcow2_get_l2_entry(b, off + run, &e) < 0)
             goto out;
         uint64_t h = e & L2E_OFFSET_MASK;
-        if (!h || (e & QCOW_OFLAG_COMPRESSED) || qcow2_entry_is_zero(q, e) ||
-            (write && (!(e & QCOW_OFLAG_COPIED) || is_metadata(q, h))))
+        if (!h || (e & QCOW_OFLAG_COMPRESSED) || qcow2_entry_is_zero(q, e) || (write && !(e & QCOW_OFLAG_COPIED)))
             goto out;
         if (run == 0)
             base = h + in;
@@ -171,6 +161,9 @@ int qcow2_map(struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off, 
             goto out; /* not contiguous on the host */
         run += q->cluster_size - ((in + run) & (q->cluster_size - 1));
     }
+    uint64_t where;
+    if (write && qcow2_meta_find(q, base, len, &where))
+        goto out; /* metadata: the driver's own path refuses it and marks the image corrupt */
     if (write)
         q->inplace_inflight++; /* freeing or sharing these clusters now waits for map_done */
     *host = base;
@@ -203,19 +196,19 @@ static int write_piece(struct blk *b, const struct iovec *iov, int iovcnt, size_
     if (r < 0 || (r = qcow2_get_l2_entry(b, off, &e)) < 0)
         return r;
     uint64_t host = e & L2E_OFFSET_MASK;
-    if (host && !(e & QCOW_OFLAG_COMPRESSED) && is_metadata(q, host))
-        return qcow2_mark_corrupt(b, "data cluster %#llx overlaps metadata", (unsigned long long)host);
     if (host && (e & QCOW_OFLAG_COPIED) && !(e & QCOW_OFLAG_COMPRESSED) && !qcow2_entry_is_zero(q, e)) {
         /* Extend to following clusters this image owns that follow on the host. */
         while (n < *total) {
             uint64_t e2, m = *total - n < q->cluster_size ? *total - n : q->cluster_size;
             if (qcow2_get_l2_entry(b, off + n, &e2) < 0 || !(e2 & QCOW_OFLAG_COPIED) ||
-                (e2 & QCOW_OFLAG_COMPRESSED) || qcow2_entry_is_zero(q, e2) || (e2 & L2E_OFFSET_MASK) != host + in + n ||
-                is_metadata(q, e2 & L2E_OFFSET_MASK))
+                (e2 & QCOW_OFLAG_COMPRESSED) || qcow2_entry_is_zero(q, e2) || (e2 & L2E_OFFSET_MASK) != host + in + n)
                 break;
             n += m;
         }
         *total = n;
+        /* Every write is checked against all metadata: one search for the whole run. */
+        if ((r = qcow2_meta_check_write(b, host + in, n, 0)) < 0)
+            return r;
         /* The data goes out without the lock, so that requests in flight overlap: this
          * request's pending L2 entries are committed first (others must see them), and
          * whoever frees or shares a cluster waits for unlocked writes to finish. */
@@ -251,7 +244,7 @@ static int write_piece(struct blk *b, const struct iovec *iov, int iovcnt, size_
         memset(wbuf + len, 0, q->cluster_size - len);
     }
     iov_to_buf(iov, iovcnt, skip, wbuf + in, n);
-    if ((r = qcow2_alloc_clusters(b, 1, &fresh)) < 0)
+    if ((r = qcow2_alloc_clusters(b, 1, &fresh)) < 0 || (r = qcow2_meta_check_write(b, fresh, q->cluster_size, 0)) < 0)
         return r;
     struct iovec wv = { wbuf, q->cluster_size };
     int wfd = blk_data_fd(b, &wv, 1, fresh, q->cluster_size);
@@ -293,7 +286,7 @@ static int64_t write_run(struct blk *b, const struct iovec *iov, int iovcnt, siz
         return 0;
     uint64_t host;
     int r = qcow2_alloc_clusters(b, n, &host);
-    if (r < 0)
+    if (r < 0 || (r = qcow2_meta_check_write(b, host, n * cs, 0)) < 0)
         return r;
     struct iovec seg[QCOW2_MAX_SEGS];
     int cnt = qcow2_iov_slice(iov, iovcnt, skip, n * cs, seg);
@@ -495,7 +488,7 @@ int qcow2_write_compressed(struct blk *b, uint64_t off, const void *buf, size_t 
         if (q->comp_next >= q->comp_end)
             q->comp_next = 0;
     }
-    if (r == 0 && (r = file_pwrite(b->fd, out, clen, host)) == 0) {
+    if (r == 0 && (r = qcow2_meta_check_write(b, host, clen, 0)) == 0 && (r = file_pwrite(b->fd, out, clen, host)) == 0) {
         unsigned x = 62 - (q->cluster_bits - 8);
         uint64_t sectors = ((host + clen - 1) >> 9) - (host >> 9);
         r = batch_add(&bt, l2_off, idx, QCOW_OFLAG_COMPRESSED | (sectors << x) | host, e);
