@@ -99,8 +99,10 @@ static int run_vm(struct kvmbox_vm *vm, bool console, bool sandbox)
 static void log_line(void *opaque, const char *line)
 {
     char buf[1100];
-    /* A foreground console has the terminal in raw mode: it needs the carriage return. */
-    int n = snprintf(buf, sizeof(buf), "kvmbox: %s%s", line, isatty(STDERR_FILENO) ? "\r\n" : "\n");
+    /* A foreground console has the terminal in raw mode: it needs the carriage return.
+     * (Whether stderr is a terminal is decided before the VM starts: the sandboxed threads
+     * that call this may not ask.) */
+    int n = snprintf(buf, sizeof(buf), "kvmbox: %s%s", line, *(const bool *)opaque ? "\r\n" : "\n");
     if (n > 0 && write(STDERR_FILENO, buf, (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1) < 0) {
         /* nowhere left to say it */
     }
@@ -109,7 +111,10 @@ static void log_line(void *opaque, const char *line)
 static int create_vm(struct run_options *o, struct kvmbox_vm **vm, char *msg, size_t len)
 {
     struct kvmbox_result res;
+    static bool stderr_tty;
+    stderr_tty = isatty(STDERR_FILENO);
     o->vm.log = log_line;
+    o->vm.log_opaque = &stderr_tty;
     char rt[2048];
     if (!o->vm.runtime_dir && cli_runtime_dir(rt, sizeof(rt)) == 0)
         o->vm.runtime_dir = rt; /* segments live next to the control sockets */
