@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <liburing.h>
+#include <stdarg.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,6 +76,14 @@ struct vblk {
     pthread_t workers[MAX_WORKERS];
     unsigned nworkers;
 
+    /* Run-time trouble, for the host: counters read by `kvmbox info` (relaxed atomics, one
+     * writer per increment) and log lines, at most LOG_BURST per LOG_WINDOW_NS. */
+    bool corrupt;                  /* the block layer fenced the image off */
+    uint64_t io_errors;            /* requests completed with IOERR because I/O failed */
+    pthread_mutex_t log_lock;      /* the fields below */
+    uint64_t log_window;           /* start of the current window (monotonic ns) */
+    unsigned log_count, log_suppressed;
+
     bool uring;                    /* mapped reads and writes (and raw flushes) through io_uring */
     struct io_uring ring;
     int ring_fd;                   /* eventfd signalled on completions */
@@ -111,6 +120,74 @@ static void build_config(struct vblk *b, uint32_t opt_io_sectors)
 static void config_read(struct virtio_dev *vd, unsigned off, void *data, unsigned len)
 {
     memcpy(data, to_vblk(vd)->config + off, len);
+}
+
+/* ---- what the host hears ---------------------------------------------------------------- */
+
+#define LOG_BURST 10
+#define LOG_WINDOW_NS (60ULL * 1000000000)
+
+/* A line for the VM's log, unless this disk has said LOG_BURST things this minute already
+ * (how many were held back is said when the next minute starts). */
+static void disk_log(struct vblk *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void disk_log(struct vblk *b, const char *fmt, ...)
+{
+    char line[768];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    uint64_t now = monotonic_ns();
+    unsigned held_back = 0;
+    pthread_mutex_lock(&b->log_lock);
+    if (now - b->log_window >= LOG_WINDOW_NS) {
+        held_back = b->log_suppressed;
+        b->log_window = now, b->log_count = 0, b->log_suppressed = 0;
+    }
+    bool say = b->log_count < LOG_BURST;
+    if (say)
+        b->log_count++;
+    else
+        b->log_suppressed++;
+    pthread_mutex_unlock(&b->log_lock);
+    if (held_back)
+        vm_log(b->vd.vm, "disk %s: %u more messages were held back", b->path, held_back);
+    if (say)
+        vm_log(b->vd.vm, "disk %s: %s", b->path, line);
+}
+
+/* The block layer fenced the image off (blk_set_event_fn): said once, whatever the rate. */
+static void disk_event(void *opaque, const char *msg)
+{
+    struct vblk *b = opaque;
+    __atomic_store_n(&b->corrupt, true, __ATOMIC_RELAXED);
+    vm_log(b->vd.vm, "disk %s: %s", b->path, msg);
+}
+
+static const char *req_name(uint32_t type)
+{
+    switch (type) {
+    case VIRTIO_BLK_T_IN: return "read";
+    case VIRTIO_BLK_T_OUT: return "write";
+    case VIRTIO_BLK_T_FLUSH: return "flush";
+    case VIRTIO_BLK_T_DISCARD: return "discard";
+    case VIRTIO_BLK_T_WRITE_ZEROES: return "write-zeroes";
+    default: return "request";
+    }
+}
+
+/* A request failed on the host (not the guest's mistake): counted and said. */
+static void io_failed(struct vblk *b, const struct blk_req *r, int err)
+{
+    __atomic_fetch_add(&b->io_errors, 1, __ATOMIC_RELAXED);
+    disk_log(b, "%s of %llu bytes at offset %llu failed: %s; the guest gets an I/O error", req_name(r->type),
+             (unsigned long long)r->len, (unsigned long long)r->offset, strerror(-err));
+}
+
+void vblk_get_state(struct vblk *b, struct vblk_state *st)
+{
+    st->corrupt = __atomic_load_n(&b->corrupt, __ATOMIC_RELAXED);
+    st->io_errors = __atomic_load_n(&b->io_errors, __ATOMIC_RELAXED);
 }
 
 /* ---- requests -------------------------------------------------------------------------- */
@@ -184,6 +261,8 @@ static void *worker(void *arg)
             b->work_tail = NULL;
         pthread_mutex_unlock(&b->lock);
         int r = run_request(b, &io->req);
+        if (r < 0 && r != -ENOTSUP)
+            io_failed(b, &io->req, r);
         uint32_t written = 1 + (io->req.type == VIRTIO_BLK_T_IN || io->req.type == VIRTIO_BLK_T_GET_ID
                                     ? (uint32_t)io->req.len : 0);
         complete(b, io, r < 0 ? VIRTIO_BLK_S_IOERR : VIRTIO_BLK_S_OK, r < 0 ? 1 : written);
@@ -326,6 +405,7 @@ static void ring_reap(struct vblk *b)
         } else if (res >= 0 || res == -EINTR || res == -EAGAIN) {
             batch_add(&retry, io);
         } else {
+            io_failed(b, &io->req, res);
             done[n] = io, st[n++] = VIRTIO_BLK_S_IOERR;
         }
     }
@@ -519,6 +599,7 @@ static void blk_destroy(struct virtio_dev *vd)
         blk_close(b->blk);
     }
     pthread_mutex_destroy(&b->lock);
+    pthread_mutex_destroy(&b->log_lock);
     pthread_cond_destroy(&b->work_cond);
     pthread_cond_destroy(&b->idle_cond);
     free(b);
@@ -580,6 +661,7 @@ int vblk_create(struct vm *vm, const struct kvmbox_disk *d, unsigned index, char
         return -ENOMEM;
     snprintf(b->name, sizeof(b->name), "virtio-blk%u", index);
     pthread_mutex_init(&b->lock, NULL);
+    pthread_mutex_init(&b->log_lock, NULL);
     pthread_cond_init(&b->work_cond, NULL);
     pthread_cond_init(&b->idle_cond, NULL);
     b->quit_fd = -1;
@@ -588,6 +670,7 @@ int vblk_create(struct vm *vm, const struct kvmbox_disk *d, unsigned index, char
     int r = open_image(b, d, err, errlen);
     if (r < 0)
         goto fail_early;
+    blk_set_event_fn(b->blk, disk_event, b);
     snprintf(b->serial, sizeof(b->serial), "%s", d->serial ? d->serial : "");
     struct blk_info info;
     uint32_t opt_io = 0;
@@ -639,6 +722,7 @@ int vblk_create(struct vm *vm, const struct kvmbox_disk *d, unsigned index, char
     snprintf(tn, sizeof(tn), "blk%u-queue", index);
     pthread_setname_np(b->queue_thread, tn);
     vm->disk_info[index].slot = b->vd.pci.slot;
+    vm->disk_info[index].dev = b;
     vm_device_on_quiesce(vm, &b->vd, blk_quiesce);
     return 0;
 
@@ -646,6 +730,7 @@ fail_early:
     if (b->blk)
         blk_close(b->blk);
     pthread_mutex_destroy(&b->lock);
+    pthread_mutex_destroy(&b->log_lock);
     pthread_cond_destroy(&b->work_cond);
     pthread_cond_destroy(&b->idle_cond);
     free(b);

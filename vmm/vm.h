@@ -44,6 +44,7 @@ struct api;
 struct pm;
 struct pci_host;
 struct vnet;
+struct vblk;
 #include "vmm/sandbox.h"
 
 struct vm {
@@ -54,6 +55,7 @@ struct vm {
         char format[16];          /* as opened (probed or given) */
         unsigned slot;            /* PCI slot on bus 0 */
         uint64_t size;            /* bytes the guest sees */
+        struct vblk *dev;         /* for its run-time state */
     } disk_info[KVMBOX_MAX_DISKS];
     char *nic_strs[KVMBOX_MAX_NICS][1 + KVMBOX_MAX_HOSTFWD]; /* name, hostfwd rules */
     struct {
