@@ -3,6 +3,7 @@
  * every request is parsed with json-c and validated, a bad one gets an error reply, a client
  * that misbehaves (oversized line, output it does not read) is dropped; the VM never notices. */
 #include "vmm/api.h"
+#include "virtio/blk.h"
 
 #include <errno.h>
 #include <json-c/json.h>
@@ -147,6 +148,12 @@ static struct json_object *info_object(struct vm *vm)
         json_object_object_add(o, "cache", json_object_new_string(k->cache_none ? "none" : "writeback"));
         json_object_object_add(o, "serial", json_object_new_string(k->serial ? k->serial : ""));
         json_object_object_add(o, "pci", json_object_new_string(slot));
+        json_object_object_add(o, "untrusted", json_object_new_boolean(k->untrusted));
+        struct vblk_state st = { 0 };
+        if (vm->disk_info[d].dev)
+            vblk_get_state(vm->disk_info[d].dev, &st);
+        json_object_object_add(o, "state", json_object_new_string(st.corrupt ? "corrupt" : "ok"));
+        json_object_object_add(o, "io_errors", json_object_new_int64((int64_t)st.io_errors));
         json_object_array_add(disks, o);
     }
     json_object_object_add(i, "disks", disks);

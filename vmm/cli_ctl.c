@@ -161,9 +161,10 @@ static int cmd_info(int argc, char **argv)
                     format_size((uint64_t)jint(e, "size"), sz, sizeof(sz));
                     struct json_object *ro;
                     bool readonly = json_object_object_get_ex(e, "readonly", &ro) && json_object_get_boolean(ro);
-                    printf("%s%s (%s, %s, %s, cache=%s, serial '%s', pci %s)\n", labels[k],
+                    printf("%s%s (%s, %s, %s, cache=%s, serial '%s', pci %s), %s, %lld I/O errors\n", labels[k],
                            jstr(e, "path", "?"), jstr(e, "format", "?"), sz, readonly ? "ro" : "rw",
-                           jstr(e, "cache", "?"), jstr(e, "serial", ""), jstr(e, "pci", "?"));
+                           jstr(e, "cache", "?"), jstr(e, "serial", ""), jstr(e, "pci", "?"), jstr(e, "state", "ok"),
+                           (long long)jint(e, "io_errors"));
                 } else if (k == 1 && json_object_is_type(e, json_type_object)) {
                     struct json_object *rx, *tx;
                     printf("%s%s %s (pci %s), link %s", labels[k], jstr(e, "mac", "?"), jstr(e, "backend", "?"),
