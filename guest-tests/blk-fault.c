@@ -7,8 +7,11 @@
  *   fill=1                instead: writes of B bytes from sector S on until one fails or the
  *                         disk ends; with expect=ioerr one must fail
  *   tail=1                the last sector: written, read back; a read past it: IOERR
+ *   hold=SECS             then idle that long before the summary, so that the host can
+ *                         look at the VM (kvmbox info) while it runs
  * Prints "CAPACITY n", "WRITE sector=S len=B status=X" per write that is reported, and
- * "AFTER read status=X" (a read of sector 0) after an expected error; then the summary. */
+ * "AFTER read status=X" (a read of sector 0) after an expected error, "HOLDING" before it
+ * idles; then the summary. */
 #include "virtio.h"
 
 static struct pci_dev devs[PCI_MAX_DEVS];
@@ -123,6 +126,13 @@ void test_main(void)
             one_write(sector, (uint32_t)len, want_ok, w, r);
         if (!want_ok)
             printf("AFTER read status=%s\n", status_name(io(VIRTIO_BLK_T_IN, 0, r, 512)));
+    }
+    uint64_t hold = arg_u64("hold", 0);
+    if (hold) {
+        printf("HOLDING\n");
+        uint64_t t0 = clock_us();
+        while (clock_us() - t0 < hold * 1000000u)
+            __asm__ volatile("sti; hlt; cli" ::: "memory");
     }
     finish();
 }

@@ -32,6 +32,8 @@ static int workload(struct blk *b, uint64_t seed, unsigned count, const char *lo
         return die("log", NULL);
     uint64_t size = blk_length(b);
     uint8_t *buf = malloc(256 << 10);
+    if (!buf)
+        return die("out of memory", NULL);
     srand((unsigned)seed);
     for (unsigned i = 0; i < count; i++) {
         uint64_t len = ((uint64_t)(rand() % 64) + 1) * 4096;
@@ -42,16 +44,21 @@ static int workload(struct blk *b, uint64_t seed, unsigned count, const char *lo
         /* Logged before it starts: a write cut short by a kill may have changed its range. */
         fprintf(f, "S %u %llu %llu\n", i, (unsigned long long)off, (unsigned long long)len);
         fflush(f);
-        if (blk_pwrite(b, buf, len, off) < 0)
+        if (blk_pwrite(b, buf, len, off) < 0) {
+            free(buf);
             return die("write", b);
+        }
         fprintf(f, "W %u %llu %llu\n", i, (unsigned long long)off, (unsigned long long)len);
         if (i % 8 == 7) {
-            if (blk_flush(b) < 0)
+            if (blk_flush(b) < 0) {
+                free(buf);
                 return die("flush", b);
+            }
             fprintf(f, "F %u\n", i);
         }
         fflush(f);
     }
+    free(buf);
     fclose(f);
     return 0;
 }

@@ -459,6 +459,128 @@ sec_check() {
     done
 }
 
+# ---- overlap ------------------------------------------------------------------------------
+# qerrors IMG: qemu-img check's "ERRORS LEAKS".
+qerrors() { local q; q=$(qcheck "$1"); echo "${q#* }"; }
+corrupt_bit() { qemu-img info "$1" | grep -q "corrupt: true"; }
+sec_overlap() {
+    local d=$T/overlap
+    mkdir -p "$d"
+    head -c 4M /dev/urandom >"$d/data.raw"
+    qemu-img convert -O qcow2 "$d/data.raw" "$d/base.qcow2"
+    local B=$d/base.qcow2 L1 L2 RCT RB
+    L1=$(rd64 "$B" 40) L2=$(($(rd64 "$B" "$L1") & 0x00fffffffffffe00)) RCT=$(rd64 "$B" 48) RB=$(rd64 "$B" "$RCT")
+    # name | how | the write (offset length) that must be refused
+    cp "$B" "$d/data-is-l2.qcow2"       # guest cluster 0's data cluster is the L2 table
+    wr64 "$d/data-is-l2.qcow2" "$L2" $((0x8000000000000000 | L2))
+    cp "$B" "$d/data-is-refblock.qcow2" # guest cluster 3's data cluster is the refcount block
+    wr64 "$d/data-is-refblock.qcow2" $((L2 + 24)) $((0x8000000000000000 | RB))
+    cp "$B" "$d/data-is-rct.qcow2"      # guest cluster 5's data cluster is the refcount table
+    wr64 "$d/data-is-rct.qcow2" $((L2 + 40)) $((0x8000000000000000 | RCT))
+    cp "$B" "$d/l2-is-refblock.qcow2"   # the L2 table is the refcount block: a new mapping would be written into it
+    wr64 "$d/l2-is-refblock.qcow2" "$L1" $((0x8000000000000000 | RB))
+    cp "$B" "$d/refblock-is-l2.qcow2"   # the refcount block is the L2 table: a new refcount would be written into it
+    wr64 "$d/refblock-is-l2.qcow2" "$RCT" "$L2"
+    wr64 "$d/refblock-is-l2.qcow2" $((L2 + 80)) 0 # (guest cluster 10 unallocated: writing it allocates)
+    qemu-img create -q -f qcow2 "$d/big.qcow2" 64M
+    for bin in $BINS; do
+        local blkio=${bin%/kvmbox}/tests/blkio
+        for c in "data-is-l2 0 65536" "data-is-refblock $((3 * 65536 + 512)) 4096" "data-is-rct $((5 * 65536)) 512" \
+                 "l2-is-refblock $((20 * 65536)) 65536" "refblock-is-l2 $((10 * 65536)) 4096"; do
+            set -- $c
+            local img=$d/w.qcow2 before after
+            cp "$d/$1.qcow2" "$img"
+            before=$(qerrors "$img")
+            out=$("$blkio" "$img" write "$2" "$3" 9 2>&1)
+            local st=$?
+            after=$(qerrors "$img")
+            if [ $st != 0 ] && grep -q "preventing" <<<"$out" && [ "$after" = "$before" ] && corrupt_bit "$img"; then
+                ok "overlap ($bin): $1: the write is refused ($out), the damage did not grow (qemu-img: $after), the image is marked corrupt"
+            else
+                bad "overlap ($bin): $1: status $st '$out', qemu-img before '$before' after '$after', corrupt bit $(corrupt_bit "$img" && echo set || echo clear)"
+                continue
+            fi
+            out=$("$blkio" "$img" write 0 512 9 2>&1)
+            [ $? != 0 ] && grep -q "marked corrupt" <<<"$out" && ok "overlap ($bin): $1: nothing writes to it afterwards ($out)" ||
+                bad "overlap ($bin): $1: a second writer: $out"
+            # Repaired as far as qemu-img repairs it (an L1 entry pointing at a refcount block
+            # leaves L2 entries past the end, which neither repairs); the mark goes when clean.
+            cp "$d/$1.qcow2" "$d/q.qcow2"
+            qemu-img check -q -r all "$d/q.qcow2" >/dev/null 2>&1
+            img "$bin" check -r all "$img"
+            after=$(qcheck "$img")
+            if [ "$after" = "$(qcheck "$d/q.qcow2")" ] && { [ "$after" != "0  " ] || ! corrupt_bit "$img"; }; then
+                ok "overlap ($bin): $1: check -r all repairs it as far as qemu-img does ('${after// /,}')$([ "$after" = "0  " ] && echo ' and lifts the mark')"
+            else
+                bad "overlap ($bin): $1: after check -r all: '$after' (qemu-img's repair: '$(qcheck "$d/q.qcow2")'), $(qemu-img info "$img" | grep corrupt)"
+            fi
+        done
+        # Ordinary writes are not refused: a clean image stays clean.
+        out=$("$blkio" "$d/big.qcow2" workload 2 1000 "$d/wl.log" 2>&1)
+        [ $? = 0 ] && qemu-img check -q "$d/big.qcow2" && ! corrupt_bit "$d/big.qcow2" &&
+            ok "overlap ($bin): a random write workload on a sound image goes through" || bad "overlap ($bin): workload: $out"
+    done
+
+    if ! have_kvm || [ ! -f "$GT/blk-fault.elf" ]; then
+        echo "SKIP: img safety: overlap through a guest needs /dev/kvm and $GT/blk-fault.elf"
+        return
+    fi
+    # Through a guest: the write fails with IOERR, the VM's log says why, `kvmbox info` shows
+    # the disk corrupt, qemu-img finds no more damage than before and the corrupt bit.
+    for c in "data-is-l2 0" "data-is-refblock 384"; do
+        set -- $c
+        local img=$d/g-$1.qcow2 name=ov-$1 before
+        cp "$d/$1.qcow2" "$img"
+        before=$(qerrors "$img")
+        if ! "$KVMBOX" run --daemonize --name "$name" --kernel "$GT/blk-fault.elf" --mem 64M \
+            --cmdline "write=$2 expect=ioerr hold=600" --disk "$img,format=qcow2" >/dev/null; then
+            bad "overlap: $1: the VM did not start"
+            continue
+        fi
+        VMS+=("$name")
+        local log=$T/run/$name.log
+        for _ in $(seq 600); do grep -q "HOLDING" "$log" 2>/dev/null && break; sleep 0.2; done
+        local info
+        info=$("$KVMBOX" info "$name" --json 2>&1)
+        grep -q "PASS: the write at sector $2 fails with IOERR" "$log" && grep -q "AFTER read status=ioerr" "$log" &&
+            ok "overlap: $1: the guest's write fails with IOERR, and so does its next read" ||
+            bad "overlap: $1: guest: $(grep -E 'WRITE|AFTER|FAIL' "$log" | tr '\n' ' ')"
+        grep -q "^kvmbox: disk $img: .*is corrupt: preventing a data write" "$log" &&
+            ok "overlap: $1: the VM's log says so ($(grep -m1 'is corrupt' "$log" | cut -c1-160)...)" ||
+            bad "overlap: $1: nothing in the VM's log: $(grep kvmbox: "$log" | head -3)"
+        python3 -c 'import json,sys; d=json.loads(sys.argv[1])["disks"][0]; assert d["state"]=="corrupt" and d["io_errors"]>=1, d' "$info" &&
+            ok "overlap: $1: kvmbox info shows the disk corrupt with its I/O errors" || bad "overlap: $1: info: $info"
+        "$KVMBOX" kill "$name" >/dev/null 2>&1
+        [ "$(qerrors "$img")" = "$before" ] && corrupt_bit "$img" &&
+            ok "overlap: $1: qemu-img check finds no more damage than before ($before) and the corrupt bit set" ||
+            bad "overlap: $1: after the guest: qemu-img '$(qerrors "$img")' (before '$before'), $(qemu-img info "$img" | grep corrupt)"
+    done
+
+    # A full host file system: the guest gets an I/O error and the host hears of it. A small
+    # tmpfs in a private mount namespace (needs root and unshare).
+    local m=$d/mnt
+    mkdir -p "$m"
+    if ! unshare -m true 2>/dev/null; then
+        echo "SKIP: img safety: overlap: ENOSPC needs a private mount namespace (unshare -m)"
+        return
+    fi
+    for fmt in qcow2 raw; do
+        out=$(unshare -m sh -c 'mount -t tmpfs -o size=8M kvmbox-enospc "$1" || exit 99
+            if [ "$2" = qcow2 ]; then qemu-img create -q -f qcow2 "$1/img" 64M; else truncate -s 64M "$1/img"; fi
+            "$3" run --kernel "$4" --mem 64M --timeout 600 --cmdline "write=0 fill=1 expect=ioerr" --disk "$1/img,format=$2"
+            echo "STATUS $?"
+            if [ "$2" = qcow2 ]; then qemu-img check "$1/img" >/dev/null 2>&1; echo "QCHECK $?"; else echo "QCHECK 0"; fi' sh "$m" "$fmt" "$KVMBOX" "$GT/blk-fault.elf" 2>&1)
+        if grep -q "STATUS 99" <<<"$out" || [ -z "$out" ]; then
+            echo "SKIP: img safety: overlap: cannot mount a tmpfs here"
+            return
+        fi
+        grep -q "STATUS 1" <<<"$out" && grep -q "PASS: filling the disk: ioerr" <<<"$out" &&
+            grep -q "kvmbox: disk .*: write of .* failed: No space left on device" <<<"$out" && grep -qE "QCHECK (0|3)" <<<"$out" &&
+            ok "overlap: ENOSPC on $fmt: the guest gets an I/O error, the host log says 'No space left on device', no corruption" ||
+            bad "overlap: ENOSPC on $fmt: $(grep -E 'STATUS|QCHECK|kvmbox:|FAIL' <<<"$out" | tr '\n' ' ')"
+    done
+}
+
 for s in $SECTIONS; do
     "sec_$s"
 done
