@@ -48,7 +48,7 @@ static int load_table(struct blk *b, struct sn **out, uint32_t *n)
         uint32_t extra = rd32(h + 36);
         if (extra > 1024 || id_len >= sizeof(s->id) || name_len >= sizeof(s->name) ||
             (uint64_t)s->l1_size * 8 > QCOW2_MAX_L1_BYTES)
-            return qcow2_mark_corrupt(b, "snapshot table entry %u is invalid", i);
+            return blk_set_err(b, -EINVAL, "%s: snapshot table entry %u is invalid", b->path, i);
         uint8_t ex[1024];
         if ((r = file_pread(b->fd, ex, extra, off + SN_HEADER)) < 0 ||
             (r = file_pread(b->fd, s->id, id_len, off + SN_HEADER + extra)) < 0 ||
@@ -236,6 +236,78 @@ int qcow2_snapshot_create(struct blk *b, const char *name)
     return r;
 }
 
+/* The snapshot table's size on disk (0 when it cannot be read: load_table said so). */
+static uint64_t table_bytes(struct blk *b)
+{
+    struct qcow2 *q = Q(b);
+    uint64_t size = 0;
+    for (uint32_t i = 0; i < q->nb_snapshots; i++) {
+        uint8_t h[SN_HEADER];
+        if (file_pread(b->fd, h, sizeof(h), q->snapshots_offset + size) < 0)
+            return 0;
+        size += (SN_HEADER + (uint64_t)rd32(h + 36) + rd16(h + 12) + rd16(h + 14) + 7) & ~7ULL;
+    }
+    return size;
+}
+
+static bool overlaps(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
+{
+    return alen && blen && a < b + blen && b < a + alen;
+}
+
+/* Snapshot I of T (N entries) checked whole before anything is changed: its size as open
+ * would accept it, its L1 table aligned, inside the file, big enough for its size and clear
+ * of all other metadata, and every L2 table it names aligned, inside the file and nothing
+ * but an L2 table. 0, or -EINVAL with the reason. L1 holds the table (I's l1_size entries). */
+static int validate(struct blk *b, const struct sn *t, uint32_t n, uint32_t i, const uint64_t *l1)
+{
+    struct qcow2 *q = Q(b);
+    const struct sn *s = &t[i];
+    uint64_t cs = q->cluster_size, bytes = (uint64_t)s->l1_size * 8, per_l1 = cs * q->l2_entries;
+    char why[BLK_ERRMSG_MAX - 128];
+    if (qcow2_size_ok(s->disk_size, q->cluster_bits, why, sizeof(why)) < 0)
+        return blk_set_err(b, -EINVAL, "snapshot '%s' of %s is damaged: %s", s->name, b->path, why);
+    if (s->l1_size < s->disk_size / per_l1 + (s->disk_size % per_l1 != 0))
+        return blk_set_err(b, -EINVAL, "snapshot '%s' of %s is damaged: its L1 table (%u entries) is too small for "
+                           "its size", s->name, b->path, s->l1_size);
+    if (!bytes)
+        return 0;
+    const char *what = NULL;
+    if ((s->l1_offset & (cs - 1)) || s->l1_offset + bytes > q->file_end || s->l1_offset + bytes < s->l1_offset)
+        what = "is misaligned or past the end of the file";
+    else if (overlaps(s->l1_offset, bytes, 0, cs))
+        what = "overlaps the header";
+    else if (overlaps(s->l1_offset, bytes, q->l1_offset, (uint64_t)q->l1_size * 8))
+        what = "overlaps the active L1 table";
+    else if (overlaps(s->l1_offset, bytes, q->rct_offset, (uint64_t)q->rct_clusters * cs))
+        what = "overlaps the refcount table";
+    else if (overlaps(s->l1_offset, bytes, q->snapshots_offset, table_bytes(b)))
+        what = "overlaps the snapshot table";
+    for (uint32_t k = 0; !what && k < n; k++)
+        if (k != i && overlaps(s->l1_offset, bytes, t[k].l1_offset, (uint64_t)t[k].l1_size * 8))
+            what = "overlaps another snapshot's L1 table";
+    uint64_t where;
+    uint8_t kind = what ? 0 : qcow2_meta_find(q, s->l1_offset, bytes, &where);
+    if (kind && kind != QCOW2_META_FIXED)
+        what = "overlaps an L2 table or a refcount block";
+    if (what)
+        return blk_set_err(b, -EINVAL, "snapshot '%s' of %s is damaged: its L1 table at %#llx %s", s->name, b->path,
+                           (unsigned long long)s->l1_offset, what);
+    for (uint32_t k = 0; k < s->l1_size; k++) {
+        uint64_t e = be64(l1[k]), l2 = e & L1E_OFFSET_MASK;
+        if (!l2)
+            continue;
+        if ((e & ~(L1E_OFFSET_MASK | QCOW_OFLAG_COPIED)) || (l2 & (cs - 1)) || l2 >= q->file_end)
+            what = "is invalid";
+        else if ((kind = qcow2_meta_find(q, l2, cs, &where)) && kind != QCOW2_META_L2)
+            what = "is not an L2 table but other metadata";
+        if (what)
+            return blk_set_err(b, -EINVAL, "snapshot '%s' of %s is damaged: L1 entry %u (L2 table %#llx) %s", s->name,
+                               b->path, k, (unsigned long long)l2, what);
+    }
+    return 0;
+}
+
 int qcow2_snapshot_apply(struct blk *b, const char *key)
 {
     struct qcow2 *q = Q(b);
@@ -250,6 +322,8 @@ int qcow2_snapshot_apply(struct blk *b, const char *key)
         r = -ENOMEM;
     if (r == 0)
         r = file_pread(b->fd, sl1, (size_t)t[i].l1_size * 8, t[i].l1_offset);
+    if (r == 0)
+        r = validate(b, t, n, (uint32_t)i, sl1);          /* before anything changes */
     if (r == 0)
         r = walk(b, sl1, t[i].l1_size, 1);               /* the active table's new references */
     uint64_t nl1 = 0, clusters = ((uint64_t)size * 8 + cs - 1) / cs;
@@ -298,15 +372,17 @@ int qcow2_snapshot_delete(struct blk *b, const char *key)
     qcow2_wait_inplace(b); /* clusters are about to be shared or freed */
     int i = lookup(b, key, &t, &n), r = i < 0 ? i : 0;
     struct sn gone = r == 0 ? t[i] : (struct sn){ 0 };
-    if (r == 0) {
-        memmove(&t[i], &t[i + 1], (n - (uint32_t)i - 1) * sizeof(*t));
-        r = store_table(b, t, n - 1);
-    }
     uint64_t *l1 = NULL;
     if (r == 0 && !(l1 = calloc(gone.l1_size ? gone.l1_size : 1, 8)))
         r = -ENOMEM;
     if (r == 0)
         r = file_pread(b->fd, l1, (size_t)gone.l1_size * 8, gone.l1_offset);
+    if (r == 0)
+        r = validate(b, t, n, (uint32_t)i, l1); /* freeing what a damaged table names would free anything */
+    if (r == 0) {
+        memmove(&t[i], &t[i + 1], (n - (uint32_t)i - 1) * sizeof(*t));
+        r = store_table(b, t, n - 1);
+    }
     if (r == 0)
         r = drop_tree(b, l1, gone.l1_size, gone.l1_offset);
     if (r == 0)

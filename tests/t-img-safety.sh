@@ -581,6 +581,56 @@ sec_overlap() {
     done
 }
 
+# ---- snapshot -----------------------------------------------------------------------------
+sec_snapshot() {
+    local d=$T/snapshot
+    mkdir -p "$d"
+    head -c 4M /dev/urandom >"$d/data.raw"
+    qemu-img convert -O qcow2 "$d/data.raw" "$d/snap.qcow2"
+    qemu-img snapshot -c s1 "$d/snap.qcow2"
+    qemu-io -c 'write -P 0x77 0 1M' "$d/snap.qcow2" >/dev/null
+    local S=$d/snap.qcow2 SNT RCT L1 RB SL1 SL2
+    SNT=$(rd64 "$S" 64) RCT=$(rd64 "$S" 48) L1=$(rd64 "$S" 40) RB=$(rd64 "$S" "$RCT") SL1=$(rd64 "$S" "$SNT")
+    SL2=$(($(rd64 "$S" "$SL1") & 0x00fffffffffffe00))
+    # name | field offset | value
+    local cases=(
+        "l1-is-the-refcount-table|$SNT|$(printf '%016x' "$RCT")"
+        "l1-is-the-active-l1|$SNT|$(printf '%016x' "$L1")"
+        "l1-is-the-header|$SNT|0000000000000000"
+        "l1-is-a-refcount-block|$SNT|$(printf '%016x' "$RB")"
+        "l1-misaligned|$SNT|$(printf '%016x' $((SL1 + 512)))"
+        "l1-past-eof|$SNT|00007f0000000000"
+        "l1-too-small-for-the-size|$((SNT + 8))|00000000"
+        "l1-entry-is-the-refcount-table|$SL1|$(printf '%016x' "$RCT")"
+        "l1-entry-is-a-refcount-block|$SL1|$(printf '%016x' "$RB")"
+        "l1-entry-is-the-active-l1|$SL1|$(printf '%016x' "$L1")"
+        "l1-entry-misaligned|$SL1|$(printf '%016x' $((SL2 + 512)))"
+        "size-absurd|$((SNT + 48))|1000000000000000"
+    )
+    for bin in $BINS; do
+        for c in "${cases[@]}"; do
+            IFS='|' read -r name off hex <<<"$c"
+            local img=$d/h.qcow2 s0 q
+            cp "$S" "$img"
+            wr "$img" "$off" "$hex"
+            cp "$img" "$d/q.qcow2"
+            q=$(qemu-img snapshot -a s1 "$d/q.qcow2" 2>&1 >/dev/null) && q="qemu-img applies it" || q="qemu-img refuses it too"
+            s0=$(sha "$img")
+            img "$bin" snapshot -a s1 "$img" || continue
+            refused && [ "$(sha "$img")" = "$s0" ] && ok "snapshot ($bin): $name: apply refused, nothing changed ($err; $q)" ||
+                bad "snapshot ($bin): $name: apply: status $rc '$err', image $([ "$(sha "$img")" = "$s0" ] && echo unchanged || echo CHANGED)"
+            img "$bin" snapshot -d s1 "$img" || continue
+            refused && [ "$(sha "$img")" = "$s0" ] && ok "snapshot ($bin): $name: delete refused too, nothing changed" ||
+                bad "snapshot ($bin): $name: delete: status $rc '$err', image $([ "$(sha "$img")" = "$s0" ] && echo unchanged || echo CHANGED)"
+        done
+        # A sound snapshot still applies, and the image reads as it did when it was taken.
+        cp "$S" "$d/good.qcow2"
+        img "$bin" snapshot -a s1 "$d/good.qcow2"
+        [ $rc = 0 ] && qemu-img compare -q "$d/good.qcow2" "$d/data.raw" && qemu-img check -q "$d/good.qcow2" &&
+            ok "snapshot ($bin): a sound snapshot applies and reads as it was taken" || bad "snapshot ($bin): sound apply: $rc $err"
+    done
+}
+
 for s in $SECTIONS; do
     "sec_$s"
 done
