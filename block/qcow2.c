@@ -181,7 +181,7 @@ static int parse_header(struct blk *b, const uint8_t *h, uint64_t file_size, cha
     if (!q->rct_clusters || (uint64_t)q->rct_clusters * q->cluster_size > QCOW2_MAX_RCT_BYTES ||
         !qcow2_offset_ok(b, q->rct_offset) || q->rct_offset + (uint64_t)q->rct_clusters * q->cluster_size > file_size)
         return snprintf(err, errlen, "%s: refcount table (%u clusters at %#llx) is invalid or past the end of the file", b->path, q->rct_clusters, (unsigned long long)q->rct_offset), -EINVAL;
-    if (q->nb_snapshots > 65536 || (q->nb_snapshots && !qcow2_offset_ok(b, q->snapshots_offset)))
+    if (q->nb_snapshots > QCOW2_MAX_SNAPSHOTS || (q->nb_snapshots && !qcow2_offset_ok(b, q->snapshots_offset)))
         return snprintf(err, errlen, "%s: bad snapshot table", b->path), -EINVAL;
     uint64_t bf_off = rd64(h + 8);
     uint32_t bf_len = rd32(h + 16);

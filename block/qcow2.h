@@ -21,6 +21,7 @@
 #define QCOW2_MAX_L1_BYTES (32u << 20)          /* as qemu: bounds what a header can make us allocate */
 #define QCOW2_MAX_RCT_BYTES (8u << 20)
 #define QCOW2_MAX_SIZE (1ULL << 56)             /* 64 PiB: offsets are 56-bit */
+#define QCOW2_MAX_SNAPSHOTS 65536               /* as qemu: open refuses more, so create does */
 
 #define QCOW2_INCOMPAT_DIRTY 0x1ULL
 #define QCOW2_INCOMPAT_CORRUPT 0x2ULL

@@ -64,6 +64,8 @@ static void compressed_span(struct qcow2 *q, uint64_t e, uint64_t *host, uint64_
     *len = sectors * 512 - (*host & 511);
 }
 
+static bool safe_l2(struct qcow2 *q, uint64_t off);
+
 /* NEXT: where the previous data cluster of the active table ended, for the fragmentation
  * statistics (qemu-img's: a cluster not right after the previous one is fragmented, and so
  * is every compressed cluster). */
@@ -92,7 +94,7 @@ static int count_l2(struct counter *c, uint64_t l2_off, bool active, uint64_t *n
              * not free what the entry may still point at. A preallocated zero cluster loses
              * its offset instead, when repairing. */
             problem(c, "data cluster offset %#llx is not cluster-aligned", host);
-            if (active && (c->repair & BLK_REPAIR_ERRORS) && qcow2_entry_is_zero(q, e) &&
+            if (active && (c->repair & BLK_REPAIR_ERRORS) && qcow2_entry_is_zero(q, e) && safe_l2(q, l2_off) &&
                 file_pwrite(c->b->fd, &(uint64_t){ htobe64(QCOW_OFLAG_ZERO) }, 8, l2_off + 8ULL * i) == 0) {
                 c->res->corruptions--, c->res->corruptions_fixed++;
                 qcow2_cache_drop(&q->l2c, l2_off);

@@ -210,6 +210,8 @@ int qcow2_snapshot_create(struct blk *b, const char *name)
     uint64_t cs = q->cluster_size, l1_clusters = ((uint64_t)q->l1_size * 8 + cs - 1) / cs, l1 = 0;
     if (r == 0 && strlen(name) >= sizeof(t->name))
         r = blk_set_err(b, -EINVAL, "snapshot name too long");
+    if (r == 0 && n >= QCOW2_MAX_SNAPSHOTS) /* one more and open would refuse the image */
+        r = blk_set_err(b, -EFBIG, "%s has %u snapshots, the most an image may have", b->path, n);
     if (r == 0)
         r = walk(b, q->l1, q->l1_size, 1);               /* the snapshot's references */
     if (r == 0)

@@ -137,7 +137,7 @@ sec_locks() {
     q=$(qemu-img info "$d/img.qcow2" 2>&1) && bad "locks: qemu-img info opened a running kvmbox VM's image" ||
         ok "locks: qemu-img info refuses a running kvmbox VM's image ($(head -1 <<<"$q"))"
     q=$(qemu-img create -f qcow2 "$d/img.qcow2" 1M 2>&1 >/dev/null) && bad "locks: qemu-img create truncated it" ||
-        ok "locks: so does qemu-img create ($q)"
+        ok "locks: so does qemu-img create ($(head -1 <<<"$q"))"
     q=$(qemu-img info "$d/base.qcow2" 2>&1) && ok "locks: qemu-img reads the VM's backing file" ||
         bad "locks: qemu-img info of the backing file: $q"
     [ "$(sha "$d/img.qcow2")" = "$s0" ] && ok "locks: the image is intact" || bad "locks: the image changed"
