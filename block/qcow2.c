@@ -254,6 +254,15 @@ static int qcow2_open(struct blk *b, int flags, char *err, size_t errlen)
             return snprintf(err, errlen, "%s", b->errmsg), -EIO;
         q->incompat &= ~QCOW2_INCOMPAT_DIRTY;
     }
+    /* Auto-clear features (persistent dirty bitmaps, ...) describe data kvmbox does not keep
+     * up to date: the spec lets a writer that does not know them write only after clearing
+     * them, which tells QEMU their data is stale (else a bitmap would miss our writes). */
+    if ((flags & BLK_O_RDWR) && q->version >= 3 && q->autoclear) {
+        uint64_t zero = 0;
+        if ((r = qcow2_write_header_field(b, 88, &zero, 8)) < 0 || fdatasync(b->fd) < 0)
+            return snprintf(err, errlen, "%s", r < 0 ? b->errmsg : strerror(errno)), r < 0 ? r : -EIO;
+        q->autoclear = 0;
+    }
     /* Writes are checked against every metadata cluster (the backing file is opened by
      * block/open.c, through qcow2_backing_name). */
     if ((flags & BLK_O_RDWR) && (r = qcow2_meta_build(b)) < 0)

@@ -456,6 +456,14 @@ sec_check() {
                 qemu-img compare -q "$d/k.qcow2" "$d/data.raw" 2>/dev/null && ok "check ($bin): $c: data intact" || bad "check ($bin): $c: data changed" ;;
             esac
         done
+        # A persistent dirty bitmap kvmbox does not keep: writing clears the auto-clear bit
+        # (QEMU then knows the bitmap is stale instead of trusting it to list our writes).
+        qemu-img create -q -f qcow2 "$d/bm.qcow2" 4M
+        qemu-img bitmap --add "$d/bm.qcow2" b0
+        "${bin%/kvmbox}/tests/blkio" "$d/bm.qcow2" write 0 4096 1 >/dev/null 2>&1
+        qemu-img info "$d/bm.qcow2" 2>&1 | grep -q "bitmaps are now considered inconsistent" &&
+            ok "check ($bin): a write to an image with a dirty bitmap marks the bitmap stale for QEMU" ||
+            bad "check ($bin): a dirty bitmap survived a kvmbox write as if it were current"
     done
 }
 
