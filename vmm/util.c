@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -143,5 +144,41 @@ int write_full(int fd, const void *buf, size_t len)
         p += n;
         len -= (size_t)n;
     }
+    return 0;
+}
+
+int dir_make_private(const char *path, unsigned forbidden, char *err, size_t errlen)
+{
+    char tmp[4096];
+    if (snprintf(tmp, sizeof(tmp), "%s", path) >= (int)sizeof(tmp) || !tmp[0])
+        return errf(err, errlen, -ENAMETOOLONG, "%s: bad directory name", path);
+    /* Parents: made 0700 when missing. Only the last component is checked: it holds our
+     * files, and its owner alone can add or replace entries in it. */
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = 0;
+        mkdir(tmp, 0700); /* a failure shows in the last mkdir */
+        *p = '/';
+    }
+    if (mkdir(path, 0700) < 0 && errno != EEXIST) {
+        int e = errno;
+        return errf(err, errlen, -e, "cannot create %s: %s", path, strerror(e));
+    }
+    struct stat st;
+    if (lstat(path, &st) < 0) {
+        int e = errno;
+        return errf(err, errlen, -e, "%s: %s", path, strerror(e));
+    }
+    if (S_ISLNK(st.st_mode))
+        return errf(err, errlen, -ELOOP, "%s is a symbolic link, not a directory of yours", path);
+    if (!S_ISDIR(st.st_mode))
+        return errf(err, errlen, -ENOTDIR, "%s is not a directory", path);
+    if (st.st_uid != geteuid())
+        return errf(err, errlen, -EPERM, "%s belongs to uid %u, not to you (uid %u): another user may "
+                    "have made it", path, (unsigned)st.st_uid, (unsigned)geteuid());
+    if (st.st_mode & forbidden)
+        return errf(err, errlen, -EPERM, "%s is open to other users (mode %04o; chmod %s it)", path,
+                    (unsigned)(st.st_mode & 07777), forbidden == 077 ? "700" : "go-w");
     return 0;
 }
