@@ -494,7 +494,7 @@ int kvmbox_vm_create(const struct kvmbox_config *cfg, struct kvmbox_vm **out,
     if (r == 0)
         r = devices_create(vm, err, sizeof(err));
     if (r == 0 && vm->api_sock && (r = api_start(vm, vm->api_sock, &vm->api, err, sizeof(err))) < 0)
-        vm->config_error = r == -EADDRINUSE;
+        vm->config_error = r == -EADDRINUSE || r == -EEXIST || r == -ENAMETOOLONG;
     if (r == 0)
         r = machine_build(vm, err, sizeof(err));
     if (r < 0) {
