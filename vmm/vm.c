@@ -572,6 +572,12 @@ int kvmbox_vm_run(struct kvmbox_vm *k, struct kvmbox_result *res)
     if (vm->vcpus)
         vcpus_stop(vm);
     devices_quiesce(vm);
+    if (vm->cfg.on_end) {
+        struct kvmbox_result end = vm->result;
+        if (r < 0)
+            set_result(&end, r, err);
+        vm->cfg.on_end(&end, vm->cfg.on_end_opaque);
+    }
     api_stop(vm->api); /* answers "wait" requests with the result */
     vm->api = NULL;
     if (r < 0) {
