@@ -187,6 +187,11 @@ static char *clone_disk(const char *spec, const char *new_name, int idx, bool li
     const char *ext = strrchr(src_abs, '.');
     snprintf(dst, sizeof(dst), "%s/%s-disk%d%s", dirname(dir), new_name, idx,
              linked ? ".qcow2" : (ext && !strchr(ext, '/') ? ext : ""));
+    struct stat st;
+    if (lstat(dst, &st) == 0) { /* the copy is made with O_EXCL; the overlay must not truncate either */
+        errf(err, errlen, -EEXIST, "%s already exists; not overwriting it", dst);
+        return NULL;
+    }
     if (linked) {
         /* The source's format (when the definition does not say) and its size: the overlay
          * has the same size. */
