@@ -266,7 +266,7 @@ void sandbox_selftest(enum sandbox_class cls)
     if (!want || thread_class != (int)cls || strcmp(want, class_names[cls]))
         return;
     /* A call no class needs: opening a file for writing. */
-    int fd = open("/tmp/kvmbox-sandbox-selftest", O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    int fd = open("/tmp/kvmbox-sandbox-selftest", O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0600);
     if (fd >= 0)
         close(fd);
 }
