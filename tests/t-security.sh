@@ -12,8 +12,9 @@
 #   3. every verb refuses a VM name that is not a plain name (`info ../x/victim` removed
 #      victim.sock outside the runtime directory; `start ../d` read any d.json; `clone
 #      ../defs/a b` skipped the running check);
-#   4. define does not follow a symlink planted at its temporary file; --api-sock PATH
-#      removes nothing but a stale socket;
+#   4. define does not follow a symlink planted at its temporary file; clone --linked does
+#      not truncate a file at its new disk's name; --api-sock PATH removes nothing but a
+#      stale socket;
 #   5. stalled API clients (half a request each, in every slot) do not lock management out:
 #      `kvmbox info` gets through, stallers are dropped after the request timeout, console
 #      and wait clients are not, and console/wait clients cannot take the last slots;
@@ -213,6 +214,14 @@ echo "precious too" >"$T/precious2"
 out=$("$KVMBOX" run --kernel "$DE" --api-sock "$T/precious2" --timeout 10 </dev/null 2>&1 >/dev/null); rc=$?
 expect "--api-sock naming a regular file is refused, status 2 ($out)" '[ $rc = 2 ] && grep -q "not a socket" <<<"$out"'
 expect "and the file is untouched" '[ "$(cat "$T/precious2")" = "precious too" ]'
+# clone --linked made its overlay with O_TRUNC over whatever had the new disk's name.
+truncate -s 1M "$T/src.img"
+printf '{ "name": "c1", "kernel": "%s", "mem": "64M", "disk": ["%s,format=raw"] }\n' "$PWD/$DE" "$T/src.img" >"$T/c1.json"
+"$KVMBOX" define "$T/c1.json" >/dev/null
+echo "an older disk" >"$T/c2-disk0.qcow2"
+out=$("$KVMBOX" clone c1 c2 --linked 2>&1); rc=$?
+expect "clone --linked refuses to overwrite a file at the new disk's name ($out)" '[ $rc = 1 ] && grep -q "already exists" <<<"$out"'
+expect "and leaves it as it was" '[ "$(cat "$T/c2-disk0.qcow2")" = "an older disk" ] && [ ! -e "$T/defs/c2.json" ]'
 python3 -c 'import socket,sys; s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1])' "$T/stale.sock"
 "$KVMBOX" run --kernel "$DE" --api-sock "$T/stale.sock" --timeout 10 </dev/null >/dev/null 2>"$T/err"; rc=$?
 expect "--api-sock naming a stale socket takes it over (status $rc: $(head -1 "$T/err"))" '[ $rc = 43 ]'
