@@ -424,6 +424,11 @@ static int daemonize_and_run(struct run_ctx *c)
         return daemon_parent(pid, p[0], o->vm.name);
     }
     close(p[0]);
+    if (p[1] < 3) { /* the caller ran us with stdin, stdout or stderr closed */
+        int fd = fcntl(p[1], F_DUPFD_CLOEXEC, 3);
+        close(p[1]);
+        p[1] = fd;
+    }
     close_inherited_fds(p[1]);
     setsid();
     int null = open("/dev/null", O_RDWR | O_CLOEXEC);
