@@ -212,6 +212,9 @@ void cli_log_stop(struct cli_log *l)
     dup2(null, STDOUT_FILENO), dup2(null, STDERR_FILENO);
     pthread_join(l->thread, NULL);
     dup2(l->cur_fd, STDERR_FILENO);
+    struct stat st;
+    if (fstat(l->old_fd, &st) == 0 && st.st_size == 0)
+        unlinkat(l->dir_fd, l->old_name, 0); /* never rotated: no clutter */
     if (null >= 0)
         close(null);
     log_free(l);
