@@ -145,6 +145,15 @@ NS
     chmod 700 "$T"
 fi
 
+# A runtime directory of one's own that others may only read is made private; one they may
+# write to is refused (they could have planted anything).
+mkdir -m 755 "$T/rt2"
+KVMBOX_RUNTIME_DIR=$T/rt2 "$KVMBOX" list >/dev/null 2>&1; rc=$?
+expect "a runtime directory of one's own with mode 0755 is made 0700 (status $rc)" '[ $rc = 0 ] && [ "$(stat -c %a "$T/rt2")" = 700 ]'
+chmod 1777 "$T/rt2"
+out=$(KVMBOX_RUNTIME_DIR=$T/rt2 "$KVMBOX" list 2>&1); rc=$?
+expect "one writable by others is refused ($out)" '[ $rc = 1 ] && grep -q "writable by other users" <<<"$out"'
+
 # --- 2. a control socket served by another user ---
 if [ $ROOT = 1 ]; then
     mkdir -p "$T/run" "$T/pub" && chmod 700 "$T/run" && chmod 711 "$T" && chown "$NOBODY" "$T/pub"

@@ -1,6 +1,7 @@
 #include "vmm/util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -165,20 +166,32 @@ int dir_make_private(const char *path, unsigned forbidden, char *err, size_t err
         int e = errno;
         return errf(err, errlen, -e, "cannot create %s: %s", path, strerror(e));
     }
-    struct stat st;
-    if (lstat(path, &st) < 0) {
+    /* Opened without following a symlink, then checked and (only) tightened through the
+     * descriptor: what is checked is what is changed. */
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0 && errno == ELOOP)
+        return errf(err, errlen, -ELOOP, "%s is a symbolic link, not a directory of yours", path);
+    if (fd < 0 && errno == ENOTDIR)
+        return errf(err, errlen, -ENOTDIR, "%s is not a directory", path);
+    if (fd < 0) {
         int e = errno;
         return errf(err, errlen, -e, "%s: %s", path, strerror(e));
     }
-    if (S_ISLNK(st.st_mode))
-        return errf(err, errlen, -ELOOP, "%s is a symbolic link, not a directory of yours", path);
-    if (!S_ISDIR(st.st_mode))
-        return errf(err, errlen, -ENOTDIR, "%s is not a directory", path);
-    if (st.st_uid != geteuid())
-        return errf(err, errlen, -EPERM, "%s belongs to uid %u, not to you (uid %u): another user may "
-                    "have made it", path, (unsigned)st.st_uid, (unsigned)geteuid());
-    if (st.st_mode & forbidden)
-        return errf(err, errlen, -EPERM, "%s is open to other users (mode %04o; chmod %s it)", path,
-                    (unsigned)(st.st_mode & 07777), forbidden == 077 ? "700" : "go-w");
-    return 0;
+    struct stat st;
+    int r = fstat(fd, &st) < 0 ? -errno : 0;
+    if (r == 0 && st.st_uid != geteuid())
+        r = errf(err, errlen, -EPERM, "%s belongs to uid %u, not to you (uid %u): another user may "
+                 "have made it", path, (unsigned)st.st_uid, (unsigned)geteuid());
+    else if (r == 0 && (st.st_mode & forbidden & 022))
+        /* Others could have put anything in it already. */
+        r = errf(err, errlen, -EPERM, "%s is writable by other users (mode %04o)", path,
+                 (unsigned)(st.st_mode & 07777));
+    else if (r == 0 && (st.st_mode & forbidden) && fchmod(fd, st.st_mode & 07777 & ~forbidden) < 0)
+        /* Ours, and only readable by others (mkdir -p under umask 022): nobody could have put
+         * anything in it, so taking the read bits away is all it needs. */
+        r = errf(err, errlen, -errno, "cannot make %s private (chmod go-rwx): %s", path, strerror(errno));
+    else if (r < 0)
+        errf(err, errlen, r, "%s: %s", path, strerror(-r));
+    close(fd);
+    return r;
 }
