@@ -54,6 +54,7 @@ python3 -c 'import sys; sys.stdout.write("".join("L%03d %s\n" % (i, "x" * 24) fo
     timeout -k 5 120 "$KVMBOX" console lg >/dev/null 2>&1
 wait_for "$T/run/lg.log" "ECHO: L099" 30 || wait_for "$T/run/lg.log.1" "ECHO: L099" 1
 "$KVMBOX" kill lg >/dev/null
+wait_for "$T/run/lg.log" "kvmbox: VM lg ended" 10 # written once the VM process has drained its output
 s0=$(stat -c %s "$T/run/lg.log" 2>/dev/null) s1=$(stat -c %s "$T/run/lg.log.1" 2>/dev/null)
 expect "NAME.log ($s0 bytes) and NAME.log.1 (${s1:-none}) stay within KVMBOX_LOG_MAX=1024" \
     '[ "${s0:-99999}" -le 1024 ] && [ "${s1:-0}" -gt 0 ] && [ "${s1:-99999}" -le 1024 ]'
@@ -114,6 +115,7 @@ mkdir -m 700 "$T/else"
 expect "list shows a VM whose socket is elsewhere" '"$KVMBOX" list | grep -q "^as1 *running"'
 expect "info reaches it by name" '[ "$("$KVMBOX" info as1 --json | jfield name)" = as1 ]'
 "$KVMBOX" kill as1 >/dev/null
+for _ in $(seq 50); do [ -e "$T/else/as1.sock" ] || [ -L "$T/run/as1.sock" ] || break; sleep 0.1; done
 expect "after it ends neither its socket nor the name's link is left" '[ ! -e "$T/else/as1.sock" ] && [ ! -L "$T/run/as1.sock" ]'
 out=$("$KVMBOX" run --daemonize --name as2 --api-sock "as2.sock" --kernel "$K" --mem 64M 2>&1)
 expect "a relative --api-sock works too ($out)" '"$KVMBOX" info as2 >/dev/null 2>&1'

@@ -201,7 +201,7 @@ int cli_log_start(const char *name, bool sandbox, struct cli_log **out, char *er
     return 0;
 }
 
-void cli_log_stop(struct cli_log *l)
+void cli_log_stop(struct cli_log *l, const char *last_line)
 {
     if (!l)
         return;
@@ -211,6 +211,11 @@ void cli_log_stop(struct cli_log *l)
     int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
     dup2(null, STDOUT_FILENO), dup2(null, STDERR_FILENO);
     pthread_join(l->thread, NULL);
+    if (last_line && *last_line) { /* after the guest's last output, which may end mid-line */
+        if (!l->at_line_end)
+            log_write(l, "\n", 1);
+        log_write(l, last_line, strlen(last_line));
+    }
     dup2(l->cur_fd, STDERR_FILENO);
     struct stat st;
     if (fstat(l->old_fd, &st) == 0 && st.st_size == 0)

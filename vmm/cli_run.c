@@ -153,6 +153,7 @@ struct run_ctx {
     char sock[4200];           /* RUNTIME/NAME.sock, when there is no --api-sock */
     char alias[4200];          /* RUNTIME/NAME.sock -> the --api-sock path; "" when none */
     char alias_target[PATH_MAX];
+    char end_line[KVMBOX_MSG_MAX + 160]; /* a daemon's last log line */
 };
 
 static const char *const reason_names[] = {
@@ -216,13 +217,12 @@ static void on_end(const struct kvmbox_result *res, void *opaque)
     if (c->keep_status)
         write_status(c->o->vm.name, status, res, sig);
     remove_alias(c); /* the name now leads to the record just written */
-    if (c->daemon) { /* the last line of NAME.log */
-        if (sig)
-            fprintf(stderr, "kvmbox: VM %s ended: stopped by signal %d (%s), status %d\n", c->o->vm.name, sig,
-                    strsignal(sig), status);
-        else
-            fprintf(stderr, "kvmbox: VM %s ended: %s, status %d\n", c->o->vm.name, res->message, status);
-    }
+    if (c->daemon && sig) /* the last line of NAME.log, written once all output is in */
+        snprintf(c->end_line, sizeof(c->end_line), "kvmbox: VM %s ended: stopped by signal %d (%s), status %d\n",
+                 c->o->vm.name, sig, strsignal(sig), status);
+    else if (c->daemon)
+        snprintf(c->end_line, sizeof(c->end_line), "kvmbox: VM %s ended: %s, status %d\n", c->o->vm.name,
+                 res->message, status);
 }
 
 /* A VM whose control socket is elsewhere (--api-sock) is found by name through a symlink
@@ -455,7 +455,7 @@ static int daemonize_and_run(struct run_ctx *c)
     } else {
         status = run_built(c, vm, false);
     }
-    cli_log_stop(log);
+    cli_log_stop(log, c->end_line);
     _exit(status);
 }
 

@@ -169,15 +169,15 @@ int dir_make_private(const char *path, unsigned forbidden, char *err, size_t err
     /* Opened without following a symlink, then checked and (only) tightened through the
      * descriptor: what is checked is what is changed. */
     int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0 && errno == ELOOP)
-        return errf(err, errlen, -ELOOP, "%s is a symbolic link, not a directory of yours", path);
-    if (fd < 0 && errno == ENOTDIR)
-        return errf(err, errlen, -ENOTDIR, "%s is not a directory", path);
+    struct stat st;
+    if (fd < 0 && (errno == ELOOP || errno == ENOTDIR)) /* O_DIRECTORY may say ENOTDIR for a link */
+        return lstat(path, &st) == 0 && S_ISLNK(st.st_mode)
+                   ? errf(err, errlen, -ELOOP, "%s is a symbolic link, not a directory of yours", path)
+                   : errf(err, errlen, -ENOTDIR, "%s is not a directory", path);
     if (fd < 0) {
         int e = errno;
         return errf(err, errlen, -e, "%s: %s", path, strerror(e));
     }
-    struct stat st;
     int r = fstat(fd, &st) < 0 ? -errno : 0;
     if (r == 0 && st.st_uid != geteuid())
         r = errf(err, errlen, -EPERM, "%s belongs to uid %u, not to you (uid %u): another user may "
