@@ -545,7 +545,7 @@ static void handle_lines(struct api *a, struct client *cl)
         enum api_action act = api_handle(a->vm, cl->in, len, &reply);
         memmove(cl->in, nl + 1, cl->in_len - len - 1);
         cl->in_len -= len + 1;
-        cl->deadline = request_deadline();
+        cl->deadline = cl->waiting ? 0 : request_deadline(); /* a waiting client may ask more */
         if ((act == API_WAIT || act == API_REPLY_THEN_CONSOLE) &&
             long_lived_clients(a) >= API_MAX_CLIENTS - API_RESERVED_CLIENTS) {
             free(reply);
