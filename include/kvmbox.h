@@ -56,6 +56,8 @@ struct kvmbox_nic {
     const char *hostfwd[KVMBOX_MAX_HOSTFWD];
 };
 
+struct kvmbox_result;
+
 struct kvmbox_config {
     const char *kernel;        /* bzImage, ELF with a PVH note, or multiboot ELF */
     const char *initrd;        /* optional */
@@ -78,13 +80,20 @@ struct kvmbox_config {
     bool no_balloon;           /* no virtio-balloon device (it is there by default) */
     bool no_sandbox;           /* run kvmbox's threads without their seccomp filters */
     const char *runtime_dir;   /* where segment sockets live; NULL: $XDG_RUNTIME_DIR/kvmbox,
-                                * /run/kvmbox for root, else /tmp/kvmbox-UID */
+                                * /run/kvmbox for root, else /tmp/kvmbox-UID (it must be the
+                                * user's own directory, mode 0700: kvmbox refuses another's) */
     /* Run-time events the host should hear of (a disk found corrupt, failed I/O, warnings):
      * one line each, no newline, called from any of the VM's threads (possibly several at
      * once) while devices hold their locks, so it must not call back into the library.
      * Devices rate-limit what they send. NULL: the lines are dropped. */
     void (*log)(void *opaque, const char *line);
     void *log_opaque;
+    /* Called once, on the thread in kvmbox_vm_run, when the VM has ended: before its control
+     * socket is removed and "wait" requests are answered, so what it records (the CLI keeps
+     * the exit status for `kvmbox wait` and `info`) is in place before anyone can see the VM
+     * gone. NULL: nothing is called. */
+    void (*on_end)(const struct kvmbox_result *res, void *opaque);
+    void *on_end_opaque;
 };
 
 enum kvmbox_stop {

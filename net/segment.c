@@ -6,7 +6,6 @@
  * Sends never block: a member that does not keep up loses frames, the others do not notice. */
 #include <dirent.h>
 #include <errno.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,15 +63,39 @@ static int sock_addr(const struct net_segment *s, const char *name, struct socka
     return n > 0 && (size_t)n < sizeof(a->sun_path) ? 0 : -ENAMETOOLONG;
 }
 
-/* Member sockets are named PID.N.sock: a stale one (its process gone) is removed. */
-static void remove_if_stale(struct net_segment *s, const char *name)
+/* A member socket nobody is bound to any more (its VM was killed before it could remove
+ * it) refuses datagrams: ECONNREFUSED. Removed, if it is still the socket that refused. */
+static void remove_if_stale(const struct sockaddr_un *a)
 {
-    long pid = strtol(name, NULL, 10);
-    if (pid > 0 && kill((pid_t)pid, 0) < 0 && errno == ESRCH) {
+    struct stat before, after;
+    if (lstat(a->sun_path, &before) < 0 || !S_ISSOCK(before.st_mode))
+        return;
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return;
+    bool stale = connect(fd, (const struct sockaddr *)a, sizeof(*a)) < 0 && errno == ECONNREFUSED;
+    close(fd);
+    if (stale && lstat(a->sun_path, &after) == 0 && after.st_dev == before.st_dev &&
+        after.st_ino == before.st_ino)
+        unlink(a->sun_path);
+}
+
+/* Run when joining (on the thread that builds the VM): members of VMs that died are removed,
+ * so they are neither flooded for ever nor left behind. The I/O thread only skips them: its
+ * sandbox has no unlink. */
+static void sweep(struct net_segment *s)
+{
+    DIR *d = opendir(s->dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t l = strlen(e->d_name);
         struct sockaddr_un a;
-        if (sock_addr(s, name, &a) == 0)
-            unlink(a.sun_path);
+        if (l > 5 && !strcmp(e->d_name + l - 5, ".sock") && sock_addr(s, e->d_name, &a) == 0)
+            remove_if_stale(&a);
     }
+    closedir(d);
 }
 
 static void scan(struct net_segment *s)
@@ -100,10 +123,8 @@ static bool send_to(struct net_segment *s, const char *name, const void *buf, si
         return false;
     if (sendto(s->fd, buf, len, MSG_DONTWAIT, (struct sockaddr *)&a, sizeof(a)) >= 0)
         return true;
-    if (errno == ECONNREFUSED || errno == ENOENT) {
-        remove_if_stale(s, name);
-        s->last_scan = 0; /* the membership changed: rescan before the next frame */
-    }
+    if (errno == ECONNREFUSED || errno == ENOENT)
+        s->last_scan = 0; /* the membership changed (or a member died): rescan before the next frame */
     return false; /* EAGAIN: that member is behind; its loss */
 }
 
@@ -195,21 +216,6 @@ static const struct net_ops segment_ops = {
     .poll_handle = seg_poll_handle, .destroy = seg_destroy,
 };
 
-static int mkdir_p(const char *path)
-{
-    char buf[3072];
-    snprintf(buf, sizeof(buf), "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(buf, 0700) < 0 && errno != EEXIST)
-            return -errno;
-        *p = '/';
-    }
-    return mkdir(buf, 0700) < 0 && errno != EEXIST ? -errno : 0;
-}
-
 static void default_runtime_dir(char *buf, size_t len)
 {
     const char *x = getenv("XDG_RUNTIME_DIR");
@@ -237,12 +243,21 @@ int net_segment_open(const struct kvmbox_nic *nic, const char *vm_name, const ch
         snprintf(rt, sizeof(rt), "%s", runtime_dir);
     else
         default_runtime_dir(rt, sizeof(rt));
-    snprintf(s->dir, sizeof(s->dir), "%s/segments/%s", rt, nic->name);
-    int r = mkdir_p(s->dir);
+    /* Each level must be ours alone (mode 0700): another user who made the runtime
+     * directory first would see, and could send, the segment's frames. */
+    char why[512], segs[2100];
+    snprintf(segs, sizeof(segs), "%s/segments", rt);
+    snprintf(s->dir, sizeof(s->dir), "%s/%s", segs, nic->name);
+    int r = dir_make_private(rt, 077, why, sizeof(why));
+    if (r == 0)
+        r = dir_make_private(segs, 077, why, sizeof(why));
+    if (r == 0)
+        r = dir_make_private(s->dir, 077, why, sizeof(why));
     if (r < 0) {
         free(s);
-        return errf(err, errlen, r, "segment %s: cannot create %s: %s", nic->name, s->dir, strerror(-r));
+        return errf(err, errlen, r, "segment %s: %s", nic->name, why);
     }
+    sweep(s);
     static unsigned counter;
     snprintf(s->self, sizeof(s->self), "%ld.%u.sock", (long)getpid(),
              __atomic_fetch_add(&counter, 1, __ATOMIC_RELAXED));
@@ -253,7 +268,6 @@ int net_segment_open(const struct kvmbox_nic *nic, const char *vm_name, const ch
         seg_destroy(&s->nb);
         return errf(err, errlen, r, "segment %s: %s", nic->name, strerror(-r));
     }
-    unlink(a.sun_path);
     if (bind(s->fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
         r = -errno;
         close(s->fd);

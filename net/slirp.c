@@ -179,8 +179,50 @@ static const struct net_ops slirp_ops = {
     .poll_handle = slirp_poll_handle, .destroy = slirp_destroy,
 };
 
-/* "tcp|udp:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT", as QEMU writes it. */
-static int add_hostfwd(struct net_slirp *s, const char *rule, char *err, size_t errlen)
+/* The host ports of libslirp's forwarding sockets, by their fd. libslirp has no call that
+ * returns the port a forward bound, but slirp_connection_info() (QEMU's "info usernet")
+ * lists each forward's socket with its fd and its bound address, from getsockname:
+ *   "  TCP[HOST_FORWARD]   5       127.0.0.1 43545       10.0.2.15    80     0     0"
+ * Returns how many it found (at most MAX). */
+static int forward_ports(struct net_slirp *s, bool udp, int *fds, unsigned *ports, int max)
+{
+    char *info = slirp_connection_info(s->slirp);
+    int n = 0;
+    char *save = NULL;
+    for (char *line = info ? strtok_r(info, "\n", &save) : NULL; line && n < max;
+         line = strtok_r(NULL, "\n", &save)) {
+        char proto[8], addr[64];
+        int fd;
+        unsigned port;
+        if (sscanf(line, " %7[A-Z][HOST_FORWARD] %d %63s %u", proto, &fd, addr, &port) == 4 &&
+            !strcmp(proto, udp ? "UDP" : "TCP"))
+            fds[n] = fd, ports[n++] = port;
+    }
+    free(info);
+    return n;
+}
+
+/* With HOSTPORT 0 the kernel picks a free port: the one the forward that was just added
+ * bound (the fd that was not there before). 0 if it cannot be told. */
+static unsigned bound_port(struct net_slirp *s, bool udp, const int *old_fds, int nold)
+{
+    int fds[KVMBOX_MAX_HOSTFWD * 2 + 1];
+    unsigned ports[KVMBOX_MAX_HOSTFWD * 2 + 1];
+    int n = forward_ports(s, udp, fds, ports, (int)ARRAY_SIZE(fds));
+    for (int i = 0; i < n; i++) {
+        bool seen = false;
+        for (int j = 0; j < nold && !seen; j++)
+            seen = fds[i] == old_fds[j];
+        if (!seen)
+            return ports[i];
+    }
+    return 0;
+}
+
+/* "tcp|udp:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT", as QEMU writes it. The rule as it
+ * took effect (HOSTPORT 0 replaced by the port the kernel chose) goes to ACTUAL. */
+static int add_hostfwd(struct net_slirp *s, const char *rule, char *actual, size_t actual_len, char *err,
+                       size_t errlen)
 {
     char buf[256], haddr[64] = "", gaddr[64] = "";
     unsigned hport, gport;
@@ -203,12 +245,20 @@ static int add_hostfwd(struct net_slirp *s, const char *rule, char *err, size_t 
     inet_pton(AF_INET, "10.0.2.15", &ga);
     if ((*haddr && inet_pton(AF_INET, haddr, &ha) != 1) || (*gaddr && inet_pton(AF_INET, gaddr, &ga) != 1))
         return errf(err, errlen, -EINVAL, "hostfwd '%s': bad IPv4 address", rule);
+    int old_fds[KVMBOX_MAX_HOSTFWD * 2 + 1];
+    unsigned old_ports[KVMBOX_MAX_HOSTFWD * 2 + 1];
+    int nold = hport ? 0 : forward_ports(s, udp, old_fds, old_ports, (int)ARRAY_SIZE(old_fds));
     errno = 0;
     if (slirp_add_hostfwd(s->slirp, udp, ha, (int)hport, ga, (int)gport) < 0) {
         int e = errno ? errno : EADDRINUSE;
         return errf(err, errlen, -e, "hostfwd '%s': cannot listen on %s port %u: %s", rule,
                     udp ? "UDP" : "TCP", hport, strerror(e));
     }
+    if (!hport && (hport = bound_port(s, udp, old_fds, nold)) == 0) {
+        snprintf(actual, actual_len, "%s (port unknown)", rule);
+        return 0;
+    }
+    snprintf(actual, actual_len, "%s:%s:%u-%s:%u", udp ? "udp" : "tcp", haddr, hport, gaddr, gport);
     return 0;
 }
 
@@ -234,13 +284,14 @@ int net_slirp_open(const struct kvmbox_nic *nic, const char *vm_name, struct net
     }
     int n = snprintf(s->nb.desc, sizeof(s->nb.desc), "user (NAT 10.0.2.0/24)");
     for (unsigned i = 0; i < nic->nhostfwd; i++) {
-        int r = add_hostfwd(s, nic->hostfwd[i], err, errlen);
+        char actual[300];
+        int r = add_hostfwd(s, nic->hostfwd[i], actual, sizeof(actual), err, errlen);
         if (r < 0) {
             slirp_destroy(&s->nb);
             return r;
         }
         if (n > 0 && (size_t)n < sizeof(s->nb.desc))
-            n += snprintf(s->nb.desc + n, sizeof(s->nb.desc) - (size_t)n, ", hostfwd %s", nic->hostfwd[i]);
+            n += snprintf(s->nb.desc + n, sizeof(s->nb.desc) - (size_t)n, ", hostfwd %s", actual);
     }
     *out = &s->nb;
     return 0;

@@ -9,7 +9,8 @@
 #   3. with --sandbox off the same call goes through (the file appears) and the guest runs
 #      on: the check above can fail.
 # Classes: vCPU, API, console, virtio-blk I/O, virtio-net I/O, virtio-balloon, and the signal
-# thread of `kvmbox run`.
+# thread of `kvmbox run` (and a daemon's log writer, checked in 1 only: its own forbidden
+# call would have nowhere to be reported).
 set -u
 cd "$(dirname "$0")/.." || exit 1
 BUILD=${BUILD:-build}
@@ -62,7 +63,7 @@ else
     fi
     [ "${main_mode:-}" = 0 ] && ok "the main thread (which rebuilds the machine on reset) is not" ||
         bad "the main thread's seccomp mode is '${main_mode:-?}'"
-    for want in vcpu0 vcpu1 api blk0-queue blk0-io0 net0 balloon signal; do
+    for want in vcpu0 vcpu1 api blk0-queue blk0-io0 net0 balloon signal log; do
         grep -qw "$want" <<<"$names" || bad "no thread named $want among:$names"
     done
     # The filters let a working VM work: a reset rebuilds the vCPUs under new filters.

@@ -27,6 +27,8 @@
 #include "vmm/vm.h"
 
 #define MAX_PENDING_OUT (4u << 20) /* a console client this far behind is dropped */
+#define STR_(x) #x
+#define STR(x) STR_(x)
 #define TAG_LISTEN ((uint64_t)-1)
 #define TAG_QUIT ((uint64_t)-2)
 #define TAG_OUTPUT ((uint64_t)-3)
@@ -40,6 +42,8 @@ struct client {
     uint8_t *out;
     size_t out_len, out_cap;
     uint64_t console_pos;      /* next ring position to send */
+    uint64_t deadline;         /* monotonic ns by which it must complete a request; 0 for a
+                                * console or waiting client, which may stay */
 };
 
 struct api {
@@ -50,6 +54,9 @@ struct api {
     bool thread_started;
     struct client *clients[API_MAX_CLIENTS];
     uint64_t console_seen;     /* ring position up to which some console client got output */
+    bool bound;                /* we bound the socket at path: */
+    dev_t sock_dev;            /* ...this one, the only thing api_stop removes */
+    ino_t sock_ino;
 };
 
 /* ---- replies ------------------------------------------------------------------------ */
@@ -397,6 +404,59 @@ static void client_free(struct api *a, unsigned idx)
     a->clients[idx] = NULL;
 }
 
+/* A console client that goes away with output it never got: that output counts as unseen
+ * again, for the next client to attach. */
+static void console_unsent(struct api *a, struct client *cl)
+{
+    uint64_t sent = cl->console_pos - (cl->out_len < cl->console_pos ? cl->out_len : cl->console_pos);
+    if (cl->console && a->console_seen > sent)
+        a->console_seen = sent;
+}
+
+/* Says why (best effort: the client may not be reading) and disconnects it. */
+static void drop_client(struct api *a, unsigned idx, const char *why)
+{
+    struct client *cl = a->clients[idx];
+    char line[256];
+    int n = snprintf(line, sizeof(line), "{\"ok\":false,\"error\":\"%s\"}\n", why);
+    if (cl->out_len == 0 && send(cl->fd, line, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
+        /* it goes either way */
+    }
+    client_free(a, idx);
+}
+
+static uint64_t request_deadline(void)
+{
+    return monotonic_ns() + API_REQUEST_TIMEOUT_S * 1000000000ULL;
+}
+
+/* Disconnects request clients past their deadline; returns the next deadline (0: none). */
+static uint64_t expire_clients(struct api *a)
+{
+    uint64_t now = monotonic_ns(), next = 0;
+    for (unsigned i = 0; i < API_MAX_CLIENTS; i++) {
+        struct client *cl = a->clients[i];
+        if (!cl || !cl->deadline)
+            continue;
+        if (cl->deadline <= now && cl->console) {
+            console_unsent(a, cl); /* detaching, and the guest reads nothing: no JSON on a console */
+            client_free(a, i);
+        } else if (cl->deadline <= now)
+            drop_client(a, i, "no complete request in " STR(API_REQUEST_TIMEOUT_S) " s; disconnected");
+        else if (!next || cl->deadline < next)
+            next = cl->deadline;
+    }
+    return next;
+}
+
+static unsigned long_lived_clients(struct api *a)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < API_MAX_CLIENTS; i++)
+        n += a->clients[i] && (a->clients[i]->console || a->clients[i]->waiting);
+    return n;
+}
+
 static void update_epoll(struct api *a, unsigned idx)
 {
     struct client *cl = a->clients[idx];
@@ -417,17 +477,10 @@ static int flush_out(struct client *cl)
     return 0;
 }
 
-/* A console client that goes away with output it never got: that output counts as unseen
- * again, for the next client to attach. */
-static void console_unsent(struct api *a, struct client *cl)
-{
-    uint64_t sent = cl->console_pos - (cl->out_len < cl->console_pos ? cl->out_len : cl->console_pos);
-    if (cl->console && a->console_seen > sent)
-        a->console_seen = sent;
-}
-
-/* A detaching console client: flush, then close once everything it was sent is out. Returns
- * true when the client is gone. */
+/* A detaching console client: flush, then close once everything it was sent is out and
+ * everything it sent has reached the guest (`kvmbox console <file` detaches when the file
+ * ends: the guest gets all of it, at the pace it reads). Returns true when the client is
+ * gone. */
 static bool detach_progress(struct api *a, unsigned idx)
 {
     struct client *cl = a->clients[idx];
@@ -436,7 +489,7 @@ static bool detach_progress(struct api *a, unsigned idx)
         client_free(a, idx);
         return true;
     }
-    if (cl->out_len == 0) {
+    if (cl->out_len == 0 && cl->in_len == 0) {
         client_free(a, idx); /* the client reads up to this close, then exits */
         return true;
     }
@@ -499,14 +552,25 @@ static void handle_lines(struct api *a, struct client *cl)
         enum api_action act = api_handle(a->vm, cl->in, len, &reply);
         memmove(cl->in, nl + 1, cl->in_len - len - 1);
         cl->in_len -= len + 1;
+        cl->deadline = cl->waiting ? 0 : request_deadline(); /* a waiting client may ask more */
+        if ((act == API_WAIT || act == API_REPLY_THEN_CONSOLE) &&
+            long_lived_clients(a) >= API_MAX_CLIENTS - API_RESERVED_CLIENTS) {
+            free(reply);
+            reply = reply_error("too many console and wait clients (%d); the other slots are kept for requests",
+                                API_MAX_CLIENTS - API_RESERVED_CLIENTS);
+            act = API_REPLY;
+        }
         if (act == API_WAIT) {
             cl->waiting = true;
+            cl->deadline = 0;
             continue;
         }
         if (queue_line(cl, reply) < 0)
             cl->closing = true;
-        if (act == API_REPLY_THEN_CONSOLE)
+        if (act == API_REPLY_THEN_CONSOLE) {
             start_console(a, cl);
+            cl->deadline = 0;
+        }
     }
 }
 
@@ -515,6 +579,8 @@ static void console_input(struct api *a, struct client *cl)
     size_t n = serial_receive(a->vm->com1, (uint8_t *)cl->in, cl->in_len);
     memmove(cl->in, cl->in + n, cl->in_len - n);
     cl->in_len -= n;
+    if (n && cl->detaching)
+        cl->deadline = request_deadline(); /* the guest is still taking it in */
 }
 
 static void client_readable(struct api *a, unsigned idx)
@@ -531,6 +597,9 @@ static void client_readable(struct api *a, unsigned idx)
         /* `kvmbox console` detaches by shutting down its sending side and reading on until
          * we close: everything queued for it reaches it, nothing is lost or counted seen. */
         cl->detaching = true;
+        /* Its input goes on reaching the guest; a guest that takes none for the request
+         * timeout does not keep the client (and its slot) for ever. */
+        cl->deadline = request_deadline();
         detach_progress(a, idx);
         return;
     }
@@ -569,6 +638,18 @@ static bool peer_allowed(int fd)
     return cred.uid == geteuid() || cred.uid == 0;
 }
 
+/* With every slot taken: the request client idle longest, if idle long enough to give way. */
+static int evictable(struct api *a)
+{
+    int best = -1;
+    for (unsigned i = 0; i < API_MAX_CLIENTS; i++)
+        if (a->clients[i] && a->clients[i]->deadline && !a->clients[i]->console &&
+            (best < 0 || a->clients[i]->deadline < a->clients[best]->deadline))
+            best = (int)i;
+    uint64_t idle_since = best < 0 ? 0 : a->clients[best]->deadline - API_REQUEST_TIMEOUT_S * 1000000000ULL;
+    return best >= 0 && monotonic_ns() - idle_since >= API_EVICT_AFTER_S * 1000000000ULL ? best : -1;
+}
+
 static void accept_client(struct api *a)
 {
     int fd = accept4(a->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
@@ -581,6 +662,11 @@ static void accept_client(struct api *a)
     unsigned idx = 0;
     while (idx < API_MAX_CLIENTS && a->clients[idx])
         idx++;
+    int old = idx < API_MAX_CLIENTS ? -1 : evictable(a);
+    if (old >= 0) {
+        drop_client(a, (unsigned)old, "idle while another client needed the slot; disconnected");
+        idx = (unsigned)old;
+    }
     struct client *cl = idx < API_MAX_CLIENTS ? calloc(1, sizeof(*cl)) : NULL;
     if (cl)
         cl->in = malloc(API_MAX_MESSAGE + 1);
@@ -595,6 +681,7 @@ static void accept_client(struct api *a)
         return;
     }
     cl->fd = fd;
+    cl->deadline = request_deadline();
     a->clients[idx] = cl;
     struct epoll_event ev = { .events = EPOLLIN, .data.u64 = idx };
     epoll_ctl(a->epoll_fd, EPOLL_CTL_ADD, fd, &ev);
@@ -615,7 +702,14 @@ static void *api_thread(void *arg)
     vm_thread_sandbox(a->vm, SANDBOX_API);
     for (;;) {
         struct epoll_event ev[16];
-        int n = epoll_wait(a->epoll_fd, ev, 16, any_console_input_pending(a) ? 20 : -1);
+        int timeout = any_console_input_pending(a) ? 20 : -1;
+        uint64_t next = expire_clients(a), now = monotonic_ns();
+        if (next) {
+            int ms = next <= now ? 0 : (int)((next - now) / 1000000 + 1);
+            if (timeout < 0 || ms < timeout)
+                timeout = ms;
+        }
+        int n = epoll_wait(a->epoll_fd, ev, 16, timeout);
         if (n < 0 && errno != EINTR)
             return NULL;
         for (int i = 0; i < n; i++) {
@@ -630,7 +724,10 @@ static void *api_thread(void *arg)
                     ;
                 pump_console(a);
             } else if (tag < API_MAX_CLIENTS && a->clients[tag]) {
-                if (a->clients[tag]->detaching)
+                if (a->clients[tag]->detaching && (ev[i].events & (EPOLLERR | EPOLLHUP))) {
+                    console_unsent(a, a->clients[tag]); /* it is gone: it gets nothing more */
+                    client_free(a, (unsigned)tag);
+                } else if (a->clients[tag]->detaching)
                     detach_progress(a, (unsigned)tag);
                 else if (ev[i].events & (EPOLLERR | EPOLLHUP) && !(ev[i].events & EPOLLIN)) {
                     console_unsent(a, a->clients[tag]);
@@ -643,13 +740,45 @@ static void *api_thread(void *arg)
                     update_epoll(a, (unsigned)tag);
             }
         }
-        for (unsigned i = 0; i < API_MAX_CLIENTS; i++)
-            if (a->clients[i] && a->clients[i]->console && a->clients[i]->in_len)
-                console_input(a, a->clients[i]);
+        for (unsigned i = 0; i < API_MAX_CLIENTS; i++) {
+            struct client *cl = a->clients[i];
+            if (!cl || !cl->console || !cl->in_len)
+                continue;
+            console_input(a, cl);
+            if (cl->detaching && cl->in_len == 0)
+                detach_progress(a, i);
+        }
     }
 }
 
 /* ---- setup and teardown ---------------------------------------------------------------- */
+
+/* What may already be at PATH: nothing; a socket a running VM listens on (the name is
+ * taken); a socket nobody listens on (left by a VM that died: removed). Anything else is not
+ * ours to remove: --api-sock pointing at a file must not delete it. */
+static int clear_path(struct api *a, const struct sockaddr_un *sa, char *err, size_t errlen)
+{
+    const char *path = sa->sun_path;
+    struct stat st;
+    if (lstat(path, &st) < 0)
+        return errno == ENOENT ? 0 : errf(err, errlen, -errno, "API socket %s: %s", path, strerror(errno));
+    if (!S_ISSOCK(st.st_mode))
+        return errf(err, errlen, -EEXIST, "API socket path %s exists and is not a socket; not removing it", path);
+    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (probe < 0)
+        return errf(err, errlen, -errno, "socket: %s", strerror(errno));
+    int r = connect(probe, (const struct sockaddr *)sa, sizeof(*sa)) == 0 ? 0 : errno;
+    close(probe);
+    if (r == 0)
+        return errf(err, errlen, -EADDRINUSE, "a VM named '%s' is already running (%s)",
+                    a->vm->cfg.name ? a->vm->cfg.name : "?", path);
+    if (r != ECONNREFUSED)
+        return errf(err, errlen, -r, "API socket %s: %s", path, strerror(r));
+    struct stat again; /* the same stale socket, not one a VM starting now just bound */
+    if (lstat(path, &again) == 0 && again.st_dev == st.st_dev && again.st_ino == st.st_ino)
+        unlink(path);
+    return 0;
+}
 
 static int bind_socket(struct api *a, const char *path, char *err, size_t errlen)
 {
@@ -660,23 +789,32 @@ static int bind_socket(struct api *a, const char *path, char *err, size_t errlen
     a->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (a->listen_fd < 0)
         return errf(err, errlen, -errno, "socket: %s", strerror(errno));
-    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
-        close(probe);
+    int r = clear_path(a, &sa, err, errlen);
+    if (r < 0)
+        return r;
+    mode_t old = umask(0177);
+    r = bind(a->listen_fd, (struct sockaddr *)&sa, sizeof(sa));
+    umask(old);
+    if (r < 0 && errno == EADDRINUSE) /* another VM bound it since clear_path */
         return errf(err, errlen, -EADDRINUSE, "a VM named '%s' is already running (%s)",
                     a->vm->cfg.name ? a->vm->cfg.name : "?", path);
-    }
-    if (probe >= 0)
-        close(probe);
-    unlink(path); /* stale socket of a VM that died */
-    mode_t old = umask(0177);
-    int r = bind(a->listen_fd, (struct sockaddr *)&sa, sizeof(sa));
-    umask(old);
     if (r < 0)
         return errf(err, errlen, -errno, "cannot create API socket %s: %s", path, strerror(errno));
+    struct stat st; /* what we bound, so that only that is removed at the end */
+    if (lstat(path, &st) == 0)
+        a->sock_dev = st.st_dev, a->sock_ino = st.st_ino, a->bound = true;
     if (listen(a->listen_fd, 16) < 0)
         return errf(err, errlen, -errno, "listen on %s: %s", path, strerror(errno));
     return 0;
+}
+
+/* Removes the socket we bound, if PATH still is that socket. */
+static void unlink_socket(struct api *a)
+{
+    struct stat st;
+    if (a->bound && lstat(a->path, &st) == 0 && st.st_dev == a->sock_dev && st.st_ino == a->sock_ino)
+        unlink(a->path);
+    a->bound = false;
 }
 
 static int watch(struct api *a, int fd, uint64_t tag)
@@ -697,13 +835,8 @@ int api_start(struct vm *vm, const char *path, struct api **out, char *err, size
     if (!a->path)
         return errf(err, errlen, -ENOMEM, "out of memory");
     int r = bind_socket(a, path, err, errlen);
-    if (r < 0) {
-        if (r != -EADDRINUSE)
-            unlink(path);
-        free(a->path);
-        a->path = NULL; /* not ours to remove */
-        return r;
-    }
+    if (r < 0)
+        return r; /* api_stop removes the socket only if we bound it */
     a->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
     a->quit_fd = eventfd(0, EFD_CLOEXEC);
     if (a->epoll_fd < 0 || a->quit_fd < 0 || watch(a, a->listen_fd, TAG_LISTEN) < 0 ||
@@ -754,15 +887,14 @@ void api_stop(struct api *a)
         pthread_join(a->thread, NULL);
         /* The name is free before anyone hears the VM ended: `kvmbox wait NAME && kvmbox
          * start NAME` (or clone) must not find the old socket. */
-        if (a->path)
-            unlink(a->path);
+        unlink_socket(a);
         pump_console(a); /* the last output to attached consoles */
         answer_waiters(a);
     }
     for (unsigned i = 0; i < API_MAX_CLIENTS; i++)
         client_free(a, i);
     if (a->path)
-        unlink(a->path);
+        unlink_socket(a);
     if (a->listen_fd >= 0)
         close(a->listen_fd);
     if (a->epoll_fd >= 0)

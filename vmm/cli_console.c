@@ -1,5 +1,7 @@
 /* kvmbox console NAME: attach the terminal to a running VM's serial console through its
- * control socket. Ctrl-] detaches; the VM keeps running (like virsh console). */
+ * control socket. Ctrl-] detaches; the VM keeps running (like virsh console). So does the
+ * end of the input (stdin at end of file: </dev/null, a pipe whose writer is done), once
+ * the VM has taken what was sent (like nc -N). */
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
@@ -13,6 +15,11 @@
 #include "vmm/console.h"
 #include "vmm/util.h"
 
+#define DETACH_WAIT_MS 2000      /* Ctrl-] or a signal: output already on its way */
+/* End of input: the VM closes once the guest has taken what we sent (a guest that takes
+ * nothing for 10 s is given up on there); this only guards against a VM that hangs. */
+#define EOF_DETACH_WAIT_MS 300000
+
 static volatile sig_atomic_t stop_signal;
 
 static void on_signal(int sig)
@@ -21,12 +28,13 @@ static void on_signal(int sig)
 }
 
 /* Detaching without losing output: stop sending, then print everything the VM sends until
- * it closes the connection (it does once what it queued for us is out), for at most 2 s. */
-static void detach(int sock)
+ * it closes the connection (it does once what it queued for us is out and what we sent has
+ * reached the guest), for at most WAIT_MS. */
+static void detach(int sock, unsigned wait_ms)
 {
     shutdown(sock, SHUT_WR);
     char buf[4096];
-    uint64_t deadline = monotonic_ns() + 2000000000ULL;
+    uint64_t deadline = monotonic_ns() + wait_ms * 1000000ULL;
     while (monotonic_ns() < deadline) {
         struct pollfd p = { .fd = sock, .events = POLLIN };
         if (poll(&p, 1, 100) <= 0)
@@ -44,12 +52,11 @@ static void detach(int sock)
 static int pump(int sock, const sigset_t *waitmask)
 {
     char buf[4096];
-    bool in_open = true;
     for (;;) {
         struct pollfd p[2] = { { .fd = sock, .events = POLLIN },
-                               { .fd = in_open ? STDIN_FILENO : -1, .events = POLLIN } };
+                               { .fd = STDIN_FILENO, .events = POLLIN } };
         if (stop_signal) { /* SIGTERM, SIGINT (not from the tty: raw mode sends ^C to the guest) */
-            detach(sock);
+            detach(sock, DETACH_WAIT_MS);
             return 0;
         }
         if (ppoll(p, 2, NULL, waitmask) < 0) {
@@ -65,15 +72,17 @@ static int pump(int sock, const sigset_t *waitmask)
         }
         if (p[1].revents) {
             ssize_t n = read(STDIN_FILENO, buf, sizeof(buf));
-            if (n <= 0) {
-                in_open = false;
+            if (n < 0 && (errno == EINTR || errno == EAGAIN))
                 continue;
+            if (n <= 0) { /* the input ended: everything read went out above */
+                detach(sock, EOF_DETACH_WAIT_MS);
+                return 0;
             }
             char *esc = memchr(buf, CONSOLE_ESCAPE, (size_t)n);
             if (write_full(sock, buf, esc ? (size_t)(esc - buf) : (size_t)n) < 0)
                 return 1;
             if (esc) {
-                detach(sock);
+                detach(sock, DETACH_WAIT_MS);
                 return 0;
             }
         }
@@ -86,12 +95,12 @@ int cmd_console(int argc, char **argv)
         fprintf(stderr, "usage: kvmbox console NAME\n");
         return CLI_USAGE;
     }
-    int fd = cli_connect(argv[1]);
-    if (fd < 0) {
-        fprintf(stderr, "kvmbox: no running VM named '%s'\n", argv[1]);
-        return CLI_FAIL;
-    }
     char err[512];
+    int fd = cli_connect(argv[1], err, sizeof(err));
+    if (fd < 0) {
+        fprintf(stderr, "kvmbox: %s\n", err);
+        return cli_status(fd);
+    }
     struct json_object *r = cli_request_fd(fd, "console", err, sizeof(err));
     if (!r) {
         fprintf(stderr, "kvmbox: %s\n", err);

@@ -26,19 +26,21 @@ static int64_t jint(struct json_object *o, const char *key)
     return json_object_object_get_ex(o, key, &v) ? json_object_get_int64(v) : 0;
 }
 
-static struct json_object *info_of(const char *name, char *err, size_t errlen)
+/* 0 with *INFO set, or a negative errno with ERR set. */
+static int info_of(const char *name, struct json_object **info, char *err, size_t errlen)
 {
-    struct json_object *r = cli_request(name, "info", err, errlen), *i;
-    if (!r)
-        return NULL;
+    struct json_object *r, *i;
+    *info = NULL;
+    int rc = cli_request(name, "info", &r, err, errlen);
+    if (rc < 0)
+        return rc;
     if (!json_object_object_get_ex(r, "info", &i)) {
         json_object_put(r);
-        errf(err, errlen, -EPROTO, "malformed info reply");
-        return NULL;
+        return errf(err, errlen, -EPROTO, "malformed info reply");
     }
-    json_object_get(i);
+    *info = json_object_get(i);
     json_object_put(r);
-    return i;
+    return 0;
 }
 
 static bool name_in(char **names, int n, const char *name)
@@ -84,15 +86,19 @@ static int cmd_list(int argc, char **argv)
 {
     bool all = argc > 1 && !strcmp(argv[1], "--all");
     char dir[2048], cdir[2048], err[512], mem[32];
-    cli_runtime_dir(dir, sizeof(dir));
+    if (cli_runtime_dir(dir, sizeof(dir), err, sizeof(err)) < 0 ||
+        (all && cli_config_dir(cdir, sizeof(cdir), err, sizeof(err)) < 0)) {
+        fprintf(stderr, "kvmbox: %s\n", err);
+        return CLI_FAIL;
+    }
     char **running;
     int nr = list_names(dir, ".sock", &running);
     printf("%-20s %-10s %5s %10s %8s\n", "NAME", "STATE", "CPUS", "MEMORY", "PID");
     char **live = calloc((size_t)nr + 1, sizeof(char *));
     int nlive = 0;
     for (int i = 0; i < nr; i++) {
-        struct json_object *info = info_of(running[i], err, sizeof(err));
-        if (!info)
+        struct json_object *info;
+        if (info_of(running[i], &info, err, sizeof(err)) < 0)
             continue; /* stale socket: cli_connect removed it */
         format_size((uint64_t)jint(info, "memory"), mem, sizeof(mem));
         printf("%-20s %-10s %5lld %10s %8lld\n", running[i], jstr(info, "state", "?"),
@@ -101,7 +107,6 @@ static int cmd_list(int argc, char **argv)
         json_object_put(info);
     }
     if (all) {
-        cli_config_dir(cdir, sizeof(cdir));
         char **defs;
         int nd = list_names(cdir, ".json", &defs);
         for (int i = 0; i < nd; i++) {
@@ -115,6 +120,29 @@ static int cmd_list(int argc, char **argv)
         free(running[i]);
     free(running);
     free(live);
+    return CLI_OK;
+}
+
+/* info on a VM that is not running: what its last run left, if anything. */
+static int info_ended(const char *name, bool json, const char *err)
+{
+    struct json_object *last = cli_last_run(name);
+    if (!last) {
+        fprintf(stderr, "kvmbox: %s\n", err);
+        return CLI_FAIL;
+    }
+    json_object_object_add(last, "state", json_object_new_string("shut off"));
+    if (json) {
+        printf("%s\n", json_object_to_json_string_ext(last, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED |
+                                                                JSON_C_TO_STRING_NOSLASHESCAPE));
+    } else {
+        time_t t = (time_t)jint(last, "ended");
+        char when[64];
+        strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S %z", localtime(&t));
+        printf("Name:     %s\nState:    shut off\nEnded:    %s: %s, status %lld\n", name, when,
+               jstr(last, "message", ""), (long long)jint(last, "status"));
+    }
+    json_object_put(last);
     return CLI_OK;
 }
 
@@ -133,10 +161,13 @@ static int cmd_info(int argc, char **argv)
         return CLI_USAGE;
     }
     char err[512], mem[32];
-    struct json_object *info = info_of(name, err, sizeof(err));
-    if (!info) {
+    struct json_object *info;
+    int rc = info_of(name, &info, err, sizeof(err));
+    if (rc == -ENOENT)
+        return info_ended(name, json, err);
+    if (rc < 0) {
         fprintf(stderr, "kvmbox: %s\n", err);
-        return CLI_FAIL;
+        return cli_status(rc);
     }
     if (json) {
         printf("%s\n", json_object_to_json_string_ext(info, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED | JSON_C_TO_STRING_NOSLASHESCAPE));
@@ -210,13 +241,13 @@ static int cmd_info(int argc, char **argv)
 /* Blocks on a "wait" request; returns the VM's exit status, or -ETIMEDOUT / -errno. */
 static int wait_for_end(const char *name, int timeout_ms, char *msg, size_t len)
 {
-    int fd = cli_connect(name);
+    int fd = cli_connect(name, msg, len);
     if (fd < 0)
         return fd;
     const char req[] = "{\"request\":\"wait\"}\n";
     if (write_full(fd, req, sizeof(req) - 1) < 0) {
         close(fd);
-        return -EIO;
+        return -ECONNRESET;
     }
     struct pollfd p = { .fd = fd, .events = POLLIN };
     int r = poll(&p, 1, timeout_ms);
@@ -230,9 +261,14 @@ static int wait_for_end(const char *name, int timeout_ms, char *msg, size_t len)
     if (n <= 0)
         return -ECONNRESET;
     buf[n] = 0;
-    struct json_object *o = json_tokener_parse(buf);
+    struct json_object *o = json_tokener_parse(buf), *ok;
     if (!o)
         return -EPROTO;
+    if (!json_object_object_get_ex(o, "ok", &ok) || !json_object_get_boolean(ok)) {
+        errf(msg, len, -EAGAIN, "%s", jstr(o, "error", "the VM refused the wait"));
+        json_object_put(o);
+        return -EAGAIN;
+    }
     int status = (int)jint(o, "status");
     snprintf(msg, len, "%s", jstr(o, "message", ""));
     json_object_put(o);
@@ -247,13 +283,20 @@ static int cmd_wait(int argc, char **argv)
     }
     char msg[512];
     int r = wait_for_end(argv[1], -1, msg, sizeof(msg));
-    if (r == -ENOENT) {
-        fprintf(stderr, "kvmbox: no running VM named '%s'\n", argv[1]);
-        return CLI_FAIL;
+    struct json_object *last;
+    /* It ended before we asked, or as we asked: its record says how. */
+    if ((r == -ENOENT || r == -ECONNRESET) && (last = cli_last_run(argv[1]))) {
+        r = (int)jint(last, "status");
+        json_object_put(last);
+        return r;
     }
-    if (r < 0) {
+    if (r == -ECONNRESET || r == -EPROTO) {
         fprintf(stderr, "kvmbox: lost VM '%s' while waiting: %s\n", argv[1], strerror(-r));
         return KVMBOX_EXIT_FAILURE;
+    }
+    if (r < 0) {
+        fprintf(stderr, "kvmbox: %s\n", msg);
+        return cli_status(r);
     }
     return r;
 }
@@ -282,16 +325,11 @@ static int cmd_shutdown(int argc, char **argv)
     }
     const char *name = argv[optind];
     char err[512];
-    int fd = cli_connect(name);
-    if (fd < 0) {
-        fprintf(stderr, "kvmbox: no running VM named '%s'\n", name);
-        return CLI_FAIL;
-    }
-    close(fd);
-    struct json_object *r = cli_request(name, "shutdown", err, sizeof(err));
-    if (!r) {
+    struct json_object *r;
+    int rc = cli_request(name, "shutdown", &r, err, sizeof(err));
+    if (rc < 0) {
         fprintf(stderr, "kvmbox: %s\n", err);
-        return CLI_FAIL;
+        return cli_status(rc);
     }
     json_object_put(r);
     int st = wait_for_end(name, (int)timeout * 1000, err, sizeof(err));
@@ -304,8 +342,8 @@ static int cmd_shutdown(int argc, char **argv)
                 name, (unsigned long long)timeout);
         return CLI_FAIL;
     }
-    r = cli_request(name, "kill", err, sizeof(err));
-    json_object_put(r);
+    if (cli_request(name, "kill", &r, err, sizeof(err)) == 0)
+        json_object_put(r);
     printf("%s did not shut down within %llu s: killed\n", name, (unsigned long long)timeout);
     return CLI_OK;
 }
@@ -317,10 +355,11 @@ static int simple_verb(const char *verb, int argc, char **argv)
         return CLI_USAGE;
     }
     char err[512];
-    struct json_object *r = cli_request(argv[1], verb, err, sizeof(err));
-    if (!r) {
+    struct json_object *r;
+    int rc = cli_request(argv[1], verb, &r, err, sizeof(err));
+    if (rc < 0) {
         fprintf(stderr, "kvmbox: %s\n", err);
-        return CLI_FAIL;
+        return cli_status(rc);
     }
     json_object_put(r);
     if (!strcmp(verb, "kill")) {
@@ -368,10 +407,11 @@ static int cmd_balloon(int argc, char **argv)
     if (interval)
         n += snprintf(req + n, sizeof(req) - (size_t)n, ",\"stats_interval\":%llu", (unsigned long long)secs);
     snprintf(req + n, sizeof(req) - (size_t)n, "}");
-    struct json_object *r = cli_request(name, req, err, sizeof(err));
-    if (!r) {
+    struct json_object *r;
+    int rc = cli_request(name, req, &r, err, sizeof(err));
+    if (rc < 0) {
         fprintf(stderr, "kvmbox: %s\n", err);
-        return CLI_FAIL;
+        return cli_status(rc);
     }
     json_object_put(r);
     return CLI_OK;
@@ -392,12 +432,13 @@ static int cmd_link(int argc, char **argv)
     json_object_object_add(req, "nic", by_index ? json_object_new_int((int)idx) : json_object_new_string(argv[2]));
     json_object_object_add(req, "state", json_object_new_string(argv[3]));
     char err[512];
-    struct json_object *r = cli_request(argv[1], json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN), err,
-                                        sizeof(err));
+    struct json_object *r;
+    int rc = cli_request(argv[1], json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN), &r, err,
+                         sizeof(err));
     json_object_put(req);
-    if (!r) {
+    if (rc < 0) {
         fprintf(stderr, "kvmbox: %s\n", err);
-        return CLI_FAIL;
+        return cli_status(rc);
     }
     json_object_put(r);
     return CLI_OK;

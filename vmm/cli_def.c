@@ -77,10 +77,13 @@ static int cmd_undefine(int argc, char **argv)
         fprintf(stderr, "usage: kvmbox undefine NAME\n");
         return CLI_USAGE;
     }
-    char dir[2048], path[4200];
-    cli_config_dir(dir, sizeof(dir));
-    snprintf(path, sizeof(path), "%s/%s.json", dir, argv[1]);
-    if (!cli_valid_name(argv[1]) || unlink(path) < 0) {
+    char path[4200], err[512];
+    int r = cli_def_path(argv[1], path, sizeof(path), err, sizeof(err));
+    if (r < 0) {
+        fprintf(stderr, "kvmbox: %s\n", err);
+        return cli_status(r);
+    }
+    if (unlink(path) < 0) {
         fprintf(stderr, "kvmbox: no VM named '%s' is defined\n", argv[1]);
         return CLI_FAIL;
     }
@@ -91,8 +94,8 @@ static int cmd_undefine(int argc, char **argv)
 /* The running VM's definition if it runs, else the stored one. */
 static struct json_object *current_def(const char *name, char *err, size_t errlen)
 {
-    struct json_object *r = cli_request(name, "config", err, errlen), *c;
-    if (r && json_object_object_get_ex(r, "config", &c)) {
+    struct json_object *r, *c;
+    if (cli_request(name, "config", &r, err, errlen) == 0 && json_object_object_get_ex(r, "config", &c)) {
         json_object_get(c);
         json_object_put(r);
         return c;
@@ -108,6 +111,11 @@ static int cmd_dumpconfig(int argc, char **argv)
         return CLI_USAGE;
     }
     char err[512];
+    if (!cli_valid_name(argv[1])) {
+        cli_bad_name(argv[1], err, sizeof(err));
+        fprintf(stderr, "kvmbox: %s\n", err);
+        return CLI_USAGE;
+    }
     struct json_object *def = current_def(argv[1], err, sizeof(err));
     if (!def) {
         fprintf(stderr, "kvmbox: %s\n", err);
@@ -179,6 +187,11 @@ static char *clone_disk(const char *spec, const char *new_name, int idx, bool li
     const char *ext = strrchr(src_abs, '.');
     snprintf(dst, sizeof(dst), "%s/%s-disk%d%s", dirname(dir), new_name, idx,
              linked ? ".qcow2" : (ext && !strchr(ext, '/') ? ext : ""));
+    struct stat st;
+    if (lstat(dst, &st) == 0) { /* the copy is made with O_EXCL; the overlay must not truncate either */
+        errf(err, errlen, -EEXIST, "%s already exists; not overwriting it", dst);
+        return NULL;
+    }
     if (linked) {
         /* The source's format (when the definition does not say) and its size: the overlay
          * has the same size. */
@@ -257,14 +270,19 @@ static int cmd_clone(int argc, char **argv)
     }
     const char *src = argv[1], *dst = argv[2];
     char err[512];
-    if (!cli_valid_name(dst)) {
-        fprintf(stderr, "kvmbox: invalid VM name '%s'\n", dst);
+    if (!cli_valid_name(src) || !cli_valid_name(dst)) {
+        cli_bad_name(cli_valid_name(src) ? dst : src, err, sizeof(err));
+        fprintf(stderr, "kvmbox: %s\n", err);
         return CLI_USAGE;
     }
-    int fd = cli_connect(src);
+    int fd = cli_connect(src, err, sizeof(err));
     if (fd >= 0) {
         close(fd);
         fprintf(stderr, "kvmbox: VM '%s' is running; shut it down before cloning\n", src);
+        return CLI_FAIL;
+    }
+    if (fd != -ENOENT) { /* not known to be stopped: the runtime directory is unsafe, ... */
+        fprintf(stderr, "kvmbox: %s\n", err);
         return CLI_FAIL;
     }
     struct json_object *def = cli_def_load(src, err, sizeof(err)), *probe = cli_def_load(dst, err + 256, 256);

@@ -27,7 +27,7 @@
 static const char *const class_names[SANDBOX_CLASSES] = {
     [SANDBOX_VCPU] = "vCPU", [SANDBOX_API] = "API", [SANDBOX_CONSOLE] = "console",
     [SANDBOX_BLK] = "virtio-blk I/O", [SANDBOX_NET] = "virtio-net I/O", [SANDBOX_BALLOON] = "virtio-balloon",
-    [SANDBOX_SIGNAL] = "signal",
+    [SANDBOX_SIGNAL] = "signal", [SANDBOX_LOG] = "log",
 };
 
 static __thread int thread_class = -1;
@@ -165,7 +165,15 @@ static const struct rule balloon[] = {
 };
 
 static const struct rule signal_waiter[] = {
-    ANY(rt_sigtimedwait),                                       /* sigwait() */
+    ANY(rt_sigtimedwait),     /* sigwait(); sigtimedwait() between kicks while the VM is built */
+};
+
+/* The log writer works on two files it was given open (NAME.log and NAME.log.1) in a
+ * directory it holds open: it never opens anything. */
+static const struct rule log_writer[] = {
+    ANY(renameat2),       /* rotation: RENAME_EXCHANGE swaps NAME.log and NAME.log.1 */
+    ANY(ftruncate),       /* the file that becomes NAME.log starts empty */
+    ANY(pread64),         /* rotation by copying, where the file system cannot exchange */
 };
 
 static const struct { const struct rule *r; size_t n; } lists[SANDBOX_CLASSES] = {
@@ -176,6 +184,7 @@ static const struct { const struct rule *r; size_t n; } lists[SANDBOX_CLASSES] =
     [SANDBOX_NET] = { net, ARRAY_SIZE(net) },
     [SANDBOX_BALLOON] = { balloon, ARRAY_SIZE(balloon) },
     [SANDBOX_SIGNAL] = { signal_waiter, ARRAY_SIZE(signal_waiter) },
+    [SANDBOX_LOG] = { log_writer, ARRAY_SIZE(log_writer) },
 };
 
 /* The ioctls each class may make. Interrupt injection (KVM_IRQ_LINE, KVM_SIGNAL_MSI) is open
@@ -257,7 +266,7 @@ void sandbox_selftest(enum sandbox_class cls)
     if (!want || thread_class != (int)cls || strcmp(want, class_names[cls]))
         return;
     /* A call no class needs: opening a file for writing. */
-    int fd = open("/tmp/kvmbox-sandbox-selftest", O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    int fd = open("/tmp/kvmbox-sandbox-selftest", O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0600);
     if (fd >= 0)
         close(fd);
 }

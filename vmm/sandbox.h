@@ -15,6 +15,7 @@ enum sandbox_class {
     SANDBOX_NET,      /* virtio-net I/O thread with its backend (libslirp, tap, segment) */
     SANDBOX_BALLOON,  /* virtio-balloon: returns pages to the host */
     SANDBOX_SIGNAL,   /* `kvmbox run`'s thread that turns SIGTERM/SIGINT/SIGHUP into a stop */
+    SANDBOX_LOG,      /* a daemonized VM's log writer: appends to NAME.log, rotates it */
     SANDBOX_CLASSES
 };
 

@@ -1,9 +1,11 @@
 #include "vmm/util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -144,4 +146,52 @@ int write_full(int fd, const void *buf, size_t len)
         len -= (size_t)n;
     }
     return 0;
+}
+
+int dir_make_private(const char *path, unsigned forbidden, char *err, size_t errlen)
+{
+    char tmp[4096];
+    if (snprintf(tmp, sizeof(tmp), "%s", path) >= (int)sizeof(tmp) || !tmp[0])
+        return errf(err, errlen, -ENAMETOOLONG, "%s: bad directory name", path);
+    /* Parents: made 0700 when missing. Only the last component is checked: it holds our
+     * files, and its owner alone can add or replace entries in it. */
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = 0;
+        mkdir(tmp, 0700); /* a failure shows in the last mkdir */
+        *p = '/';
+    }
+    if (mkdir(path, 0700) < 0 && errno != EEXIST) {
+        int e = errno;
+        return errf(err, errlen, -e, "cannot create %s: %s", path, strerror(e));
+    }
+    /* Opened without following a symlink, then checked and (only) tightened through the
+     * descriptor: what is checked is what is changed. */
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 && (errno == ELOOP || errno == ENOTDIR)) /* O_DIRECTORY may say ENOTDIR for a link */
+        return lstat(path, &st) == 0 && S_ISLNK(st.st_mode)
+                   ? errf(err, errlen, -ELOOP, "%s is a symbolic link, not a directory of yours", path)
+                   : errf(err, errlen, -ENOTDIR, "%s is not a directory", path);
+    if (fd < 0) {
+        int e = errno;
+        return errf(err, errlen, -e, "%s: %s", path, strerror(e));
+    }
+    int r = fstat(fd, &st) < 0 ? -errno : 0;
+    if (r == 0 && st.st_uid != geteuid())
+        r = errf(err, errlen, -EPERM, "%s belongs to uid %u, not to you (uid %u): another user may "
+                 "have made it", path, (unsigned)st.st_uid, (unsigned)geteuid());
+    else if (r == 0 && (st.st_mode & forbidden & 022))
+        /* Others could have put anything in it already. */
+        r = errf(err, errlen, -EPERM, "%s is writable by other users (mode %04o)", path,
+                 (unsigned)(st.st_mode & 07777));
+    else if (r == 0 && (st.st_mode & forbidden) && fchmod(fd, st.st_mode & 07777 & ~forbidden) < 0)
+        /* Ours, and only readable by others (mkdir -p under umask 022): nobody could have put
+         * anything in it, so taking the read bits away is all it needs. */
+        r = errf(err, errlen, -errno, "cannot make %s private (chmod go-rwx): %s", path, strerror(errno));
+    else if (r < 0)
+        errf(err, errlen, r, "%s: %s", path, strerror(-r));
+    close(fd);
+    return r;
 }

@@ -35,4 +35,13 @@ int pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
 /* Writes all of BUF (retrying on EINTR/short writes). */
 int write_full(int fd, const void *buf, size_t len);
 
+/* A directory kvmbox keeps sockets, logs or definitions in must be the caller's own, or
+ * another local user who made it first (/tmp/kvmbox-UID) could plant sockets and symlinks in
+ * it. Creates PATH (0700, missing parents too) when it is absent, then checks it as
+ * ssh-agent and tmux do: a directory, not a symlink, owned by the effective uid, not
+ * writable by group or others. FORBIDDEN bits (077: private; 022: not writable by others)
+ * that are only read or search bits are taken away (chmod). Returns 0, or a negative errno
+ * with ERR saying what is wrong with PATH. */
+int dir_make_private(const char *path, unsigned forbidden, char *err, size_t errlen) MUST_CHECK;
+
 #endif

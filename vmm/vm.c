@@ -523,7 +523,7 @@ int kvmbox_vm_create(const struct kvmbox_config *cfg, struct kvmbox_vm **out,
     if (r == 0)
         r = devices_create(vm, err, sizeof(err));
     if (r == 0 && vm->api_sock && (r = api_start(vm, vm->api_sock, &vm->api, err, sizeof(err))) < 0)
-        vm->config_error = r == -EADDRINUSE;
+        vm->config_error = r == -EADDRINUSE || r == -EEXIST || r == -ENAMETOOLONG;
     if (r == 0)
         r = machine_build(vm, err, sizeof(err));
     if (r < 0) {
@@ -601,6 +601,12 @@ int kvmbox_vm_run(struct kvmbox_vm *k, struct kvmbox_result *res)
     if (vm->vcpus)
         vcpus_stop(vm);
     devices_quiesce(vm);
+    if (vm->cfg.on_end) {
+        struct kvmbox_result end = vm->result;
+        if (r < 0)
+            set_result(&end, r, err);
+        vm->cfg.on_end(&end, vm->cfg.on_end_opaque);
+    }
     api_stop(vm->api); /* answers "wait" requests with the result */
     vm->api = NULL;
     if (r < 0) {
