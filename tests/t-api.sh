@@ -89,18 +89,19 @@ expect "nothing lost or repeated while detached (first console's last tick ${las
 t_pause=${EPOCHREALTIME/./}
 expect "info shows paused" grep -q "State: *paused" <<<"$("$KVMBOX" info a1)"
 # The pause returns once every vCPU is parked, so from here the guest prints nothing. It
-# lasts at least 4 s: long enough for a leap of the clock to stand out (see below).
+# lasts at least 5 s: long enough for a leap of the clock to stand out (see below).
 size0=$(stat -c %s "$LOG") n0=$(ticks)
-sleep 4
+sleep 5
 size1=$(stat -c %s "$LOG")
-expect "no guest output while paused (console log $size0 -> $size1 bytes in 4 s)" [ "$size0" = "$size1" ]
+expect "no guest output while paused (console log $size0 -> $size1 bytes in 5 s)" [ "$size0" = "$size1" ]
 "$KVMBOX" resume a1
 paused_ms=$(((${EPOCHREALTIME/./} - t_pause) / 1000))
 expect "ticks again after resume" wait_output --count $((n0 + 3)) "$LOG" '^TICK [0-9]+ kvmclock'
 # kvmclock from the last tick printed before the pause to the third after it (one may have
-# read the clock before the pause and printed after): steps of ~200 ms (more when the host is
-# slow to run the guest), not one of the ~$paused_ms ms paused. Half the pause separates the
-# two whatever the host's load.
+# read the clock before the pause and printed after): steps of ~200 ms, more when the host is
+# slow to run the guest (1.6 s seen under load), never as much as the pause: a clock that ran
+# on while the vCPUs were parked steps by the whole pause (at least paused_ms, measured from
+# after `pause` returned to before `resume`). A margin of 1 s catches any leap over 1 s.
 gap=$(python3 - "$LOG" "$n0" <<'PY'
 import re, sys
 ms = [int(m.group(1)) for m in re.finditer(r'^TICK \d+ kvmclock_ms=(\d+)\r?$', open(sys.argv[1]).read(), re.M)]
@@ -109,7 +110,7 @@ w = ms[n0 - 1:n0 + 3]
 print(max(b - a for a, b in zip(w, w[1:])) if len(w) == 4 else 99999)
 PY
 )
-expect "largest kvmclock step across the pause is $gap ms (paused $paused_ms ms)" [ "$gap" -lt $((paused_ms / 2)) ]
+expect "largest kvmclock step across the pause is $gap ms (paused $paused_ms ms)" [ "$gap" -lt $((paused_ms - 1000)) ]
 
 # --- reboot, reset ---
 # Each is seen by the guest booting again (CTL-READY), then counted in info.
