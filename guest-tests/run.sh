@@ -14,6 +14,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 KVMBOX=${KVMBOX:-$BUILD/kvmbox}
+. tests/lib/progress.sh
 GT=$BUILD/guest-tests
 ONLY=" $* "
 T=$(mktemp -d /tmp/kvmbox-gt.XXXXXX)
@@ -34,12 +35,15 @@ to_bytes() { # 64M / 4G -> bytes
     case "$1" in *G) echo $((n << 30)) ;; *M) echo $((n << 20)) ;; *) echo "$1" ;; esac
 }
 
-# run_one NAME KERNEL TIMEOUT CPUS MEM REBOOT INPUT CMDLINE -> sets rc, output in $T/out
+# run_one NAME KERNEL QUIET CPUS MEM REBOOT INPUT CMDLINE -> sets rc, output in $T/out. The VM
+# runs until it ends, or until it has gone QUIET s without printing while its VMM used no
+# CPU, or printed nothing while the VMM used QUIET CPU-seconds, or ran 10 x QUIET s in all
+# (tests/lib/progress.sh): a busy host makes a test slower, never a failure.
 run_one() {
-    local kernel=$GT/$2.elf timeout=$3 cpus=$4 mem=$5 reboot=$6 input=$7 cmdline=$8
+    local kernel=$GT/$2.elf quiet=$3 cpus=$4 mem=$5 reboot=$6 input=$7 cmdline=$8
     local cmd
     if [ "$VMM" = kvmbox ]; then
-        cmd=("$KVMBOX" run --kernel "$kernel" --cpus "$cpus" --mem "$mem" --cmdline "$cmdline" --timeout "$timeout")
+        cmd=("$KVMBOX" run --kernel "$kernel" --cpus "$cpus" --mem "$mem" --cmdline "$cmdline")
         [ "$reboot" = noreboot ] && cmd+=(--no-reboot)
     else
         cmd=(qemu-system-x86_64 -accel tcg -M q35 -m "$mem" -smp "$cpus" -nographic -no-reboot
@@ -48,25 +52,24 @@ run_one() {
     fi
     rm -f "$T/in" "$T/out"
     mkfifo "$T/in"
+    # The feeder keeps the console's pipe open while the VM runs; with an input, it sends it
+    # once the guest says it is ready. It lives as long as the VM (killed below).
     if [ "$input" != - ]; then
-        # Send the input once the guest says it is ready; keep the pipe open meanwhile.
-        ( for _ in $(seq 1 $((timeout * 10))); do
-              grep -q READY-FOR-INPUT "$T/out" 2>/dev/null && break
-              sleep 0.1
-          done
+        ( until grep -q READY-FOR-INPUT "$T/out" 2>/dev/null; do sleep 0.1; done
           printf '%s\n' "$input"
-          sleep "$timeout" ) >"$T/in" &
+          exec sleep 1000000 ) >"$T/in" &
     else
-        ( sleep "$timeout" ) >"$T/in" &
+        ( exec sleep 1000000 ) >"$T/in" &
     fi
     local feeder=$!
-    timeout $((timeout + 10)) "${cmd[@]}" <"$T/in" >"$T/out" 2>&1
+    progress_run --name "guest/$1 ($VMM)" --quiet "$quiet" --cpu-quiet "$quiet" --cap $((quiet * 10)) \
+        -- "${cmd[@]}" <"$T/in" >"$T/out" 2>&1
     rc=$?
     kill "$feeder" 2>/dev/null
     wait "$feeder" 2>/dev/null
 }
 
-while read -r name kernel timeout status cpus mem reboot input cmdline; do
+while read -r name kernel quiet status cpus mem reboot input cmdline; do
     case "$name" in ''|\#*) continue ;; esac
     [ "$ONLY" = "  " ] || [[ "$ONLY" == *" $name "* ]] || continue
     if [ ! -f "$GT/$kernel.elf" ]; then
@@ -78,7 +81,7 @@ while read -r name kernel timeout status cpus mem reboot input cmdline; do
     cmdline=${cmdline//@MEM@/$(to_bytes "$mem")}
     cmdline=${cmdline//@CPUS@/$cpus}
     start=$(date +%s.%N)
-    run_one "$name" "$kernel" "$timeout" "$cpus" "$mem" "$reboot" "$input" "$cmdline"
+    run_one "$name" "$kernel" "$quiet" "$cpus" "$mem" "$reboot" "$input" "$cmdline"
     secs=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }')
     out=$(tr -d '\r' <"$T/out")
     why=""

@@ -6,15 +6,21 @@
 #   KERNEL, INITRD (may be empty), CMDLINE (may be empty), MEM (MiB)
 # and gets: vm_start, info (kvmbox's `info --json` shape; under QEMU only pid, balloon.actual
 # and balloon.stats), json EXPR, set_target MIB, send LINE, start_wait + end_status (sets st),
-# rss_mib (of the VMM's process), wait_for PATTERN SECONDS (in $LOG, the console), expect,
-# ok, bad, cond, and $fails. The VM is named bal; cleanup runs at exit.
+# rss_mib (of the VMM's process), wait_for PATTERN (in $LOG, the console), expect, ok, bad,
+# cond, and $fails. The VM is named bal; cleanup runs at exit.
+# No wait here guesses the host's speed (tests/lib/progress.sh): wait_for and end_status give
+# up when the console has printed nothing while the VMM used no CPU for 120 s, or used 900
+# CPU-seconds printing nothing, or after 3600 s.
 # shellcheck shell=bash
 export KVMBOX_RUNTIME_DIR=$T/run
 N=bal
 LOG=$T/run/$N.log
 fails=0
+SENDER="" WAITER="" PID=""
 mkdir -p "$T/run"
+. tests/lib/progress.sh
 balloon_cleanup() {
+    [ -n "$SENDER" ] && kill "$SENDER" 2>/dev/null
     if [ "$VMM" = kvmbox ]; then
         for s in "$T"/run/*.sock; do [ -e "$s" ] && "$KVMBOX" kill "$(basename "$s" .sock)" >/dev/null 2>&1; done
         # A daemonized VMM's sanitizer reports land in its log: show them (tests/run-all.sh
@@ -35,9 +41,9 @@ expect() { # expect DESCRIPTION COND...
     shift
     if "$@"; then ok "$d"; else bad "$d"; fi
 }
-wait_for() { # wait_for PATTERN SECONDS: the pattern appears in the guest's console log
-    for _ in $(seq 1 $(($2 * 10))); do grep -q -- "$1" "$LOG" 2>/dev/null && return 0; sleep 0.1; done
-    return 1
+LIMITS=(--quiet 120 --cpu-quiet 900 --cap 3600)
+wait_for() { # wait_for PATTERN [COUNT]: COUNT lines (default 1) in the guest's console log match
+    wait_output "${LIMITS[@]}" ${PID:+--pid "$PID"} --count "${2:-1}" "$LOG" "$1"
 }
 rss_mib() { awk '/^VmRSS:/ { print int($2 / 1024) }' "/proc/$PID/status" 2>/dev/null || echo 0; }
 now_ms() { date +%s%3N; }
@@ -47,19 +53,36 @@ json() { # json EXPR: evaluates EXPR on the VM's info (i)
 
 if [ "$VMM" = kvmbox ]; then
     vm_start() {
+        # --timeout: only against a VM outliving a script that was killed (cleanup ends it).
         "$KVMBOX" run --daemonize --name $N --kernel "$KERNEL" ${INITRD:+--initrd "$INITRD"} \
-            ${CMDLINE:+--cmdline "$CMDLINE"} --mem "${MEM}M" --timeout 900 >"$T/start.out" 2>&1 ||
+            ${CMDLINE:+--cmdline "$CMDLINE"} --mem "${MEM}M" --timeout 7200 >"$T/start.out" 2>&1 ||
             { cat "$T/start.out"; return 1; }
         "$KVMBOX" balloon $N --stats-interval 1 >"$T/si.out" 2>&1 || { cat "$T/si.out"; return 1; }
         PID=$(json 'i["pid"]')
     }
     info() { "$KVMBOX" info $N --json 2>/dev/null; }
     set_target() { "$KVMBOX" balloon $N "$1M"; }
-    send() { (sleep 0.3; printf '%s\n' "$1"; sleep 1) | timeout --foreground -k 5 10 "$KVMBOX" console $N >/dev/null 2>&1; }
-    start_wait() { ("$KVMBOX" wait $N; echo "status $?") >"$T/wait.out" 2>&1 & }
-    end_status() { # end_status SECONDS
-        for _ in $(seq 1 $((${1:-10} * 10))); do grep -q status "$T/wait.out" 2>/dev/null && break; sleep 0.1; done
-        st=$(awk '/status/ { print $2 }' "$T/wait.out")
+    # send LINE: a console client that stays attached (its input goes to the guest once it
+    # is) until the next send, the VM's end or cleanup: no guess of when it got there.
+    send() {
+        [ -n "$SENDER" ] && { kill "$SENDER" 2>/dev/null; wait "$SENDER"; }
+        printf '%s\n' "$1" | "$PROGRESS" run --name "console $N" "${LIMITS[@]}" \
+            -- "$KVMBOX" console $N >"$T/send.out" 2>&1 &
+        SENDER=$!
+    }
+    # start_wait: a `kvmbox wait` client, returning once it is blocked waiting for the answer
+    # (in poll(), system call 7), so that the VM cannot end unheard.
+    waiting() { local nr; read -r nr _ <"/proc/$WAITER/syscall" 2>/dev/null && [ "$nr" = 7 ]; }
+    start_wait() {
+        "$KVMBOX" wait $N >"$T/wait.out" 2>&1 &
+        WAITER=$!
+        poll_until 120 waiting
+    }
+    end_status() { # sets st to the VM's exit status as `kvmbox wait` reports it, or empty
+        st=
+        wait_exit "${LIMITS[@]}" "$WAITER" "$LOG" || return
+        wait "$WAITER"
+        st=$?
     }
 else
     mkfifo "$T/in"
@@ -73,14 +96,14 @@ else
             -monitor "unix:$T/mon,server,nowait" -pidfile "$T/qemu.pid" -no-reboot \
             -device virtio-balloon-pci,id=bal,free-page-reporting=on <&3 >"$LOG" 2>&1 &
         QPID=$!
-        for _ in $(seq 1 50); do [ -S "$T/mon" ] && [ -s "$T/qemu.pid" ] && break; sleep 0.1; done
+        poll_until 120 eval '[ -S "$T/mon" ] && [ -s "$T/qemu.pid" ]'
         PID=$(cat "$T/qemu.pid")
         hmp "qom-set /machine/peripheral/bal guest-stats-polling-interval 1" >/dev/null
     }
     hmp() { # hmp COMMAND...: runs HMP commands, prints their output
         python3 - "$T/mon" "$@" <<'PY'
 import socket, sys
-s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.settimeout(3)
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.settimeout(60)
 def rd():
     b = b''
     try:
@@ -113,10 +136,9 @@ print(json.dumps({"pid": 0, "balloon": {"actual": actual, "stats": {k: s[v] for 
     set_target() { hmp "balloon $1" >/dev/null; }
     send() { printf '%s\n' "$1" >&3; }
     start_wait() { :; }
-    end_status() { # end_status SECONDS
+    end_status() { # sets st to QEMU's exit status, or empty
         st=
-        for _ in $(seq 1 $((${1:-10} * 10))); do kill -0 "$QPID" 2>/dev/null || break; sleep 0.1; done
-        kill -0 "$QPID" 2>/dev/null && return
+        wait_exit "${LIMITS[@]}" "$QPID" "$LOG" || return
         wait "$QPID"
         st=$?
     }

@@ -15,7 +15,11 @@ fuzz_run() {
         exit 77
     fi
     log=$(mktemp /tmp/kvmbox-fuzz.XXXXXX.log)
-    if timeout 300 make -s BUILD="$BUILD" "$target" FUZZ_SECONDS="${FUZZ_SECONDS:-30}" >"$log" 2>&1; then
+    # The fuzzer stops itself after FUZZ_SECONDS; the watchdog (tests/lib/progress.sh) is for
+    # a hang: nothing printed and no CPU used for 300 s, or 3000 s in all (builds included).
+    . tests/lib/progress.sh
+    if progress_run --name "$target" --quiet 300 --cpu-quiet 1200 --cap 3000 \
+        -- make -s BUILD="$BUILD" "$target" FUZZ_SECONDS="${FUZZ_SECONDS:-30}" >"$log" 2>&1; then
         echo "PASS: $what: $(grep -o 'Done [0-9]* runs in [0-9]* second(s)' "$log" | tail -1), no crash;" \
              "corpus $(ls "$corpus" | wc -l) inputs"
         rm -f "$log"

@@ -2,12 +2,26 @@
 # The one test command (make check; README; .ci/run): builds kvmbox normally and with
 # ASan+UBSan, runs the unit tests, the guest tests and the integration scripts against both
 # builds, and ends with one "N passed, N failed, N skipped" line.
+#
+# It says what it is doing as it goes (a CI log shows progress): "==> SCRIPT [BUILD]" when a
+# script starts, its PASS:/FAIL:/SKIP: lines (labelled with the build) and "<== SCRIPT
+# [BUILD]: N passed, N failed, N skipped, S s" when it ends. Each script's whole output and
+# the per-script times are kept in the log directory printed at the end.
+#
+# Hang guard: each script runs under tests/lib/progress.py (--tree: the VMs it daemonizes are
+# watched too). It is stopped only when it stops making progress: no new line in its log and
+# no CPU used for GUARD_QUIET s, or no new line while it used GUARD_CPU CPU-seconds, or after
+# GUARD_CAP s in any case. Scripts bound their own waits the same way, more tightly, so a
+# stuck step shows up as a FAIL line of the script long before this guard fires.
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
+. tests/lib/progress.sh
 JOBS=$(nproc 2>/dev/null || echo 2)
 LOG=$(mktemp -d /tmp/kvmbox-check.XXXXXX)
+GUARD_QUIET=${GUARD_QUIET:-300} GUARD_CPU=${GUARD_CPU:-1800} GUARD_CAP=${GUARD_CAP:-3600}
 pass=0 fail=0 skip=0
 failed_names=()
+T0=$SECONDS
 
 count() { # reads PASS/FAIL/SKIP lines from stdin, echoes them, updates the counters
     local line
@@ -21,6 +35,22 @@ count() { # reads PASS/FAIL/SKIP lines from stdin, echoes them, updates the coun
     done
 }
 
+label() { # label BUILD_DIR < output: its PASS/FAIL/SKIP lines as "PASS: [BUILD_DIR] ..."
+    local line
+    while IFS= read -r line; do
+        case "$line" in
+        PASS:* | FAIL:* | SKIP:*) printf '%s: [%s] %s\n' "${line%%:*}" "$1" "${line#*: }" ;;
+        esac
+    done
+}
+
+guard() { # guard NAME CMD...: CMD under the hang guard (stdout must be a file: its log)
+    local name=$1
+    shift
+    progress_run --tree --name "$name" --quiet "$GUARD_QUIET" --cpu-quiet "$GUARD_CPU" \
+        --cap "$GUARD_CAP" -- "$@"
+}
+
 build() { # build DIR SAN
     if make -s -j"$JOBS" BUILD="$1" SAN="$2" all "$1"/tests/.stamp >"$LOG/build-$1.log" 2>&1; then
         echo "PASS: build $1"
@@ -31,37 +61,49 @@ build() { # build DIR SAN
     fi
 }
 
-run_scripts() { # run_scripts BUILD_DIR pattern...
-    local dir=$1 s rc out
+# run_one NAME BUILD_DIR CMD...: one test program with its start and end lines, counted.
+run_one() {
+    local name=$1 dir=$2 rc out t0=$SECONDS p0=$pass f0=$fail s0=$skip
+    shift 2
+    out="$LOG/$name.$dir.log"
+    echo "==> $name [$dir]"
+    KVMBOX="$dir/kvmbox" BUILD="$dir" guard "$name [$dir]" "$@" >"$out" 2>&1
+    rc=$?
+    echo "$name [$dir]: $((SECONDS - t0)) s" >>"$LOG/times"
+    count < <(label "$dir" <"$out")
+    # A sanitizer report anywhere is a failure, even if the script's checks passed.
+    if grep -qE 'runtime error:|ERROR: AddressSanitizer|ERROR: LeakSanitizer' "$out"; then
+        grep -E -m3 'runtime error:|ERROR: (Address|Leak)Sanitizer' "$out"
+        count <<<"FAIL: [$dir] $name: sanitizer report (see $out)"
+    fi
+    if [ $rc -ne 0 ] && [ $rc -ne 77 ] && ! grep -q '^FAIL:' "$out"; then
+        tail -20 "$out"
+        count <<<"FAIL: [$dir] $name exited with status $rc"
+    fi
+    grep '^progress: ' "$out" | sed 's/^/    /'
+    echo "<== $name [$dir]: $((pass - p0)) passed, $((fail - f0)) failed, $((skip - s0)) skipped, $((SECONDS - t0)) s"
+}
+
+run_scripts() { # run_scripts BUILD_DIR script...
+    local dir=$1 s
     shift
     for s in "$@"; do
         [ -x "$s" ] || continue
-        out="$LOG/$(basename "$s").$dir.log"
-        local t0=$SECONDS
-        KVMBOX="$dir/kvmbox" BUILD="$dir" timeout -k 10 300 "$s" >"$out" 2>&1
-        rc=$?
-        echo "$(basename "$s") [$dir]: $((SECONDS - t0)) s" >>"$LOG/times"
-        count < <(grep -E '^(PASS|FAIL|SKIP):' "$out" | sed "s|^\(PASS\|FAIL\|SKIP\): |&[$dir] |")
-        # A sanitizer report anywhere is a failure, even if the script's checks passed.
-        if grep -qE 'runtime error:|ERROR: AddressSanitizer|ERROR: LeakSanitizer' "$out"; then
-            grep -E -m3 'runtime error:|ERROR: (Address|Leak)Sanitizer' "$out"
-            count <<<"FAIL: [$dir] $(basename "$s"): sanitizer report (see $out)"
-        fi
-        if [ $rc -ne 0 ] && [ $rc -ne 77 ] && ! grep -q '^FAIL:' "$out"; then
-            tail -20 "$out"
-            count <<<"FAIL: [$dir] $(basename "$s") exited with status $rc"
-        fi
+        run_one "$(basename "$s")" "$dir" "$s"
     done
 }
 
 for dir_san in "build 0" "build-asan 1"; do
+    # shellcheck disable=SC2086 # two words: intended splitting
     set -- $dir_san
     dir=$1 san=$2
+    echo "==> build $dir"
     build "$dir" "$san" >"$LOG/build-result" 2>&1
     brc=$?
     count <"$LOG/build-result"
     [ $brc -eq 0 ] || continue
-    count < <(tests/run-unit.sh $(find "$dir/tests" -maxdepth 1 -type f -name 'test_*' -perm -u+x | sort) 2>&1)
+    # shellcheck disable=SC2046 # one argument per test binary
+    run_one unit-tests "$dir" tests/run-unit.sh $(find "$dir/tests" -maxdepth 1 -type f -name 'test_*' -perm -u+x | sort)
     if [ "$san" = 0 ]; then
         run_scripts "$dir" tests/t-*.sh
     else
@@ -69,11 +111,14 @@ for dir_san in "build 0" "build-asan 1"; do
         # Linux boots or the benchmarks. The bridge and tap pings take every 7th payload
         # size (the normal pass took every size): the sanitizers need the paths, not all
         # 1473 sizes again.
+        # shellcheck disable=SC2046 # one argument per script
         STEP=7 run_scripts "$dir" $(ls tests/t-*.sh | grep -v -E 't-linux|t-img-fuzz|t-virtio-fuzz')
     fi
 done
 
 echo
+echo "longest: $(sort -t: -k2 -nr "$LOG/times" | head -5 | paste -sd';' | sed 's/;/; /g')"
+echo "took $((SECONDS - T0)) s; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 if [ $fail -ne 0 ]; then
     echo "failed:"
     printf '  %s\n' "${failed_names[@]}"

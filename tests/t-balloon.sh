@@ -2,8 +2,8 @@
 # virtio-balloon end to end with guest-tests/balloon.c in a 1 GiB guest, measuring the VMM's
 # resident memory (VmRSS of its process) at each step:
 #   1. the guest touches 800 MiB: RSS >= 800 MiB;
-#   2. `kvmbox balloon NAME 256M`: within 3 s RSS drops by >= 700 MiB; the guest sees the
-#      target (num_pages), inflates, and info shows target and actual 256 MiB;
+#   2. `kvmbox balloon NAME 256M`: RSS drops by >= 700 MiB (how long it took is printed); the
+#      guest sees the target (num_pages), inflates, and info shows target and actual 256 MiB;
 #   3. the statistics info shows are the ones the guest sent (it refreshes them each time the
 #      device returns the buffer, every second with --stats-interval 1);
 #   4. back to 1G: the guest deflates, the pages read as zero and are usable (guest checks),
@@ -16,6 +16,8 @@
 # KVMBOX_VMM=qemu runs the same kernel under QEMU TCG (virtio-balloon-pci with
 # free-page-reporting=on, driven through the HMP monitor): validates the guest side; QEMU
 # has no "reported" counter and clamps bad targets, so those checks are left out there.
+# No check depends on how fast the host is: every wait ends on what it waits for, bounded by
+# the guest's progress or a generous cap (tests/balloon-vmm.sh, tests/lib/progress.sh).
 set -u
 cd "$(dirname "$0")/.." || exit 1
 BUILD=${BUILD:-build}
@@ -29,7 +31,8 @@ if [ "$VMM" = kvmbox ] && [ ! -c /dev/kvm ]; then
 fi
 for f in "$K" "$CTL"; do [ -f "$f" ] || { echo "FAIL: balloon: $f is not built"; exit 1; }; done
 T=$(mktemp -d /tmp/kvmbox-balloon.XXXXXX)
-TAG=balloon KERNEL=$K INITRD='' CMDLINE='' MEM=1024
+# wait=: the guest waits for each host command for up to an hour (default 120 s of its time).
+TAG=balloon KERNEL=$K INITRD='' CMDLINE='wait=3600' MEM=1024
 # shellcheck source=tests/balloon-vmm.sh
 . tests/balloon-vmm.sh
 
@@ -39,7 +42,7 @@ if ! vm_start; then
 fi
 
 # 1. touched
-if ! wait_for READY-INFLATE 60; then
+if ! wait_for READY-INFLATE; then
     bad "the guest never reached READY-INFLATE"
     grep -E "FAIL|SUMMARY" "$LOG" | sed 's/^/    | /'
     exit 1
@@ -53,17 +56,13 @@ t0=$(now_ms)
 out=$(set_target 256 2>&1); rc=$?
 expect "setting the target to 256M succeeds ($rc${out:+: $out})" [ $rc = 0 ]
 rss2=$rss1
-while :; do
-    rss2=$(rss_mib)
-    el=$(($(now_ms) - t0))
-    [ $((rss1 - rss2)) -ge 700 ] && break
-    [ $el -ge 3000 ] && break
-    sleep 0.05
-done
-expect "RSS $rss1 -> $rss2 MiB (down $((rss1 - rss2)) MiB, >= 700) ${el} ms after the request (<= 3000)" \
-    cond "[ $((rss1 - rss2)) -ge 700 ] && [ $el -le 3000 ]"
-expect "the guest is told the new target (num_pages 196608)" wait_for "TARGET num_pages=196608" 10
-wait_for "INFLATED pages=196608 actual=196608" 10
+rss_down() { rss2=$(rss_mib); [ $((rss1 - rss2)) -ge "$1" ]; }
+poll_until 600 rss_down 700
+el=$(($(now_ms) - t0))
+expect "RSS $rss1 -> $rss2 MiB (down $((rss1 - rss2)) MiB, >= 700) ${el} ms after the request" \
+    [ $((rss1 - rss2)) -ge 700 ]
+expect "the guest is told the new target (num_pages 196608)" wait_for "TARGET num_pages=196608"
+wait_for "INFLATED pages=196608 actual=196608"
 expect "the guest inflates 196608 pages ($(grep -o 'INFLATED.*' "$LOG" | tr -d '\r' | head -1))" \
     grep -q "INFLATED pages=196608 actual=196608" "$LOG"
 if [ "$VMM" = kvmbox ]; then
@@ -73,12 +72,16 @@ else
     expect "info balloon: actual=256" [ "$(json 'i["balloon"]["actual"] >> 20')" = 256 ]
 fi
 
-# 3. statistics: wait for two refreshes, then compare with what the guest sent
+# 3. statistics: wait for three refreshes, then compare with what the guest sent. The guest
+# prints STATS-SENT n after its kick and sends n+1 only once the device gave n back: when
+# line n0+2 is out, the device has had buffer n0+1, sent after ts0, so the figures info shows
+# are younger than now - ts0; and they are those of one of the last three lines once one more
+# line is out after info (the line of the buffer the device holds may still be coming).
 n0=$(grep -c STATS-SENT "$LOG") ts0=$(now_ms)
-for _ in $(seq 1 50); do [ "$(grep -c STATS-SENT "$LOG")" -ge $((n0 + 2)) ] && break; sleep 0.1; done
-sleep 0.2
+wait_for STATS-SENT $((n0 + 3))
 inf=$(info)
-sleep 0.3 # the guest prints STATS-SENT after its kick, so the device may have the figures first
+since_ms=$(($(now_ms) - ts0))
+wait_for STATS-SENT $(($(grep -c STATS-SENT "$LOG") + 1))
 sent=$(grep -o 'STATS-SENT [0-9]* minor_faults=[0-9]* total=[0-9]*' "$LOG" | tail -3 | awk '{ print $3 "," $4 }' | tr '\n' ' ')
 expect "the device returned the statistics buffer and the guest refreshed it ($(($(grep -c STATS-SENT "$LOG") - n0)) times in $(($(now_ms) - ts0)) ms at --stats-interval 1)" \
     [ "$(grep -c STATS-SENT "$LOG")" -ge $((n0 + 2)) ]
@@ -93,15 +96,16 @@ ok = all(s[k] == v for k, v in want.items())
 ok = ok and any(s["minor_faults"] == int(d["minor_faults"]) and s["total"] == int(d["total"]) for d in sent)
 sys.exit(not ok)' "$inf" "$sent"
 if [ "$VMM" = kvmbox ]; then
-    expect "their age is under 2 s ($(json 'i["balloon"]["stats"]["age_ms"]') ms)" \
-        [ "$(json 'i["balloon"]["stats"]["age_ms"]')" -lt 2000 ]
+    age=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["balloon"]["stats"]["age_ms"])' "$inf")
+    expect "their age ($age ms) is at most the $since_ms ms since the device was sent them" \
+        cond "[ $age -ge 0 ] && [ $age -le $since_ms ]"
 fi
 
 # 4. deflate back to the whole memory
 out=$(set_target 1024 2>&1); rc=$?
 expect "setting the target back to 1G succeeds ($rc${out:+: $out})" [ $rc = 0 ]
-expect "the guest deflates to actual 0" wait_for "DEFLATED pages=196608 actual=0" 20
-expect "the guest touched the region to report" wait_for READY-REPORT 30
+expect "the guest deflates to actual 0" wait_for "DEFLATED pages=196608 actual=0"
+expect "the guest touched the region to report" wait_for READY-REPORT
 grep -E "^(PASS|FAIL): (deflate|the [0-9]+ touched)" "$LOG" | tr -d '\r' | sed 's/^/    guest| /'
 expect "the guest's checks after deflating pass (zeroes, untouched pages kept, usable again)" \
     [ "$(grep -cE '^PASS: (deflate|the [0-9]+ touched)' "$LOG")" = 4 ]
@@ -115,11 +119,11 @@ else
     expect "info balloon: actual=1024" [ "$(json 'i["balloon"]["actual"] >> 20')" = 1024 ]
 fi
 
-# 5. free page reporting, no balloon command
+# 5. free page reporting, no balloon command (the device releases the pages before it gives
+# the buffers back, so once the guest says REPORTED, RSS is down)
 send report
-wait_for REPORTED 20
+wait_for REPORTED
 expect "the guest reports 64 MiB free ($(grep -o 'REPORTED.*' "$LOG" | tr -d '\r' | head -1))" grep -q REPORTED "$LOG"
-sleep 0.3
 rss4=$(rss_mib)
 expect "RSS $rss3 -> $rss4 MiB after the report (down $((rss3 - rss4)), >= 60)" [ $((rss3 - rss4)) -ge 60 ]
 if [ "$VMM" = kvmbox ]; then
@@ -150,7 +154,8 @@ if [ "$VMM" = kvmbox ]; then
         python3 -c 'import json,sys; sys.exit(json.loads(sys.argv[1]).get("balloon") not in (None, {}))' \
         "$("$KVMBOX" info nob --json)"
     "$KVMBOX" kill nob >/dev/null 2>&1
-    sleep 0.5
+    # Three more refreshes: the guest has looked at its target since (it does on every wake-up).
+    wait_for STATS-SENT $(($(grep -c STATS-SENT "$LOG") + 3))
     tgt1=$(json 'i["balloon"]["target"]')
     expect "the refused requests changed nothing (target $((tgt1 >> 20)) MiB, no new TARGET line in the guest)" \
         cond "[ $tgt1 = $tgt0 ] && [ $(grep -c TARGET "$LOG") = $ntarget ]"
@@ -158,9 +163,8 @@ fi
 
 # 7. the end
 start_wait
-sleep 0.3
 send quit
-end_status 10
+end_status
 summary=$(grep -o 'SUMMARY.*' "$LOG" | tr -d '\r')
 # shellcheck disable=SC2016 # evaluated by cond
 expect "the guest ends with status ${st:-none} (1: all its checks passed; $summary)" \

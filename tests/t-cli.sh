@@ -7,15 +7,24 @@ BUILD=${BUILD:-build}
 GT=$BUILD/guest-tests
 K=$GT/debug-exit.elf
 T=$(mktemp -d /tmp/kvmbox-cli.XXXXXX)
-trap 'rm -rf "$T"' EXIT
+BG=()
+cleanup() {
+    local p
+    for p in "${BG[@]}"; do kill "$p" 2>/dev/null; done
+    rm -rf "$T"
+}
+trap cleanup EXIT
+. "$(dirname "$0")/lib/progress.sh"
 fails=0
 
 # expect NAME STATUS PATTERN -- CMD...: status must match and stderr must be one line
-# containing PATTERN (for failures), with no sanitizer report.
+# containing PATTERN (for failures), with no sanitizer report. CMD is stopped if it prints
+# nothing and uses no CPU for 60 s, or after 600 s (tests/lib/progress.sh): a hang, never a
+# slow host.
 expect() {
     local name=$1 want=$2 pat=$3
     shift 4
-    timeout --foreground -k 10 60 "$@" >"$T/out" 2>"$T/err" </dev/null
+    progress_run --name "$name" --cpu-quiet 60 --watch "$T/err" -- "$@" >"$T/out" 2>"$T/err" </dev/null
     local rc=$?
     local lines
     lines=$(grep -c . "$T/err")
@@ -60,9 +69,12 @@ expect "disk bad option" 2 "unknown option 'bogus'" -- "$KVMBOX" run --kernel "$
 printf 'QFI\xfb\0\0\0\3garbage' >"$T/bad.qcow2"
 expect "disk corrupt qcow2" 2 "bad.qcow2" -- "$KVMBOX" run --kernel "$K" --disk "$T/bad.qcow2"
 qemu-img create -q -f raw "$T/held.img" 1M
-"$KVMBOX" run --kernel "$GT/spin.elf" --mem 32M --timeout 20 --disk "$T/held.img,format=raw" >/dev/null 2>&1 &
+# The holder spins until it is killed below (or by cleanup).
+"$KVMBOX" run --kernel "$GT/spin.elf" --mem 32M --disk "$T/held.img,format=raw" >/dev/null 2>&1 &
 holder=$!
-for _ in $(seq 50); do ls -l /proc/$holder/fd 2>/dev/null | grep -q held.img && break; sleep 0.1; done
+BG+=("$holder")
+holds() { ls -l "/proc/$holder/fd" 2>/dev/null | grep -q held.img; }
+poll_until 120 holds
 expect "disk in use by another kvmbox" 2 "in use by another process" -- "$KVMBOX" run --kernel "$K" --disk "$T/held.img,format=raw"
 kill "$holder" 2>/dev/null; wait "$holder" 2>/dev/null
 expect "net malformed MAC" 2 "malformed MAC address" -- "$KVMBOX" run --kernel "$K" --net user,mac=52:54:zz:00:00:01
@@ -71,9 +83,11 @@ expect "net unknown mode" 2 "unknown mode" -- "$KVMBOX" run --kernel "$K" --net 
 expect "net missing bridge" 2 "bridge kvmbox-nobr does not exist" -- "$KVMBOX" run --kernel "$K" --net bridge=kvmbox-nobr
 expect "net missing tap" 2 "tap kvmbox-notap does not exist" -- "$KVMBOX" run --kernel "$K" --net tap,ifname=kvmbox-notap
 expect "net not a bridge" 2 "lo is not a bridge" -- "$KVMBOX" run --kernel "$K" --net bridge=lo
-python3 -c 'import socket,time,sys; s=socket.socket(); s.bind(("127.0.0.1",0)); s.listen(); print(s.getsockname()[1], flush=True); time.sleep(30)' >"$T/port" &
+# The listener holds its port until it is killed below (or by cleanup).
+python3 -c 'import socket,time,sys; s=socket.socket(); s.bind(("127.0.0.1",0)); s.listen(); print(s.getsockname()[1], flush=True); time.sleep(100000)' >"$T/port" &
 listener=$!
-for _ in $(seq 50); do [ -s "$T/port" ] && break; sleep 0.1; done
+BG+=("$listener")
+poll_until 120 test -s "$T/port"
 expect "net hostfwd port in use" 2 "Address already in use" -- "$KVMBOX" run --kernel "$K" --net "user,hostfwd=tcp::$(cat "$T/port")-:22"
 kill "$listener" 2>/dev/null; wait "$listener" 2>/dev/null
 expect "balloon bad value" 2 "expected on or off" -- "$KVMBOX" run --kernel "$K" --balloon maybe
@@ -98,34 +112,39 @@ if [ -e /dev/kvm ]; then
     if gcc -m32 -nostdlib -static -Wl,-Ttext=0x100000 -Wl,--build-id=none \
         tests/guests/triple-fault.S -o "$T/tf.elf" 2>"$T/gcc.err"; then
         expect "triple fault names exit, rip and code" 4 "KVM_EXIT_SHUTDOWN.*rip 0x100013, code: 0f 0b" -- \
-            "$KVMBOX" run --kernel "$T/tf.elf" --timeout 30
+            "$KVMBOX" run --kernel "$T/tf.elf"
     else
         echo "FAIL: cli: cannot build tests/guests/triple-fault.S: $(head -2 "$T/gcc.err")"
         fails=$((fails + 1))
     fi
     expect "pvpanic ends kvmbox with status 6" 6 "guest panicked" -- \
-        "$KVMBOX" run --kernel "$GT/panic.elf" --timeout 30
-    # Ctrl-] on a terminal ends the VM (status 0) and gives the terminal back.
+        "$KVMBOX" run --kernel "$GT/panic.elf"
+    # Ctrl-] on a terminal ends the VM (status 0) and gives the terminal back. The guest
+    # prints a tick every 200 ms: 60 s without output, or 600 s in all, is a hang.
     out=$(python3 - "$KVMBOX" "$GT/ctl.elf" <<'PY'
-import os, pty, select, sys, time
+import os, pty, select, signal, sys, time
 pid, fd = pty.fork()
 if pid == 0:
-    os.execv(sys.argv[1], ['kvmbox', 'run', '--kernel', sys.argv[2], '--mem', '64M', '--timeout', '60'])
-out, t = b'', time.time()
-while time.time() - t < 30:
+    os.execv(sys.argv[1], ['kvmbox', 'run', '--kernel', sys.argv[2], '--mem', '64M'])
+out, t0, last = b'', time.monotonic(), time.monotonic()
+while time.monotonic() - last < 60 and time.monotonic() - t0 < 600:
     r, _, _ = select.select([fd], [], [], 0.2)
     if r:
         try: out += os.read(fd, 4096)
         except OSError: break
+        last = time.monotonic()
     if b'TICK 1' in out:
         os.write(fd, b'\x1d'); break
+else:
+    os.kill(pid, signal.SIGTERM)
+    print('no TICK 1 from the guest:', out[-200:])
 _, st = os.waitpid(pid, 0)
 print('status', os.WEXITSTATUS(st) if os.WIFEXITED(st) else 'signal')
 PY
 )
     if [ "$out" = "status 0" ]; then echo "PASS: cli: Ctrl-] on a terminal ends the VM with status 0"
     else echo "FAIL: cli: Ctrl-] on a terminal: $out"; fails=$((fails + 1)); fi
-    expect "debug-exit status" 43 "" -- "$KVMBOX" run --kernel "$K" --cmdline "code=21" --timeout 30
+    expect "debug-exit status" 43 "" -- "$KVMBOX" run --kernel "$K" --cmdline "code=21"
     expect "embedding example" 43 "" -- "$BUILD/examples/embed" "$K" "code=21"
     grep -q "embed: guest stopped" "$T/err" || { echo "FAIL: cli: embed did not report the stop"; fails=$((fails + 1)); }
 else

@@ -21,7 +21,11 @@ done
 T=$(mktemp -d /tmp/kvmbox-linux-blk.XXXXXX)
 trap 'chmod -R u+w "$T"; rm -rf "$T"' EXIT
 linux_fetch_guest "linux on virtio-blk" "$T/fetch.log" || exit 1
-WAIT=${LINUX_BLK_WAIT:-180}
+. tests/lib/progress.sh
+# A boot is given up when its console printed nothing while the VMM used no CPU for 120 s, or
+# printed nothing while it used 600 CPU-seconds, or after LINUX_BLK_CAP s (default 1800) in all
+# (tests/lib/progress.sh): never a guess of how fast the host is.
+LIMITS=(--quiet 120 --cpu-quiet 600 --cap "${LINUX_BLK_CAP:-1800}")
 fails=0
 pass() { echo "PASS: linux-blk/$*"; }
 fail() { echo "FAIL: linux-blk/$*"; fails=$((fails + 1)); }
@@ -53,11 +57,11 @@ mkfs.ext4 -q -F -d "$T/root" "$T/base.raw" 128M >/dev/null || { echo "FAIL: linu
 boot() { # boot NAME IMAGE FORMAT: runs the guest with IMAGE as /dev/vda; console in $T/NAME.out
     local cmdline="console=ttyS0 root=/dev/vda rw"
     if [ "$VMM" = kvmbox ]; then
-        timeout --foreground -k 10 $((WAIT + 20)) "$KVMBOX" run --kernel "$G/vmlinuz" --initrd "$G/initramfs.cpio.gz" \
-            --mem 512M --cpus 2 --cmdline "$cmdline" --no-reboot --timeout "$WAIT" \
+        progress_run --name "linux-blk" "${LIMITS[@]}" -- "$KVMBOX" run --kernel "$G/vmlinuz" --initrd "$G/initramfs.cpio.gz" \
+            --mem 512M --cpus 2 --cmdline "$cmdline" --no-reboot \
             --disk "$2,format=$3,serial=root" </dev/null >"$T/$1.out" 2>&1
     else
-        timeout "$WAIT" qemu-system-x86_64 -accel tcg -M q35 -m 512M -smp 2 -kernel "$G/vmlinuz" \
+        progress_run --name "linux-blk" "${LIMITS[@]}" -- qemu-system-x86_64 -accel tcg -M q35 -m 512M -smp 2 -kernel "$G/vmlinuz" \
             -initrd "$G/initramfs.cpio.gz" -append "$cmdline" -nographic -serial stdio \
             -monitor none -no-reboot -drive "file=$2,if=none,id=d0,format=$3" \
             -device virtio-blk-pci,drive=d0,serial=root </dev/null >"$T/$1.out" 2>&1

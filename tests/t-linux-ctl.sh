@@ -12,6 +12,8 @@
 # elsewhere it prints one SKIP line with the reason and exits 77. LINUX_CTL_VMM=qemu runs the
 # same guest steps under QEMU TCG (serial and HMP monitor on unix sockets: stop/cont,
 # system_powerdown) to validate the guest side; list/info are kvmbox's own.
+# Waits end on what they wait for (tests/lib/progress.sh): given up when the console has
+# printed nothing for 120 s, or after 1200 s; never a guess of how fast the host is.
 set -u
 cd "$(dirname "$0")/.." || exit 1
 KVMBOX=${KVMBOX:-build/kvmbox}
@@ -30,6 +32,8 @@ cleanup() {
     rm -rf "$T"
 }
 trap cleanup EXIT
+. tests/lib/progress.sh
+LIMITS=(--quiet 120 --cap 1200)
 fails=0
 ok() { echo "PASS: linux-ctl ($VMM): $*"; }
 bad() { echo "FAIL: linux-ctl ($VMM): $*"; fails=$((fails + 1)); }
@@ -50,21 +54,35 @@ start() {
         QPID=$!
     fi
 }
-# type LINE: types LINE on the console and prints what comes back within 2 s.
+# type_line LINE REGEX: types LINE on the console and prints what comes back, up to the first
+# line matching REGEX (Python re), or until nothing more came for 60 s (600 s in all).
 type_line() {
     if [ "$VMM" = kvmbox ]; then
-        (sleep 0.3; printf '%s\n' "$1"; sleep 2) | timeout --foreground -k 5 10 "$KVMBOX" console $N 2>/dev/null | tr -d '\r'
+        local pid
+        printf '%s\n' "$1" | "$PROGRESS" run --name "console $N" -- "$KVMBOX" console $N >"$T/type.out" 2>/dev/null &
+        pid=$!
+        wait_output --pid "$pid" "$T/type.out" "$2" 2>/dev/null
+        kill "$pid" 2>/dev/null
+        wait "$pid"
+        tr -d '\r' <"$T/type.out"
     else
-        python3 - "$T/serial" "$1" <<'PY' | tr -d '\r'
-import socket, sys, time
+        python3 - "$T/serial" "$1" "$2" <<'PY' | tr -d '\r'
+import re, socket, sys, time
 s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.settimeout(0.2)
 s.sendall(sys.argv[2].encode() + b"\n")
-out, end = b"", time.time() + 2
-while time.time() < end:
+rx = re.compile(sys.argv[3], re.M)
+out, t0 = b"", time.monotonic()
+last = t0
+while time.monotonic() - last < 60 and time.monotonic() - t0 < 600:
+    if rx.search(out.decode(errors="replace").replace("\r", "")):
+        break
     try:
-        out += s.recv(4096)
+        c = s.recv(4096)
     except socket.timeout:
-        pass
+        continue
+    if not c:
+        break
+    out, last = out + c, time.monotonic()
 sys.stdout.write(out.decode(errors="replace"))
 PY
     fi
@@ -78,15 +96,12 @@ PY
 }
 pause() { if [ "$VMM" = kvmbox ]; then "$KVMBOX" pause $N; else monitor stop; fi; }
 resume() { if [ "$VMM" = kvmbox ]; then "$KVMBOX" resume $N; else monitor cont; fi; }
-uptime_now() { type_line "cat /proc/uptime" | awk '/^[0-9]+\.[0-9]+ [0-9]+\.[0-9]+$/ { print $1; exit }'; }
-wait_log() { # wait_log PATTERN SECONDS
-    for _ in $(seq 1 $(($2 * 10))); do grep -aq -- "$1" "$LOG" 2>/dev/null && return 0; sleep 0.1; done
-    return 1
-}
+UPTIME_RX='^[0-9]+\.[0-9]+ [0-9]+\.[0-9]+$'
+uptime_now() { type_line "cat /proc/uptime" "$UPTIME_RX" | awk '/^[0-9]+\.[0-9]+ [0-9]+\.[0-9]+$/ { print $1; exit }'; }
 
 start
-if ! wait_log "KVMBOX-GUEST: shell" 120; then
-    bad "the guest did not reach its shell in 120 s: $(cat "$T/start"; tail -5 "$LOG" 2>/dev/null)"
+if ! wait_output "${LIMITS[@]}" "$LOG" "KVMBOX-GUEST: shell"; then
+    bad "the guest did not reach its shell: $(cat "$T/start"; tail -5 "$LOG" 2>/dev/null)"
     exit 1
 fi
 grep -aq "KVMBOX-GUEST: acpid: the power button shuts down" "$LOG" && ok "the guest listens to the power button (acpid)" ||
@@ -101,11 +116,11 @@ if [ "$VMM" = kvmbox ]; then
 fi
 
 # 2. the console reaches the guest's shell
-out=$(type_line 'echo marker-$((6*7))')
+out=$(type_line 'echo marker-$((6*7))' '^marker-42')
 grep -q "^marker-42" <<<"$out" && ok "a line typed on the console is run by the guest's shell (marker-42)" ||
     bad "no answer from the guest's shell: $(tail -3 <<<"$out")"
 
-# 3. pause/resume: no leap in the guest's monotonic clock
+# 3. pause/resume: no leap in the guest's monotonic clock (the pause lasts 3 s: not a limit)
 u0=$(uptime_now) h0=$EPOCHREALTIME
 pause
 sleep 3
@@ -121,19 +136,21 @@ fi
 
 # 4. shutdown through the power button
 if [ "$VMM" = kvmbox ]; then
-    ("$KVMBOX" wait $N; echo "wait-status $?") >"$T/wait" 2>&1 &
+    # The waiter must be blocked on its answer (in poll(), system call 7) before the VM ends.
+    "$KVMBOX" wait $N >"$T/wait" 2>&1 &
     waiter=$!
-    sleep 0.3
-    out=$("$KVMBOX" shutdown $N --timeout 60 2>&1); rc=$?
+    waiting() { local nr; read -r nr _ <"/proc/$waiter/syscall" 2>/dev/null && [ "$nr" = 7 ]; }
+    poll_until 120 waiting
+    out=$("$KVMBOX" shutdown $N --timeout 600 2>&1); rc=$?
     [ $rc = 0 ] && ok "shutdown: the guest powered off cleanly ($out)" || bad "shutdown: status $rc: $out"
     wait $waiter
-    grep -q "wait-status 0" "$T/wait" && ok "wait returned status 0" || bad "wait: $(cat "$T/wait")"
+    wst=$?
+    [ $wst = 0 ] && ok "wait returned status 0" || bad "wait: status $wst: $(cat "$T/wait")"
     [ ! -e "$T/run/$N.sock" ] && ok "the control socket is gone" || bad "the control socket is still there"
 else
     monitor system_powerdown
-    for _ in $(seq 1 600); do kill -0 "$QPID" 2>/dev/null || break; sleep 0.1; done
-    if kill -0 "$QPID" 2>/dev/null; then
-        bad "QEMU still runs 60 s after system_powerdown"
+    if ! wait_exit "${LIMITS[@]}" "$QPID" "$LOG"; then
+        bad "QEMU still runs after system_powerdown"
     else
         wait "$QPID"
         rc=$?

@@ -18,17 +18,21 @@ linux_need_host "linux full boot"
 T=$(mktemp -d /tmp/kvmbox-linux-full.XXXXXX)
 trap 'rm -rf "$T"' EXIT
 linux_fetch_guest "linux full boot" "$T/fetch.log" || exit 1
-WAIT=${LINUX_FULL_WAIT:-120}
+. tests/lib/progress.sh
+# A boot is given up when its console printed nothing while the VMM used no CPU for 120 s, or
+# printed nothing while it used 600 CPU-seconds, or after LINUX_FULL_CAP s (default 1200) in all
+# (tests/lib/progress.sh): never a guess of how fast the host is.
+LIMITS=(--quiet 120 --cpu-quiet 600 --cap "${LINUX_FULL_CAP:-1200}")
 fails=0
 
 run_vm() { # run_vm KERNEL MEM CPUS: the VM's console in $T/out, its exit status returned
     local cmdline="console=ttyS0 kvmbox.test=full"
     if [ "$VMM" = kvmbox ]; then
-        timeout --foreground -k 10 $((WAIT + 20)) "$KVMBOX" run --kernel "$1" --initrd "$G/initramfs.cpio.gz" \
-            --mem "$2" --cpus "$3" --cmdline "$cmdline" --no-reboot --timeout "$WAIT" \
+        progress_run --name "linux-full" "${LIMITS[@]}" -- "$KVMBOX" run --kernel "$1" --initrd "$G/initramfs.cpio.gz" \
+            --mem "$2" --cpus "$3" --cmdline "$cmdline" --no-reboot \
             </dev/null >"$T/out" 2>&1
     else
-        timeout "$WAIT" qemu-system-x86_64 -accel tcg -M q35 -kernel "$1" \
+        progress_run --name "linux-full" "${LIMITS[@]}" -- qemu-system-x86_64 -accel tcg -M q35 -kernel "$1" \
             -initrd "$G/initramfs.cpio.gz" -m "$2" -smp "$3" -append "$cmdline" \
             -nographic -serial stdio -monitor none -no-reboot </dev/null >"$T/out" 2>&1
     fi

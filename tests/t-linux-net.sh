@@ -21,21 +21,26 @@ ip link set lo up
 T=$(mktemp -d /tmp/kvmbox-linux-net.XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$T"' EXIT
 linux_fetch_guest "linux on virtio-net" "$T/fetch.log" || exit 1
-WAIT=${LINUX_NET_WAIT:-180}
+. tests/lib/progress.sh
+# A boot is given up when its console printed nothing while the VMM used no CPU for 120 s, or
+# printed nothing while it used 600 CPU-seconds, or after LINUX_NET_CAP s (default 1800) in all
+# (tests/lib/progress.sh): never a guess of how fast the host is.
+LIMITS=(--quiet 120 --cpu-quiet 600 --cap "${LINUX_NET_CAP:-1800}")
 mkdir "$T/www"
 head -c 1048576 /dev/urandom >"$T/www/blob"
 want=$(md5sum <"$T/www/blob" | cut -d' ' -f1)
 port=18080
 python3 -m http.server "$port" --bind 127.0.0.1 --directory "$T/www" >"$T/http.log" 2>&1 &
-sleep 1
+listening() { ss -Hltn "sport = :$port" 2>/dev/null | grep -q .; }
+poll_until 120 listening
 cmdline="console=ttyS0 kvmbox.dhcp=1 kvmbox.cmd=\"wget -q -O - http://10.0.2.2:$port/blob | md5sum\""
 t0=$EPOCHREALTIME
 if [ "$VMM" = kvmbox ]; then
-    timeout --foreground -k 10 $((WAIT + 20)) "$KVMBOX" run --kernel "$G/vmlinuz" --initrd "$G/initramfs.cpio.gz" \
-        --mem 512M --cpus 2 --cmdline "$cmdline" --net user --no-reboot --timeout "$WAIT" \
+    progress_run --name "linux-net" "${LIMITS[@]}" -- "$KVMBOX" run --kernel "$G/vmlinuz" --initrd "$G/initramfs.cpio.gz" \
+        --mem 512M --cpus 2 --cmdline "$cmdline" --net user --no-reboot \
         </dev/null >"$T/out" 2>&1
 else
-    timeout "$WAIT" qemu-system-x86_64 -accel tcg -M q35 -m 512M -smp 2 -kernel "$G/vmlinuz" \
+    progress_run --name "linux-net" "${LIMITS[@]}" -- qemu-system-x86_64 -accel tcg -M q35 -m 512M -smp 2 -kernel "$G/vmlinuz" \
         -initrd "$G/initramfs.cpio.gz" -append "$cmdline" -nographic -serial stdio -monitor none \
         -no-reboot -netdev user,id=n0 -device virtio-net-pci,netdev=n0 </dev/null >"$T/out" 2>&1
 fi

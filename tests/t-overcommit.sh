@@ -4,6 +4,8 @@
 # side, daemonized, and each touches TOUCH_MIB (default 256) of its memory
 # (guest-tests/touch.c) and reports it. All four must report while all four run; each
 # VMM's RSS must reflect what its guest touched, not its --mem. Then they are killed.
+# Waits end on the guests' progress (tests/lib/progress.sh): a guest touching its memory
+# prints nothing but uses the CPU, so each may use 600 CPU-seconds before it reports.
 set -u
 cd "$(dirname "$0")/.." || exit 1
 BUILD=${BUILD:-build}
@@ -25,6 +27,7 @@ cleanup() {
     rm -rf "$T"
 }
 trap cleanup EXIT
+. tests/lib/progress.sh
 fails=0
 ok() { echo "PASS: overcommit: $*"; }
 bad() { echo "FAIL: overcommit: $*"; fails=$((fails + 1)); }
@@ -42,8 +45,10 @@ fi
 
 started=0
 for i in $(seq 1 "$NVM"); do
-    if out=$("$KVMBOX" run --daemonize --name "oc$i" --kernel "$K" --mem "${per_gib}G" --timeout 300 \
-        --cmdline "touch=$TOUCH_MIB hold=240" 2>&1); then
+    # hold: the guest idles until it is killed below; --timeout only ends a VM that outlives
+    # a killed script (cleanup ends them otherwise).
+    if out=$("$KVMBOX" run --daemonize --name "oc$i" --kernel "$K" --mem "${per_gib}G" --timeout 7200 \
+        --cmdline "touch=$TOUCH_MIB hold=7200" 2>&1); then
         started=$((started + 1))
     else
         bad "VM oc$i (--mem ${per_gib}G) does not start: $out"
@@ -51,13 +56,13 @@ for i in $(seq 1 "$NVM"); do
 done
 [ "$started" = "$NVM" ] && ok "$NVM VMs of ${per_gib} GiB ($sum_gib GiB in all, host MemAvailable $((avail_kib / 1048576)) GiB) started side by side"
 
+vm_pid() { "$KVMBOX" info "$1" --json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])' 2>/dev/null; }
 reported=0
-for _ in $(seq 1 900); do
-    reported=$(cat "$T"/run/oc*.log 2>/dev/null | grep -c "^TOUCHED")
-    [ "$reported" -ge "$NVM" ] && break
-    grep -q "^FAIL" "$T"/run/oc*.log 2>/dev/null && break
-    sleep 0.2
+for i in $(seq 1 "$NVM"); do
+    pid=$(vm_pid "oc$i")
+    [ -n "$pid" ] && wait_output --pid "$pid" --quiet 120 --cpu-quiet 600 --cap 3600 "$T/run/oc$i.log" '^(TOUCHED|FAIL)'
 done
+reported=$(cat "$T"/run/oc*.log 2>/dev/null | grep -c "^TOUCHED")
 running=$("$KVMBOX" list 2>/dev/null | grep -c "^oc[0-9]* *running")
 if [ "$reported" = "$NVM" ] && [ "$running" = "$NVM" ]; then
     ok "all $NVM guests touched $TOUCH_MIB MiB each and reported, all $running still running"
@@ -67,7 +72,7 @@ fi
 sum_rss=0
 for i in $(seq 1 "$NVM"); do
     log=$T/run/oc$i.log
-    pid=$("$KVMBOX" info "oc$i" --json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])' 2>/dev/null)
+    pid=$(vm_pid "oc$i")
     rss=$(awk '/^VmRSS:/ { print int($2 / 1024) }' "/proc/${pid:-0}/status" 2>/dev/null)
     rss=${rss:-0}
     sum_rss=$((sum_rss + rss))
@@ -83,7 +88,7 @@ done
 echo "overcommit: $NVM x ${per_gib} GiB = $sum_gib GiB of guest memory on a host with $((avail_kib / 1024)) MiB available; resident in all: $sum_rss MiB"
 killed=0
 for i in $(seq 1 "$NVM"); do "$KVMBOX" kill "oc$i" >/dev/null 2>&1 && killed=$((killed + 1)); done
-sleep 0.5
-left=$("$KVMBOX" list 2>/dev/null | grep -c "^oc")
+none_left() { left=$("$KVMBOX" list 2>/dev/null | grep -c "^oc"); [ "$left" = 0 ]; }
+poll_until 120 none_left
 if [ "$killed" = "$NVM" ] && [ "$left" = 0 ]; then ok "all $NVM killed, none left"; else bad "killed $killed, $left left"; fi
 [ $fails = 0 ]

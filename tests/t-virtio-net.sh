@@ -39,8 +39,13 @@
 #               floods; the VMM stays up and the NIC answers after each case (QEMU: lenient=1).
 # Everything runs in network namespaces this script creates (named kvnt<PID>-*), deleted on
 # exit: nothing is sent anywhere but their loopbacks, bridges and taps. Needs root.
-# Environment: BUILD, KVMBOX, TIMEOUT (per VM, default 120 s), STEP (ping size step for
-# bridge/tap, default 1: every size), KEEP=1 (keep the VMs' outputs).
+# Environment: BUILD, KVMBOX, STEP (ping size step for bridge/tap, default 1: every size),
+# KEEP=1 (keep the VMs' outputs).
+# No limit guesses the host's speed (tests/lib/progress.sh): a VM runs until it ends, or until
+# neither it nor the host side (helper and probe logs) has printed anything for 120 s while
+# the VMM used no CPU, or it printed nothing while using 600 CPU-seconds, or for 1800 s in
+# all. The guests' own windows for the host or a peer to show up (serve_secs, listen_secs,
+# wait_secs) are an hour: the host ends them (DONE, q) when it is done.
 set -u
 cd "$(dirname "$0")/.." || exit 1
 VMM=${KVMBOX_VMM:-kvmbox}
@@ -52,7 +57,8 @@ SCENARIOS=${*:-user user-nomrg bridge tap two-nics segment reboot link evil}
 BUILD=${BUILD:-build}
 KVMBOX=${KVMBOX:-$BUILD/kvmbox}
 GT=$BUILD/guest-tests
-TIMEOUT=${TIMEOUT:-120}
+SERVE=3600
+VM_LIMITS=(--quiet 120 --cpu-quiet 600 --cap 1800)
 STEP=${STEP:-1}
 HELP=tests/net-helpers/nethelp.py
 NSP=kvnt$$
@@ -84,6 +90,7 @@ for k in net-user net-bridge net-segment net-evil net-link; do
 done
 
 T=$(mktemp -d /tmp/kvmbox-vnet.XXXXXX)
+. tests/lib/progress.sh
 NAMESPACES=()
 BG=()
 cleanup() {
@@ -139,7 +146,7 @@ vm_cmd() {
     [ -n "$VM_NAME" ] && mon="unix:$T/$VM_NAME.mon,server=on,wait=off"
     shift 2
     if [ "$VMM" = kvmbox ]; then
-        CMD=("$KVMBOX" run --kernel "$kernel" --mem 64M --timeout "$TIMEOUT" --cmdline "$cmdline"
+        CMD=("$KVMBOX" run --kernel "$kernel" --mem 64M --cmdline "$cmdline"
              ${VM_NAME:+--name "$VM_NAME"})
     else
         # shellcheck disable=SC2054 # the commas are QEMU's
@@ -185,27 +192,26 @@ vm_cmd() {
     done
 }
 
-# start_vm NAME NS STDIN KERNEL CMDLINE NET...: runs the VM in the background (output in
-# $T/NAME.out); its PID in VMPID.
+# start_vm NAME NS STDIN KERNEL CMDLINE NET...: runs the VM in the background under the
+# progress limits (output in $T/NAME.out; what the host side prints counts as progress too,
+# and so does what the VMs in WATCH print); its PID (the watchdog's) in VMPID.
+WATCH=()
 start_vm() {
-    local name=$1 ns=$2 input=$3
+    local name=$1 ns=$2 input=$3 w watch=()
     shift 3
     vm_cmd "$@"
+    for w in "$T/helper.log" "$T/probe.out" "${WATCH[@]}"; do watch+=(--watch "$w"); done
     date +%s.%N >"$T/$name.start"
-    in_ns "$ns" timeout --foreground -k 10 $((TIMEOUT + 30)) "${CMD[@]}" <"$input" >"$T/$name.out" 2>&1 &
+    in_ns "$ns" "$PROGRESS" run --name "virtio-net/$name" "${VM_LIMITS[@]}" "${watch[@]}" \
+        -- "${CMD[@]}" <"$input" >"$T/$name.out" 2>&1 &
     VMPID=$!
     BG+=("$VMPID")
 }
 
-# wait_line NAME PATTERN PID: until the VM prints PATTERN (0) or ends or times out (1).
+# wait_line NAME PATTERN PID: until the VM prints PATTERN (0) or ends or stops making
+# progress (1).
 wait_line() {
-    local i
-    for ((i = 0; i < TIMEOUT * 10; i++)); do
-        grep -q "$2" "$T/$1.out" 2>/dev/null && return 0
-        kill -0 "$3" 2>/dev/null || break
-        sleep 0.1
-    done
-    grep -q "$2" "$T/$1.out" 2>/dev/null
+    wait_output --pid "$3" "${VM_LIMITS[@]}" "$T/$1.out" "$2"
 }
 
 # end_vm NAME PID: waits for the VM; 0 if it ended with status 1 and a passing SUMMARY.
@@ -231,17 +237,19 @@ end_vm() {
 }
 
 # probe NAME NS ARGS...: a nethelp.py check from inside NS; its ok:/FAILED: lines become
-# PASS:/FAIL: lines.
+# PASS:/FAIL: lines. Its own waits are per packet (nethelp.py); the watchdog is for a hang.
 probe() {
     local name=$1 ns=$2 line
     shift 2
+    ip netns exec "$ns" "$PROGRESS" run --name "probe $1" --quiet 300 --cap 1800 \
+        -- python3 "$HELP" "$@" >"$T/probe.out" 2>&1
     while IFS= read -r line; do
         case "$line" in
         ok:*) echo "PASS: virtio-net/$name ($VMM):${line#ok:}" ;;
         FAILED:*) bad "$name" "${line#FAILED: }" ;;
         *) echo "    | $line" ;;
         esac
-    done < <(ip netns exec "$ns" timeout 60 python3 "$HELP" "$@" 2>&1)
+    done <"$T/probe.out"
 }
 
 start_helper() { # start_helper NS ARGS...: nethelp.py serve in NS; waits until it is bound
@@ -251,11 +259,7 @@ start_helper() { # start_helper NS ARGS...: nethelp.py serve in NS; waits until 
     ip netns exec "$ns" python3 "$HELP" serve --ready "$T/ready" "$@" >>"$T/helper.log" 2>&1 &
     HELPER=$!
     BG+=("$HELPER")
-    for ((i = 0; i < 50; i++)); do
-        [ -f "$T/ready" ] && return 0
-        sleep 0.1
-    done
-    return 1
+    poll_until 120 test -f "$T/ready"
 }
 
 stop() { # stop PID
@@ -276,7 +280,7 @@ scenario_user() {
     start_helper "$ns" --dns 127.0.0.1:53 --name kvmbox-test.example=192.0.2.77 --udp-echo 127.0.0.1:7001 \
         --tcp-listen 127.0.0.1:7002 --log "$T/helper.log" || { bad $name "the host helper did not start"; return; }
     start_vm $name "$ns" /dev/null net-user "$user_common rxbuf=512 irq=1 event_idx=1 udp_echo_port=9001 tcp_port=9002 \
-tcp_rst_port=9003 udp_expect=4 tcp_expect=1 tcp_rst_expect=1 serve_secs=$TIMEOUT" \
+tcp_rst_port=9003 udp_expect=4 tcp_expect=1 tcp_rst_expect=1 serve_secs=$SERVE" \
         "user:hostfwd=udp:127.0.0.1:8001-:9001,hostfwd=tcp:127.0.0.1:8002-:9002,hostfwd=tcp:127.0.0.1:8003-:9003"
     local vm=$VMPID
     if wait_line $name '^READY serve' "$vm"; then
@@ -345,7 +349,7 @@ scenario_l2() {
     fi
     sizes="$(seq 0 37 1472 | tr '\n' ' ')1471 1472"
     start_vm "$name" "$ns" /dev/null net-bridge "ip=10.0.3.2 peer=10.0.3.1 udp_port=7001 step=$STEP burst=400 \
-ping_expect=42 done_port=9000 serve_secs=$TIMEOUT $opts $LENIENT" "$net"
+ping_expect=42 done_port=9000 serve_secs=$SERVE $opts $LENIENT" "$net"
     local vm=$VMPID
     if wait_line "$name" '^READY serve' "$vm"; then
         # shellcheck disable=SC2086 # one argument per size
@@ -387,7 +391,7 @@ scenario_two_nics() {
     fi
     truncate -s 1M "$T/disk.img"
     start_vm $name "$ns" /dev/null net-bridge "nics=2 nic=1 ip=10.0.3.2 peer=10.0.3.1 udp_port=7001 step=61 \
-ping_expect=5 serve_secs=$TIMEOUT $LENIENT" "disk:$T/disk.img" "user:mac=52:54:00:12:34:57" "$net"
+ping_expect=5 serve_secs=$SERVE $LENIENT" "disk:$T/disk.img" "user:mac=52:54:00:12:34:57" "$net"
     vm=$VMPID
     sizes="0 1 100 1000 1472"
     if wait_line $name '^READY serve' "$vm"; then
@@ -408,21 +412,24 @@ scenario_segment() {
     fi
     ns=$NS
     mkfifo "$T/quiet.in"
-    sleep $((TIMEOUT + 30)) >"$T/quiet.in" &
+    sleep 1000000 >"$T/quiet.in" & # holds the console open until stopped below
     local holder=$!
     BG+=("$holder")
-    start_vm segment-quiet "$ns" "$T/quiet.in" net-segment "role=quiet ip=10.0.4.3 peer=10.0.4.1 listen_secs=$TIMEOUT" \
+    # It hears nothing (that is the check) while the other two talk: their output is its progress.
+    WATCH=("$T/segment-send.out" "$T/segment-recv.out")
+    start_vm segment-quiet "$ns" "$T/quiet.in" net-segment "role=quiet ip=10.0.4.3 peer=10.0.4.1 listen_secs=$SERVE" \
         "segment:$NSP-b:7103:7104:mac=52:54:00:00:04:03"
+    WATCH=()
     q=$VMPID
     if ! wait_line segment-quiet '^READY quiet' "$q"; then
         end_vm segment-quiet "$q"
         stop "$holder"
         return
     fi
-    start_vm segment-recv "$ns" /dev/null net-segment "role=recv ip=10.0.4.2 peer=10.0.4.1 count=200" \
+    start_vm segment-recv "$ns" /dev/null net-segment "role=recv ip=10.0.4.2 peer=10.0.4.1 count=200 wait_secs=$SERVE" \
         "segment:$NSP-a:7102:7101:mac=52:54:00:00:04:02"
     b=$VMPID
-    start_vm segment-send "$ns" /dev/null net-segment "role=send ip=10.0.4.1 peer=10.0.4.2 count=200" \
+    start_vm segment-send "$ns" /dev/null net-segment "role=send ip=10.0.4.1 peer=10.0.4.2 count=200 wait_secs=$SERVE" \
         "segment:$NSP-a:7101:7102:mac=52:54:00:00:04:01"
     a=$VMPID
     end_vm segment-send "$a"
@@ -484,7 +491,7 @@ scenario_link() {
         return
     fi
     ns=$NS
-    VM_NAME=$vm start_vm $name "$ns" /dev/null net-link "irq=1 $LENIENT" user
+    VM_NAME=$vm start_vm $name "$ns" /dev/null net-link "irq=1 wait_secs=$SERVE $LENIENT" user
     if wait_line $name '^LINK-WAIT down' "$VMPID"; then
         if [ "$VMM" = kvmbox ]; then
             out=$("$KVMBOX" link $vm 3 down 2>&1); rc=$?
