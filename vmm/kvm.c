@@ -10,6 +10,7 @@
 
 #include "vmm/irq.h"
 #include "vmm/layout.h"
+#include "vmm/trace.h"
 #include "vmm/util.h"
 #include "vmm/vm.h"
 
@@ -132,11 +133,13 @@ int kvm_create_machine(struct vm *vm, char *err, size_t errlen)
         return errf(err, errlen, -errno, "KVM_CREATE_VM: %s", strerror(errno));
     fcntl(fd, F_SETFD, FD_CLOEXEC);
     vm->vm_fd = fd;
+    trace_mark("KVM_CREATE_VM");
     /* Memory slots go in before the irqchip exists: afterwards every slot change waits for
      * an SRCU grace period, which costs about 6 ms here (measured; 0.1 ms before). */
     int r = add_memory_slots(vm, err, errlen);
     if (r < 0)
         return r;
+    trace_mark("memory slots");
     /* Needed by Intel hosts for real mode; harmless elsewhere. */
     if (ioctl(fd, KVM_SET_TSS_ADDR, (unsigned long)TSS_ADDR) < 0)
         return errf(err, errlen, -errno, "KVM_SET_TSS_ADDR: %s", strerror(errno));
@@ -144,13 +147,16 @@ int kvm_create_machine(struct vm *vm, char *err, size_t errlen)
     ioctl(fd, KVM_SET_IDENTITY_MAP_ADDR, &idmap); /* optional: absent on non-VMX hosts */
     if (ioctl(fd, KVM_CREATE_IRQCHIP, 0) < 0)
         return errf(err, errlen, -errno, "KVM_CREATE_IRQCHIP: %s", strerror(errno));
+    trace_mark("KVM_CREATE_IRQCHIP");
     r = irq_attach(vm);
     if (r < 0)
         return errf(err, errlen, r, "cannot set up interrupt routing (GSI routes, irqfd, "
                     "ioeventfd): %s", strerror(-r));
     struct kvm_pit_config pit = { .flags = 0 };
+    trace_mark("irqfds, GSI routing, ioeventfds");
     if (ioctl(fd, KVM_CREATE_PIT2, &pit) < 0)
         return errf(err, errlen, -errno, "KVM_CREATE_PIT2: %s", strerror(errno));
+    trace_mark("KVM_CREATE_PIT2");
     return 0;
 }
 

@@ -13,6 +13,7 @@
 #include "vmm/exit.h"
 #include "vmm/kvm.h"
 #include "vmm/layout.h"
+#include "vmm/trace.h"
 #include "vmm/util.h"
 #include "vmm/vm.h"
 
@@ -221,7 +222,12 @@ static void *vcpu_thread(void *arg)
     sigemptyset(&set);
     sigaddset(&set, SIG_KICK);
     pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+    if (v->id == 0)
+        trace_mark("vCPU 0 thread running");
     vm_thread_sandbox(vm, SANDBOX_VCPU);
+    bool first = v->id == 0;
+    if (first)
+        trace_mark("vCPU 0 sandboxed");
 
     while (!vm_stopping(vm)) {
         vm_vcpu_checkpoint(vm);
@@ -236,6 +242,10 @@ static void *vcpu_thread(void *arg)
             snprintf(msg, sizeof(msg), "KVM_RUN failed: %s", strerror(errno));
             fatal_exit(v, msg);
             break;
+        }
+        if (first) {
+            trace_mark("vCPU 0 first exit");
+            first = false;
         }
         switch (exit_dispatch(v->run, (size_t)vm->run_size, &vm->pio, &vm->mmio)) {
         case EXIT_CONTINUE:

@@ -25,6 +25,7 @@
 #include "vmm/console.h"
 #include "vmm/kvm.h"
 #include "vmm/layout.h"
+#include "vmm/trace.h"
 #include "vmm/util.h"
 #include "virtio/balloon.h"
 #include "virtio/blk.h"
@@ -68,6 +69,7 @@ void vm_request_stop(struct vm *vm, enum kvmbox_stop reason, uint32_t code, cons
         va_end(ap);
         if (reason == KVMBOX_STOP_ERROR && !vm->result.error)
             vm->result.error = -EIO;
+        trace_mark("stop requested");
         __atomic_store_n(&vm->stop_requested, true, __ATOMIC_SEQ_CST);
         pthread_cond_broadcast(&vm->cond);
         pthread_cond_broadcast(&vm->pause_cond);
@@ -87,6 +89,7 @@ void vm_request_reset(struct vm *vm)
 void vm_console_output(void *opaque, const uint8_t *buf, size_t len)
 {
     struct vm *vm = opaque;
+    trace_mark_once("first guest output");
     pthread_mutex_lock(&vm->out_lock);
     if (vm->cfg.console_out >= 0)
         write_full(vm->cfg.console_out, buf, len);
@@ -255,6 +258,7 @@ static int load_firmware_and_kernel(struct vm *vm, char *err, size_t errlen)
     int used = acpi_build(&ac, tables, LAYOUT_ACPI_SIZE, LAYOUT_ACPI_BASE);
     if (used < 0)
         return errf(err, errlen, used, "cannot build the ACPI tables: %s", strerror(-used));
+    trace_mark("e820 and ACPI tables");
     struct boot_request req = {
         .gm = &vm->mem, .kernel_path = vm->kernel, .initrd_path = vm->initrd,
         .cmdline = vm->cmdline, .rsdp_gpa = LAYOUT_ACPI_BASE, .e820 = map, .ne820 = n,
@@ -264,7 +268,9 @@ static int load_firmware_and_kernel(struct vm *vm, char *err, size_t errlen)
         vm->config_error = r != -ENOMEM;
         return r;
     }
+    trace_mark("kernel loaded");
     r = vcpu_prepare_boot_tables(vm);
+    trace_mark("boot page tables");
     return r < 0 ? errf(err, errlen, r, "cannot write the boot page tables") : 0;
 }
 
@@ -278,7 +284,9 @@ static int machine_build(struct vm *vm, char *err, size_t errlen)
     r = load_firmware_and_kernel(vm, err, errlen);
     if (r < 0)
         return r;
-    return vcpus_create(vm, err, errlen);
+    r = vcpus_create(vm, err, errlen);
+    trace_mark("vCPUs created");
+    return r;
 }
 
 static void machine_teardown(struct vm *vm)
@@ -470,16 +478,19 @@ int kvmbox_vm_create(const struct kvmbox_config *cfg, struct kvmbox_vm **out,
         return -ENOMEM;
     }
     struct vm *vm = &k->vm;
+    trace_mark("create");
     int r = vm_init_state(vm, cfg);
     if (r < 0)
         snprintf(err, sizeof(err), "out of memory");
     if (r == 0)
         r = check_config(vm, err, sizeof(err));
+    trace_mark("configuration checked");
     vm->config_error = r < 0 && r != -ENOMEM;
     if (r == 0)
         r = kvm_open_host(vm, err, sizeof(err));
     if (r == 0)
         irq_probe(vm);
+    trace_mark("/dev/kvm opened, CPUID read");
     if (r == 0 && (r = check_cpus(vm, err, sizeof(err))) < 0)
         vm->config_error = true;
     char note[256] = "";
@@ -491,10 +502,13 @@ int kvmbox_vm_create(const struct kvmbox_config *cfg, struct kvmbox_vm **out,
         fprintf(stderr, "kvmbox: note: %s\n", note);
     if (r < 0 && cfg->hugepages)
         vm->config_error = true;
+    trace_mark("guest RAM mapped");
     if (r == 0)
         r = devices_create(vm, err, sizeof(err));
+    trace_mark("devices created");
     if (r == 0 && vm->api_sock && (r = api_start(vm, vm->api_sock, &vm->api, err, sizeof(err))) < 0)
         vm->config_error = r == -EADDRINUSE;
+    trace_mark("control socket");
     if (r == 0)
         r = machine_build(vm, err, sizeof(err));
     if (r < 0) {
@@ -549,8 +563,10 @@ int kvmbox_vm_run(struct kvmbox_vm *k, struct kvmbox_result *res)
         r = console_start(vm, vm->cfg.console_in, vm->cfg.console_escape, vm->com1, &vm->console);
     if (r < 0)
         snprintf(err, sizeof(err), "cannot start the console thread: %s", strerror(-r));
+    trace_mark("console thread started");
     if (r == 0)
         r = vcpus_start(vm, err, sizeof(err));
+    trace_mark("vCPU threads started");
     while (r == 0) {
         if (wait_for_event(vm, vm->cfg.timeout_secs ? &deadline : NULL))
             vm_request_stop(vm, KVMBOX_STOP_TIMEOUT, 0, "timeout: the guest ran for %u s",
@@ -565,15 +581,18 @@ int kvmbox_vm_run(struct kvmbox_vm *k, struct kvmbox_result *res)
         vm->reboots++;
         r = vm_reboot(vm, err, sizeof(err));
     }
+    trace_mark("vCPU threads joined");
     console_stop(vm->console);
     vm->console = NULL;
     if (r < 0)
         vm_request_stop(vm, KVMBOX_STOP_ERROR, 0, "%s", err);
     if (vm->vcpus)
         vcpus_stop(vm);
+    trace_mark("console thread joined");
     devices_quiesce(vm);
     api_stop(vm->api); /* answers "wait" requests with the result */
     vm->api = NULL;
+    trace_mark("control socket closed");
     if (r < 0) {
         vcpus_stop(vm);
         set_result(res, r, err);
@@ -627,12 +646,16 @@ void kvmbox_vm_destroy(struct kvmbox_vm *k)
     console_stop(vm->console);
     api_stop(vm->api);
     vm->api = NULL;
+    trace_mark("destroy");
     machine_teardown(vm);
+    trace_mark("KVM VM closed");
     devices_destroy(vm);
+    trace_mark("devices destroyed");
     gm_destroy(&vm->mem);
     kvm_close_host(vm);
     vm_free_state(vm);
     free(k);
+    trace_mark("destroyed");
 }
 
 int kvmbox_exit_status(const struct kvmbox_result *res)
