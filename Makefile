@@ -12,7 +12,7 @@ PKGS    := libseccomp json-c liburing zlib slirp
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -fno-strict-aliasing \
            -D_GNU_SOURCE -DKVMBOX_VERSION='"$(VERSION)"' -Iinclude -I. -I$(BUILD)/gen -MMD -MP -pthread
-LDLIBS  += -pthread -lz -ljson-c -lslirp -luring
+LDLIBS  += -pthread -lz -ljson-c -luring
 ifeq ($(SAN),1)
 CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS += -fsanitize=address,undefined
