@@ -35,6 +35,7 @@ struct net_slirp {
     int npfd, maxpfd;
     char hostname[64];
     unsigned guest_errors;
+    uint8_t frame[NET_MAX_FRAME];  /* a guest frame gathered for libslirp (the NIC's thread) */
 };
 
 /* ---- loading libslirp ------------------------------------------------------------------ */
@@ -209,10 +210,9 @@ static void slirp_poll_handle(struct net_backend *nb, struct pollfd *pfd, int n)
 static void slirp_send(struct net_backend *nb, const struct iovec *iov, int iovcnt)
 {
     struct net_slirp *s = (struct net_slirp *)nb;
-    static __thread uint8_t frame[NET_MAX_FRAME];
-    ssize_t len = net_gather(iov, iovcnt, frame, sizeof(frame));
+    ssize_t len = net_gather(iov, iovcnt, s->frame, sizeof(s->frame));
     if (len >= 14)
-        lib.input(s->slirp, frame, (int)len);
+        lib.input(s->slirp, s->frame, (int)len);
 }
 
 static void slirp_destroy(struct net_backend *nb)
