@@ -324,7 +324,9 @@ static int apply(int c, const char *arg, struct run_options *o, char *err, size_
 
 int config_parse_run(int argc, char **argv, struct run_options *o, char *err, size_t errlen)
 {
-    memset(o, 0, sizeof(*o));
+    /* Not the text buffers (78 KiB): each is written when its option is parsed, and zeroing
+     * them made every `kvmbox run` keep 78 KiB more of stack resident. */
+    memset(o, 0, offsetof(struct run_options, disk_text));
     kvmbox_config_init(&o->vm);
     o->vm.cmdline = DEFAULT_CMDLINE;
     optind = 0; /* full reset of getopt state: the parser may run more than once */
