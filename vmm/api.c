@@ -702,9 +702,7 @@ int api_start(struct vm *vm, const char *path, struct api **out, char *err, size
     if (a->epoll_fd < 0 || a->quit_fd < 0 || watch(a, a->listen_fd, TAG_LISTEN) < 0 ||
         watch(a, a->quit_fd, TAG_QUIT) < 0 || watch(a, vm->out_event_fd, TAG_OUTPUT) < 0)
         return errf(err, errlen, -errno, "API event loop setup: %s", strerror(errno));
-    r = pthread_create(&a->thread, NULL, api_thread, a);
-    if (r == 0)
-        pthread_setname_np(a->thread, "api");
+    r = pthread_create(&a->thread, NULL, api_thread, a); /* which names itself */
     if (r)
         return errf(err, errlen, -r, "cannot start the API thread: %s", strerror(r));
     a->thread_started = true;

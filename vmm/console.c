@@ -99,9 +99,7 @@ int console_start(struct vm *vm, int in_fd, bool escape, struct serial *uart, st
         free(c);
         return e;
     }
-    int r = pthread_create(&c->thread, NULL, console_thread, c);
-    if (r == 0)
-        pthread_setname_np(c->thread, "console");
+    int r = pthread_create(&c->thread, NULL, console_thread, c); /* which names itself */
     if (r) {
         close(c->quit_fd);
         free(c);
