@@ -384,6 +384,11 @@ static void client_free(struct api *a, unsigned idx)
     struct client *cl = a->clients[idx];
     if (!cl)
         return;
+    if (cl->console) {
+        pthread_mutex_lock(&a->vm->out_lock);
+        a->vm->console_listeners--;
+        pthread_mutex_unlock(&a->vm->out_lock);
+    }
     epoll_ctl(a->epoll_fd, EPOLL_CTL_DEL, cl->fd, NULL);
     close(cl->fd);
     free(cl->in), free(cl->out), free(cl);
@@ -477,6 +482,11 @@ static void pump_console(struct api *a)
 static void start_console(struct api *a, struct client *cl)
 {
     cl->console = true;
+    /* Under out_lock: output put in the ring before this is pumped to the client below
+     * (client_readable), output after it wakes this thread. */
+    pthread_mutex_lock(&a->vm->out_lock);
+    a->vm->console_listeners++;
+    pthread_mutex_unlock(&a->vm->out_lock);
     /* Output nobody has seen yet (within the ring's bound) is replayed to the first client
      * that attaches, so nothing is lost while nobody is attached. */
     cl->console_pos = a->console_seen;

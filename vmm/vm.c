@@ -94,8 +94,11 @@ void vm_console_output(void *opaque, const uint8_t *buf, size_t len)
     if (vm->cfg.console_out >= 0)
         write_full(vm->cfg.console_out, buf, len);
     ring_put(&vm->out_ring, buf, len);
+    /* Without an attached client nobody reads the ring until one attaches (it then gets
+     * what it missed), so the API thread is not woken for every byte the guest prints. */
+    bool wake = vm->console_listeners > 0;
     pthread_mutex_unlock(&vm->out_lock);
-    if (vm->api) {
+    if (wake) {
         uint64_t one = 1;
         if (write(vm->out_event_fd, &one, sizeof(one)) < 0) {
             /* a full eventfd counter still wakes the reader */

@@ -90,6 +90,8 @@ struct vm {
     pthread_mutex_t out_lock;
     struct ring out_ring;
     int out_event_fd;             /* eventfd: new output in the ring */
+    unsigned console_listeners;   /* API clients attached to the console (out_lock): the
+                                     eventfd is written only when there is one */
 
     /* Pause: vCPUs park on pause_cond; vcpus_parked counts them. */
     bool paused;
