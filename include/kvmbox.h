@@ -71,6 +71,8 @@ struct kvmbox_config {
     unsigned nnics;            /* NICs, in PCI slot order after the disks */
     struct kvmbox_nic nics[KVMBOX_MAX_NICS];
     bool hugepages;            /* back RAM with huge pages (hugetlbfs, else transparent) */
+    bool mem_overcommit;       /* allow more RAM than the host's RAM and swap (it is mapped
+                                * lazily; the guest must not touch more than the host has) */
     bool no_balloon;           /* no virtio-balloon device (it is there by default) */
     bool no_sandbox;           /* run kvmbox's threads without their seccomp filters */
     const char *runtime_dir;   /* where segment sockets live; NULL: $XDG_RUNTIME_DIR/kvmbox,

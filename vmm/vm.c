@@ -202,14 +202,14 @@ static int check_config(struct vm *vm, char *err, size_t errlen)
     if (c->mem_size < MIN_MEM)
         return errf(err, errlen, -EINVAL, "--mem must be at least 8M");
     struct sysinfo si;
-    if (sysinfo(&si) == 0) {
+    if (!c->mem_overcommit && sysinfo(&si) == 0) {
         uint64_t host = ((uint64_t)si.totalram + si.totalswap) * si.mem_unit;
         if (c->mem_size > host) {
             char want[32], have[32];
             format_size(c->mem_size, want, sizeof(want));
             format_size(host, have, sizeof(have));
-            return errf(err, errlen, -E2BIG,
-                        "--mem %s is more than this host has (%s of RAM and swap)", want, have);
+            return errf(err, errlen, -E2BIG, "--mem %s is more than this host has (%s of RAM and "
+                        "swap; ,overcommit=on allows it)", want, have);
         }
     }
     return 0;
