@@ -15,17 +15,16 @@
 #include "vmm/vm.h"
 
 #define KVM_DEV "/dev/kvm"
-#define MAX_CPUID_ENTRIES 256
 #define MAX_MSRS 1024
 #define TSS_ADDR 0xfffbd000ULL  /* in the hole below 4 GiB, clear of the LAPIC/IOAPIC */
 #define IDMAP_ADDR 0xfffbc000ULL
 
 static int get_supported_cpuid(struct vm *vm, char *err, size_t errlen)
 {
-    struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + MAX_CPUID_ENTRIES * sizeof(c->entries[0]));
+    struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + KVM_MAX_CPUID_ENTRIES * sizeof(c->entries[0]));
     if (!c)
         return -ENOMEM;
-    c->nent = MAX_CPUID_ENTRIES;
+    c->nent = KVM_MAX_CPUID_ENTRIES;
     if (ioctl(vm->kvm_fd, KVM_GET_SUPPORTED_CPUID, c) < 0) {
         int e = -errno;
         free(c);
@@ -152,9 +151,14 @@ int kvm_create_machine(struct vm *vm, char *err, size_t errlen)
     if (r < 0)
         return errf(err, errlen, r, "cannot set up interrupt routing (GSI routes, irqfd, "
                     "ioeventfd): %s", strerror(-r));
-    struct kvm_pit_config pit = { .flags = 0 };
     trace_mark("irqfds, GSI routing, ioeventfds");
-    if (ioctl(fd, KVM_CREATE_PIT2, &pit) < 0)
+    return 0;
+}
+
+int kvm_create_pit(struct vm *vm, char *err, size_t errlen)
+{
+    struct kvm_pit_config pit = { .flags = 0 };
+    if (ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0)
         return errf(err, errlen, -errno, "KVM_CREATE_PIT2: %s", strerror(errno));
     trace_mark("KVM_CREATE_PIT2");
     return 0;

@@ -131,47 +131,134 @@ static int set_lapic_wiring(struct vcpu *v)
     return ioctl(v->fd, KVM_SET_LAPIC, &l) < 0 ? -errno : 0;
 }
 
-static int vcpu_init_one(struct vm *vm, struct vcpu *v, unsigned id, char *err, size_t errlen)
+/* Creates vCPU V's fd and kvm_run mapping and sets its CPUID, MSRs and LAPIC wiring, on the
+ * vCPU's own thread. Returns 0, or a negative errno with *WHAT naming the call that failed. */
+static int vcpu_init_one(struct vm *vm, struct vcpu *v, const char **what)
 {
-    v->vm = vm, v->id = id, v->fd = -1, v->run = NULL;
-    v->fd = ioctl(vm->vm_fd, KVM_CREATE_VCPU, (unsigned long)id);
-    if (v->fd < 0)
-        return errf(err, errlen, -errno, "KVM_CREATE_VCPU %u: %s", id, strerror(errno));
-    void *run = mmap(NULL, (size_t)vm->run_size, PROT_READ | PROT_WRITE, MAP_SHARED, v->fd, 0);
+    *what = "KVM_CREATE_VCPU";
+    int fd = ioctl(vm->vm_fd, KVM_CREATE_VCPU, (unsigned long)v->id);
+    if (fd < 0)
+        return -errno;
+    v->fd = fd;
+    *what = "mmap of the vCPU's kvm_run";
+    void *run = mmap(NULL, (size_t)vm->run_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (run == MAP_FAILED)
-        return errf(err, errlen, -errno, "mmap of vCPU %u state: %s", id, strerror(errno));
-    v->run = run;
-    struct kvm_cpuid2 *c = cpuid_for_vcpu(vm->cpuid, id, vm->ncpus);
-    if (!c)
-        return errf(err, errlen, -ENOMEM, "out of memory");
-    int r = ioctl(v->fd, KVM_SET_CPUID2, c) < 0 ? -errno : 0;
-    free(c);
+        return -errno;
+    __atomic_store_n(&v->run, run, __ATOMIC_RELEASE); /* vcpus_kick() reads it */
+    /* On the stack: a malloc here would give each vCPU thread a malloc arena of its own
+     * (64 KiB and more of resident memory per thread). */
+    union {
+        struct kvm_cpuid2 c;
+        uint8_t bytes[sizeof(struct kvm_cpuid2) +
+                      (KVM_MAX_CPUID_ENTRIES + CPUID_EXTRA_ENTRIES) * sizeof(struct kvm_cpuid_entry2)];
+    } cpuid;
+    cpuid_for_vcpu(vm->cpuid, v->id, vm->ncpus, &cpuid.c);
+    *what = "KVM_SET_CPUID2";
+    if (ioctl(fd, KVM_SET_CPUID2, &cpuid.c) < 0)
+        return -errno;
+    *what = "KVM_SET_MSRS";
+    int r = set_msrs(v);
     if (r < 0)
-        return errf(err, errlen, r, "KVM_SET_CPUID2 on vCPU %u: %s", id, strerror(-r));
-    if ((r = set_msrs(v)) < 0)
-        return errf(err, errlen, r, "KVM_SET_MSRS on vCPU %u failed", id);
-    if ((r = set_lapic_wiring(v)) < 0)
-        return errf(err, errlen, r, "KVM_SET_LAPIC on vCPU %u: %s", id, strerror(-r));
-    if (id == 0 && (r = set_boot_state(v, &vm->boot)) < 0)
-        return errf(err, errlen, r, "setting the boot vCPU's registers: %s", strerror(-r));
-    return 0;
+        return r;
+    *what = "KVM_GET/SET_LAPIC";
+    return set_lapic_wiring(v);
 }
 
-int vcpus_create(struct vm *vm, char *err, size_t errlen)
+/* ---- the vCPU threads' life: launched, create their vCPU, sandboxed, go, stop -------------
+ *
+ * The threads are started before the machine is built, so that starting them (a new thread
+ * can wait a while for a CPU on a busy host) overlaps with building it. Each one waits for
+ * the VM's irqchip, creates and sets up its own vCPU (in parallel with the others and with
+ * the main thread loading the kernel), enters its sandbox and waits for the go. vm->lock
+ * and vm->vcpu_cond guard the phase. */
+
+/* Waits until the phase reaches PHASE or the threads are told to quit; true to go on. */
+static bool vcpu_wait_phase(struct vm *vm, unsigned phase)
+{
+    pthread_mutex_lock(&vm->lock);
+    while (vm->vcpu_phase < phase && !vm->vcpus_quit)
+        pthread_cond_wait(&vm->vcpu_cond, &vm->lock);
+    bool go = !vm->vcpus_quit;
+    pthread_mutex_unlock(&vm->lock);
+    return go;
+}
+
+static void vcpu_set_phase(struct vm *vm, unsigned phase)
+{
+    pthread_mutex_lock(&vm->lock);
+    vm->vcpu_phase = phase;
+    pthread_cond_broadcast(&vm->vcpu_cond);
+    pthread_mutex_unlock(&vm->lock);
+}
+
+static void *vcpu_thread(void *arg);
+static void kick_handler(int sig)
+{
+    (void)sig;
+}
+
+int vcpus_launch(struct vm *vm, char *err, size_t errlen)
 {
     if (!vm->vcpus) {
         vm->vcpus = calloc(vm->ncpus, sizeof(*vm->vcpus));
         if (!vm->vcpus)
             return errf(err, errlen, -ENOMEM, "out of memory");
     }
+    pthread_mutex_lock(&vm->lock);
+    vm->vcpu_phase = VCPU_PHASE_WAIT;
+    __atomic_store_n(&vm->vcpus_quit, false, __ATOMIC_SEQ_CST);
+    vm->vcpus_created = 0;
+    vm->vcpu_error = 0;
+    pthread_mutex_unlock(&vm->lock);
     for (unsigned i = 0; i < vm->ncpus; i++)
-        vm->vcpus[i].fd = -1;
-    for (unsigned i = 0; i < vm->ncpus; i++) {
-        int r = vcpu_init_one(vm, &vm->vcpus[i], i, err, errlen);
-        if (r < 0)
-            return r;
+        vm->vcpus[i] = (struct vcpu){ .vm = vm, .id = i, .fd = -1 };
+    struct sigaction sa = { .sa_handler = kick_handler };
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIG_KICK, &sa, NULL);
+    /* Threads start with SIG_KICK blocked and unblock it themselves, so a kick can never
+     * land on a thread that does not expect it. */
+    sigset_t set, old;
+    sigemptyset(&set);
+    sigaddset(&set, SIG_KICK);
+    pthread_sigmask(SIG_BLOCK, &set, &old);
+    int r = 0;
+    for (unsigned i = 0; i < vm->ncpus && r == 0; i++) {
+        /* The thread names itself (one prctl; naming it from here costs an open, a write
+         * and a close of /proc/self/task/TID/comm per vCPU). */
+        r = -pthread_create(&vm->vcpus[i].thread, NULL, vcpu_thread, &vm->vcpus[i]);
+        if (r == 0)
+            vm->vcpus[i].thread_started = true;
     }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (r < 0)
+        return errf(err, errlen, r, "cannot start vCPU thread: %s", strerror(-r));
     return 0;
+}
+
+void vcpus_allow_create(struct vm *vm)
+{
+    vcpu_set_phase(vm, VCPU_PHASE_CREATE);
+}
+
+int vcpus_wait_created(struct vm *vm, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&vm->lock);
+    while (vm->vcpus_created < vm->ncpus && !vm->vcpu_error)
+        pthread_cond_wait(&vm->vcpu_cond, &vm->lock);
+    int r = vm->vcpu_error;
+    unsigned id = vm->vcpu_error_id;
+    const char *what = vm->vcpu_error_what;
+    pthread_mutex_unlock(&vm->lock);
+    if (r < 0)
+        return errf(err, errlen, r, "%s on vCPU %u: %s", what, id, strerror(-r));
+    /* The boot CPU's entry state, now that the kernel is loaded; its thread waits for the go. */
+    r = set_boot_state(&vm->vcpus[0], &vm->boot);
+    return r < 0 ? errf(err, errlen, r, "setting the boot vCPU's registers: %s", strerror(-r)) : 0;
+}
+
+void vcpus_go(struct vm *vm)
+{
+    vcpu_set_phase(vm, VCPU_PHASE_RUN);
 }
 
 /* Reads up to 16 instruction bytes at the vCPU's rip, for the fatal-exit message. */
@@ -211,25 +298,11 @@ static void fatal_exit(struct vcpu *v, const char *what)
     vm_request_stop(v->vm, KVMBOX_STOP_ERROR, 0, "vCPU %u: %s at %s", v->id, desc, rip);
 }
 
-static void *vcpu_thread(void *arg)
+static void vcpu_run_loop(struct vcpu *v)
 {
-    struct vcpu *v = arg;
     struct vm *vm = v->vm;
-    char name[16]; /* top -H and the benchmarks tell vCPUs from I/O threads by it */
-    snprintf(name, sizeof(name), "vcpu%u", v->id);
-    pthread_setname_np(pthread_self(), name);
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIG_KICK);
-    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
-    if (v->id == 0)
-        trace_mark("vCPU 0 thread running");
-    vm_thread_sandbox(vm, SANDBOX_VCPU);
     bool first = v->id == 0;
-    if (first)
-        trace_mark("vCPU 0 sandboxed");
-
-    while (!vm_stopping(vm)) {
+    while (!vm_stopping(vm) && !__atomic_load_n(&vm->vcpus_quit, __ATOMIC_SEQ_CST)) {
         vm_vcpu_checkpoint(vm);
         if (vm_stopping(vm))
             break;
@@ -260,40 +333,42 @@ static void *vcpu_thread(void *arg)
         case EXIT_SHUTDOWN:
         case EXIT_FATAL:
             fatal_exit(v, NULL);
-            return NULL;
+            return;
         }
     }
-    return NULL;
 }
 
-static void kick_handler(int sig)
+static void *vcpu_thread(void *arg)
 {
-    (void)sig;
-}
-
-int vcpus_start(struct vm *vm, char *err, size_t errlen)
-{
-    struct sigaction sa = { .sa_handler = kick_handler };
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIG_KICK, &sa, NULL);
-    /* Threads start with SIG_KICK blocked and unblock it themselves, so a kick can never
-     * land on a thread that does not expect it. */
-    sigset_t set, old;
+    struct vcpu *v = arg;
+    struct vm *vm = v->vm;
+    char name[16]; /* top -H and the benchmarks tell vCPUs from I/O threads by it */
+    snprintf(name, sizeof(name), "vcpu%u", v->id);
+    pthread_setname_np(pthread_self(), name);
+    sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIG_KICK);
-    pthread_sigmask(SIG_BLOCK, &set, &old);
-    int r = 0;
-    for (unsigned i = 0; i < vm->ncpus && r == 0; i++) {
-        /* The thread names itself (one prctl; naming it from here costs an open, a write
-         * and a close of /proc/self/task/TID/comm per vCPU). */
-        r = -pthread_create(&vm->vcpus[i].thread, NULL, vcpu_thread, &vm->vcpus[i]);
-        if (r == 0)
-            vm->vcpus[i].thread_started = true;
-    }
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+    if (v->id == 0)
+        trace_mark("vCPU 0 thread running");
+    if (!vcpu_wait_phase(vm, VCPU_PHASE_CREATE))
+        return NULL;
+    const char *what;
+    int r = vcpu_init_one(vm, v, &what);
+    pthread_mutex_lock(&vm->lock);
+    if (r < 0 && !vm->vcpu_error)
+        vm->vcpu_error = r, vm->vcpu_error_id = v->id, vm->vcpu_error_what = what;
+    vm->vcpus_created++;
+    pthread_cond_broadcast(&vm->vcpu_cond);
+    pthread_mutex_unlock(&vm->lock);
     if (r < 0)
-        return errf(err, errlen, r, "cannot start vCPU thread: %s", strerror(-r));
-    return 0;
+        return NULL;
+    vm_thread_sandbox(vm, SANDBOX_VCPU);
+    if (v->id == 0)
+        trace_mark("vCPU 0 sandboxed");
+    if (vcpu_wait_phase(vm, VCPU_PHASE_RUN))
+        vcpu_run_loop(v);
+    return NULL;
 }
 
 void vcpus_kick(struct vm *vm)
@@ -302,13 +377,20 @@ void vcpus_kick(struct vm *vm)
         struct vcpu *v = &vm->vcpus[i];
         if (!v->thread_started)
             continue;
-        __atomic_store_n(&v->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+        struct kvm_run *run = __atomic_load_n(&v->run, __ATOMIC_ACQUIRE);
+        if (run)
+            __atomic_store_n(&run->immediate_exit, 1, __ATOMIC_SEQ_CST);
         pthread_kill(v->thread, SIG_KICK);
     }
 }
 
 void vcpus_stop(struct vm *vm)
 {
+    /* Threads still setting up or waiting for the go leave at once. */
+    pthread_mutex_lock(&vm->lock);
+    __atomic_store_n(&vm->vcpus_quit, true, __ATOMIC_SEQ_CST);
+    pthread_cond_broadcast(&vm->vcpu_cond);
+    pthread_mutex_unlock(&vm->lock);
     vcpus_kick(vm);
     for (unsigned i = 0; i < vm->ncpus; i++) {
         struct vcpu *v = &vm->vcpus[i];

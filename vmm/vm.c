@@ -277,17 +277,23 @@ static int load_firmware_and_kernel(struct vm *vm, char *err, size_t errlen)
     return r < 0 ? errf(err, errlen, r, "cannot write the boot page tables") : 0;
 }
 
+/* The vCPU threads start first and create their vCPUs as soon as the irqchip exists, while
+ * this thread creates the PIT and loads the kernel (vmm/vcpu.c); on failure the caller's
+ * teardown stops them. */
 static int machine_build(struct vm *vm, char *err, size_t errlen)
 {
+    int r = vcpus_launch(vm, err, errlen);
+    if (r < 0)
+        return r;
     pthread_rwlock_wrlock(&vm->irq_lock);
-    int r = kvm_create_machine(vm, err, errlen);
+    r = kvm_create_machine(vm, err, errlen);
     pthread_rwlock_unlock(&vm->irq_lock);
     if (r < 0)
         return r;
-    r = load_firmware_and_kernel(vm, err, errlen);
-    if (r < 0)
+    vcpus_allow_create(vm);
+    if ((r = kvm_create_pit(vm, err, errlen)) < 0 || (r = load_firmware_and_kernel(vm, err, errlen)) < 0)
         return r;
-    r = vcpus_create(vm, err, errlen);
+    r = vcpus_wait_created(vm, err, errlen);
     trace_mark("vCPUs created");
     return r;
 }
@@ -413,6 +419,7 @@ static int vm_init_state(struct vm *vm, const struct kvmbox_config *cfg)
     pthread_mutex_init(&vm->lock, NULL);
     pthread_cond_init(&vm->cond, NULL);
     pthread_cond_init(&vm->pause_cond, NULL);
+    pthread_cond_init(&vm->vcpu_cond, NULL);
     pthread_mutex_init(&vm->out_lock, NULL);
     pthread_rwlock_init(&vm->irq_lock, NULL);
     irq_init(&vm->irq);
@@ -441,6 +448,7 @@ static void vm_free_state(struct vm *vm)
     pthread_mutex_destroy(&vm->lock);
     pthread_cond_destroy(&vm->cond);
     pthread_cond_destroy(&vm->pause_cond);
+    pthread_cond_destroy(&vm->vcpu_cond);
     pthread_mutex_destroy(&vm->out_lock);
     pthread_rwlock_destroy(&vm->irq_lock);
     irq_destroy(&vm->irq);
@@ -549,9 +557,9 @@ static int vm_reboot(struct vm *vm, char *err, size_t errlen)
     devices_reset(vm);
     gm_discard_all(&vm->mem);
     int r = machine_build(vm, err, errlen);
-    if (r < 0)
-        return r;
-    return vcpus_start(vm, err, errlen);
+    if (r == 0)
+        vcpus_go(vm);
+    return r;
 }
 
 int kvmbox_vm_run(struct kvmbox_vm *k, struct kvmbox_result *res)
@@ -568,8 +576,7 @@ int kvmbox_vm_run(struct kvmbox_vm *k, struct kvmbox_result *res)
         snprintf(err, sizeof(err), "cannot start the console thread: %s", strerror(-r));
     trace_mark("console thread started");
     if (r == 0)
-        r = vcpus_start(vm, err, sizeof(err));
-    trace_mark("vCPU threads started");
+        vcpus_go(vm);
     while (r == 0) {
         if (wait_for_event(vm, vm->cfg.timeout_secs ? &deadline : NULL))
             vm_request_stop(vm, KVMBOX_STOP_TIMEOUT, 0, "timeout: the guest ran for %u s",

@@ -30,6 +30,8 @@ struct vm_device {
 #define VM_MAX_DEVICES 32
 #define VM_MAX_VCPUS 255
 
+enum { VCPU_PHASE_WAIT, VCPU_PHASE_CREATE, VCPU_PHASE_RUN };
+
 struct vcpu {
     struct vm *vm;
     unsigned id;
@@ -78,6 +80,15 @@ struct vm {
 
     unsigned ncpus;
     struct vcpu *vcpus;
+    /* The vCPU threads of the current machine (vmm/vcpu.c), under lock and vcpu_cond: the
+     * phase they may enter, how many have created their vCPU, the first error. */
+    pthread_cond_t vcpu_cond;
+    unsigned vcpu_phase;          /* VCPU_PHASE_* */
+    bool vcpus_quit;              /* leave now, whatever the phase (also read atomically) */
+    unsigned vcpus_created;
+    int vcpu_error;
+    unsigned vcpu_error_id;
+    const char *vcpu_error_what;
 
     unsigned ndevices;
     struct vm_device devices[VM_MAX_DEVICES];
