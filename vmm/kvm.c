@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/kvm.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -19,19 +20,22 @@
 #define TSS_ADDR 0xfffbd000ULL  /* in the hole below 4 GiB, clear of the LAPIC/IOAPIC */
 #define IDMAP_ADDR 0xfffbc000ULL
 
-static int get_supported_cpuid(struct vm *vm, char *err, size_t errlen)
+int kvm_supported_cpuid(struct vm *vm)
 {
-    struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + KVM_MAX_CPUID_ENTRIES * sizeof(c->entries[0]));
-    if (!c)
-        return -ENOMEM;
-    c->nent = KVM_MAX_CPUID_ENTRIES;
-    if (ioctl(vm->kvm_fd, KVM_GET_SUPPORTED_CPUID, c) < 0) {
-        int e = -errno;
-        free(c);
-        return errf(err, errlen, e, "KVM_GET_SUPPORTED_CPUID failed: %s", strerror(-e));
+    pthread_mutex_lock(&vm->cpuid_lock);
+    int r = 0;
+    if (!vm->cpuid) {
+        struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + KVM_MAX_CPUID_ENTRIES * sizeof(c->entries[0]));
+        if (c)
+            c->nent = KVM_MAX_CPUID_ENTRIES;
+        r = !c ? -ENOMEM : ioctl(vm->kvm_fd, KVM_GET_SUPPORTED_CPUID, c) < 0 ? -errno : 0;
+        if (r < 0)
+            free(c);
+        else
+            vm->cpuid = c;
     }
-    vm->cpuid = c;
-    return 0;
+    pthread_mutex_unlock(&vm->cpuid_lock);
+    return r;
 }
 
 static int get_msr_list(struct vm *vm)
@@ -89,9 +93,8 @@ int kvm_open_host(struct vm *vm, char *err, size_t errlen)
     vm->run_size = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
     if (vm->run_size < (int)sizeof(struct kvm_run))
         return errf(err, errlen, -ENOTSUP, "KVM_GET_VCPU_MMAP_SIZE failed");
-    int r = get_supported_cpuid(vm, err, errlen);
-    if (r < 0)
-        return r;
+    /* KVM_GET_SUPPORTED_CPUID (0.3 ms here, all in KVM) is left to the vCPU threads, which
+     * need it and fetch it while the machine is being built: kvm_supported_cpuid(). */
     return get_msr_list(vm);
 }
 

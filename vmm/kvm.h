@@ -8,8 +8,11 @@
 struct vm;
 struct kvm_cpuid2;
 
-/* Opens /dev/kvm and reads what the host supports (API version, vCPU limit, CPUID, MSRs). */
+/* Opens /dev/kvm and reads what the host supports (API version, vCPU limit, MSRs). */
 int kvm_open_host(struct vm *vm, char *err, size_t errlen) __attribute__((warn_unused_result));
+/* KVM_GET_SUPPORTED_CPUID into vm->cpuid, the first time it is called (any thread; the
+ * others wait for it). Returns 0 or a negative errno. */
+int kvm_supported_cpuid(struct vm *vm) __attribute__((warn_unused_result));
 void kvm_close_host(struct vm *vm);
 /* Creates the KVM VM: memory slots, TSS, in-kernel irqchip with PC-style GSI routing. vCPUs
  * may be created once it returns. */

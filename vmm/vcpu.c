@@ -230,6 +230,7 @@ int vcpus_launch(struct vm *vm, char *err, size_t errlen)
             vm->vcpus[i].thread_started = true;
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
+    vm->vcpus_launched = true;
     if (r < 0)
         return errf(err, errlen, r, "cannot start vCPU thread: %s", strerror(-r));
     return 0;
@@ -351,10 +352,16 @@ static void *vcpu_thread(void *arg)
     pthread_sigmask(SIG_UNBLOCK, &set, NULL);
     if (v->id == 0)
         trace_mark("vCPU 0 thread running");
+    /* Before the VM exists: the supported CPUID is KVM work that needs no VM, so it overlaps
+     * with the main thread creating one. */
+    const char *what = "KVM_GET_SUPPORTED_CPUID";
+    int r = kvm_supported_cpuid(vm);
+    if (v->id == 0)
+        trace_mark("vCPU 0 has the supported CPUID");
     if (!vcpu_wait_phase(vm, VCPU_PHASE_CREATE))
         return NULL;
-    const char *what;
-    int r = vcpu_init_one(vm, v, &what);
+    if (r == 0)
+        r = vcpu_init_one(vm, v, &what);
     pthread_mutex_lock(&vm->lock);
     if (r < 0 && !vm->vcpu_error)
         vm->vcpu_error = r, vm->vcpu_error_id = v->id, vm->vcpu_error_what = what;
@@ -399,6 +406,7 @@ void vcpus_stop(struct vm *vm)
         pthread_join(v->thread, NULL);
         v->thread_started = false;
     }
+    vm->vcpus_launched = false;
 }
 
 void vcpus_destroy(struct vm *vm)

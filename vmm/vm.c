@@ -282,7 +282,7 @@ static int load_firmware_and_kernel(struct vm *vm, char *err, size_t errlen)
  * teardown stops them. */
 static int machine_build(struct vm *vm, char *err, size_t errlen)
 {
-    int r = vcpus_launch(vm, err, errlen);
+    int r = vm->vcpus_launched ? 0 : vcpus_launch(vm, err, errlen);
     if (r < 0)
         return r;
     pthread_rwlock_wrlock(&vm->irq_lock);
@@ -420,6 +420,7 @@ static int vm_init_state(struct vm *vm, const struct kvmbox_config *cfg)
     pthread_cond_init(&vm->cond, NULL);
     pthread_cond_init(&vm->pause_cond, NULL);
     pthread_cond_init(&vm->vcpu_cond, NULL);
+    pthread_mutex_init(&vm->cpuid_lock, NULL);
     pthread_mutex_init(&vm->out_lock, NULL);
     pthread_rwlock_init(&vm->irq_lock, NULL);
     irq_init(&vm->irq);
@@ -449,6 +450,7 @@ static void vm_free_state(struct vm *vm)
     pthread_cond_destroy(&vm->cond);
     pthread_cond_destroy(&vm->pause_cond);
     pthread_cond_destroy(&vm->vcpu_cond);
+    pthread_mutex_destroy(&vm->cpuid_lock);
     pthread_mutex_destroy(&vm->out_lock);
     pthread_rwlock_destroy(&vm->irq_lock);
     irq_destroy(&vm->irq);
@@ -501,9 +503,13 @@ int kvmbox_vm_create(const struct kvmbox_config *cfg, struct kvmbox_vm **out,
         r = kvm_open_host(vm, err, sizeof(err));
     if (r == 0)
         irq_probe(vm);
-    trace_mark("/dev/kvm opened, CPUID read");
+    trace_mark("/dev/kvm opened");
     if (r == 0 && (r = check_cpus(vm, err, sizeof(err))) < 0)
         vm->config_error = true;
+    /* The vCPU threads start now: while this thread maps RAM and creates the devices, they
+     * get going and fetch the supported CPUID (vmm/vcpu.c). */
+    if (r == 0)
+        r = vcpus_launch(vm, err, sizeof(err));
     char note[256] = "";
     if (r == 0 && (r = gm_init(&vm->mem, cfg->mem_size, cfg->hugepages, note, sizeof(note), err,
                                sizeof(err))) < 0 && !err[0])

@@ -70,7 +70,8 @@ struct vm {
     int vm_fd;                    /* -1 while the machine is being rebuilt */
     int run_size;
     unsigned max_vcpus;
-    struct kvm_cpuid2 *cpuid;     /* KVM_GET_SUPPORTED_CPUID */
+    struct kvm_cpuid2 *cpuid;     /* KVM_GET_SUPPORTED_CPUID, once the vCPU threads fetched it */
+    pthread_mutex_t cpuid_lock;   /* while fetching it */
     uint32_t *msr_list;           /* KVM_GET_MSR_INDEX_LIST */
     unsigned nmsrs;
 
@@ -83,6 +84,7 @@ struct vm {
     /* The vCPU threads of the current machine (vmm/vcpu.c), under lock and vcpu_cond: the
      * phase they may enter, how many have created their vCPU, the first error. */
     pthread_cond_t vcpu_cond;
+    bool vcpus_launched;          /* threads started and not yet joined (main thread only) */
     unsigned vcpu_phase;          /* VCPU_PHASE_* */
     bool vcpus_quit;              /* leave now, whatever the phase (also read atomically) */
     unsigned vcpus_created;
