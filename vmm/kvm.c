@@ -150,7 +150,12 @@ int kvm_create_machine(struct vm *vm, char *err, size_t errlen)
     if (ioctl(fd, KVM_CREATE_IRQCHIP, 0) < 0)
         return errf(err, errlen, -errno, "KVM_CREATE_IRQCHIP: %s", strerror(errno));
     trace_mark("KVM_CREATE_IRQCHIP");
-    r = irq_attach(vm);
+    return 0;
+}
+
+int kvm_attach_irqs(struct vm *vm, char *err, size_t errlen)
+{
+    int r = irq_attach(vm);
     if (r < 0)
         return errf(err, errlen, r, "cannot set up interrupt routing (GSI routes, irqfd, "
                     "ioeventfd): %s", strerror(-r));
@@ -158,11 +163,11 @@ int kvm_create_machine(struct vm *vm, char *err, size_t errlen)
     return 0;
 }
 
-int kvm_create_pit(struct vm *vm, char *err, size_t errlen)
+int kvm_create_pit(struct vm *vm)
 {
     struct kvm_pit_config pit = { .flags = 0 };
     if (ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0)
-        return errf(err, errlen, -errno, "KVM_CREATE_PIT2: %s", strerror(errno));
+        return -errno;
     trace_mark("KVM_CREATE_PIT2");
     return 0;
 }

@@ -14,11 +14,14 @@ int kvm_open_host(struct vm *vm, char *err, size_t errlen) __attribute__((warn_u
  * others wait for it). Returns 0 or a negative errno. */
 int kvm_supported_cpuid(struct vm *vm) __attribute__((warn_unused_result));
 void kvm_close_host(struct vm *vm);
-/* Creates the KVM VM: memory slots, TSS, in-kernel irqchip with PC-style GSI routing. vCPUs
- * may be created once it returns. */
+/* Creates the KVM VM: memory slots, TSS, in-kernel irqchip. vCPUs may be created once it
+ * returns. */
 int kvm_create_machine(struct vm *vm, char *err, size_t errlen) __attribute__((warn_unused_result));
-/* The in-kernel PIT (after kvm_create_machine; independent of the vCPUs). */
-int kvm_create_pit(struct vm *vm, char *err, size_t errlen) __attribute__((warn_unused_result));
+/* Binds the VM's irqfds and ioeventfds and sets PC-style GSI routing (vmm/irq.c). */
+int kvm_attach_irqs(struct vm *vm, char *err, size_t errlen) __attribute__((warn_unused_result));
+/* The in-kernel PIT (after kvm_create_machine; independent of the vCPUs and of the routing).
+ * Returns 0 or a negative errno. */
+int kvm_create_pit(struct vm *vm) __attribute__((warn_unused_result));
 void kvm_destroy_machine(struct vm *vm);
 
 /* The most entries of KVM_GET_SUPPORTED_CPUID kvmbox reads, and the most cpuid_for_vcpu()

@@ -250,6 +250,8 @@ int vcpus_wait_created(struct vm *vm, char *err, size_t errlen)
     unsigned id = vm->vcpu_error_id;
     const char *what = vm->vcpu_error_what;
     pthread_mutex_unlock(&vm->lock);
+    if (r < 0 && id == VCPU_ERROR_VM)
+        return errf(err, errlen, r, "%s: %s", what, strerror(-r));
     if (r < 0)
         return errf(err, errlen, r, "%s on vCPU %u: %s", what, id, strerror(-r));
     /* The boot CPU's entry state, now that the kernel is loaded; its thread waits for the go. */
@@ -362,9 +364,15 @@ static void *vcpu_thread(void *arg)
         return NULL;
     if (r == 0)
         r = vcpu_init_one(vm, v, &what);
+    /* Any thread may create the PIT: here KVM's start of the PIT's kernel thread (which can
+     * wait for a CPU on a busy host) overlaps with the main thread's work. */
+    bool vm_level = false;
+    if (r == 0 && v->id == 0)
+        r = kvm_create_pit(vm), what = "KVM_CREATE_PIT2", vm_level = true;
     pthread_mutex_lock(&vm->lock);
     if (r < 0 && !vm->vcpu_error)
-        vm->vcpu_error = r, vm->vcpu_error_id = v->id, vm->vcpu_error_what = what;
+        vm->vcpu_error = r, vm->vcpu_error_id = vm_level ? VCPU_ERROR_VM : v->id,
+        vm->vcpu_error_what = what;
     vm->vcpus_created++;
     pthread_cond_broadcast(&vm->vcpu_cond);
     pthread_mutex_unlock(&vm->lock);

@@ -277,21 +277,23 @@ static int load_firmware_and_kernel(struct vm *vm, char *err, size_t errlen)
     return r < 0 ? errf(err, errlen, r, "cannot write the boot page tables") : 0;
 }
 
-/* The vCPU threads start first and create their vCPUs as soon as the irqchip exists, while
- * this thread creates the PIT and loads the kernel (vmm/vcpu.c); on failure the caller's
- * teardown stops them. */
+/* The vCPU threads (started already) create their vCPUs as soon as the irqchip exists, and
+ * the first one the PIT, while this thread sets the interrupt routing and loads the kernel
+ * (vmm/vcpu.c); on failure the caller's teardown stops them. */
 static int machine_build(struct vm *vm, char *err, size_t errlen)
 {
     int r = vm->vcpus_launched ? 0 : vcpus_launch(vm, err, errlen);
     if (r < 0)
         return r;
+    /* irq_lock: no device injects an interrupt while vm_fd changes and the routes are set. */
     pthread_rwlock_wrlock(&vm->irq_lock);
     r = kvm_create_machine(vm, err, errlen);
+    if (r == 0) {
+        vcpus_allow_create(vm); /* vCPU 0's thread also creates the PIT */
+        r = kvm_attach_irqs(vm, err, errlen);
+    }
     pthread_rwlock_unlock(&vm->irq_lock);
-    if (r < 0)
-        return r;
-    vcpus_allow_create(vm);
-    if ((r = kvm_create_pit(vm, err, errlen)) < 0 || (r = load_firmware_and_kernel(vm, err, errlen)) < 0)
+    if (r < 0 || (r = load_firmware_and_kernel(vm, err, errlen)) < 0)
         return r;
     r = vcpus_wait_created(vm, err, errlen);
     trace_mark("vCPUs created");

@@ -31,6 +31,7 @@ struct vm_device {
 #define VM_MAX_VCPUS 255
 
 enum { VCPU_PHASE_WAIT, VCPU_PHASE_CREATE, VCPU_PHASE_RUN };
+#define VCPU_ERROR_VM (~0u)
 
 struct vcpu {
     struct vm *vm;
@@ -89,7 +90,7 @@ struct vm {
     bool vcpus_quit;              /* leave now, whatever the phase (also read atomically) */
     unsigned vcpus_created;
     int vcpu_error;
-    unsigned vcpu_error_id;
+    unsigned vcpu_error_id;       /* the vCPU, or VCPU_ERROR_VM for a VM-wide call */
     const char *vcpu_error_what;
 
     unsigned ndevices;
