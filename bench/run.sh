@@ -92,7 +92,8 @@ awk -v hostfile="$T/host" -v ns="$T/noop-static.out" -v nd="$T/noop-dynamic.out"
         who["exec"] = "host+ours"; ref["exec"] = sprintf("no-op process: static %s, dynamic %s", noop_s, noop_d)
         split("create|configuration checked|guest RAM mapped|devices created|control socket|kernel loaded|boot page tables|console thread started|vCPU threads started|vCPU 0 sandboxed|vCPU threads joined|console thread joined|control socket closed|destroy|devices destroyed|destroyed|main returns", o, "|")
         for (i in o) who[o[i]] = "ours"
-        who["/dev/kvm opened, CPUID read"] = "host"; ref["/dev/kvm opened, CPUID read"] = host["open /dev/kvm, KVM_GET_SUPPORTED_CPUID"]
+        who["/dev/kvm opened"] = "host"
+        who["vCPU 0 has the supported CPUID"] = "host"; ref["vCPU 0 has the supported CPUID"] = host["open /dev/kvm, KVM_GET_SUPPORTED_CPUID"]
         who["KVM_CREATE_VM"] = "host"; ref["KVM_CREATE_VM"] = host["KVM_CREATE_VM"]
         who["memory slots"] = "host"; ref["memory slots"] = host["memory slots"]
         who["KVM_CREATE_IRQCHIP"] = "host"; ref["KVM_CREATE_IRQCHIP"] = host["KVM_CREATE_IRQCHIP"]
@@ -105,15 +106,19 @@ awk -v hostfile="$T/host" -v ns="$T/noop-static.out" -v nd="$T/noop-dynamic.out"
         who["first guest output"] = "guest"; who["stop requested"] = "guest"; who["marker seen"] = "guest"
         who["KVM VM closed"] = "host"; ref["KVM VM closed"] = host["close: vCPUs and VM (teardown)"]
         who["exited"] = "host"; ref["exited"] = "process exit"
-        printf "  %-32s %8s %8s  %-9s %s\n", "step", "at", "took", "whose", "reference (same calls alone, medians)"
+        split("vCPU 0 thread running|vCPU 0 has the supported CPUID|KVM_CREATE_PIT2|vCPU 0 sandboxed|vCPU 0 first exit|first guest output|stop requested", t, "|")
+        for (i in t) thread[t[i]] = "vcpu0"
+        thread["exec"] = thread["marker seen"] = thread["exited"] = "-"
+        printf "  %-32s %-6s %8s %8s  %-9s %s\n", "step", "thread", "at", "since", "whose", "reference (same calls alone, medians)"
     }
-    # Steps come in the order of their median time from the fork; a step took the time from
-    # the step before it, so the column adds up to the time of the marker and of the exit.
+    # Steps come in the order of their median time from the fork; "since" is the time from the
+    # step listed before it, whichever thread that was (vCPU 0 works alongside the main thread
+    # until the go), so the column adds up to the time of the marker and of the exit.
     $1 == "step" {
         name = $0; sub(/^step [-0-9.]+ [-0-9.]+ /, "", name)
         w = (name in who) ? who[name] : "?"
         took = $2 - prev; prev = $2
-        printf "  %-32s %8.3f %8.3f  %-9s %s\n", name, $2, took, w, (name in ref) ? ref[name] : ""
+        printf "  %-32s %-6s %8.3f %8.3f  %-9s %s\n", name, (name in thread) ? thread[name] : "main", $2, took, w, (name in ref) ? ref[name] : ""
         if (!after) sum[w] += took; else tsum[w] += took
         if (name == "marker seen") { after = 1; mark_at = $2 }
     }
