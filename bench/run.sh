@@ -9,14 +9,14 @@
 #   4. growth: start to marker and own memory for 1-64 vCPUs and 64 MiB-64 GiB, both VMMs
 #   5. the PIO exit round trip
 # Not a test: numbers vary with the host and its load (printed). Results are recorded in
-# docs/benchmarks.md. Environment: RUNS (default 30), GROWTH_RUNS (default 10), PIO_N,
-# SKIP_GROWTH=1, SKIP_Q35=1.
+# docs/benchmarks.md. Environment: RUNS (default 30), GROWTH_RUNS (default 20), PIO_N,
+# SKIP_GROWTH=1, SKIP_Q35=1, ONLY_GROWTH=1 (section 4 alone).
 set -u
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 KVMBOX=${KVMBOX:-$BUILD/kvmbox}
 RUNS=${RUNS:-30}
-GROWTH_RUNS=${GROWTH_RUNS:-10}
+GROWTH_RUNS=${GROWTH_RUNS:-20}
 PIO_N=${PIO_N:-100000}
 MARKER=KVMBOX-MARKER
 GT=$BUILD/guest-tests
@@ -56,6 +56,50 @@ measure() { # measure NAME CMD...
     printf '%-22s %-24s %-24s %8s\n' "$name" "$m" "$e" "$r"
 }
 
+# Own memory: RSS minus the guest RAM the guest touched (guest RAM is the VMM's anonymous
+# memory, so its touched pages count in RSS; with transparent huge pages one touch costs
+# 2 MiB). Measured on a running VM (marker.elf halt=1) from /proc/PID/smaps: the guest RAM
+# mapping is the one sized like the guest's memory. Prints "RSS GUEST OWN PRIVATE" in KiB
+# to $T/own-NAME.kib (PRIVATE: own pages not shared with any other process).
+own_memory() { # own_memory NAME MEM_MIB CMD...
+    local name=$1 memkb=$(($2 * 1024))
+    shift 2
+    "$@" </dev/null >"$T/own-$name" 2>&1 &
+    local pid=$!
+    for _ in $(seq 1 200); do grep -q "$MARKER" "$T/own-$name" 2>/dev/null && break; sleep 0.05; done
+    sleep 0.3
+    local child
+    child=$(pgrep -P "$pid" | head -1)
+    awk -v memkb=$memkb '
+        /^[0-9a-f]+-[0-9a-f]+ / { inmap = 0 }
+        /^Size:/ { size = $2; if (size >= memkb && size <= memkb + 4096) inmap = 1 }
+        /^Rss:/ { total += $2; if (inmap) guest += $2 }
+        /^Private_(Clean|Dirty):/ { if (!inmap) priv += $2 }
+        END { printf "%d %d %d %d\n", total, guest, total - guest, priv }
+    ' "/proc/${child:-$pid}/smaps" >"$T/own-$name.kib" 2>/dev/null || echo "0 0 0 0" >"$T/own-$name.kib"
+    # Where kvmbox's own resident memory is, by kind of mapping.
+    [ "$name" = kvmbox ] && awk -v memkb=$memkb '
+        /^[0-9a-f]+-[0-9a-f]+ / { f = $6; inmap = 0 }
+        /^Size:/ { if ($2 >= memkb && $2 <= memkb + 4096) inmap = 1 }
+        /^Rss:/ {
+            if (inmap) next
+            k = f ~ /libc\.so|ld-linux/ ? "libc and ld.so (shared)" : f ~ /\.so/ ? "other libraries (shared)" : \
+                f ~ /kvmbox/ ? "the kvmbox binary" : f == "[heap]" ? "heap" : f == "[stack]" ? "main stack" : \
+                f == "" ? "anonymous (thread stacks, mmaps)" : f
+            kb[k] += $2
+        }
+        END { for (k in kb) if (kb[k] > 4) printf "      %-36s %6d KiB\n", k, kb[k] }
+    ' "/proc/${child:-$pid}/smaps" >"$T/own-split" 2>/dev/null
+    kill "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+}
+show_own() { # show_own NAME
+    read -r rss guest own priv <"$T/own-$1.kib"
+    awk -v n="$1" -v r="$rss" -v g="$guest" -v o="$own" -v p="$priv" 'BEGIN {
+        printf "  %-22s RSS %6.2f MiB = guest RAM touched %5.2f MiB + own %5.2f MiB (private %4.2f MiB)\n",
+               n, r/1024, g/1024, o/1024, p/1024 }'
+}
+if [ -z "${ONLY_GROWTH:-}" ]; then
 printf '%-22s %-24s %-24s %8s\n' "vmm" "start->marker med(min-max)" "start->exit med(min-max)" "RSS MiB"
 measure kvmbox "$KVMBOX" run --kernel "$GT/marker.elf" --mem 64M
 measure "kvmbox --sandbox off" "$KVMBOX" run --kernel "$GT/marker.elf" --mem 64M --sandbox off
@@ -130,50 +174,7 @@ awk -v hostfile="$T/host" -v ns="$T/noop-static.out" -v nd="$T/noop-dynamic.out"
         printf "\n"
     }' "$T/trace"
 
-# ---- 3. memory of a running VM -------------------------------------------------------------
-# Own memory: RSS minus the guest RAM the guest touched (guest RAM is the VMM's anonymous
-# memory, so its touched pages count in RSS; with transparent huge pages one touch costs
-# 2 MiB). Measured on a running VM (marker.elf halt=1) from /proc/PID/smaps: the guest RAM
-# mapping is the one sized like the guest's memory. Prints "RSS GUEST OWN PRIVATE" in KiB
-# to $T/own-NAME.kib (PRIVATE: own pages not shared with any other process).
-own_memory() { # own_memory NAME MEM_MIB CMD...
-    local name=$1 memkb=$(($2 * 1024))
-    shift 2
-    "$@" </dev/null >"$T/own-$name" 2>&1 &
-    local pid=$!
-    for _ in $(seq 1 200); do grep -q "$MARKER" "$T/own-$name" 2>/dev/null && break; sleep 0.05; done
-    sleep 0.3
-    local child
-    child=$(pgrep -P "$pid" | head -1)
-    awk -v memkb=$memkb '
-        /^[0-9a-f]+-[0-9a-f]+ / { inmap = 0 }
-        /^Size:/ { size = $2; if (size >= memkb && size <= memkb + 4096) inmap = 1 }
-        /^Rss:/ { total += $2; if (inmap) guest += $2 }
-        /^Private_(Clean|Dirty):/ { if (!inmap) priv += $2 }
-        END { printf "%d %d %d %d\n", total, guest, total - guest, priv }
-    ' "/proc/${child:-$pid}/smaps" >"$T/own-$name.kib" 2>/dev/null || echo "0 0 0 0" >"$T/own-$name.kib"
-    # Where kvmbox's own resident memory is, by kind of mapping.
-    [ "$name" = kvmbox ] && awk -v memkb=$memkb '
-        /^[0-9a-f]+-[0-9a-f]+ / { f = $6; inmap = 0 }
-        /^Size:/ { if ($2 >= memkb && $2 <= memkb + 4096) inmap = 1 }
-        /^Rss:/ {
-            if (inmap) next
-            k = f ~ /libc\.so|ld-linux/ ? "libc and ld.so (shared)" : f ~ /\.so/ ? "other libraries (shared)" : \
-                f ~ /kvmbox/ ? "the kvmbox binary" : f == "[heap]" ? "heap" : f == "[stack]" ? "main stack" : \
-                f == "" ? "anonymous (thread stacks, mmaps)" : f
-            kb[k] += $2
-        }
-        END { for (k in kb) if (kb[k] > 4) printf "      %-36s %6d KiB\n", k, kb[k] }
-    ' "/proc/${child:-$pid}/smaps" >"$T/own-split" 2>/dev/null
-    kill "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null
-}
-show_own() { # show_own NAME
-    read -r rss guest own priv <"$T/own-$1.kib"
-    awk -v n="$1" -v r="$rss" -v g="$guest" -v o="$own" -v p="$priv" 'BEGIN {
-        printf "  %-22s RSS %6.2f MiB = guest RAM touched %5.2f MiB + own %5.2f MiB (private %4.2f MiB)\n",
-               n, r/1024, g/1024, o/1024, p/1024 }'
-}
+# ---- 3. memory of a running VM (own_memory and show_own are above) -----------------------------
 echo
 echo "memory of a running VM (64 MiB guest, halted after the marker):"
 own_memory kvmbox 64 "$KVMBOX" run --kernel "$GT/marker.elf" --mem 64M --cmdline halt=1
@@ -191,6 +192,8 @@ fi
 awk -v a="$(cut -d' ' -f3 "$T/own-kvmbox.kib")" -v b="$(cut -d' ' -f3 "$T/own-kvmbox --net user.kib")" \
     'BEGIN { printf "  --net user own memory: %.2f MiB more (libslirp, GLib, PCRE2 and the NIC)\n", (b-a)/1024 }'
 
+fi # ONLY_GROWTH
+
 # ---- 4. growth with vCPUs and guest memory --------------------------------------------------
 # QEMU gets its RAM from a memory backend with reserve=off in every row (like kvmbox's
 # MAP_NORESERVE; it cannot map more than the host has without it), kvmbox overcommit=on.
@@ -200,17 +203,18 @@ if [ -z "${SKIP_GROWTH:-}" ]; then
 fd = os.open("/dev/kvm", os.O_RDWR)
 print(fcntl.ioctl(fd, 0xae03, 66))' 2>/dev/null || echo 64)
     echo "growth ($GROWTH_RUNS runs each; start->marker median ms, own memory MiB; KVM_CAP_MAX_VCPUS $maxcpus):"
-    printf '  %-14s %9s %9s %9s %9s %7s %7s %8s %8s\n' "vCPUs/memory" "kvmbox" "its KVM" "qemu" "k/q" \
-        "k grow" "q grow" "k own" "q own"
+    printf '  %-14s %9s %9s %9s %7s %7s %10s %8s %8s\n' "vCPUs/memory" "kvmbox" "qemu" "k/q" \
+        "k grow" "q grow" "KVM alone" "k own" "q own"
     kb0="" qb0=""
     for cfg in 1:64 2:64 4:64 8:64 16:64 32:64 64:64 1:1024 1:16384 1:65536; do
         c=${cfg%%:*} m=${cfg##*:}
         [ "$c" -le "$maxcpus" ] || continue
-        "$T/startmark" -t "$GROWTH_RUNS" "$MARKER" -- "$KVMBOX" run --kernel "$GT/marker.elf" \
+        "$T/startmark" "$GROWTH_RUNS" "$MARKER" -- "$KVMBOX" run --kernel "$GT/marker.elf" \
             --mem "${m}M,overcommit=on" --cpus "$c" >"$T/g-k" 2>/dev/null
         km=$(awk '/marker_ms/ {print $2}' "$T/g-k")
-        # what KVM charged kvmbox for the parts that grow: memory slots and vCPU creation
-        kk=$(awk '$1 == "step" && ($4 " " $5 == "memory slots" || $4 " " $5 == "vCPUs created") { s += $3 } END { printf "%.2f", s }' "$T/g-k")
+        # what KVM alone takes for the parts that grow: memory slots and vCPU creation
+        kk=$("$T/kvmcost" "$GROWTH_RUNS" "$c" "$m" 2>/dev/null |
+            awk '/memory slots|vCPUs \(create/ { s += $2 } END { printf "%.2f", s }')
         qm=""
         if [ -n "$QEMU" ]; then
             "$T/startmark" "$GROWTH_RUNS" "$MARKER" -- "$QEMU" -M microvm,memory-backend=ram $QBASE \
@@ -231,12 +235,14 @@ print(fcntl.ioctl(fd, 0xae03, 66))' 2>/dev/null || echo 64)
         [ -n "$kb0" ] || kb0=$km qb0=${qm:-0}
         awk -v cfg="$c / $((m >= 1024 ? m / 1024 : m))$([ "$m" -ge 1024 ] && echo G || echo M)" \
             -v km="${km:-0}" -v kk="$kk" -v qm="${qm:-0}" -v kb="$kb0" -v qb="$qb0" -v ko="$ko" -v qo="$qo" 'BEGIN {
-            printf "  %-14s %9.2f %9.2f %9.2f %8.2fx %6.2fx %6.2fx %8.2f %8.2f\n", cfg, km, kk, qm,
-                   (qm > 0 ? km / qm : 0), (kb > 0 ? km / kb : 0), (qb > 0 ? qm / qb : 0), ko / 1024, qo / 1024 }'
+            printf "  %-14s %9.2f %9.2f %8.2fx %6.2fx %6.2fx %10.2f %8.2f %8.2f\n", cfg, km, qm,
+                   (qm > 0 ? km / qm : 0), (kb > 0 ? km / kb : 0), (qb > 0 ? qm / qb : 0), kk, ko / 1024, qo / 1024 }'
     done
-    echo "  (its KVM: what kvmbox's memory-slot and vCPU-creation steps took, host KVM work;"
-    echo "   grow: start->marker against the 1 vCPU / 64 MiB row of the same VMM)"
+    echo "  (grow: start->marker against the 1 vCPU / 64 MiB row of the same VMM; KVM alone: the"
+    echo "   memory slots and the vCPUs' creation, one after the other, by bench/kvmcost.c)"
 fi
+
+[ -n "${ONLY_GROWTH:-}" ] && exit 0
 
 # ---- 5. PIO exits ---------------------------------------------------------------------------
 echo
