@@ -167,10 +167,11 @@ static int vcpu_init_one(struct vm *vm, struct vcpu *v, const char **what)
 /* ---- the vCPU threads' life: launched, create their vCPU, sandboxed, go, stop -------------
  *
  * The threads are started before the machine is built, so that starting them (a new thread
- * can wait a while for a CPU on a busy host) overlaps with building it. Each one waits for
- * the VM's irqchip, creates and sets up its own vCPU (in parallel with the others and with
- * the main thread loading the kernel), enters its sandbox and waits for the go. vm->lock
- * and vm->vcpu_cond guard the phase. */
+ * can wait a while for a CPU on a busy host) overlaps with building it. Each one fetches the
+ * supported CPUID (the first one does, once per VM), waits for the VM's irqchip, creates and
+ * sets up its own vCPU (in parallel with the others and with the main thread setting the
+ * routing and loading the kernel; vCPU 0's thread then creates the PIT), enters its sandbox
+ * and waits for the go. vm->lock and vm->vcpu_cond guard the phase. */
 
 /* Waits until the phase reaches PHASE or the threads are told to quit; true to go on. */
 static bool vcpu_wait_phase(struct vm *vm, unsigned phase)
@@ -367,8 +368,11 @@ static void *vcpu_thread(void *arg)
     /* Any thread may create the PIT: here KVM's start of the PIT's kernel thread (which can
      * wait for a CPU on a busy host) overlaps with the main thread's work. */
     bool vm_level = false;
-    if (r == 0 && v->id == 0)
-        r = kvm_create_pit(vm), what = "KVM_CREATE_PIT2", vm_level = true;
+    if (r == 0 && v->id == 0) {
+        what = "KVM_CREATE_PIT2";
+        vm_level = true;
+        r = kvm_create_pit(vm);
+    }
     pthread_mutex_lock(&vm->lock);
     if (r < 0 && !vm->vcpu_error)
         vm->vcpu_error = r, vm->vcpu_error_id = vm_level ? VCPU_ERROR_VM : v->id,
