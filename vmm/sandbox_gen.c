@@ -23,7 +23,6 @@
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
-
 struct rule {
     int nr;
     int kind;          /* 0: any arguments; 1: ioctl request in the class's list;
