@@ -11,8 +11,8 @@ PKGS    := libseccomp json-c liburing zlib slirp
 
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -fno-strict-aliasing \
-           -D_GNU_SOURCE -DKVMBOX_VERSION='"$(VERSION)"' -Iinclude -I. -MMD -MP -pthread
-LDLIBS  += -pthread -lz -ljson-c -lslirp -luring -lseccomp
+           -D_GNU_SOURCE -DKVMBOX_VERSION='"$(VERSION)"' -Iinclude -I. -I$(BUILD)/gen -MMD -MP -pthread
+LDLIBS  += -pthread -lz -ljson-c -luring
 ifeq ($(SAN),1)
 CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS += -fsanitize=address,undefined
@@ -20,7 +20,7 @@ endif
 
 ALL_SRCS := $(wildcard vmm/*.c devices/*.c virtio/*.c firmware/*.c block/*.c net/*.c)
 CLI_SRCS := vmm/main.c $(foreach d,vmm devices virtio firmware block net,$(wildcard $(d)/cli_*.c))
-LIB_SRCS := $(filter-out $(CLI_SRCS) %_fuzz.c,$(ALL_SRCS))
+LIB_SRCS := $(filter-out $(CLI_SRCS) %_fuzz.c %_gen.c,$(ALL_SRCS))
 
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
 CLI_OBJS := $(CLI_SRCS:%.c=$(BUILD)/%.o)
@@ -37,6 +37,18 @@ all: $(KVMBOX) $(EXAMPLE) guest-tests
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+# The seccomp programs are compiled at build time by a generator linked with libseccomp
+# (vmm/sandbox_gen.c); kvmbox installs them as they are and does not load libseccomp.
+GEN := $(BUILD)/gen
+$(GEN)/sandbox_gen: vmm/sandbox_gen.c vmm/sandbox.h
+	@mkdir -p $(dir $@)
+	$(CC) -O1 -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -D_GNU_SOURCE -I. $< -o $@ -lseccomp
+
+$(GEN)/sandbox_bpf.h: $(GEN)/sandbox_gen
+	$< >$@.tmp && mv $@.tmp $@
+
+$(BUILD)/vmm/sandbox.o: $(GEN)/sandbox_bpf.h
 
 $(LIBKVMBOX): $(LIB_OBJS)
 	@mkdir -p $(dir $@)

@@ -118,7 +118,9 @@ static int raw_write_zeroes(struct blk *b, uint64_t off, uint64_t len, unsigned 
     if ((flags & BLK_ZERO_MAY_UNMAP) &&
         fallocate(b->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) == 0)
         return 0;
-    static const uint8_t zeroes[65536];
+    /* Not const: in .bss it costs nothing until read (the kernel's zero page), where in
+     * .rodata it was 64 KiB of the binary that every run mapped with its neighbours. */
+    static uint8_t zeroes[65536];
     for (uint64_t done = 0; done < len;) {
         size_t n = len - done < sizeof(zeroes) ? (size_t)(len - done) : sizeof(zeroes);
         int r = file_pwrite(b->fd, zeroes, n, off + done);

@@ -77,6 +77,8 @@ struct kvmbox_config {
     unsigned nnics;            /* NICs, in PCI slot order after the disks */
     struct kvmbox_nic nics[KVMBOX_MAX_NICS];
     bool hugepages;            /* back RAM with huge pages (hugetlbfs, else transparent) */
+    bool mem_overcommit;       /* allow more RAM than the host's RAM and swap (it is mapped
+                                * lazily; the guest must not touch more than the host has) */
     bool no_balloon;           /* no virtio-balloon device (it is there by default) */
     bool no_sandbox;           /* run kvmbox's threads without their seccomp filters */
     const char *runtime_dir;   /* where segment sockets live; NULL: $XDG_RUNTIME_DIR/kvmbox,
@@ -129,7 +131,9 @@ void kvmbox_config_init(struct kvmbox_config *cfg);
 
 /* Validates CFG and builds the VM (KVM, memory, devices, firmware, kernel). Returns 0, or a
  * negative errno with RES->message naming the problem. Configuration mistakes (bad kernel
- * file, sizes, vCPU count) are -EINVAL/-ENOEXEC/-E2BIG/-ENOENT; host problems otherwise. */
+ * file, sizes, vCPU count) are -EINVAL/-ENOEXEC/-E2BIG/-ENOENT; host problems otherwise.
+ * The VM's threads (vCPUs, devices, control socket) exist from here on; the vCPUs wait for
+ * kvmbox_vm_run(). Block the signals you want to handle yourself before calling it. */
 int kvmbox_vm_create(const struct kvmbox_config *cfg, struct kvmbox_vm **out,
                      struct kvmbox_result *res);
 /* Runs until the guest stops (poweroff, debug-exit, panic, error, timeout, detach); reboots

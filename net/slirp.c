@@ -1,7 +1,14 @@
 /* User-mode networking: libslirp (the NAT QEMU's -netdev user uses) on the NIC's I/O thread.
  * The guest network is 10.0.2.0/24: the host (and gateway) is 10.0.2.2, DNS 10.0.2.3, DHCP
- * hands out 10.0.2.15 on; 10.0.2.2 reaches the host's own loopback. */
+ * hands out 10.0.2.15 on; 10.0.2.2 reaches the host's own loopback.
+ *
+ * libslirp is loaded when the first user-mode NIC is opened, not linked: it brings GLib and
+ * PCRE2 with it (about 1 MiB resident and 0.3 ms of start-up in every run, docs/benchmarks.md),
+ * which a VM without --net user never uses. Its header still declares the functions, so each
+ * pointer below has the declared type. */
+#include <dlfcn.h>
 #include <errno.h>
+#include <pthread.h>
 #include <slirp/libslirp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,7 +35,52 @@ struct net_slirp {
     int npfd, maxpfd;
     char hostname[64];
     unsigned guest_errors;
+    uint8_t frame[NET_MAX_FRAME];  /* a guest frame gathered for libslirp (the NIC's thread) */
 };
+
+/* ---- loading libslirp ------------------------------------------------------------------ */
+
+#define SLIRP_SONAME "libslirp.so.0"
+
+static struct {
+    __typeof__(&slirp_new) new_;
+    __typeof__(&slirp_cleanup) cleanup;
+    __typeof__(&slirp_input) input;
+    __typeof__(&slirp_pollfds_fill) pollfds_fill;
+    __typeof__(&slirp_pollfds_poll) pollfds_poll;
+    __typeof__(&slirp_add_hostfwd) add_hostfwd;
+    __typeof__(&slirp_connection_info) connection_info;
+} lib;
+static char lib_error[256];
+static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
+
+static void *lib_sym(void *h, const char *name)
+{
+    void *p = dlsym(h, name);
+    if (!p && !lib_error[0])
+        snprintf(lib_error, sizeof(lib_error), "%s has no %s", SLIRP_SONAME, name);
+    return p;
+}
+
+/* Once per process, from the thread that builds the VM (never a sandboxed one). RTLD_NOW:
+ * every symbol of libslirp and GLib is bound here, none later on the NIC's thread. The
+ * library stays loaded for the life of the process (GLib does not support unloading). */
+static void lib_load(void)
+{
+    void *h = dlopen(SLIRP_SONAME, RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        const char *e = dlerror();
+        snprintf(lib_error, sizeof(lib_error), "%s", e ? e : SLIRP_SONAME ": cannot be loaded");
+        return;
+    }
+    lib.new_ = lib_sym(h, "slirp_new");
+    lib.cleanup = lib_sym(h, "slirp_cleanup");
+    lib.input = lib_sym(h, "slirp_input");
+    lib.pollfds_fill = lib_sym(h, "slirp_pollfds_fill");
+    lib.pollfds_poll = lib_sym(h, "slirp_pollfds_poll");
+    lib.add_hostfwd = lib_sym(h, "slirp_add_hostfwd");
+    lib.connection_info = lib_sym(h, "slirp_connection_info");
+}
 
 static int64_t now_ms(void)
 {
@@ -127,7 +179,7 @@ static int slirp_poll_fill(struct net_backend *nb, struct pollfd *pfd, int max, 
     struct net_slirp *s = (struct net_slirp *)nb;
     s->pfd = pfd, s->npfd = 0, s->maxpfd = max;
     uint32_t t = *timeout_ms < 0 ? UINT32_MAX : (uint32_t)*timeout_ms;
-    slirp_pollfds_fill(s->slirp, &t, add_poll, s);
+    lib.pollfds_fill(s->slirp, &t, add_poll, s);
     int64_t now = now_ms();
     for (int i = 0; i < MAX_TIMERS; i++) {
         if (!s->timers[i].used || !s->timers[i].armed)
@@ -146,7 +198,7 @@ static void slirp_poll_handle(struct net_backend *nb, struct pollfd *pfd, int n)
 {
     struct net_slirp *s = (struct net_slirp *)nb;
     s->pfd = pfd, s->npfd = n;
-    slirp_pollfds_poll(s->slirp, 0, get_revents, s);
+    lib.pollfds_poll(s->slirp, 0, get_revents, s);
     int64_t now = now_ms();
     for (int i = 0; i < MAX_TIMERS; i++) {
         struct slirp_timer *t = &s->timers[i];
@@ -160,17 +212,16 @@ static void slirp_poll_handle(struct net_backend *nb, struct pollfd *pfd, int n)
 static void slirp_send(struct net_backend *nb, const struct iovec *iov, int iovcnt)
 {
     struct net_slirp *s = (struct net_slirp *)nb;
-    static __thread uint8_t frame[NET_MAX_FRAME];
-    ssize_t len = net_gather(iov, iovcnt, frame, sizeof(frame));
+    ssize_t len = net_gather(iov, iovcnt, s->frame, sizeof(s->frame));
     if (len >= 14)
-        slirp_input(s->slirp, frame, (int)len);
+        lib.input(s->slirp, s->frame, (int)len);
 }
 
 static void slirp_destroy(struct net_backend *nb)
 {
     struct net_slirp *s = (struct net_slirp *)nb;
     if (s->slirp)
-        slirp_cleanup(s->slirp);
+        lib.cleanup(s->slirp);
     free(s);
 }
 
@@ -186,7 +237,7 @@ static const struct net_ops slirp_ops = {
  * Returns how many it found (at most MAX). */
 static int forward_ports(struct net_slirp *s, bool udp, int *fds, unsigned *ports, int max)
 {
-    char *info = slirp_connection_info(s->slirp);
+    char *info = lib.connection_info(s->slirp);
     int n = 0;
     char *save = NULL;
     for (char *line = info ? strtok_r(info, "\n", &save) : NULL; line && n < max;
@@ -198,7 +249,7 @@ static int forward_ports(struct net_slirp *s, bool udp, int *fds, unsigned *port
             !strcmp(proto, udp ? "UDP" : "TCP"))
             fds[n] = fd, ports[n++] = port;
     }
-    free(info);
+    free(info); /* GLib's g_malloc is malloc (GLib >= 2.46) */
     return n;
 }
 
@@ -249,7 +300,7 @@ static int add_hostfwd(struct net_slirp *s, const char *rule, char *actual, size
     unsigned old_ports[KVMBOX_MAX_HOSTFWD * 2 + 1];
     int nold = hport ? 0 : forward_ports(s, udp, old_fds, old_ports, (int)ARRAY_SIZE(old_fds));
     errno = 0;
-    if (slirp_add_hostfwd(s->slirp, udp, ha, (int)hport, ga, (int)gport) < 0) {
+    if (lib.add_hostfwd(s->slirp, udp, ha, (int)hport, ga, (int)gport) < 0) {
         int e = errno ? errno : EADDRINUSE;
         return errf(err, errlen, -e, "hostfwd '%s': cannot listen on %s port %u: %s", rule,
                     udp ? "UDP" : "TCP", hport, strerror(e));
@@ -265,6 +316,10 @@ static int add_hostfwd(struct net_slirp *s, const char *rule, char *actual, size
 int net_slirp_open(const struct kvmbox_nic *nic, const char *vm_name, struct net_backend **out,
                    char *err, size_t errlen)
 {
+    pthread_once(&lib_once, lib_load);
+    if (lib_error[0])
+        return errf(err, errlen, -ENOENT, "user-mode networking (--net user) needs libslirp "
+                    "(Debian: apt-get install libslirp0): %s", lib_error);
     struct net_slirp *s = calloc(1, sizeof(*s));
     if (!s)
         return -ENOMEM;
@@ -277,7 +332,7 @@ int net_slirp_open(const struct kvmbox_nic *nic, const char *vm_name, struct net
     inet_pton(AF_INET, "10.0.2.2", &c.vhost);
     inet_pton(AF_INET, "10.0.2.15", &c.vdhcp_start);
     inet_pton(AF_INET, "10.0.2.3", &c.vnameserver);
-    s->slirp = slirp_new(&c, &callbacks, s);
+    s->slirp = lib.new_(&c, &callbacks, s);
     if (!s->slirp) {
         free(s);
         return errf(err, errlen, -ENOMEM, "cannot start the user-mode network (libslirp)");

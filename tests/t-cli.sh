@@ -57,6 +57,10 @@ expect "cpus 0" 2 "invalid value '0' for --cpus" -- "$KVMBOX" run --kernel "$K" 
 expect "cpus beyond KVM" 2 "more than this host's KVM allows" -- "$KVMBOX" run --kernel "$K" --cpus 4000
 expect "mem beyond host" 2 "more than this host has" -- "$KVMBOX" run --kernel "$K" --mem 64T
 expect "mem malformed" 2 "invalid value 'lots' for --mem" -- "$KVMBOX" run --kernel "$K" --mem lots
+expect "mem bad option" 2 "overcommit=on|off" -- "$KVMBOX" run --kernel "$K" --mem 64M,overcommit=maybe
+# A guest larger than the host (RAM and swap) runs when asked: its RAM is mapped lazily.
+host_mib=$(awk '/^(MemTotal|SwapTotal):/ {s += $2} END {print int(s / 1024)}' /proc/meminfo)
+expect "mem beyond host, overcommit=on" 43 "" -- "$KVMBOX" run --kernel "$K" --mem "$((host_mib + 1024))M,overcommit=on"
 expect "mem too small" 2 "at least 8M" -- "$KVMBOX" run --kernel "$K" --mem 1M
 head -c $((40 << 20)) /dev/zero >"$T/big.initrd"
 expect "initrd does not fit" 2 "does not fit" -- "$KVMBOX" run --kernel "$K" --initrd "$T/big.initrd" --mem 32M

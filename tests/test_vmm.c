@@ -172,6 +172,12 @@ START_TEST(run_options)
     /* a bare number of megabytes, like qemu -m */
     ck_assert_int_eq(parse(&o, err, "run", "--kernel", "k", "--mem", "128", NULL), 0);
     ck_assert_uint_eq(o.vm.mem_size, 128ULL << 20);
+    ck_assert(!o.vm.hugepages && !o.vm.mem_overcommit);
+    /* memory options, in any order */
+    ck_assert_int_eq(parse(&o, err, "run", "--kernel", "k", "--mem", "64G,overcommit=on,hugepages=on",
+                           NULL), 0);
+    ck_assert_uint_eq(o.vm.mem_size, 64ULL << 30);
+    ck_assert(o.vm.hugepages && o.vm.mem_overcommit);
 }
 END_TEST
 
@@ -183,6 +189,9 @@ START_TEST(run_options_errors)
     ck_assert_ptr_nonnull(strstr(err, "--cpus"));
     ck_assert_int_eq(parse(&o, err, "run", "--kernel", "k", "--mem", "lots", NULL), -EINVAL);
     ck_assert_ptr_nonnull(strstr(err, "--mem"));
+    ck_assert_int_eq(parse(&o, err, "run", "--kernel", "k", "--mem", "1G,overcommit", NULL), -EINVAL);
+    ck_assert_int_eq(parse(&o, err, "run", "--kernel", "k", "--mem", "1G,", NULL), -EINVAL);
+    ck_assert_int_eq(parse(&o, err, "run", "--kernel", "k", "--mem", "1G,reserve=off", NULL), -EINVAL);
     ck_assert_int_eq(parse(&o, err, "run", "--kernel", "k", "--frobnicate", NULL), -EINVAL);
     ck_assert_ptr_nonnull(strstr(err, "--frobnicate"));
     ck_assert_int_eq(parse(&o, err, "run", "--mem", "1G", NULL), -EINVAL);

@@ -238,6 +238,7 @@ static void drain(int fd)
 static void *io_thread(void *arg)
 {
     struct vballoon *b = arg;
+    pthread_setname_np(pthread_self(), "balloon"); /* a prctl: cheaper than from outside */
     vm_thread_sandbox(b->vd.vm, SANDBOX_BALLOON);
     struct pollfd p[2 + NQUEUES];
     for (;;) {
@@ -409,7 +410,6 @@ int vballoon_create(struct vm *vm, struct vballoon **out, char *err, size_t errl
     if ((r = pthread_create(&b->thread, NULL, io_thread, b)) != 0)
         return errf(err, errlen, -r, "cannot start the balloon thread: %s", strerror(r));
     b->thread_started = true;
-    pthread_setname_np(b->thread, "balloon");
     *out = b;
     return 0;
 }

@@ -398,6 +398,11 @@ static void client_free(struct api *a, unsigned idx)
     struct client *cl = a->clients[idx];
     if (!cl)
         return;
+    if (cl->console) {
+        pthread_mutex_lock(&a->vm->out_lock);
+        a->vm->console_listeners--;
+        pthread_mutex_unlock(&a->vm->out_lock);
+    }
     epoll_ctl(a->epoll_fd, EPOLL_CTL_DEL, cl->fd, NULL);
     close(cl->fd);
     free(cl->in), free(cl->out), free(cl);
@@ -537,6 +542,11 @@ static void pump_console(struct api *a)
 static void start_console(struct api *a, struct client *cl)
 {
     cl->console = true;
+    /* Under out_lock: output put in the ring before this is pumped to the client below
+     * (client_readable), output after it wakes this thread. */
+    pthread_mutex_lock(&a->vm->out_lock);
+    a->vm->console_listeners++;
+    pthread_mutex_unlock(&a->vm->out_lock);
     /* Output nobody has seen yet (within the ring's bound) is replayed to the first client
      * that attaches, so nothing is lost while nobody is attached. */
     cl->console_pos = a->console_seen;
@@ -842,9 +852,7 @@ int api_start(struct vm *vm, const char *path, struct api **out, char *err, size
     if (a->epoll_fd < 0 || a->quit_fd < 0 || watch(a, a->listen_fd, TAG_LISTEN) < 0 ||
         watch(a, a->quit_fd, TAG_QUIT) < 0 || watch(a, vm->out_event_fd, TAG_OUTPUT) < 0)
         return errf(err, errlen, -errno, "API event loop setup: %s", strerror(errno));
-    r = pthread_create(&a->thread, NULL, api_thread, a);
-    if (r == 0)
-        pthread_setname_np(a->thread, "api");
+    r = pthread_create(&a->thread, NULL, api_thread, a); /* which names itself */
     if (r)
         return errf(err, errlen, -r, "cannot start the API thread: %s", strerror(r));
     a->thread_started = true;

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "devices/devices.h"
@@ -87,8 +89,18 @@ static void *console_thread(void *arg)
     }
 }
 
+/* Whether FD is /dev/null (character device 1:3): input that is at its end from the start. */
+static bool is_dev_null(int fd)
+{
+    struct stat st;
+    return fstat(fd, &st) == 0 && S_ISCHR(st.st_mode) && st.st_rdev == makedev(1, 3);
+}
+
 int console_start(struct vm *vm, int in_fd, bool escape, struct serial *uart, struct console **out)
 {
+    *out = NULL;
+    if (is_dev_null(in_fd))
+        return 0; /* scripts and benchmarks: a thread would read EOF once and idle */
     struct console *c = calloc(1, sizeof(*c));
     if (!c)
         return -ENOMEM;
@@ -99,9 +111,7 @@ int console_start(struct vm *vm, int in_fd, bool escape, struct serial *uart, st
         free(c);
         return e;
     }
-    int r = pthread_create(&c->thread, NULL, console_thread, c);
-    if (r == 0)
-        pthread_setname_np(c->thread, "console");
+    int r = pthread_create(&c->thread, NULL, console_thread, c); /* which names itself */
     if (r) {
         close(c->quit_fd);
         free(c);

@@ -46,11 +46,8 @@ static void add_topology_leaf(struct kvm_cpuid2 *c, uint32_t leaf, unsigned id, 
     }
 }
 
-struct kvm_cpuid2 *cpuid_for_vcpu(const struct kvm_cpuid2 *sup, unsigned id, unsigned ncpus)
+void cpuid_for_vcpu(const struct kvm_cpuid2 *sup, unsigned id, unsigned ncpus, struct kvm_cpuid2 *c)
 {
-    struct kvm_cpuid2 *c = malloc(sizeof(*c) + (sup->nent + 6) * sizeof(sup->entries[0]));
-    if (!c)
-        return NULL;
     memset(c, 0, sizeof(*c));
     bool has_b = false, has_1f = false;
     for (unsigned i = 0; i < sup->nent; i++) {
@@ -83,5 +80,4 @@ struct kvm_cpuid2 *cpuid_for_vcpu(const struct kvm_cpuid2 *sup, unsigned id, uns
         add_topology_leaf(c, 0xb, id, ncpus);
     if (has_1f)
         add_topology_leaf(c, 0x1f, id, ncpus);
-    return c;
 }

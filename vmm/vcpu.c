@@ -13,6 +13,7 @@
 #include "vmm/exit.h"
 #include "vmm/kvm.h"
 #include "vmm/layout.h"
+#include "vmm/trace.h"
 #include "vmm/util.h"
 #include "vmm/vm.h"
 
@@ -130,47 +131,138 @@ static int set_lapic_wiring(struct vcpu *v)
     return ioctl(v->fd, KVM_SET_LAPIC, &l) < 0 ? -errno : 0;
 }
 
-static int vcpu_init_one(struct vm *vm, struct vcpu *v, unsigned id, char *err, size_t errlen)
+/* Creates vCPU V's fd and kvm_run mapping and sets its CPUID, MSRs and LAPIC wiring, on the
+ * vCPU's own thread. Returns 0, or a negative errno with *WHAT naming the call that failed. */
+static int vcpu_init_one(struct vm *vm, struct vcpu *v, const char **what)
 {
-    v->vm = vm, v->id = id, v->fd = -1, v->run = NULL;
-    v->fd = ioctl(vm->vm_fd, KVM_CREATE_VCPU, (unsigned long)id);
-    if (v->fd < 0)
-        return errf(err, errlen, -errno, "KVM_CREATE_VCPU %u: %s", id, strerror(errno));
-    void *run = mmap(NULL, (size_t)vm->run_size, PROT_READ | PROT_WRITE, MAP_SHARED, v->fd, 0);
+    *what = "KVM_CREATE_VCPU";
+    int fd = ioctl(vm->vm_fd, KVM_CREATE_VCPU, (unsigned long)v->id);
+    if (fd < 0)
+        return -errno;
+    v->fd = fd;
+    *what = "mmap of the vCPU's kvm_run";
+    void *run = mmap(NULL, (size_t)vm->run_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (run == MAP_FAILED)
-        return errf(err, errlen, -errno, "mmap of vCPU %u state: %s", id, strerror(errno));
-    v->run = run;
-    struct kvm_cpuid2 *c = cpuid_for_vcpu(vm->cpuid, id, vm->ncpus);
-    if (!c)
-        return errf(err, errlen, -ENOMEM, "out of memory");
-    int r = ioctl(v->fd, KVM_SET_CPUID2, c) < 0 ? -errno : 0;
-    free(c);
+        return -errno;
+    __atomic_store_n(&v->run, run, __ATOMIC_RELEASE); /* vcpus_kick() reads it */
+    /* On the stack: a malloc here would give each vCPU thread a malloc arena of its own
+     * (64 KiB and more of resident memory per thread). */
+    union {
+        struct kvm_cpuid2 c;
+        uint8_t bytes[sizeof(struct kvm_cpuid2) +
+                      (KVM_MAX_CPUID_ENTRIES + CPUID_EXTRA_ENTRIES) * sizeof(struct kvm_cpuid_entry2)];
+    } cpuid;
+    cpuid_for_vcpu(vm->cpuid, v->id, vm->ncpus, &cpuid.c);
+    *what = "KVM_SET_CPUID2";
+    if (ioctl(fd, KVM_SET_CPUID2, &cpuid.c) < 0)
+        return -errno;
+    *what = "KVM_SET_MSRS";
+    int r = set_msrs(v);
     if (r < 0)
-        return errf(err, errlen, r, "KVM_SET_CPUID2 on vCPU %u: %s", id, strerror(-r));
-    if ((r = set_msrs(v)) < 0)
-        return errf(err, errlen, r, "KVM_SET_MSRS on vCPU %u failed", id);
-    if ((r = set_lapic_wiring(v)) < 0)
-        return errf(err, errlen, r, "KVM_SET_LAPIC on vCPU %u: %s", id, strerror(-r));
-    if (id == 0 && (r = set_boot_state(v, &vm->boot)) < 0)
-        return errf(err, errlen, r, "setting the boot vCPU's registers: %s", strerror(-r));
-    return 0;
+        return r;
+    *what = "KVM_GET/SET_LAPIC";
+    return set_lapic_wiring(v);
 }
 
-int vcpus_create(struct vm *vm, char *err, size_t errlen)
+/* ---- the vCPU threads' life: launched, create their vCPU, sandboxed, go, stop -------------
+ *
+ * The threads are started before the machine is built, so that starting them (a new thread
+ * can wait a while for a CPU on a busy host) overlaps with building it. Each one fetches the
+ * supported CPUID (the first one does, once per VM), waits for the VM's irqchip, creates and
+ * sets up its own vCPU (in parallel with the others and with the main thread setting the
+ * routing and loading the kernel; vCPU 0's thread then creates the PIT), enters its sandbox
+ * and waits for the go. vm->lock and vm->vcpu_cond guard the phase. */
+
+/* Waits until the phase reaches PHASE or the threads are told to quit; true to go on. */
+static bool vcpu_wait_phase(struct vm *vm, unsigned phase)
+{
+    pthread_mutex_lock(&vm->lock);
+    while (vm->vcpu_phase < phase && !vm->vcpus_quit)
+        pthread_cond_wait(&vm->vcpu_cond, &vm->lock);
+    bool go = !vm->vcpus_quit;
+    pthread_mutex_unlock(&vm->lock);
+    return go;
+}
+
+static void vcpu_set_phase(struct vm *vm, unsigned phase)
+{
+    pthread_mutex_lock(&vm->lock);
+    vm->vcpu_phase = phase;
+    pthread_cond_broadcast(&vm->vcpu_cond);
+    pthread_mutex_unlock(&vm->lock);
+}
+
+static void *vcpu_thread(void *arg);
+static void kick_handler(int sig)
+{
+    (void)sig;
+}
+
+int vcpus_launch(struct vm *vm, char *err, size_t errlen)
 {
     if (!vm->vcpus) {
         vm->vcpus = calloc(vm->ncpus, sizeof(*vm->vcpus));
         if (!vm->vcpus)
             return errf(err, errlen, -ENOMEM, "out of memory");
     }
+    pthread_mutex_lock(&vm->lock);
+    vm->vcpu_phase = VCPU_PHASE_WAIT;
+    __atomic_store_n(&vm->vcpus_quit, false, __ATOMIC_SEQ_CST);
+    vm->vcpus_created = 0;
+    vm->vcpu_error = 0;
+    pthread_mutex_unlock(&vm->lock);
     for (unsigned i = 0; i < vm->ncpus; i++)
-        vm->vcpus[i].fd = -1;
-    for (unsigned i = 0; i < vm->ncpus; i++) {
-        int r = vcpu_init_one(vm, &vm->vcpus[i], i, err, errlen);
-        if (r < 0)
-            return r;
+        vm->vcpus[i] = (struct vcpu){ .vm = vm, .id = i, .fd = -1 };
+    struct sigaction sa = { .sa_handler = kick_handler };
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIG_KICK, &sa, NULL);
+    /* Threads start with SIG_KICK blocked and unblock it themselves, so a kick can never
+     * land on a thread that does not expect it. */
+    sigset_t set, old;
+    sigemptyset(&set);
+    sigaddset(&set, SIG_KICK);
+    pthread_sigmask(SIG_BLOCK, &set, &old);
+    int r = 0;
+    for (unsigned i = 0; i < vm->ncpus && r == 0; i++) {
+        /* The thread names itself (one prctl; naming it from here costs an open, a write
+         * and a close of /proc/self/task/TID/comm per vCPU). */
+        r = -pthread_create(&vm->vcpus[i].thread, NULL, vcpu_thread, &vm->vcpus[i]);
+        if (r == 0)
+            vm->vcpus[i].thread_started = true;
     }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    vm->vcpus_launched = true;
+    if (r < 0)
+        return errf(err, errlen, r, "cannot start vCPU thread: %s", strerror(-r));
     return 0;
+}
+
+void vcpus_allow_create(struct vm *vm)
+{
+    vcpu_set_phase(vm, VCPU_PHASE_CREATE);
+}
+
+int vcpus_wait_created(struct vm *vm, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&vm->lock);
+    while (vm->vcpus_created < vm->ncpus && !vm->vcpu_error)
+        pthread_cond_wait(&vm->vcpu_cond, &vm->lock);
+    int r = vm->vcpu_error;
+    unsigned id = vm->vcpu_error_id;
+    const char *what = vm->vcpu_error_what;
+    pthread_mutex_unlock(&vm->lock);
+    if (r < 0 && id == VCPU_ERROR_VM)
+        return errf(err, errlen, r, "%s: %s", what, strerror(-r));
+    if (r < 0)
+        return errf(err, errlen, r, "%s on vCPU %u: %s", what, id, strerror(-r));
+    /* The boot CPU's entry state, now that the kernel is loaded; its thread waits for the go. */
+    r = set_boot_state(&vm->vcpus[0], &vm->boot);
+    return r < 0 ? errf(err, errlen, r, "setting the boot vCPU's registers: %s", strerror(-r)) : 0;
+}
+
+void vcpus_go(struct vm *vm)
+{
+    vcpu_set_phase(vm, VCPU_PHASE_RUN);
 }
 
 /* Reads up to 16 instruction bytes at the vCPU's rip, for the fatal-exit message. */
@@ -210,20 +302,11 @@ static void fatal_exit(struct vcpu *v, const char *what)
     vm_request_stop(v->vm, KVMBOX_STOP_ERROR, 0, "vCPU %u: %s at %s", v->id, desc, rip);
 }
 
-static void *vcpu_thread(void *arg)
+static void vcpu_run_loop(struct vcpu *v)
 {
-    struct vcpu *v = arg;
     struct vm *vm = v->vm;
-    char name[16];
-    snprintf(name, sizeof(name), "vcpu%u", v->id);
-    pthread_setname_np(pthread_self(), name);
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIG_KICK);
-    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
-    vm_thread_sandbox(vm, SANDBOX_VCPU);
-
-    while (!vm_stopping(vm)) {
+    bool first = v->id == 0;
+    while (!vm_stopping(vm) && !__atomic_load_n(&vm->vcpus_quit, __ATOMIC_SEQ_CST)) {
         vm_vcpu_checkpoint(vm);
         if (vm_stopping(vm))
             break;
@@ -236,6 +319,10 @@ static void *vcpu_thread(void *arg)
             snprintf(msg, sizeof(msg), "KVM_RUN failed: %s", strerror(errno));
             fatal_exit(v, msg);
             break;
+        }
+        if (first) {
+            trace_mark("vCPU 0 first exit");
+            first = false;
         }
         switch (exit_dispatch(v->run, (size_t)vm->run_size, &vm->pio, &vm->mmio)) {
         case EXIT_CONTINUE:
@@ -250,43 +337,57 @@ static void *vcpu_thread(void *arg)
         case EXIT_SHUTDOWN:
         case EXIT_FATAL:
             fatal_exit(v, NULL);
-            return NULL;
+            return;
         }
     }
-    return NULL;
 }
 
-static void kick_handler(int sig)
+static void *vcpu_thread(void *arg)
 {
-    (void)sig;
-}
-
-int vcpus_start(struct vm *vm, char *err, size_t errlen)
-{
-    struct sigaction sa = { .sa_handler = kick_handler };
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIG_KICK, &sa, NULL);
-    /* Threads start with SIG_KICK blocked and unblock it themselves, so a kick can never
-     * land on a thread that does not expect it. */
-    sigset_t set, old;
+    struct vcpu *v = arg;
+    struct vm *vm = v->vm;
+    char name[16]; /* top -H and the benchmarks tell vCPUs from I/O threads by it */
+    snprintf(name, sizeof(name), "vcpu%u", v->id);
+    pthread_setname_np(pthread_self(), name);
+    sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIG_KICK);
-    pthread_sigmask(SIG_BLOCK, &set, &old);
-    int r = 0;
-    for (unsigned i = 0; i < vm->ncpus && r == 0; i++) {
-        r = -pthread_create(&vm->vcpus[i].thread, NULL, vcpu_thread, &vm->vcpus[i]);
-        if (r == 0) { /* thread names: top -H and the benchmarks tell vCPUs from I/O */
-            char name[16];
-            snprintf(name, sizeof(name), "vcpu%u", i);
-            pthread_setname_np(vm->vcpus[i].thread, name);
-        }
-        if (r == 0)
-            vm->vcpus[i].thread_started = true;
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+    if (v->id == 0)
+        trace_mark("vCPU 0 thread running");
+    /* Before the VM exists: the supported CPUID is KVM work that needs no VM, so it overlaps
+     * with the main thread creating one. */
+    const char *what = "KVM_GET_SUPPORTED_CPUID";
+    int r = kvm_supported_cpuid(vm);
+    if (v->id == 0)
+        trace_mark("vCPU 0 has the supported CPUID");
+    if (!vcpu_wait_phase(vm, VCPU_PHASE_CREATE))
+        return NULL;
+    if (r == 0)
+        r = vcpu_init_one(vm, v, &what);
+    /* Any thread may create the PIT: here KVM's start of the PIT's kernel thread (which can
+     * wait for a CPU on a busy host) overlaps with the main thread's work. */
+    bool vm_level = false;
+    if (r == 0 && v->id == 0) {
+        what = "KVM_CREATE_PIT2";
+        vm_level = true;
+        r = kvm_create_pit(vm);
     }
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_mutex_lock(&vm->lock);
+    if (r < 0 && !vm->vcpu_error)
+        vm->vcpu_error = r, vm->vcpu_error_id = vm_level ? VCPU_ERROR_VM : v->id,
+        vm->vcpu_error_what = what;
+    vm->vcpus_created++;
+    pthread_cond_broadcast(&vm->vcpu_cond);
+    pthread_mutex_unlock(&vm->lock);
     if (r < 0)
-        return errf(err, errlen, r, "cannot start vCPU thread: %s", strerror(-r));
-    return 0;
+        return NULL;
+    vm_thread_sandbox(vm, SANDBOX_VCPU);
+    if (v->id == 0)
+        trace_mark("vCPU 0 sandboxed");
+    if (vcpu_wait_phase(vm, VCPU_PHASE_RUN))
+        vcpu_run_loop(v);
+    return NULL;
 }
 
 void vcpus_kick(struct vm *vm)
@@ -295,13 +396,20 @@ void vcpus_kick(struct vm *vm)
         struct vcpu *v = &vm->vcpus[i];
         if (!v->thread_started)
             continue;
-        __atomic_store_n(&v->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+        struct kvm_run *run = __atomic_load_n(&v->run, __ATOMIC_ACQUIRE);
+        if (run)
+            __atomic_store_n(&run->immediate_exit, 1, __ATOMIC_SEQ_CST);
         pthread_kill(v->thread, SIG_KICK);
     }
 }
 
 void vcpus_stop(struct vm *vm)
 {
+    /* Threads still setting up or waiting for the go leave at once. */
+    pthread_mutex_lock(&vm->lock);
+    __atomic_store_n(&vm->vcpus_quit, true, __ATOMIC_SEQ_CST);
+    pthread_cond_broadcast(&vm->vcpu_cond);
+    pthread_mutex_unlock(&vm->lock);
     vcpus_kick(vm);
     for (unsigned i = 0; i < vm->ncpus; i++) {
         struct vcpu *v = &vm->vcpus[i];
@@ -310,6 +418,7 @@ void vcpus_stop(struct vm *vm)
         pthread_join(v->thread, NULL);
         v->thread_started = false;
     }
+    vm->vcpus_launched = false;
 }
 
 void vcpus_destroy(struct vm *vm)

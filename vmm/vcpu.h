@@ -6,12 +6,17 @@
 
 struct vm;
 
-/* Creates the vCPU fds and sets CPUID, MSRs, LAPIC wiring and (for the boot CPU) the entry
- * state of vm->boot. */
-int vcpus_create(struct vm *vm, char *err, size_t errlen) __attribute__((warn_unused_result));
-/* Starts one thread per vCPU. */
-int vcpus_start(struct vm *vm, char *err, size_t errlen) __attribute__((warn_unused_result));
-/* Interrupts every vCPU so it sees the stop request, and waits for the threads to end. */
+/* A machine's vCPUs, in the order machine_build() uses these:
+ * vcpus_launch() starts one thread per vCPU, which waits; vcpus_allow_create() (once the
+ * irqchip exists) lets each thread create its vCPU and set CPUID, MSRs and LAPIC wiring, then
+ * enter its sandbox; vcpus_wait_created() waits for all of them, reports the first failure,
+ * and sets the boot CPU's entry state from vm->boot; vcpus_go() lets them run the guest. */
+int vcpus_launch(struct vm *vm, char *err, size_t errlen) __attribute__((warn_unused_result));
+void vcpus_allow_create(struct vm *vm);
+int vcpus_wait_created(struct vm *vm, char *err, size_t errlen) __attribute__((warn_unused_result));
+void vcpus_go(struct vm *vm);
+/* Interrupts every vCPU thread, whatever its phase, so it sees the stop request (or leaves),
+ * and waits for the threads to end. */
 void vcpus_stop(struct vm *vm);
 /* Makes every running vCPU leave KVM_RUN soon (immediate_exit + a signal). */
 void vcpus_kick(struct vm *vm);

@@ -25,6 +25,7 @@
 #include "vmm/console.h"
 #include "vmm/kvm.h"
 #include "vmm/layout.h"
+#include "vmm/trace.h"
 #include "vmm/util.h"
 #include "virtio/balloon.h"
 #include "virtio/blk.h"
@@ -68,6 +69,7 @@ void vm_request_stop(struct vm *vm, enum kvmbox_stop reason, uint32_t code, cons
         va_end(ap);
         if (reason == KVMBOX_STOP_ERROR && !vm->result.error)
             vm->result.error = -EIO;
+        trace_mark("stop requested");
         __atomic_store_n(&vm->stop_requested, true, __ATOMIC_SEQ_CST);
         pthread_cond_broadcast(&vm->cond);
         pthread_cond_broadcast(&vm->pause_cond);
@@ -99,12 +101,16 @@ void vm_request_reset(struct vm *vm)
 void vm_console_output(void *opaque, const uint8_t *buf, size_t len)
 {
     struct vm *vm = opaque;
+    trace_mark_once("first guest output");
     pthread_mutex_lock(&vm->out_lock);
     if (vm->cfg.console_out >= 0)
         write_full(vm->cfg.console_out, buf, len);
     ring_put(&vm->out_ring, buf, len);
+    /* Without an attached client nobody reads the ring until one attaches (it then gets
+     * what it missed), so the API thread is not woken for every byte the guest prints. */
+    bool wake = vm->console_listeners > 0;
     pthread_mutex_unlock(&vm->out_lock);
-    if (vm->api) {
+    if (wake) {
         uint64_t one = 1;
         if (write(vm->out_event_fd, &one, sizeof(one)) < 0) {
             /* a full eventfd counter still wakes the reader */
@@ -208,14 +214,14 @@ static int check_config(struct vm *vm, char *err, size_t errlen)
     if (c->mem_size < MIN_MEM)
         return errf(err, errlen, -EINVAL, "--mem must be at least 8M");
     struct sysinfo si;
-    if (sysinfo(&si) == 0) {
+    if (!c->mem_overcommit && sysinfo(&si) == 0) {
         uint64_t host = ((uint64_t)si.totalram + si.totalswap) * si.mem_unit;
         if (c->mem_size > host) {
             char want[32], have[32];
             format_size(c->mem_size, want, sizeof(want));
             format_size(host, have, sizeof(have));
-            return errf(err, errlen, -E2BIG,
-                        "--mem %s is more than this host has (%s of RAM and swap)", want, have);
+            return errf(err, errlen, -E2BIG, "--mem %s is more than this host has (%s of RAM and "
+                        "swap; ,overcommit=on allows it)", want, have);
         }
     }
     return 0;
@@ -267,6 +273,7 @@ static int load_firmware_and_kernel(struct vm *vm, char *err, size_t errlen)
     int used = acpi_build(&ac, tables, LAYOUT_ACPI_SIZE, LAYOUT_ACPI_BASE);
     if (used < 0)
         return errf(err, errlen, used, "cannot build the ACPI tables: %s", strerror(-used));
+    trace_mark("e820 and ACPI tables");
     struct boot_request req = {
         .gm = &vm->mem, .kernel_path = vm->kernel, .initrd_path = vm->initrd,
         .cmdline = vm->cmdline, .rsdp_gpa = LAYOUT_ACPI_BASE, .e820 = map, .ne820 = n,
@@ -276,21 +283,33 @@ static int load_firmware_and_kernel(struct vm *vm, char *err, size_t errlen)
         vm->config_error = r != -ENOMEM;
         return r;
     }
+    trace_mark("kernel loaded");
     r = vcpu_prepare_boot_tables(vm);
+    trace_mark("boot page tables");
     return r < 0 ? errf(err, errlen, r, "cannot write the boot page tables") : 0;
 }
 
+/* The vCPU threads (started already) create their vCPUs as soon as the irqchip exists, and
+ * the first one the PIT, while this thread sets the interrupt routing and loads the kernel
+ * (vmm/vcpu.c); on failure the caller's teardown stops them. */
 static int machine_build(struct vm *vm, char *err, size_t errlen)
 {
+    int r = vm->vcpus_launched ? 0 : vcpus_launch(vm, err, errlen);
+    if (r < 0)
+        return r;
+    /* irq_lock: no device injects an interrupt while vm_fd changes and the routes are set. */
     pthread_rwlock_wrlock(&vm->irq_lock);
-    int r = kvm_create_machine(vm, err, errlen);
+    r = kvm_create_machine(vm, err, errlen);
+    if (r == 0) {
+        vcpus_allow_create(vm); /* vCPU 0's thread also creates the PIT */
+        r = kvm_attach_irqs(vm, err, errlen);
+    }
     pthread_rwlock_unlock(&vm->irq_lock);
-    if (r < 0)
+    if (r < 0 || (r = load_firmware_and_kernel(vm, err, errlen)) < 0)
         return r;
-    r = load_firmware_and_kernel(vm, err, errlen);
-    if (r < 0)
-        return r;
-    return vcpus_create(vm, err, errlen);
+    r = vcpus_wait_created(vm, err, errlen);
+    trace_mark("vCPUs created");
+    return r;
 }
 
 static void machine_teardown(struct vm *vm)
@@ -431,6 +450,8 @@ static int vm_init_state(struct vm *vm, const struct kvmbox_config *cfg)
     pthread_mutex_init(&vm->lock, NULL);
     pthread_cond_init(&vm->cond, NULL);
     pthread_cond_init(&vm->pause_cond, NULL);
+    pthread_cond_init(&vm->vcpu_cond, NULL);
+    pthread_mutex_init(&vm->cpuid_lock, NULL);
     pthread_mutex_init(&vm->out_lock, NULL);
     pthread_rwlock_init(&vm->irq_lock, NULL);
     irq_init(&vm->irq);
@@ -459,6 +480,8 @@ static void vm_free_state(struct vm *vm)
     pthread_mutex_destroy(&vm->lock);
     pthread_cond_destroy(&vm->cond);
     pthread_cond_destroy(&vm->pause_cond);
+    pthread_cond_destroy(&vm->vcpu_cond);
+    pthread_mutex_destroy(&vm->cpuid_lock);
     pthread_mutex_destroy(&vm->out_lock);
     pthread_rwlock_destroy(&vm->irq_lock);
     irq_destroy(&vm->irq);
@@ -499,18 +522,25 @@ int kvmbox_vm_create(const struct kvmbox_config *cfg, struct kvmbox_vm **out,
         return -ENOMEM;
     }
     struct vm *vm = &k->vm;
+    trace_mark("create");
     int r = vm_init_state(vm, cfg);
     if (r < 0)
         snprintf(err, sizeof(err), "out of memory");
     if (r == 0)
         r = check_config(vm, err, sizeof(err));
+    trace_mark("configuration checked");
     vm->config_error = r < 0 && r != -ENOMEM;
     if (r == 0)
         r = kvm_open_host(vm, err, sizeof(err));
     if (r == 0)
         irq_probe(vm);
+    trace_mark("/dev/kvm opened");
     if (r == 0 && (r = check_cpus(vm, err, sizeof(err))) < 0)
         vm->config_error = true;
+    /* The vCPU threads start now: while this thread maps RAM and creates the devices, they
+     * get going and fetch the supported CPUID (vmm/vcpu.c). */
+    if (r == 0)
+        r = vcpus_launch(vm, err, sizeof(err));
     char note[256] = "";
     if (r == 0 && (r = gm_init(&vm->mem, cfg->mem_size, cfg->hugepages, note, sizeof(note), err,
                                sizeof(err))) < 0 && !err[0])
@@ -520,10 +550,13 @@ int kvmbox_vm_create(const struct kvmbox_config *cfg, struct kvmbox_vm **out,
         fprintf(stderr, "kvmbox: note: %s\n", note);
     if (r < 0 && cfg->hugepages)
         vm->config_error = true;
+    trace_mark("guest RAM mapped");
     if (r == 0)
         r = devices_create(vm, err, sizeof(err));
+    trace_mark("devices created");
     if (r == 0 && vm->api_sock && (r = api_start(vm, vm->api_sock, &vm->api, err, sizeof(err))) < 0)
         vm->config_error = r == -EADDRINUSE || r == -EEXIST || r == -ENAMETOOLONG;
+    trace_mark("control socket");
     if (r == 0)
         r = machine_build(vm, err, sizeof(err));
     if (r < 0) {
@@ -561,9 +594,9 @@ static int vm_reboot(struct vm *vm, char *err, size_t errlen)
     devices_reset(vm);
     gm_discard_all(&vm->mem);
     int r = machine_build(vm, err, errlen);
-    if (r < 0)
-        return r;
-    return vcpus_start(vm, err, errlen);
+    if (r == 0)
+        vcpus_go(vm);
+    return r;
 }
 
 int kvmbox_vm_run(struct kvmbox_vm *k, struct kvmbox_result *res)
@@ -578,8 +611,9 @@ int kvmbox_vm_run(struct kvmbox_vm *k, struct kvmbox_result *res)
         r = console_start(vm, vm->cfg.console_in, vm->cfg.console_escape, vm->com1, &vm->console);
     if (r < 0)
         snprintf(err, sizeof(err), "cannot start the console thread: %s", strerror(-r));
+    trace_mark("console thread started");
     if (r == 0)
-        r = vcpus_start(vm, err, sizeof(err));
+        vcpus_go(vm);
     while (r == 0) {
         if (wait_for_event(vm, vm->cfg.timeout_secs ? &deadline : NULL))
             vm_request_stop(vm, KVMBOX_STOP_TIMEOUT, 0, "timeout: the guest ran for %u s",
@@ -594,12 +628,14 @@ int kvmbox_vm_run(struct kvmbox_vm *k, struct kvmbox_result *res)
         vm->reboots++;
         r = vm_reboot(vm, err, sizeof(err));
     }
+    trace_mark("vCPU threads joined");
     console_stop(vm->console);
     vm->console = NULL;
     if (r < 0)
         vm_request_stop(vm, KVMBOX_STOP_ERROR, 0, "%s", err);
     if (vm->vcpus)
         vcpus_stop(vm);
+    trace_mark("console thread joined");
     devices_quiesce(vm);
     if (vm->cfg.on_end) {
         struct kvmbox_result end = vm->result;
@@ -609,6 +645,7 @@ int kvmbox_vm_run(struct kvmbox_vm *k, struct kvmbox_result *res)
     }
     api_stop(vm->api); /* answers "wait" requests with the result */
     vm->api = NULL;
+    trace_mark("control socket closed");
     if (r < 0) {
         vcpus_stop(vm);
         set_result(res, r, err);
@@ -662,12 +699,16 @@ void kvmbox_vm_destroy(struct kvmbox_vm *k)
     console_stop(vm->console);
     api_stop(vm->api);
     vm->api = NULL;
+    trace_mark("destroy");
     machine_teardown(vm);
+    trace_mark("KVM VM closed");
     devices_destroy(vm);
+    trace_mark("devices destroyed");
     gm_destroy(&vm->mem);
     kvm_close_host(vm);
     vm_free_state(vm);
     free(k);
+    trace_mark("destroyed");
 }
 
 int kvmbox_exit_status(const struct kvmbox_result *res)

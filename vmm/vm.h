@@ -30,6 +30,9 @@ struct vm_device {
 #define VM_MAX_DEVICES 32
 #define VM_MAX_VCPUS 255
 
+enum { VCPU_PHASE_WAIT, VCPU_PHASE_CREATE, VCPU_PHASE_RUN };
+#define VCPU_ERROR_VM (~0u)
+
 struct vcpu {
     struct vm *vm;
     unsigned id;
@@ -70,7 +73,8 @@ struct vm {
     int vm_fd;                    /* -1 while the machine is being rebuilt */
     int run_size;
     unsigned max_vcpus;
-    struct kvm_cpuid2 *cpuid;     /* KVM_GET_SUPPORTED_CPUID */
+    struct kvm_cpuid2 *cpuid;     /* KVM_GET_SUPPORTED_CPUID, once the vCPU threads fetched it */
+    pthread_mutex_t cpuid_lock;   /* while fetching it */
     uint32_t *msr_list;           /* KVM_GET_MSR_INDEX_LIST */
     unsigned nmsrs;
 
@@ -80,6 +84,16 @@ struct vm {
 
     unsigned ncpus;
     struct vcpu *vcpus;
+    /* The vCPU threads of the current machine (vmm/vcpu.c), under lock and vcpu_cond: the
+     * phase they may enter, how many have created their vCPU, the first error. */
+    pthread_cond_t vcpu_cond;
+    bool vcpus_launched;          /* threads started and not yet joined (main thread only) */
+    unsigned vcpu_phase;          /* VCPU_PHASE_* */
+    bool vcpus_quit;              /* leave now, whatever the phase (also read atomically) */
+    unsigned vcpus_created;
+    int vcpu_error;
+    unsigned vcpu_error_id;       /* the vCPU, or VCPU_ERROR_VM for a VM-wide call */
+    const char *vcpu_error_what;
 
     unsigned ndevices;
     struct vm_device devices[VM_MAX_DEVICES];
@@ -92,6 +106,8 @@ struct vm {
     pthread_mutex_t out_lock;
     struct ring out_ring;
     int out_event_fd;             /* eventfd: new output in the ring */
+    unsigned console_listeners;   /* API clients attached to the console (out_lock): the
+                                     eventfd is written only when there is one */
 
     /* Pause: vCPUs park on pause_cond; vcpus_parked counts them. */
     bool paused;
