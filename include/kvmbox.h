@@ -75,6 +75,10 @@ struct kvmbox_config {
     bool no_sandbox;           /* run kvmbox's threads without their seccomp filters */
     const char *runtime_dir;   /* where segment sockets live; NULL: $XDG_RUNTIME_DIR/kvmbox,
                                 * /run/kvmbox for root, else /tmp/kvmbox-UID */
+    /* Firmware boot (docs/firmware.md). With no kernel, the guest boots through a BIOS. */
+    const char *firmware;      /* BIOS image; NULL: SeaBIOS when no kernel is given; "uefi": OVMF */
+    bool have_uuid;
+    uint8_t uuid[16];          /* the VM's UUID (SMBIOS type 1), in RFC 4122 byte order */
 };
 
 enum kvmbox_stop {

@@ -36,7 +36,7 @@ const char config_run_usage[] =
 
 enum { OPT_KERNEL = 256, OPT_INITRD, OPT_CMDLINE, OPT_MEM, OPT_CPUS, OPT_NO_REBOOT, OPT_TIMEOUT,
        OPT_NAME, OPT_API_SOCK, OPT_DAEMONIZE, OPT_UUID, OPT_DISK, OPT_NET, OPT_BALLOON,
-       OPT_SANDBOX };
+       OPT_SANDBOX, OPT_FIRMWARE, OPT_BIOS };
 
 static const struct option run_opts[] = {
     { "kernel", required_argument, NULL, OPT_KERNEL },
@@ -59,6 +59,8 @@ static const struct option run_opts[] = {
     { "balloon", required_argument, NULL, OPT_BALLOON },
     { "sandbox", required_argument, NULL, OPT_SANDBOX },
     { "nic", optional_argument, NULL, OPT_NET },
+    { "firmware", required_argument, NULL, OPT_FIRMWARE },
+    { "bios", required_argument, NULL, OPT_FIRMWARE },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
 };
@@ -258,6 +260,11 @@ static int apply(int c, const char *arg, struct run_options *o, char *err, size_
     uint64_t v;
     switch (c) {
     case OPT_KERNEL: o->vm.kernel = arg; return 0;
+    case OPT_FIRMWARE:
+        if (!*arg)
+            return bad_value(err, errlen, "firmware", arg, "expected bios, uefi or a file");
+        o->vm.firmware = arg;
+        return 0;
     case OPT_INITRD: o->vm.initrd = arg; return 0;
     case OPT_CMDLINE: o->vm.cmdline = arg; return 0;
     case OPT_NO_REBOOT: o->vm.no_reboot = true; return 0;
@@ -349,7 +356,8 @@ int config_parse_run(int argc, char **argv, struct run_options *o, char *err, si
     }
     if (optind < argc)
         return errf(err, errlen, -EINVAL, "unexpected argument '%s'", argv[optind]);
-    if (!o->help && !o->vm.kernel)
-        return errf(err, errlen, -EINVAL, "no kernel given (--kernel PATH)");
+    if (o->vm.kernel && o->vm.firmware)
+        return errf(err, errlen, -EINVAL, "--kernel and --firmware exclude each other (a kernel "
+                    "is booted directly, without firmware)");
     return 0;
 }

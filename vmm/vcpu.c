@@ -151,7 +151,8 @@ static int vcpu_init_one(struct vm *vm, struct vcpu *v, unsigned id, char *err, 
         return errf(err, errlen, r, "KVM_SET_MSRS on vCPU %u failed", id);
     if ((r = set_lapic_wiring(v)) < 0)
         return errf(err, errlen, r, "KVM_SET_LAPIC on vCPU %u: %s", id, strerror(-r));
-    if (id == 0 && (r = set_boot_state(v, &vm->boot)) < 0)
+    /* Through firmware, the boot vCPU starts where KVM puts a new one: the reset vector. */
+    if (id == 0 && !vm->fw.size && (r = set_boot_state(v, &vm->boot)) < 0)
         return errf(err, errlen, r, "setting the boot vCPU's registers: %s", strerror(-r));
     return 0;
 }

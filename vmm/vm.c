@@ -21,6 +21,7 @@
 #include "devices/pci.h"
 #include "firmware/acpi.h"
 #include "firmware/e820.h"
+#include "vmm/fw_setup.h"
 #include "vmm/api.h"
 #include "vmm/console.h"
 #include "vmm/kvm.h"
@@ -189,8 +190,11 @@ int vm_add_device(struct vm *vm, const char *name, void *dev, void (*reset)(void
 static int check_config(struct vm *vm, char *err, size_t errlen)
 {
     const struct kvmbox_config *c = &vm->cfg;
-    if (!c->kernel || !*c->kernel)
+    if ((!c->kernel || !*c->kernel) && !vm->firmware)
         return errf(err, errlen, -EINVAL, "no kernel given (--kernel PATH)");
+    if (c->kernel && *c->kernel && vm->firmware && c->firmware)
+        return errf(err, errlen, -EINVAL, "--kernel and --firmware exclude each other (a kernel "
+                    "is booted directly, without firmware)");
     if (c->cpus == 0)
         return errf(err, errlen, -EINVAL, "--cpus must be at least 1");
     if (c->mem_size < MIN_MEM)
@@ -230,13 +234,9 @@ static uint64_t mmio64_base(const struct vm *vm)
     return (top + (1ULL << 30) - 1) & ~((1ULL << 30) - 1);
 }
 
-static int load_firmware_and_kernel(struct vm *vm, char *err, size_t errlen)
+void vm_acpi_config(const struct vm *vm, struct acpi_config *ac)
 {
-    struct e820_entry map[MAX_E820];
-    int n = e820_build(vm->mem.ram_size, map, MAX_E820);
-    if (n < 0)
-        return errf(err, errlen, n, "cannot build the memory map");
-    struct acpi_config ac = {
+    *ac = (struct acpi_config){
         .ncpus = vm->ncpus,
         .lapic_addr = LAYOUT_LAPIC, .ioapic_addr = LAYOUT_IOAPIC, .ioapic_id = 0,
         .ioapic_gsi_base = 0,
@@ -249,6 +249,27 @@ static int load_firmware_and_kernel(struct vm *vm, char *err, size_t errlen)
         .pci_mmio_start = (uint32_t)LAYOUT_PCI_MMIO_START, .pci_mmio_end = (uint32_t)LAYOUT_PCI_MMIO_END,
         .pci_mmio64_start = mmio64_base(vm), .pci_mmio64_end = mmio64_base(vm) + MMIO64_SIZE,
     };
+    if (vm->fw.size) {
+        /* Firmware places 32-bit BARs itself, top down from the I/O APIC (SeaBIOS does so on
+         * a host bridge it does not know): the window is everything from the end of the ECAM
+         * window to there. */
+        ac->pci_mmio_start = (uint32_t)(LAYOUT_ECAM_BASE + LAYOUT_ECAM_SIZE);
+        ac->pci_mmio_end = (uint32_t)LAYOUT_IOAPIC;
+    }
+}
+
+static int load_firmware_and_kernel(struct vm *vm, char *err, size_t errlen)
+{
+    if (vm->fw.size) {
+        int r = fw_image_install(&vm->fw, &vm->mem);
+        return r < 0 ? errf(err, errlen, r, "no RAM below 1 MiB for the BIOS") : 0;
+    }
+    struct e820_entry map[MAX_E820];
+    int n = e820_build(vm->mem.ram_size, map, MAX_E820);
+    if (n < 0)
+        return errf(err, errlen, n, "cannot build the memory map");
+    struct acpi_config ac;
+    vm_acpi_config(vm, &ac);
     uint8_t *tables = gm_ptr(&vm->mem, LAYOUT_ACPI_BASE, LAYOUT_ACPI_SIZE);
     if (!tables)
         return errf(err, errlen, -EFAULT, "no RAM for the ACPI tables");
@@ -316,8 +337,10 @@ static int devices_create(struct vm *vm, char *err, size_t errlen)
             return r;
         }
     }
-    if (!vm->cfg.no_balloon)
-        return vballoon_create(vm, &vm->balloon, err, errlen);
+    if (!vm->cfg.no_balloon && (r = vballoon_create(vm, &vm->balloon, err, errlen)) < 0)
+        return r;
+    if (vm->fw.size)
+        return fw_setup(vm, err, errlen);
     return 0;
 }
 
@@ -375,6 +398,14 @@ static int vm_init_state(struct vm *vm, const struct kvmbox_config *cfg)
     vm->name = dup_or_null(cfg->name ? cfg->name : "vm", &fail);
     vm->api_sock = dup_or_null(cfg->api_sock, &fail);
     vm->config_json = dup_or_null(cfg->config_json, &fail);
+    /* No kernel means firmware boot: SeaBIOS unless another image is named. */
+    if (cfg->firmware && !strcmp(cfg->firmware, "uefi"))
+        vm->firmware = dup_or_null(FW_DEFAULT_UEFI, &fail);
+    else if (cfg->firmware && strcmp(cfg->firmware, "bios"))
+        vm->firmware = dup_or_null(cfg->firmware, &fail);
+    else if (cfg->firmware || !cfg->kernel || !*cfg->kernel)
+        vm->firmware = dup_or_null(FW_DEFAULT_BIOS, &fail);
+    vm->cfg.firmware = vm->firmware;
     vm->cfg.kernel = vm->kernel, vm->cfg.initrd = vm->initrd, vm->cfg.cmdline = vm->cmdline;
     vm->cfg.name = vm->name, vm->cfg.api_sock = vm->api_sock, vm->cfg.config_json = vm->config_json;
     if (cfg->ndisks > KVMBOX_MAX_DISKS)
@@ -415,7 +446,8 @@ static int vm_init_state(struct vm *vm, const struct kvmbox_config *cfg)
 static void vm_free_state(struct vm *vm)
 {
     free(vm->kernel), free(vm->initrd), free(vm->cmdline);
-    free(vm->name), free(vm->api_sock), free(vm->config_json);
+    free(vm->name), free(vm->api_sock), free(vm->config_json), free(vm->firmware);
+    fw_image_free(&vm->fw);
     for (unsigned i = 0; i < KVMBOX_MAX_DISKS; i++)
         for (unsigned j = 0; j < 3; j++)
             free(vm->disk_strs[i][j]);
@@ -476,6 +508,8 @@ int kvmbox_vm_create(const struct kvmbox_config *cfg, struct kvmbox_vm **out,
     if (r == 0)
         r = check_config(vm, err, sizeof(err));
     vm->config_error = r < 0 && r != -ENOMEM;
+    if (r == 0 && vm->firmware && (r = fw_image_load(vm->firmware, &vm->fw, err, sizeof(err))) < 0)
+        vm->config_error = r != -ENOMEM;
     if (r == 0)
         r = kvm_open_host(vm, err, sizeof(err));
     if (r == 0)

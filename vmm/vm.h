@@ -9,6 +9,7 @@
 
 #include "include/kvmbox.h"
 #include "vmm/boot.h"
+#include "vmm/boot_firmware.h"
 #include "vmm/bus.h"
 #include "vmm/guest_mem.h"
 #include "vmm/irq.h"
@@ -75,6 +76,9 @@ struct vm {
     struct guest_mem mem;
     struct bus pio, mmio;
     struct boot_info boot;
+    struct fw_image fw;           /* firmware boot: the image (size 0 for direct kernel boot) */
+    char *firmware;
+    struct fw_cfg *fw_cfg;
 
     unsigned ncpus;
     struct vcpu *vcpus;
@@ -112,6 +116,10 @@ struct vm {
     struct pci_host *pci;
     struct vballoon *balloon;     /* NULL with --balloon off */
 };
+
+struct acpi_config;
+/* The ACPI description of this machine (the same tables for direct and firmware boot). */
+void vm_acpi_config(const struct vm *vm, struct acpi_config *ac);
 
 /* Devices call these (from vCPU or I/O threads). */
 void vm_irq_line(struct vm *vm, unsigned gsi, bool level);
