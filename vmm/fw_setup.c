@@ -8,7 +8,10 @@
 
 #include "devices/devices.h"
 #include "devices/fw_cfg.h"
+#include "firmware/acpi.h"
 #include "firmware/e820.h"
+#include "firmware/smbios.h"
+#include "firmware/table_loader.h"
 #include "vmm/layout.h"
 #include "vmm/util.h"
 #include "vmm/vm.h"
@@ -46,6 +49,49 @@ static int add_u32_file(struct fw_cfg_items *it, const char *name, uint32_t v)
     return r < 0 ? r : 0;
 }
 
+#define ACPI_MAX (64u << 10)
+#define LOADER_MAX_CMDS (2 + ACPI_MAX_PTRS + ACPI_MAX_SUMS)
+
+/* The ACPI tables of vm_acpi_config(), built at address 0 so that each pointer is an offset,
+ * and the loader commands that let firmware place and link them. */
+static int add_acpi(struct vm *vm, struct fw_cfg_items *it)
+{
+    struct acpi_config ac;
+    vm_acpi_config(vm, &ac);
+    struct acpi_fixups fix;
+    uint8_t *blob = calloc(1, ACPI_MAX), *cmds = calloc(LOADER_MAX_CMDS, TL_CMD_SIZE);
+    int r = -ENOMEM, len, clen;
+    if (!blob || !cmds)
+        goto out;
+    if ((r = len = acpi_build_fixups(&ac, blob, ACPI_MAX, 0, &fix)) < 0 ||
+        (r = clen = table_loader_build(&fix, (size_t)len, cmds, LOADER_MAX_CMDS)) < 0)
+        goto out;
+    if ((r = fw_cfg_add_file(it, TL_RSDP_FILE, blob, fix.rsdp_len)) < 0)
+        goto out;
+    memset(blob, 0, fix.rsdp_len);
+    if ((r = fw_cfg_add_file(it, TL_TABLES_FILE, blob, (uint32_t)len)) < 0 ||
+        (r = fw_cfg_add_file(it, "etc/table-loader", cmds, (uint32_t)clen)) < 0)
+        goto out;
+    r = 0;
+out:
+    free(blob), free(cmds);
+    return r;
+}
+
+static int add_smbios(struct vm *vm, struct fw_cfg_items *it)
+{
+    uint8_t tables[512], anchor[SMBIOS_ANCHOR_LEN];
+    struct smbios_info in = { .uuid = vm->cfg.uuid, .name = vm->name, .version = KVMBOX_VERSION };
+    int len = smbios_build(&in, tables, sizeof(tables), anchor);
+    if (len < 0)
+        return len;
+    int r;
+    if ((r = fw_cfg_add_file(it, "etc/smbios/smbios-tables", tables, (uint32_t)len)) < 0 ||
+        (r = fw_cfg_add_file(it, "etc/smbios/smbios-anchor", anchor, sizeof(anchor))) < 0)
+        return r;
+    return 0;
+}
+
 static int build_items(struct vm *vm, struct fw_cfg_items *it)
 {
     int r;
@@ -63,7 +109,8 @@ static int build_items(struct vm *vm, struct fw_cfg_items *it)
         (r = add_u16_file(it, "etc/boot-cpus", (uint16_t)vm->ncpus)) < 0 ||
         /* SeaBIOS's own serial console on COM1: menu and boot loader text without a display */
         (r = add_u16_file(it, "etc/sercon-port", PORT_COM1)) < 0 ||
-        (r = add_u32_file(it, "etc/boot-fail-wait", 1000)) < 0)
+        (r = add_u32_file(it, "etc/boot-fail-wait", 1000)) < 0 ||
+        (r = add_acpi(vm, it)) < 0 || (r = add_smbios(vm, it)) < 0)
         return r;
     return 0;
 }
