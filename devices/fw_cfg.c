@@ -117,6 +117,14 @@ static void fw_cfg_dma_write(void *dev, uint64_t off, const void *data, unsigned
     pthread_mutex_unlock(&f->lock);
 }
 
+int fw_cfg_update_file(struct fw_cfg *f, const char *name, const void *data, uint32_t len)
+{
+    pthread_mutex_lock(&f->lock);
+    int r = fw_cfg_replace_file(&f->items, name, data, len);
+    pthread_mutex_unlock(&f->lock);
+    return r;
+}
+
 static const struct dev_ops fw_cfg_io_ops = {
     .name = "fw_cfg", .read = fw_cfg_io_read, .write = fw_cfg_io_write,
 };

@@ -20,6 +20,9 @@ struct fw_cfg;
 int fw_cfg_create(struct vm *vm, struct fw_cfg_items *items, struct fw_cfg **out)
     __attribute__((warn_unused_result));
 
+/* Replaces the contents of file NAME (a reboot's new boot order). 0, -ENOENT or -ENOMEM. */
+int fw_cfg_update_file(struct fw_cfg *f, const char *name, const void *data, uint32_t len);
+
 /* One DMA request (FW_CFG_DMA_CTL_*), as the pure part of the device: runs the access
  * structure at GPA against ITEMS, the selection *KEY and *OFFSET. Returns the control word
  * to write back (0, or FW_CFG_DMA_CTL_ERROR). Exposed for unit tests. */

@@ -117,6 +117,15 @@ int fw_cfg_add_file(struct fw_cfg_items *it, const char *name, const void *data,
     return (int)(FW_CFG_FILE_FIRST + it->nfiles - 1);
 }
 
+int fw_cfg_replace_file(struct fw_cfg_items *it, const char *name, const void *data, uint32_t len)
+{
+    int key = fw_cfg_find(it, name);
+    if (key < 0)
+        return key;
+    int r = store(&it->item[key], data, len);
+    return r < 0 ? r : rebuild_dir(it);
+}
+
 uint32_t fw_cfg_len(const struct fw_cfg_items *it, uint16_t key)
 {
     return key < FW_CFG_ITEMS_MAX ? it->item[key].len : 0;

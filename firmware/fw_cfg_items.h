@@ -48,6 +48,9 @@ int fw_cfg_set_u32(struct fw_cfg_items *it, uint16_t key, uint32_t v) __attribut
  * -ENOSPC when the directory is full, -ENOMEM. */
 int fw_cfg_add_file(struct fw_cfg_items *it, const char *name, const void *data, uint32_t len)
     __attribute__((warn_unused_result));
+/* Replaces the contents of file NAME (its directory entry's size too). 0, -ENOENT, -ENOMEM. */
+int fw_cfg_replace_file(struct fw_cfg_items *it, const char *name, const void *data, uint32_t len)
+    __attribute__((warn_unused_result));
 /* Copies up to LEN bytes of item KEY from OFFSET into BUF; bytes past the item's end (and
  * every byte of an absent item) read as 0, as the spec says. Returns how many bytes came from
  * the item. */

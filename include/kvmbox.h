@@ -32,7 +32,24 @@ struct kvmbox_disk {
     bool cache_none;           /* O_DIRECT on the image (cache=none); else the page cache */
     const char *serial;        /* reported to the guest by GET_ID (at most 20 bytes); NULL: none */
     unsigned workers;          /* I/O threads serving this disk; 0: the default (4) */
+    unsigned bootindex;        /* firmware boot priority (1 first); 0: by the boot order */
 };
+
+/* A read-only CD-ROM (virtio-scsi, target 0 LUN 0) with an ISO 9660 image. */
+#define KVMBOX_MAX_CDROMS 4
+struct kvmbox_cdrom {
+    const char *path;
+    unsigned bootindex;        /* as for disks */
+};
+
+/* Firmware boot order: device classes in the order they are tried. */
+enum kvmbox_boot_dev {
+    KVMBOX_BOOT_END = 0,
+    KVMBOX_BOOT_DISK,
+    KVMBOX_BOOT_CDROM,
+    KVMBOX_BOOT_NET,           /* accepted; kvmbox has no network boot ROM (docs/firmware.md) */
+};
+#define KVMBOX_BOOT_MAX 4
 
 /* A virtio-net NIC and the network behind it. */
 enum kvmbox_net_mode {
@@ -79,6 +96,13 @@ struct kvmbox_config {
     const char *firmware;      /* BIOS image; NULL: SeaBIOS when no kernel is given; "uefi": OVMF */
     bool have_uuid;
     uint8_t uuid[16];          /* the VM's UUID (SMBIOS type 1), in RFC 4122 byte order */
+    unsigned ncdroms;
+    struct kvmbox_cdrom cdroms[KVMBOX_MAX_CDROMS];
+    /* Classes in boot order, KVMBOX_BOOT_END-terminated; empty: disk, then cdrom. Classes
+     * not named are tried after the named ones. boot_once, when not empty, is the order of
+     * the first boot only (an installer's CD), boot_order that of every later one. */
+    uint8_t boot_order[KVMBOX_BOOT_MAX + 1];
+    uint8_t boot_once[KVMBOX_BOOT_MAX + 1];
 };
 
 enum kvmbox_stop {
@@ -90,6 +114,7 @@ enum kvmbox_stop {
     KVMBOX_STOP_DETACH,        /* console escape or kvmbox_vm_stop() */
     KVMBOX_STOP_ERROR,         /* kvmbox could not go on: message says why */
     KVMBOX_STOP_KILLED,        /* destroyed through the API (kvmbox kill) */
+    KVMBOX_STOP_NO_BOOT,       /* the firmware found nothing to boot */
 };
 
 struct kvmbox_result {
@@ -105,6 +130,7 @@ struct kvmbox_result {
 #define KVMBOX_EXIT_USAGE    2
 #define KVMBOX_EXIT_FAILURE  4
 #define KVMBOX_EXIT_PANIC    6
+#define KVMBOX_EXIT_NO_BOOT  8   /* the firmware found no bootable device */
 #define KVMBOX_EXIT_TIMEOUT  124
 #define KVMBOX_EXIT_KILLED   137
 

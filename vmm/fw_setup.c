@@ -2,6 +2,7 @@
 #include "vmm/fw_setup.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,6 +93,105 @@ static int add_smbios(struct vm *vm, struct fw_cfg_items *it)
     return 0;
 }
 
+/* One bootable device: its class, bootindex and OpenFirmware-style path (SeaBIOS matches
+ * the paths it builds, /pci@i0cf8/ANY@SLOT and .../ANY@0/ANY@TARGET,LUN, against these). */
+struct boot_dev {
+    uint8_t cls;
+    unsigned bootindex, seq;
+    char path[64];
+};
+
+static int rank(const uint8_t *order, uint8_t cls)
+{
+    for (int i = 0; i < KVMBOX_BOOT_MAX && order[i]; i++)
+        if (order[i] == cls)
+            return i;
+    /* Unnamed classes come after the named ones, disk before cdrom before net. */
+    return KVMBOX_BOOT_MAX + cls;
+}
+
+static int cmp_boot(const void *a, const void *b, void *order)
+{
+    const struct boot_dev *x = a, *y = b;
+    if (!x->bootindex != !y->bootindex)
+        return x->bootindex ? -1 : 1;      /* a bootindex comes first */
+    if (x->bootindex != y->bootindex)
+        return x->bootindex < y->bootindex ? -1 : 1;
+    int rx = rank(order, x->cls), ry = rank(order, y->cls);
+    if (rx != ry)
+        return rx - ry;
+    return (int)x->seq - (int)y->seq;
+}
+
+int fw_bootorder(const struct vm *vm, const uint8_t *order, char *out, size_t len)
+{
+    static const uint8_t dflt[] = { KVMBOX_BOOT_DISK, KVMBOX_BOOT_CDROM, 0 };
+    struct boot_dev d[KVMBOX_MAX_DISKS + KVMBOX_MAX_CDROMS];
+    unsigned n = 0;
+    for (unsigned i = 0; i < vm->cfg.ndisks; i++, n++) {
+        d[n] = (struct boot_dev){ KVMBOX_BOOT_DISK, vm->cfg.disks[i].bootindex, n, "" };
+        snprintf(d[n].path, sizeof(d[n].path), "/pci@i0cf8/scsi@%x/disk@0,0", vm->disk_info[i].slot);
+    }
+    for (unsigned i = 0; i < vm->cfg.ncdroms; i++, n++) {
+        d[n] = (struct boot_dev){ KVMBOX_BOOT_CDROM, vm->cfg.cdroms[i].bootindex, n, "" };
+        snprintf(d[n].path, sizeof(d[n].path), "/pci@i0cf8/scsi@%x/channel@0/disk@0,0",
+                 vm->cdrom_info[i].slot);
+    }
+    qsort_r(d, n, sizeof(d[0]), cmp_boot, (void *)(order && order[0] ? order : dflt));
+    size_t used = 0;
+    out[0] = '\0';
+    for (unsigned i = 0; i < n; i++) {
+        int w = snprintf(out + used, len - used, "%s\n", d[i].path);
+        if (w < 0 || (size_t)w >= len - used)
+            return -ENOSPC;
+        used += (size_t)w;
+    }
+    /* HALT: nothing beyond the list is tried (no floppy, no ROMs). */
+    int w = snprintf(out + used, len - used, "HALT");
+    if (w < 0 || (size_t)w >= len - used)
+        return -ENOSPC;
+    return (int)(used + (size_t)w + 1);
+}
+
+static int add_bootorder(struct vm *vm, struct fw_cfg_items *it)
+{
+    char text[FW_BOOTORDER_MAX];
+    const uint8_t *order = vm->cfg.boot_once[0] ? vm->cfg.boot_once : vm->cfg.boot_order;
+    int len = fw_bootorder(vm, order, text, sizeof(text));
+    if (len < 0)
+        return len;
+    int r = fw_cfg_add_file(it, "bootorder", text, (uint32_t)len);
+    return r < 0 ? r : 0;
+}
+
+int fw_setup_reboot(struct vm *vm)
+{
+    if (!vm->fw_cfg || !vm->cfg.boot_once[0])
+        return 0;
+    char text[FW_BOOTORDER_MAX];
+    int len = fw_bootorder(vm, vm->cfg.boot_order, text, sizeof(text));
+    if (len < 0)
+        return len;
+    return fw_cfg_update_file(vm->fw_cfg, "bootorder", text, (uint32_t)len);
+}
+
+bool fw_watch_feed(struct fw_watch *w, const uint8_t *buf, size_t len)
+{
+    static const char pat[] = FW_NO_BOOT_TEXT;
+    bool hit = false;
+    for (size_t i = 0; i < len; i++) {
+        if ((char)buf[i] == pat[w->pos])
+            w->pos++;
+        else
+            w->pos = (char)buf[i] == pat[0] ? 1 : 0;
+        if (w->pos == sizeof(pat) - 1) {
+            hit = true;
+            w->pos = 0;
+        }
+    }
+    return hit;
+}
+
 static int build_items(struct vm *vm, struct fw_cfg_items *it)
 {
     int r;
@@ -110,7 +210,8 @@ static int build_items(struct vm *vm, struct fw_cfg_items *it)
         /* SeaBIOS's own serial console on COM1: menu and boot loader text without a display */
         (r = add_u16_file(it, "etc/sercon-port", PORT_COM1)) < 0 ||
         (r = add_u32_file(it, "etc/boot-fail-wait", 1000)) < 0 ||
-        (r = add_acpi(vm, it)) < 0 || (r = add_smbios(vm, it)) < 0)
+        (r = add_acpi(vm, it)) < 0 || (r = add_smbios(vm, it)) < 0 ||
+        (r = add_bootorder(vm, it)) < 0)
         return r;
     return 0;
 }

@@ -21,7 +21,6 @@
 #include "devices/pci.h"
 #include "firmware/acpi.h"
 #include "firmware/e820.h"
-#include "vmm/fw_setup.h"
 #include "vmm/api.h"
 #include "vmm/console.h"
 #include "vmm/kvm.h"
@@ -30,6 +29,7 @@
 #include "virtio/balloon.h"
 #include "virtio/blk.h"
 #include "virtio/net.h"
+#include "virtio/scsi.h"
 #include "vmm/vcpu.h"
 
 #define MIN_MEM (8ULL << 20)
@@ -92,6 +92,8 @@ void vm_console_output(void *opaque, const uint8_t *buf, size_t len)
     if (vm->cfg.console_out >= 0)
         write_full(vm->cfg.console_out, buf, len);
     ring_put(&vm->out_ring, buf, len);
+    if (vm->fw.size && fw_watch_feed(&vm->fw_watch, buf, len))
+        __atomic_store_n(&vm->no_boot_seen, true, __ATOMIC_SEQ_CST);
     pthread_mutex_unlock(&vm->out_lock);
     if (vm->api) {
         uint64_t one = 1;
@@ -330,6 +332,13 @@ static int devices_create(struct vm *vm, char *err, size_t errlen)
             return r;
         }
     }
+    for (unsigned i = 0; i < vm->cfg.ncdroms; i++) {
+        r = vscsi_create(vm, &vm->cfg.cdroms[i], i, err, errlen);
+        if (r < 0) {
+            vm->config_error = r != -ENOMEM;
+            return r;
+        }
+    }
     for (unsigned i = 0; i < vm->cfg.nnics; i++) {
         r = vnet_create(vm, &vm->cfg.nics[i], i, err, errlen);
         if (r < 0) {
@@ -418,6 +427,12 @@ static int vm_init_state(struct vm *vm, const struct kvmbox_config *cfg)
         d->format = vm->disk_strs[i][1] = dup_or_null(cfg->disks[i].format, &fail);
         d->serial = vm->disk_strs[i][2] = dup_or_null(cfg->disks[i].serial, &fail);
     }
+    if (cfg->ncdroms > KVMBOX_MAX_CDROMS)
+        return -EINVAL;
+    for (unsigned i = 0; i < cfg->ncdroms; i++) {
+        char *abs = cfg->cdroms[i].path ? realpath(cfg->cdroms[i].path, NULL) : NULL;
+        vm->cfg.cdroms[i].path = vm->cdrom_strs[i] = abs ? abs : dup_or_null(cfg->cdroms[i].path, &fail);
+    }
     if (cfg->nnics > KVMBOX_MAX_NICS)
         return -EINVAL;
     for (unsigned i = 0; i < cfg->nnics; i++) {
@@ -451,6 +466,8 @@ static void vm_free_state(struct vm *vm)
     for (unsigned i = 0; i < KVMBOX_MAX_DISKS; i++)
         for (unsigned j = 0; j < 3; j++)
             free(vm->disk_strs[i][j]);
+    for (unsigned i = 0; i < KVMBOX_MAX_CDROMS; i++)
+        free(vm->cdrom_strs[i]);
     for (unsigned i = 0; i < KVMBOX_MAX_NICS; i++)
         for (unsigned j = 0; j < 1 + KVMBOX_MAX_HOSTFWD; j++)
             free(vm->nic_strs[i][j]);
@@ -565,7 +582,10 @@ static int vm_reboot(struct vm *vm, char *err, size_t errlen)
     machine_teardown(vm);
     devices_reset(vm);
     gm_discard_all(&vm->mem);
-    int r = machine_build(vm, err, errlen);
+    int r = fw_setup_reboot(vm);
+    if (r < 0)
+        return errf(err, errlen, r, "cannot update the boot order: %s", strerror(-r));
+    r = machine_build(vm, err, errlen);
     if (r < 0)
         return r;
     return vcpus_start(vm, err, errlen);
@@ -592,6 +612,13 @@ int kvmbox_vm_run(struct kvmbox_vm *k, struct kvmbox_result *res)
         vcpus_stop(vm);
         if (vm->stop_requested)
             break;
+        /* The firmware said nothing is bootable and, after its retry wait, reset the machine:
+         * end here rather than retry for ever. */
+        if (__atomic_load_n(&vm->no_boot_seen, __ATOMIC_SEQ_CST)) {
+            vm_request_stop(vm, KVMBOX_STOP_NO_BOOT, 0, "no bootable device: the firmware found "
+                            "nothing to boot on the disks and CD-ROMs");
+            break;
+        }
         if (vm->cfg.no_reboot) {
             vm_request_stop(vm, KVMBOX_STOP_RESET, 0, "guest reset (--no-reboot)");
             break;
@@ -684,6 +711,8 @@ int kvmbox_exit_status(const struct kvmbox_result *res)
         return KVMBOX_EXIT_TIMEOUT;
     case KVMBOX_STOP_KILLED:
         return KVMBOX_EXIT_KILLED;
+    case KVMBOX_STOP_NO_BOOT:
+        return KVMBOX_EXIT_NO_BOOT;
     case KVMBOX_STOP_ERROR:
     default:
         return KVMBOX_EXIT_FAILURE;

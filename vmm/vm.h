@@ -10,6 +10,7 @@
 #include "include/kvmbox.h"
 #include "vmm/boot.h"
 #include "vmm/boot_firmware.h"
+#include "vmm/fw_setup.h"
 #include "vmm/bus.h"
 #include "vmm/guest_mem.h"
 #include "vmm/irq.h"
@@ -56,6 +57,11 @@ struct vm {
         unsigned slot;            /* PCI slot on bus 0 */
         uint64_t size;            /* bytes the guest sees */
     } disk_info[KVMBOX_MAX_DISKS];
+    char *cdrom_strs[KVMBOX_MAX_CDROMS];
+    struct {
+        unsigned slot;
+        uint64_t size;
+    } cdrom_info[KVMBOX_MAX_CDROMS];
     char *nic_strs[KVMBOX_MAX_NICS][1 + KVMBOX_MAX_HOSTFWD]; /* name, hostfwd rules */
     struct {
         uint8_t mac[6];
@@ -79,6 +85,8 @@ struct vm {
     struct fw_image fw;           /* firmware boot: the image (size 0 for direct kernel boot) */
     char *firmware;
     struct fw_cfg *fw_cfg;
+    struct fw_watch fw_watch;     /* COM1 output, for the firmware's "No bootable device" */
+    bool no_boot_seen;
 
     unsigned ncpus;
     struct vcpu *vcpus;
