@@ -93,7 +93,8 @@ struct kvmbox_config {
     const char *runtime_dir;   /* where segment sockets live; NULL: $XDG_RUNTIME_DIR/kvmbox,
                                 * /run/kvmbox for root, else /tmp/kvmbox-UID */
     /* Firmware boot (docs/firmware.md). With no kernel, the guest boots through a BIOS. */
-    const char *firmware;      /* BIOS image; NULL: SeaBIOS when no kernel is given; "uefi": OVMF */
+    const char *firmware;      /* BIOS image, or "bios" (SeaBIOS); NULL: SeaBIOS when no kernel is
+                                * given. "uefi" is refused (docs/firmware.md says why). */
     bool have_uuid;
     uint8_t uuid[16];          /* the VM's UUID (SMBIOS type 1), in RFC 4122 byte order */
     unsigned ncdroms;

@@ -4,10 +4,14 @@
 # Tests: qemu-system-x86 qemu-utils (reference peers, never runtime dependencies),
 #        acpica-tools (iasl disassembles our ACPI tables), clang + libclang-rt-14-dev (fuzzing),
 #        cpio, xz-utils, zstd, lz4 (the Linux guest), iproute2, debootstrap (image benchmark content)
+# Firmware boot: seabios; its test images: grub-pc-bin syslinux syslinux-common
+#        isolinux xorriso mtools dosfstools e2fsprogs
 set -eu
 PKGS="gcc make pkg-config zlib1g-dev libjson-c-dev liburing-dev libseccomp-dev libslirp-dev check fio
       qemu-system-x86 qemu-utils acpica-tools clang libclang-rt-14-dev cpio xz-utils zstd
-      iproute2 ca-certificates lz4 debootstrap"
+      iproute2 ca-certificates lz4 debootstrap
+      seabios grub-pc-bin syslinux syslinux-common isolinux xorriso mtools dosfstools
+      e2fsprogs"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

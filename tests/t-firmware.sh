@@ -58,6 +58,7 @@ head -c 1000 /dev/urandom >"$T/short.bin"
 bad "firmware of a size no flash has" "not a BIOS image" --firmware "$T/short.bin" --disk "$T/empty.img,format=raw"
 bad "--cdrom of a file that is not ISO 9660" "not an ISO 9660 image" --cdrom "$T/empty.img"
 bad "--cdrom of a missing file" "cdrom" --cdrom "$T/nope.iso"
+bad "--firmware uefi (OVMF needs an i440FX/Q35 chipset)" "i440FX or Q35" --firmware uefi --disk "$T/empty.img,format=raw"
 bad "--kernel with --firmware" "exclude each other" --kernel "$GT/debug-exit.elf" --firmware bios
 bad "--boot with an unknown device" "unknown device" --boot floppy --disk "$T/empty.img,format=raw"
 bad "bootindex out of range" "bootindex" --disk "$T/empty.img,format=raw,bootindex=0"

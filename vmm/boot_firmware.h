@@ -10,7 +10,6 @@
 #include "vmm/guest_mem.h"
 
 #define FW_DEFAULT_BIOS "/usr/share/seabios/bios-256k.bin"
-#define FW_DEFAULT_UEFI "/usr/share/ovmf/OVMF.fd"
 #define FW_MAX_SIZE (16u << 20)   /* the flash window below 4 GiB that kvmbox leaves free */
 #define FW_ISA_MAX (128u << 10)   /* what the legacy BIOS area shows of a large image */
 #define FW_SHADOW_MAX (256u << 10) /* images up to this size are copied whole below 1 MiB */

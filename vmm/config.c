@@ -31,8 +31,8 @@ const char config_run_usage[] =
     "                    a virtio-net NIC (repeatable): user-mode NAT (no privileges), an\n"
     "                    existing tap, a new tap on bridge BR, or an isolated segment that\n"
     "                    VMs join by name\n"
-    "  --firmware bios|uefi|PATH  boot through firmware (the default without --kernel:\n"
-    "                    SeaBIOS); uefi is OVMF; PATH another BIOS image\n"
+    "  --firmware bios|PATH  boot through firmware (the default without --kernel:\n"
+    "                    SeaBIOS); PATH: another BIOS image (uefi: not supported yet)\n"
     "  --cdrom PATH[,bootindex=N]  a read-only CD-ROM with an ISO 9660 image (virtio-scsi;\n"
     "                    repeatable)\n"
     "  --boot cdrom,disk,net | once=cdrom  firmware boot order (default disk, then cdrom);\n"
@@ -369,7 +369,7 @@ static int apply(int c, const char *arg, struct run_options *o, char *err, size_
     case OPT_KERNEL: o->vm.kernel = arg; return 0;
     case OPT_FIRMWARE:
         if (!*arg)
-            return bad_value(err, errlen, "firmware", arg, "expected bios, uefi or a file");
+            return bad_value(err, errlen, "firmware", arg, "expected bios or a file");
         o->vm.firmware = arg;
         return 0;
     case OPT_INITRD: o->vm.initrd = arg; return 0;

@@ -194,6 +194,10 @@ static int check_config(struct vm *vm, char *err, size_t errlen)
     const struct kvmbox_config *c = &vm->cfg;
     if ((!c->kernel || !*c->kernel) && !vm->firmware)
         return errf(err, errlen, -EINVAL, "no kernel given (--kernel PATH)");
+    if (vm->firmware && !strcmp(vm->firmware, "uefi"))
+        return errf(err, errlen, -ENOTSUP, "--firmware uefi: OVMF needs an i440FX or Q35 chipset "
+                    "(its host bridge and power management function), which kvmbox does not "
+                    "emulate; see docs/firmware.md");
     if (c->kernel && *c->kernel && vm->firmware && c->firmware)
         return errf(err, errlen, -EINVAL, "--kernel and --firmware exclude each other (a kernel "
                     "is booted directly, without firmware)");
@@ -408,9 +412,7 @@ static int vm_init_state(struct vm *vm, const struct kvmbox_config *cfg)
     vm->api_sock = dup_or_null(cfg->api_sock, &fail);
     vm->config_json = dup_or_null(cfg->config_json, &fail);
     /* No kernel means firmware boot: SeaBIOS unless another image is named. */
-    if (cfg->firmware && !strcmp(cfg->firmware, "uefi"))
-        vm->firmware = dup_or_null(FW_DEFAULT_UEFI, &fail);
-    else if (cfg->firmware && strcmp(cfg->firmware, "bios"))
+    if (cfg->firmware && strcmp(cfg->firmware, "bios"))
         vm->firmware = dup_or_null(cfg->firmware, &fail);
     else if (cfg->firmware || !cfg->kernel || !*cfg->kernel)
         vm->firmware = dup_or_null(FW_DEFAULT_BIOS, &fail);
