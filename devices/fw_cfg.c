@@ -70,8 +70,7 @@ static void fw_cfg_io_read(void *dev, uint64_t off, void *data, unsigned len)
         return; /* the selector is write-only */
     pthread_mutex_lock(&f->lock);
     /* The data register is 8 bits wide on x86; a wider read returns successive bytes. */
-    uint32_t got = fw_cfg_read(&f->items, f->key, f->offset, data, len);
-    (void)got;
+    fw_cfg_read(&f->items, f->key, f->offset, data, len);
     f->offset = f->offset + len < f->offset ? UINT32_MAX : f->offset + len;
     pthread_mutex_unlock(&f->lock);
 }

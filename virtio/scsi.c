@@ -174,7 +174,7 @@ static uint32_t handle_cmd(struct vscsi *s, const struct virtq_chain *c)
         scatter(c, 0, resp, RESP_HDR);
         return RESP_HDR;
     }
-    static __thread struct scsi_reply r;
+    struct scsi_reply r;
     if (lun == 0)
         scsi_cd_command(&s->cd, req + 19, CDB_SIZE, &r);
     else
@@ -347,9 +347,14 @@ static int open_iso(struct vscsi *s, const char *path, char *err, size_t errlen)
     int r = blk_open(path, "raw", 0, &s->blk, NULL, berr, sizeof(berr));
     if (r < 0)
         return errf(err, errlen, r, "--cdrom %s: %s", path, berr);
-    static __thread uint8_t probe[ISO9660_PROBE_LEN];
-    if (blk_length(s->blk) < ISO9660_PROBE_LEN ||
-        blk_pread(s->blk, probe, sizeof(probe), 0) < 0 || iso9660_check(probe, sizeof(probe)) < 0)
+    uint8_t *probe = malloc(ISO9660_PROBE_LEN);
+    if (!probe)
+        return errf(err, errlen, -ENOMEM, "out of memory");
+    bool iso = blk_length(s->blk) >= ISO9660_PROBE_LEN &&
+               blk_pread(s->blk, probe, ISO9660_PROBE_LEN, 0) >= 0 &&
+               iso9660_check(probe, ISO9660_PROBE_LEN) == 0;
+    free(probe);
+    if (!iso)
         return errf(err, errlen, -ENOEXEC, "--cdrom %s: not an ISO 9660 image (no CD001 volume "
                     "descriptor at 32 KiB)", path);
     return 0;

@@ -479,5 +479,8 @@ int config_parse_run(int argc, char **argv, struct run_options *o, char *err, si
     if (o->vm.kernel && o->vm.firmware)
         return errf(err, errlen, -EINVAL, "--kernel and --firmware exclude each other (a kernel "
                     "is booted directly, without firmware)");
+    if (!o->help && !o->vm.kernel && !o->vm.firmware && !o->vm.ndisks && !o->vm.ncdroms)
+        return errf(err, errlen, -EINVAL, "no kernel given and nothing for firmware to boot "
+                    "(--kernel PATH, --disk IMAGE or --cdrom ISO)");
     return 0;
 }
