@@ -16,6 +16,8 @@ cleanup() {
     local p
     for p in $bg_pids; do kill "$p" 2>/dev/null; done
     wait 2>/dev/null
+    # kvmbox's stderr went to files: show any sanitizer report, so tests/run-all.sh sees it
+    cat "$T"/*.err 2>/dev/null | grep -E -A3 'runtime error:|ERROR: (Address|Leak)Sanitizer'
     rm -rf "$T"
 }
 trap cleanup EXIT
