@@ -104,6 +104,7 @@ struct kvmbox_config {
      * the first boot only (an installer's CD), boot_order that of every later one. */
     uint8_t boot_order[KVMBOX_BOOT_MAX + 1];
     uint8_t boot_once[KVMBOX_BOOT_MAX + 1];
+    bool boot_menu;            /* the firmware offers its boot menu (ESC on the console) */
 };
 
 enum kvmbox_stop {

@@ -432,6 +432,9 @@ START_TEST(run_options)
     ck_assert_int_eq(config_parse_boot("disk,disk", &c, err, sizeof(err)), -EINVAL);
     ck_assert_int_eq(config_parse_boot("floppy", &c, err, sizeof(err)), -EINVAL);
     ck_assert_int_eq(config_parse_boot("", &c, err, sizeof(err)), -EINVAL);
+    ck_assert_int_eq(config_parse_boot("menu=on", &c, err, sizeof(err)), 0);
+    ck_assert(c.boot_menu);
+    ck_assert_int_eq(config_parse_boot("menu=maybe", &c, err, sizeof(err)), -EINVAL);
     struct kvmbox_cdrom cd;
     char buf[256];
     ck_assert_int_eq(config_parse_cdrom("a,,b.iso,bootindex=2", &cd, buf, sizeof(buf), err, sizeof(err)), 0);

@@ -138,6 +138,7 @@ static void fw_info(struct vm *vm, struct json_object *i)
         json_object_object_add(i, "boot_order", json_object_new_string(text));
         boot_text(vm->cfg.boot_once, text, sizeof(text));
         json_object_object_add(i, "boot_once", json_object_new_string(text));
+        json_object_object_add(i, "boot_menu", json_object_new_boolean(vm->cfg.boot_menu));
     }
     struct json_object *cds = json_object_new_array();
     for (unsigned c = 0; c < vm->cfg.ncdroms; c++) {

@@ -35,9 +35,9 @@ const char config_run_usage[] =
     "                    SeaBIOS); PATH: another BIOS image (uefi: not supported yet)\n"
     "  --cdrom PATH[,bootindex=N]  a read-only CD-ROM with an ISO 9660 image (virtio-scsi;\n"
     "                    repeatable)\n"
-    "  --boot cdrom,disk,net | once=cdrom  firmware boot order (default disk, then cdrom);\n"
-    "                    once= applies to the first boot only; bootindex=N on --disk and\n"
-    "                    --cdrom comes first\n"
+    "  --boot cdrom,disk,net | once=cdrom | menu=on  firmware boot order (default disk,\n"
+    "                    then cdrom); once= applies to the first boot only; bootindex=N on\n"
+    "                    --disk and --cdrom comes first; menu=on: the firmware's boot menu\n"
     "  --balloon on|off  the virtio-balloon device (default on; `kvmbox balloon NAME SIZE`)\n"
     "  --sandbox on|off  per-thread seccomp allow-lists (default on; off is for debugging)\n"
     "  -h, --help        this text\n";
@@ -242,7 +242,12 @@ int config_parse_boot(const char *spec, struct kvmbox_config *c, char *err, size
     if (strlen(spec) >= sizeof(buf))
         return errf(err, errlen, -EINVAL, "--boot: value too long");
     snprintf(buf, sizeof(buf), "%s", spec);
-    /* once=LIST (its devices separated by ':' or '+'), else order=LIST or a plain LIST */
+    /* menu=on|off; once=LIST (its devices separated by ':' or '+'); else order=LIST or LIST */
+    if (!strncmp(buf, "menu=", 5)) {
+        if (!parse_bool(buf + 5, &c->boot_menu))
+            return errf(err, errlen, -EINVAL, "--boot: menu must be on or off, not '%s'", buf + 5);
+        return 0;
+    }
     if (!strncmp(buf, "once=", 5)) {
         for (char *q = buf; *q; q++)
             if (*q == '+')

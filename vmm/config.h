@@ -37,8 +37,9 @@ int config_parse_disk(const char *spec, struct kvmbox_disk *d, char *buf, size_t
 /* Parses one --cdrom value: PATH[,bootindex=N]. Strings point into BUF. 0 or -EINVAL. */
 int config_parse_cdrom(const char *spec, struct kvmbox_cdrom *cd, char *buf, size_t buflen,
                        char *err, size_t errlen) __attribute__((warn_unused_result));
-/* Parses one --boot value into C->boot_order or C->boot_once: [order=]LIST or once=LIST, LIST
- * being cdrom, disk, net (or c, d, n) separated by ','; once= takes ':' or '+'. */
+/* Parses one --boot value into C->boot_order, C->boot_once or C->boot_menu: [order=]LIST,
+ * once=LIST or menu=on|off, LIST being cdrom, disk, net (or c, d, n) separated by ',' (once=
+ * takes ':' or '+'). */
 int config_parse_boot(const char *spec, struct kvmbox_config *c, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 /* Parses a UUID "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" into 16 bytes. 0 or -EINVAL. */

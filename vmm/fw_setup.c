@@ -200,7 +200,8 @@ static int build_items(struct vm *vm, struct fw_cfg_items *it)
         (r = fw_cfg_set(it, FW_CFG_UUID, vm->cfg.uuid, 16)) < 0 ||
         (r = fw_cfg_set_u16(it, FW_CFG_NB_CPUS, (uint16_t)vm->ncpus)) < 0 ||
         (r = fw_cfg_set_u16(it, FW_CFG_MAX_CPUS, (uint16_t)vm->ncpus)) < 0 ||
-        (r = fw_cfg_set_u16(it, FW_CFG_NOGRAPHIC, 1)) < 0)
+        (r = fw_cfg_set_u16(it, FW_CFG_NOGRAPHIC, 1)) < 0 ||
+        (r = fw_cfg_set_u16(it, FW_CFG_BOOT_MENU, vm->cfg.boot_menu)) < 0)
         return r;
     uint64_t ram = vm->mem.ram_size;
     if ((r = fw_cfg_set(it, FW_CFG_RAM_SIZE, &ram, sizeof(ram))) < 0)
