@@ -23,14 +23,16 @@ fw_grub_disk "$T/disk.img" "$GT/marker.elf" "" || { echo "fw-bench: cannot build
 QEMU=$(command -v qemu-system-x86_64 || true)
 QCPU="-cpu host,-arch-capabilities"
 
-# one_run CMD...: prints "LOADER_MS MARKER_MS" (or "- -" when the marker did not come).
+# one_run CMD...: prints "LOADER_MS MARKER_MS" (or "- -" when the marker did not come). The
+# console is read a character at a time: boot.img's "GRUB " ends no line.
 one_run() {
-    local t0=$EPOCHREALTIME tl="" tm="" line deadline=$((SECONDS + CAP))
+    local t0=$EPOCHREALTIME tl="" tm="" c tail="" deadline=$((SECONDS + CAP))
     exec {fd}< <(exec "$@" </dev/null 2>/dev/null)
     local pid=$!
-    while [ $SECONDS -lt $deadline ] && IFS= read -r -t $((deadline - SECONDS)) -u "$fd" line; do
-        [ -z "$tl" ] && [[ $line == *GRUB* ]] && tl=$EPOCHREALTIME
-        if [[ $line == *KVMBOX-MARKER* ]]; then tm=$EPOCHREALTIME; break; fi
+    while [ $SECONDS -lt $deadline ] && IFS= read -r -N 1 -t $((deadline - SECONDS)) -u "$fd" c; do
+        tail="${tail: -15}$c"
+        [ -z "$tl" ] && [[ $tail == *GRUB* ]] && tl=$EPOCHREALTIME
+        if [[ $tail == *KVMBOX-MARKER* ]]; then tm=$EPOCHREALTIME; break; fi
     done
     kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
     exec {fd}<&-
