@@ -30,7 +30,8 @@ one_run() {
     exec {fd}< <(exec "$@" </dev/null 2>/dev/null)
     local pid=$!
     while [ $SECONDS -lt $deadline ] && IFS= read -r -N 1 -t $((deadline - SECONDS)) -u "$fd" c; do
-        tail="${tail: -15}$c"
+        tail="$tail$c"
+        [ ${#tail} -gt 16 ] && tail=${tail:1}
         [ -z "$tl" ] && [[ $tail == *GRUB* ]] && tl=$EPOCHREALTIME
         if [[ $tail == *KVMBOX-MARKER* ]]; then tm=$EPOCHREALTIME; break; fi
     done
