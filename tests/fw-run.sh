@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034 # its variables are for the scripts that source it
 # Sourced by the tests/t-firmware*.sh scripts: temporary directory, PASS/FAIL/SKIP, and runs
 # of kvmbox and QEMU whose time limit follows the guest's console (quiet for FW_IDLE seconds,
 # default 240; FW_CAP seconds in all, default 280, within tests/run-all.sh's 300 s).

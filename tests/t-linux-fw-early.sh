@@ -24,6 +24,7 @@ FW_WHAT=linux-fw-early
 . tests/fw-run.sh
 G=$BUILD/guest
 [ -d "$G" ] || G=build/guest
+# shellcheck disable=SC2034 # read by tests/linux-guest.sh
 VMM=kvmbox
 . tests/linux-guest.sh
 linux_fetch_guest "$FW_WHAT" "$T/fetch.log" || exit 1
