@@ -31,6 +31,8 @@ int pm_create(struct vm *vm, struct pm **out) MUST_CHECK_DEV; /* ACPI PM1a event
 void pm_power_button(struct pm *p);
 int debug_exit_create(struct vm *vm) MUST_CHECK_DEV;/* QEMU isa-debug-exit at 0xf4 */
 int pvpanic_create(struct vm *vm) MUST_CHECK_DEV;   /* QEMU pvpanic ISA port 0x505 */
-int post_create(struct vm *vm) MUST_CHECK_DEV;      /* port 0x80: POST codes and I/O delay */
+int post_create(struct vm *vm) MUST_CHECK_DEV;
+/* Firmware debug log (port 0x402) appended to PATH. */
+int debugcon_create(struct vm *vm, const char *path) MUST_CHECK_DEV;      /* port 0x80: POST codes and I/O delay */
 
 #endif

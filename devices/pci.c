@@ -311,6 +311,18 @@ static void win64_write(void *dev, uint64_t off, const void *data, unsigned len)
     window_access(h, h->base64, off, (void *)data, len, true);
 }
 
+/* The rest of the hole below 4 GiB, up to the I/O APIC: firmware places BARs there. */
+static void win32hi_read(void *dev, uint64_t off, void *data, unsigned len)
+{
+    window_access(dev, LAYOUT_PCI_MMIO_HI_START, off, data, len, false);
+}
+
+static void win32hi_write(void *dev, uint64_t off, const void *data, unsigned len)
+{
+    window_access(dev, LAYOUT_PCI_MMIO_HI_START, off, (void *)data, len, true);
+}
+
+static const struct dev_ops win32hi_ops = { .name = "pci-mmio32hi", .read = win32hi_read, .write = win32hi_write };
 static const struct dev_ops win32_ops = { .name = "pci-mmio32", .read = win32_read, .write = win32_write };
 static const struct dev_ops win64_ops = { .name = "pci-mmio64", .read = win64_read, .write = win64_write };
 
@@ -429,7 +441,9 @@ int pci_host_create(struct vm *vm, uint64_t mmio64_base, uint64_t mmio64_size, s
     if ((r = bus_register(&vm->pio, PORT_PCI_CONFIG, 8, &cf8_ops, h)) < 0 ||
         (r = bus_register(&vm->mmio, LAYOUT_ECAM_BASE, LAYOUT_ECAM_SIZE, &ecam_ops, h)) < 0 ||
         (r = bus_register(&vm->mmio, LAYOUT_PCI_MMIO_START,
-                          LAYOUT_PCI_MMIO_END - LAYOUT_PCI_MMIO_START, &win32_ops, h)) < 0)
+                          LAYOUT_PCI_MMIO_END - LAYOUT_PCI_MMIO_START, &win32_ops, h)) < 0 ||
+        (r = bus_register(&vm->mmio, LAYOUT_PCI_MMIO_HI_START,
+                          LAYOUT_PCI_MMIO_HI_END - LAYOUT_PCI_MMIO_HI_START, &win32hi_ops, h)) < 0)
         return r;
     return mmio64_size ? bus_register(&vm->mmio, mmio64_base, mmio64_size, &win64_ops, h) : 0;
 }

@@ -21,7 +21,32 @@ struct builder {
     size_t cap, len;
     uint64_t gpa;
     int err;
+    struct acpi_fixups *fix;     /* NULL: nobody relocates the tables */
 };
+
+/* Records a pointer field (the table loader adds the tables' final address to it). */
+static void note_ptr(struct builder *b, size_t off, uint8_t size)
+{
+    if (!b->fix)
+        return;
+    if (b->fix->nptr == ACPI_MAX_PTRS) {
+        b->err = -ENOSPC;
+        return;
+    }
+    b->fix->ptr[b->fix->nptr++] = (struct acpi_ptr){ (uint32_t)off, size };
+}
+
+/* Records a checksum to compute again once pointers are patched. */
+static void note_sum(struct builder *b, size_t at, size_t start, size_t len)
+{
+    if (!b->fix)
+        return;
+    if (b->fix->nsum == ACPI_MAX_SUMS) {
+        b->err = -ENOSPC;
+        return;
+    }
+    b->fix->sum[b->fix->nsum++] = (struct acpi_sum){ (uint32_t)at, (uint32_t)start, (uint32_t)len };
+}
 
 static void w8(uint8_t *p, uint8_t v) { p[0] = v; }
 static void w16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
@@ -182,6 +207,7 @@ static size_t build_fadt(struct builder *b, const struct acpi_config *c, uint64_
     sdt_header(t, "FACP", FADT_LEN, 6);
     w32(t + 36, (uint32_t)facs);
     w32(t + 40, (uint32_t)dsdt);
+    note_ptr(b, off + 36, 4), note_ptr(b, off + 40, 4), note_ptr(b, off + 140, 8);
     w16(t + 46, c->sci_irq);
     /* SMI_CMD stays 0: the machine is always in ACPI mode (SCI_EN reads 1). */
     w32(t + 56, c->pm1a_evt_port);
@@ -207,6 +233,7 @@ static size_t build_fadt(struct builder *b, const struct acpi_config *c, uint64_
         gas_io(t + 208, c->pm_tmr_port, 32);
     memcpy(t + 268, "KVMBOX\0\0", 8);     /* hypervisor vendor identity */
     sdt_finish(t);
+    note_sum(b, off + 9, off, FADT_LEN);
     return off;
 }
 
@@ -272,16 +299,26 @@ static size_t build_rsdt_xsdt(struct builder *b, const size_t *tables, unsigned 
             w64(t + SDT_HEADER + 8 * i, b->gpa + tables[i]);
         else
             w32(t + SDT_HEADER + 4 * i, (uint32_t)(b->gpa + tables[i]));
+        note_ptr(b, off + SDT_HEADER + (x ? 8 : 4) * i, x ? 8 : 4);
     }
     sdt_finish(t);
+    note_sum(b, off + 9, off, len);
     return off;
 }
 
 int acpi_build(const struct acpi_config *c, uint8_t *buf, size_t buflen, uint64_t buf_gpa)
 {
+    return acpi_build_fixups(c, buf, buflen, buf_gpa, NULL);
+}
+
+int acpi_build_fixups(const struct acpi_config *c, uint8_t *buf, size_t buflen, uint64_t buf_gpa,
+                      struct acpi_fixups *fix)
+{
     if (c->ncpus == 0 || buf_gpa + buflen > 0x100000000ULL || (buf_gpa & 15))
         return -EINVAL;
-    struct builder b = { .buf = buf, .cap = buflen, .gpa = buf_gpa };
+    if (fix)
+        memset(fix, 0, sizeof(*fix));
+    struct builder b = { .buf = buf, .cap = buflen, .gpa = buf_gpa, .fix = fix };
     size_t rsdp = reserve(&b, 36, 16);
     size_t facs = build_facs(&b);
     size_t dsdt = build_dsdt(&b, c);
@@ -306,5 +343,12 @@ int acpi_build(const struct acpi_config *c, uint8_t *buf, size_t buflen, uint64_
     w64(r + 24, buf_gpa + xsdt);
     r[8] = (uint8_t)(0x100 - acpi_checksum(r, 20));
     r[32] = (uint8_t)(0x100 - acpi_checksum(r, 36));
+    if (fix) {
+        fix->rsdp_len = 36;
+        note_ptr(&b, rsdp + 16, 4), note_ptr(&b, rsdp + 24, 8);
+        note_sum(&b, rsdp + 8, rsdp, 20), note_sum(&b, rsdp + 32, rsdp, 36);
+        if (b.err)
+            return b.err;
+    }
     return (int)b.len;
 }

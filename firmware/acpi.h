@@ -33,6 +33,24 @@ struct acpi_config {
  * BUFLEN is too small, -EINVAL for a bad configuration. */
 int acpi_build(const struct acpi_config *cfg, uint8_t *buf, size_t buflen, uint64_t buf_gpa);
 
+/* Where the tables hold addresses of each other, so firmware can move them (the QEMU table
+ * loader, firmware/table_loader.c): pointer fields, and the checksums that cover them in the
+ * order they must be computed again. Offsets are from the start of the buffer; the RSDP is
+ * its first RSDP_LEN bytes. */
+#define ACPI_MAX_PTRS 32
+#define ACPI_MAX_SUMS 16
+struct acpi_ptr { uint32_t off; uint8_t size; };
+struct acpi_sum { uint32_t at, start, len; };
+struct acpi_fixups {
+    unsigned nptr, nsum;
+    struct acpi_ptr ptr[ACPI_MAX_PTRS];
+    struct acpi_sum sum[ACPI_MAX_SUMS];
+    uint32_t rsdp_len;
+};
+/* acpi_build, also filling FIX (when not NULL). */
+int acpi_build_fixups(const struct acpi_config *cfg, uint8_t *buf, size_t buflen, uint64_t buf_gpa,
+                      struct acpi_fixups *fix);
+
 /* Sum of LEN bytes modulo 256 (0 for a table with a right checksum). */
 uint8_t acpi_checksum(const void *p, size_t len);
 

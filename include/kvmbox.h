@@ -36,7 +36,24 @@ struct kvmbox_disk {
     const char *backing;       /* ...except this one, when it names one (whose own backing
                                 * files are not followed); NULL: none */
     const char *backing_format; /* "raw", "qcow2" or NULL to probe (warned) */
+    unsigned bootindex;        /* firmware boot priority (1 first); 0: by the boot order */
 };
+
+/* A read-only CD-ROM (virtio-scsi, target 0 LUN 0) with an ISO 9660 image. */
+#define KVMBOX_MAX_CDROMS 4
+struct kvmbox_cdrom {
+    const char *path;
+    unsigned bootindex;        /* as for disks */
+};
+
+/* Firmware boot order: device classes in the order they are tried. */
+enum kvmbox_boot_dev {
+    KVMBOX_BOOT_END = 0,
+    KVMBOX_BOOT_DISK,
+    KVMBOX_BOOT_CDROM,
+    KVMBOX_BOOT_NET,           /* accepted; kvmbox has no network boot ROM (docs/firmware.md) */
+};
+#define KVMBOX_BOOT_MAX 4
 
 /* A virtio-net NIC and the network behind it. */
 enum kvmbox_net_mode {
@@ -96,6 +113,19 @@ struct kvmbox_config {
      * gone. NULL: nothing is called. */
     void (*on_end)(const struct kvmbox_result *res, void *opaque);
     void *on_end_opaque;
+    /* Firmware boot (docs/firmware.md). With no kernel, the guest boots through a BIOS. */
+    const char *firmware;      /* BIOS image, or "bios" (SeaBIOS); NULL: SeaBIOS when no kernel is
+                                * given. "uefi" is refused (docs/firmware.md says why). */
+    bool have_uuid;
+    uint8_t uuid[16];          /* the VM's UUID (SMBIOS type 1), in RFC 4122 byte order */
+    unsigned ncdroms;
+    struct kvmbox_cdrom cdroms[KVMBOX_MAX_CDROMS];
+    /* Classes in boot order, KVMBOX_BOOT_END-terminated; empty: disk, then cdrom. Classes
+     * not named are tried after the named ones. boot_once, when not empty, is the order of
+     * the first boot only (an installer's CD), boot_order that of every later one. */
+    uint8_t boot_order[KVMBOX_BOOT_MAX + 1];
+    uint8_t boot_once[KVMBOX_BOOT_MAX + 1];
+    bool boot_menu;            /* the firmware offers its boot menu (ESC on the console) */
 };
 
 enum kvmbox_stop {
@@ -107,6 +137,7 @@ enum kvmbox_stop {
     KVMBOX_STOP_DETACH,        /* console escape or kvmbox_vm_stop() */
     KVMBOX_STOP_ERROR,         /* kvmbox could not go on: message says why */
     KVMBOX_STOP_KILLED,        /* destroyed through the API (kvmbox kill) */
+    KVMBOX_STOP_NO_BOOT,       /* the firmware found nothing to boot */
 };
 
 struct kvmbox_result {
@@ -122,6 +153,7 @@ struct kvmbox_result {
 #define KVMBOX_EXIT_USAGE    2
 #define KVMBOX_EXIT_FAILURE  4
 #define KVMBOX_EXIT_PANIC    6
+#define KVMBOX_EXIT_NO_BOOT  8   /* the firmware found no bootable device */
 #define KVMBOX_EXIT_TIMEOUT  124
 #define KVMBOX_EXIT_KILLED   137
 

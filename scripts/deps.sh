@@ -5,10 +5,14 @@
 #        acpica-tools (iasl disassembles our ACPI tables), clang + libclang-rt-14-dev (fuzzing),
 #        cpio, xz-utils, zstd, lz4 (the Linux guest), iproute2, debootstrap (image benchmark content),
 #        python3 (test helpers: tests/lib/progress.py bounds every wait, tests/net-helpers)
+# Firmware boot: seabios; its test images: grub-pc-bin syslinux syslinux-common
+#        isolinux xorriso mtools dosfstools e2fsprogs
 set -eu
 PKGS="gcc make pkg-config zlib1g-dev libjson-c-dev liburing-dev libseccomp-dev libslirp-dev check fio
       qemu-system-x86 qemu-utils acpica-tools clang libclang-rt-14-dev cpio xz-utils zstd
-      iproute2 ca-certificates lz4 debootstrap python3"
+      iproute2 ca-certificates lz4 debootstrap python3
+      seabios grub-pc-bin syslinux syslinux-common isolinux xorriso mtools dosfstools
+      e2fsprogs"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

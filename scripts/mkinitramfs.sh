@@ -19,8 +19,8 @@ set -eu
 busybox=$1 mods=${2%/} out=$3
 top=$(cd "$(dirname "$0")/.." && pwd)
 WANT="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk
-      failover net_failover virtio_net virtio_balloon button evdev"
-OPTIONAL="virtio_pci_modern_dev virtio_pci_legacy_dev"
+      failover net_failover virtio_net virtio_balloon button evdev virtio_scsi sr_mod isofs"
+OPTIONAL="virtio_pci_modern_dev virtio_pci_legacy_dev virtio_scsi sr_mod isofs"
 
 ver=$(basename "$mods")
 [ -d "$mods/kernel" ] || { echo "mkinitramfs: $mods is not a lib/modules/VERSION directory" >&2; exit 1; }

@@ -125,6 +125,43 @@ static void nic_add_stats(struct json_object *o, struct vnet *dev)
     json_object_object_add(o, "tx", traffic_object(st.tx_frames, st.tx_bytes, st.tx_dropped));
 }
 
+/* Boot order classes as text: "disk,cdrom". */
+static void boot_text(const uint8_t *order, char *buf, size_t len)
+{
+    static const char *const names[] = { "", "disk", "cdrom", "net" };
+    size_t used = 0;
+    buf[0] = '\0';
+    for (unsigned k = 0; k < KVMBOX_BOOT_MAX && order[k] && order[k] < 4 && used < len; k++)
+        used += (size_t)snprintf(buf + used, len - used, "%s%s", k ? "," : "", names[order[k]]);
+}
+
+/* Firmware, boot order and CD-ROMs (firmware boot, docs/firmware.md). */
+static void fw_info(struct vm *vm, struct json_object *i)
+{
+    static const uint8_t dflt[] = { KVMBOX_BOOT_DISK, KVMBOX_BOOT_CDROM, 0 };
+    char text[64];
+    json_object_object_add(i, "firmware", json_object_new_string(vm->firmware ? vm->firmware : ""));
+    if (vm->firmware) {
+        boot_text(vm->cfg.boot_order[0] ? vm->cfg.boot_order : dflt, text, sizeof(text));
+        json_object_object_add(i, "boot_order", json_object_new_string(text));
+        boot_text(vm->cfg.boot_once, text, sizeof(text));
+        json_object_object_add(i, "boot_once", json_object_new_string(text));
+        json_object_object_add(i, "boot_menu", json_object_new_boolean(vm->cfg.boot_menu));
+    }
+    struct json_object *cds = json_object_new_array();
+    for (unsigned c = 0; c < vm->cfg.ncdroms; c++) {
+        struct json_object *o = json_object_new_object();
+        char slot[16];
+        snprintf(slot, sizeof(slot), "00:%02x.0", vm->cdrom_info[c].slot);
+        json_object_object_add(o, "path", json_object_new_string(vm->cfg.cdroms[c].path));
+        json_object_object_add(o, "size", json_object_new_int64((int64_t)vm->cdrom_info[c].size));
+        json_object_object_add(o, "bootindex", json_object_new_int((int)vm->cfg.cdroms[c].bootindex));
+        json_object_object_add(o, "pci", json_object_new_string(slot));
+        json_object_array_add(cds, o);
+    }
+    json_object_object_add(i, "cdroms", cds);
+}
+
 static struct json_object *info_object(struct vm *vm)
 {
     struct json_object *i = json_object_new_object();
@@ -161,9 +198,11 @@ static struct json_object *info_object(struct vm *vm)
             vblk_get_state(vm->disk_info[d].dev, &st);
         json_object_object_add(o, "state", json_object_new_string(st.corrupt ? "corrupt" : "ok"));
         json_object_object_add(o, "io_errors", json_object_new_int64((int64_t)st.io_errors));
+        json_object_object_add(o, "bootindex", json_object_new_int((int)k->bootindex));
         json_object_array_add(disks, o);
     }
     json_object_object_add(i, "disks", disks);
+    fw_info(vm, i);
     struct json_object *nics = json_object_new_array();
     for (unsigned k = 0; k < vm->cfg.nnics; k++) {
         struct json_object *o = json_object_new_object();

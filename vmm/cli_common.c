@@ -315,6 +315,7 @@ static const struct { const char *name; char kind; } def_opts[] = {
     { "name", 's' }, { "uuid", 's' }, { "kernel", 's' }, { "initrd", 's' }, { "cmdline", 's' },
     { "mem", 's' }, { "cpus", 'i' }, { "no-reboot", 'b' }, { "timeout", 'i' },
     { "disk", 'l' }, { "net", 'l' }, { "balloon", 's' }, { "sandbox", 's' },
+    { "firmware", 's' }, { "cdrom", 'l' }, { "boot", 'l' },
 };
 
 static int def_kind(const char *name)
@@ -353,7 +354,8 @@ struct json_object *cli_def_from_argv(int argc, char **argv)
         if (kind != 'b')
             val = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : "");
         char abs[4096 + 64];
-        if (val && (!strcmp(key, "kernel") || !strcmp(key, "initrd") || !strcmp(key, "disk")))
+        if (val && (!strcmp(key, "kernel") || !strcmp(key, "initrd") || !strcmp(key, "disk") ||
+                    !strcmp(key, "cdrom") || (!strcmp(key, "firmware") && strchr(val, '/'))))
             val = absolute_path(val, abs, sizeof(abs));
         if (kind == 'b')
             json_object_object_add(o, key, json_object_new_boolean(1));

@@ -180,6 +180,18 @@ static int cmd_info(int argc, char **argv)
                jstr(info, "name", name), jstr(info, "state", "?"), (long long)jint(info, "pid"),
                (long long)jint(info, "cpus"), mem, jstr(info, "hugepages", "off"), uptime, (long long)jint(info, "reboots"),
                jstr(info, "kernel", ""), jstr(info, "cmdline", ""));
+        if (*jstr(info, "firmware", ""))
+            printf("Firmware: %s\nBoot:     %s%s%s\n", jstr(info, "firmware", ""),
+                   jstr(info, "boot_order", ""), *jstr(info, "boot_once", "") ? ", first boot: " : "",
+                   jstr(info, "boot_once", ""));
+        struct json_object *cds;
+        if (json_object_object_get_ex(info, "cdroms", &cds))
+            for (size_t i = 0; i < json_object_array_length(cds); i++) {
+                struct json_object *e = json_object_array_get_idx(cds, i);
+                char sz[32];
+                format_size((uint64_t)jint(e, "size"), sz, sizeof(sz));
+                printf("CD-ROM:   %s (%s, ro, pci %s)\n", jstr(e, "path", "?"), sz, jstr(e, "pci", "?"));
+            }
         const char *keys[] = { "disks", "nics" }, *labels[] = { "Disk:     ", "NIC:      " };
         for (int k = 0; k < 2; k++) {
             struct json_object *arr;

@@ -337,7 +337,7 @@ static int run_built(struct run_ctx *c, struct kvmbox_vm *vm, bool console)
     if (c->sig.signo)
         return 128 + c->sig.signo;
     if (res.reason == KVMBOX_STOP_ERROR || res.reason == KVMBOX_STOP_TIMEOUT ||
-        res.reason == KVMBOX_STOP_PANIC)
+        res.reason == KVMBOX_STOP_PANIC || res.reason == KVMBOX_STOP_NO_BOOT)
         fprintf(stderr, "kvmbox: %s\n", res.message);
     return kvmbox_exit_status(&res);
 }
@@ -545,7 +545,11 @@ int cmd_run(int argc, char **argv)
     if (!json_object_object_get_ex(def, "uuid", &u)) {
         cli_new_uuid(uuid);
         json_object_object_add(def, "uuid", json_object_new_string(uuid));
+        json_object_object_get_ex(def, "uuid", &u);
     }
+    /* The firmware shows the VM's UUID (SMBIOS type 1), the same one the definition keeps. */
+    if (!o.vm.have_uuid && config_parse_uuid(json_object_get_string(u), o.vm.uuid) == 0)
+        o.vm.have_uuid = true;
     char *def_text = strdup(json_object_to_json_string_ext(def, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
     json_object_put(def);
     o.vm.config_json = def_text;

@@ -5,12 +5,13 @@
 #include <stdio.h>
 #include <getopt.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "vmm/util.h"
 
 const char config_run_usage[] =
-    "usage: kvmbox run --kernel PATH [options]\n"
+    "usage: kvmbox run --kernel PATH | --disk IMAGE | --cdrom ISO [options]\n"
     "  --kernel PATH     bzImage, ELF kernel with a PVH note, or multiboot kernel\n"
     "  --initrd PATH     initial ramdisk (Linux) or first module (PVH, multiboot)\n"
     "  --cmdline STR     kernel command line (default: \"" DEFAULT_CMDLINE "\")\n"
@@ -24,7 +25,7 @@ const char config_run_usage[] =
     "  --api-sock PATH   control socket (default: RUNTIME_DIR/NAME.sock)\n"
     "  --daemonize       run in the background; console via `kvmbox console NAME`\n"
     "  --disk PATH[,format=raw|qcow2][,readonly=on][,cache=none|writeback][,serial=STR]\n"
-    "            [,workers=N][,untrusted=on[,backing=PATH[,backing_format=FMT]]]\n"
+    "            [,workers=N][,bootindex=N][,untrusted=on[,backing=PATH[,backing_format=FMT]]]\n"
     "                    a virtio-blk disk (repeatable; PCI slots in the order given; N I/O\n"
     "                    threads, default 4); untrusted: open no backing file the image names,\n"
     "                    only PATH (docs/security.md)\n"
@@ -33,13 +34,20 @@ const char config_run_usage[] =
     "                    a virtio-net NIC (repeatable): user-mode NAT (no privileges), an\n"
     "                    existing tap, a new tap on bridge BR, or an isolated segment that\n"
     "                    VMs join by name\n"
+    "  --firmware bios|PATH  boot through firmware (the default without --kernel:\n"
+    "                    SeaBIOS); PATH: another BIOS image (uefi: not supported yet)\n"
+    "  --cdrom PATH[,bootindex=N]  a read-only CD-ROM with an ISO 9660 image (virtio-scsi;\n"
+    "                    repeatable)\n"
+    "  --boot cdrom,disk,net | once=cdrom | menu=on  firmware boot order (default disk,\n"
+    "                    then cdrom); once= applies to the first boot only; bootindex=N on\n"
+    "                    --disk and --cdrom comes first; menu=on: the firmware's boot menu\n"
     "  --balloon on|off  the virtio-balloon device (default on; `kvmbox balloon NAME SIZE`)\n"
     "  --sandbox on|off  per-thread seccomp allow-lists (default on; off is for debugging)\n"
     "  -h, --help        this text\n";
 
 enum { OPT_KERNEL = 256, OPT_INITRD, OPT_CMDLINE, OPT_MEM, OPT_CPUS, OPT_NO_REBOOT, OPT_TIMEOUT,
        OPT_NAME, OPT_API_SOCK, OPT_DAEMONIZE, OPT_UUID, OPT_DISK, OPT_NET, OPT_BALLOON,
-       OPT_SANDBOX };
+       OPT_SANDBOX, OPT_FIRMWARE, OPT_CDROM, OPT_BOOT };
 
 static const struct option run_opts[] = {
     { "kernel", required_argument, NULL, OPT_KERNEL },
@@ -62,6 +70,10 @@ static const struct option run_opts[] = {
     { "balloon", required_argument, NULL, OPT_BALLOON },
     { "sandbox", required_argument, NULL, OPT_SANDBOX },
     { "nic", optional_argument, NULL, OPT_NET },
+    { "firmware", required_argument, NULL, OPT_FIRMWARE },
+    { "bios", required_argument, NULL, OPT_FIRMWARE },
+    { "cdrom", required_argument, NULL, OPT_CDROM },
+    { "boot", required_argument, NULL, OPT_BOOT },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
 };
@@ -102,6 +114,16 @@ static void next_field(const char **p, char **out)
     *o++ = '\0';
     *p = s;
     *out = o;
+}
+
+static int parse_bootindex(const char *opt, const char *val, unsigned *out, char *err, size_t errlen)
+{
+    uint64_t n;
+    if (parse_uint(val, 1, 999, &n) < 0)
+        return errf(err, errlen, -EINVAL, "--%s: bootindex must be a number from 1 to 999, not '%s'",
+                    opt, val);
+    *out = (unsigned)n;
+    return 0;
 }
 
 static int disk_option(struct kvmbox_disk *d, char *kv, char *err, size_t errlen)
@@ -146,9 +168,11 @@ static int disk_option(struct kvmbox_disk *d, char *kv, char *err, size_t errlen
         if (strcmp(val, "raw") && strcmp(val, "qcow2"))
             return errf(err, errlen, -EINVAL, "--disk: backing_format must be raw or qcow2, not '%s'", val);
         d->backing_format = val;
+    } else if (!strcmp(kv, "bootindex")) {
+        return parse_bootindex("disk", val, &d->bootindex, err, errlen);
     } else {
         return errf(err, errlen, -EINVAL, "--disk: unknown option '%s' (format, readonly, cache, "
-                    "serial, workers, untrusted, backing, backing_format)", kv);
+                    "serial, workers, bootindex, untrusted, backing, backing_format)", kv);
     }
     return 0;
 }
@@ -175,6 +199,96 @@ int config_parse_disk(const char *spec, struct kvmbox_disk *d, char *buf, size_t
         return errf(err, errlen, -EINVAL, "--disk: no image path in '%s'", spec);
     if ((d->backing || d->backing_format) && !d->untrusted)
         return errf(err, errlen, -EINVAL, "--disk: backing and backing_format go with untrusted=on");
+    return 0;
+}
+
+int config_parse_cdrom(const char *spec, struct kvmbox_cdrom *cd, char *buf, size_t buflen,
+                       char *err, size_t errlen)
+{
+    memset(cd, 0, sizeof(*cd));
+    if (strlen(spec) + 1 > buflen)
+        return errf(err, errlen, -EINVAL, "--cdrom: value too long");
+    char *o = buf;
+    const char *p = spec;
+    cd->path = o;
+    next_field(&p, &o);
+    while (*p) {
+        char *kv = o;
+        next_field(&p, &o);
+        if (!*kv)
+            continue;
+        if (strncmp(kv, "bootindex=", 10))
+            return errf(err, errlen, -EINVAL, "--cdrom: unknown option '%s' (bootindex)", kv);
+        if (parse_bootindex("cdrom", kv + 10, &cd->bootindex, err, errlen) < 0)
+            return -EINVAL;
+    }
+    if (!*cd->path)
+        return errf(err, errlen, -EINVAL, "--cdrom: no image path in '%s'", spec);
+    return 0;
+}
+
+/* One class list: "cdrom,disk,net" (also QEMU's letters c d n), into OUT (END-terminated). */
+static int parse_boot_list(char *list, uint8_t *out, char *err, size_t errlen)
+{
+    static const struct { const char *name; uint8_t dev; } names[] = {
+        { "disk", KVMBOX_BOOT_DISK }, { "hd", KVMBOX_BOOT_DISK }, { "c", KVMBOX_BOOT_DISK },
+        { "cdrom", KVMBOX_BOOT_CDROM }, { "d", KVMBOX_BOOT_CDROM },
+        { "net", KVMBOX_BOOT_NET }, { "network", KVMBOX_BOOT_NET }, { "n", KVMBOX_BOOT_NET },
+    };
+    unsigned n = 0;
+    memset(out, 0, KVMBOX_BOOT_MAX + 1);
+    for (char *save = NULL, *w = strtok_r(list, ",:", &save); w; w = strtok_r(NULL, ",:", &save)) {
+        uint8_t dev = 0;
+        for (size_t i = 0; i < ARRAY_SIZE(names); i++)
+            if (!strcmp(w, names[i].name))
+                dev = names[i].dev;
+        if (!dev)
+            return errf(err, errlen, -EINVAL, "--boot: unknown device '%s' (cdrom, disk, net)", w);
+        for (unsigned i = 0; i < n; i++)
+            if (out[i] == dev)
+                return errf(err, errlen, -EINVAL, "--boot: '%s' named twice", w);
+        out[n++] = dev;
+    }
+    return n ? 0 : errf(err, errlen, -EINVAL, "--boot: no device named");
+}
+
+int config_parse_boot(const char *spec, struct kvmbox_config *c, char *err, size_t errlen)
+{
+    char buf[128];
+    if (strlen(spec) >= sizeof(buf))
+        return errf(err, errlen, -EINVAL, "--boot: value too long");
+    snprintf(buf, sizeof(buf), "%s", spec);
+    /* menu=on|off; once=LIST (its devices separated by ':' or '+'); else order=LIST or LIST */
+    if (!strncmp(buf, "menu=", 5)) {
+        if (!parse_bool(buf + 5, &c->boot_menu))
+            return errf(err, errlen, -EINVAL, "--boot: menu must be on or off, not '%s'", buf + 5);
+        return 0;
+    }
+    if (!strncmp(buf, "once=", 5)) {
+        for (char *q = buf; *q; q++)
+            if (*q == '+')
+                *q = ':';
+        return parse_boot_list(buf + 5, c->boot_once, err, errlen);
+    }
+    return parse_boot_list(buf + (strncmp(buf, "order=", 6) ? 0 : 6), c->boot_order, err, errlen);
+}
+
+int config_parse_uuid(const char *s, uint8_t out[16])
+{
+    static const int dash[] = { 8, 13, 18, 23 };
+    if (strlen(s) != 36)
+        return -EINVAL;
+    for (size_t i = 0; i < ARRAY_SIZE(dash); i++)
+        if (s[dash[i]] != '-')
+            return -EINVAL;
+    for (int i = 0, j = 0; i < 16; i++, j += 2) {
+        while (s[j] == '-')
+            j++;
+        if (!isxdigit((unsigned char)s[j]) || !isxdigit((unsigned char)s[j + 1]))
+            return -EINVAL;
+        char h[3] = { s[j], s[j + 1], 0 };
+        out[i] = (uint8_t)strtoul(h, NULL, 16);
+    }
     return 0;
 }
 
@@ -274,13 +388,31 @@ static int apply(int c, const char *arg, struct run_options *o, char *err, size_
     uint64_t v;
     switch (c) {
     case OPT_KERNEL: o->vm.kernel = arg; return 0;
+    case OPT_FIRMWARE:
+        if (!*arg)
+            return bad_value(err, errlen, "firmware", arg, "expected bios or a file");
+        o->vm.firmware = arg;
+        return 0;
     case OPT_INITRD: o->vm.initrd = arg; return 0;
     case OPT_CMDLINE: o->vm.cmdline = arg; return 0;
     case OPT_NO_REBOOT: o->vm.no_reboot = true; return 0;
     case OPT_NAME: o->vm.name = arg; return 0;
     case OPT_API_SOCK: o->vm.api_sock = arg; return 0;
     case OPT_DAEMONIZE: o->daemonize = true; return 0;
-    case OPT_UUID: return 0; /* kept in definitions; nothing in the machine uses it yet */
+    case OPT_UUID:
+        if (config_parse_uuid(arg, o->vm.uuid) < 0)
+            return bad_value(err, errlen, "uuid", arg, "expected xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx");
+        o->vm.have_uuid = true;
+        return 0;
+    case OPT_CDROM:
+        if (o->vm.ncdroms == KVMBOX_MAX_CDROMS)
+            return errf(err, errlen, -EINVAL, "more than %d CD-ROMs", KVMBOX_MAX_CDROMS);
+        if (config_parse_cdrom(arg, &o->vm.cdroms[o->vm.ncdroms], o->cdrom_text[o->vm.ncdroms],
+                               sizeof(o->cdrom_text[0]), err, errlen) < 0)
+            return -EINVAL;
+        o->vm.ncdroms++;
+        return 0;
+    case OPT_BOOT: return config_parse_boot(arg, &o->vm, err, errlen);
     case 'h': o->help = true; return 0;
     case OPT_BALLOON: return parse_off_switch("balloon", arg, &o->vm.no_balloon, err, errlen);
     case OPT_SANDBOX: return parse_off_switch("sandbox", arg, &o->vm.no_sandbox, err, errlen);
@@ -374,7 +506,11 @@ int config_parse_run(int argc, char **argv, struct run_options *o, char *err, si
     }
     if (optind < argc)
         return errf(err, errlen, -EINVAL, "unexpected argument '%s'", argv[optind]);
-    if (!o->help && !o->vm.kernel)
-        return errf(err, errlen, -EINVAL, "no kernel given (--kernel PATH)");
+    if (o->vm.kernel && o->vm.firmware)
+        return errf(err, errlen, -EINVAL, "--kernel and --firmware exclude each other (a kernel "
+                    "is booted directly, without firmware)");
+    if (!o->help && !o->vm.kernel && !o->vm.firmware && !o->vm.ndisks && !o->vm.ncdroms)
+        return errf(err, errlen, -EINVAL, "no kernel given and nothing for firmware to boot "
+                    "(--kernel PATH, --disk IMAGE or --cdrom ISO)");
     return 0;
 }

@@ -17,8 +17,10 @@
 
 #define KVM_DEV "/dev/kvm"
 #define MAX_MSRS 1024
-#define TSS_ADDR 0xfffbd000ULL  /* in the hole below 4 GiB, clear of the LAPIC/IOAPIC */
-#define IDMAP_ADDR 0xfffbc000ULL
+/* In the hole below 4 GiB, clear of the LAPIC and of the firmware flash window (the top
+ * 16 MiB), where QEMU puts them too. */
+#define TSS_ADDR 0xfeffd000ULL
+#define IDMAP_ADDR 0xfeffc000ULL
 
 int kvm_supported_cpuid(struct vm *vm)
 {
@@ -122,6 +124,19 @@ static int add_memory_slots(struct vm *vm, char *err, size_t errlen)
                         (unsigned long long)(g->size >> 20), (unsigned long long)g->gpa,
                         strerror(errno));
     }
+    if (!vm->fw.size)
+        return 0;
+    /* The firmware image: read-only memory where KVM can enforce it (guest writes then exit
+     * as MMIO and are dropped), else ordinary memory that is refreshed on every boot. */
+    bool ro = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_READONLY_MEM) > 0;
+    struct kvm_userspace_memory_region r = {
+        .slot = vm->mem.nregions, .flags = ro ? KVM_MEM_READONLY : 0,
+        .guest_phys_addr = fw_image_base(&vm->fw), .memory_size = vm->fw.size,
+        .userspace_addr = (uint64_t)(uintptr_t)vm->fw.host,
+    };
+    if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &r) < 0)
+        return errf(err, errlen, -errno, "KVM_SET_USER_MEMORY_REGION (firmware at %#llx): %s",
+                    (unsigned long long)r.guest_phys_addr, strerror(errno));
     return 0;
 }
 

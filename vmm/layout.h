@@ -27,6 +27,8 @@
 #define LAYOUT_PCI_MMIO_END   0xe0000000ULL
 #define LAYOUT_ECAM_BASE      0xe0000000ULL /* PCI ECAM, bus 0 only (1 MiB) */
 #define LAYOUT_ECAM_SIZE      0x00100000ULL
+#define LAYOUT_PCI_MMIO_HI_START 0xe0100000ULL /* BARs may also be moved here (firmware does) */
+#define LAYOUT_PCI_MMIO_HI_END 0xfec00000ULL
 #define LAYOUT_IOAPIC         0xfec00000ULL
 #define LAYOUT_LAPIC          0xfee00000ULL
 #define LAYOUT_4G             0x100000000ULL

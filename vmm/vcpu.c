@@ -255,8 +255,9 @@ int vcpus_wait_created(struct vm *vm, char *err, size_t errlen)
         return errf(err, errlen, r, "%s: %s", what, strerror(-r));
     if (r < 0)
         return errf(err, errlen, r, "%s on vCPU %u: %s", what, id, strerror(-r));
-    /* The boot CPU's entry state, now that the kernel is loaded; its thread waits for the go. */
-    r = set_boot_state(&vm->vcpus[0], &vm->boot);
+    /* The boot CPU's entry state, now that the kernel is loaded; its thread waits for the go.
+     * Through firmware, the boot vCPU starts where KVM puts a new one: the reset vector. */
+    r = vm->fw.size ? 0 : set_boot_state(&vm->vcpus[0], &vm->boot);
     return r < 0 ? errf(err, errlen, r, "setting the boot vCPU's registers: %s", strerror(-r)) : 0;
 }
 

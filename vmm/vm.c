@@ -30,6 +30,7 @@
 #include "virtio/balloon.h"
 #include "virtio/blk.h"
 #include "virtio/net.h"
+#include "virtio/scsi.h"
 #include "vmm/vcpu.h"
 
 #define MIN_MEM (8ULL << 20)
@@ -109,6 +110,8 @@ void vm_console_output(void *opaque, const uint8_t *buf, size_t len)
     /* Without an attached client nobody reads the ring until one attaches (it then gets
      * what it missed), so the API thread is not woken for every byte the guest prints. */
     bool wake = vm->console_listeners > 0;
+    if (vm->fw.size && fw_watch_feed(&vm->fw_watch, buf, len))
+        __atomic_store_n(&vm->no_boot_seen, true, __ATOMIC_SEQ_CST);
     pthread_mutex_unlock(&vm->out_lock);
     if (wake) {
         uint64_t one = 1;
@@ -207,8 +210,15 @@ int vm_add_device(struct vm *vm, const char *name, void *dev, void (*reset)(void
 static int check_config(struct vm *vm, char *err, size_t errlen)
 {
     const struct kvmbox_config *c = &vm->cfg;
-    if (!c->kernel || !*c->kernel)
+    if ((!c->kernel || !*c->kernel) && !vm->firmware)
         return errf(err, errlen, -EINVAL, "no kernel given (--kernel PATH)");
+    if (vm->firmware && !strcmp(vm->firmware, "uefi"))
+        return errf(err, errlen, -ENOTSUP, "--firmware uefi: OVMF needs an i440FX or Q35 chipset "
+                    "(its host bridge and power management function), which kvmbox does not "
+                    "emulate; see docs/firmware.md");
+    if (c->kernel && *c->kernel && vm->firmware && c->firmware)
+        return errf(err, errlen, -EINVAL, "--kernel and --firmware exclude each other (a kernel "
+                    "is booted directly, without firmware)");
     if (c->cpus == 0)
         return errf(err, errlen, -EINVAL, "--cpus must be at least 1");
     if (c->mem_size < MIN_MEM)
@@ -248,13 +258,9 @@ static uint64_t mmio64_base(const struct vm *vm)
     return (top + (1ULL << 30) - 1) & ~((1ULL << 30) - 1);
 }
 
-static int load_firmware_and_kernel(struct vm *vm, char *err, size_t errlen)
+void vm_acpi_config(const struct vm *vm, struct acpi_config *ac)
 {
-    struct e820_entry map[MAX_E820];
-    int n = e820_build(vm->mem.ram_size, map, MAX_E820);
-    if (n < 0)
-        return errf(err, errlen, n, "cannot build the memory map");
-    struct acpi_config ac = {
+    *ac = (struct acpi_config){
         .ncpus = vm->ncpus,
         .lapic_addr = LAYOUT_LAPIC, .ioapic_addr = LAYOUT_IOAPIC, .ioapic_id = 0,
         .ioapic_gsi_base = 0,
@@ -267,6 +273,27 @@ static int load_firmware_and_kernel(struct vm *vm, char *err, size_t errlen)
         .pci_mmio_start = (uint32_t)LAYOUT_PCI_MMIO_START, .pci_mmio_end = (uint32_t)LAYOUT_PCI_MMIO_END,
         .pci_mmio64_start = mmio64_base(vm), .pci_mmio64_end = mmio64_base(vm) + MMIO64_SIZE,
     };
+    if (vm->fw.size) {
+        /* Firmware places 32-bit BARs itself, top down from the I/O APIC (SeaBIOS does so on
+         * a host bridge it does not know): the window is everything from the end of the ECAM
+         * window to there. */
+        ac->pci_mmio_start = (uint32_t)(LAYOUT_ECAM_BASE + LAYOUT_ECAM_SIZE);
+        ac->pci_mmio_end = (uint32_t)LAYOUT_IOAPIC;
+    }
+}
+
+static int load_firmware_and_kernel(struct vm *vm, char *err, size_t errlen)
+{
+    if (vm->fw.size) {
+        int r = fw_image_install(&vm->fw, &vm->mem);
+        return r < 0 ? errf(err, errlen, r, "no RAM below 1 MiB for the BIOS") : 0;
+    }
+    struct e820_entry map[MAX_E820];
+    int n = e820_build(vm->mem.ram_size, map, MAX_E820);
+    if (n < 0)
+        return errf(err, errlen, n, "cannot build the memory map");
+    struct acpi_config ac;
+    vm_acpi_config(vm, &ac);
     uint8_t *tables = gm_ptr(&vm->mem, LAYOUT_ACPI_BASE, LAYOUT_ACPI_SIZE);
     if (!tables)
         return errf(err, errlen, -EFAULT, "no RAM for the ACPI tables");
@@ -340,6 +367,13 @@ static int devices_create(struct vm *vm, char *err, size_t errlen)
             return r;
         }
     }
+    for (unsigned i = 0; i < vm->cfg.ncdroms; i++) {
+        r = vscsi_create(vm, &vm->cfg.cdroms[i], i, err, errlen);
+        if (r < 0) {
+            vm->config_error = r != -ENOMEM;
+            return r;
+        }
+    }
     for (unsigned i = 0; i < vm->cfg.nnics; i++) {
         r = vnet_create(vm, &vm->cfg.nics[i], i, err, errlen);
         if (r < 0) {
@@ -347,8 +381,10 @@ static int devices_create(struct vm *vm, char *err, size_t errlen)
             return r;
         }
     }
-    if (!vm->cfg.no_balloon)
-        return vballoon_create(vm, &vm->balloon, err, errlen);
+    if (!vm->cfg.no_balloon && (r = vballoon_create(vm, &vm->balloon, err, errlen)) < 0)
+        return r;
+    if (vm->fw.size)
+        return fw_setup(vm, err, errlen);
     return 0;
 }
 
@@ -420,6 +456,12 @@ static int vm_init_state(struct vm *vm, const struct kvmbox_config *cfg)
     vm->name = dup_or_null(cfg->name ? cfg->name : "vm", &fail);
     vm->api_sock = dup_or_null(cfg->api_sock, &fail);
     vm->config_json = dup_or_null(cfg->config_json, &fail);
+    /* No kernel means firmware boot: SeaBIOS unless another image is named. */
+    if (cfg->firmware && strcmp(cfg->firmware, "bios"))
+        vm->firmware = dup_or_null(cfg->firmware, &fail);
+    else if (cfg->firmware || !cfg->kernel || !*cfg->kernel)
+        vm->firmware = dup_or_null(FW_DEFAULT_BIOS, &fail);
+    vm->cfg.firmware = vm->firmware;
     vm->cfg.kernel = vm->kernel, vm->cfg.initrd = vm->initrd, vm->cfg.cmdline = vm->cmdline;
     vm->cfg.name = vm->name, vm->cfg.api_sock = vm->api_sock, vm->cfg.config_json = vm->config_json;
     if (cfg->ndisks > KVMBOX_MAX_DISKS)
@@ -434,6 +476,12 @@ static int vm_init_state(struct vm *vm, const struct kvmbox_config *cfg)
         d->serial = vm->disk_strs[i][2] = dup_or_null(cfg->disks[i].serial, &fail);
         d->backing = vm->disk_strs[i][3] = abs_path(cfg->disks[i].backing, &fail);
         d->backing_format = vm->disk_strs[i][4] = dup_or_null(cfg->disks[i].backing_format, &fail);
+    }
+    if (cfg->ncdroms > KVMBOX_MAX_CDROMS)
+        return -EINVAL;
+    for (unsigned i = 0; i < cfg->ncdroms; i++) {
+        char *abs = cfg->cdroms[i].path ? realpath(cfg->cdroms[i].path, NULL) : NULL;
+        vm->cfg.cdroms[i].path = vm->cdrom_strs[i] = abs ? abs : dup_or_null(cfg->cdroms[i].path, &fail);
     }
     if (cfg->nnics > KVMBOX_MAX_NICS)
         return -EINVAL;
@@ -465,10 +513,13 @@ static int vm_init_state(struct vm *vm, const struct kvmbox_config *cfg)
 static void vm_free_state(struct vm *vm)
 {
     free(vm->kernel), free(vm->initrd), free(vm->cmdline);
-    free(vm->name), free(vm->api_sock), free(vm->config_json);
+    free(vm->name), free(vm->api_sock), free(vm->config_json), free(vm->firmware);
+    fw_image_free(&vm->fw);
     for (unsigned i = 0; i < KVMBOX_MAX_DISKS; i++)
         for (unsigned j = 0; j < 5; j++)
             free(vm->disk_strs[i][j]);
+    for (unsigned i = 0; i < KVMBOX_MAX_CDROMS; i++)
+        free(vm->cdrom_strs[i]);
     for (unsigned i = 0; i < KVMBOX_MAX_NICS; i++)
         for (unsigned j = 0; j < 1 + KVMBOX_MAX_HOSTFWD; j++)
             free(vm->nic_strs[i][j]);
@@ -530,6 +581,8 @@ int kvmbox_vm_create(const struct kvmbox_config *cfg, struct kvmbox_vm **out,
         r = check_config(vm, err, sizeof(err));
     trace_mark("configuration checked");
     vm->config_error = r < 0 && r != -ENOMEM;
+    if (r == 0 && vm->firmware && (r = fw_image_load(vm->firmware, &vm->fw, err, sizeof(err))) < 0)
+        vm->config_error = r != -ENOMEM;
     if (r == 0)
         r = kvm_open_host(vm, err, sizeof(err));
     if (r == 0)
@@ -593,7 +646,10 @@ static int vm_reboot(struct vm *vm, char *err, size_t errlen)
     machine_teardown(vm);
     devices_reset(vm);
     gm_discard_all(&vm->mem);
-    int r = machine_build(vm, err, errlen);
+    int r = fw_setup_reboot(vm);
+    if (r < 0)
+        return errf(err, errlen, r, "cannot update the boot order: %s", strerror(-r));
+    r = machine_build(vm, err, errlen);
     if (r == 0)
         vcpus_go(vm);
     return r;
@@ -621,6 +677,13 @@ int kvmbox_vm_run(struct kvmbox_vm *k, struct kvmbox_result *res)
         vcpus_stop(vm);
         if (vm->stop_requested)
             break;
+        /* The firmware said nothing is bootable and, after its retry wait, reset the machine:
+         * end here rather than retry for ever. */
+        if (__atomic_load_n(&vm->no_boot_seen, __ATOMIC_SEQ_CST)) {
+            vm_request_stop(vm, KVMBOX_STOP_NO_BOOT, 0, "no bootable device: the firmware found "
+                            "nothing to boot on the disks and CD-ROMs");
+            break;
+        }
         if (vm->cfg.no_reboot) {
             vm_request_stop(vm, KVMBOX_STOP_RESET, 0, "guest reset (--no-reboot)");
             break;
@@ -726,6 +789,8 @@ int kvmbox_exit_status(const struct kvmbox_result *res)
         return KVMBOX_EXIT_TIMEOUT;
     case KVMBOX_STOP_KILLED:
         return KVMBOX_EXIT_KILLED;
+    case KVMBOX_STOP_NO_BOOT:
+        return KVMBOX_EXIT_NO_BOOT;
     case KVMBOX_STOP_ERROR:
     default:
         return KVMBOX_EXIT_FAILURE;

@@ -9,6 +9,8 @@
 
 #include "include/kvmbox.h"
 #include "vmm/boot.h"
+#include "vmm/boot_firmware.h"
+#include "vmm/fw_setup.h"
 #include "vmm/bus.h"
 #include "vmm/guest_mem.h"
 #include "vmm/irq.h"
@@ -60,6 +62,11 @@ struct vm {
         uint64_t size;            /* bytes the guest sees */
         struct vblk *dev;         /* for its run-time state */
     } disk_info[KVMBOX_MAX_DISKS];
+    char *cdrom_strs[KVMBOX_MAX_CDROMS];
+    struct {
+        unsigned slot;
+        uint64_t size;
+    } cdrom_info[KVMBOX_MAX_CDROMS];
     char *nic_strs[KVMBOX_MAX_NICS][1 + KVMBOX_MAX_HOSTFWD]; /* name, hostfwd rules */
     struct {
         uint8_t mac[6];
@@ -81,6 +88,11 @@ struct vm {
     struct guest_mem mem;
     struct bus pio, mmio;
     struct boot_info boot;
+    struct fw_image fw;           /* firmware boot: the image (size 0 for direct kernel boot) */
+    char *firmware;
+    struct fw_cfg *fw_cfg;
+    struct fw_watch fw_watch;     /* COM1 output, for the firmware's "No bootable device" */
+    bool no_boot_seen;
 
     unsigned ncpus;
     struct vcpu *vcpus;
@@ -130,6 +142,10 @@ struct vm {
     struct pci_host *pci;
     struct vballoon *balloon;     /* NULL with --balloon off */
 };
+
+struct acpi_config;
+/* The ACPI description of this machine (the same tables for direct and firmware boot). */
+void vm_acpi_config(const struct vm *vm, struct acpi_config *ac);
 
 /* Devices call these (from vCPU or I/O threads). */
 void vm_irq_line(struct vm *vm, unsigned gsi, bool level);
