@@ -251,6 +251,13 @@ expect "define refuses an invalid definition ($out)" rc_and_says "$rc" 1 cpus "$
 expect "undefine" "$KVMBOX" undefine d2
 expect "undefined VMs are gone from list --all" bash -c "! '$KVMBOX' list --all | grep -q '^d2 '"
 
+# --- an embedder steers a VM through the library as the API does ---
+out=$("$BUILD/examples/embed" --control "$K" 2>&1 >/dev/null); rc=$?
+expect "embed --control pauses (quiet while paused), resumes and powers off the guest ($rc)" \
+    rc_and_says "$rc" 0 "guest powered off" "$out"
+expect "embed --control saw the states paused then running" \
+    grep -q "paused: paused.*resumed, printing again: running" <<<"$(tr '\n' ' ' <<<"$out")"
+
 # --- only the owner may connect ---
 if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null && [ -x /usr/bin/python3 ]; then
     "$KVMBOX" run --daemonize --name a3 --kernel "$K" --mem 64M >/dev/null
