@@ -175,7 +175,9 @@ int kvmbox_vm_run(struct kvmbox_vm *vm, struct kvmbox_result *res);
 /* Asks a running VM to stop from another thread (async-signal-unsafe; thread-safe). */
 void kvmbox_vm_stop(struct kvmbox_vm *vm, enum kvmbox_stop reason);
 void kvmbox_vm_destroy(struct kvmbox_vm *vm);
-/* Pauses every vCPU (the guest's kvmclock does not leap on resume) / resumes them. */
+/* The five calls below are thread-safe, as is the block "Watching and steering a VM".
+ * Pauses every vCPU (the guest's kvmclock does not leap on resume) / resumes them: 0, or
+ * -ESHUTDOWN when the VM is stopping. Pausing a paused VM, or resuming a running one, is 0. */
 int kvmbox_vm_pause(struct kvmbox_vm *vm);
 int kvmbox_vm_resume(struct kvmbox_vm *vm);
 /* Sets NIC's link (an index in the order of cfg.nics) up or down; the guest's driver is told
@@ -190,7 +192,9 @@ void kvmbox_vm_reset(struct kvmbox_vm *vm);
  * Every function in this block is thread-safe: call it from any thread, while kvmbox_vm_run()
  * runs on another, before it or after it returned, until kvmbox_vm_destroy(). None prints.
  * Only kvmbox_vm_pause() waits (for the vCPUs to leave the guest); the others return at once.
- * Device indexes count in the order of cfg.disks, cfg.cdroms and cfg.nics from 0. */
+ * Device indexes count in the order of cfg.disks, cfg.cdroms and cfg.nics from 0.
+ * Waiting for the end is waiting for kvmbox_vm_run() to return (run it on a thread of your
+ * own and join that); kvmbox_vm_result() tells other threads whether the VM is ending. */
 
 enum kvmbox_state {
     KVMBOX_STATE_RUNNING = 0,
