@@ -14,6 +14,7 @@
 #define KVMBOX_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -174,7 +175,9 @@ int kvmbox_vm_run(struct kvmbox_vm *vm, struct kvmbox_result *res);
 /* Asks a running VM to stop from another thread (async-signal-unsafe; thread-safe). */
 void kvmbox_vm_stop(struct kvmbox_vm *vm, enum kvmbox_stop reason);
 void kvmbox_vm_destroy(struct kvmbox_vm *vm);
-/* Pauses every vCPU (the guest's kvmclock does not leap on resume) / resumes them. */
+/* The five calls below are thread-safe, as is the block "Watching and steering a VM".
+ * Pauses every vCPU (the guest's kvmclock does not leap on resume) / resumes them: 0, or
+ * -ESHUTDOWN when the VM is stopping. Pausing a paused VM, or resuming a running one, is 0. */
 int kvmbox_vm_pause(struct kvmbox_vm *vm);
 int kvmbox_vm_resume(struct kvmbox_vm *vm);
 /* Sets NIC's link (an index in the order of cfg.nics) up or down; the guest's driver is told
@@ -184,6 +187,110 @@ int kvmbox_vm_set_link(struct kvmbox_vm *vm, unsigned nic, bool up);
 void kvmbox_vm_power_button(struct kvmbox_vm *vm);
 /* Resets the guest as the reset button would (reboots unless no_reboot). */
 void kvmbox_vm_reset(struct kvmbox_vm *vm);
+
+/* ---- Watching and steering a VM: what the control socket (docs/api.md) does --------------
+ * Every function in this block is thread-safe: call it from any thread, while kvmbox_vm_run()
+ * runs on another, before it or after it returned, until kvmbox_vm_destroy(). None prints.
+ * Only kvmbox_vm_pause() waits (for the vCPUs to leave the guest); the others return at once.
+ * Device indexes count in the order of cfg.disks, cfg.cdroms and cfg.nics from 0.
+ * Waiting for the end is waiting for kvmbox_vm_run() to return (run it on a thread of your
+ * own and join that); kvmbox_vm_result() tells other threads whether the VM is ending. */
+
+enum kvmbox_state {
+    KVMBOX_STATE_RUNNING = 0,
+    KVMBOX_STATE_PAUSED,
+    KVMBOX_STATE_REBOOTING,    /* a reset is being served */
+    KVMBOX_STATE_STOPPING,     /* a stop was requested (or the VM has ended) */
+};
+
+struct kvmbox_status {
+    enum kvmbox_state state;
+    uint64_t uptime_ns;        /* since kvmbox_vm_create() */
+    unsigned reboots;          /* guest resets served so far */
+    unsigned cpus;             /* vCPUs */
+    uint64_t mem_size;         /* guest RAM, bytes */
+    const char *hugepages;     /* how RAM is backed: "hugetlbfs", "transparent" or "off" */
+};
+/* Fills ST. Returns 0. */
+int kvmbox_vm_status(struct kvmbox_vm *vm, struct kvmbox_status *st);
+/* The configuration the VM was created with, defaults filled in (name, cmdline, the firmware
+ * image chosen); its strings are the VM's own copies. Valid until kvmbox_vm_destroy(). */
+const struct kvmbox_config *kvmbox_vm_config(struct kvmbox_vm *vm);
+
+struct kvmbox_disk_status {
+    char format[16];           /* as opened: "raw" or "qcow2" */
+    unsigned pci_slot;         /* on bus 0 */
+    uint64_t size;             /* bytes the guest sees */
+    bool corrupt;              /* found corrupt at run time: its I/O fails */
+    uint64_t io_errors;        /* requests that failed on the host */
+};
+/* Returns 0, or -ENODEV for no such disk. */
+int kvmbox_vm_disk_status(struct kvmbox_vm *vm, unsigned disk, struct kvmbox_disk_status *st);
+
+struct kvmbox_cdrom_status {
+    unsigned pci_slot;
+    uint64_t size;
+};
+/* Returns 0, or -ENODEV for no such CD-ROM. */
+int kvmbox_vm_cdrom_status(struct kvmbox_vm *vm, unsigned cdrom, struct kvmbox_cdrom_status *st);
+
+struct kvmbox_nic_status {
+    uint8_t mac[6];
+    unsigned pci_slot;
+    char backend[160];         /* the backend in words, with the host ports hostfwd bound */
+    bool link_up;
+    uint64_t rx_frames, rx_bytes, rx_dropped, tx_frames, tx_bytes, tx_dropped;
+};
+/* Returns 0, or -ENODEV for no such NIC. */
+int kvmbox_vm_nic_status(struct kvmbox_vm *vm, unsigned nic, struct kvmbox_nic_status *st);
+
+struct kvmbox_balloon_status {
+    uint64_t target;           /* guest memory the host asks for, bytes */
+    uint64_t actual;           /* guest memory the guest says it holds, bytes */
+    uint64_t released;         /* bytes given back to the host (inflation and reports) */
+    uint64_t reported;         /* of which by free page reporting */
+    unsigned stats_interval;   /* seconds between statistics requests; 0: none */
+    bool free_page_reporting;  /* the driver accepted it */
+    uint64_t stats_age_ms;     /* since the guest last sent statistics; UINT64_MAX: never */
+    /* The guest's last statistics, -1 for those it did not send. */
+    int64_t swap_in, swap_out, major_faults, minor_faults, free, total, available, caches;
+};
+/* Returns 0, or -ENODEV when the VM has no balloon (cfg.no_balloon). */
+int kvmbox_vm_balloon_status(struct kvmbox_vm *vm, struct kvmbox_balloon_status *st);
+/* Asks the guest to hold BYTES of memory. Returns 0, -ENODEV (no balloon) or -ERANGE (below
+ * the minimum or above guest memory); MSG (MSGLEN bytes, may be NULL) then gets one line. */
+int kvmbox_vm_set_balloon_target(struct kvmbox_vm *vm, uint64_t bytes, char *msg, size_t msglen);
+/* How often the guest is asked for statistics: 0 (never) to 86400 s. Returns 0, -ENODEV or
+ * -EINVAL. */
+int kvmbox_vm_set_balloon_stats_interval(struct kvmbox_vm *vm, unsigned secs);
+
+/* Like the reset button, but clean: presses the power button, and the poweroff that follows
+ * boots the guest again instead of ending the VM (virsh reboot in ACPI mode). */
+void kvmbox_vm_reboot(struct kvmbox_vm *vm);
+/* kvmbox_vm_stop() with MESSAGE as the result's message (what `wait` reports). */
+void kvmbox_vm_stop_with(struct kvmbox_vm *vm, enum kvmbox_stop reason, const char *message);
+/* Once a stop was requested (the VM is ending or has ended): copies its result to RES and
+ * returns 0; before that, -EBUSY. */
+int kvmbox_vm_result(struct kvmbox_vm *vm, struct kvmbox_result *res);
+
+/* The guest's COM1 as a stream that any number of readers follow. The VM keeps the last
+ * 256 KiB of output; a reader keeps its own position (bytes since the VM started) and reads
+ * from it: what was overwritten before it got there is skipped. */
+/* An eventfd that becomes readable when output arrives while a reader is attached (the
+ * caller reads it to clear it; it stays the VM's). Without attached readers output does not
+ * touch it. */
+int kvmbox_vm_console_fd(struct kvmbox_vm *vm);
+/* Counts a reader in or out: while any is in, output wakes kvmbox_vm_console_fd(). */
+void kvmbox_vm_console_attach(struct kvmbox_vm *vm);
+void kvmbox_vm_console_detach(struct kvmbox_vm *vm);
+/* Copies up to LEN bytes of output from *POS on into BUF and advances *POS (past what was
+ * lost, too). Returns the bytes copied; 0 when the reader is up to date. */
+size_t kvmbox_vm_console_read(struct kvmbox_vm *vm, uint64_t *pos, void *buf, size_t len);
+/* The output position a reader that wants only new output starts from. */
+uint64_t kvmbox_vm_console_end(struct kvmbox_vm *vm);
+/* Feeds BUF to COM1 as typed input. Returns the bytes the UART took (its FIFO may be full:
+ * send the rest when the guest has read some). */
+size_t kvmbox_vm_console_write(struct kvmbox_vm *vm, const void *buf, size_t len);
 
 /* create + run + destroy; returns the process exit status (see KVMBOX_EXIT_*): a failure to
  * create is 2 when RES->config_error is set, else 4. */

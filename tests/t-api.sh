@@ -34,14 +34,20 @@ LOG=$T/run/a1.log # a1's console, as the daemon writes it
 # 600 s in all). The guest prints a tick every 200 ms, so an attached console always sees
 # output: nothing here depends on how fast the host is.
 console_until() {
-    local name=$1 out=$2 count=$3 rx=$4 pid r
-    printf '%s' "${5:+$5$'\n'}" |
-        "$PROGRESS" run --name "console $name" -- "$KVMBOX" console "$name" >"$out.raw" 2>>"$T/console.err" &
+    local name=$1 out=$2 count=$3 rx=$4 pid r feed
+    # The console's input stays open until it is detached: at the end of its input it would
+    # detach at once (`kvmbox console <file`), before the guest's answer to INPUT came back.
+    rm -f "$T/console.in" && mkfifo "$T/console.in"
+    "$PROGRESS" run --name "console $name" -- "$KVMBOX" console "$name" <"$T/console.in" \
+        >"$out.raw" 2>>"$T/console.err" &
     pid=$!
+    exec {feed}>"$T/console.in"
+    printf '%s' "${5:+$5$'\n'}" >&"$feed"
     wait_output --pid "$pid" --count "$count" "$out.raw" "$rx" 2>>"$T/console.err"
     r=$?
     kill "$pid" 2>/dev/null
     wait "$pid"
+    exec {feed}>&-
     tr -d '\r' <"$out.raw" >"$out"
     return $r
 }
@@ -252,6 +258,13 @@ out=$("$KVMBOX" define "$T/bad.json" 2>&1); rc=$?
 expect "define refuses an invalid definition ($out)" rc_and_says "$rc" 1 cpus "$out"
 expect "undefine" "$KVMBOX" undefine d2
 expect "undefined VMs are gone from list --all" bash -c "! '$KVMBOX' list --all | grep -q '^d2 '"
+
+# --- an embedder steers a VM through the library as the API does ---
+out=$("$BUILD/examples/embed" --control "$K" 2>&1 >/dev/null); rc=$?
+expect "embed --control pauses (quiet while paused), resumes and powers off the guest ($rc)" \
+    rc_and_says "$rc" 0 "guest powered off" "$out"
+expect "embed --control saw the states paused then running" \
+    grep -q "paused: paused.*resumed, printing again: running" <<<"$(tr '\n' ' ' <<<"$out")"
 
 # --- only the owner may connect ---
 if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null && [ -x /usr/bin/python3 ]; then

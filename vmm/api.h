@@ -1,11 +1,13 @@
 /* The control socket: JSON requests, one object per line, from clients of the same user.
- * docs/api.md describes the protocol. */
+ * docs/api.md describes the protocol. The server (vmm/api_server.c) owns the socket, the
+ * clients, their time limits and console streaming; the requests themselves are a table in
+ * vmm/api_cmds.c (see api_cmds.h). Both reach the VM through include/kvmbox.h only. */
 #ifndef KVMBOX_API_H
 #define KVMBOX_API_H
 
 #include <stddef.h>
 
-struct vm;
+struct kvmbox_vm;
 struct api;
 
 #define API_MAX_MESSAGE (64 * 1024)
@@ -23,15 +25,10 @@ struct api;
 
 /* Binds PATH (0600). A live socket at PATH means the name is taken (-EADDRINUSE); a stale
  * one (nobody listening) is removed. Starts the API thread. */
-int api_start(struct vm *vm, const char *path, struct api **out, char *err, size_t errlen)
+int api_start(struct kvmbox_vm *vm, const char *path, struct api **out, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 /* Answers pending "wait" requests with the VM's result, disconnects everyone, removes the
  * socket and stops the thread. */
 void api_stop(struct api *api);
-
-/* Pure request handling (unit-tested): parses one request line and writes one reply line
- * (without the newline) into REPLY. Returns an action for the caller. */
-enum api_action { API_REPLY, API_REPLY_THEN_CONSOLE, API_WAIT, API_REPLY_THEN_CLOSE };
-enum api_action api_handle(struct vm *vm, const char *line, size_t len, char **reply);
 
 #endif

@@ -37,10 +37,6 @@
 #define CONSOLE_RING_SIZE (256 * 1024) /* console output kept for clients not attached */
 #define MAX_E820 32
 
-struct kvmbox_vm {
-    struct vm vm;
-};
-
 /* ---- services for devices ---------------------------------------------------------- */
 
 void vm_irq_line(struct vm *vm, unsigned gsi, bool level)
@@ -607,7 +603,7 @@ int kvmbox_vm_create(const struct kvmbox_config *cfg, struct kvmbox_vm **out,
     if (r == 0)
         r = devices_create(vm, err, sizeof(err));
     trace_mark("devices created");
-    if (r == 0 && vm->api_sock && (r = api_start(vm, vm->api_sock, &vm->api, err, sizeof(err))) < 0)
+    if (r == 0 && vm->api_sock && (r = api_start(k, vm->api_sock, &vm->api, err, sizeof(err))) < 0)
         vm->config_error = r == -EADDRINUSE || r == -EEXIST || r == -ENAMETOOLONG;
     trace_mark("control socket");
     if (r == 0)

@@ -143,6 +143,12 @@ struct vm {
     struct vballoon *balloon;     /* NULL with --balloon off */
 };
 
+/* What the public API hands out (include/kvmbox.h); vmm/control.c implements the calls that
+ * watch and steer it. */
+struct kvmbox_vm {
+    struct vm vm;
+};
+
 struct acpi_config;
 /* The ACPI description of this machine (the same tables for direct and firmware boot). */
 void vm_acpi_config(const struct vm *vm, struct acpi_config *ac);

@@ -1,13 +1,15 @@
 /* Control socket server: one thread, epoll over the listening socket, the clients, the
  * console-output eventfd and a quit eventfd. Clients are hostile too: messages are bounded,
- * every request is parsed with json-c and validated, a bad one gets an error reply, a client
- * that misbehaves (oversized line, output it does not read) is dropped; the VM never notices. */
+ * every request line goes to vmm/api_cmds.c (parsed with json-c and checked against the
+ * request table), a bad one gets an error reply, a client that misbehaves (oversized line,
+ * output it does not read) is dropped; the VM never notices. The VM is reached only through
+ * include/kvmbox.h (and vmm/control.h for the thread's sandbox). */
 #include "vmm/api.h"
-#include "virtio/blk.h"
 
 #include <errno.h>
 #include <json-c/json.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,11 +22,10 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "devices/devices.h"
-#include "virtio/balloon.h"
-#include "virtio/net.h"
+#include "include/kvmbox.h"
+#include "vmm/api_cmds.h"
+#include "vmm/control.h"
 #include "vmm/util.h"
-#include "vmm/vm.h"
 
 #define MAX_PENDING_OUT (4u << 20) /* a console client this far behind is dropped */
 #define STR_(x) #x
@@ -47,7 +48,7 @@ struct client {
 };
 
 struct api {
-    struct vm *vm;
+    struct kvmbox_vm *vm;
     char *path;
     int listen_fd, epoll_fd, quit_fd;
     pthread_t thread;
@@ -58,350 +59,6 @@ struct api {
     dev_t sock_dev;            /* ...this one, the only thing api_stop removes */
     ino_t sock_ino;
 };
-
-/* ---- replies ------------------------------------------------------------------------ */
-
-static char *reply_json(struct json_object *o)
-{
-    char *s = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
-    json_object_put(o);
-    return s;
-}
-
-static char *reply_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *reply_error(const char *fmt, ...)
-{
-    char msg[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    struct json_object *o = json_object_new_object();
-    json_object_object_add(o, "ok", json_object_new_boolean(0));
-    json_object_object_add(o, "error", json_object_new_string(msg));
-    return reply_json(o);
-}
-
-static struct json_object *ok_object(void)
-{
-    struct json_object *o = json_object_new_object();
-    json_object_object_add(o, "ok", json_object_new_boolean(1));
-    return o;
-}
-
-static const char *vm_state(struct vm *vm)
-{
-    if (vm->stop_requested)
-        return "stopping";
-    if (vm->reset_requested)
-        return "rebooting";
-    return vm->paused ? "paused" : "running";
-}
-
-static struct json_object *balloon_object(struct vm *vm);
-
-#define MAC_STR_LEN 18
-
-static void mac_str(const uint8_t *m, char *buf)
-{
-    snprintf(buf, MAC_STR_LEN, "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5]);
-}
-
-static struct json_object *traffic_object(uint64_t frames, uint64_t bytes, uint64_t dropped)
-{
-    struct json_object *o = json_object_new_object();
-    json_object_object_add(o, "frames", json_object_new_int64((int64_t)frames));
-    json_object_object_add(o, "bytes", json_object_new_int64((int64_t)bytes));
-    json_object_object_add(o, "dropped", json_object_new_int64((int64_t)dropped));
-    return o;
-}
-
-static void nic_add_stats(struct json_object *o, struct vnet *dev)
-{
-    struct vnet_stats st;
-    vnet_get_stats(dev, &st);
-    json_object_object_add(o, "link", json_object_new_string(st.link_up ? "up" : "down"));
-    json_object_object_add(o, "rx", traffic_object(st.rx_frames, st.rx_bytes, st.rx_dropped));
-    json_object_object_add(o, "tx", traffic_object(st.tx_frames, st.tx_bytes, st.tx_dropped));
-}
-
-/* Boot order classes as text: "disk,cdrom". */
-static void boot_text(const uint8_t *order, char *buf, size_t len)
-{
-    static const char *const names[] = { "", "disk", "cdrom", "net" };
-    size_t used = 0;
-    buf[0] = '\0';
-    for (unsigned k = 0; k < KVMBOX_BOOT_MAX && order[k] && order[k] < 4 && used < len; k++)
-        used += (size_t)snprintf(buf + used, len - used, "%s%s", k ? "," : "", names[order[k]]);
-}
-
-/* Firmware, boot order and CD-ROMs (firmware boot, docs/firmware.md). */
-static void fw_info(struct vm *vm, struct json_object *i)
-{
-    static const uint8_t dflt[] = { KVMBOX_BOOT_DISK, KVMBOX_BOOT_CDROM, 0 };
-    char text[64];
-    json_object_object_add(i, "firmware", json_object_new_string(vm->firmware ? vm->firmware : ""));
-    if (vm->firmware) {
-        boot_text(vm->cfg.boot_order[0] ? vm->cfg.boot_order : dflt, text, sizeof(text));
-        json_object_object_add(i, "boot_order", json_object_new_string(text));
-        boot_text(vm->cfg.boot_once, text, sizeof(text));
-        json_object_object_add(i, "boot_once", json_object_new_string(text));
-        json_object_object_add(i, "boot_menu", json_object_new_boolean(vm->cfg.boot_menu));
-    }
-    struct json_object *cds = json_object_new_array();
-    for (unsigned c = 0; c < vm->cfg.ncdroms; c++) {
-        struct json_object *o = json_object_new_object();
-        char slot[16];
-        snprintf(slot, sizeof(slot), "00:%02x.0", vm->cdrom_info[c].slot);
-        json_object_object_add(o, "path", json_object_new_string(vm->cfg.cdroms[c].path));
-        json_object_object_add(o, "size", json_object_new_int64((int64_t)vm->cdrom_info[c].size));
-        json_object_object_add(o, "bootindex", json_object_new_int((int)vm->cfg.cdroms[c].bootindex));
-        json_object_object_add(o, "pci", json_object_new_string(slot));
-        json_object_array_add(cds, o);
-    }
-    json_object_object_add(i, "cdroms", cds);
-}
-
-static struct json_object *info_object(struct vm *vm)
-{
-    struct json_object *i = json_object_new_object();
-    pthread_mutex_lock(&vm->lock);
-    json_object_object_add(i, "name", json_object_new_string(vm->cfg.name ? vm->cfg.name : "vm"));
-    json_object_object_add(i, "state", json_object_new_string(vm_state(vm)));
-    pthread_mutex_unlock(&vm->lock);
-    json_object_object_add(i, "pid", json_object_new_int(getpid()));
-    json_object_object_add(i, "cpus", json_object_new_int((int)vm->ncpus));
-    json_object_object_add(i, "memory", json_object_new_int64((int64_t)vm->mem.ram_size));
-    json_object_object_add(i, "hugepages", json_object_new_string(vm->mem.huge ? vm->mem.huge : "off"));
-    json_object_object_add(i, "uptime", json_object_new_double((double)(monotonic_ns() - vm->start_ns) / 1e9));
-    json_object_object_add(i, "reboots", json_object_new_int((int)vm->reboots));
-    json_object_object_add(i, "kernel", json_object_new_string(vm->kernel ? vm->kernel : ""));
-    if (vm->initrd)
-        json_object_object_add(i, "initrd", json_object_new_string(vm->initrd));
-    json_object_object_add(i, "cmdline", json_object_new_string(vm->cmdline ? vm->cmdline : ""));
-    struct json_object *disks = json_object_new_array();
-    for (unsigned d = 0; d < vm->cfg.ndisks; d++) {
-        const struct kvmbox_disk *k = &vm->cfg.disks[d];
-        struct json_object *o = json_object_new_object();
-        char slot[16];
-        snprintf(slot, sizeof(slot), "00:%02x.0", vm->disk_info[d].slot);
-        json_object_object_add(o, "path", json_object_new_string(k->path));
-        json_object_object_add(o, "format", json_object_new_string(vm->disk_info[d].format));
-        json_object_object_add(o, "size", json_object_new_int64((int64_t)vm->disk_info[d].size));
-        json_object_object_add(o, "readonly", json_object_new_boolean(k->readonly));
-        json_object_object_add(o, "cache", json_object_new_string(k->cache_none ? "none" : "writeback"));
-        json_object_object_add(o, "serial", json_object_new_string(k->serial ? k->serial : ""));
-        json_object_object_add(o, "pci", json_object_new_string(slot));
-        json_object_object_add(o, "untrusted", json_object_new_boolean(k->untrusted));
-        struct vblk_state st = { 0 };
-        if (vm->disk_info[d].dev)
-            vblk_get_state(vm->disk_info[d].dev, &st);
-        json_object_object_add(o, "state", json_object_new_string(st.corrupt ? "corrupt" : "ok"));
-        json_object_object_add(o, "io_errors", json_object_new_int64((int64_t)st.io_errors));
-        json_object_object_add(o, "bootindex", json_object_new_int((int)k->bootindex));
-        json_object_array_add(disks, o);
-    }
-    json_object_object_add(i, "disks", disks);
-    fw_info(vm, i);
-    struct json_object *nics = json_object_new_array();
-    for (unsigned k = 0; k < vm->cfg.nnics; k++) {
-        struct json_object *o = json_object_new_object();
-        const uint8_t *m = vm->nic_info[k].mac;
-        char mac[MAC_STR_LEN], slot[16];
-        mac_str(m, mac);
-        snprintf(slot, sizeof(slot), "00:%02x.0", vm->nic_info[k].slot);
-        json_object_object_add(o, "mac", json_object_new_string(mac));
-        json_object_object_add(o, "backend", json_object_new_string(vm->nic_info[k].desc));
-        json_object_object_add(o, "pci", json_object_new_string(slot));
-        nic_add_stats(o, vm->nic_info[k].dev);
-        json_object_array_add(nics, o);
-    }
-    json_object_object_add(i, "nics", nics);
-    if (vm->balloon)
-        json_object_object_add(i, "balloon", balloon_object(vm));
-    return i;
-}
-
-static struct json_object *balloon_object(struct vm *vm)
-{
-    struct balloon_info b;
-    vballoon_get_info(vm->balloon, &b);
-    struct json_object *o = json_object_new_object();
-    json_object_object_add(o, "target", json_object_new_int64((int64_t)b.target));
-    json_object_object_add(o, "actual", json_object_new_int64((int64_t)b.actual));
-    json_object_object_add(o, "released", json_object_new_int64((int64_t)b.released));
-    json_object_object_add(o, "reported", json_object_new_int64((int64_t)b.reported));
-    json_object_object_add(o, "free_page_reporting", json_object_new_boolean(b.reporting));
-    json_object_object_add(o, "stats_interval", json_object_new_int((int)b.stats_interval));
-    struct json_object *s = json_object_new_object();
-    static const char *const names[] = { "swap_in", "swap_out", "major_faults", "minor_faults",
-                                         "free", "total", "available", "caches" };
-    const int64_t v[] = { b.stats.swap_in, b.stats.swap_out, b.stats.major_faults,
-                          b.stats.minor_faults, b.stats.free, b.stats.total, b.stats.available,
-                          b.stats.caches };
-    for (int k = 0; k < 8; k++)
-        if (b.stats.age_ms != UINT64_MAX && v[k] >= 0)
-            json_object_object_add(s, names[k], json_object_new_int64(v[k]));
-    if (b.stats.age_ms != UINT64_MAX)
-        json_object_object_add(s, "age_ms", json_object_new_int64((int64_t)b.stats.age_ms));
-    json_object_object_add(o, "stats", s);
-    return o;
-}
-
-/* {"request":"balloon", "target": BYTES, "stats_interval": SECONDS}: either or both. */
-static struct json_object *balloon_request(struct vm *vm, struct json_object *req, char **reply)
-{
-    if (!vm->balloon) {
-        *reply = reply_error("this VM has no balloon device (it was started with --balloon off)");
-        return NULL;
-    }
-    struct json_object *t, *si;
-    bool has_t = json_object_object_get_ex(req, "target", &t);
-    bool has_si = json_object_object_get_ex(req, "stats_interval", &si);
-    if ((has_t && !json_object_is_type(t, json_type_int)) ||
-        (has_si && !json_object_is_type(si, json_type_int))) {
-        *reply = reply_error("target (bytes) and stats_interval (seconds) are integers");
-        return NULL;
-    }
-    if (has_si && (json_object_get_int64(si) < 0 || json_object_get_int64(si) > 86400)) {
-        *reply = reply_error("stats_interval must be 0 to 86400 seconds");
-        return NULL;
-    }
-    char err[256];
-    if (has_t && (json_object_get_int64(t) < 0 ||
-                  vballoon_set_target(vm->balloon, (uint64_t)json_object_get_int64(t), err, sizeof(err)) < 0)) {
-        *reply = reply_error("%s", json_object_get_int64(t) < 0 ? "target must not be negative" : err);
-        return NULL;
-    }
-    if (has_si)
-        vballoon_set_stats_interval(vm->balloon, (unsigned)json_object_get_int64(si));
-    struct json_object *o = ok_object();
-    json_object_object_add(o, "balloon", balloon_object(vm));
-    return o;
-}
-
-/* {"request":"link", "nic": INDEX | "MAC", "state": "up" | "down"} */
-static struct json_object *link_request(struct vm *vm, struct json_object *req, char **reply)
-{
-    struct json_object *nic, *state;
-    if (!json_object_object_get_ex(req, "nic", &nic) || !json_object_object_get_ex(req, "state", &state) ||
-        !json_object_is_type(state, json_type_string) ||
-        (!json_object_is_type(nic, json_type_int) && !json_object_is_type(nic, json_type_string))) {
-        *reply = reply_error("link needs \"nic\" (an index from 0, or a MAC) and \"state\" (\"up\" or \"down\")");
-        return NULL;
-    }
-    const char *st = json_object_get_string(state);
-    if (strcmp(st, "up") && strcmp(st, "down")) {
-        *reply = reply_error("link state must be \"up\" or \"down\", not \"%.40s\"", st);
-        return NULL;
-    }
-    int idx = -1;
-    if (json_object_is_type(nic, json_type_int)) {
-        int64_t i = json_object_get_int64(nic);
-        idx = i >= 0 && i < (int64_t)vm->cfg.nnics ? (int)i : -1;
-    } else {
-        for (unsigned k = 0; k < vm->cfg.nnics && idx < 0; k++) {
-            const uint8_t *m = vm->nic_info[k].mac;
-            char mac[MAC_STR_LEN];
-            mac_str(m, mac);
-            if (!strcasecmp(mac, json_object_get_string(nic)))
-                idx = (int)k;
-        }
-    }
-    if (idx < 0) {
-        *reply = reply_error("no NIC %.40s (this VM has %u; `kvmbox info` lists them)",
-                             json_object_get_string(nic), vm->cfg.nnics);
-        return NULL;
-    }
-    vnet_set_link(vm->nic_info[idx].dev, !strcmp(st, "up"));
-    struct json_object *o = ok_object(), *n = json_object_new_object();
-    json_object_object_add(n, "index", json_object_new_int(idx));
-    nic_add_stats(n, vm->nic_info[idx].dev);
-    json_object_object_add(o, "nic", n);
-    return o;
-}
-
-/* ---- request dispatch --------------------------------------------------------------- */
-
-enum api_action api_handle(struct vm *vm, const char *line, size_t len, char **reply)
-{
-    struct json_tokener *tok = json_tokener_new();
-    if (!tok) {
-        *reply = reply_error("out of memory");
-        return API_REPLY;
-    }
-    struct json_object *req = json_tokener_parse_ex(tok, line, (int)len);
-    enum json_tokener_error jerr = json_tokener_get_error(tok);
-    size_t used = json_tokener_get_parse_end(tok);
-    json_tokener_free(tok);
-    while (used < len && (line[used] == ' ' || line[used] == '\r' || line[used] == '\t'))
-        used++;
-    struct json_object *cmd;
-    if (!req || jerr != json_tokener_success || used < len) {
-        json_object_put(req);
-        *reply = reply_error("malformed JSON: %s", jerr == json_tokener_continue ? "incomplete message"
-                             : jerr != json_tokener_success ? json_tokener_error_desc(jerr)
-                                                            : "trailing characters");
-        return API_REPLY;
-    }
-    if (!json_object_is_type(req, json_type_object) ||
-        !json_object_object_get_ex(req, "request", &cmd) || !json_object_is_type(cmd, json_type_string)) {
-        json_object_put(req);
-        *reply = reply_error("a request is an object with a string member \"request\"");
-        return API_REPLY;
-    }
-    const char *c = json_object_get_string(cmd);
-    enum api_action act = API_REPLY;
-    struct json_object *o = NULL;
-    if (!strcmp(c, "info")) {
-        o = ok_object();
-        json_object_object_add(o, "info", info_object(vm));
-    } else if (!strcmp(c, "pause")) {
-        int r = vm_pause(vm);
-        *reply = r < 0 ? reply_error("cannot pause: %s", strerror(-r)) : NULL;
-        if (r == 0)
-            o = ok_object();
-    } else if (!strcmp(c, "resume")) {
-        vm_resume(vm);
-        o = ok_object();
-    } else if (!strcmp(c, "shutdown")) {
-        pm_power_button(vm->pm);
-        o = ok_object();
-    } else if (!strcmp(c, "reboot")) {
-        /* Like virsh reboot in ACPI mode: a clean shutdown that ends in a fresh boot. */
-        __atomic_store_n(&vm->reboot_on_poweroff, true, __ATOMIC_SEQ_CST);
-        pm_power_button(vm->pm);
-        o = ok_object();
-    } else if (!strcmp(c, "reset")) {
-        vm_request_reset(vm);
-        o = ok_object();
-    } else if (!strcmp(c, "kill")) {
-        vm_request_stop(vm, KVMBOX_STOP_KILLED, 0, "killed through the API");
-        o = ok_object();
-    } else if (!strcmp(c, "balloon")) {
-        *reply = NULL;
-        o = balloon_request(vm, req, reply);
-    } else if (!strcmp(c, "link")) {
-        *reply = NULL;
-        o = link_request(vm, req, reply);
-    } else if (!strcmp(c, "config")) {
-        struct json_object *def = vm->cfg.config_json ? json_tokener_parse(vm->cfg.config_json) : NULL;
-        o = ok_object();
-        json_object_object_add(o, "config", def ? def : json_object_new_object());
-    } else if (!strcmp(c, "console")) {
-        o = ok_object();
-        act = API_REPLY_THEN_CONSOLE;
-    } else if (!strcmp(c, "wait")) {
-        act = API_WAIT;
-        *reply = NULL;
-    } else {
-        *reply = reply_error("unknown request '%.64s'", c);
-    }
-    json_object_put(req);
-    if (o)
-        *reply = reply_json(o);
-    return act;
-}
 
 /* ---- clients ------------------------------------------------------------------------ */
 
@@ -437,11 +94,8 @@ static void client_free(struct api *a, unsigned idx)
     struct client *cl = a->clients[idx];
     if (!cl)
         return;
-    if (cl->console) {
-        pthread_mutex_lock(&a->vm->out_lock);
-        a->vm->console_listeners--;
-        pthread_mutex_unlock(&a->vm->out_lock);
-    }
+    if (cl->console)
+        kvmbox_vm_console_detach(a->vm);
     epoll_ctl(a->epoll_fd, EPOLL_CTL_DEL, cl->fd, NULL);
     close(cl->fd);
     free(cl->in), free(cl->out), free(cl);
@@ -554,10 +208,7 @@ static void pump_console(struct api *a)
             continue;
         }
         for (;;) {
-            uint64_t lost;
-            pthread_mutex_lock(&a->vm->out_lock);
-            size_t n = ring_get(&a->vm->out_ring, &cl->console_pos, buf, sizeof(buf), &lost);
-            pthread_mutex_unlock(&a->vm->out_lock);
+            size_t n = kvmbox_vm_console_read(a->vm, &cl->console_pos, buf, sizeof(buf));
             if (n == 0)
                 break;
             if (queue_out(cl, buf, n) < 0) {
@@ -581,11 +232,9 @@ static void pump_console(struct api *a)
 static void start_console(struct api *a, struct client *cl)
 {
     cl->console = true;
-    /* Under out_lock: output put in the ring before this is pumped to the client below
-     * (client_readable), output after it wakes this thread. */
-    pthread_mutex_lock(&a->vm->out_lock);
-    a->vm->console_listeners++;
-    pthread_mutex_unlock(&a->vm->out_lock);
+    /* Output put in the ring before this is pumped to the client below (client_readable),
+     * output after it wakes this thread. */
+    kvmbox_vm_console_attach(a->vm);
     /* Output nobody has seen yet (within the ring's bound) is replayed to the first client
      * that attaches, so nothing is lost while nobody is attached. */
     cl->console_pos = a->console_seen;
@@ -605,7 +254,7 @@ static void handle_lines(struct api *a, struct client *cl)
         if ((act == API_WAIT || act == API_REPLY_THEN_CONSOLE) &&
             long_lived_clients(a) >= API_MAX_CLIENTS - API_RESERVED_CLIENTS) {
             free(reply);
-            reply = reply_error("too many console and wait clients (%d); the other slots are kept for requests",
+            reply = api_reply_error("too many console and wait clients (%d); the other slots are kept for requests",
                                 API_MAX_CLIENTS - API_RESERVED_CLIENTS);
             act = API_REPLY;
         }
@@ -625,7 +274,7 @@ static void handle_lines(struct api *a, struct client *cl)
 
 static void console_input(struct api *a, struct client *cl)
 {
-    size_t n = serial_receive(a->vm->com1, (uint8_t *)cl->in, cl->in_len);
+    size_t n = kvmbox_vm_console_write(a->vm, cl->in, cl->in_len);
     memmove(cl->in, cl->in + n, cl->in_len - n);
     cl->in_len -= n;
     if (n && cl->detaching)
@@ -665,7 +314,7 @@ static void client_readable(struct api *a, unsigned idx)
     } else {
         handle_lines(a, cl);
         if (!cl->console && cl->in_len == API_MAX_MESSAGE) {
-            queue_line(cl, reply_error("message too long (limit %d bytes)", API_MAX_MESSAGE));
+            queue_line(cl, api_reply_error("message too long (limit %d bytes)", API_MAX_MESSAGE));
             flush_out(cl);
             cl->closing = true;
         }
@@ -748,7 +397,7 @@ static void *api_thread(void *arg)
 {
     struct api *a = arg;
     pthread_setname_np(pthread_self(), "api");
-    vm_thread_sandbox(a->vm, SANDBOX_API);
+    control_api_thread_sandbox(a->vm);
     for (;;) {
         struct epoll_event ev[16];
         int timeout = any_console_input_pending(a) ? 20 : -1;
@@ -769,7 +418,7 @@ static void *api_thread(void *arg)
                 accept_client(a);
             } else if (tag == TAG_OUTPUT) {
                 uint64_t v;
-                while (read(a->vm->out_event_fd, &v, sizeof(v)) > 0)
+                while (read(kvmbox_vm_console_fd(a->vm), &v, sizeof(v)) > 0)
                     ;
                 pump_console(a);
             } else if (tag < API_MAX_CLIENTS && a->clients[tag]) {
@@ -802,6 +451,12 @@ static void *api_thread(void *arg)
 
 /* ---- setup and teardown ---------------------------------------------------------------- */
 
+static const char *vm_name(struct api *a)
+{
+    const char *name = kvmbox_vm_config(a->vm)->name;
+    return name ? name : "?";
+}
+
 /* What may already be at PATH: nothing; a socket a running VM listens on (the name is
  * taken); a socket nobody listens on (left by a VM that died: removed). Anything else is not
  * ours to remove: --api-sock pointing at a file must not delete it. */
@@ -820,7 +475,7 @@ static int clear_path(struct api *a, const struct sockaddr_un *sa, char *err, si
     close(probe);
     if (r == 0)
         return errf(err, errlen, -EADDRINUSE, "a VM named '%s' is already running (%s)",
-                    a->vm->cfg.name ? a->vm->cfg.name : "?", path);
+                    vm_name(a), path);
     if (r != ECONNREFUSED)
         return errf(err, errlen, -r, "API socket %s: %s", path, strerror(r));
     struct stat again; /* the same stale socket, not one a VM starting now just bound */
@@ -846,7 +501,7 @@ static int bind_socket(struct api *a, const char *path, char *err, size_t errlen
     umask(old);
     if (r < 0 && errno == EADDRINUSE) /* another VM bound it since clear_path */
         return errf(err, errlen, -EADDRINUSE, "a VM named '%s' is already running (%s)",
-                    a->vm->cfg.name ? a->vm->cfg.name : "?", path);
+                    vm_name(a), path);
     if (r < 0)
         return errf(err, errlen, -errno, "cannot create API socket %s: %s", path, strerror(errno));
     struct stat st; /* what we bound, so that only that is removed at the end */
@@ -872,7 +527,7 @@ static int watch(struct api *a, int fd, uint64_t tag)
     return epoll_ctl(a->epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
 }
 
-int api_start(struct vm *vm, const char *path, struct api **out, char *err, size_t errlen)
+int api_start(struct kvmbox_vm *vm, const char *path, struct api **out, char *err, size_t errlen)
 {
     struct api *a = calloc(1, sizeof(*a));
     if (!a)
@@ -889,7 +544,7 @@ int api_start(struct vm *vm, const char *path, struct api **out, char *err, size
     a->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
     a->quit_fd = eventfd(0, EFD_CLOEXEC);
     if (a->epoll_fd < 0 || a->quit_fd < 0 || watch(a, a->listen_fd, TAG_LISTEN) < 0 ||
-        watch(a, a->quit_fd, TAG_QUIT) < 0 || watch(a, vm->out_event_fd, TAG_OUTPUT) < 0)
+        watch(a, a->quit_fd, TAG_QUIT) < 0 || watch(a, kvmbox_vm_console_fd(vm), TAG_OUTPUT) < 0)
         return errf(err, errlen, -errno, "API event loop setup: %s", strerror(errno));
     r = pthread_create(&a->thread, NULL, api_thread, a); /* which names itself */
     if (r)
@@ -900,15 +555,17 @@ int api_start(struct vm *vm, const char *path, struct api **out, char *err, size
 
 static void answer_waiters(struct api *a)
 {
-    const struct kvmbox_result *res = &a->vm->result;
+    struct kvmbox_result res = { .reason = KVMBOX_STOP_ERROR };
+    if (kvmbox_vm_result(a->vm, &res) < 0) /* api_stop without a stop: destroy mid-creation */
+        snprintf(res.message, sizeof(res.message), "the VM was destroyed");
     for (unsigned i = 0; i < API_MAX_CLIENTS; i++) {
         struct client *cl = a->clients[i];
         if (!cl || !cl->waiting)
             continue;
-        struct json_object *o = ok_object();
-        json_object_object_add(o, "status", json_object_new_int(kvmbox_exit_status(res)));
-        json_object_object_add(o, "message", json_object_new_string(res->message));
-        queue_line(cl, reply_json(o));
+        struct json_object *o = api_ok_object();
+        json_object_object_add(o, "status", json_object_new_int(kvmbox_exit_status(&res)));
+        json_object_object_add(o, "message", json_object_new_string(res.message));
+        queue_line(cl, api_reply_json(o));
         /* Blocking for a moment is fine here: the VM is gone and the client asked. */
         setsockopt(cl->fd, SOL_SOCKET, SO_SNDTIMEO, &(struct timeval){ .tv_sec = 1 },
                    sizeof(struct timeval));
