@@ -77,9 +77,7 @@ expect "the first VM is unaffected" grep -q running <<<"$("$KVMBOX" info a1)"
 # --- console: replay of unseen output, input, detach/attach without loss ---
 console_until a1 "$T/c1" 1 '^ECHO: hello' hello
 expect "console replays output from boot (TICK 0) and echoes input" grep -q "^TICK 0 " "$T/c1"
-# The console ends at the end of its input, once the guest has taken it: the guest's answer
-# may come after that, so it is looked for in the VM's log, which has all its output.
-expect "console input reaches the guest" wait_output "$LOG" '^ECHO: hello'
+expect "console input reaches the guest" grep -q "^ECHO: hello" "$T/c1"
 # Three ticks while nobody is attached, then attach again: the new console starts where the
 # first one stopped (a line it cut in two is completed), nothing lost or repeated.
 wait_output --count $(($(ticks) + 3)) "$LOG" '^TICK [0-9]+ kvmclock'
