@@ -79,6 +79,10 @@ unit-tests: $(TEST_BINS)
 check: deps
 	@tests/run-all.sh
 
+# Tests too slow for CI on a host whose KVM emulates guest code (they run in check on others).
+check-slow: deps all
+	@KVMBOX_SLOW_TESTS=1 tests/t-linux-fw-early.sh
+
 asan-check:
 	$(MAKE) BUILD=build-asan SAN=1 all unit-tests
 

@@ -27,6 +27,13 @@ G=$BUILD/guest
 # shellcheck disable=SC2034 # read by tests/linux-guest.sh
 VMM=kvmbox
 . tests/linux-guest.sh
+# On an emulating host this one test takes 12 minutes or more, over a third of the CI budget,
+# to show what t-firmware.sh (SeaBIOS -> GRUB -> a guest) and t-linux-early.sh (the same
+# kernel, direct boot) show in two: there it runs only when asked (make check-slow).
+if [ -z "${KVMBOX_SLOW_TESTS:-}" ] && ! why=$(scripts/host-native.sh); then
+    echo "SKIP: $FW_WHAT: $why; Linux through GRUB takes 12+ minutes here: run it with make check-slow"
+    exit 77
+fi
 linux_fetch_guest "$FW_WHAT" "$T/fetch.log" || exit 1
 cmdline="earlyprintk=ttyS0 console=ttyS0 kvmbox.test=fw-early"
 fw_grub_linux_disk "$T/linux.img" "$G/vmlinuz" "$G/initramfs.cpio.gz" "$cmdline" ||
