@@ -1,8 +1,17 @@
-/* VM construction, the run loop (stop, reset, timeout) and teardown.
+/* VM construction, the run loop (stop, reset, timeout) and teardown, and the services the
+ * VM gives its devices.
  *
- * Construction is an explicit ordered table. The "machine" stages (KVM VM, firmware, kernel,
- * vCPUs) are rebuilt on every guest reset; devices and the console live for the whole run and
- * are only reset. Teardown runs in exact reverse order. */
+ * Construction is an explicit ordered table (vm_stages: configuration, /dev/kvm, vCPU
+ * threads, RAM, devices, control socket, machine); kvmbox_vm_create stops at the first
+ * failing stage and unwinds from it back to the first, and kvmbox_vm_destroy stops the
+ * threads that act on the VM, then unwinds the same table in reverse. The devices stage is
+ * itself a table (device_table), in PCI slot order; a failing row destroys every device
+ * created before it, in reverse. Only the last stage, the "machine" (KVM VM, irqchip and
+ * routes, firmware or kernel, vCPUs), is rebuilt on a guest reset; devices and the console
+ * live for the whole run and are only reset.
+ *
+ * Devices never see struct vm: they get struct dev_services (devices/services.h), filled
+ * here by services_init, with the VM as its opaque context. */
 #include "vmm/vm.h"
 
 #include <errno.h>
