@@ -24,15 +24,20 @@ size_t serial_receive(struct serial *s, const uint8_t *buf, size_t len);
 size_t serial_rx_space(struct serial *s);
 int serial_rx_wait_fd(struct serial *s);
 
-int rtc_create(const struct dev_services *svc) MUST_CHECK_DEV;       /* MC146818 CMOS RTC at 0x70 */
-int i8042_create(const struct dev_services *svc) MUST_CHECK_DEV;     /* keyboard controller, enough for reset */
+int rtc_create(const struct dev_services *svc) MUST_CHECK_DEV;   /* MC146818 CMOS RTC at 0x70 */
+/* Keyboard controller, enough for reset. */
+int i8042_create(const struct dev_services *svc) MUST_CHECK_DEV;
 struct pm;
-int pm_create(const struct dev_services *svc, struct pm **out) MUST_CHECK_DEV; /* ACPI PM1a event/control, PM timer, reset register */
+/* ACPI PM1a event/control, PM timer, reset register. */
+int pm_create(const struct dev_services *svc, struct pm **out) MUST_CHECK_DEV;
 /* Presses the ACPI power button: sets PWRBTN_STS and raises the SCI if the guest enabled it. */
 void pm_power_button(struct pm *p);
-int debug_exit_create(const struct dev_services *svc) MUST_CHECK_DEV;/* QEMU isa-debug-exit at 0xf4 */
-int pvpanic_create(const struct dev_services *svc) MUST_CHECK_DEV;   /* QEMU pvpanic ISA port 0x505 */
-int post_create(const struct dev_services *svc) MUST_CHECK_DEV; /* port 0x80: POST codes and I/O delay */
+/* QEMU isa-debug-exit at 0xf4. */
+int debug_exit_create(const struct dev_services *svc) MUST_CHECK_DEV;
+/* QEMU pvpanic, ISA port 0x505. */
+int pvpanic_create(const struct dev_services *svc) MUST_CHECK_DEV;
+/* Port 0x80: POST codes and I/O delay. */
+int post_create(const struct dev_services *svc) MUST_CHECK_DEV;
 /* Firmware debug log (port 0x402) appended to PATH. */
 int debugcon_create(const struct dev_services *svc, const char *path) MUST_CHECK_DEV;
 

@@ -419,7 +419,8 @@ static void pci_host_destroy(void *dev)
     free(h);
 }
 
-int pci_host_create(const struct dev_services *svc, uint64_t mmio64_base, uint64_t mmio64_size, struct pci_host **out)
+int pci_host_create(const struct dev_services *svc, uint64_t mmio64_base, uint64_t mmio64_size,
+                    struct pci_host **out)
 {
     struct pci_host *h = calloc(1, sizeof(*h));
     if (!h)

@@ -1,8 +1,8 @@
 /* What a device may ask of the machine it is part of. Every device (in devices/ and
  * virtio/) is created with a pointer to one struct dev_services and reaches the VM only
  * through it: devices and virtio include no vmm/vm.h (docs/architecture.md, "Layers";
- * tests/t-layers.sh checks it). The VM (vmm/vm.c) fills the table once; it lives as long as the VM, so a
- * device keeps the pointer.
+ * tests/t-layers.sh checks it). The VM (vmm/vm.c) fills the table once; it lives as long
+ * as the VM, so a device keeps the pointer.
  *
  * Which thread may call what is written next to each member. Calls that change the machine
  * (add_device, map_range, msi_alloc) are made while the device is created, on the thread

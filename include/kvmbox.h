@@ -9,8 +9,9 @@
  * Nothing here prints or exits: errors come back as negative errno with a one-line message
  * in the result, and what the VM has to say while it runs goes to kvmbox_config.log
  * (tests/t-layers.sh checks that the library calls no stdio output). The one exception: a
- * thread that breaks its seccomp sandbox ends the process with one line on fd 2. The library owns no global mutable state; several VMs may run in one
- * process (each kvmbox_vm runs its vCPUs on threads of its own).
+ * thread that breaks its seccomp sandbox ends the process with one line on fd 2. The
+ * library owns no global mutable state; several VMs may run in one process (each
+ * kvmbox_vm runs its vCPUs on threads of its own).
  */
 #ifndef KVMBOX_H
 #define KVMBOX_H

@@ -22,7 +22,12 @@ struct fake_vm {
     unsigned ndev, add_limit;
     struct { void *dev; void (*reset)(void *); void (*destroy)(void *); } dev[MAX_FAKE];
     unsigned nrange;
-    struct { enum dev_space space; uint64_t base, len; const struct dev_ops *ops; void *dev; } range[MAX_FAKE];
+    struct {
+        enum dev_space space;
+        uint64_t base, len;
+        const struct dev_ops *ops;
+        void *dev;
+    } range[MAX_FAKE];
     unsigned stops, resets;
     enum kvmbox_stop reason;
     uint32_t code;
@@ -46,8 +51,8 @@ static int fake_map_range(void *ctx, enum dev_space space, uint64_t base, uint64
     struct fake_vm *f = ctx;
     if (f->nrange == MAX_FAKE)
         return -ENOSPC;
-    f->range[f->nrange].space = space, f->range[f->nrange].base = base, f->range[f->nrange].len = len;
-    f->range[f->nrange].ops = ops, f->range[f->nrange].dev = dev;
+    f->range[f->nrange].space = space, f->range[f->nrange].base = base;
+    f->range[f->nrange].len = len, f->range[f->nrange].ops = ops, f->range[f->nrange].dev = dev;
     f->nrange++;
     return 0;
 }

@@ -379,7 +379,8 @@ void vballoon_get_info(struct vballoon *b, struct balloon_info *info)
     pthread_mutex_unlock(&b->lock);
 }
 
-int vballoon_create(const struct dev_services *svc, struct pci_host *pci, struct vballoon **out, char *err, size_t errlen)
+int vballoon_create(const struct dev_services *svc, struct pci_host *pci, struct vballoon **out,
+                    char *err, size_t errlen)
 {
     struct vballoon *b = calloc(1, sizeof(*b));
     if (!b)
@@ -393,8 +394,8 @@ int vballoon_create(const struct dev_services *svc, struct pci_host *pci, struct
     pthread_mutex_init(&b->lock, NULL);
     uint64_t features = 1ULL << VIRTIO_BALLOON_F_STATS_VQ | 1ULL << VIRTIO_BALLOON_F_DEFLATE_ON_OOM |
                         1ULL << VIRTIO_BALLOON_F_PAGE_REPORTING;
-    int r = virtio_pci_init(&b->vd, svc, pci, "virtio-balloon", VIRTIO_ID_BALLOON, 0x00ff00, NQUEUES,
-                            QUEUE_SIZE, 8, features, &balloon_ops, b);
+    int r = virtio_pci_init(&b->vd, svc, pci, "virtio-balloon", VIRTIO_ID_BALLOON, 0x00ff00,
+                            NQUEUES, QUEUE_SIZE, 8, features, &balloon_ops, b);
     if (r < 0) {
         errf(err, errlen, r, "cannot create the virtio-balloon device: %s", strerror(-r));
         if (b->vd.registered)

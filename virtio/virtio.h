@@ -93,8 +93,8 @@ struct virtio_dev {
 /* Creates the transport for a device of virtio type DEVICE_ID with NQUEUES queues of up to
  * QUEUE_MAX entries, CONFIG_LEN bytes of device configuration and FEATURES (VERSION_1,
  * INDIRECT_DESC and EVENT_IDX are added). Registers the PCI function in the next slot of PCI
- * and the device with the VM through SVC (reset, teardown). On failure with vd->registered set, the VM's
- * teardown calls ops->destroy; otherwise nothing is left to undo. */
+ * and the device with the VM through SVC (reset, teardown). On failure with vd->registered
+ * set, the VM's teardown calls ops->destroy; otherwise nothing is left to undo. */
 int virtio_pci_init(struct virtio_dev *vd, const struct dev_services *svc, struct pci_host *pci,
                     const char *name, uint16_t device_id, uint32_t pci_class, unsigned nqueues,
                     uint16_t queue_max, unsigned config_len,

@@ -449,12 +449,35 @@ static int make_com1(struct vm *vm, char *err, size_t errlen)
     return serial_create(&vm->svc, PORT_COM1, IRQ_COM1, vm_console_output, vm, &vm->com1);
 }
 
-static int make_rtc(struct vm *vm, char *err, size_t errlen) { return rtc_create(&vm->svc); }
-static int make_i8042(struct vm *vm, char *err, size_t errlen) { return i8042_create(&vm->svc); }
-static int make_pm(struct vm *vm, char *err, size_t errlen) { return pm_create(&vm->svc, &vm->pm); }
-static int make_debug_exit(struct vm *vm, char *err, size_t errlen) { return debug_exit_create(&vm->svc); }
-static int make_pvpanic(struct vm *vm, char *err, size_t errlen) { return pvpanic_create(&vm->svc); }
-static int make_post(struct vm *vm, char *err, size_t errlen) { return post_create(&vm->svc); }
+static int make_rtc(struct vm *vm, char *err, size_t errlen)
+{
+    return rtc_create(&vm->svc);
+}
+
+static int make_i8042(struct vm *vm, char *err, size_t errlen)
+{
+    return i8042_create(&vm->svc);
+}
+
+static int make_pm(struct vm *vm, char *err, size_t errlen)
+{
+    return pm_create(&vm->svc, &vm->pm);
+}
+
+static int make_debug_exit(struct vm *vm, char *err, size_t errlen)
+{
+    return debug_exit_create(&vm->svc);
+}
+
+static int make_pvpanic(struct vm *vm, char *err, size_t errlen)
+{
+    return pvpanic_create(&vm->svc);
+}
+
+static int make_post(struct vm *vm, char *err, size_t errlen)
+{
+    return post_create(&vm->svc);
+}
 
 static int make_pci_host(struct vm *vm, char *err, size_t errlen)
 {
@@ -482,7 +505,8 @@ static int make_nics(struct vm *vm, char *err, size_t errlen)
     const struct vnet_env env = { .vm_name = vm->name, .runtime_dir = vm->cfg.runtime_dir };
     int r = 0;
     for (unsigned i = 0; r == 0 && i < vm->cfg.nnics; i++)
-        r = vnet_create(&vm->svc, vm->pci, &vm->cfg.nics[i], i, &env, &vm->nic_info[i], err, errlen);
+        r = vnet_create(&vm->svc, vm->pci, &vm->cfg.nics[i], i, &env, &vm->nic_info[i], err,
+                        errlen);
     return r;
 }
 
