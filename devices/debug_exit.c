@@ -4,8 +4,8 @@
 #include <string.h>
 
 #include "devices/devices.h"
+#include "devices/services.h"
 #include "vmm/layout.h"
-#include "vmm/vm.h"
 
 static void debug_exit_read(void *dev, uint64_t off, void *data, unsigned len)
 {
@@ -16,14 +16,14 @@ static void debug_exit_write(void *dev, uint64_t off, const void *data, unsigned
 {
     uint32_t v = 0;
     memcpy(&v, data, len > 4 ? 4 : len);
-    vm_request_stop(dev, KVMBOX_STOP_DEBUG_EXIT, v, "guest wrote %#x to the debug-exit port", v);
+    dev_request_stop(dev, KVMBOX_STOP_DEBUG_EXIT, v, "guest wrote %#x to the debug-exit port", v);
 }
 
 static const struct dev_ops debug_exit_ops = {
     .name = "debug-exit", .read = debug_exit_read, .write = debug_exit_write,
 };
 
-int debug_exit_create(struct vm *vm)
+int debug_exit_create(const struct dev_services *svc)
 {
-    return bus_register(&vm->pio, PORT_DEBUG_EXIT, 4, &debug_exit_ops, vm);
+    return dev_map_pio(svc, PORT_DEBUG_EXIT, 4, &debug_exit_ops, (void *)svc);
 }

@@ -9,7 +9,7 @@
 #include <unistd.h>
 
 #include "devices/devices.h"
-#include "vmm/vm.h"
+#include "devices/services.h"
 
 #define PORT_DEBUGCON 0x402
 
@@ -42,7 +42,7 @@ static void debugcon_destroy(void *dev)
     free(d);
 }
 
-int debugcon_create(struct vm *vm, const char *path)
+int debugcon_create(const struct dev_services *svc, const char *path)
 {
     struct debugcon *d = calloc(1, sizeof(*d));
     if (!d)
@@ -53,10 +53,10 @@ int debugcon_create(struct vm *vm, const char *path)
         free(d);
         return e;
     }
-    int r = vm_add_device(vm, "debugcon", d, NULL, debugcon_destroy);
+    int r = svc->add_device(svc->ctx, "debugcon", d, NULL, debugcon_destroy);
     if (r < 0) {
         debugcon_destroy(d);
         return r;
     }
-    return bus_register(&vm->pio, PORT_DEBUGCON, 1, &debugcon_ops, d);
+    return dev_map_pio(svc, PORT_DEBUGCON, 1, &debugcon_ops, d);
 }

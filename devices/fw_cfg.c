@@ -10,14 +10,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "devices/services.h"
 #include "vmm/guest_mem.h"
-#include "vmm/vm.h"
 
 /* "QEMU CFG", read back from the DMA address register by firmware probing for DMA. */
 #define DMA_SIGNATURE 0x51454d5520434647ULL
 
 struct fw_cfg {
-    struct vm *vm;
+    const struct dev_services *svc;
     pthread_mutex_t lock;         /* selection, offset and DMA address: any vCPU may use them */
     struct fw_cfg_items items;    /* read-only once the device exists */
     uint16_t key;
@@ -110,8 +110,8 @@ static void fw_cfg_dma_write(void *dev, uint64_t off, const void *data, unsigned
     } else {
         uint64_t gpa = (uint64_t)f->dma_high << 32 | v;
         f->dma_high = 0;
-        uint32_t ctl = fw_cfg_dma_run(&f->vm->mem, &f->items, &f->key, &f->offset, gpa);
-        put_be32_guest(&f->vm->mem, gpa, ctl);
+        uint32_t ctl = fw_cfg_dma_run(f->svc->mem, &f->items, &f->key, &f->offset, gpa);
+        put_be32_guest(f->svc->mem, gpa, ctl);
     }
     pthread_mutex_unlock(&f->lock);
 }
@@ -147,24 +147,24 @@ static void fw_cfg_destroy(void *dev)
     free(f);
 }
 
-int fw_cfg_create(struct vm *vm, struct fw_cfg_items *items, struct fw_cfg **out)
+int fw_cfg_create(const struct dev_services *svc, struct fw_cfg_items *items, struct fw_cfg **out)
 {
     struct fw_cfg *f = calloc(1, sizeof(*f));
     if (!f) {
         fw_cfg_items_free(items);
         return -ENOMEM;
     }
-    f->vm = vm;
+    f->svc = svc;
     f->items = *items;
     fw_cfg_items_init(items);
     pthread_mutex_init(&f->lock, NULL);
-    int r = vm_add_device(vm, "fw_cfg", f, fw_cfg_reset, fw_cfg_destroy);
+    int r = svc->add_device(svc->ctx, "fw_cfg", f, fw_cfg_reset, fw_cfg_destroy);
     if (r < 0) {
         fw_cfg_destroy(f);
         return r;
     }
-    if ((r = bus_register(&vm->pio, PORT_FW_CFG, 2, &fw_cfg_io_ops, f)) < 0 ||
-        (r = bus_register(&vm->pio, PORT_FW_CFG_DMA, 8, &fw_cfg_dma_ops, f)) < 0)
+    if ((r = dev_map_pio(svc, PORT_FW_CFG, 2, &fw_cfg_io_ops, f)) < 0 ||
+        (r = dev_map_pio(svc, PORT_FW_CFG_DMA, 8, &fw_cfg_dma_ops, f)) < 0)
         return r;
     if (out)
         *out = f;

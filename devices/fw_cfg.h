@@ -12,12 +12,12 @@
 #define PORT_FW_CFG     0x510
 #define PORT_FW_CFG_DMA 0x514
 
-struct vm;
+struct dev_services;
 struct fw_cfg;
 
 /* Registers the device on the VM's port bus and takes ITEMS over (freed with the device).
  * Returns 0 or a negative errno. */
-int fw_cfg_create(struct vm *vm, struct fw_cfg_items *items, struct fw_cfg **out)
+int fw_cfg_create(const struct dev_services *svc, struct fw_cfg_items *items, struct fw_cfg **out)
     __attribute__((warn_unused_result));
 
 /* Replaces the contents of file NAME (a reboot's new boot order). 0, -ENOENT or -ENOMEM. */

@@ -8,8 +8,8 @@
 #include <string.h>
 
 #include "devices/devices.h"
+#include "devices/services.h"
 #include "vmm/layout.h"
-#include "vmm/vm.h"
 
 #define STS_OBF 0x01   /* output buffer full */
 #define STS_SYS 0x04   /* system flag: self-test passed */
@@ -23,7 +23,7 @@
 #define CMD_PULSE_RESET 0xfe
 
 struct i8042 {
-    struct vm *vm;
+    const struct dev_services *svc;
     pthread_mutex_t lock;
     uint8_t status, ccb, out_port, pending_cmd, obuf;
 };
@@ -44,10 +44,10 @@ static void command(struct i8042 *k, uint8_t cmd)
     case CMD_READ_OUT: put_output(k, k->out_port); break;
     case CMD_WRITE_CCB:
     case CMD_WRITE_OUT: k->pending_cmd = cmd; break;
-    case CMD_PULSE_RESET: vm_request_reset(k->vm); break;
+    case CMD_PULSE_RESET: k->svc->request_reset(k->svc->ctx); break;
     default:
         if ((cmd & 0xf0) == 0xf0 && !(cmd & 0x01))
-            vm_request_reset(k->vm); /* pulse output bits including bit 0 (reset) */
+            k->svc->request_reset(k->svc->ctx); /* pulse output bits including bit 0 (reset) */
         break;
     }
 }
@@ -60,7 +60,7 @@ static void data_write(struct i8042 *k, uint8_t v)
     case CMD_WRITE_OUT:
         k->out_port = v;
         if (!(v & 0x01))
-            vm_request_reset(k->vm);
+            k->svc->request_reset(k->svc->ctx);
         break;
     default:
         put_output(k, 0xfe); /* no keyboard: resend */
@@ -127,19 +127,19 @@ static void i8042_cmd_write(void *dev, uint64_t off, const void *data, unsigned 
 
 static const struct dev_ops i8042_cmd_ops = { .name = "i8042", .read = i8042_cmd_read, .write = i8042_cmd_write };
 
-int i8042_create(struct vm *vm)
+int i8042_create(const struct dev_services *svc)
 {
     struct i8042 *k = calloc(1, sizeof(*k));
     if (!k)
         return -ENOMEM;
-    k->vm = vm;
+    k->svc = svc;
     pthread_mutex_init(&k->lock, NULL);
     i8042_reset(k);
-    int r = vm_add_device(vm, "i8042", k, i8042_reset, i8042_destroy);
+    int r = svc->add_device(svc->ctx, "i8042", k, i8042_reset, i8042_destroy);
     if (r < 0) {
         i8042_destroy(k);
         return r;
     }
-    r = bus_register(&vm->pio, PORT_I8042_DATA, 1, &i8042_data_ops, k);
-    return r < 0 ? r : bus_register(&vm->pio, PORT_I8042_CMD, 1, &i8042_cmd_ops, k);
+    r = dev_map_pio(svc, PORT_I8042_DATA, 1, &i8042_data_ops, k);
+    return r < 0 ? r : dev_map_pio(svc, PORT_I8042_CMD, 1, &i8042_cmd_ops, k);
 }

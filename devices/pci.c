@@ -8,14 +8,14 @@
 #include <string.h>
 
 #include "devices/devices.h"
+#include "devices/services.h"
 #include "vmm/layout.h"
-#include "vmm/vm.h"
 
 #define CF8_ENABLE 0x80000000u
 #define RESET_CPU 0x04 /* 0xCF9 bit 2: reset the CPU (RST_CPU); the FADT's value 6 sets it */
 
 struct pci_host {
-    struct vm *vm;
+    const struct dev_services *svc;
     pthread_mutex_t lock;        /* configuration space, the 0xCF8 latch, placement */
     pthread_rwlock_t map_lock;   /* BAR decode state, read by every BAR access */
     uint32_t cf8;
@@ -234,7 +234,7 @@ static void cf8_write(void *dev, uint64_t off, const void *data, unsigned len)
     struct pci_host *h = dev;
     if (off == 1 && len == 1) {
         if (*(const uint8_t *)data & RESET_CPU)
-            vm_request_reset(h->vm);
+            h->svc->request_reset(h->svc->ctx);
         return;
     }
     pthread_mutex_lock(&h->lock);
@@ -386,7 +386,7 @@ void pci_set_intx(struct pci_func *f, bool level)
         f->cfg[PCI_STATUS] |= PCI_STATUS_INTERRUPT;
     else
         f->cfg[PCI_STATUS] &= (uint8_t)~PCI_STATUS_INTERRUPT;
-    vm_irq_line(h->vm, pci_intx_gsi(f->slot, 0), level);
+    h->svc->irq_line(h->svc->ctx, pci_intx_gsi(f->slot, 0), level);
 }
 
 /* Guest reset: configuration space back to how kvmbox placed it. Devices reset their own
@@ -419,12 +419,13 @@ static void pci_host_destroy(void *dev)
     free(h);
 }
 
-int pci_host_create(struct vm *vm, uint64_t mmio64_base, uint64_t mmio64_size, struct pci_host **out)
+int pci_host_create(const struct dev_services *svc, uint64_t mmio64_base, uint64_t mmio64_size,
+                    struct pci_host **out)
 {
     struct pci_host *h = calloc(1, sizeof(*h));
     if (!h)
         return -ENOMEM;
-    h->vm = vm;
+    h->svc = svc;
     pthread_mutex_init(&h->lock, NULL);
     pthread_rwlock_init(&h->map_lock, NULL);
     h->next32 = LAYOUT_PCI_MMIO_START, h->end32 = LAYOUT_PCI_MMIO_END;
@@ -432,18 +433,18 @@ int pci_host_create(struct vm *vm, uint64_t mmio64_base, uint64_t mmio64_size, s
     /* Slot 0: the host bridge itself (Red Hat's generic PCIe host bridge IDs). */
     pci_func_init(&h->bridge, 0x1b36, 0x0008, 0x060000, 0, 0x1af4, 0x1100, NULL, NULL);
     h->slots[0] = &h->bridge;
-    int r = vm_add_device(vm, "pci-host", h, pci_host_reset, pci_host_destroy);
+    int r = svc->add_device(svc->ctx, "pci-host", h, pci_host_reset, pci_host_destroy);
     if (r < 0) {
         pci_host_destroy(h);
         return r;
     }
     *out = h;
-    if ((r = bus_register(&vm->pio, PORT_PCI_CONFIG, 8, &cf8_ops, h)) < 0 ||
-        (r = bus_register(&vm->mmio, LAYOUT_ECAM_BASE, LAYOUT_ECAM_SIZE, &ecam_ops, h)) < 0 ||
-        (r = bus_register(&vm->mmio, LAYOUT_PCI_MMIO_START,
+    if ((r = dev_map_pio(svc, PORT_PCI_CONFIG, 8, &cf8_ops, h)) < 0 ||
+        (r = dev_map_mmio(svc, LAYOUT_ECAM_BASE, LAYOUT_ECAM_SIZE, &ecam_ops, h)) < 0 ||
+        (r = dev_map_mmio(svc, LAYOUT_PCI_MMIO_START,
                           LAYOUT_PCI_MMIO_END - LAYOUT_PCI_MMIO_START, &win32_ops, h)) < 0 ||
-        (r = bus_register(&vm->mmio, LAYOUT_PCI_MMIO_HI_START,
+        (r = dev_map_mmio(svc, LAYOUT_PCI_MMIO_HI_START,
                           LAYOUT_PCI_MMIO_HI_END - LAYOUT_PCI_MMIO_HI_START, &win32hi_ops, h)) < 0)
         return r;
-    return mmio64_size ? bus_register(&vm->mmio, mmio64_base, mmio64_size, &win64_ops, h) : 0;
+    return mmio64_size ? dev_map_mmio(svc, mmio64_base, mmio64_size, &win64_ops, h) : 0;
 }

@@ -11,7 +11,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-struct vm;
+struct dev_services;
 struct pci_host;
 
 #define PCI_CFG_SIZE 256
@@ -72,7 +72,7 @@ struct pci_func {
     struct pci_host *host;
 };
 
-int pci_host_create(struct vm *vm, uint64_t mmio64_base, uint64_t mmio64_size,
+int pci_host_create(const struct dev_services *svc, uint64_t mmio64_base, uint64_t mmio64_size,
                     struct pci_host **out) __attribute__((warn_unused_result));
 
 /* Fills the standard type-0 header of F. */

@@ -9,9 +9,9 @@
 #include <string.h>
 
 #include "devices/devices.h"
+#include "devices/services.h"
 #include "vmm/layout.h"
 #include "vmm/util.h"
-#include "vmm/vm.h"
 
 #define PM1_STS_TMR    0x0001
 #define PM1_STS_PWRBTN 0x0100
@@ -22,7 +22,7 @@
 #define PM_TIMER_HZ 3579545ULL
 
 struct pm {
-    struct vm *vm;
+    const struct dev_services *svc;
     pthread_mutex_t lock;
     uint16_t sts, en, cnt;
     bool sci_level;
@@ -34,7 +34,7 @@ static void update_sci(struct pm *p)
     bool level = (p->sts & p->en) != 0 && (p->cnt & PM1_CNT_SCI_EN);
     if (level != p->sci_level) {
         p->sci_level = level;
-        vm_irq_line(p->vm, IRQ_SCI, level);
+        p->svc->irq_line(p->svc->ctx, IRQ_SCI, level);
     }
 }
 
@@ -74,7 +74,7 @@ static void write_cnt(struct pm *p, uint16_t v)
     if (!(v & PM1_CNT_SLP_EN))
         return;
     if (PM1_CNT_SLP_TYP(v) == ACPI_SLP_TYP_S5)
-        vm_request_stop(p->vm, KVMBOX_STOP_POWEROFF, 0, "guest powered off (ACPI S5)");
+        p->svc->request_stop(p->svc->ctx, KVMBOX_STOP_POWEROFF, 0, "guest powered off (ACPI S5)");
     /* Other sleep states are not offered in the DSDT; a guest asking anyway keeps running. */
 }
 
@@ -129,20 +129,20 @@ void pm_power_button(struct pm *p)
     pthread_mutex_unlock(&p->lock);
 }
 
-int pm_create(struct vm *vm, struct pm **out)
+int pm_create(const struct dev_services *svc, struct pm **out)
 {
     struct pm *p = calloc(1, sizeof(*p));
     if (!p)
         return -ENOMEM;
-    p->vm = vm;
+    p->svc = svc;
     pthread_mutex_init(&p->lock, NULL);
     pm_reset(p);
-    int r = vm_add_device(vm, "acpi-pm", p, pm_reset, pm_destroy);
+    int r = svc->add_device(svc->ctx, "acpi-pm", p, pm_reset, pm_destroy);
     if (r < 0) {
         pm_destroy(p);
         return r;
     }
     *out = p;
     /* The reset register at 0xCF9 sits inside the PCI configuration ports: devices/pci.c. */
-    return bus_register(&vm->pio, PORT_PM_BASE, PORT_PM_SIZE, &pm_ops, p);
+    return dev_map_pio(svc, PORT_PM_BASE, PORT_PM_SIZE, &pm_ops, p);
 }

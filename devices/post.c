@@ -3,8 +3,8 @@
 #include <string.h>
 
 #include "devices/devices.h"
+#include "devices/services.h"
 #include "vmm/layout.h"
-#include "vmm/vm.h"
 
 static void post_read(void *dev, uint64_t off, void *data, unsigned len)
 {
@@ -17,7 +17,7 @@ static void post_write(void *dev, uint64_t off, const void *data, unsigned len)
 
 static const struct dev_ops post_ops = { .name = "post", .read = post_read, .write = post_write };
 
-int post_create(struct vm *vm)
+int post_create(const struct dev_services *svc)
 {
-    return bus_register(&vm->pio, PORT_POST, 1, &post_ops, vm);
+    return dev_map_pio(svc, PORT_POST, 1, &post_ops, NULL);
 }

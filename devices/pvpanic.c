@@ -3,8 +3,8 @@
 #include <string.h>
 
 #include "devices/devices.h"
+#include "devices/services.h"
 #include "vmm/layout.h"
-#include "vmm/vm.h"
 
 #define PVPANIC_PANICKED     0x1
 #define PVPANIC_CRASH_LOADED 0x2
@@ -19,7 +19,7 @@ static void pvpanic_write(void *dev, uint64_t off, const void *data, unsigned le
 {
     uint8_t v = *(const uint8_t *)data;
     if (v & PVPANIC_PANICKED)
-        vm_request_stop(dev, KVMBOX_STOP_PANIC, v, "guest panicked (pvpanic)");
+        dev_request_stop(dev, KVMBOX_STOP_PANIC, v, "guest panicked (pvpanic)");
     /* CRASH_LOADED: the guest is about to run its crash kernel; let it. */
 }
 
@@ -27,7 +27,7 @@ static const struct dev_ops pvpanic_ops = {
     .name = "pvpanic", .read = pvpanic_read, .write = pvpanic_write,
 };
 
-int pvpanic_create(struct vm *vm)
+int pvpanic_create(const struct dev_services *svc)
 {
-    return bus_register(&vm->pio, PORT_PVPANIC, 1, &pvpanic_ops, vm);
+    return dev_map_pio(svc, PORT_PVPANIC, 1, &pvpanic_ops, (void *)svc);
 }

@@ -11,8 +11,9 @@
 #include <time.h>
 
 #include "devices/devices.h"
+#include "devices/services.h"
+#include "vmm/guest_mem.h"
 #include "vmm/layout.h"
-#include "vmm/vm.h"
 
 enum {
     RTC_SEC = 0x00, RTC_MIN = 0x02, RTC_HOUR = 0x04, RTC_WDAY = 0x06, RTC_MDAY = 0x07,
@@ -195,7 +196,7 @@ static void rtc_destroy(void *dev)
     free(r);
 }
 
-int rtc_create(struct vm *vm)
+int rtc_create(const struct dev_services *svc)
 {
     struct rtc *r = calloc(1, sizeof(*r));
     if (!r)
@@ -205,12 +206,12 @@ int rtc_create(struct vm *vm)
      * out of the sandboxed vCPU threads. */
     tzset();
     rtc_reset(r);
-    uint64_t low = gm_low_end(&vm->mem);
-    rtc_set_memory(r, low, vm->mem.ram_size - low);
-    int ret = vm_add_device(vm, "rtc", r, rtc_reset, rtc_destroy);
+    uint64_t low = gm_low_end(svc->mem);
+    rtc_set_memory(r, low, svc->mem->ram_size - low);
+    int ret = svc->add_device(svc->ctx, "rtc", r, rtc_reset, rtc_destroy);
     if (ret < 0) {
         rtc_destroy(r);
         return ret;
     }
-    return bus_register(&vm->pio, PORT_RTC, 2, &rtc_ops, r);
+    return dev_map_pio(svc, PORT_RTC, 2, &rtc_ops, r);
 }

@@ -10,8 +10,8 @@
 #include <unistd.h>
 
 #include "devices/devices.h"
+#include "devices/services.h"
 #include "vmm/util.h"
-#include "vmm/vm.h"
 
 enum { RBR_THR = 0, IER, IIR_FCR, LCR, MCR, LSR, MSR, SCR };
 
@@ -45,7 +45,7 @@ enum { RBR_THR = 0, IER, IIR_FCR, LCR, MCR, LSR, MSR, SCR };
 #define FIFO_SIZE 16
 
 struct serial {
-    struct vm *vm;
+    const struct dev_services *svc;
     pthread_mutex_t lock;
     unsigned irq;
     void (*out)(void *ctx, const uint8_t *buf, size_t len);
@@ -91,7 +91,7 @@ static void update_irq(struct serial *s)
      * and none relies on the gating. */
     if (level != s->irq_level) {
         s->irq_level = level;
-        vm_irq_line(s->vm, s->irq, level);
+        s->svc->irq_line(s->svc->ctx, s->irq, level);
     }
 }
 
@@ -272,14 +272,14 @@ int serial_rx_wait_fd(struct serial *s)
     return s->rx_wait_fd;
 }
 
-int serial_create(struct vm *vm, uint16_t port, unsigned irq,
+int serial_create(const struct dev_services *svc, uint16_t port, unsigned irq,
                   void (*output)(void *ctx, const uint8_t *buf, size_t len), void *ctx,
                   struct serial **out)
 {
     struct serial *s = calloc(1, sizeof(*s));
     if (!s)
         return -ENOMEM;
-    s->vm = vm, s->irq = irq, s->out = output, s->out_ctx = ctx;
+    s->svc = svc, s->irq = irq, s->out = output, s->out_ctx = ctx;
     pthread_mutex_init(&s->lock, NULL);
     s->rx_wait_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (s->rx_wait_fd < 0) {
@@ -288,11 +288,11 @@ int serial_create(struct vm *vm, uint16_t port, unsigned irq,
         return e;
     }
     serial_reset(s);
-    int r = vm_add_device(vm, "serial", s, serial_reset, serial_destroy);
+    int r = svc->add_device(svc->ctx, "serial", s, serial_reset, serial_destroy);
     if (r < 0) {
         serial_destroy(s);
         return r;
     }
     *out = s;
-    return bus_register(&vm->pio, port, 8, &serial_ops, s);
+    return dev_map_pio(svc, port, 8, &serial_ops, s);
 }

@@ -7,8 +7,11 @@
  *   int status = kvmbox_run_config(&cfg, &res);   // exit status as the CLI uses it
  *
  * Nothing here prints or exits: errors come back as negative errno with a one-line message
- * in the result. The library owns no global mutable state; several VMs may run in one
- * process (each kvmbox_vm runs its vCPUs on threads of its own).
+ * in the result, and what the VM has to say while it runs goes to kvmbox_config.log
+ * (tests/t-layers.sh checks that the library calls no stdio output). The one exception: a
+ * thread that breaks its seccomp sandbox ends the process with one line on fd 2. The
+ * library owns no global mutable state; several VMs may run in one process (each
+ * kvmbox_vm runs its vCPUs on threads of its own).
  */
 #ifndef KVMBOX_H
 #define KVMBOX_H
@@ -102,9 +105,10 @@ struct kvmbox_config {
     const char *runtime_dir;   /* where segment sockets live; NULL: $XDG_RUNTIME_DIR/kvmbox,
                                 * /run/kvmbox for root, else /tmp/kvmbox-UID (it must be the
                                 * user's own directory, mode 0700: kvmbox refuses another's) */
-    /* Run-time events the host should hear of (a disk found corrupt, failed I/O, warnings):
-     * one line each, no newline, called from any of the VM's threads (possibly several at
-     * once) while devices hold their locks, so it must not call back into the library.
+    /* Run-time events the host should hear of (a disk found corrupt, failed I/O, a broken
+     * virtqueue, the user network's guest errors, warnings, a hugepages fallback note): one
+     * line each, no newline, called from any of the VM's threads (possibly several at once)
+     * while devices hold their locks, so it must not call back into the library.
      * Devices rate-limit what they send. NULL: the lines are dropped. */
     void (*log)(void *opaque, const char *line);
     void *log_opaque;

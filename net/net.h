@@ -46,6 +46,10 @@ struct net_backend {
      * room (the frame is dropped; backends that can wait stop reading until RX_READY). */
     bool (*deliver)(void *opaque, const uint8_t *frame, size_t len);
     void *deliver_opaque;
+    /* One line for the host's log (the NIC sets it; NULL: the line is dropped). Backends
+     * rate-limit what a guest can trigger. The library never prints. */
+    void (*log)(void *opaque, const char *line);
+    void *log_opaque;
     char desc[160];                /* for `kvmbox info`: "user, hostfwd ...", "bridge br0 (tap kvmbox3)" */
 };
 

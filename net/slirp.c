@@ -99,8 +99,11 @@ static ssize_t cb_send_packet(const void *buf, size_t len, void *opaque)
 static void cb_guest_error(const char *msg, void *opaque)
 {
     struct net_slirp *s = opaque;
-    if (s->guest_errors++ < 10) /* a guest must not flood the log */
-        fprintf(stderr, "kvmbox: user network: %s\n", msg);
+    if (s->guest_errors++ >= 10 || !s->nb.log) /* a guest must not flood the log */
+        return;
+    char line[512];
+    snprintf(line, sizeof(line), "user network: %s", msg);
+    s->nb.log(s->nb.log_opaque, line);
 }
 
 static int64_t cb_clock_get_ns(void *opaque)

@@ -18,8 +18,9 @@
 #include <unistd.h>
 
 #include "virtio/virtio.h"
+#include "devices/services.h"
+#include "vmm/guest_mem.h"
 #include "vmm/util.h"
-#include "vmm/vm.h"
 
 #define VIRTIO_ID_BALLOON 5
 #define QUEUE_SIZE 128
@@ -34,7 +35,7 @@ enum role { INFLATE, DEFLATE, STATS, REPORTING, NROLES };
 
 struct vballoon {
     struct virtio_dev vd;
-    struct vm *vm;
+    struct guest_mem *mem;         /* guest RAM (the VM's, through its services) */
     pthread_mutex_t lock;          /* config, stats, counters */
     uint32_t num_pages, actual;    /* the configuration space */
     int qi[NROLES];                /* queue index of each role for the negotiated features */
@@ -114,7 +115,7 @@ static void give_back(struct vballoon *b, int role, uint16_t head, uint32_t len)
 /* Releases a run of contiguous guest pages. */
 static uint64_t release(struct vballoon *b, uint64_t gpa, uint64_t len)
 {
-    int64_t r = gm_discard(&b->vm->mem, gpa, len);
+    int64_t r = gm_discard(b->mem, gpa, len);
     return r > 0 ? (uint64_t)r : 0; /* a PFN outside RAM is ignored: nothing to give back */
 }
 
@@ -164,7 +165,7 @@ static void reporting(struct vballoon *b)
          * into them, so the used length is 0. */
         for (unsigned s = b->chain.nread; s < b->chain.nseg; s++) {
             /* The chain names guest memory by address: turn its host pointer back into a GPA. */
-            const struct guest_mem *gm = &b->vm->mem;
+            const struct guest_mem *gm = b->mem;
             uint8_t *ptr = b->chain.seg[s].ptr;
             for (unsigned i = 0; i < gm->nregions; i++) {
                 const struct gm_region *g = &gm->regions[i];
@@ -239,7 +240,7 @@ static void *io_thread(void *arg)
 {
     struct vballoon *b = arg;
     pthread_setname_np(pthread_self(), "balloon"); /* a prctl: cheaper than from outside */
-    vm_thread_sandbox(b->vd.vm, SANDBOX_BALLOON);
+    b->vd.svc->thread_sandbox(b->vd.svc->ctx, SANDBOX_BALLOON);
     struct pollfd p[2 + NQUEUES];
     for (;;) {
         p[0] = (struct pollfd){ .fd = b->quit_fd, .events = POLLIN };
@@ -332,7 +333,7 @@ static const struct virtio_dev_ops balloon_ops = {
 
 int vballoon_set_target(struct vballoon *b, uint64_t target, char *err, size_t errlen)
 {
-    uint64_t mem = b->vm->mem.ram_size;
+    uint64_t mem = b->mem->ram_size;
     char t[32], m[32], f[32];
     format_size(target, t, sizeof(t));
     format_size(mem, m, sizeof(m));
@@ -364,7 +365,7 @@ void vballoon_set_stats_interval(struct vballoon *b, unsigned secs)
 void vballoon_get_info(struct vballoon *b, struct balloon_info *info)
 {
     pthread_mutex_lock(&b->lock);
-    uint64_t mem = b->vm->mem.ram_size;
+    uint64_t mem = b->mem->ram_size;
     info->target = mem - (uint64_t)b->num_pages * PAGE;
     /* The guest writes actual: a value beyond its memory is its own nonsense, shown as 0. */
     uint64_t given = (uint64_t)b->actual * PAGE;
@@ -378,12 +379,13 @@ void vballoon_get_info(struct vballoon *b, struct balloon_info *info)
     pthread_mutex_unlock(&b->lock);
 }
 
-int vballoon_create(struct vm *vm, struct vballoon **out, char *err, size_t errlen)
+int vballoon_create(const struct dev_services *svc, struct pci_host *pci, struct vballoon **out,
+                    char *err, size_t errlen)
 {
     struct vballoon *b = calloc(1, sizeof(*b));
     if (!b)
         return -ENOMEM;
-    b->vm = vm;
+    b->mem = svc->mem;
     b->stats_head = -1;
     b->quit_fd = b->timer_fd = -1;
     b->stats_interval = 5;
@@ -392,8 +394,8 @@ int vballoon_create(struct vm *vm, struct vballoon **out, char *err, size_t errl
     pthread_mutex_init(&b->lock, NULL);
     uint64_t features = 1ULL << VIRTIO_BALLOON_F_STATS_VQ | 1ULL << VIRTIO_BALLOON_F_DEFLATE_ON_OOM |
                         1ULL << VIRTIO_BALLOON_F_PAGE_REPORTING;
-    int r = virtio_pci_init(&b->vd, vm, "virtio-balloon", VIRTIO_ID_BALLOON, 0x00ff00, NQUEUES,
-                            QUEUE_SIZE, 8, features, &balloon_ops, b);
+    int r = virtio_pci_init(&b->vd, svc, pci, "virtio-balloon", VIRTIO_ID_BALLOON, 0x00ff00,
+                            NQUEUES, QUEUE_SIZE, 8, features, &balloon_ops, b);
     if (r < 0) {
         errf(err, errlen, r, "cannot create the virtio-balloon device: %s", strerror(-r));
         if (b->vd.registered)

@@ -6,7 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct vm;
+struct dev_services;
+struct pci_host;
 struct vballoon;
 
 #define BALLOON_MIN_TARGET (32ULL << 20) /* the smallest guest memory a balloon asks for */
@@ -27,7 +28,9 @@ struct balloon_info {
     struct balloon_stats stats;
 };
 
-int vballoon_create(struct vm *vm, struct vballoon **out, char *err, size_t errlen)
+/* The balloon device in the next PCI slot, with its I/O thread. ERR says why on failure. */
+int vballoon_create(const struct dev_services *svc, struct pci_host *pci, struct vballoon **out,
+                    char *err, size_t errlen)
     __attribute__((warn_unused_result));
 /* Asks the guest to hold TARGET bytes. -ERANGE (with ERR) outside [BALLOON_MIN_TARGET,
  * guest memory]. */

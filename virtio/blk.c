@@ -26,8 +26,8 @@
 #include "block/block.h"
 #include "virtio/blk_req.h"
 #include "virtio/virtio.h"
+#include "devices/services.h"
 #include "vmm/util.h"
-#include "vmm/vm.h"
 
 #define VIRTIO_ID_BLOCK 2
 #define QUEUE_SIZE 256
@@ -151,9 +151,9 @@ static void disk_log(struct vblk *b, const char *fmt, ...)
         b->log_suppressed++;
     pthread_mutex_unlock(&b->log_lock);
     if (held_back)
-        vm_log(b->vd.vm, "disk %s: %u more messages were held back", b->path, held_back);
+        dev_log(b->vd.svc, "disk %s: %u more messages were held back", b->path, held_back);
     if (say)
-        vm_log(b->vd.vm, "disk %s: %s", b->path, line);
+        dev_log(b->vd.svc, "disk %s: %s", b->path, line);
 }
 
 /* The block layer fenced the image off (blk_set_event_fn): said once, whatever the rate. */
@@ -161,7 +161,7 @@ static void disk_event(void *opaque, const char *msg)
 {
     struct vblk *b = opaque;
     __atomic_store_n(&b->corrupt, true, __ATOMIC_RELAXED);
-    vm_log(b->vd.vm, "disk %s: %s", b->path, msg);
+    dev_log(b->vd.svc, "disk %s: %s", b->path, msg);
 }
 
 static const char *req_name(uint32_t type)
@@ -246,7 +246,7 @@ static void release(struct vblk *b, struct blk_io *io)
 static void *worker(void *arg)
 {
     struct vblk *b = arg;
-    vm_thread_sandbox(b->vd.vm, SANDBOX_BLK);
+    b->vd.svc->thread_sandbox(b->vd.svc->ctx, SANDBOX_BLK);
     for (;;) {
         pthread_mutex_lock(&b->lock);
         while (!b->work_head && !b->quit)
@@ -497,7 +497,7 @@ static void process_queue(struct vblk *b, unsigned qi)
 static void *queue_thread(void *arg)
 {
     struct vblk *b = arg;
-    vm_thread_sandbox(b->vd.vm, SANDBOX_BLK);
+    b->vd.svc->thread_sandbox(b->vd.svc->ctx, SANDBOX_BLK);
     struct pollfd p[3] = { { .fd = b->vd.q[0].kick_fd, .events = POLLIN },
                            { .fd = b->quit_fd, .events = POLLIN },
                            { .fd = b->uring ? b->ring_fd : -1, .events = POLLIN } };
@@ -545,7 +545,7 @@ static void blk_stop(struct virtio_dev *vd)
         clock_gettime(CLOCK_REALTIME, &t);
         t.tv_sec += 10;
         if (pthread_cond_timedwait(&b->idle_cond, &b->lock, &t) == ETIMEDOUT && !said) {
-            vm_log(b->vd.vm, "%s: waiting for %u requests in flight to finish", b->name, b->inflight);
+            dev_log(b->vd.svc, "%s: waiting for %u requests in flight to finish", b->name, b->inflight);
             said = true;
         }
     }
@@ -631,7 +631,7 @@ static void setup_ring(struct vblk *b)
 static void open_warning(void *opaque, const char *msg)
 {
     struct vblk *b = opaque;
-    vm_log(b->vd.vm, "warning: disk %s: %s", b->path, msg);
+    dev_log(b->vd.svc, "warning: disk %s: %s", b->path, msg);
 }
 
 static int open_image(struct vblk *b, const struct kvmbox_disk *d, char *err, size_t errlen)
@@ -649,12 +649,13 @@ static int open_image(struct vblk *b, const struct kvmbox_disk *d, char *err, si
     if (r < 0)
         return errf(err, errlen, r, "disk %s: %s", d->path, e[0] ? e : strerror(-r));
     if (probed_raw && !d->readonly)
-        vm_log(b->vd.vm, "warning: disk %s: no format given and it looks like a raw image; writes to its "
-               "first sector are allowed. Say format=raw to make this warning go away.", d->path);
+        dev_log(b->vd.svc, "warning: disk %s: no format given and it looks like a raw image; writes to its "
+                "first sector are allowed. Say format=raw to make this warning go away.", d->path);
     return 0;
 }
 
-int vblk_create(struct vm *vm, const struct kvmbox_disk *d, unsigned index, char *err, size_t errlen)
+int vblk_create(const struct dev_services *svc, struct pci_host *pci, const struct kvmbox_disk *d,
+                unsigned index, struct vblk_info *out, char *err, size_t errlen)
 {
     struct vblk *b = calloc(1, sizeof(*b));
     if (!b)
@@ -666,7 +667,7 @@ int vblk_create(struct vm *vm, const struct kvmbox_disk *d, unsigned index, char
     pthread_cond_init(&b->idle_cond, NULL);
     b->quit_fd = -1;
     b->path = d->path;
-    b->vd.vm = vm; /* for messages during the open; virtio_pci_init sets it again */
+    b->vd.svc = svc; /* for messages during the open; virtio_pci_init sets it again */
     int r = open_image(b, d, err, errlen);
     if (r < 0)
         goto fail_early;
@@ -677,9 +678,9 @@ int vblk_create(struct vm *vm, const struct kvmbox_disk *d, unsigned index, char
     if (blk_get_info(b->blk, &info) == 0) {
         if (info.cluster_size >= 512)
             opt_io = info.cluster_size / 512;
-        snprintf(vm->disk_info[index].format, sizeof(vm->disk_info[index].format), "%s", info.format);
+        snprintf(out->format, sizeof(out->format), "%s", info.format);
     }
-    vm->disk_info[index].size = blk_length(b->blk);
+    out->size = blk_length(b->blk);
     b->lim = (struct blk_req_limits){
         .capacity = blk_length(b->blk) / 512, .readonly = d->readonly,
         .discard = !d->readonly, .write_zeroes = !d->readonly,
@@ -693,7 +694,7 @@ int vblk_create(struct vm *vm, const struct kvmbox_disk *d, unsigned index, char
         features |= 1ULL << VIRTIO_BLK_F_RO;
     else
         features |= 1ULL << VIRTIO_BLK_F_DISCARD | 1ULL << VIRTIO_BLK_F_WRITE_ZEROES;
-    r = virtio_pci_init(&b->vd, vm, b->name, VIRTIO_ID_BLOCK, 0x018000, 1, QUEUE_SIZE, 60,
+    r = virtio_pci_init(&b->vd, svc, pci, b->name, VIRTIO_ID_BLOCK, 0x018000, 1, QUEUE_SIZE, 60,
                         features, &blk_ops, b);
     if (r < 0) {
         /* Registered with the VM or not, the device is torn down here or by the VM. */
@@ -721,9 +722,9 @@ int vblk_create(struct vm *vm, const struct kvmbox_disk *d, unsigned index, char
     char tn[16];
     snprintf(tn, sizeof(tn), "blk%u-queue", index);
     pthread_setname_np(b->queue_thread, tn);
-    vm->disk_info[index].slot = b->vd.pci.slot;
-    vm->disk_info[index].dev = b;
-    vm_device_on_quiesce(vm, &b->vd, blk_quiesce);
+    out->slot = b->vd.pci.slot;
+    out->dev = b;
+    svc->on_quiesce(svc->ctx, &b->vd, blk_quiesce);
     return 0;
 
 fail_early:

@@ -18,8 +18,8 @@
 #include "net/net.h"
 #include "virtio/net_frame.h"
 #include "virtio/virtio.h"
+#include "devices/services.h"
 #include "vmm/util.h"
-#include "vmm/vm.h"
 
 #define VIRTIO_ID_NET 1
 #define QUEUE_SIZE 256
@@ -219,7 +219,7 @@ static void drain(int fd)
 static void *io_thread(void *arg)
 {
     struct vnet *n = arg;
-    vm_thread_sandbox(n->vd.vm, SANDBOX_NET);
+    n->vd.svc->thread_sandbox(n->vd.svc->ctx, SANDBOX_NET);
     struct pollfd pfd[3 + NET_MAX_POLLFDS];
     bool tx_more = false;
     for (;;) {
@@ -321,14 +321,16 @@ static const struct virtio_dev_ops net_ops = {
     .destroy = net_destroy,
 };
 
-int vnet_create(struct vm *vm, const struct kvmbox_nic *nic, unsigned index, char *err, size_t errlen)
+int vnet_create(const struct dev_services *svc, struct pci_host *pci, const struct kvmbox_nic *nic,
+                unsigned index, const struct vnet_env *env, struct vnet_info *out, char *err,
+                size_t errlen)
 {
     struct vnet *n = calloc(1, sizeof(*n));
     if (!n)
         return -ENOMEM;
     snprintf(n->name, sizeof(n->name), "virtio-net%u", index);
     n->quit_fd = -1;
-    int r = net_backend_open(nic, vm->name, vm->cfg.runtime_dir, &n->be, err, errlen);
+    int r = net_backend_open(nic, env->vm_name, env->runtime_dir, &n->be, err, errlen);
     if (r < 0) {
         char inner[KVMBOX_MSG_MAX];
         snprintf(inner, sizeof(inner), "%s", err);
@@ -338,16 +340,18 @@ int vnet_create(struct vm *vm, const struct kvmbox_nic *nic, unsigned index, cha
     }
     n->be->deliver = rx_deliver;
     n->be->deliver_opaque = n;
-    uint8_t *mac = vm->nic_info[index].mac;
+    n->be->log = svc->log; /* what the backend has to say about the guest's traffic */
+    n->be->log_opaque = svc->ctx;
+    uint8_t *mac = out->mac;
     if (nic->have_mac)
         memcpy(mac, nic->mac, 6);
     else
-        net_default_mac(vm->name, index, mac);
+        net_default_mac(env->vm_name, index, mac);
     memcpy(n->config, mac, 6);
     n->config[6] = VIRTIO_NET_S_LINK_UP;
     n->config[8] = 1;                       /* max_virtqueue_pairs */
     n->config[10] = MTU & 0xff, n->config[11] = MTU >> 8;
-    snprintf(vm->nic_info[index].desc, sizeof(vm->nic_info[index].desc), "%s", n->be->desc);
+    snprintf(out->desc, sizeof(out->desc), "%s", n->be->desc);
     uint64_t features = 1ULL << VIRTIO_NET_F_MAC | 1ULL << VIRTIO_NET_F_STATUS |
                         1ULL << VIRTIO_NET_F_MTU | 1ULL << VIRTIO_NET_F_MRG_RXBUF;
     if (n->be->vnet_hdr) /* the tap takes and gives partial checksums and GSO frames */
@@ -355,7 +359,7 @@ int vnet_create(struct vm *vm, const struct kvmbox_nic *nic, unsigned index, cha
                     1ULL << VIRTIO_NET_F_HOST_TSO4 | 1ULL << VIRTIO_NET_F_HOST_TSO6 |
                     1ULL << VIRTIO_NET_F_HOST_ECN | 1ULL << VIRTIO_NET_F_GUEST_TSO4 |
                     1ULL << VIRTIO_NET_F_GUEST_TSO6 | 1ULL << VIRTIO_NET_F_GUEST_ECN;
-    r = virtio_pci_init(&n->vd, vm, n->name, VIRTIO_ID_NET, 0x020000, 2, QUEUE_SIZE,
+    r = virtio_pci_init(&n->vd, svc, pci, n->name, VIRTIO_ID_NET, 0x020000, 2, QUEUE_SIZE,
                         sizeof(n->config), features, &net_ops, n);
     if (r < 0) {
         errf(err, errlen, r, "--net %u: cannot create its virtio-net device: %s", index + 1, strerror(-r));
@@ -374,7 +378,7 @@ int vnet_create(struct vm *vm, const struct kvmbox_nic *nic, unsigned index, cha
     char tn[16];
     snprintf(tn, sizeof(tn), "net%u", index);
     pthread_setname_np(n->thread, tn);
-    vm->nic_info[index].slot = n->vd.pci.slot;
-    vm->nic_info[index].dev = n;
+    out->slot = n->vd.pci.slot;
+    out->dev = n;
     return 0;
 }

@@ -4,13 +4,11 @@
 #include "virtio/virtio.h"
 
 #include <errno.h>
-#include <stdio.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include "vmm/irq.h"
-#include "vmm/vm.h"
+#include "devices/services.h"
 
 /* BAR 0 layout */
 #define BAR_SIZE 0x8000
@@ -50,10 +48,10 @@ static void vector_update(struct virtio_dev *vd, unsigned v)
     struct virtio_msix *m = &vd->msix[v];
     if (!vd->msix_enabled || vector_masked(vd, v))
         return;
-    irq_msi_set(vd->vm, m->msi, (uint64_t)m->addr_hi << 32 | m->addr_lo, m->data);
+    vd->svc->msi_set(vd->svc->ctx, m->msi, (uint64_t)m->addr_hi << 32 | m->addr_lo, m->data);
     if (m->pending) {
         m->pending = false;
-        irq_msi_fire(vd->vm, m->msi);
+        vd->svc->msi_fire(vd->svc->ctx, m->msi);
     }
 }
 
@@ -65,7 +63,7 @@ static void raise_vector(struct virtio_dev *vd, uint16_t v, uint8_t isr_bit)
             if (vector_masked(vd, v))
                 vd->msix[v].pending = true;
             else
-                irq_msi_fire(vd->vm, vd->msix[v].msi);
+                vd->svc->msi_fire(vd->svc->ctx, vd->msix[v].msi);
         }
     } else {
         vd->isr |= isr_bit;
@@ -104,8 +102,8 @@ void virtio_queue_error(struct virtio_dev *vd, unsigned qi, const char *why)
     q->broken = true;
     unsigned n = __atomic_fetch_add(&vd->errors_logged, 1, __ATOMIC_RELAXED);
     if (n < VIRTIO_MAX_ERROR_LOGS)
-        fprintf(stderr, "kvmbox: %s: queue %u: %s; the device needs a reset%s\n", vd->name, qi,
-                why, n + 1 == VIRTIO_MAX_ERROR_LOGS ? " (further errors of this device are not logged)" : "");
+        dev_log(vd->svc, "%s: queue %u: %s; the device needs a reset%s", vd->name, qi, why,
+                n + 1 == VIRTIO_MAX_ERROR_LOGS ? " (further errors of this device are not logged)" : "");
     __atomic_or_fetch(&vd->status, VIRTIO_STATUS_NEEDS_RESET, __ATOMIC_SEQ_CST);
     config_interrupt(vd);
 }
@@ -194,7 +192,7 @@ static uint16_t valid_vector(struct virtio_dev *vd, uint64_t v)
 static void queue_enable(struct virtio_dev *vd, struct virtio_queue *q, unsigned qi)
 {
     pthread_mutex_lock(&q->lock);
-    int r = virtq_setup(&q->vq, &vd->vm->mem, q->size, q->max_size, q->desc, q->driver, q->device,
+    int r = virtq_setup(&q->vq, vd->svc->mem, q->size, q->max_size, q->desc, q->driver, q->device,
                         virtio_has(vd, VIRTIO_F_RING_EVENT_IDX));
     q->enabled = true;
     pthread_mutex_unlock(&q->lock);
@@ -381,8 +379,9 @@ static void bar_map(void *dev, unsigned bar, uint64_t addr, bool enabled)
     struct virtio_dev *vd = dev;
     for (unsigned i = 0; i < vd->nqueues; i++) {
         if (vd->bar_live)
-            irq_ioeventfd_del(vd->vm, vd->bar_addr + OFF_NOTIFY + NOTIFY_MULT * i, 2, vd->q[i].kick_fd);
-        if (enabled && irq_ioeventfd_add(vd->vm, addr + OFF_NOTIFY + NOTIFY_MULT * i, 2,
+            vd->svc->ioeventfd_del(vd->svc->ctx, vd->bar_addr + OFF_NOTIFY + NOTIFY_MULT * i, 2,
+                                   vd->q[i].kick_fd);
+        if (enabled && vd->svc->ioeventfd_add(vd->svc->ctx, addr + OFF_NOTIFY + NOTIFY_MULT * i, 2,
                                          vd->q[i].kick_fd) < 0) {
             /* No ioeventfd: doorbells exit to bar_write, which signals the same eventfd. */
         }
@@ -483,14 +482,15 @@ static void vd_destroy(void *opaque)
     vd->ops->destroy(vd);
 }
 
-int virtio_pci_init(struct virtio_dev *vd, struct vm *vm, const char *name, uint16_t device_id,
-                    uint32_t pci_class, unsigned nqueues, uint16_t queue_max, unsigned config_len,
+int virtio_pci_init(struct virtio_dev *vd, const struct dev_services *svc, struct pci_host *pci,
+                    const char *name, uint16_t device_id, uint32_t pci_class, unsigned nqueues,
+                    uint16_t queue_max, unsigned config_len,
                     uint64_t features, const struct virtio_dev_ops *ops, void *priv)
 {
     if (nqueues == 0 || nqueues > VIRTIO_MAX_QUEUES || config_len > DEVICE_MAX)
         return -EINVAL;
     memset(vd, 0, sizeof(*vd));
-    vd->vm = vm, vd->name = name, vd->device_id = device_id, vd->ops = ops, vd->priv = priv;
+    vd->svc = svc, vd->name = name, vd->device_id = device_id, vd->ops = ops, vd->priv = priv;
     vd->nqueues = nqueues, vd->config_len = config_len, vd->nvectors = nqueues + 1;
     vd->host_features = features | 1ULL << VIRTIO_F_VERSION_1 | 1ULL << VIRTIO_F_RING_INDIRECT_DESC |
                         1ULL << VIRTIO_F_RING_EVENT_IDX;
@@ -505,7 +505,7 @@ int virtio_pci_init(struct virtio_dev *vd, struct vm *vm, const char *name, uint
         vd->q[i].kick_fd = -1;
     }
     /* From here on the VM owns the device: a failure below is undone by its teardown. */
-    int r = vm_add_device(vm, name, vd, vm_reset, vd_destroy);
+    int r = svc->add_device(svc->ctx, name, vd, vm_reset, vd_destroy);
     if (r < 0) {
         virtio_pci_destroy(vd);
         return r;
@@ -515,8 +515,7 @@ int virtio_pci_init(struct virtio_dev *vd, struct vm *vm, const char *name, uint
         if ((vd->q[i].kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
             return -errno;
     for (unsigned v = 0; v < vd->nvectors; v++) {
-        int fd;
-        if ((r = irq_msi_alloc(vm, &fd)) < 0)
+        if ((r = svc->msi_alloc(svc->ctx)) < 0)
             return r;
         vd->msix[v].msi = r;
     }
@@ -525,7 +524,7 @@ int virtio_pci_init(struct virtio_dev *vd, struct vm *vm, const char *name, uint
     pci_func_bar(&vd->pci, 0, BAR_SIZE, true);
     if ((r = build_caps(vd)) < 0)
         return r;
-    r = pci_register(vm->pci, &vd->pci);
+    r = pci_register(pci, &vd->pci);
     return r < 0 ? r : 0;
 }
 
@@ -533,10 +532,11 @@ void virtio_pci_destroy(struct virtio_dev *vd)
 {
     for (unsigned v = 0; v < vd->nvectors; v++)
         if (vd->msix[v].msi >= 0)
-            irq_msi_free(vd->vm, vd->msix[v].msi);
+            vd->svc->msi_free(vd->svc->ctx, vd->msix[v].msi);
     for (unsigned i = 0; i < vd->nqueues; i++) {
         if (vd->bar_live && vd->q[i].kick_fd >= 0)
-            irq_ioeventfd_del(vd->vm, vd->bar_addr + OFF_NOTIFY + NOTIFY_MULT * i, 2, vd->q[i].kick_fd);
+            vd->svc->ioeventfd_del(vd->svc->ctx, vd->bar_addr + OFF_NOTIFY + NOTIFY_MULT * i, 2,
+                                   vd->q[i].kick_fd);
         if (vd->q[i].kick_fd >= 0)
             close(vd->q[i].kick_fd);
         pthread_mutex_destroy(&vd->q[i].lock);

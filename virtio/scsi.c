@@ -19,8 +19,8 @@
 #include "block/block.h"
 #include "virtio/scsi_cdb.h"
 #include "virtio/virtio.h"
+#include "devices/services.h"
 #include "vmm/util.h"
-#include "vmm/vm.h"
 
 #define VIRTIO_ID_SCSI 8
 #define QUEUE_SIZE 128
@@ -48,7 +48,6 @@
 
 struct vscsi {
     struct virtio_dev vd;
-    struct vm *vm;
     struct blk *blk;
     struct scsi_cd cd;             /* only the I/O thread touches it (and reset, threads parked) */
     uint8_t config[CONFIG_LEN];
@@ -279,7 +278,7 @@ static void *io_thread(void *arg)
 {
     struct vscsi *s = arg;
     /* Same needs as a virtio-blk queue thread: image reads, eventfds, interrupts. */
-    vm_thread_sandbox(s->vm, SANDBOX_BLK);
+    s->vd.svc->thread_sandbox(s->vd.svc->ctx, SANDBOX_BLK);
     struct pollfd p[1 + NQUEUES];
     for (;;) {
         p[0] = (struct pollfd){ .fd = s->quit_fd, .events = POLLIN };
@@ -360,13 +359,13 @@ static int open_iso(struct vscsi *s, const char *path, char *err, size_t errlen)
     return 0;
 }
 
-int vscsi_create(struct vm *vm, const struct kvmbox_cdrom *cd, unsigned index, char *err,
+int vscsi_create(const struct dev_services *svc, struct pci_host *pci,
+                 const struct kvmbox_cdrom *cd, unsigned index, struct vscsi_info *out, char *err,
                  size_t errlen)
 {
     struct vscsi *s = calloc(1, sizeof(*s));
     if (!s)
         return -ENOMEM;
-    s->vm = vm;
     s->quit_fd = -1;
     snprintf(s->name, sizeof(s->name), "virtio-scsi%u", index);
     int r = open_iso(s, cd->path, err, errlen);
@@ -378,7 +377,7 @@ int vscsi_create(struct vm *vm, const struct kvmbox_cdrom *cd, unsigned index, c
     }
     scsi_cd_init(&s->cd, blk_length(s->blk), KVMBOX_VERSION);
     build_config(s);
-    r = virtio_pci_init(&s->vd, vm, s->name, VIRTIO_ID_SCSI, 0x010000, NQUEUES, QUEUE_SIZE,
+    r = virtio_pci_init(&s->vd, svc, pci, s->name, VIRTIO_ID_SCSI, 0x010000, NQUEUES, QUEUE_SIZE,
                         CONFIG_LEN, 0, &scsi_ops, s);
     if (r < 0) {
         errf(err, errlen, r, "--cdrom %s: cannot create its virtio-scsi device: %s", cd->path,
@@ -398,7 +397,7 @@ int vscsi_create(struct vm *vm, const struct kvmbox_cdrom *cd, unsigned index, c
     char tn[16];
     snprintf(tn, sizeof(tn), "scsi%u", index);
     pthread_setname_np(s->thread, tn);
-    vm->cdrom_info[index].slot = s->vd.pci.slot;
-    vm->cdrom_info[index].size = blk_length(s->blk);
+    out->slot = s->vd.pci.slot;
+    out->size = blk_length(s->blk);
     return 0;
 }

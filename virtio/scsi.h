@@ -6,13 +6,21 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct vm;
+struct dev_services;
+struct pci_host;
 struct kvmbox_cdrom;
 
+/* A CD-ROM as created, for `kvmbox info` and the firmware's boot order. */
+struct vscsi_info {
+    unsigned slot;            /* PCI slot on bus 0 */
+    uint64_t size;            /* bytes of the image */
+};
+
 /* Opens the image of CD (read-only, with a shared lock: a file another VM writes is refused),
- * checks that it is ISO 9660 and creates the controller in the next PCI slot. Returns 0 or a
- * negative errno with ERR naming the file and the problem. */
-int vscsi_create(struct vm *vm, const struct kvmbox_cdrom *cd, unsigned index, char *err,
+ * checks that it is ISO 9660 and creates the controller in the next PCI slot of PCI, filling
+ * *OUT. Returns 0 or a negative errno with ERR naming the file and the problem. */
+int vscsi_create(const struct dev_services *svc, struct pci_host *pci,
+                 const struct kvmbox_cdrom *cd, unsigned index, struct vscsi_info *out, char *err,
                  size_t errlen) __attribute__((warn_unused_result));
 
 /* Whether the first BUFLEN bytes of an image hold an ISO 9660 volume descriptor at 32 KiB

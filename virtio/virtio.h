@@ -16,7 +16,7 @@
 #include "devices/pci.h"
 #include "virtio/queue.h"
 
-struct vm;
+struct dev_services;
 struct virtio_dev;
 
 #define VIRTIO_STATUS_ACKNOWLEDGE 1
@@ -65,7 +65,7 @@ struct virtio_msix {
 };
 
 struct virtio_dev {
-    struct vm *vm;
+    const struct dev_services *svc; /* what the device may ask of the VM */
     struct pci_func pci;
     const struct virtio_dev_ops *ops;
     void *priv;
@@ -92,11 +92,12 @@ struct virtio_dev {
 
 /* Creates the transport for a device of virtio type DEVICE_ID with NQUEUES queues of up to
  * QUEUE_MAX entries, CONFIG_LEN bytes of device configuration and FEATURES (VERSION_1,
- * INDIRECT_DESC and EVENT_IDX are added). Registers the PCI function in the next slot and
- * the device with the VM (reset, teardown). On failure with vd->registered set, the VM's
- * teardown calls ops->destroy; otherwise nothing is left to undo. */
-int virtio_pci_init(struct virtio_dev *vd, struct vm *vm, const char *name, uint16_t device_id,
-                    uint32_t pci_class, unsigned nqueues, uint16_t queue_max, unsigned config_len,
+ * INDIRECT_DESC and EVENT_IDX are added). Registers the PCI function in the next slot of PCI
+ * and the device with the VM through SVC (reset, teardown). On failure with vd->registered
+ * set, the VM's teardown calls ops->destroy; otherwise nothing is left to undo. */
+int virtio_pci_init(struct virtio_dev *vd, const struct dev_services *svc, struct pci_host *pci,
+                    const char *name, uint16_t device_id, uint32_t pci_class, unsigned nqueues,
+                    uint16_t queue_max, unsigned config_len,
                     uint64_t features, const struct virtio_dev_ops *ops, void *priv)
     __attribute__((warn_unused_result));
 void virtio_pci_destroy(struct virtio_dev *vd);

@@ -221,7 +221,7 @@ int fw_setup(struct vm *vm, char *err, size_t errlen)
 {
     const char *log = getenv("KVMBOX_FW_DEBUG");
     if (log && *log) {
-        int d = debugcon_create(vm, log);
+        int d = debugcon_create(&vm->svc, log);
         if (d < 0)
             return errf(err, errlen, d, "KVMBOX_FW_DEBUG=%s: %s", log, strerror(-d));
     }
@@ -232,6 +232,6 @@ int fw_setup(struct vm *vm, char *err, size_t errlen)
         fw_cfg_items_free(&it);
         return errf(err, errlen, r, "cannot build the firmware configuration: %s", strerror(-r));
     }
-    r = fw_cfg_create(vm, &it, &vm->fw_cfg);
+    r = fw_cfg_create(&vm->svc, &it, &vm->fw_cfg);
     return r < 0 ? errf(err, errlen, r, "cannot create the fw_cfg device: %s", strerror(-r)) : 0;
 }

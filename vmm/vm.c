@@ -1,8 +1,17 @@
-/* VM construction, the run loop (stop, reset, timeout) and teardown.
+/* VM construction, the run loop (stop, reset, timeout) and teardown, and the services the
+ * VM gives its devices.
  *
- * Construction is an explicit ordered table. The "machine" stages (KVM VM, firmware, kernel,
- * vCPUs) are rebuilt on every guest reset; devices and the console live for the whole run and
- * are only reset. Teardown runs in exact reverse order. */
+ * Construction is an explicit ordered table (vm_stages: configuration, /dev/kvm, vCPU
+ * threads, RAM, devices, control socket, machine); kvmbox_vm_create stops at the first
+ * failing stage and unwinds from it back to the first, and kvmbox_vm_destroy stops the
+ * threads that act on the VM, then unwinds the same table in reverse. The devices stage is
+ * itself a table (device_table), in PCI slot order; a failing row destroys every device
+ * created before it, in reverse. Only the last stage, the "machine" (KVM VM, irqchip and
+ * routes, firmware or kernel, vCPUs), is rebuilt on a guest reset; devices and the console
+ * live for the whole run and are only reset.
+ *
+ * Devices never see struct vm: they get struct dev_services (devices/services.h), filled
+ * here by services_init, with the VM as its opaque context. */
 #include "vmm/vm.h"
 
 #include <errno.h>
@@ -37,10 +46,11 @@
 #define CONSOLE_RING_SIZE (256 * 1024) /* console output kept for clients not attached */
 #define MAX_E820 32
 
-/* ---- services for devices ---------------------------------------------------------- */
+/* ---- services for devices (devices/services.h) ------------------------------------- */
 
-void vm_irq_line(struct vm *vm, unsigned gsi, bool level)
+static void svc_irq_line(void *ctx, unsigned gsi, bool level)
 {
+    struct vm *vm = ctx;
     pthread_rwlock_rdlock(&vm->irq_lock);
     if (vm->vm_fd >= 0) {
         struct kvm_irq_level irq = { .irq = gsi, .level = level };
@@ -74,16 +84,23 @@ void vm_request_stop(struct vm *vm, enum kvmbox_stop reason, uint32_t code, cons
     pthread_mutex_unlock(&vm->lock);
 }
 
-void vm_log(struct vm *vm, const char *fmt, ...)
+/* One line for the host (kvmbox_config.log), from any thread; nothing without a log
+ * callback. The library never prints: everything it has to say goes here or into a result. */
+static void svc_log(void *ctx, const char *line)
 {
-    if (!vm->cfg.log)
-        return;
-    char line[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof(line), fmt, ap);
-    va_end(ap);
-    vm->cfg.log(vm->cfg.log_opaque, line);
+    struct vm *vm = ctx;
+    if (vm->cfg.log)
+        vm->cfg.log(vm->cfg.log_opaque, line);
+}
+
+static void svc_request_stop(void *ctx, enum kvmbox_stop reason, uint32_t code, const char *msg)
+{
+    vm_request_stop(ctx, reason, code, "%s", msg);
+}
+
+static void svc_request_reset(void *ctx)
+{
+    vm_request_reset(ctx);
 }
 
 void vm_request_reset(struct vm *vm)
@@ -176,6 +193,11 @@ int vm_resume(struct vm *vm)
     return 0;
 }
 
+static void svc_thread_sandbox(void *ctx, enum sandbox_class cls)
+{
+    vm_thread_sandbox(ctx, cls);
+}
+
 void vm_thread_sandbox(struct vm *vm, enum sandbox_class cls)
 {
     int r = sandbox_enter(cls, !vm->cfg.no_sandbox);
@@ -192,13 +214,74 @@ bool vm_stopping(struct vm *vm)
            __atomic_load_n(&vm->reset_requested, __ATOMIC_SEQ_CST);
 }
 
-int vm_add_device(struct vm *vm, const char *name, void *dev, void (*reset)(void *),
-                  void (*destroy)(void *))
+static int svc_add_device(void *ctx, const char *name, void *dev, void (*reset)(void *),
+                          void (*destroy)(void *))
 {
+    struct vm *vm = ctx;
     if (vm->ndevices == VM_MAX_DEVICES)
         return -ENOSPC;
     vm->devices[vm->ndevices++] = (struct vm_device){ name, dev, reset, destroy, NULL };
     return 0;
+}
+
+static void svc_on_quiesce(void *ctx, void *dev, void (*quiesce)(void *))
+{
+    struct vm *vm = ctx;
+    for (unsigned i = 0; i < vm->ndevices; i++)
+        if (vm->devices[i].dev == dev)
+            vm->devices[i].quiesce = quiesce;
+}
+
+static int svc_map_range(void *ctx, enum dev_space space, uint64_t base, uint64_t len,
+                         const struct dev_ops *ops, void *dev)
+{
+    struct vm *vm = ctx;
+    return bus_register(space == DEV_PIO ? &vm->pio : &vm->mmio, base, len, ops, dev);
+}
+
+static int svc_msi_alloc(void *ctx)
+{
+    int fd;
+    return irq_msi_alloc(ctx, &fd);
+}
+
+static void svc_msi_free(void *ctx, int msi)
+{
+    irq_msi_free(ctx, msi);
+}
+
+static int svc_msi_set(void *ctx, int msi, uint64_t addr, uint32_t data)
+{
+    return irq_msi_set(ctx, msi, addr, data);
+}
+
+static void svc_msi_fire(void *ctx, int msi)
+{
+    irq_msi_fire(ctx, msi);
+}
+
+static int svc_ioeventfd_add(void *ctx, uint64_t addr, uint32_t len, int fd)
+{
+    return irq_ioeventfd_add(ctx, addr, len, fd);
+}
+
+static void svc_ioeventfd_del(void *ctx, uint64_t addr, uint32_t len, int fd)
+{
+    irq_ioeventfd_del(ctx, addr, len, fd);
+}
+
+/* The one table of what devices may do; every device of this VM gets a pointer to it. */
+static void services_init(struct vm *vm)
+{
+    vm->svc = (struct dev_services){
+        .ctx = vm, .mem = &vm->mem,
+        .add_device = svc_add_device, .on_quiesce = svc_on_quiesce, .map_range = svc_map_range,
+        .irq_line = svc_irq_line, .msi_alloc = svc_msi_alloc, .msi_free = svc_msi_free,
+        .msi_set = svc_msi_set, .msi_fire = svc_msi_fire,
+        .ioeventfd_add = svc_ioeventfd_add, .ioeventfd_del = svc_ioeventfd_del,
+        .request_stop = svc_request_stop, .request_reset = svc_request_reset,
+        .thread_sandbox = svc_thread_sandbox, .log = svc_log,
+    };
 }
 
 /* ---- configuration checks ---------------------------------------------------------- */
@@ -345,50 +428,129 @@ static void machine_teardown(struct vm *vm)
 
 /* ---- devices: live for the whole run ------------------------------------------------ */
 
+/* The device table: one row per device or family, created in this order. The PC devices
+ * first, then the PCI host, whose slots the PCI devices take in table order (disks, CD-ROMs,
+ * NICs, balloon: the slots `kvmbox info` shows); fw_cfg last, as its boot order names those
+ * slots. Every device registers itself with the VM (svc.add_device) as it is created, so a
+ * failing row is unwound with all the rows before it, in reverse order (devices_destroy). */
+struct device_row {
+    const char *what;
+    /* 0, or a negative errno (ERR may say why; else "cannot create the WHAT device"). */
+    int (*create)(struct vm *vm, char *err, size_t errlen);
+    bool config;          /* its failures (but -ENOMEM) are the configuration's fault */
+};
+
+static int make_com1(struct vm *vm, char *err, size_t errlen)
+{
+    return serial_create(&vm->svc, PORT_COM1, IRQ_COM1, vm_console_output, vm, &vm->com1);
+}
+
+static int make_rtc(struct vm *vm, char *err, size_t errlen)
+{
+    return rtc_create(&vm->svc);
+}
+
+static int make_i8042(struct vm *vm, char *err, size_t errlen)
+{
+    return i8042_create(&vm->svc);
+}
+
+static int make_pm(struct vm *vm, char *err, size_t errlen)
+{
+    return pm_create(&vm->svc, &vm->pm);
+}
+
+static int make_debug_exit(struct vm *vm, char *err, size_t errlen)
+{
+    return debug_exit_create(&vm->svc);
+}
+
+static int make_pvpanic(struct vm *vm, char *err, size_t errlen)
+{
+    return pvpanic_create(&vm->svc);
+}
+
+static int make_post(struct vm *vm, char *err, size_t errlen)
+{
+    return post_create(&vm->svc);
+}
+
+static int make_pci_host(struct vm *vm, char *err, size_t errlen)
+{
+    return pci_host_create(&vm->svc, mmio64_base(vm), MMIO64_SIZE, &vm->pci);
+}
+
+static int make_disks(struct vm *vm, char *err, size_t errlen)
+{
+    int r = 0;
+    for (unsigned i = 0; r == 0 && i < vm->cfg.ndisks; i++)
+        r = vblk_create(&vm->svc, vm->pci, &vm->cfg.disks[i], i, &vm->disk_info[i], err, errlen);
+    return r;
+}
+
+static int make_cdroms(struct vm *vm, char *err, size_t errlen)
+{
+    int r = 0;
+    for (unsigned i = 0; r == 0 && i < vm->cfg.ncdroms; i++)
+        r = vscsi_create(&vm->svc, vm->pci, &vm->cfg.cdroms[i], i, &vm->cdrom_info[i], err, errlen);
+    return r;
+}
+
+static int make_nics(struct vm *vm, char *err, size_t errlen)
+{
+    const struct vnet_env env = { .vm_name = vm->name, .runtime_dir = vm->cfg.runtime_dir };
+    int r = 0;
+    for (unsigned i = 0; r == 0 && i < vm->cfg.nnics; i++)
+        r = vnet_create(&vm->svc, vm->pci, &vm->cfg.nics[i], i, &env, &vm->nic_info[i], err,
+                        errlen);
+    return r;
+}
+
+static int make_balloon(struct vm *vm, char *err, size_t errlen)
+{
+    return vm->cfg.no_balloon ? 0 : vballoon_create(&vm->svc, vm->pci, &vm->balloon, err, errlen);
+}
+
+static int make_fw_cfg(struct vm *vm, char *err, size_t errlen)
+{
+    return vm->fw.size ? fw_setup(vm, err, errlen) : 0;
+}
+
+static const struct device_row device_table[] = {
+    { "serial (COM1)", make_com1, false },
+    { "CMOS RTC", make_rtc, false },
+    { "i8042", make_i8042, false },
+    { "ACPI PM", make_pm, false },
+    { "debug-exit", make_debug_exit, false },
+    { "pvpanic", make_pvpanic, false },
+    { "POST port", make_post, false },
+    { "PCI host", make_pci_host, false },
+    { "disk", make_disks, true },
+    { "CD-ROM", make_cdroms, true },
+    { "NIC", make_nics, true },
+    { "balloon", make_balloon, false },
+    { "fw_cfg", make_fw_cfg, false },
+};
+
+static void devices_destroy(struct vm *vm);
+
 static int devices_create(struct vm *vm, char *err, size_t errlen)
 {
     bus_init(&vm->pio, "pio");
     bus_init(&vm->mmio, "mmio");
-    int r;
-    if ((r = serial_create(vm, PORT_COM1, IRQ_COM1, vm_console_output, vm, &vm->com1)) < 0 ||
-        (r = rtc_create(vm)) < 0 || (r = i8042_create(vm)) < 0 || (r = pm_create(vm, &vm->pm)) < 0 ||
-        (r = debug_exit_create(vm)) < 0 || (r = pvpanic_create(vm)) < 0 ||
-        (r = post_create(vm)) < 0 ||
-        (r = pci_host_create(vm, mmio64_base(vm), MMIO64_SIZE, &vm->pci)) < 0)
-        return errf(err, errlen, r, "cannot create the PC devices: %s", strerror(-r));
-    for (unsigned i = 0; i < vm->cfg.ndisks; i++) {
-        r = vblk_create(vm, &vm->cfg.disks[i], i, err, errlen);
-        if (r < 0) {
-            vm->config_error = r != -ENOMEM;
-            return r;
-        }
-    }
-    for (unsigned i = 0; i < vm->cfg.ncdroms; i++) {
-        r = vscsi_create(vm, &vm->cfg.cdroms[i], i, err, errlen);
-        if (r < 0) {
-            vm->config_error = r != -ENOMEM;
-            return r;
-        }
-    }
-    for (unsigned i = 0; i < vm->cfg.nnics; i++) {
-        r = vnet_create(vm, &vm->cfg.nics[i], i, err, errlen);
-        if (r < 0) {
-            vm->config_error = r != -ENOMEM;
-            return r;
-        }
-    }
-    if (!vm->cfg.no_balloon && (r = vballoon_create(vm, &vm->balloon, err, errlen)) < 0)
+    for (size_t i = 0; i < ARRAY_SIZE(device_table); i++) {
+        const struct device_row *row = &device_table[i];
+        err[0] = 0;
+        int r = row->create(vm, err, errlen);
+        if (r == 0)
+            continue;
+        if (!err[0])
+            errf(err, errlen, r, "cannot create the %s device: %s", row->what, strerror(-r));
+        vm->config_error = row->config && r != -ENOMEM;
+        devices_destroy(vm); /* this row's devices and every one before, in reverse order */
         return r;
-    if (vm->fw.size)
-        return fw_setup(vm, err, errlen);
+    }
     return 0;
-}
-
-void vm_device_on_quiesce(struct vm *vm, void *dev, void (*quiesce)(void *))
-{
-    for (unsigned i = 0; i < vm->ndevices; i++)
-        if (vm->devices[i].dev == dev)
-            vm->devices[i].quiesce = quiesce;
 }
 
 static void devices_quiesce(struct vm *vm)
@@ -412,6 +574,12 @@ static void devices_destroy(struct vm *vm)
         if (d->destroy)
             d->destroy(d->dev);
     }
+    /* Nothing may reach a destroyed device through the VM's shortcuts to them. */
+    vm->com1 = NULL, vm->pm = NULL, vm->pci = NULL, vm->balloon = NULL, vm->fw_cfg = NULL;
+    for (unsigned i = 0; i < KVMBOX_MAX_DISKS; i++)
+        vm->disk_info[i].dev = NULL;
+    for (unsigned i = 0; i < KVMBOX_MAX_NICS; i++)
+        vm->nic_info[i].dev = NULL;
 }
 
 /* ---- public API ----------------------------------------------------------------------- */
@@ -445,6 +613,7 @@ static int vm_init_state(struct vm *vm, const struct kvmbox_config *cfg)
     memset(vm, 0, sizeof(*vm));
     vm->kvm_fd = vm->vm_fd = -1;
     vm->cfg = *cfg;
+    services_init(vm);
     int fail = 0;
     vm->kernel = dup_or_null(cfg->kernel, &fail);
     vm->initrd = dup_or_null(cfg->initrd, &fail);
@@ -558,6 +727,105 @@ static void set_result(struct kvmbox_result *res, int err, const char *msg)
     snprintf(res->message, sizeof(res->message), "%s", msg);
 }
 
+/* ---- construction: the ordered table ------------------------------------------------ */
+
+static int stage_config(struct vm *vm, char *err, size_t errlen)
+{
+    int r = check_config(vm, err, errlen);
+    if (r == 0 && vm->firmware)
+        r = fw_image_load(vm->firmware, &vm->fw, err, errlen);
+    vm->config_error = r < 0 && r != -ENOMEM;
+    return r;
+}
+
+static int stage_kvm(struct vm *vm, char *err, size_t errlen)
+{
+    int r = kvm_open_host(vm, err, errlen);
+    if (r < 0)
+        return r;
+    irq_probe(vm);
+    if ((r = check_cpus(vm, err, errlen)) < 0)
+        vm->config_error = true;
+    return r;
+}
+
+/* The vCPU threads start now: while this thread maps RAM and creates the devices, they get
+ * going and fetch the supported CPUID (vmm/vcpu.c). */
+static int stage_vcpus(struct vm *vm, char *err, size_t errlen)
+{
+    return vcpus_launch(vm, err, errlen);
+}
+
+static void unstage_vcpus(struct vm *vm)
+{
+    if (vm->vcpus)
+        vcpus_stop(vm);
+}
+
+static int stage_ram(struct vm *vm, char *err, size_t errlen)
+{
+    const struct kvmbox_config *c = &vm->cfg;
+    char note[256] = "";
+    int r = gm_init(&vm->mem, c->mem_size, c->hugepages, note, sizeof(note), err, errlen);
+    if (r < 0 && !err[0])
+        snprintf(err, errlen, "cannot map %llu MiB of guest memory: %s",
+                 (unsigned long long)(c->mem_size >> 20), strerror(-r));
+    if (r == 0 && note[0])
+        dev_log(&vm->svc, "note: %s", note);
+    if (r < 0 && c->hugepages)
+        vm->config_error = true;
+    return r;
+}
+
+static void unstage_ram(struct vm *vm)
+{
+    gm_destroy(&vm->mem);
+}
+
+static int stage_api(struct vm *vm, char *err, size_t errlen)
+{
+    /* The VM is the first member of the kvmbox_vm the API serves (vm.h): same address. */
+    struct kvmbox_vm *k = (struct kvmbox_vm *)(void *)vm;
+    int r = vm->api_sock ? api_start(k, vm->api_sock, &vm->api, err, errlen) : 0;
+    if (r < 0)
+        vm->config_error = r == -EADDRINUSE || r == -EEXIST || r == -ENAMETOOLONG;
+    return r;
+}
+
+static void unstage_api(struct vm *vm)
+{
+    api_stop(vm->api);
+    vm->api = NULL;
+}
+
+/* kvmbox_vm_create runs these in order and stops at the first failure; the VM is then
+ * unwound from that stage (which undoes its own partial work) back to the first. Each undo
+ * is safe on a stage that did nothing. A guest reset rebuilds only the last stage. */
+static const struct vm_stage {
+    const char *done, *undone;     /* trace marks (docs/benchmarks.md), NULL: none */
+    int (*build)(struct vm *vm, char *err, size_t errlen);
+    void (*undo)(struct vm *vm);
+} vm_stages[] = {
+    { "configuration checked", NULL, stage_config, NULL },  /* vm_free_state frees the image */
+    { "/dev/kvm opened", NULL, stage_kvm, kvm_close_host },
+    { NULL, NULL, stage_vcpus, unstage_vcpus },
+    { "guest RAM mapped", NULL, stage_ram, unstage_ram },
+    { "devices created", "devices destroyed", devices_create, devices_destroy },
+    { "control socket", NULL, stage_api, unstage_api },
+    { NULL, "KVM VM closed", machine_build, machine_teardown },
+};
+
+/* Undoes the first N stages, last first. */
+static void vm_unwind(struct vm *vm, unsigned n)
+{
+    while (n--) {
+        if (vm_stages[n].undo)
+            vm_stages[n].undo(vm);
+        if (vm_stages[n].undone)
+            trace_mark(vm_stages[n].undone);
+    }
+}
+
 int kvmbox_vm_create(const struct kvmbox_config *cfg, struct kvmbox_vm **out,
                      struct kvmbox_result *res)
 {
@@ -573,41 +841,12 @@ int kvmbox_vm_create(const struct kvmbox_config *cfg, struct kvmbox_vm **out,
     int r = vm_init_state(vm, cfg);
     if (r < 0)
         snprintf(err, sizeof(err), "out of memory");
-    if (r == 0)
-        r = check_config(vm, err, sizeof(err));
-    trace_mark("configuration checked");
-    vm->config_error = r < 0 && r != -ENOMEM;
-    if (r == 0 && vm->firmware && (r = fw_image_load(vm->firmware, &vm->fw, err, sizeof(err))) < 0)
-        vm->config_error = r != -ENOMEM;
-    if (r == 0)
-        r = kvm_open_host(vm, err, sizeof(err));
-    if (r == 0)
-        irq_probe(vm);
-    trace_mark("/dev/kvm opened");
-    if (r == 0 && (r = check_cpus(vm, err, sizeof(err))) < 0)
-        vm->config_error = true;
-    /* The vCPU threads start now: while this thread maps RAM and creates the devices, they
-     * get going and fetch the supported CPUID (vmm/vcpu.c). */
-    if (r == 0)
-        r = vcpus_launch(vm, err, sizeof(err));
-    char note[256] = "";
-    if (r == 0 && (r = gm_init(&vm->mem, cfg->mem_size, cfg->hugepages, note, sizeof(note), err,
-                               sizeof(err))) < 0 && !err[0])
-        snprintf(err, sizeof(err), "cannot map %llu MiB of guest memory: %s",
-                 (unsigned long long)(cfg->mem_size >> 20), strerror(-r));
-    if (r == 0 && note[0])
-        fprintf(stderr, "kvmbox: note: %s\n", note);
-    if (r < 0 && cfg->hugepages)
-        vm->config_error = true;
-    trace_mark("guest RAM mapped");
-    if (r == 0)
-        r = devices_create(vm, err, sizeof(err));
-    trace_mark("devices created");
-    if (r == 0 && vm->api_sock && (r = api_start(k, vm->api_sock, &vm->api, err, sizeof(err))) < 0)
-        vm->config_error = r == -EADDRINUSE || r == -EEXIST || r == -ENAMETOOLONG;
-    trace_mark("control socket");
-    if (r == 0)
-        r = machine_build(vm, err, sizeof(err));
+    for (size_t i = 0; r == 0 && i < ARRAY_SIZE(vm_stages); i++) {
+        vm->stages_built = (unsigned)i + 1; /* a failing stage is undone too */
+        r = vm_stages[i].build(vm, err, sizeof(err));
+        if (vm_stages[i].done)
+            trace_mark(vm_stages[i].done);
+    }
     if (r < 0) {
         set_result(res, r, err);
         if (res)
@@ -753,18 +992,16 @@ void kvmbox_vm_destroy(struct kvmbox_vm *k)
     if (!k)
         return;
     struct vm *vm = &k->vm;
+    /* The threads that act on the machine stop first (vCPUs, console, control socket), so
+     * nothing uses what the unwinding releases. */
     if (vm->vcpus)
         vcpus_stop(vm);
     console_stop(vm->console);
+    vm->console = NULL;
     api_stop(vm->api);
     vm->api = NULL;
     trace_mark("destroy");
-    machine_teardown(vm);
-    trace_mark("KVM VM closed");
-    devices_destroy(vm);
-    trace_mark("devices destroyed");
-    gm_destroy(&vm->mem);
-    kvm_close_host(vm);
+    vm_unwind(vm, vm->stages_built);
     vm_free_state(vm);
     free(k);
     trace_mark("destroyed");

@@ -7,7 +7,11 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "devices/services.h"
 #include "include/kvmbox.h"
+#include "virtio/blk.h"
+#include "virtio/net.h"
+#include "virtio/scsi.h"
 #include "vmm/boot.h"
 #include "vmm/boot_firmware.h"
 #include "vmm/fw_setup.h"
@@ -56,24 +60,11 @@ struct vm {
     struct kvmbox_config cfg;     /* strings below are owned copies */
     char *kernel, *initrd, *cmdline, *name, *api_sock, *config_json;
     char *disk_strs[KVMBOX_MAX_DISKS][5]; /* path, format, serial, backing, backing format */
-    struct {
-        char format[16];          /* as opened (probed or given) */
-        unsigned slot;            /* PCI slot on bus 0 */
-        uint64_t size;            /* bytes the guest sees */
-        struct vblk *dev;         /* for its run-time state */
-    } disk_info[KVMBOX_MAX_DISKS];
+    struct vblk_info disk_info[KVMBOX_MAX_DISKS];   /* filled by the devices' constructors */
     char *cdrom_strs[KVMBOX_MAX_CDROMS];
-    struct {
-        unsigned slot;
-        uint64_t size;
-    } cdrom_info[KVMBOX_MAX_CDROMS];
+    struct vscsi_info cdrom_info[KVMBOX_MAX_CDROMS];
     char *nic_strs[KVMBOX_MAX_NICS][1 + KVMBOX_MAX_HOSTFWD]; /* name, hostfwd rules */
-    struct {
-        uint8_t mac[6];
-        unsigned slot;
-        char desc[160];           /* the backend, as `kvmbox info` shows it */
-        struct vnet *dev;         /* for link control and counters */
-    } nic_info[KVMBOX_MAX_NICS];
+    struct vnet_info nic_info[KVMBOX_MAX_NICS];
     char *runtime_dir;
 
     int kvm_fd;
@@ -107,6 +98,8 @@ struct vm {
     unsigned vcpu_error_id;       /* the vCPU, or VCPU_ERROR_VM for a VM-wide call */
     const char *vcpu_error_what;
 
+    unsigned stages_built;        /* construction stages begun (vm.c's table), undone in reverse */
+    struct dev_services svc;      /* what devices may ask of this VM (vm.c fills it) */
     unsigned ndevices;
     struct vm_device devices[VM_MAX_DEVICES];
     struct serial *com1;
@@ -153,14 +146,11 @@ struct acpi_config;
 /* The ACPI description of this machine (the same tables for direct and firmware boot). */
 void vm_acpi_config(const struct vm *vm, struct acpi_config *ac);
 
-/* Devices call these (from vCPU or I/O threads). */
-void vm_irq_line(struct vm *vm, unsigned gsi, bool level);
+/* Stop and reset requests, from vCPU threads, the console, the API and (through struct
+ * dev_services) the devices. */
 void vm_request_stop(struct vm *vm, enum kvmbox_stop reason, uint32_t code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 void vm_request_reset(struct vm *vm);
-/* One line for the host (kvmbox_config.log), from any thread; nothing when there is no
- * log callback. Callers rate-limit. */
-void vm_log(struct vm *vm, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 bool vm_stopping(struct vm *vm);
 /* COM1's output sink: the console fd and the ring for API console clients. */
 void vm_console_output(void *vm, const uint8_t *buf, size_t len);
@@ -173,11 +163,5 @@ void vm_thread_sandbox(struct vm *vm, enum sandbox_class cls);
 void vm_vcpu_checkpoint(struct vm *vm);
 int vm_pause(struct vm *vm);
 int vm_resume(struct vm *vm);
-/* Registers a device for reset/teardown. */
-int vm_add_device(struct vm *vm, const char *name, void *dev, void (*reset)(void *),
-                  void (*destroy)(void *)) __attribute__((warn_unused_result));
-/* Called once the guest has stopped for good, before anyone waiting for the VM is told:
- * disks flush and drop their image locks there, so `kvmbox wait NAME && qemu-img ...` works. */
-void vm_device_on_quiesce(struct vm *vm, void *dev, void (*quiesce)(void *));
 
 #endif
