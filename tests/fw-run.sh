@@ -1,8 +1,8 @@
 # shellcheck shell=bash disable=SC2034 # its variables are for the scripts that source it
 # Sourced by the tests/t-firmware*.sh scripts: temporary directory, PASS/FAIL/SKIP, and runs
-# of kvmbox and QEMU whose time limit follows the guest's console (quiet for FW_IDLE seconds,
-# default 240); FW_CAP seconds in all (default 1500) only catches a guest that prints for ever:
-# a busy host makes a boot slower, not quieter (tests/run-all.sh guards by progress too).
+# of kvmbox and QEMU whose time limit follows the guest's progress (no console output and no
+# CPU used for FW_IDLE seconds, default 240); FW_CAP seconds in all (default 1500) only
+# catches a guest that runs for ever (a busy host makes a boot slower, not quieter).
 set -u
 KVMBOX=${KVMBOX:-build/kvmbox}
 BUILD=${BUILD:-build}
@@ -37,15 +37,32 @@ have_qemu=0
 command -v qemu-system-x86_64 >/dev/null && have_qemu=1
 native_why=$(scripts/host-native.sh) && native=1 || native=0
 
-# watch PID LOG: waits for PID while LOG grows; kills it after IDLE quiet seconds or CAP in
-# all. Sets $rc (the exit status, or "stalled" / "capped") and $secs.
+# cpu_ticks PID: the CPU time PID has used (user + system, all threads), in clock ticks.
+cpu_ticks() {
+    local f
+    read -r -a f <"/proc/$1/stat" 2>/dev/null || { echo 0; return; }
+    # fields after "(comm)": the comm may hold spaces, so count from the end of the line
+    local n=${#f[@]} i
+    for ((i = 0; i < n; i++)); do [[ ${f[i]} == *')' ]] && break; done
+    echo $((f[i + 12] + f[i + 13]))
+}
+
+# watch PID LOG: waits for PID while it makes progress: LOG grows or the VM uses CPU (a boot
+# loader reading a disk through the BIOS runs for minutes on an emulating host without a
+# word). Kills it after IDLE seconds with neither, or CAP in all. Sets $rc (the exit status,
+# or "stalled" / "capped") and $secs.
 watch() {
-    local pid=$1 log=$2 t0=$SECONDS last=-1 size quiet=0
+    local pid=$1 log=$2 t0=$SECONDS last=-1 size quiet=0 cpu lastcpu=-1
     rc=""
     while kill -0 "$pid" 2>/dev/null; do
         sleep 1
         size=$(stat -c %s "$log" 2>/dev/null || echo 0)
-        if [ "$size" != "$last" ]; then last=$size quiet=0; else quiet=$((quiet + 1)); fi
+        cpu=$(cpu_ticks "$pid")
+        if [ "$size" != "$last" ] || [ "$cpu" != "$lastcpu" ]; then
+            last=$size lastcpu=$cpu quiet=0
+        else
+            quiet=$((quiet + 1))
+        fi
         if [ $quiet -ge "$IDLE" ]; then rc=stalled; break; fi
         if [ $((SECONDS - t0)) -ge "$CAP" ]; then rc=capped; break; fi
     done
