@@ -180,6 +180,8 @@ START_TEST(definitions_refused)
         { "{\"kernel\": \"/k\", \"cpus\": 0}", "\"cpus\": invalid value '0'" },
         { "{\"kernel\": \"/k\", \"cpus\": \"many\"}", "\"cpus\": invalid value 'many'" },
         { "{\"kernel\": \"/k\", \"mem\": 64}", "\"mem\": expected a string" },
+        { "{\"kernel\": \"/k\", \"cpus\": [2]}", "\"cpus\": expected a number" },
+        { "{\"kernel\": [\"/k\"]}", "\"kernel\": expected a string" },
         { "{\"kernel\": \"/k\", \"mem\": \"lots\"}", "\"mem\": invalid value 'lots'" },
         { "{\"kernel\": \"/k\", \"no-reboot\": \"yes\"}", "\"no-reboot\": expected true or false" },
         { "{\"kernel\": \"/k\", \"disk\": [7]}", "\"disk\": expected a list of strings" },

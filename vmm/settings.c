@@ -621,9 +621,10 @@ static int def_one(const struct setting *s, struct json_object *v, struct run_op
     if (!text)
         return errf(err, errlen, -ENOMEM, "out of memory");
     int r = 0;
-    size_t n = s->kind == SETTING_LIST && json_object_is_type(v, json_type_array) ? json_object_array_length(v) : 1;
+    bool list = s->kind == SETTING_LIST && json_object_is_type(v, json_type_array);
+    size_t n = list ? json_object_array_length(v) : 1;
     for (size_t i = 0; i < n && r == 0; i++) {
-        struct json_object *item = json_object_is_type(v, json_type_array) ? json_object_array_get_idx(v, i) : v;
+        struct json_object *item = list ? json_object_array_get_idx(v, i) : v;
         r = def_value_text(s, item, text, SETTING_VALUE_MAX, err, errlen);
         /* The row names its option (--mem); say which key of the definition it was. */
         if (r == 0 && (r = s->parse(o, text, why, sizeof(why))) < 0)
