@@ -6,6 +6,7 @@
  *   struct kvmbox_config --(config_to_def)-->  a definition (define, dumpconfig, clone, start)
  *   struct kvmbox_config --(config_to_json)--> info --json's "config" (every setting)
  *
+ * (the rows: vmm/settings.c; the generated shapes: vmm/config_shapes.c)
  * A row parses a value's text into the config and formats the config back into the same
  * canonical text, so a definition written from a config parses into the same config
  * (tests/test_config.c and tests/t-config.sh walk the table to prove it for every row). */
@@ -25,6 +26,7 @@ enum setting_kind {
     SETTING_LIST,              /* repeatable; a JSON array of strings, in the order given */
 };
 
+#define SETTINGS_MAX 32         /* rows the table may have (getopt's table is sized by it) */
 #define SETTING_VALUE_MAX 10000 /* the longest canonical text of one value (a disk with backing) */
 
 struct setting {
