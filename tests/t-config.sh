@@ -78,6 +78,7 @@ SAMPLES=(
     "initrd|i.img|$T/i.img|kernel|-"
     "cmdline|console=ttyS0 a,b=c|console=ttyS0 a,b=c|kernel|-"
     "mem|96M,overcommit=on|96M,overcommit=on|kernel|-"
+    "mem|64M,hugepages=on|64M,hugepages=on|kernel|-"
     "cpus|2|2|kernel|-"
     "firmware|fw.bin|$T/fw.bin|fw|fw"
     "firmware|bios|bios|fw|-"
@@ -249,6 +250,11 @@ cp "$K" "$T/later.elf"
 out=$("$KVMBOX" start forced 2>&1); rc=$?
 [ $rc = 0 ] && ok "once the kernel is there it starts" || bad "start once the kernel is there: status $rc: $out"
 "$KVMBOX" kill forced >/dev/null 2>&1
+
+out=$("$KVMBOX" run --kernel "$K" --memz 1G 2>&1); rc=$?
+[ $rc = 2 ] && [ "$(wc -l <<<"$out")" = 1 ] && grep -q -- "--memz" <<<"$out" &&
+    ok "run refuses an unknown option with one line naming it, status 2 ($out)" ||
+    bad "run --memz: status $rc: $out"
 
 # --- the issue's examples ---------------------------------------------------------------
 out=$(cd "$T" && "${NETNS[@]}" "$KVMBOX" run --name ex1 --daemonize --kernel k.elf --smp 2 --memory 64M \
