@@ -251,9 +251,9 @@ import json,sys; u=[json.loads(a)["uuid"] for a in sys.argv[1:4]]; assert len(se
     "$("$KVMBOX" dumpconfig d3)" "$("$KVMBOX" dumpconfig d4)" "$("$KVMBOX" dumpconfig d5)"
 for v in d3 d4 d5; do "$KVMBOX" kill "$v" >/dev/null; "$KVMBOX" undefine "$v" >/dev/null; done
 expect "the source image is still clean" qemu-img check -q "$T/src.qcow2"
-echo '{ "name": "bad", "kernel": "x", "cpus": 0 }' >"$T/bad.json"
+echo "{ \"name\": \"bad\", \"kernel\": \"$PWD/$K\", \"cpus\": 0 }" >"$T/bad.json"
 out=$("$KVMBOX" define "$T/bad.json" 2>&1); rc=$?
-expect "define refuses an invalid definition ($out)" rc_and_says "$rc" 1 cpus "$out"
+expect "define refuses an invalid definition ($out)" rc_and_says "$rc" 2 cpus "$out"
 expect "undefine" "$KVMBOX" undefine d2
 expect "undefined VMs are gone from list --all" bash -c "! '$KVMBOX' list --all | grep -q '^d2 '"
 

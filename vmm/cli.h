@@ -49,12 +49,9 @@ int cli_request(const char *name, const char *req, struct json_object **reply, c
  * `kvmbox wait` and `info` fall back on it when no VM of that name runs. */
 struct json_object *cli_last_run(const char *name);
 
-/* Definitions: JSON objects whose keys are `kvmbox run` option names. */
+/* Definitions: JSON objects of the settings table's keys (vmm/settings.h). */
 struct json_object *cli_def_load(const char *name, char *err, size_t errlen);
 int cli_def_save(const char *name, struct json_object *def, bool overwrite, char *err, size_t errlen);
-/* `run` options (argv after "run") to a definition, and back (argv is malloc'ed, NULL-ended). */
-struct json_object *cli_def_from_argv(int argc, char **argv);
-char **cli_def_to_argv(struct json_object *def, int *argc);
 void cli_new_uuid(char *buf);   /* 37 bytes */
 void cli_mac_from_name(const char *name, char *buf); /* 18 bytes: 52:54:00:xx:xx:xx */
 
@@ -70,6 +67,6 @@ int cmd_run(int argc, char **argv);
 int cmd_start(int argc, char **argv);
 int cmd_ctl(const char *verb, int argc, char **argv);   /* list info pause resume shutdown reboot reset kill wait */
 int cmd_console(int argc, char **argv);
-int cmd_def(const char *verb, int argc, char **argv);   /* define undefine dumpconfig clone */
+int cmd_def(const char *verb, int argc, char **argv);   /* define undefine dumpconfig clone settings */
 
 #endif

@@ -1,5 +1,6 @@
 /* Definitions: define, undefine, dumpconfig and clone (virsh define/undefine/dumpxml and
- * virt-clone). A definition is a JSON object whose keys are `kvmbox run` options. */
+ * virt-clone), and `kvmbox settings`. A definition is a JSON object whose keys and values
+ * are those of the settings table (vmm/settings.h); define stores it in canonical form. */
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -13,6 +14,7 @@
 
 #include "vmm/cli.h"
 #include "vmm/config.h"
+#include "vmm/settings.h"
 #include "vmm/util.h"
 
 static const char *def_name(struct json_object *def)
@@ -22,52 +24,64 @@ static const char *def_name(struct json_object *def)
                ? json_object_get_string(v) : NULL;
 }
 
-/* A definition is valid when `kvmbox run` would accept its options. */
-static int def_check(struct json_object *def, char *err, size_t errlen)
+/* A definition is valid when the settings table parses it (known keys, good values,
+ * absolute paths) into a machine `run` would accept, with a valid name and, unless FORCE,
+ * every file it names there. O gets the machine. */
+static int def_check(struct json_object *def, bool force, struct run_options *o, char *err, size_t errlen)
 {
     const char *name = def_name(def);
     if (!name || !cli_valid_name(name))
         return errf(err, errlen, -EINVAL, "the definition needs a \"name\" of letters, digits, '-', '_', '.'");
-    int argc;
-    char **argv = cli_def_to_argv(def, &argc);
-    struct run_options o;
-    int r = config_parse_run(argc, argv, &o, err, errlen);
-    for (int i = 0; i < argc; i++)
-        free(argv[i]);
-    free(argv);
+    int r = config_from_def(def, o, err, errlen);
+    if (r == 0 && !force && config_check_files(&o->vm, err, errlen) < 0)
+        return -EINVAL;
     return r;
+}
+
+/* The definition of O's machine in canonical form (the table's own text for each value). */
+static struct json_object *def_of(const struct run_options *o)
+{
+    struct json_object *def = json_object_new_object();
+    config_to_def(&o->vm, def);
+    return def;
 }
 
 static int cmd_define(int argc, char **argv)
 {
-    if (argc != 2) {
-        fprintf(stderr, "usage: kvmbox define FILE\n");
+    bool force = argc == 3 && !strcmp(argv[2], "--force");
+    if (argc != 2 && !force) {
+        fprintf(stderr, "usage: kvmbox define FILE [--force]\n");
         return CLI_USAGE;
     }
     struct json_object *def = json_object_from_file(argv[1]);
-    char err[512];
+    char err[600];
     if (!def || !json_object_is_type(def, json_type_object)) {
         fprintf(stderr, "kvmbox: %s is not a JSON object: %s\n", argv[1], json_util_get_last_err());
         json_object_put(def);
-        return CLI_FAIL;
+        return CLI_USAGE;
     }
-    if (def_check(def, err, sizeof(err)) < 0) {
-        fprintf(stderr, "kvmbox: %s: %s\n", argv[1], err);
-        json_object_put(def);
-        return CLI_FAIL;
+    struct run_options *o = malloc(sizeof(*o));
+    int r = o ? def_check(def, force, o, err, sizeof(err)) : -ENOMEM;
+    json_object_put(def);
+    if (r < 0) {
+        fprintf(stderr, "kvmbox: %s: %s%s\n", argv[1], o ? err : "out of memory",
+                r == -EINVAL && !strncmp(err, "\"", 1) && strstr(err, ": No such file") ? " (--force defines it anyway)" : "");
+        free(o);
+        return CLI_USAGE;
     }
-    struct json_object *u;
-    if (!json_object_object_get_ex(def, "uuid", &u)) {
+    if (!o->vm.have_uuid) {
         char uuid[37];
         cli_new_uuid(uuid);
-        json_object_object_add(def, "uuid", json_object_new_string(uuid));
+        o->vm.have_uuid = config_parse_uuid(uuid, o->vm.uuid) == 0;
     }
-    int r = cli_def_save(def_name(def), def, true, err, sizeof(err));
+    def = def_of(o);
+    r = cli_def_save(o->vm.name, def, true, err, sizeof(err));
     if (r == 0)
-        printf("defined %s\n", def_name(def));
+        printf("defined %s\n", o->vm.name);
     else
         fprintf(stderr, "kvmbox: %s\n", err);
     json_object_put(def);
+    free(o);
     return r ? CLI_FAIL : CLI_OK;
 }
 
@@ -166,32 +180,23 @@ static int copy_sparse(const char *src, const char *dst, char *err, size_t errle
     return 0;
 }
 
-/* "path,opt=...,..." -> a new disk for NEW: a full copy or a qcow2 overlay on the source. */
-static char *clone_disk(const char *spec, const char *new_name, int idx, bool linked, char *err,
-                        size_t errlen)
+/* Disk IDX of the clone NEW: a full copy of D's image, or a qcow2 overlay on it; D is
+ * changed to name the new image. Its strings go into O's arena. */
+static int clone_disk(struct run_options *o, struct kvmbox_disk *d, const char *new_name, int idx,
+                      bool linked, char *err, size_t errlen)
 {
-    char path[4096], rest[4096] = "", fmt[16] = "";
-    const char *comma = strchr(spec, ',');
-    snprintf(path, sizeof(path), "%.*s", comma ? (int)(comma - spec) : (int)strlen(spec), spec);
-    if (comma)
-        snprintf(rest, sizeof(rest), "%s", comma);
-    const char *f = strstr(rest, ",format=");
-    if (f)
-        snprintf(fmt, sizeof(fmt), "%.*s", (int)strcspn(f + 8, ","), f + 8);
-    char src_abs[4096], dir[4096], dst[4200];
-    if (!realpath(path, src_abs)) {
-        errf(err, errlen, -errno, "disk %s: %s", path, strerror(errno));
-        return NULL;
-    }
+    char src_abs[4096], dir[4096], dst[4200], fmt[16] = "";
+    if (d->format)
+        snprintf(fmt, sizeof(fmt), "%s", d->format);
+    if (!realpath(d->path, src_abs))
+        return errf(err, errlen, -errno, "disk %s: %s", d->path, strerror(errno));
     snprintf(dir, sizeof(dir), "%s", src_abs);
     const char *ext = strrchr(src_abs, '.');
     snprintf(dst, sizeof(dst), "%s/%s-disk%d%s", dirname(dir), new_name, idx,
              linked ? ".qcow2" : (ext && !strchr(ext, '/') ? ext : ""));
     struct stat st;
-    if (lstat(dst, &st) == 0) { /* the copy is made with O_EXCL; the overlay must not truncate either */
-        errf(err, errlen, -EEXIST, "%s already exists; not overwriting it", dst);
-        return NULL;
-    }
+    if (lstat(dst, &st) == 0) /* the copy is made with O_EXCL; the overlay must not truncate either */
+        return errf(err, errlen, -EEXIST, "%s already exists; not overwriting it", dst);
     if (linked) {
         /* The source's format (when the definition does not say) and its size: the overlay
          * has the same size. */
@@ -199,66 +204,34 @@ static char *clone_disk(const char *spec, const char *new_name, int idx, bool li
         bool raw;
         if (blk_open(src_abs, *fmt ? fmt : NULL, BLK_O_NO_BACKING | BLK_O_FORCE_SHARE, &b, &raw,
                      err, errlen) < 0)
-            return NULL;
+            return -EIO;
         struct blk_info info;
         blk_get_info(b, &info);
         if (!*fmt)
             snprintf(fmt, sizeof(fmt), "%s", info.format);
         uint64_t size = blk_length(b);
         blk_close(b);
-        struct blk_create_opts o = { .backing_file = src_abs, .backing_format = fmt };
-        if (blk_create(dst, "qcow2", size, &o, err, errlen) < 0)
-            return NULL;
-        /* The overlay is qcow2 whatever the source was. */
-        char *p = strstr(rest, ",format=");
-        if (p) {
-            size_t l = 8 + strcspn(p + 8, ",");
-            memmove(p, p + l, strlen(p + l) + 1);
-        }
-        snprintf(rest + strlen(rest), sizeof(rest) - strlen(rest), ",format=qcow2");
+        struct blk_create_opts bo = { .backing_file = src_abs, .backing_format = fmt };
+        if (blk_create(dst, "qcow2", size, &bo, err, errlen) < 0)
+            return -EIO;
+        d->format = "qcow2"; /* the overlay is qcow2 whatever the source was */
     } else if (copy_sparse(src_abs, dst, err, errlen) < 0) {
-        return NULL;
+        return -EIO;
     }
-    char *out = malloc(strlen(dst) + strlen(rest) + 1);
-    if (out)
-        sprintf(out, "%s%s", dst, rest);
-    return out;
-}
-
-/* "mode,...,mac=..." -> the same NIC with NEW's MAC. */
-static char *clone_net(const char *spec, const char *new_name, int idx)
-{
-    char name[128], mac[18], out[4096];
-    snprintf(name, sizeof(name), "%s/%d", new_name, idx);
-    cli_mac_from_name(name, mac);
-    snprintf(out, sizeof(out), "%s", spec);
-    char *m = strstr(out, "mac=");
-    if (m && (m == out || m[-1] == ','))
-        memcpy(m + 4, mac, 17);
-    else
-        snprintf(out + strlen(out), sizeof(out) - strlen(out), ",mac=%s", mac);
-    return strdup(out);
-}
-
-static int clone_list(struct json_object *def, const char *key, const char *new_name, bool linked,
-                      char *err, size_t errlen)
-{
-    struct json_object *arr, *fresh = json_object_new_array();
-    if (json_object_object_get_ex(def, key, &arr)) {
-        for (size_t i = 0; i < json_object_array_length(arr); i++) {
-            const char *spec = json_object_get_string(json_object_array_get_idx(arr, i));
-            char *n = !strcmp(key, "disk") ? clone_disk(spec, new_name, (int)i, linked, err, errlen)
-                                           : clone_net(spec, new_name, (int)i);
-            if (!n) {
-                json_object_put(fresh);
-                return -EIO;
-            }
-            json_object_array_add(fresh, json_object_new_string(n));
-            free(n);
-        }
-    }
-    json_object_object_add(def, key, fresh);
+    if (!(d->path = config_strndup(o, dst, strlen(dst))))
+        return errf(err, errlen, -ENOMEM, "the definition is too long");
     return 0;
+}
+
+/* The clone's NICs keep their networks, with MACs of their own. */
+static void clone_nets(struct run_options *o, const char *new_name)
+{
+    for (unsigned i = 0; i < o->vm.nnics; i++) {
+        char name[128], mac[18];
+        snprintf(name, sizeof(name), "%s/%u", new_name, i);
+        cli_mac_from_name(name, mac);
+        o->vm.nics[i].have_mac = config_parse_mac(mac, o->vm.nics[i].mac) == 0;
+    }
 }
 
 static int cmd_clone(int argc, char **argv)
@@ -269,7 +242,7 @@ static int cmd_clone(int argc, char **argv)
         return CLI_USAGE;
     }
     const char *src = argv[1], *dst = argv[2];
-    char err[512];
+    char err[600];
     if (!cli_valid_name(src) || !cli_valid_name(dst)) {
         cli_bad_name(cli_valid_name(src) ? dst : src, err, sizeof(err));
         fprintf(stderr, "kvmbox: %s\n", err);
@@ -285,7 +258,7 @@ static int cmd_clone(int argc, char **argv)
         fprintf(stderr, "kvmbox: %s\n", err);
         return CLI_FAIL;
     }
-    struct json_object *def = cli_def_load(src, err, sizeof(err)), *probe = cli_def_load(dst, err + 256, 256);
+    struct json_object *def = cli_def_load(src, err, sizeof(err)), *probe = cli_def_load(dst, err + 300, 300);
     if (probe) {
         json_object_put(probe);
         json_object_put(def);
@@ -296,21 +269,62 @@ static int cmd_clone(int argc, char **argv)
         fprintf(stderr, "kvmbox: %s\n", err);
         return CLI_FAIL;
     }
+    struct run_options *o = malloc(sizeof(*o));
+    int r = o ? config_from_def(def, o, err, sizeof(err)) : -ENOMEM;
+    json_object_put(def);
+    if (r < 0) {
+        fprintf(stderr, "kvmbox: definition of %s: %s\n", src, o ? err : "out of memory");
+        free(o);
+        return CLI_USAGE;
+    }
+    /* A new machine: its own name, UUID, disks and MACs; the control socket in the usual
+     * place (two VMs cannot share one). */
     char uuid[37];
     cli_new_uuid(uuid);
-    json_object_object_add(def, "name", json_object_new_string(dst));
-    json_object_object_add(def, "uuid", json_object_new_string(uuid));
-    int r = clone_list(def, "disk", dst, linked, err, sizeof(err));
-    if (r == 0)
-        r = clone_list(def, "net", dst, linked, err, sizeof(err));
-    if (r == 0)
+    o->vm.name = dst;
+    o->vm.have_uuid = config_parse_uuid(uuid, o->vm.uuid) == 0;
+    o->vm.api_sock = NULL;
+    for (unsigned i = 0; i < o->vm.ndisks && r == 0; i++)
+        r = clone_disk(o, &o->vm.disks[i], dst, (int)i, linked, err, sizeof(err));
+    clone_nets(o, dst);
+    if (r == 0) {
+        def = def_of(o);
         r = cli_def_save(dst, def, false, err, sizeof(err));
-    json_object_put(def);
+        json_object_put(def);
+    }
+    free(o);
     if (r < 0) {
         fprintf(stderr, "kvmbox: clone failed: %s\n", err);
         return CLI_FAIL;
     }
     printf("cloned %s to %s%s\n", src, dst, linked ? " (linked)" : "");
+    return CLI_OK;
+}
+
+/* `kvmbox settings [--json]`: the table every configuration is made from. */
+static int cmd_settings(int argc, char **argv)
+{
+    if (argc == 2 && !strcmp(argv[1], "--json")) {
+        struct json_object *t = config_settings_json();
+        printf("%s\n", json_object_to_json_string_ext(t, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED |
+                                                              JSON_C_TO_STRING_NOSLASHESCAPE));
+        json_object_put(t);
+        return CLI_OK;
+    }
+    if (argc != 1) {
+        fprintf(stderr, "usage: kvmbox settings [--json]\n");
+        return CLI_USAGE;
+    }
+    printf("%-10s %-7s %-8s %-14s %s\n", "KEY", "KIND", "STORED", "DEFAULT", "ALIASES");
+    for (size_t i = 0; i < settings_count; i++) {
+        const struct setting *s = &settings[i];
+        static const char *const kinds[] = { "text", "number", "flag", "list" };
+        char al[64] = "";
+        for (size_t a = 0; a < ARRAY_SIZE(s->aliases) && s->aliases[a]; a++)
+            snprintf(al + strlen(al), sizeof(al) - strlen(al), "%s--%s", a ? ", " : "", s->aliases[a]);
+        printf("%-10s %-7s %-8s %-14s %s\n", s->key, kinds[s->kind], s->process ? "no" : "yes",
+               s->dflt ? (*s->dflt ? s->dflt : "\"\"") : s->computed ? "(computed)" : "-", al);
+    }
     return CLI_OK;
 }
 
@@ -322,5 +336,7 @@ int cmd_def(const char *verb, int argc, char **argv)
         return cmd_undefine(argc, argv);
     if (!strcmp(verb, "dumpconfig"))
         return cmd_dumpconfig(argc, argv);
+    if (!strcmp(verb, "settings"))
+        return cmd_settings(argc, argv);
     return cmd_clone(argc, argv);
 }

@@ -21,6 +21,7 @@
 #include "vmm/cli.h"
 #include "vmm/config.h"
 #include "vmm/sandbox.h"
+#include "vmm/settings.h"
 
 #define SIG_KICK SIGUSR1 /* interrupts the main thread's blocking call while the VM is built */
 #define SIG_QUIT SIGUSR2 /* ends the signal thread */
@@ -499,60 +500,52 @@ static int claim_name(struct run_ctx *c, char *err, size_t errlen)
     return cli_runtime_path(name, ".sock", c->alias, sizeof(c->alias), err, errlen);
 }
 
-int cmd_run(int argc, char **argv)
+/* Runs the machine O describes: in the foreground, or as a daemon with O->daemonize. Its
+ * definition (what dumpconfig shows and what `define` would store) is made from O by the
+ * settings table, before the CLI fills in what it computes (the socket's usual place). */
+static int run_options(struct run_options *o)
 {
-    struct run_options o;
     char err[600];
-    if (config_parse_run(argc, argv, &o, err, sizeof(err)) < 0) {
-        fprintf(stderr, "kvmbox: %s (see kvmbox run --help)\n", err);
-        return KVMBOX_EXIT_USAGE;
-    }
-    if (o.help) {
-        fputs(config_run_usage, stdout);
-        return 0;
-    }
-    struct run_ctx c = { .o = &o };
-    c.keep_status = o.daemonize || o.vm.name;
-    char gen_name[32], rt[2048], uuid[37];
-    if (!o.vm.name) {
+    struct run_ctx c = { .o = o };
+    c.keep_status = o->daemonize || o->vm.name;
+    char gen_name[32], rt[2048];
+    if (!o->vm.name) {
         uint32_t r = 0;
         if (getrandom(&r, sizeof(r), 0) < 0)
             r = (uint32_t)getpid();
         snprintf(gen_name, sizeof(gen_name), "vm-%06x", r & 0xffffff);
-        o.vm.name = gen_name;
+        o->vm.name = gen_name;
     }
-    if (!cli_valid_name(o.vm.name)) {
-        cli_bad_name(o.vm.name, err, sizeof(err));
+    if (!cli_valid_name(o->vm.name)) {
+        cli_bad_name(o->vm.name, err, sizeof(err));
         fprintf(stderr, "kvmbox: %s\n", err);
         return KVMBOX_EXIT_USAGE;
-    }
-    if (cli_runtime_dir(rt, sizeof(rt), err, sizeof(err)) < 0 || claim_name(&c, err, sizeof(err)) < 0) {
-        fprintf(stderr, "kvmbox: %s\n", err);
-        return KVMBOX_EXIT_USAGE;
-    }
-    if (!o.vm.api_sock) { /* the usual place: no alias needed */
-        snprintf(c.sock, sizeof(c.sock), "%s", c.alias);
-        o.vm.api_sock = c.sock;
-        c.alias[0] = 0;
-    }
-    if (!o.vm.runtime_dir)
-        o.vm.runtime_dir = rt; /* segments live next to the control sockets */
-    o.vm.on_end = on_end;
-    o.vm.on_end_opaque = &c;
-    struct json_object *def = cli_def_from_argv(argc, argv);
-    json_object_object_add(def, "name", json_object_new_string(o.vm.name));
-    struct json_object *u;
-    if (!json_object_object_get_ex(def, "uuid", &u)) {
-        cli_new_uuid(uuid);
-        json_object_object_add(def, "uuid", json_object_new_string(uuid));
-        json_object_object_get_ex(def, "uuid", &u);
     }
     /* The firmware shows the VM's UUID (SMBIOS type 1), the same one the definition keeps. */
-    if (!o.vm.have_uuid && config_parse_uuid(json_object_get_string(u), o.vm.uuid) == 0)
-        o.vm.have_uuid = true;
+    if (!o->vm.have_uuid) {
+        char uuid[37];
+        cli_new_uuid(uuid);
+        o->vm.have_uuid = config_parse_uuid(uuid, o->vm.uuid) == 0;
+    }
+    struct json_object *def = json_object_new_object();
+    config_to_def(&o->vm, def);
     char *def_text = strdup(json_object_to_json_string_ext(def, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
     json_object_put(def);
-    o.vm.config_json = def_text;
+    o->vm.config_json = def_text;
+    if (cli_runtime_dir(rt, sizeof(rt), err, sizeof(err)) < 0 || claim_name(&c, err, sizeof(err)) < 0) {
+        fprintf(stderr, "kvmbox: %s\n", err);
+        free(def_text);
+        return KVMBOX_EXIT_USAGE;
+    }
+    if (!o->vm.api_sock) { /* the usual place: no alias needed */
+        snprintf(c.sock, sizeof(c.sock), "%s", c.alias);
+        o->vm.api_sock = c.sock;
+        c.alias[0] = 0;
+    }
+    if (!o->vm.runtime_dir)
+        o->vm.runtime_dir = rt; /* segments live next to the control sockets */
+    o->vm.on_end = on_end;
+    o->vm.on_end_opaque = &c;
 
     /* Signals are taken by a thread of ours; block them before any thread exists. */
     sigset_t set;
@@ -563,13 +556,13 @@ int cmd_run(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     int status;
-    if (o.daemonize) {
+    if (o->daemonize) {
         status = daemonize_and_run(&c);
     } else {
-        o.vm.console_in = STDIN_FILENO;
-        o.vm.console_out = STDOUT_FILENO;
-        o.vm.console_escape = isatty(STDIN_FILENO);
-        signals_start(&c.sig, !o.vm.no_sandbox);
+        o->vm.console_in = STDIN_FILENO;
+        o->vm.console_out = STDOUT_FILENO;
+        o->vm.console_escape = isatty(STDIN_FILENO);
+        signals_start(&c.sig, !o->vm.no_sandbox);
         struct kvmbox_vm *vm;
         status = build_vm(&c, &vm, err, sizeof(err));
         if (status) {
@@ -577,20 +570,48 @@ int cmd_run(int argc, char **argv)
                 fprintf(stderr, "kvmbox: %s\n", err);
             signals_stop(&c.sig);
         } else {
-            status = run_built(&c, vm, o.vm.console_escape);
+            status = run_built(&c, vm, o->vm.console_escape);
         }
     }
     free(def_text);
     return status;
 }
 
+int cmd_run(int argc, char **argv)
+{
+    /* The options hold their strings (192 KiB): on the heap, not the main thread's stack. */
+    struct run_options *o = malloc(sizeof(*o));
+    char err[600];
+    if (!o) {
+        fprintf(stderr, "kvmbox: out of memory\n");
+        return KVMBOX_EXIT_FAILURE;
+    }
+    int status;
+    if (config_parse_run(argc, argv, o, err, sizeof(err)) < 0) {
+        fprintf(stderr, "kvmbox: %s (see kvmbox run --help)\n", err);
+        status = KVMBOX_EXIT_USAGE;
+    } else if (o->help) {
+        char usage[8192];
+        size_t n = config_usage(usage, sizeof(usage));
+        fwrite(usage, 1, n < sizeof(usage) ? n : sizeof(usage) - 1, stdout);
+        status = 0;
+    } else {
+        status = run_options(o);
+    }
+    free(o);
+    return status;
+}
+
+/* `start NAME`: the stored definition, parsed by the same table, run as a daemon. A
+ * definition that no longer parses (a key this version does not know, a relative path) is
+ * refused with the line that says why, status 2. */
 int cmd_start(int argc, char **argv)
 {
     if (argc != 2) {
         fprintf(stderr, "usage: kvmbox start NAME\n");
         return CLI_USAGE;
     }
-    char err[512];
+    char err[600];
     if (!cli_valid_name(argv[1])) {
         cli_bad_name(argv[1], err, sizeof(err));
         fprintf(stderr, "kvmbox: %s\n", err);
@@ -601,18 +622,23 @@ int cmd_start(int argc, char **argv)
         fprintf(stderr, "kvmbox: %s\n", err);
         return CLI_FAIL;
     }
-    int n;
-    char **args = cli_def_to_argv(def, &n);
+    struct run_options *o = malloc(sizeof(*o));
+    int status = KVMBOX_EXIT_USAGE;
+    if (!o)
+        snprintf(err, sizeof(err), "out of memory");
+    else if (config_from_def(def, o, err, sizeof(err)) < 0)
+        ;
+    else if (!o->vm.name || strcmp(o->vm.name, argv[1]))
+        snprintf(err, sizeof(err), "the definition of '%s' names another VM", argv[1]);
+    else
+        err[0] = 0;
     json_object_put(def);
-    char *extra[] = { "--daemonize", NULL };
-    for (int i = 0; extra[i]; i++) {
-        args = realloc(args, sizeof(char *) * (size_t)(n + 2));
-        args[n++] = strdup(extra[i]);
-        args[n] = NULL;
+    if (o && !err[0]) {
+        o->daemonize = true;
+        status = run_options(o);
+    } else {
+        fprintf(stderr, "kvmbox: definition of %s: %s\n", argv[1], err);
     }
-    int status = cmd_run(n, args);
-    for (int i = 0; i < n; i++)
-        free(args[i]);
-    free(args);
+    free(o);
     return status;
 }

@@ -1,5 +1,6 @@
-/* Command-line options of `kvmbox run` into a plain configuration: no side effects, so the
- * parser is unit-tested on its own. */
+/* The values of `kvmbox run`'s settings (a disk, a NIC, a boot order...) into the library's
+ * plain configuration: no side effects, so the parsers are unit-tested on their own. Which
+ * settings exist, their option names and definition keys: vmm/settings.h. */
 #ifndef KVMBOX_CONFIG_H
 #define KVMBOX_CONFIG_H
 
@@ -12,15 +13,21 @@
 #define DEFAULT_CMDLINE "console=ttyS0"
 
 #define DISK_SPEC_MAX 4352
+#define CONFIG_ARENA (192 * 1024)
 
+/* The settings of `kvmbox run` (and of a definition) parsed into the library's config. The
+ * strings the config points at live in ARENA, so an options struct is self-contained. */
 struct run_options {
     struct kvmbox_config vm;
     bool help;
-    bool daemonize;
-    char disk_text[KVMBOX_MAX_DISKS][DISK_SPEC_MAX]; /* --disk values, split in place */
-    char nic_text[KVMBOX_MAX_NICS][1024];             /* --net values, split in place */
-    char cdrom_text[KVMBOX_MAX_CDROMS][DISK_SPEC_MAX]; /* --cdrom values */
+    bool daemonize;             /* how this process runs, not part of the machine */
+    bool definition;            /* parsing a stored definition: relative paths are refused */
+    size_t used;                /* bytes of ARENA in use */
+    char arena[CONFIG_ARENA];   /* not zeroed: each string is written when it is made */
 };
+
+/* A copy of S (N bytes and a NUL) in O's arena; NULL when the arena is full. */
+char *config_strndup(struct run_options *o, const char *s, size_t n);
 
 /* Parses one --net value: [user][,hostfwd=...]... | tap,ifname=NAME | bridge=BR |
  * segment=NAME, each with [,mac=XX:XX:XX:XX:XX:XX]. Empty means user. The strings N gets
@@ -45,10 +52,14 @@ int config_parse_boot(const char *spec, struct kvmbox_config *c, char *err, size
 /* Parses a UUID "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" into 16 bytes. 0 or -EINVAL. */
 int config_parse_uuid(const char *s, uint8_t out[16]) __attribute__((warn_unused_result));
 
-/* Parses ARGV (argv[0] is the subcommand name). Returns 0, or -EINVAL with ERR naming the
- * bad option. Strings in OPTS point into ARGV or into OPTS itself. */
+/* Parses ARGV (argv[0] is the subcommand name) with the options generated from the settings
+ * table (vmm/settings.c). Returns 0, or -EINVAL with ERR naming the bad option. Relative
+ * paths are made absolute against the working directory. */
 int config_parse_run(int argc, char **argv, struct run_options *opts, char *err, size_t errlen)
     __attribute__((warn_unused_result));
-extern const char config_run_usage[];
+
+/* Shared value parsers the settings table uses. */
+bool config_parse_bool(const char *v, bool *out);
+int config_parse_mac(const char *s, uint8_t mac[6]);
 
 #endif

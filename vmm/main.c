@@ -28,7 +28,8 @@ static const char usage[] =
     "  balloon NAME SIZE [--stats-interval S]  set the guest's memory target (virtio-balloon)\n"
     "  link NAME NIC up|down                set a NIC's link (NIC: index from 0, or MAC)\n"
     "definitions:\n"
-    "  define FILE | undefine NAME | dumpconfig NAME | clone SRC NEW [--linked]\n"
+    "  define FILE [--force] | undefine NAME | dumpconfig NAME | clone SRC NEW [--linked]\n"
+    "  settings [--json]                    the settings a definition (and run) takes\n"
     "disk images:\n"
     "  img SUBCOMMAND ...                   create, inspect, convert images (kvmbox img --help)\n"
     "  help | version\n"
@@ -64,7 +65,7 @@ int main(int argc, char **argv)
     const char *cmd = argv[1];
     static const char *const ctl[] = { "list", "info", "pause", "resume", "shutdown", "reboot",
                                         "reset", "kill", "wait", "balloon", "link", NULL };
-    static const char *const defs[] = { "define", "undefine", "dumpconfig", "clone", NULL };
+    static const char *const defs[] = { "define", "undefine", "dumpconfig", "clone", "settings", NULL };
     if (!strcmp(cmd, "run")) {
         int status = cmd_run(argc - 1, argv + 1);
         if (trace_enabled()) {
