@@ -112,10 +112,12 @@ static int set_msrs(struct vcpu *v)
 {
     if (!msr_listed(v->vm, MSR_IA32_MISC_ENABLE))
         return 0;
-    struct { struct kvm_msrs h; struct kvm_msr_entry e[1]; } m = { 0 };
+    /* Room for one entry after the header (a struct with a flexible array cannot be followed
+     * by another member in standard C, which clang enforces). */
+    union { struct kvm_msrs h; char room[sizeof(struct kvm_msrs) + sizeof(struct kvm_msr_entry)]; } m = { 0 };
     m.h.nmsrs = 1;
-    m.e[0].index = MSR_IA32_MISC_ENABLE;
-    m.e[0].data = MISC_ENABLE_FAST_STRING;
+    m.h.entries[0].index = MSR_IA32_MISC_ENABLE;
+    m.h.entries[0].data = MISC_ENABLE_FAST_STRING;
     return ioctl(v->fd, KVM_SET_MSRS, &m) == 1 ? 0 : -EIO;
 }
 
