@@ -174,7 +174,7 @@ static struct json_object *info_object(struct vm *vm)
     json_object_object_add(i, "memory", json_object_new_int64((int64_t)vm->mem.ram_size));
     json_object_object_add(i, "hugepages", json_object_new_string(vm->mem.huge ? vm->mem.huge : "off"));
     json_object_object_add(i, "uptime", json_object_new_double((double)(monotonic_ns() - vm->start_ns) / 1e9));
-    json_object_object_add(i, "reboots", json_object_new_int((int)vm->reboots));
+    json_object_object_add(i, "reboots", json_object_new_int((int)__atomic_load_n(&vm->reboots, __ATOMIC_RELAXED)));
     json_object_object_add(i, "kernel", json_object_new_string(vm->kernel ? vm->kernel : ""));
     if (vm->initrd)
         json_object_object_add(i, "initrd", json_object_new_string(vm->initrd));

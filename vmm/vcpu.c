@@ -315,7 +315,10 @@ static void vcpu_run_loop(struct vcpu *v)
             break;
         if (ioctl(v->fd, KVM_RUN, 0) < 0) {
             if (errno == EINTR || errno == EAGAIN) {
-                v->run->immediate_exit = 0;
+                /* vcpus_kick() sets it from another thread. Cleared seq_cst, before the
+                 * loop's checks: a kick whose 1 this overwrites had already set the flag
+                 * (stop, quit, pause) those checks then see. */
+                __atomic_store_n(&v->run->immediate_exit, 0, __ATOMIC_SEQ_CST);
                 continue;
             }
             char msg[96];
