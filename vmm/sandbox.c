@@ -100,14 +100,34 @@ static void install_handler(void)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGSYS, &sa, NULL);
 #ifdef SANDBOX_TSAN
-    /* ThreadSanitizer build: start the runtime's symbolizer (a child process it talks to
-     * over pipes) now, from this still unfiltered thread, so that a report made later by a
-     * filtered thread needs no fork or exec; the filters allow only what is left
-     * (vmm/sandbox_gen.c, tsan_runtime). */
-    char name[64];
-    __sanitizer_symbolize_pc((void *)&sandbox_class_name, "%F", name, sizeof(name));
+    /* ThreadSanitizer build: with TSAN_OPTIONS=log_path=P (tests/run-all.sh), the report
+     * file P.PID is opened on first use; this opens it now, while opening files is allowed. */
+    (void)__sanitizer_get_report_path();
 #endif
 }
+
+#ifdef SANDBOX_TSAN
+/* ThreadSanitizer build only: start the runtime's symbolizer (a child process it talks to
+ * over pipes) at process start, while there is one thread and no filter, so that a report
+ * made later by a filtered thread needs no fork or exec (the filters allow only what is
+ * left: vmm/sandbox_gen.c, tsan_runtime). Any libc address will do (labs: not intercepted);
+ * the child gets /dev/null as stderr, or it would hold a daemon's log pipe open for ever. */
+__attribute__((constructor)) static void tsan_start_symbolizer(void)
+{
+    int saved = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
+    int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    if (saved >= 0 && null >= 0)
+        dup2(null, STDERR_FILENO);
+    char name[64];
+    __sanitizer_symbolize_pc((void *)&labs, "%F", name, sizeof(name));
+    if (saved >= 0 && null >= 0)
+        dup2(saved, STDERR_FILENO);
+    if (saved >= 0)
+        close(saved);
+    if (null >= 0)
+        close(null);
+}
+#endif
 
 int sandbox_enter(enum sandbox_class cls, bool on)
 {
