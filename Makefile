@@ -1,5 +1,8 @@
-# kvmbox build. `make` builds the binary, the library and the guest tests;
-# `make check` installs what is missing, then runs every test (normal and ASan+UBSan builds).
+# kvmbox build. `make` builds the binary, the libraries and the guest tests;
+# `make check` installs what is missing, then runs every test (normal, ASan+UBSan and TSan
+# builds); `make install` (PREFIX, DESTDIR). CC, CFLAGS, CPPFLAGS and LDFLAGS are yours:
+# `make CC=clang` and `make CFLAGS='-O0 -g'` build with everything kvmbox needs.
+# Builds: BUILD=dir (default build), SAN=1 (ASan+UBSan), TSAN=1 (ThreadSanitizer, clang).
 # Module fragments (*/module.mk) add sources; files named cli_*.c and vmm/main.c form the
 # command line, everything else goes into libkvmbox.
 

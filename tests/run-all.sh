@@ -112,11 +112,13 @@ run_scripts() { # run_scripts BUILD_DIR script...
 }
 
 # The TSan pass: the guest tests and the integration scripts that run kvmbox's threads
-# (vCPUs, device I/O threads, API, console, log), not the Linux boots, the fuzzers or the
-# image-format scripts (kvmbox img is single-threaded: the ASan pass covers it). Every 7th
-# payload size, as under ASan. It adds about TSAN_COST to make check (docs/testing.md).
+# (vCPUs, device I/O threads, API, console, log). Not the Linux boots, the fuzzers, the
+# image-format scripts (kvmbox img is single-threaded: the ASan pass covers it), t-install
+# (it builds its own trees) or the firmware boots (SeaBIOS and GRUB through port exits:
+# minutes each under TSan). Every 7th payload size, as under ASan. docs/testing.md says
+# what it costs.
 TSAN_SCRIPTS="t-guest-tests t-api t-balloon t-cli t-lifecycle t-overcommit t-sandbox t-security
-              t-virtio-blk t-virtio-net t-virtio-reboot t-firmware t-firmware-cd"
+              t-virtio-blk t-virtio-net t-virtio-reboot"
 
 for dir in ${CHECK_PASSES:-build build-asan build-tsan}; do
     case "$dir" in
