@@ -60,8 +60,10 @@ guard() { # guard NAME CMD...: CMD under the hang guard (stdout must be a file: 
         --cap "$GUARD_CAP" -- "$@"
 }
 
-build() { # build DIR SAN TSAN
-    if make -s -j"$JOBS" BUILD="$1" SAN="$2" TSAN="$3" all "$1"/tests/.stamp >"$LOG/build-$1.log" 2>&1; then
+build() { # build DIR SAN TSAN (the TSan build is clang's, whatever CC the environment has)
+    local cc=()
+    [ "$3" = 1 ] && cc=(CC=clang)
+    if make -s -j"$JOBS" BUILD="$1" SAN="$2" TSAN="$3" "${cc[@]}" all "$1"/tests/.stamp >"$LOG/build-$1.log" 2>&1; then
         echo "PASS: build $1"
     else
         tail -30 "$LOG/build-$1.log"
