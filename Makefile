@@ -55,7 +55,8 @@ $(shell mkdir -p $(BUILD))
 $(file > $(BUILD)/.flags,$(FLAGS_NOW))
 endif
 DEP_LDLIBS := -lz -ljson-c -luring -ldl
-LDLIBS  += $(DEP_LDLIBS) -pthread
+# LDLIBS is the user's too: kvmbox's own libraries come first, whatever it says.
+ALL_LDLIBS = $(DEP_LDLIBS) -pthread $(LDLIBS)
 
 ALL_SRCS := $(wildcard vmm/*.c devices/*.c virtio/*.c firmware/*.c block/*.c net/*.c)
 CLI_SRCS := vmm/main.c $(foreach d,vmm devices virtio firmware block net,$(wildcard $(d)/cli_*.c))
@@ -102,7 +103,7 @@ $(LIBKVMBOX): $(LIB_OBJS)
 # (not in sanitizer builds, whose runtime is linked into the program, not into libraries).
 $(LIBKVMBOX_SO): $(LIB_OBJS) vmm/libkvmbox.map
 	$(CC) -shared $(ALL_LDFLAGS) -Wl,-soname,$(SONAME) -Wl,--version-script,vmm/libkvmbox.map \
-	    $(if $(SANFLAGS),,-Wl,-z,defs) $(LIB_OBJS) -o $@ $(LDLIBS)
+	    $(if $(SANFLAGS),,-Wl,-z,defs) $(LIB_OBJS) -o $@ $(ALL_LDLIBS)
 	ln -sf $(notdir $@) $(BUILD)/$(SONAME)
 	ln -sf $(SONAME) $(BUILD)/libkvmbox.so
 
@@ -124,15 +125,15 @@ endef
 export KVMBOX_PC
 
 $(KVMBOX): $(CLI_OBJS) $(LIBKVMBOX)
-	$(CC) $(ALL_LDFLAGS) $(CLI_OBJS) $(LIBKVMBOX) -o $@ $(LDLIBS) $(EXTRA_LDLIBS)
+	$(CC) $(ALL_LDFLAGS) $(CLI_OBJS) $(LIBKVMBOX) -o $@ $(ALL_LDLIBS) $(EXTRA_LDLIBS)
 
 $(EXAMPLE): examples/embed.c $(LIBKVMBOX)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) $< $(LIBKVMBOX) -o $@ $(LDLIBS) $(EXTRA_LDLIBS)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) $< $(LIBKVMBOX) -o $@ $(ALL_LDLIBS) $(EXTRA_LDLIBS)
 
 $(BUILD)/tests/%: tests/%.c $(LIBKVMBOX)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) $< $(LIBKVMBOX) -o $@ $(LDLIBS) $(EXTRA_LDLIBS) $(shell pkg-config --libs check)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) $< $(LIBKVMBOX) -o $@ $(ALL_LDLIBS) $(EXTRA_LDLIBS) $(shell pkg-config --libs check)
 
 -include $(wildcard */module.mk)
 -include $(LIB_OBJS:.o=.d) $(CLI_OBJS:.o=.d)
