@@ -1,5 +1,6 @@
 /* Inside the block layer: the driver interface behind block/block.h. One struct blk_ops per
- * format (raw.c, qcow2.c); block.c does what is common (probing, locking, messages). */
+ * format (raw.c, qcow2.c); what is common is in block.c (dispatch, messages), open.c
+ * (opening, probing, backing chains) and lock.c (image locks). */
 #ifndef KVMBOX_BLK_INT_H
 #define KVMBOX_BLK_INT_H
 

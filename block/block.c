@@ -1,5 +1,6 @@
-/* The block layer's common part: format probing, image locking, backing files, iovec
- * helpers, and the public functions of block/block.h, which dispatch to the drivers. */
+/* The block layer's common part: the public functions of block/block.h (range checks,
+ * read-only enforcement, creation), which dispatch to the drivers; error messages and
+ * events; iovec helpers. Opening, probing and backing chains are in open.c, locks in lock.c. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>

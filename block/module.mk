@@ -1,7 +1,7 @@
 # Test tools for the block layer (not part of libkvmbox or the kvmbox binary).
 $(BUILD)/tests/blkio: tests/blkio.c $(LIBKVMBOX)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) $< $(LIBKVMBOX) -o $@ $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) $< $(LIBKVMBOX) -o $@ $(ALL_LDLIBS)
 
 all: $(BUILD)/tests/blkio
 

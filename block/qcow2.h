@@ -1,9 +1,16 @@
-/* qcow2 driver internals (QEMU's docs/interop/qcow2.txt). Split by concern:
- *   qcow2.c           header, open/validate, create, info, close, backing
- *   qcow2_refcount.c  refcount read/update, cluster allocation, table growth, check
- *   qcow2_map.c       L1/L2 mapping, the read path, block status
- *   qcow2_write.c     the write path, zero/discard, compressed writes
+/* qcow2 driver internals (QEMU's docs/interop/qcow2.txt). Split by concern; the prototypes
+ * below are grouped under the file that defines them:
+ *   qcow2.c           header, open/validate, create, info, resize, backing name, close;
+ *                     the corrupt mark; blk_qcow2_ops
+ *   qcow2_refcount.c  the table cache, refcount reads and updates, cluster allocation,
+ *                     refcount-table growth
+ *   qcow2_map.c       L1/L2 lookups, the read path, compressed reads, block status
+ *   qcow2_write.c     the write path (in place or copy-on-write), blk_map, zero/discard,
+ *                     compressed writes, dropping clusters (shrink)
+ *   qcow2_meta.c      which host clusters hold metadata; every write checked against them
+ *   qcow2_check.c     check and repair (qemu-img check), COPIED flags
  *   qcow2_snapshot.c  internal snapshots
+ *   qcow2_fuzz.c      libFuzzer target (make fuzz-qcow2), not part of the library
  * On-disk tables are big-endian; caches keep them in that form. */
 #ifndef KVMBOX_QCOW2_H
 #define KVMBOX_QCOW2_H
@@ -98,10 +105,6 @@ int qcow2_get_refcount(struct blk *b, uint64_t cluster, uint64_t *rc);
 int qcow2_update_refcount(struct blk *b, uint64_t offset, int64_t delta);
 /* Allocates N contiguous clusters at the end of the image, refcounts 1; returns the offset. */
 int qcow2_alloc_clusters(struct blk *b, uint64_t n, uint64_t *offset);
-int qcow2_check(struct blk *b, unsigned repair, struct blk_check_result *res);
-/* The active tree's COPIED flags against the refcounts (qcow2_check.c): each mismatch is
- * counted in RES (corruptions, or corruptions_fixed when FIX rewrites the entry). */
-int qcow2_sync_copied(struct blk *b, bool fix, struct blk_check_result *res);
 /* Reads a cluster-sized table through CACHE (L2 tables and refcount blocks). */
 int qcow2_cache_get(struct blk *b, struct table_cache *c, uint64_t offset, uint8_t **table);
 void qcow2_cache_drop(struct table_cache *c, uint64_t offset);
@@ -116,22 +119,23 @@ int qcow2_iov_slice(const struct iovec *iov, int iovcnt, size_t skip, size_t len
 /* Reads with b->lock held; with UNLOCK_IO the lock is dropped around data reads. */
 int qcow2_read_locked(struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off, uint64_t len,
                       bool unlock_io);
-/* qcow2_write.c: the write side */
 int qcow2_preadv(struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off, uint64_t len);
+int qcow2_block_status(struct blk *b, uint64_t off, uint64_t len, uint64_t *pnum, unsigned *status,
+                       uint64_t *host_off);
+/* L2 entry for guest offset OFF (0 when the L1 entry is empty). */
+int qcow2_get_l2_entry(struct blk *b, uint64_t off, uint64_t *entry);
+
+/* qcow2_write.c: the write side */
 int qcow2_pwritev(struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off, uint64_t len);
-/* blk_map()/blk_map_done() for qcow2 (qcow2_write.c). */
+/* blk_map()/blk_map_done() for qcow2. */
 int qcow2_map(struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off, uint64_t len,
               bool write, int *fd, uint64_t *host);
 void qcow2_map_done(struct blk *b, bool write);
 int qcow2_write_zeroes(struct blk *b, uint64_t off, uint64_t len, unsigned flags);
 int qcow2_discard(struct blk *b, uint64_t off, uint64_t len);
 int qcow2_write_compressed(struct blk *b, uint64_t off, const void *buf, size_t len);
-int qcow2_block_status(struct blk *b, uint64_t off, uint64_t len, uint64_t *pnum, unsigned *status,
-                       uint64_t *host_off);
 /* Makes the whole clusters in [off, off+len) unallocated, releasing their clusters. */
 int qcow2_drop_clusters(struct blk *b, uint64_t off, uint64_t len);
-/* L2 entry for guest offset OFF (0 when the L1 entry is empty). */
-int qcow2_get_l2_entry(struct blk *b, uint64_t off, uint64_t *entry);
 
 /* Waits (b->lock held) until no in-place write runs unlocked: before a cluster is freed or
  * starts being shared. */
@@ -160,6 +164,14 @@ const char *qcow2_meta_name(uint8_t kind);
 /* Before writing [off, off+len): 0 when it holds no metadata other than ALLOWED (0 for guest
  * data); else the image is marked corrupt (qcow2_mark_corrupt) and -EIO returned. */
 int qcow2_meta_check_write(struct blk *b, uint64_t off, uint64_t len, uint8_t allowed);
+
+/* qcow2_check.c */
+/* Counts every reference and compares with the refcounts; REPAIR (BLK_REPAIR_*) fixes leaks
+ * and errors. Results in RES. */
+int qcow2_check(struct blk *b, unsigned repair, struct blk_check_result *res);
+/* The active tree's COPIED flags against the refcounts: each mismatch is counted in RES
+ * (corruptions, or corruptions_fixed when FIX rewrites the entry). */
+int qcow2_sync_copied(struct blk *b, bool fix, struct blk_check_result *res);
 
 /* qcow2_snapshot.c */
 int qcow2_snapshot_list(struct blk *b, struct blk_snapshot *out, int max);

@@ -111,7 +111,7 @@ static void scan(struct net_segment *s)
         if (l < 6 || strcmp(e->d_name + l - 5, ".sock") || !strcmp(e->d_name, s->self) ||
             l >= sizeof(s->peers[0].name))
             continue;
-        snprintf(s->peers[s->npeers++].name, sizeof(s->peers[0].name), "%s", e->d_name);
+        memcpy(s->peers[s->npeers++].name, e->d_name, l + 1); /* l < sizeof(name): checked above */
     }
     closedir(d);
 }

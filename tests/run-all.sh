@@ -1,7 +1,14 @@
 #!/bin/bash
-# The one test command (make check; README; .ci/run): builds kvmbox normally and with
-# ASan+UBSan, runs the unit tests, the guest tests and the integration scripts against both
-# builds, and ends with one "N passed, N failed, N skipped" line.
+# The one test command (make check; README; .ci/run): builds kvmbox normally, with
+# ASan+UBSan and with ThreadSanitizer (clang), runs the unit tests, the guest tests and the
+# integration scripts against each build, and ends with one "N passed, N failed, N skipped"
+# line. CHECK_PASSES="build build-asan build-tsan" (the default) chooses the passes.
+#
+# A sanitizer report is a failure even when the script's own checks passed: ASan/UBSan
+# reports are found in the script's output, TSan reports in the files its runtime writes
+# (TSAN_OPTIONS=log_path=...; daemonized VMs' stderr goes to their own logs, so the output
+# alone would miss them). The TSan build keeps its seccomp sandbox on: its filters allow
+# what the TSan runtime needs to report (vmm/sandbox_gen.c).
 #
 # It says what it is doing as it goes (a CI log shows progress): "==> SCRIPT [BUILD]" when a
 # script starts, its PASS:/FAIL:/SKIP: lines (labelled with the build) and "<== SCRIPT
@@ -18,6 +25,8 @@ cd "$(dirname "$0")/.." || exit 1
 . tests/lib/progress.sh
 JOBS=$(nproc 2>/dev/null || echo 2)
 LOG=$(mktemp -d /tmp/kvmbox-check.XXXXXX)
+# TSan report files (TSAN_OPTIONS=log_path): any user a test runs kvmbox as can create them.
+chmod 711 "$LOG" && mkdir -m 1733 "$LOG/tsan"
 GUARD_QUIET=${GUARD_QUIET:-300} GUARD_CPU=${GUARD_CPU:-1800} GUARD_CAP=${GUARD_CAP:-3600}
 pass=0 fail=0 skip=0
 failed_names=()
@@ -51,8 +60,10 @@ guard() { # guard NAME CMD...: CMD under the hang guard (stdout must be a file: 
         --cap "$GUARD_CAP" -- "$@"
 }
 
-build() { # build DIR SAN
-    if make -s -j"$JOBS" BUILD="$1" SAN="$2" all "$1"/tests/.stamp >"$LOG/build-$1.log" 2>&1; then
+build() { # build DIR SAN TSAN (the TSan build is clang's, whatever CC the environment has)
+    local cc=()
+    [ "$3" = 1 ] && cc=(CC=clang)
+    if make -s -j"$JOBS" BUILD="$1" SAN="$2" TSAN="$3" "${cc[@]}" all "$1"/tests/.stamp >"$LOG/build-$1.log" 2>&1; then
         echo "PASS: build $1"
     else
         tail -30 "$LOG/build-$1.log"
@@ -67,14 +78,23 @@ run_one() {
     shift 2
     out="$LOG/$name.$dir.log"
     echo "==> $name [$dir]"
-    KVMBOX="$dir/kvmbox" BUILD="$dir" guard "$name [$dir]" "$@" >"$out" 2>&1
+    # TSan reports of every instrumented process the script starts: tsan/NAME.DIR.PID
+    local tsan="$LOG/tsan/$name.$dir" tsan_reports
+    TSAN_OPTIONS="log_path=$tsan ${TSAN_OPTIONS:-}" KVMBOX="$dir/kvmbox" BUILD="$dir" \
+        guard "$name [$dir]" "$@" >"$out" 2>&1
     rc=$?
     echo "$name [$dir]: $((SECONDS - t0)) s" >>"$LOG/times"
     count < <(label "$dir" <"$out")
     # A sanitizer report anywhere is a failure, even if the script's checks passed.
-    if grep -qE 'runtime error:|ERROR: AddressSanitizer|ERROR: LeakSanitizer' "$out"; then
-        grep -E -m3 'runtime error:|ERROR: (Address|Leak)Sanitizer' "$out"
+    if grep -qE 'runtime error:|ERROR: AddressSanitizer|ERROR: LeakSanitizer|WARNING: ThreadSanitizer' "$out"; then
+        grep -E -m3 'runtime error:|ERROR: (Address|Leak)Sanitizer|WARNING: ThreadSanitizer' "$out"
         count <<<"FAIL: [$dir] $name: sanitizer report (see $out)"
+    fi
+    tsan_reports=$(grep -l 'WARNING: ThreadSanitizer' "$tsan".* 2>/dev/null)
+    if [ -n "$tsan_reports" ]; then
+        # shellcheck disable=SC2086 # one argument per report file
+        grep -h -A3 'WARNING: ThreadSanitizer' $tsan_reports | head -12
+        count <<<"FAIL: [$dir] $name: ThreadSanitizer report (see ${tsan_reports%%$'\n'*})"
     fi
     if [ $rc -ne 0 ] && [ $rc -ne 77 ] && ! grep -q '^FAIL:' "$out"; then
         tail -20 "$out"
@@ -93,26 +113,41 @@ run_scripts() { # run_scripts BUILD_DIR script...
     done
 }
 
-for dir_san in "build 0" "build-asan 1"; do
-    # shellcheck disable=SC2086 # two words: intended splitting
-    set -- $dir_san
-    dir=$1 san=$2
+# The TSan pass: the guest tests and the integration scripts that run kvmbox's threads
+# (vCPUs, device I/O threads, API, console, log). Not the Linux boots, the fuzzers, the
+# image-format scripts (kvmbox img is single-threaded: the ASan pass covers it), t-install
+# (it builds its own trees) or the firmware boots (SeaBIOS and GRUB through port exits:
+# minutes each under TSan). Every 7th payload size, as under ASan. docs/testing.md says
+# what it costs.
+TSAN_SCRIPTS="t-guest-tests t-api t-balloon t-cli t-lifecycle t-overcommit t-sandbox t-security
+              t-virtio-blk t-virtio-net t-virtio-reboot"
+
+for dir in ${CHECK_PASSES:-build build-asan build-tsan}; do
+    case "$dir" in
+    build) san=0 tsan=0 ;;
+    build-asan) san=1 tsan=0 ;;
+    build-tsan) san=0 tsan=1 ;;
+    *) echo "run-all: unknown pass $dir (CHECK_PASSES: build build-asan build-tsan)"; exit 2 ;;
+    esac
     echo "==> build $dir"
-    build "$dir" "$san" >"$LOG/build-result" 2>&1
+    build "$dir" "$san" "$tsan" >"$LOG/build-result" 2>&1
     brc=$?
     count <"$LOG/build-result"
     [ $brc -eq 0 ] || continue
     # shellcheck disable=SC2046 # one argument per test binary
     run_one unit-tests "$dir" tests/run-unit.sh $(find "$dir/tests" -maxdepth 1 -type f -name 'test_*' -perm -u+x | sort)
-    if [ "$san" = 0 ]; then
+    if [ "$dir" = build ]; then
         run_scripts "$dir" tests/t-*.sh
-    else
+    elif [ "$dir" = build-asan ]; then
         # Under ASan: everything that exercises kvmbox's own code paths, not the slow
         # Linux boots or the benchmarks. The bridge and tap pings take every 7th payload
         # size (the normal pass took every size): the sanitizers need the paths, not all
         # 1473 sizes again.
         # shellcheck disable=SC2046 # one argument per script
         STEP=7 run_scripts "$dir" $(ls tests/t-*.sh | grep -v -E 't-linux|t-img-fuzz|t-virtio-fuzz')
+    else
+        # shellcheck disable=SC2046 # one argument per script
+        STEP=7 run_scripts "$dir" $(for s in $TSAN_SCRIPTS; do echo "tests/$s.sh"; done)
     fi
 done
 

@@ -32,7 +32,9 @@ LOG=$T/run/a1.log # a1's console, as the daemon writes it
 # line, which it reads once attached), until its output (in OUT, \r removed) has COUNT lines
 # matching REGEX, then detaches it with SIGTERM; 1 if they never came (no output for 60 s or
 # 600 s in all). The guest prints a tick every 200 ms, so an attached console always sees
-# output: nothing here depends on how fast the host is.
+# output: nothing here depends on how fast the host is. The input stays open until then: at
+# its end the client detaches once the guest has *taken* the line, which can be before the
+# guest's answer is out (a slower kvmbox, e.g. the TSan build, showed it).
 console_until() {
     local name=$1 out=$2 count=$3 rx=$4 pid r feed
     # The console's input stays open until it is detached: at the end of its input it would

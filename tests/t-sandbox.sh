@@ -46,11 +46,18 @@ pid=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])' <<<"$("$K
 if [ -z "$pid" ]; then
     bad "the VM did not start"
 else
-    unfiltered="" filtered=0 names=""
+    unfiltered="" filtered=0 names="" tsan=0
+    # The ThreadSanitizer build's runtime starts threads of its own (unnamed: "kvmbox"), which
+    # are not kvmbox's; every thread kvmbox starts has a name.
+    grep -qa 'ThreadSanitizer' "$KVMBOX" && tsan=1
     for task in /proc/"$pid"/task/*; do
         comm=$(cat "$task/comm") mode=$(awk '/^Seccomp:/ { print $2 }' "$task/status")
         # KVM's own kernel worker (NX huge page recovery) is listed among the VM's tasks.
         case $comm in kvm-*) continue ;; esac
+        if [ $tsan = 1 ] && [ "$comm" = kvmbox ] && [ "$(basename "$task")" != "$pid" ]; then
+            names="$names (tsan)"
+            continue
+        fi
         names="$names $comm"
         if [ "$(basename "$task")" = "$pid" ]; then
             main_mode=$mode

@@ -38,7 +38,9 @@ struct vballoon {
     struct guest_mem *mem;         /* guest RAM (the VM's, through its services) */
     pthread_mutex_t lock;          /* config, stats, counters */
     uint32_t num_pages, actual;    /* the configuration space */
-    int qi[NROLES];                /* queue index of each role for the negotiated features */
+    int qi[NROLES];                /* queue index of each role for the negotiated features:
+                                      qindex() (written at DRIVER_OK on a vCPU thread, read by
+                                      the balloon and API threads) */
     int stats_head;                /* the statistics chain held by the device, or -1 */
     struct balloon_stats stats;
     uint64_t stats_ns;
@@ -83,19 +85,26 @@ static void config_write(struct virtio_dev *vd, unsigned off, const void *data, 
 
 /* ---- queues ------------------------------------------------------------------------------- */
 
+/* Atomic, relaxed: each entry is one int on its own, and the queue it names has its lock. */
+static int qindex(struct vballoon *b, int role)
+{
+    return __atomic_load_n(&b->qi[role], __ATOMIC_RELAXED);
+}
+
 /* Takes one chain of queue ROLE; 1 with b->chain filled, 0 when empty, -1 on a bad ring. */
 static int pop(struct vballoon *b, int role)
 {
-    if (b->qi[role] < 0)
+    int qi = qindex(b, role);
+    if (qi < 0)
         return 0;
-    struct virtio_queue *q = &b->vd.q[b->qi[role]];
+    struct virtio_queue *q = &b->vd.q[qi];
     pthread_mutex_lock(&q->lock);
     int r = q->broken || !q->vq.live ? 0 : virtq_pop(&q->vq, &b->chain);
     if (r == 0 && !q->broken && q->vq.live && virtq_enable_notify(&q->vq))
         r = virtq_pop(&q->vq, &b->chain);
     pthread_mutex_unlock(&q->lock);
     if (r < 0) {
-        virtio_queue_error(&b->vd, (unsigned)b->qi[role], virtq_strerror(r));
+        virtio_queue_error(&b->vd, (unsigned)qi, virtq_strerror(r));
         return -1;
     }
     return r;
@@ -103,13 +112,16 @@ static int pop(struct vballoon *b, int role)
 
 static void give_back(struct vballoon *b, int role, uint16_t head, uint32_t len)
 {
-    struct virtio_queue *q = &b->vd.q[b->qi[role]];
+    int qi = qindex(b, role);
+    if (qi < 0)
+        return;
+    struct virtio_queue *q = &b->vd.q[qi];
     pthread_mutex_lock(&q->lock);
     virtq_push(&q->vq, head, len);
     bool notify = virtq_should_notify(&q->vq);
     pthread_mutex_unlock(&q->lock);
     if (notify)
-        virtio_notify(&b->vd, (unsigned)b->qi[role]);
+        virtio_notify(&b->vd, (unsigned)qi);
 }
 
 /* Releases a run of contiguous guest pages. */
@@ -224,7 +236,7 @@ static void stats_request(struct vballoon *b)
     int head = b->stats_head;
     b->stats_head = -1;
     pthread_mutex_unlock(&b->lock);
-    if (head >= 0 && b->qi[STATS] >= 0 && virtio_running(&b->vd))
+    if (head >= 0 && qindex(b, STATS) >= 0 && virtio_running(&b->vd))
         give_back(b, STATS, (uint16_t)head, 0);
 }
 
@@ -290,9 +302,11 @@ static void balloon_start(struct virtio_dev *vd)
 {
     struct vballoon *b = to_vb(vd);
     int next = 2;
-    b->qi[INFLATE] = 0, b->qi[DEFLATE] = 1;
-    b->qi[STATS] = virtio_has(vd, VIRTIO_BALLOON_F_STATS_VQ) ? next++ : -1;
-    b->qi[REPORTING] = virtio_has(vd, VIRTIO_BALLOON_F_PAGE_REPORTING) ? next++ : -1;
+    __atomic_store_n(&b->qi[INFLATE], 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&b->qi[DEFLATE], 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&b->qi[STATS], virtio_has(vd, VIRTIO_BALLOON_F_STATS_VQ) ? next++ : -1, __ATOMIC_RELAXED);
+    __atomic_store_n(&b->qi[REPORTING], virtio_has(vd, VIRTIO_BALLOON_F_PAGE_REPORTING) ? next++ : -1,
+                     __ATOMIC_RELAXED);
     for (int i = 0; i < NQUEUES; i++)
         kick(vd->q[i].kick_fd);
 }
@@ -373,7 +387,7 @@ void vballoon_get_info(struct vballoon *b, struct balloon_info *info)
     info->released = b->released;
     info->reported = b->reported;
     info->stats_interval = b->stats_interval;
-    info->reporting = b->qi[REPORTING] >= 0 && virtio_running(&b->vd);
+    info->reporting = qindex(b, REPORTING) >= 0 && virtio_running(&b->vd);
     info->stats = b->stats;
     info->stats.age_ms = b->stats_ns ? (monotonic_ns() - b->stats_ns) / 1000000 : UINT64_MAX;
     pthread_mutex_unlock(&b->lock);

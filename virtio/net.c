@@ -73,9 +73,13 @@ static bool link_is_up(struct vnet *n)
     return __atomic_load_n(&n->config[6], __ATOMIC_ACQUIRE) & VIRTIO_NET_S_LINK_UP;
 }
 
+/* vCPU thread. The status byte changes under vd->lock (vnet_set_link, API thread): read the
+ * whole range under it too, so a driver never sees half of a change. */
 static void config_read(struct virtio_dev *vd, unsigned off, void *data, unsigned len)
 {
+    pthread_mutex_lock(&vd->lock);
     memcpy(data, to_vnet(vd)->config + off, len);
+    pthread_mutex_unlock(&vd->lock);
 }
 
 /* ---- transmit ---------------------------------------------------------------------------- */

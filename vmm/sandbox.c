@@ -27,6 +27,18 @@
 
 #include "sandbox_bpf.h" /* build/gen: the programs vmm/sandbox_gen.c made */
 
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define SANDBOX_TSAN 1
+#endif
+#endif
+#if defined(__SANITIZE_THREAD__)
+#define SANDBOX_TSAN 1
+#endif
+#ifdef SANDBOX_TSAN
+#include <sanitizer/common_interface_defs.h>
+#endif
+
 static const char *const class_names[SANDBOX_CLASSES] = {
     [SANDBOX_VCPU] = "vCPU", [SANDBOX_API] = "API", [SANDBOX_CONSOLE] = "console",
     [SANDBOX_BLK] = "virtio-blk I/O", [SANDBOX_NET] = "virtio-net I/O", [SANDBOX_BALLOON] = "virtio-balloon",
@@ -74,17 +86,48 @@ static void on_sigsys(int sig, siginfo_t *si, void *uc)
     if (write(STDERR_FILENO, msg, n) < 0) {
         /* nothing more to do: we are stopping */
     }
-    _exit(KVMBOX_EXIT_FAILURE);
+    /* The raw call, not _exit(): a sanitizer's _exit interceptor may wait for a lock the
+     * trapped thread holds (a ThreadSanitizer report in progress), and never return. */
+    syscall(SYS_exit_group, KVMBOX_EXIT_FAILURE);
 }
 
 static pthread_once_t handler_once = PTHREAD_ONCE_INIT;
 
+/* Once, before the first filter is installed. */
 static void install_handler(void)
 {
     struct sigaction sa = { .sa_sigaction = on_sigsys, .sa_flags = SA_SIGINFO };
     sigemptyset(&sa.sa_mask);
     sigaction(SIGSYS, &sa, NULL);
+#ifdef SANDBOX_TSAN
+    /* ThreadSanitizer build: with TSAN_OPTIONS=log_path=P (tests/run-all.sh), the report
+     * file P.PID is opened on first use; this opens it now, while opening files is allowed. */
+    (void)__sanitizer_get_report_path();
+#endif
 }
+
+#ifdef SANDBOX_TSAN
+/* ThreadSanitizer build only: start the runtime's symbolizer (a child process it talks to
+ * over pipes) at process start, while there is one thread and no filter, so that a report
+ * made later by a filtered thread needs no fork or exec (the filters allow only what is
+ * left: vmm/sandbox_gen.c, tsan_runtime). Any libc address will do (labs: not intercepted);
+ * the child gets /dev/null as stderr, or it would hold a daemon's log pipe open for ever. */
+__attribute__((constructor)) static void tsan_start_symbolizer(void)
+{
+    int saved = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
+    int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    if (saved >= 0 && null >= 0)
+        dup2(null, STDERR_FILENO);
+    char name[64];
+    __sanitizer_symbolize_pc((void *)&labs, "%F", name, sizeof(name));
+    if (saved >= 0 && null >= 0)
+        dup2(saved, STDERR_FILENO);
+    if (saved >= 0)
+        close(saved);
+    if (null >= 0)
+        close(null);
+}
+#endif
 
 int sandbox_enter(enum sandbox_class cls, bool on)
 {

@@ -112,10 +112,12 @@ static int set_msrs(struct vcpu *v)
 {
     if (!msr_listed(v->vm, MSR_IA32_MISC_ENABLE))
         return 0;
-    struct { struct kvm_msrs h; struct kvm_msr_entry e[1]; } m = { 0 };
+    /* Room for one entry after the header (a struct with a flexible array cannot be followed
+     * by another member in standard C, which clang enforces). */
+    union { struct kvm_msrs h; char room[sizeof(struct kvm_msrs) + sizeof(struct kvm_msr_entry)]; } m = { 0 };
     m.h.nmsrs = 1;
-    m.e[0].index = MSR_IA32_MISC_ENABLE;
-    m.e[0].data = MISC_ENABLE_FAST_STRING;
+    m.h.entries[0].index = MSR_IA32_MISC_ENABLE;
+    m.h.entries[0].data = MISC_ENABLE_FAST_STRING;
     return ioctl(v->fd, KVM_SET_MSRS, &m) == 1 ? 0 : -EIO;
 }
 
@@ -313,7 +315,10 @@ static void vcpu_run_loop(struct vcpu *v)
             break;
         if (ioctl(v->fd, KVM_RUN, 0) < 0) {
             if (errno == EINTR || errno == EAGAIN) {
-                v->run->immediate_exit = 0;
+                /* vcpus_kick() sets it from another thread. Cleared seq_cst, before the
+                 * loop's checks: a kick whose 1 this overwrites had already set the flag
+                 * (stop, quit, pause) those checks then see. */
+                __atomic_store_n(&v->run->immediate_exit, 0, __ATOMIC_SEQ_CST);
                 continue;
             }
             char msg[96];

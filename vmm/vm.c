@@ -923,7 +923,7 @@ int kvmbox_vm_run(struct kvmbox_vm *k, struct kvmbox_result *res)
             vm_request_stop(vm, KVMBOX_STOP_RESET, 0, "guest reset (--no-reboot)");
             break;
         }
-        vm->reboots++;
+        __atomic_fetch_add(&vm->reboots, 1, __ATOMIC_RELAXED); /* the API reads it */
         r = vm_reboot(vm, err, sizeof(err));
     }
     trace_mark("vCPU threads joined");

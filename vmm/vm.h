@@ -120,7 +120,7 @@ struct vm {
     pthread_cond_t pause_cond;
     uint64_t kvmclock;            /* KVM_GET_CLOCK at pause */
     uint64_t start_ns;
-    unsigned reboots;
+    unsigned reboots;             /* main thread adds, API reads: atomic, relaxed (a count) */
     bool reboot_on_poweroff;      /* the API's reboot: the next poweroff boots again */
 
     /* Stop/reset requests from devices, vCPUs and other threads. */
