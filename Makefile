@@ -3,8 +3,8 @@
 # builds); `make install` (PREFIX, DESTDIR). CC, CFLAGS, CPPFLAGS and LDFLAGS are yours:
 # `make CC=clang` and `make CFLAGS='-O0 -g'` build with everything kvmbox needs.
 # Builds: BUILD=dir (default build), SAN=1 (ASan+UBSan), TSAN=1 (ThreadSanitizer, clang).
-# Module fragments (*/module.mk) add sources; files named cli_*.c and vmm/main.c form the
-# command line, everything else goes into libkvmbox.
+# Module fragments (*/module.mk) add sources; cli/ is the command line, everything else
+# (common/ included) goes into libkvmbox.
 
 BUILD   ?= build
 SAN     ?= 0
@@ -58,8 +58,8 @@ DEP_LDLIBS := -lz -ljson-c -luring -ldl
 # LDLIBS is the user's too: kvmbox's own libraries come first, whatever it says.
 ALL_LDLIBS = $(DEP_LDLIBS) -pthread $(LDLIBS)
 
-ALL_SRCS := $(wildcard vmm/*.c devices/*.c virtio/*.c firmware/*.c block/*.c net/*.c)
-CLI_SRCS := vmm/main.c $(foreach d,vmm devices virtio firmware block net,$(wildcard $(d)/cli_*.c))
+ALL_SRCS := $(wildcard common/*.c vmm/*.c devices/*.c virtio/*.c firmware/*.c block/*.c net/*.c cli/*.c)
+CLI_SRCS := $(wildcard cli/*.c)
 LIB_SRCS := $(filter-out $(CLI_SRCS) %_fuzz.c %_gen.c,$(ALL_SRCS))
 
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)

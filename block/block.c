@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "block/blk_int.h"
-#include "vmm/util.h"
+#include "common/util.h"
 #include "block/qcow2.h"
 
 int blk_set_err(struct blk *b, int err, const char *fmt, ...)

@@ -9,8 +9,8 @@ all: $(BUILD)/tests/blkio
 # is made by qemu-img at build time.
 FUZZ_SECONDS ?= 60
 FUZZ_DIR := $(BUILD)/fuzz
-FUZZ_SRCS := $(wildcard block/*.c vmm/util.c)
-$(FUZZ_DIR)/qcow2_fuzz: $(filter-out block/cli_%.c,$(FUZZ_SRCS))
+FUZZ_SRCS := $(wildcard block/*.c common/util.c)
+$(FUZZ_DIR)/qcow2_fuzz: $(FUZZ_SRCS)
 	@mkdir -p $(dir $@)
 	clang -g -O1 -std=gnu11 -D_GNU_SOURCE -Iinclude -I. -fsanitize=fuzzer,address,undefined \
 	    $^ -o $@ -lz -pthread

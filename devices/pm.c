@@ -11,7 +11,7 @@
 #include "devices/devices.h"
 #include "devices/services.h"
 #include "vmm/layout.h"
-#include "vmm/util.h"
+#include "common/util.h"
 
 #define PM1_STS_TMR    0x0001
 #define PM1_STS_PWRBTN 0x0100

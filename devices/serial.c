@@ -11,7 +11,7 @@
 
 #include "devices/devices.h"
 #include "devices/services.h"
-#include "vmm/util.h"
+#include "common/util.h"
 
 enum { RBR_THR = 0, IER, IIR_FCR, LCR, MCR, LSR, MSR, SCR };
 

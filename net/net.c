@@ -3,7 +3,7 @@
 #include <errno.h>
 #include <string.h>
 
-#include "vmm/util.h"
+#include "common/util.h"
 
 ssize_t net_gather(const struct iovec *iov, int iovcnt, uint8_t *buf, size_t cap)
 {

@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 #include "net/net.h"
-#include "vmm/util.h"
+#include "common/util.h"
 
 #define MAX_PEERS 64
 #define MAC_TABLE 64

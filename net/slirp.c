@@ -16,7 +16,7 @@
 #include <time.h>
 
 #include "net/net.h"
-#include "vmm/util.h"
+#include "common/util.h"
 
 #define MAX_TIMERS 16
 

@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 #include "net/net.h"
-#include "vmm/util.h"
+#include "common/util.h"
 
 /* virtio-net feature bits the tap offloads follow */
 #define VIRTIO_NET_F_GUEST_CSUM 1

@@ -2,15 +2,17 @@
 # The layering rules of docs/architecture.md ("Layers"), checked on the source tree and the
 # built library. One PASS/FAIL line per rule; a FAIL names the file and the include chain.
 #   1. devices/, virtio/, net/, block/ and firmware/ reach (through any chain of includes) no
-#      vmm/ header but the leaf ones: bus.h, guest_mem.h, layout.h, sandbox.h, util.h. So no
-#      vmm/vm.h: devices get struct dev_services (devices/services.h), not the VM.
+#      vmm/ header but the leaf ones: bus.h, guest_mem.h, layout.h, sandbox.h (common/ is
+#      for everyone). So no vmm/vm.h: devices get struct dev_services (devices/services.h).
 #   2. devices/ reaches nothing of virtio/, net/ or block/ (virtio builds on devices/pci.h).
 #   3. net/ and block/ reach nothing of devices/ or virtio/, nor each other.
 #   4. firmware/ reaches nothing of devices/, virtio/, net/ or block/.
 #   5. include/kvmbox.h, the public API, includes no header of the tree.
-#   6. No library file reaches a command-line header (cli*.h): only cli_*.c and main.c do.
+#   6. No library file reaches a command-line header (cli/): only the command line does.
 #   7. The library never prints: no object of libkvmbox calls a stdio output function.
-# Command-line files (cli_*.c, main.c) are exempt from 1-4: they sit on top of everything.
+#   8. common/ (helpers every layer uses) reaches nothing of the tree outside common/.
+#   9. The API server and its commands (vmm/api_*.c) reach no vmm/vm.h: they use the library.
+# The command line (cli/) is exempt from 1-4: it sits on top of everything.
 # KVMBOX_LAYERS_ROOT points the source checks at another tree (to see them fail).
 set -u
 cd "$(dirname "$0")/.." || exit 1
@@ -21,7 +23,7 @@ python3 - "$ROOT" <<'EOF'
 import os, re, sys
 
 root = sys.argv[1]
-LEAF = {"vmm/bus.h", "vmm/guest_mem.h", "vmm/layout.h", "vmm/sandbox.h", "vmm/util.h"}
+LEAF = {"vmm/bus.h", "vmm/guest_mem.h", "vmm/layout.h", "vmm/sandbox.h"}
 INC = re.compile(r'^\s*#\s*include\s*"([^"]+)"', re.M)
 
 def direct(path):
@@ -54,8 +56,7 @@ def sources(*dirs):
     return out
 
 def is_cli(path):
-    n = os.path.basename(path)
-    return n.startswith("cli") or n == "main.c"
+    return path.startswith("cli/")
 
 def top(path):
     return path.split("/", 1)[0]
@@ -93,10 +94,14 @@ rule("net/ and block/ reach nothing of devices/, virtio/ or each other", sources
 rule("firmware/ reaches nothing of devices/, virtio/, net/, block/", sources("firmware"),
      lambda f, h: top(h) in ("devices", "virtio", "net", "block"))
 rule("include/kvmbox.h includes no header of the tree", ["include/kvmbox.h"], lambda f, h: True)
-lib = [f for f in sources("vmm", "devices", "virtio", "net", "block", "firmware")
+lib = [f for f in sources("vmm", "devices", "virtio", "net", "block", "firmware", "common")
        if not f.endswith(("_fuzz.c", "_gen.c"))]
-rule("no library file reaches a command-line header (cli*.h)", lib,
-     lambda f, h: os.path.basename(h).startswith("cli"))
+rule("no library file reaches a command-line header (cli/)", lib, lambda f, h: top(h) == "cli")
+rule("common/ reaches nothing of the tree outside common/", sources("common"),
+     lambda f, h: top(h) != "common")
+rule("the API server and commands (vmm/api_*.c) reach no vmm/vm.h",
+     [f for f in sources("vmm") if os.path.basename(f).startswith("api_")],
+     lambda f, h: h == "vmm/vm.h")
 sys.exit(1 if failed else 0)
 EOF
 rc=$?

@@ -12,7 +12,7 @@
 #include "vmm/exit.h"
 #include "vmm/guest_mem.h"
 #include "vmm/layout.h"
-#include "vmm/util.h"
+#include "common/util.h"
 
 /* ---- bus ---- */
 

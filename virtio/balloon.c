@@ -20,7 +20,7 @@
 #include "virtio/virtio.h"
 #include "devices/services.h"
 #include "vmm/guest_mem.h"
-#include "vmm/util.h"
+#include "common/util.h"
 
 #define VIRTIO_ID_BALLOON 5
 #define QUEUE_SIZE 128

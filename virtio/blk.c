@@ -27,7 +27,7 @@
 #include "virtio/blk_req.h"
 #include "virtio/virtio.h"
 #include "devices/services.h"
-#include "vmm/util.h"
+#include "common/util.h"
 
 #define VIRTIO_ID_BLOCK 2
 #define QUEUE_SIZE 256

@@ -6,7 +6,7 @@ bench: bench-blk
 
 # libFuzzer target for guest-controlled virtio input: `make fuzz-virtio FUZZ_SECONDS=60`.
 VIRTIO_FUZZ_SRCS := virtio/virtio_fuzz.c virtio/queue.c virtio/blk_req.c virtio/net_frame.c \
-                    vmm/guest_mem.c vmm/util.c
+                    vmm/guest_mem.c common/util.c
 $(BUILD)/fuzz/virtio_fuzz: $(VIRTIO_FUZZ_SRCS)
 	@mkdir -p $(dir $@)
 	clang -g -O1 -std=gnu11 -D_GNU_SOURCE -Iinclude -I. -fsanitize=fuzzer,address,undefined $^ -o $@

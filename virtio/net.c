@@ -19,7 +19,7 @@
 #include "virtio/net_frame.h"
 #include "virtio/virtio.h"
 #include "devices/services.h"
-#include "vmm/util.h"
+#include "common/util.h"
 
 #define VIRTIO_ID_NET 1
 #define QUEUE_SIZE 256

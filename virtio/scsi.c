@@ -20,7 +20,7 @@
 #include "virtio/scsi_cdb.h"
 #include "virtio/virtio.h"
 #include "devices/services.h"
-#include "vmm/util.h"
+#include "common/util.h"
 
 #define VIRTIO_ID_SCSI 8
 #define QUEUE_SIZE 128

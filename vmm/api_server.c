@@ -25,7 +25,7 @@
 #include "include/kvmbox.h"
 #include "vmm/api_cmds.h"
 #include "vmm/control.h"
-#include "vmm/util.h"
+#include "common/util.h"
 
 #define MAX_PENDING_OUT (4u << 20) /* a console client this far behind is dropped */
 #define STR_(x) #x

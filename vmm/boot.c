@@ -7,7 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "vmm/util.h"
+#include "common/util.h"
 
 static int map_file(const char *path, const char *what, struct boot_image *img, char *err,
                     size_t errlen)

@@ -7,7 +7,7 @@
 #include "firmware/e820.h"
 #include "vmm/boot.h"
 #include "vmm/layout.h"
-#include "vmm/util.h"
+#include "common/util.h"
 
 #define XEN_ELFNOTE_PHYS32_ENTRY 18
 #define HVM_START_MAGIC 0x336ec578

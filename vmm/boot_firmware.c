@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "vmm/layout.h"
-#include "vmm/util.h"
+#include "common/util.h"
 
 int fw_image_check(const uint8_t *data, size_t size)
 {

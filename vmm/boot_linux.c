@@ -6,7 +6,7 @@
 #include "firmware/e820.h"
 #include "vmm/boot.h"
 #include "vmm/layout.h"
-#include "vmm/util.h"
+#include "common/util.h"
 
 /* Offsets into boot_params / the setup header. */
 #define BP_ACPI_RSDP        0x070

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "vmm/util.h"
+#include "common/util.h"
 
 bool config_parse_bool(const char *v, bool *out)
 {

@@ -11,7 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "vmm/util.h"
+#include "common/util.h"
 
 /* ---- the option parser ------------------------------------------------------------------ */
 

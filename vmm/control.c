@@ -12,7 +12,7 @@
 #include "virtio/balloon.h"
 #include "virtio/blk.h"
 #include "virtio/net.h"
-#include "vmm/util.h"
+#include "common/util.h"
 #include "vmm/vm.h"
 
 #define BALLOON_MAX_STATS_INTERVAL 86400

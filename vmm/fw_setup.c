@@ -14,7 +14,7 @@
 #include "firmware/smbios.h"
 #include "firmware/table_loader.h"
 #include "vmm/layout.h"
-#include "vmm/util.h"
+#include "common/util.h"
 #include "vmm/vm.h"
 
 #define KVM_TSS_RESERVED 0xfeffc000ULL /* identity-map page and TSS (vmm/kvm.c) */

@@ -6,7 +6,7 @@
 #include <sys/mman.h>
 
 #include "vmm/layout.h"
-#include "vmm/util.h"
+#include "common/util.h"
 
 void gm_layout(struct guest_mem *gm, uint8_t *base, uint64_t ram_size)
 {

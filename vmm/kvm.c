@@ -12,7 +12,7 @@
 #include "vmm/irq.h"
 #include "vmm/layout.h"
 #include "vmm/trace.h"
-#include "vmm/util.h"
+#include "common/util.h"
 #include "vmm/vm.h"
 
 #define KVM_DEV "/dev/kvm"

@@ -23,7 +23,7 @@
 #include <unistd.h>
 
 #include "include/kvmbox.h"
-#include "vmm/util.h"
+#include "common/util.h"
 
 #include "sandbox_bpf.h" /* build/gen: the programs vmm/sandbox_gen.c made */
 

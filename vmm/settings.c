@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "vmm/boot_firmware.h"
-#include "vmm/util.h"
+#include "common/util.h"
 
 #define DEFAULT_MEM (256ULL << 20)
 

@@ -2,7 +2,7 @@
 
 #include <stdlib.h>
 
-#include "vmm/util.h"
+#include "common/util.h"
 
 static struct {
     const char *what;

@@ -14,7 +14,7 @@
 #include "vmm/kvm.h"
 #include "vmm/layout.h"
 #include "vmm/trace.h"
-#include "vmm/util.h"
+#include "common/util.h"
 #include "vmm/vm.h"
 
 #define SIG_KICK (SIGRTMIN + 1)

@@ -35,7 +35,7 @@
 #include "vmm/kvm.h"
 #include "vmm/layout.h"
 #include "vmm/trace.h"
-#include "vmm/util.h"
+#include "common/util.h"
 #include "virtio/balloon.h"
 #include "virtio/blk.h"
 #include "virtio/net.h"

@@ -15,9 +15,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "vmm/cli.h"
+#include "cli/cli.h"
 #include "vmm/sandbox.h"
-#include "vmm/util.h"
+#include "common/util.h"
 
 #define LOG_MAX_DEFAULT (1u << 20)
 #define LOG_MAX_MIN 1024u

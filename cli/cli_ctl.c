@@ -11,8 +11,8 @@
 #include <unistd.h>
 
 #include "include/kvmbox.h"
-#include "vmm/cli.h"
-#include "vmm/util.h"
+#include "cli/cli.h"
+#include "common/util.h"
 
 static const char *jstr(struct json_object *o, const char *key, const char *dflt)
 {

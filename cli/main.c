@@ -5,9 +5,9 @@
 #include <string.h>
 
 #include "include/kvmbox.h"
-#include "vmm/cli.h"
+#include "cli/cli.h"
 #include "vmm/trace.h"
-#include "block/cli_img.h"
+#include "cli/cli_img.h"
 
 static const char usage[] =
     "usage: kvmbox <command> [options]\n"

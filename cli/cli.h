@@ -1,5 +1,5 @@
 /* Shared pieces of the command line: where VMs live, talking to a VM's control socket, and
- * VM definitions. Only the CLI (vmm/main.c, vmm/cli_*.c) uses this. */
+ * VM definitions. Only the CLI (cli/main.c, cli/cli_*.c) uses this. */
 #ifndef KVMBOX_CLI_H
 #define KVMBOX_CLI_H
 
@@ -7,7 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "vmm/util.h"
+#include "common/util.h"
 
 /* Exit statuses of the management verbs (run has its own, see README). */
 #define CLI_OK 0

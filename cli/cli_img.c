@@ -1,7 +1,7 @@
 /* kvmbox img: the subcommand table and what the subcommands share (messages, opening,
  * option and size parsing, backing-name resolution, zero detection). Each subcommand lives
- * in a block/cli_img_*.c file by concern; all of them use only block/block.h. */
-#include "block/cli_img.h"
+ * in a cli/cli_img_*.c file by concern; all of them use only block/block.h. */
+#include "cli/cli_img.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "block/block.h"
-#include "vmm/util.h"
+#include "common/util.h"
 
 static const char img_help[] =
     "usage: kvmbox img [--untrusted [--backing PATH] [--backing-format FMT]] <command> [options]\n"

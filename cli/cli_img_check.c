@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "block/block.h"
-#include "block/cli_img.h"
+#include "cli/cli_img.h"
 
 enum { CHECK_FAILED = 1, CHECK_CORRUPT = 2, CHECK_LEAKS = 3, CHECK_UNSUPPORTED = 63 };
 

@@ -11,9 +11,9 @@
 #include <termios.h>
 #include <unistd.h>
 
-#include "vmm/cli.h"
+#include "cli/cli.h"
 #include "vmm/console.h"
-#include "vmm/util.h"
+#include "common/util.h"
 
 #define DETACH_WAIT_MS 2000      /* Ctrl-] or a signal: output already on its way */
 /* End of input: the VM closes once the guest has taken what we sent (a guest that takes

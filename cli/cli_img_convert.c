@@ -12,8 +12,8 @@
 #include <unistd.h>
 
 #include "block/block.h"
-#include "block/cli_img.h"
-#include "vmm/util.h"
+#include "cli/cli_img.h"
+#include "common/util.h"
 
 #define CHUNK (2u << 20)  /* what one worker claims at a time */
 #define MAX_WORKERS 16

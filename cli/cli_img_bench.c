@@ -10,8 +10,8 @@
 #include <string.h>
 
 #include "block/block.h"
-#include "block/cli_img.h"
-#include "vmm/util.h"
+#include "cli/cli_img.h"
+#include "common/util.h"
 
 #define MAX_DEPTH 256
 

@@ -10,7 +10,7 @@
  * compare use qemu-img's statuses). */
 int cli_img_main(int argc, char **argv);
 
-/* ---- Internal to the block/cli_img*.c files; nobody else should call these. ---- */
+/* ---- Internal to the cli/cli_img*.c files; nobody else should call these. ---- */
 
 struct blk;
 struct blk_create_opts;

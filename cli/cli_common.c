@@ -1,5 +1,5 @@
 /* Runtime and definition directories, the control-socket client, definitions as JSON. */
-#include "vmm/cli.h"
+#include "cli/cli.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 #include "vmm/api.h"
-#include "vmm/util.h"
+#include "common/util.h"
 
 #define CLI_REPLY_TIMEOUT_S 30
 

@@ -9,7 +9,7 @@
 #include <time.h>
 
 #include "block/block.h"
-#include "block/cli_img.h"
+#include "cli/cli_img.h"
 
 /* One image of a backing chain as the commands show it: the top by the name it was given,
  * each backing file by the path it was opened at (blk_backing_path: its name resolved

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "block/block.h"
-#include "block/cli_img.h"
+#include "cli/cli_img.h"
 
 /* Up to this many -o arguments are merged, as qemu-img merges repeated -o. */
 #define MAX_O_ARGS 16

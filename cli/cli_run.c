@@ -18,7 +18,7 @@
 #include <unistd.h>
 
 #include "include/kvmbox.h"
-#include "vmm/cli.h"
+#include "cli/cli.h"
 #include "vmm/config.h"
 #include "vmm/sandbox.h"
 #include "vmm/settings.h"

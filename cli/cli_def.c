@@ -12,10 +12,10 @@
 
 #include "block/block.h"
 
-#include "vmm/cli.h"
+#include "cli/cli.h"
 #include "vmm/config.h"
 #include "vmm/settings.h"
-#include "vmm/util.h"
+#include "common/util.h"
 
 static const char *def_name(struct json_object *def)
 {

@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "block/block.h"
-#include "block/cli_img.h"
+#include "cli/cli_img.h"
 
 #define CHUNK (2u << 20)
 
