@@ -153,6 +153,10 @@ check: deps
 check-slow: deps all
 	@KVMBOX_SLOW_TESTS=1 tests/t-linux-fw-early.sh
 
+# The tree's C style (.clang-format), applied to every C file in git.
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
 asan-check:
 	$(MAKE) BUILD=build-asan SAN=1 all unit-tests
 

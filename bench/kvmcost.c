@@ -16,12 +16,17 @@
 #include <unistd.h>
 
 #define MMIO_START (3ULL << 30) /* kvmbox's PCI hole: RAM above it moves to 4 GiB */
-#define MAX_STEPS 16
+#define MAX_STEPS  16
 
 static const char *const names[] = {
-    "open /dev/kvm, KVM_GET_SUPPORTED_CPUID", "KVM_CREATE_VM", "memory slots",
-    "KVM_CREATE_IRQCHIP", "KVM_SET_GSI_ROUTING", "KVM_CREATE_PIT2",
-    "vCPUs (create, CPUID, LAPIC, registers)", "first KVM_RUN to the first exit",
+    "open /dev/kvm, KVM_GET_SUPPORTED_CPUID",
+    "KVM_CREATE_VM",
+    "memory slots",
+    "KVM_CREATE_IRQCHIP",
+    "KVM_SET_GSI_ROUTING",
+    "KVM_CREATE_PIT2",
+    "vCPUs (create, CPUID, LAPIC, registers)",
+    "first KVM_RUN to the first exit",
     "close: vCPUs and VM (teardown)",
 };
 #define NSTEPS (sizeof(names) / sizeof(names[0]))
@@ -80,8 +85,9 @@ static void boot_state(int fd, uint8_t *ram)
     struct kvm_sregs s;
     if (ioctl(fd, KVM_GET_SREGS, &s) < 0)
         die("KVM_GET_SREGS");
-    struct kvm_segment seg = { .base = 0, .limit = 0xffffffff, .selector = 0x10, .type = 11,
-                               .present = 1, .s = 1, .db = 1, .g = 1 };
+    struct kvm_segment seg = {
+        .base = 0, .limit = 0xffffffff, .selector = 0x10, .type = 11, .present = 1, .s = 1, .db = 1, .g = 1
+    };
     s.cs = seg;
     seg.type = 3, seg.selector = 0x18;
     s.ds = s.es = s.fs = s.gs = s.ss = seg;
@@ -110,17 +116,19 @@ static void one_vm(unsigned ncpus, uint64_t mem, double *t)
     if (vm < 0)
         die("KVM_CREATE_VM");
     a = now_ms(), t[1] = a - b;
-    uint8_t *ram = mmap(NULL, mem, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                        -1, 0);
+    uint8_t *ram = mmap(NULL, mem, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1,
+                        0);
     if (ram == MAP_FAILED)
         die("mmap");
     uint64_t low = mem < MMIO_START ? mem : MMIO_START;
-    struct kvm_userspace_memory_region r = { .slot = 0, .memory_size = low,
+    struct kvm_userspace_memory_region r = { .slot = 0,
+                                             .memory_size = low,
                                              .userspace_addr = (uint64_t)(uintptr_t)ram };
     if (ioctl(vm, KVM_SET_USER_MEMORY_REGION, &r) < 0)
         die("KVM_SET_USER_MEMORY_REGION");
     if (mem > low) {
-        r = (struct kvm_userspace_memory_region){ .slot = 1, .guest_phys_addr = 4ULL << 30,
+        r = (struct kvm_userspace_memory_region){ .slot = 1,
+                                                  .guest_phys_addr = 4ULL << 30,
                                                   .memory_size = mem - low,
                                                   .userspace_addr = (uint64_t)(uintptr_t)(ram + low) };
         if (ioctl(vm, KVM_SET_USER_MEMORY_REGION, &r) < 0)

@@ -80,8 +80,7 @@ struct mark {
 
 /* Reads one run's trace (CLOCK_MONOTONIC ns, as t0), adds the parent's own observations,
  * and records each step's first occurrence. */
-static void trace_collect(const char *path, double t0, double t_mark, double t_exit, int run,
-                          int runs)
+static void trace_collect(const char *path, double t0, double t_mark, double t_exit, int run, int runs)
 {
     struct mark m[MAX_STEPS];
     int n = 0;
@@ -127,8 +126,8 @@ static double median_of(const double *v, int n)
     return m;
 }
 
-static int run_once(char **cmd, const char *marker, const char *trace, double *t0_out,
-                    double *t_mark, double *t_exit, double *rss)
+static int run_once(char **cmd, const char *marker, const char *trace, double *t0_out, double *t_mark,
+                    double *t_exit, double *rss)
 {
     int p[2];
     if (pipe(p) < 0)

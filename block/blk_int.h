@@ -11,7 +11,7 @@
 
 struct blk_ops {
     const char *name;
-    int (*probe)(const uint8_t *head, size_t len);            /* 1 when HEAD is this format */
+    int (*probe)(const uint8_t *head, size_t len); /* 1 when HEAD is this format */
     int (*open)(struct blk *b, int flags, char *err, size_t errlen);
     void (*close)(struct blk *b);
     int (*preadv)(struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off, uint64_t len);
@@ -20,18 +20,19 @@ struct blk_ops {
     int (*discard)(struct blk *b, uint64_t off, uint64_t len);
     int (*write_zeroes)(struct blk *b, uint64_t off, uint64_t len, unsigned flags);
     int (*write_compressed)(struct blk *b, uint64_t off, const void *buf, size_t len);
-    int (*block_status)(struct blk *b, uint64_t off, uint64_t len, uint64_t *pnum,
-                        unsigned *status, uint64_t *host_off);
+    int (*block_status)(struct blk *b, uint64_t off, uint64_t len, uint64_t *pnum, unsigned *status,
+                        uint64_t *host_off);
     int (*info)(struct blk *b, struct blk_info *info);
     /* Writes a new image into FD (open, locked for writing, not yet truncated: the driver
      * validates its options first, then truncates). PATH is for messages. */
-    int (*create)(int fd, const char *path, uint64_t size, const struct blk_create_opts *o, char *err, size_t errlen);
+    int (*create)(int fd, const char *path, uint64_t size, const struct blk_create_opts *o, char *err,
+                  size_t errlen);
     int (*check)(struct blk *b, unsigned repair, struct blk_check_result *res);
     int (*truncate)(struct blk *b, uint64_t size, bool shrink);
     int (*set_backing)(struct blk *b, const char *file, const char *fmt);
     /* Optional: see blk_map() in block.h. */
-    int (*map)(struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off, uint64_t len,
-               bool write, int *fd, uint64_t *host);
+    int (*map)(struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off, uint64_t len, bool write,
+               int *fd, uint64_t *host);
     void (*map_done)(struct blk *b, bool write);
     /* Optional: the backing file name as the image records it (NULL or "": none) and, in
      * *FMT, its recorded format (NULL or "": not recorded). */
@@ -41,18 +42,18 @@ struct blk_ops {
 struct blk {
     const struct blk_ops *ops;
     char *path;
-    int fd;                     /* buffered: metadata and anything unaligned */
-    int dfd;                    /* O_DIRECT (cache=none) for aligned data, else == fd */
+    int fd;  /* buffered: metadata and anything unaligned */
+    int dfd; /* O_DIRECT (cache=none) for aligned data, else == fd */
     int flags;
-    uint64_t size;              /* virtual size */
-    struct blk *backing;        /* opened backing file, or NULL */
-    dev_t dev;                  /* the file's identity, for loops in backing chains */
+    uint64_t size;       /* virtual size */
+    struct blk *backing; /* opened backing file, or NULL */
+    dev_t dev;           /* the file's identity, for loops in backing chains */
     ino_t ino;
-    pthread_mutex_t lock;       /* serialises driver metadata */
+    pthread_mutex_t lock; /* serialises driver metadata */
     char errmsg[BLK_ERRMSG_MAX];
     void (*event_fn)(void *opaque, const char *msg);
     void *event_opaque;
-    void *priv;                 /* the driver's state */
+    void *priv; /* the driver's state */
 };
 
 extern const struct blk_ops blk_raw_ops, blk_qcow2_ops;

@@ -75,9 +75,19 @@ static void iov_walk(const struct iovec *iov, int iovcnt, size_t skip, size_t le
     }
 }
 
-static void from_buf(void *base, size_t n, void *arg, size_t done) { memcpy(base, (const char *)arg + done, n); }
-static void to_buf(void *base, size_t n, void *arg, size_t done) { memcpy((char *)arg + done, base, n); }
-static void fill(void *base, size_t n, void *arg, size_t done) { memset(base, *(int *)arg, n); (void)done; }
+static void from_buf(void *base, size_t n, void *arg, size_t done)
+{
+    memcpy(base, (const char *)arg + done, n);
+}
+static void to_buf(void *base, size_t n, void *arg, size_t done)
+{
+    memcpy((char *)arg + done, base, n);
+}
+static void fill(void *base, size_t n, void *arg, size_t done)
+{
+    memset(base, *(int *)arg, n);
+    (void)done;
+}
 
 void iov_from_buf(const struct iovec *iov, int iovcnt, size_t skip, const void *buf, size_t len)
 {
@@ -94,8 +104,8 @@ void iov_memset(const struct iovec *iov, int iovcnt, size_t skip, int c, size_t 
     iov_walk(iov, iovcnt, skip, len, fill, &c);
 }
 
-int blk_map(struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off, uint64_t len,
-            bool write, int *fd, uint64_t *host)
+int blk_map(struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off, uint64_t len, bool write,
+            int *fd, uint64_t *host)
 {
     uint64_t end;
     if (!b->ops->map || len == 0 || __builtin_add_overflow(off, len, &end) || end > b->size ||
@@ -304,19 +314,22 @@ int blk_snapshot_create(struct blk *b, const char *name)
 {
     if (!(b->flags & BLK_O_RDWR))
         return blk_set_err(b, -EROFS, "%s is open read-only", b->path);
-    return is_qcow2(b) ? qcow2_snapshot_create(b, name) : blk_set_err(b, -ENOTSUP, "only qcow2 images have snapshots");
+    return is_qcow2(b) ? qcow2_snapshot_create(b, name)
+                       : blk_set_err(b, -ENOTSUP, "only qcow2 images have snapshots");
 }
 
 int blk_snapshot_apply(struct blk *b, const char *id_or_name)
 {
     if (!(b->flags & BLK_O_RDWR))
         return blk_set_err(b, -EROFS, "%s is open read-only", b->path);
-    return is_qcow2(b) ? qcow2_snapshot_apply(b, id_or_name) : blk_set_err(b, -ENOTSUP, "only qcow2 images have snapshots");
+    return is_qcow2(b) ? qcow2_snapshot_apply(b, id_or_name)
+                       : blk_set_err(b, -ENOTSUP, "only qcow2 images have snapshots");
 }
 
 int blk_snapshot_delete(struct blk *b, const char *id_or_name)
 {
     if (!(b->flags & BLK_O_RDWR))
         return blk_set_err(b, -EROFS, "%s is open read-only", b->path);
-    return is_qcow2(b) ? qcow2_snapshot_delete(b, id_or_name) : blk_set_err(b, -ENOTSUP, "only qcow2 images have snapshots");
+    return is_qcow2(b) ? qcow2_snapshot_delete(b, id_or_name)
+                       : blk_set_err(b, -ENOTSUP, "only qcow2 images have snapshots");
 }

@@ -25,13 +25,16 @@ struct blk;
 #define BLK_O_NO_BACKING  0x04 /* do not open the backing chain (info, rebase -u) */
 #define BLK_O_NO_LOCK     0x08 /* do not take the image lock */
 #define BLK_O_FORCE_SHARE 0x10 /* read an image someone else holds (like qemu-img -U) */
-#define BLK_O_UNORDERED   0x20 /* no ordering syncs between metadata writes: for writing a new
+#define BLK_O_UNORDERED \
+    0x20 /* no ordering syncs between metadata writes: for writing a new
                                 * image (convert) that is useless if interrupted anyway; a
                                 * final blk_flush still makes everything durable */
 
-#define BLK_O_REPAIR      0x80 /* open an image marked corrupt for writing, to repair it
+#define BLK_O_REPAIR \
+    0x80 /* open an image marked corrupt for writing, to repair it
                                 * (check -r); a repair that leaves no corruption clears the mark */
-#define BLK_O_UNTRUSTED   0x40 /* the image is hostile: follow no backing file it names, only
+#define BLK_O_UNTRUSTED \
+    0x40 /* the image is hostile: follow no backing file it names, only
                                 * the one the caller names (blk_open_opts.backing) */
 
 #define BLK_ERRMSG_MAX 512
@@ -42,16 +45,16 @@ struct blk;
 /* Open PATH. FORMAT is "raw", "qcow2" or NULL to probe (a probe that finds raw sets
  * *probed_raw so the caller can warn like qemu does). On failure *out is NULL and ERR
  * (if given) holds one line naming the problem. */
-int blk_open(const char *path, const char *format, int flags, struct blk **out,
-             bool *probed_raw, char *err, size_t errlen);
+int blk_open(const char *path, const char *format, int flags, struct blk **out, bool *probed_raw, char *err,
+             size_t errlen);
 /* blk_open with everything that can be said about it. */
 struct blk_open_opts {
-    const char *format;          /* "raw", "qcow2" or NULL to probe */
-    int flags;                   /* BLK_O_* */
-    const char *backing;         /* BLK_O_UNTRUSTED: the backing file allowed for an image that
+    const char *format;         /* "raw", "qcow2" or NULL to probe */
+    int flags;                  /* BLK_O_* */
+    const char *backing;        /* BLK_O_UNTRUSTED: the backing file allowed for an image that
                                   * names one (whatever name the image records); that file's own
                                   * backing files are not followed. NULL: none allowed. */
-    const char *backing_format;  /* its format; NULL: probed (and warned about) */
+    const char *backing_format; /* its format; NULL: probed (and warned about) */
     /* Warnings, one line each: a backing file whose format is not recorded was probed.
      * NULL: none. Called during the open, from the caller's thread. */
     void (*warn)(void *opaque, const char *msg);
@@ -90,8 +93,8 @@ uint64_t blk_length(const struct blk *b);
  * with a snapshot or in the backing file). A mapped write holds the clusters against being
  * freed or shared until blk_map_done(B, true); call blk_map_done after every mapped transfer.
  * Returns 0 when the range needs blk_preadv/blk_pwritev, or a negative errno. */
-int blk_map(struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off, uint64_t len,
-            bool write, int *fd, uint64_t *host);
+int blk_map(struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off, uint64_t len, bool write,
+            int *fd, uint64_t *host);
 void blk_map_done(struct blk *b, bool write);
 /* The file descriptor a raw image's FLUSH can fdatasync directly; -1 for other formats
  * (their flush also writes metadata back: use blk_flush). */
@@ -104,25 +107,25 @@ void blk_set_event_fn(struct blk *b, void (*fn)(void *opaque, const char *msg), 
 
 /* Allocation status of [offset, offset+len) in this image (not its backing chain):
  * returns the status of the longest run starting at offset in *pnum bytes. */
-#define BLK_STATUS_DATA      0x1 /* reads come from this layer's storage */
-#define BLK_STATUS_ZERO      0x2 /* reads as zeroes */
-#define BLK_STATUS_ALLOCATED 0x4 /* decided by this layer (else: by the backing file) */
+#define BLK_STATUS_DATA       0x1 /* reads come from this layer's storage */
+#define BLK_STATUS_ZERO       0x2 /* reads as zeroes */
+#define BLK_STATUS_ALLOCATED  0x4 /* decided by this layer (else: by the backing file) */
 #define BLK_STATUS_COMPRESSED 0x8
-int blk_block_status(struct blk *b, uint64_t offset, uint64_t len, uint64_t *pnum,
-                     unsigned *status, uint64_t *host_offset);
+int blk_block_status(struct blk *b, uint64_t offset, uint64_t len, uint64_t *pnum, unsigned *status,
+                     uint64_t *host_offset);
 struct blk *blk_backing(const struct blk *b); /* NULL when none or not opened */
 
 struct blk_info {
-    char format[16];           /* "raw" or "qcow2" */
+    char format[16]; /* "raw" or "qcow2" */
     char filename[4096];
     uint64_t virtual_size;
-    uint64_t disk_size;        /* bytes allocated on the host file system */
-    uint32_t cluster_size;     /* 0 for raw */
-    int qcow2_version;         /* 2 or 3; 0 for raw */
+    uint64_t disk_size;    /* bytes allocated on the host file system */
+    uint32_t cluster_size; /* 0 for raw */
+    int qcow2_version;     /* 2 or 3; 0 for raw */
     uint32_t refcount_bits;
     bool dirty, corrupt, lazy_refcounts, compression_deflate;
-    char backing_file[4096];   /* as written in the image */
-    char backing_path[4096];   /* resolved against the image's directory */
+    char backing_file[4096]; /* as written in the image */
+    char backing_path[4096]; /* resolved against the image's directory */
     char backing_format[16];
     int nb_snapshots;
 };
@@ -130,17 +133,17 @@ int blk_get_info(struct blk *b, struct blk_info *info);
 
 /* Creation */
 struct blk_create_opts {
-    uint32_t cluster_size;     /* 0: 64 KiB */
-    int qcow2_version;         /* 0: 3 */
-    uint32_t refcount_bits;    /* 0: 16 */
+    uint32_t cluster_size;  /* 0: 64 KiB */
+    int qcow2_version;      /* 0: 3 */
+    uint32_t refcount_bits; /* 0: 16 */
     bool lazy_refcounts;
-    const char *backing_file;  /* NULL: none; stored as given */
+    const char *backing_file; /* NULL: none; stored as given */
     const char *backing_format;
     bool preallocate_metadata;
 };
 /* SIZE 0 with a backing file means "the backing file's size". */
-int blk_create(const char *path, const char *format, uint64_t size,
-               const struct blk_create_opts *opts, char *err, size_t errlen);
+int blk_create(const char *path, const char *format, uint64_t size, const struct blk_create_opts *opts,
+               char *err, size_t errlen);
 
 /* Internal snapshots (qcow2) */
 struct blk_snapshot {

@@ -22,7 +22,7 @@
 
 #include "block/blk_int.h"
 
-#define LOCK_PERM_BASE 100
+#define LOCK_PERM_BASE   100
 #define LOCK_SHARED_BASE 200
 enum { PERM_READ = 1, PERM_WRITE = 2, PERM_RESIZE = 8, PERM_ALL = 0xf };
 

@@ -152,8 +152,8 @@ static void warn(const struct blk_open_opts *o, const char *fmt, ...)
 
 /* Where LAYER's backing file is and in which format, by the rules of O (untrusted: only the
  * caller's file, for the image the caller opened). 0 with *PATH empty: no backing file. */
-static int backing_of(struct blk *top, struct blk *layer, const struct blk_open_opts *o, char *path, size_t len,
-                      const char **fmt, char *err, size_t errlen)
+static int backing_of(struct blk *top, struct blk *layer, const struct blk_open_opts *o, char *path,
+                      size_t len, const char **fmt, char *err, size_t errlen)
 {
     const char *name = layer->ops->backing_name ? layer->ops->backing_name(layer, fmt) : NULL;
     *path = 0;
@@ -164,11 +164,17 @@ static int backing_of(struct blk *top, struct blk *layer, const struct blk_open_
         return 0;
     }
     if (layer != top)
-        return snprintf(err, errlen, "backing file %s names a backing file of its own (%s); in untrusted mode "
-                        "only the backing file the caller names is opened", layer->path, name), -EPERM;
+        return snprintf(err, errlen,
+                        "backing file %s names a backing file of its own (%s); in untrusted mode "
+                        "only the backing file the caller names is opened",
+                        layer->path, name),
+               -EPERM;
     if (!o->backing || !*o->backing)
-        return snprintf(err, errlen, "%s names a backing file (%s); in untrusted mode none is opened unless the "
-                        "caller names it", top->path, name), -EPERM;
+        return snprintf(err, errlen,
+                        "%s names a backing file (%s); in untrusted mode none is opened unless the "
+                        "caller names it",
+                        top->path, name),
+               -EPERM;
     snprintf(path, len, "%s", o->backing);
     *fmt = o->backing_format; /* the image's record of it is as untrusted as the name */
     return 0;
@@ -186,19 +192,25 @@ static int open_chain(struct blk *top, const struct blk_open_opts *o, char *err,
         if (r < 0 || !*path)
             return r;
         if (++depth > BLK_MAX_CHAIN)
-            return snprintf(err, errlen, "backing chain of %s has more than %d backing files", top->path, BLK_MAX_CHAIN),
+            return snprintf(err, errlen, "backing chain of %s has more than %d backing files", top->path,
+                            BLK_MAX_CHAIN),
                    -ELOOP;
         bool probed;
         const struct blk *again = NULL;
-        r = open_one(path, fmt && *fmt ? fmt : NULL, flags, top, &l->backing, &probed, &again, sub, sizeof(sub));
+        r = open_one(path, fmt && *fmt ? fmt : NULL, flags, top, &l->backing, &probed, &again, sub,
+                     sizeof(sub));
         if (r == -ELOOP)
-            return snprintf(err, errlen, "backing chain of %s is a loop: the backing file of %s (%s) is %s again",
-                            top->path, l->path, path, again->path), r;
+            return snprintf(err, errlen,
+                            "backing chain of %s is a loop: the backing file of %s (%s) is %s again",
+                            top->path, l->path, path, again->path),
+                   r;
         if (r < 0)
             return snprintf(err, errlen, "backing file of %s: %s", l->path, sub), r;
         if (probed)
-            warn(o, "backing file %s: its format is not recorded in %s, so it was probed (%s); "
-                 "`kvmbox img rebase -u -b NAME -F FORMAT` records it", path, l->path, l->backing->ops->name);
+            warn(o,
+                 "backing file %s: its format is not recorded in %s, so it was probed (%s); "
+                 "`kvmbox img rebase -u -b NAME -F FORMAT` records it",
+                 path, l->path, l->backing->ops->name);
     }
 }
 
@@ -221,8 +233,8 @@ int blk_open_opts(const char *path, const struct blk_open_opts *o, struct blk **
     return r;
 }
 
-int blk_open(const char *path, const char *format, int flags, struct blk **out, bool *probed_raw,
-             char *err, size_t errlen)
+int blk_open(const char *path, const char *format, int flags, struct blk **out, bool *probed_raw, char *err,
+             size_t errlen)
 {
     struct blk_open_opts o = { .format = format, .flags = flags };
     return blk_open_opts(path, &o, out, probed_raw, err, errlen);

@@ -10,10 +10,28 @@
 
 #include "block/qcow2.h"
 
-static uint32_t rd32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return be32toh(v); }
-static uint64_t rd64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return be64toh(v); }
-static void wr32(uint8_t *p, uint32_t v) { v = htobe32(v); memcpy(p, &v, 4); }
-static void wr64(uint8_t *p, uint64_t v) { v = htobe64(v); memcpy(p, &v, 8); }
+static uint32_t rd32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return be32toh(v);
+}
+static uint64_t rd64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return be64toh(v);
+}
+static void wr32(uint8_t *p, uint32_t v)
+{
+    v = htobe32(v);
+    memcpy(p, &v, 4);
+}
+static void wr64(uint8_t *p, uint64_t v)
+{
+    v = htobe64(v);
+    memcpy(p, &v, 8);
+}
 
 int qcow2_mark_corrupt(struct blk *b, const char *fmt, ...)
 {
@@ -69,9 +87,10 @@ int qcow2_size_ok(uint64_t size, unsigned cluster_bits, char *err, size_t errlen
     uint64_t entries = size / per_l1 + (size % per_l1 != 0);
     if (size <= QCOW2_MAX_SIZE && entries <= QCOW2_MAX_L1_BYTES / 8)
         return 0;
-    snprintf(err, errlen, "a virtual size of %llu bytes is too large for qcow2 with %u-byte clusters "
-             "(at most %llu; a larger cluster size allows more)", (unsigned long long)size, 1u << cluster_bits,
-             (unsigned long long)qcow2_max_size(cluster_bits));
+    snprintf(err, errlen,
+             "a virtual size of %llu bytes is too large for qcow2 with %u-byte clusters "
+             "(at most %llu; a larger cluster size allows more)",
+             (unsigned long long)size, 1u << cluster_bits, (unsigned long long)qcow2_max_size(cluster_bits));
     return -EFBIG;
 }
 
@@ -94,7 +113,8 @@ static int qcow2_probe(const uint8_t *head, size_t len)
 
 /* Header extensions: only the backing format is used; the rest is preserved on disk
  * because kvmbox never rewrites the header area, only single fields. */
-static int read_extensions(struct blk *b, const uint8_t *h, uint64_t start, uint64_t end, char *err, size_t errlen)
+static int read_extensions(struct blk *b, const uint8_t *h, uint64_t start, uint64_t end, char *err,
+                           size_t errlen)
 {
     struct qcow2 *q = Q(b);
     for (uint64_t off = start; off + 8 <= end;) {
@@ -106,7 +126,8 @@ static int read_extensions(struct blk *b, const uint8_t *h, uint64_t start, uint
             return -EINVAL;
         }
         if (type == QCOW2_EXT_BACKING_FORMAT && len < sizeof(q->backing_format))
-            snprintf(q->backing_format, sizeof(q->backing_format), "%.*s", (int)len, (const char *)h + off + 8);
+            snprintf(q->backing_format, sizeof(q->backing_format), "%.*s", (int)len,
+                     (const char *)h + off + 8);
         off += 8 + ((len + 7) & ~7u);
     }
     return 0;
@@ -116,20 +137,32 @@ static int validate_features(struct blk *b, const uint8_t *h, char *err, size_t 
 {
     struct qcow2 *q = Q(b);
     if (rd32(h + 32))
-        return snprintf(err, errlen, "%s is encrypted; kvmbox does not support encrypted qcow2", b->path), -ENOTSUP;
+        return snprintf(err, errlen, "%s is encrypted; kvmbox does not support encrypted qcow2", b->path),
+               -ENOTSUP;
     if (q->version < 3)
         return 0;
     if (q->incompat & QCOW2_INCOMPAT_DATA_FILE)
-        return snprintf(err, errlen, "%s uses an external data file, which kvmbox does not support", b->path), -ENOTSUP;
+        return snprintf(err, errlen, "%s uses an external data file, which kvmbox does not support", b->path),
+               -ENOTSUP;
     if (q->incompat & QCOW2_INCOMPAT_EXTL2)
-        return snprintf(err, errlen, "%s uses extended L2 entries (subclusters), which kvmbox does not support", b->path), -ENOTSUP;
+        return snprintf(err, errlen,
+                        "%s uses extended L2 entries (subclusters), which kvmbox does not support", b->path),
+               -ENOTSUP;
     if ((q->incompat & QCOW2_INCOMPAT_COMPRESSION) && q->header_length > 104 && h[104] != 0)
-        return snprintf(err, errlen, "%s uses zstd compression; kvmbox supports deflate only", b->path), -ENOTSUP;
-    uint64_t unknown = q->incompat & ~(QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_CORRUPT | QCOW2_INCOMPAT_COMPRESSION);
+        return snprintf(err, errlen, "%s uses zstd compression; kvmbox supports deflate only", b->path),
+               -ENOTSUP;
+    uint64_t unknown = q->incompat &
+                       ~(QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_CORRUPT | QCOW2_INCOMPAT_COMPRESSION);
     if (unknown)
-        return snprintf(err, errlen, "%s uses unknown incompatible features (%#llx)", b->path, (unsigned long long)unknown), -ENOTSUP;
+        return snprintf(err, errlen, "%s uses unknown incompatible features (%#llx)", b->path,
+                        (unsigned long long)unknown),
+               -ENOTSUP;
     if ((q->incompat & QCOW2_INCOMPAT_CORRUPT) && (b->flags & BLK_O_RDWR) && !(b->flags & BLK_O_REPAIR))
-        return snprintf(err, errlen, "%s is marked corrupt; it can only be opened read-only (kvmbox img check -r all repairs it)", b->path), -EIO;
+        return snprintf(err, errlen,
+                        "%s is marked corrupt; it can only be opened read-only (kvmbox img check -r all "
+                        "repairs it)",
+                        b->path),
+               -EIO;
     return 0;
 }
 
@@ -140,10 +173,13 @@ static int parse_header(struct blk *b, const uint8_t *h, uint64_t file_size, cha
         return snprintf(err, errlen, "%s is not a qcow2 image (bad magic)", b->path), -EINVAL;
     q->version = rd32(h + 4);
     if (q->version != 2 && q->version != 3)
-        return snprintf(err, errlen, "%s: qcow2 version %u is not supported (2 or 3)", b->path, q->version), -ENOTSUP;
+        return snprintf(err, errlen, "%s: qcow2 version %u is not supported (2 or 3)", b->path, q->version),
+               -ENOTSUP;
     q->cluster_bits = rd32(h + 20);
     if (q->cluster_bits < QCOW2_MIN_CLUSTER_BITS || q->cluster_bits > QCOW2_MAX_CLUSTER_BITS)
-        return snprintf(err, errlen, "%s: cluster size 2^%u is outside 512 B..2 MiB", b->path, q->cluster_bits), -EINVAL;
+        return snprintf(err, errlen, "%s: cluster size 2^%u is outside 512 B..2 MiB", b->path,
+                        q->cluster_bits),
+               -EINVAL;
     q->cluster_size = 1u << q->cluster_bits;
     q->l2_entries = q->cluster_size / 8;
     b->size = rd64(h + 24);
@@ -175,18 +211,29 @@ static int parse_header(struct blk *b, const uint8_t *h, uint64_t file_size, cha
     uint64_t per_l1 = (uint64_t)q->cluster_size * q->l2_entries;
     uint64_t need = b->size / per_l1 + (b->size % per_l1 != 0);
     if ((uint64_t)q->l1_size * 8 > QCOW2_MAX_L1_BYTES || q->l1_size < need)
-        return snprintf(err, errlen, "%s: L1 table of %u entries does not fit the virtual size", b->path, q->l1_size), -EINVAL;
-    if (q->l1_size && (!qcow2_offset_ok(b, q->l1_offset) || q->l1_offset + (uint64_t)q->l1_size * 8 > file_size))
-        return snprintf(err, errlen, "%s: L1 table offset %#llx is invalid or past the end of the file", b->path, (unsigned long long)q->l1_offset), -EINVAL;
+        return snprintf(err, errlen, "%s: L1 table of %u entries does not fit the virtual size", b->path,
+                        q->l1_size),
+               -EINVAL;
+    if (q->l1_size &&
+        (!qcow2_offset_ok(b, q->l1_offset) || q->l1_offset + (uint64_t)q->l1_size * 8 > file_size))
+        return snprintf(err, errlen, "%s: L1 table offset %#llx is invalid or past the end of the file",
+                        b->path, (unsigned long long)q->l1_offset),
+               -EINVAL;
     if (!q->rct_clusters || (uint64_t)q->rct_clusters * q->cluster_size > QCOW2_MAX_RCT_BYTES ||
-        !qcow2_offset_ok(b, q->rct_offset) || q->rct_offset + (uint64_t)q->rct_clusters * q->cluster_size > file_size)
-        return snprintf(err, errlen, "%s: refcount table (%u clusters at %#llx) is invalid or past the end of the file", b->path, q->rct_clusters, (unsigned long long)q->rct_offset), -EINVAL;
-    if (q->nb_snapshots > QCOW2_MAX_SNAPSHOTS || (q->nb_snapshots && !qcow2_offset_ok(b, q->snapshots_offset)))
+        !qcow2_offset_ok(b, q->rct_offset) ||
+        q->rct_offset + (uint64_t)q->rct_clusters * q->cluster_size > file_size)
+        return snprintf(err, errlen,
+                        "%s: refcount table (%u clusters at %#llx) is invalid or past the end of the file",
+                        b->path, q->rct_clusters, (unsigned long long)q->rct_offset),
+               -EINVAL;
+    if (q->nb_snapshots > QCOW2_MAX_SNAPSHOTS ||
+        (q->nb_snapshots && !qcow2_offset_ok(b, q->snapshots_offset)))
         return snprintf(err, errlen, "%s: bad snapshot table", b->path), -EINVAL;
     uint64_t bf_off = rd64(h + 8);
     uint32_t bf_len = rd32(h + 16);
     if (bf_off) {
-        if (bf_len >= sizeof(q->backing_file) || bf_off > q->cluster_size || bf_len > q->cluster_size - bf_off)
+        if (bf_len >= sizeof(q->backing_file) || bf_off > q->cluster_size ||
+            bf_len > q->cluster_size - bf_off)
             return snprintf(err, errlen, "%s: backing file name is invalid", b->path), -EINVAL;
         memcpy(q->backing_file, h + bf_off, bf_len);
         q->backing_file[bf_len] = 0;
@@ -228,7 +275,8 @@ static int qcow2_open(struct blk *b, int flags, char *err, size_t errlen)
     uint8_t head[24];
     int r = file_pread(b->fd, head, sizeof(head), 0);
     uint32_t bits = rd32(head + 20);
-    size_t hlen = r == 0 && bits >= QCOW2_MIN_CLUSTER_BITS && bits <= QCOW2_MAX_CLUSTER_BITS ? 1u << bits : 512;
+    size_t hlen = r == 0 && bits >= QCOW2_MIN_CLUSTER_BITS && bits <= QCOW2_MAX_CLUSTER_BITS ? 1u << bits
+                                                                                             : 512;
     uint8_t *h = calloc(1, hlen);
     if (!h)
         return -ENOMEM;
@@ -329,7 +377,8 @@ static void set_refcount_in_block(uint8_t *blk, uint64_t idx, uint32_t bits, uin
     }
 }
 
-static int qcow2_create(int fd, const char *path, uint64_t size, const struct blk_create_opts *o, char *err, size_t errlen)
+static int qcow2_create(int fd, const char *path, uint64_t size, const struct blk_create_opts *o, char *err,
+                        size_t errlen)
 {
     uint32_t cs = o->cluster_size ? o->cluster_size : 65536;
     int version = o->qcow2_version ? o->qcow2_version : 3;
@@ -337,10 +386,12 @@ static int qcow2_create(int fd, const char *path, uint64_t size, const struct bl
     if (cs < 512 || cs > (2u << 20) || (cs & (cs - 1)))
         return snprintf(err, errlen, "cluster size must be a power of two from 512 to 2M"), -EINVAL;
     if (rbits > 64 || (rbits & (rbits - 1)) || (version == 2 && rbits != 16))
-        return snprintf(err, errlen, "refcount bits must be a power of two up to 64 (16 for compat=0.10)"), -EINVAL;
+        return snprintf(err, errlen, "refcount bits must be a power of two up to 64 (16 for compat=0.10)"),
+               -EINVAL;
     if (version == 2 && o->lazy_refcounts)
         return snprintf(err, errlen, "lazy refcounts need compat=1.1"), -EINVAL;
-    size = size > UINT64_MAX - 511 ? size : (size + 511) & ~511ULL; /* whole sectors, as qemu-img makes them */
+    size = size > UINT64_MAX - 511 ? size
+                                   : (size + 511) & ~511ULL; /* whole sectors, as qemu-img makes them */
     int r = qcow2_size_ok(size, (unsigned)__builtin_ctz(cs), err, errlen); /* what open accepts */
     if (r < 0)
         return r;
@@ -512,7 +563,8 @@ static int qcow2_truncate(struct blk *b, uint64_t size, bool shrink)
             free(l1);
             return r;
         }
-        uint64_t old = q->l1_offset, old_clusters = ((uint64_t)q->l1_size * 8 + q->cluster_size - 1) / q->cluster_size;
+        uint64_t old = q->l1_offset,
+                 old_clusters = ((uint64_t)q->l1_size * 8 + q->cluster_size - 1) / q->cluster_size;
         free(q->l1);
         q->l1 = l1, q->l1_offset = off, q->l1_size = (uint32_t)need;
         for (uint64_t i = 0; i < old_clusters; i++)

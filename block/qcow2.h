@@ -22,37 +22,37 @@
 
 #include "block/blk_int.h"
 
-#define QCOW2_MAGIC 0x514649fbu
+#define QCOW2_MAGIC            0x514649fbu
 #define QCOW2_MIN_CLUSTER_BITS 9
 #define QCOW2_MAX_CLUSTER_BITS 21
-#define QCOW2_MAX_L1_BYTES (32u << 20)          /* as qemu: bounds what a header can make us allocate */
-#define QCOW2_MAX_RCT_BYTES (8u << 20)
-#define QCOW2_MAX_SIZE (1ULL << 56)             /* 64 PiB: offsets are 56-bit */
-#define QCOW2_MAX_SNAPSHOTS 65536               /* as qemu: open refuses more, so create does */
+#define QCOW2_MAX_L1_BYTES     (32u << 20) /* as qemu: bounds what a header can make us allocate */
+#define QCOW2_MAX_RCT_BYTES    (8u << 20)
+#define QCOW2_MAX_SIZE         (1ULL << 56) /* 64 PiB: offsets are 56-bit */
+#define QCOW2_MAX_SNAPSHOTS    65536        /* as qemu: open refuses more, so create does */
 
-#define QCOW2_INCOMPAT_DIRTY 0x1ULL
-#define QCOW2_INCOMPAT_CORRUPT 0x2ULL
-#define QCOW2_INCOMPAT_DATA_FILE 0x4ULL
-#define QCOW2_INCOMPAT_COMPRESSION 0x8ULL
-#define QCOW2_INCOMPAT_EXTL2 0x10ULL
+#define QCOW2_INCOMPAT_DIRTY        0x1ULL
+#define QCOW2_INCOMPAT_CORRUPT      0x2ULL
+#define QCOW2_INCOMPAT_DATA_FILE    0x4ULL
+#define QCOW2_INCOMPAT_COMPRESSION  0x8ULL
+#define QCOW2_INCOMPAT_EXTL2        0x10ULL
 #define QCOW2_COMPAT_LAZY_REFCOUNTS 0x1ULL
 
-#define QCOW2_EXT_END 0
+#define QCOW2_EXT_END            0
 #define QCOW2_EXT_BACKING_FORMAT 0xe2792acau
-#define QCOW2_EXT_FEATURE_TABLE 0x6803f857u
+#define QCOW2_EXT_FEATURE_TABLE  0x6803f857u
 
-#define L1E_OFFSET_MASK 0x00fffffffffffe00ULL
-#define L2E_OFFSET_MASK 0x00fffffffffffe00ULL
-#define QCOW_OFLAG_COPIED (1ULL << 63)
+#define L1E_OFFSET_MASK       0x00fffffffffffe00ULL
+#define L2E_OFFSET_MASK       0x00fffffffffffe00ULL
+#define QCOW_OFLAG_COPIED     (1ULL << 63)
 #define QCOW_OFLAG_COMPRESSED (1ULL << 62)
-#define QCOW_OFLAG_ZERO 1ULL
+#define QCOW_OFLAG_ZERO       1ULL
 
 #define CACHE_ENTRIES 16
 
 struct table_cache {
-    uint64_t offset[CACHE_ENTRIES];     /* 0: empty slot */
-    uint64_t used[CACHE_ENTRIES];       /* LRU clock */
-    uint8_t *data;                      /* CACHE_ENTRIES clusters */
+    uint64_t offset[CACHE_ENTRIES]; /* 0: empty slot */
+    uint64_t used[CACHE_ENTRIES];   /* LRU clock */
+    uint8_t *data;                  /* CACHE_ENTRIES clusters */
     uint64_t clock;
 };
 
@@ -60,32 +60,41 @@ struct qcow2 {
     uint32_t version, cluster_bits, cluster_size, l2_entries, header_length;
     uint64_t l1_offset;
     uint32_t l1_size;
-    uint64_t *l1;                       /* big-endian, as on disk */
+    uint64_t *l1; /* big-endian, as on disk */
     uint64_t rct_offset;
     uint32_t rct_clusters;
     uint64_t rct_entries;
-    uint64_t *rct;                      /* big-endian */
+    uint64_t *rct; /* big-endian */
     uint32_t refcount_order, refcount_bits;
-    uint64_t rb_entries;                /* refcounts per refcount block */
+    uint64_t rb_entries; /* refcounts per refcount block */
     uint64_t refcount_max;
     uint64_t incompat, compat, autoclear;
     uint32_t nb_snapshots;
     uint64_t snapshots_offset;
     char backing_file[1024], backing_format[16];
-    uint64_t file_end;                  /* where the next cluster is allocated */
+    uint64_t file_end; /* where the next cluster is allocated */
     struct table_cache l2c, rbc;
-    uint8_t *cbuf, *zbuf;               /* compressed-cluster and scratch buffers */
-    uint64_t comp_next, comp_end;       /* free bytes in the cluster compressed data goes to */
-    struct qcow2_meta *meta;            /* metadata clusters (writable images; qcow2_meta.c) */
-    unsigned inplace_inflight;          /* in-place writes running without the lock */
+    uint8_t *cbuf, *zbuf;         /* compressed-cluster and scratch buffers */
+    uint64_t comp_next, comp_end; /* free bytes in the cluster compressed data goes to */
+    struct qcow2_meta *meta;      /* metadata clusters (writable images; qcow2_meta.c) */
+    unsigned inplace_inflight;    /* in-place writes running without the lock */
     pthread_cond_t inplace_done;
     bool corrupt;
 };
 
-static inline struct qcow2 *Q(struct blk *b) { return b->priv; }
-static inline uint64_t be64(uint64_t v) { return be64toh(v); }
+static inline struct qcow2 *Q(struct blk *b)
+{
+    return b->priv;
+}
+static inline uint64_t be64(uint64_t v)
+{
+    return be64toh(v);
+}
 /* The sync that orders metadata writes (skipped for BLK_O_UNORDERED images). */
-static inline int ordered_sync(struct blk *b) { return (b->flags & BLK_O_UNORDERED) ? 0 : fdatasync(b->fd); }
+static inline int ordered_sync(struct blk *b)
+{
+    return (b->flags & BLK_O_UNORDERED) ? 0 : fdatasync(b->fd);
+}
 
 /* qcow2.c */
 /* Fences the image off (its I/O fails with EIO), marks it corrupt in the header when it is
@@ -128,8 +137,8 @@ int qcow2_get_l2_entry(struct blk *b, uint64_t off, uint64_t *entry);
 /* qcow2_write.c: the write side */
 int qcow2_pwritev(struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off, uint64_t len);
 /* blk_map()/blk_map_done() for qcow2. */
-int qcow2_map(struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off, uint64_t len,
-              bool write, int *fd, uint64_t *host);
+int qcow2_map(struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off, uint64_t len, bool write,
+              int *fd, uint64_t *host);
 void qcow2_map_done(struct blk *b, bool write);
 int qcow2_write_zeroes(struct blk *b, uint64_t off, uint64_t len, unsigned flags);
 int qcow2_discard(struct blk *b, uint64_t off, uint64_t len);
@@ -147,10 +156,10 @@ static inline void qcow2_wait_inplace(struct blk *b)
 
 /* qcow2_meta.c: the metadata clusters of a writable image, and every write checked
  * against them. Kinds: */
-#define QCOW2_META_L2 1
+#define QCOW2_META_L2       1
 #define QCOW2_META_REFBLOCK 2
-#define QCOW2_META_FIXED 3      /* header, L1 tables, refcount table, snapshot table */
-#define QCOW2_META_CONFLICT 4   /* two of the above in one cluster */
+#define QCOW2_META_FIXED    3 /* header, L1 tables, refcount table, snapshot table */
+#define QCOW2_META_CONFLICT 4 /* two of the above in one cluster */
 /* Builds the map from the image's tables (at open, for writing; after a rebuild). */
 int qcow2_meta_build(struct blk *b);
 void qcow2_meta_destroy(struct qcow2 *q);

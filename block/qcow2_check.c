@@ -17,12 +17,12 @@
 
 struct counter {
     struct blk *b;
-    uint32_t *refs;             /* references per cluster, refcount structures included */
-    uint64_t n;                 /* clusters in the file */
+    uint32_t *refs; /* references per cluster, refcount structures included */
+    uint64_t n;     /* clusters in the file */
     struct blk_check_result *res;
-    bool *bad_rb;               /* per refcount-table entry: unusable refcount block */
-    bool rebuild;               /* the refcount structure itself is broken */
-    uint64_t rc_problems;       /* corruptions a rebuilt refcount structure repairs */
+    bool *bad_rb;         /* per refcount-table entry: unusable refcount block */
+    bool rebuild;         /* the refcount structure itself is broken */
+    uint64_t rc_problems; /* corruptions a rebuilt refcount structure repairs */
     unsigned repair;
 };
 
@@ -94,7 +94,8 @@ static int count_l2(struct counter *c, uint64_t l2_off, bool active, uint64_t *n
              * not free what the entry may still point at. A preallocated zero cluster loses
              * its offset instead, when repairing. */
             problem(c, "data cluster offset %#llx is not cluster-aligned", host);
-            if (active && (c->repair & BLK_REPAIR_ERRORS) && qcow2_entry_is_zero(q, e) && safe_l2(q, l2_off) &&
+            if (active && (c->repair & BLK_REPAIR_ERRORS) && qcow2_entry_is_zero(q, e) &&
+                safe_l2(q, l2_off) &&
                 file_pwrite(c->b->fd, &(uint64_t){ htobe64(QCOW_OFLAG_ZERO) }, 8, l2_off + 8ULL * i) == 0) {
                 c->res->corruptions--, c->res->corruptions_fixed++;
                 qcow2_cache_drop(&q->l2c, l2_off);
@@ -170,7 +171,8 @@ static int count_snapshots(struct counter *c)
 static void count_refcount_structure(struct counter *c)
 {
     struct qcow2 *q = Q(c->b);
-    ref(c, q->rct_offset, (uint64_t)q->rct_clusters * q->cluster_size, "refcount table at %#llx is past the end");
+    ref(c, q->rct_offset, (uint64_t)q->rct_clusters * q->cluster_size,
+        "refcount table at %#llx is past the end");
     for (uint64_t i = 0; i < q->rct_entries; i++) {
         uint64_t rb = be64(q->rct[i]) & L1E_OFFSET_MASK;
         if (!rb)
@@ -217,14 +219,16 @@ static int compare_and_repair(struct counter *c, unsigned repair)
             continue;
         /* What is repaired counts as fixed, what is not as found (qemu-img's way). */
         if (rc > c->refs[i]) {
-            if ((repair & BLK_REPAIR_LEAKS) && qcow2_update_refcount(c->b, i * q->cluster_size, -(int64_t)(rc - c->refs[i])) == 0)
+            if ((repair & BLK_REPAIR_LEAKS) &&
+                qcow2_update_refcount(c->b, i * q->cluster_size, -(int64_t)(rc - c->refs[i])) == 0)
                 c->res->leaks_fixed++;
             else
                 c->res->leaks++;
         } else {
             problem(c, "cluster %#llx is referenced more often than its refcount says", i * q->cluster_size);
             c->rc_problems++;
-            if ((repair & BLK_REPAIR_ERRORS) && qcow2_update_refcount(c->b, i * q->cluster_size, (int64_t)(c->refs[i] - rc)) == 0)
+            if ((repair & BLK_REPAIR_ERRORS) &&
+                qcow2_update_refcount(c->b, i * q->cluster_size, (int64_t)(c->refs[i] - rc)) == 0)
                 c->res->corruptions--, c->res->corruptions_fixed++;
         }
     }
@@ -269,7 +273,8 @@ static int rebuild(struct counter *c)
         nb = need_nb, tc = need_tc;
     }
     if (tc * cs > QCOW2_MAX_RCT_BYTES)
-        return blk_set_err(b, -EFBIG, "%s: a rebuilt refcount table would exceed %u MiB", b->path, QCOW2_MAX_RCT_BYTES >> 20);
+        return blk_set_err(b, -EFBIG, "%s: a rebuilt refcount table would exceed %u MiB", b->path,
+                           QCOW2_MAX_RCT_BYTES >> 20);
     uint8_t *area = calloc(nb + tc, cs);
     if (!area)
         return -ENOMEM;
@@ -278,8 +283,9 @@ static int rebuild(struct counter *c)
     for (uint64_t cl = 0; r == 0 && cl < start + nb + tc; cl++) {
         uint64_t v = cl < start ? c->refs[cl] : 1;
         if (v > q->refcount_max)
-            r = blk_set_err(b, -ERANGE, "%s: cluster %#llx has %llu references, more than %u-bit refcounts hold",
-                            b->path, (unsigned long long)(cl * cs), (unsigned long long)v, q->refcount_bits);
+            r = blk_set_err(b, -ERANGE,
+                            "%s: cluster %#llx has %llu references, more than %u-bit refcounts hold", b->path,
+                            (unsigned long long)(cl * cs), (unsigned long long)v, q->refcount_bits);
         set_refcount(area + (cl / rbe) * cs, cl % rbe, q->refcount_bits, v);
     }
     for (uint64_t k = 0; k < nb; k++)
@@ -304,7 +310,8 @@ static int rebuild(struct counter *c)
     memcpy(nt, table, tc * cs);
     free(area);
     free(q->rct);
-    q->rct = nt, q->rct_entries = tc * cs / 8, q->rct_offset = (start + nb) * cs, q->rct_clusters = (uint32_t)tc;
+    q->rct = nt, q->rct_entries = tc * cs / 8, q->rct_offset = (start + nb) * cs,
+    q->rct_clusters = (uint32_t)tc;
     q->file_end = (start + nb + tc) * cs;
     for (unsigned i = 0; i < CACHE_ENTRIES; i++)
         q->rbc.offset[i] = 0, q->rbc.used[i] = 0;
@@ -318,7 +325,8 @@ static bool safe_l2(struct qcow2 *q, uint64_t off)
     uint8_t kind = qcow2_meta_find(q, off, q->cluster_size, &where);
     if (kind && kind != QCOW2_META_L2)
         return false;
-    uint64_t l1_end = q->l1_offset + (uint64_t)q->l1_size * 8, rct_end = q->rct_offset + (uint64_t)q->rct_clusters * q->cluster_size;
+    uint64_t l1_end = q->l1_offset + (uint64_t)q->l1_size * 8,
+             rct_end = q->rct_offset + (uint64_t)q->rct_clusters * q->cluster_size;
     return off >= q->cluster_size && !(off + q->cluster_size > q->l1_offset && off < l1_end) &&
            !(off + q->cluster_size > q->rct_offset && off < rct_end);
 }
@@ -349,10 +357,12 @@ int qcow2_sync_copied(struct blk *b, bool fix, struct blk_check_result *res)
             continue; /* reported by the count */
         uint64_t ne1 = copied_as_it_should(b, e1, t & ~((uint64_t)q->cluster_size - 1), &bad, &r);
         if (r == 0 && bad) {
-            note(res, "OFLAG_COPIED of the L1 entry for the L2 table at %#llx does not match its refcount", t);
+            note(res, "OFLAG_COPIED of the L1 entry for the L2 table at %#llx does not match its refcount",
+                 t);
             if (!fix) {
                 res->corruptions++;
-            } else if ((r = file_pwrite(b->fd, &(uint64_t){ htobe64(ne1) }, 8, q->l1_offset + 8ULL * i)) == 0) {
+            } else if ((r = file_pwrite(b->fd, &(uint64_t){ htobe64(ne1) }, 8, q->l1_offset + 8ULL * i)) ==
+                       0) {
                 q->l1[i] = htobe64(ne1);
                 res->corruptions_fixed++;
             }

@@ -65,7 +65,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         exercise_read(b);
         blk_close(b);
     }
-    if (blk_open(path, "qcow2", BLK_O_RDWR | BLK_O_NO_BACKING | BLK_O_NO_LOCK, &b, NULL, err, sizeof(err)) == 0) {
+    if (blk_open(path, "qcow2", BLK_O_RDWR | BLK_O_NO_BACKING | BLK_O_NO_LOCK, &b, NULL, err, sizeof(err)) ==
+        0) {
         exercise_write(b);
         blk_close(b);
     }

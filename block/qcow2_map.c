@@ -10,8 +10,6 @@
 
 #include "block/qcow2.h"
 
-
-
 bool qcow2_entry_is_zero(struct qcow2 *q, uint64_t e)
 {
     return q->version >= 3 && !(e & QCOW_OFLAG_COMPRESSED) && (e & QCOW_OFLAG_ZERO);
@@ -66,13 +64,15 @@ static int decompress_cluster(struct blk *b, uint64_t e, uint8_t *out)
     uint64_t got = q->cluster_size - z.avail_out;
     inflateEnd(&z);
     if ((zr != Z_STREAM_END && zr != Z_BUF_ERROR) || got != q->cluster_size)
-        return qcow2_mark_corrupt(b, "compressed cluster at %#llx does not decompress", (unsigned long long)host);
+        return qcow2_mark_corrupt(b, "compressed cluster at %#llx does not decompress",
+                                  (unsigned long long)host);
     return 0;
 }
 
 /* Fills LEN bytes of IOV at SKIP with what guest offset OFF reads when this layer has nothing:
  * the backing file's data (zeroes past its end) or zeroes. */
-static int read_below(struct blk *b, const struct iovec *iov, int iovcnt, size_t skip, uint64_t off, uint64_t len)
+static int read_below(struct blk *b, const struct iovec *iov, int iovcnt, size_t skip, uint64_t off,
+                      uint64_t len)
 {
     uint64_t have = 0;
     /* Layers that leave all of the range to their own backing file are skipped here, so
@@ -122,14 +122,16 @@ int qcow2_iov_slice(const struct iovec *iov, int iovcnt, size_t skip, size_t len
     return n;
 }
 
-static int read_host(struct blk *b, const struct iovec *iov, int iovcnt, size_t skip, uint64_t host, uint64_t len)
+static int read_host(struct blk *b, const struct iovec *iov, int iovcnt, size_t skip, uint64_t host,
+                     uint64_t len)
 {
     struct iovec seg[QCOW2_MAX_SEGS];
     int n = qcow2_iov_slice(iov, iovcnt, skip, len, seg);
     if (n >= 0) {
         uint64_t done = 0;
         while (done < len) {
-            ssize_t got = preadv(blk_data_fd(b, seg, n, host + done, len - done), seg, n, (off_t)(host + done));
+            ssize_t got = preadv(blk_data_fd(b, seg, n, host + done, len - done), seg, n,
+                                 (off_t)(host + done));
             if (got < 0 && errno == EINTR)
                 continue;
             if (got <= 0) { /* a short file reads as zeroes */
@@ -161,12 +163,13 @@ static int read_host(struct blk *b, const struct iovec *iov, int iovcnt, size_t 
  * guest that reads what it is overwriting at the same time gets one or the other, as on a
  * disk. */
 int qcow2_read_locked(struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off, uint64_t len,
-                       bool unlock_io)
+                      bool unlock_io)
 {
     struct qcow2 *q = Q(b);
     size_t skip = 0;
     while (len) {
-        uint64_t in = off & (q->cluster_size - 1), n = q->cluster_size - in < len ? q->cluster_size - in : len;
+        uint64_t in = off & (q->cluster_size - 1),
+                 n = q->cluster_size - in < len ? q->cluster_size - in : len;
         uint64_t e;
         int r = qcow2_get_l2_entry(b, off, &e);
         if (r < 0)
@@ -208,7 +211,8 @@ int qcow2_read_locked(struct blk *b, const struct iovec *iov, int iovcnt, uint64
 int qcow2_preadv(struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off, uint64_t len)
 {
     pthread_mutex_lock(&b->lock);
-    int r = Q(b)->corrupt ? blk_set_err(b, -EIO, "%s is corrupt", b->path) : qcow2_read_locked(b, iov, iovcnt, off, len, true);
+    int r = Q(b)->corrupt ? blk_set_err(b, -EIO, "%s is corrupt", b->path)
+                          : qcow2_read_locked(b, iov, iovcnt, off, len, true);
     pthread_mutex_unlock(&b->lock);
     return r;
 }
@@ -227,14 +231,16 @@ int qcow2_block_status(struct blk *b, uint64_t off, uint64_t len, uint64_t *pnum
         if ((r = qcow2_get_l2_entry(b, o, &e)) < 0)
             break;
         uint64_t host = e & L2E_OFFSET_MASK;
-        unsigned st = e & QCOW_OFLAG_COMPRESSED ? BLK_STATUS_DATA | BLK_STATUS_ALLOCATED | BLK_STATUS_COMPRESSED
-                      : qcow2_entry_is_zero(q, e)    ? BLK_STATUS_ZERO | BLK_STATUS_ALLOCATED
-                      : host                   ? BLK_STATUS_DATA | BLK_STATUS_ALLOCATED
-                                               : 0;
+        unsigned st = e & QCOW_OFLAG_COMPRESSED
+                          ? BLK_STATUS_DATA | BLK_STATUS_ALLOCATED | BLK_STATUS_COMPRESSED
+                      : qcow2_entry_is_zero(q, e) ? BLK_STATUS_ZERO | BLK_STATUS_ALLOCATED
+                      : host                      ? BLK_STATUS_DATA | BLK_STATUS_ALLOCATED
+                                                  : 0;
         if (done == 0) {
             first = st;
             first_host = host && !(e & QCOW_OFLAG_COMPRESSED) ? host + in : 0;
-        } else if (st != first || (st == (BLK_STATUS_DATA | BLK_STATUS_ALLOCATED) && host + in != first_host + done) ||
+        } else if (st != first ||
+                   (st == (BLK_STATUS_DATA | BLK_STATUS_ALLOCATED) && host + in != first_host + done) ||
                    (st & BLK_STATUS_COMPRESSED)) {
             break;
         }

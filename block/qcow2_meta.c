@@ -20,8 +20,8 @@
 #define META_SNAPSHOT_L1_BUDGET (64u << 20)
 
 struct qcow2_meta {
-    uint64_t *cl;               /* cluster indexes, ascending */
-    uint8_t *kind;              /* QCOW2_META_* of each */
+    uint64_t *cl;  /* cluster indexes, ascending */
+    uint8_t *kind; /* QCOW2_META_* of each */
     size_t n, cap;
 };
 
@@ -144,10 +144,13 @@ static int add_snapshots(struct blk *b)
         uint64_t l1_off = be64(*(uint64_t *)(void *)h);
         uint32_t l1_size, extra;
         uint16_t id_len, name_len;
-        memcpy(&l1_size, h + 8, 4), memcpy(&id_len, h + 12, 2), memcpy(&name_len, h + 14, 2), memcpy(&extra, h + 36, 4);
-        l1_size = be32toh(l1_size), id_len = be16toh(id_len), name_len = be16toh(name_len), extra = be32toh(extra);
+        memcpy(&l1_size, h + 8, 4), memcpy(&id_len, h + 12, 2), memcpy(&name_len, h + 14, 2),
+            memcpy(&extra, h + 36, 4);
+        l1_size = be32toh(l1_size), id_len = be16toh(id_len), name_len = be16toh(name_len),
+        extra = be32toh(extra);
         uint64_t bytes = (uint64_t)l1_size * 8;
-        if (l1_size && bytes <= QCOW2_MAX_L1_BYTES && !(l1_off & (q->cluster_size - 1)) && l1_off + bytes <= q->file_end) {
+        if (l1_size && bytes <= QCOW2_MAX_L1_BYTES && !(l1_off & (q->cluster_size - 1)) &&
+            l1_off + bytes <= q->file_end) {
             r = qcow2_meta_add(q, l1_off, bytes, QCOW2_META_FIXED);
             uint64_t *l1 = r == 0 && bytes <= budget ? malloc(bytes) : NULL;
             if (l1 && (r = file_pread(b->fd, l1, bytes, l1_off)) == 0)
@@ -208,6 +211,6 @@ int qcow2_meta_check_write(struct blk *b, uint64_t off, uint64_t len, uint8_t al
     if (allowed)
         return qcow2_mark_corrupt(b, "preventing a write to %s at %#llx: it is %s", qcow2_meta_name(allowed),
                                   (unsigned long long)where, qcow2_meta_name(kind));
-    return qcow2_mark_corrupt(b, "preventing a data write to %#llx: the cluster is %s", (unsigned long long)where,
-                              qcow2_meta_name(kind));
+    return qcow2_mark_corrupt(b, "preventing a data write to %#llx: the cluster is %s",
+                              (unsigned long long)where, qcow2_meta_name(kind));
 }

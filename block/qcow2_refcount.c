@@ -174,7 +174,8 @@ int qcow2_alloc_clusters(struct blk *b, uint64_t n, uint64_t *offset)
     while (c < end) {
         uint64_t rb;
         uint8_t *t;
-        if ((r = refblock_for(b, c, &rb)) < 0 || (r = qcow2_meta_check_write(b, rb, q->cluster_size, QCOW2_META_REFBLOCK)) < 0 ||
+        if ((r = refblock_for(b, c, &rb)) < 0 ||
+            (r = qcow2_meta_check_write(b, rb, q->cluster_size, QCOW2_META_REFBLOCK)) < 0 ||
             (r = qcow2_cache_get(b, &q->rbc, rb, &t)) < 0)
             return r;
         uint64_t first = c % q->rb_entries, last = first;
@@ -197,7 +198,8 @@ static int grow_rct(struct blk *b, uint64_t min_entries)
     uint64_t entries = q->rct_entries * 2 > min_entries ? q->rct_entries * 2 : min_entries;
     uint64_t cs = q->cluster_size, tclusters = (entries * 8 + cs - 1) / cs;
     if (tclusters * cs > QCOW2_MAX_RCT_BYTES)
-        return blk_set_err(b, -EFBIG, "%s: refcount table would exceed %u MiB", b->path, QCOW2_MAX_RCT_BYTES >> 20);
+        return blk_set_err(b, -EFBIG, "%s: refcount table would exceed %u MiB", b->path,
+                           QCOW2_MAX_RCT_BYTES >> 20);
     entries = tclusters * cs / 8;
     /* nblocks grows to exactly the number of new blocks the area needs: every block in it
      * gets a table entry, so none is left unreferenced. */

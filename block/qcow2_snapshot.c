@@ -12,7 +12,7 @@
 #include "block/qcow2.h"
 
 #define SN_HEADER 40
-#define SN_EXTRA 16 /* vm_state_size_large, disk_size */
+#define SN_EXTRA  16 /* vm_state_size_large, disk_size */
 
 struct sn {
     uint64_t l1_offset, vm_clock, disk_size;
@@ -20,12 +20,30 @@ struct sn {
     char id[128], name[256];
 };
 
-static uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
-static uint32_t rd32(const uint8_t *p) { return (uint32_t)rd16(p) << 16 | rd16(p + 2); }
-static uint64_t rd64(const uint8_t *p) { return (uint64_t)rd32(p) << 32 | rd32(p + 4); }
-static void wr16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8), p[1] = (uint8_t)v; }
-static void wr32(uint8_t *p, uint32_t v) { wr16(p, (uint16_t)(v >> 16)), wr16(p + 2, (uint16_t)v); }
-static void wr64(uint8_t *p, uint64_t v) { wr32(p, (uint32_t)(v >> 32)), wr32(p + 4, (uint32_t)v); }
+static uint16_t rd16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] << 8 | p[1]);
+}
+static uint32_t rd32(const uint8_t *p)
+{
+    return (uint32_t)rd16(p) << 16 | rd16(p + 2);
+}
+static uint64_t rd64(const uint8_t *p)
+{
+    return (uint64_t)rd32(p) << 32 | rd32(p + 4);
+}
+static void wr16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)(v >> 8), p[1] = (uint8_t)v;
+}
+static void wr32(uint8_t *p, uint32_t v)
+{
+    wr16(p, (uint16_t)(v >> 16)), wr16(p + 2, (uint16_t)v);
+}
+static void wr64(uint8_t *p, uint64_t v)
+{
+    wr32(p, (uint32_t)(v >> 32)), wr32(p + 4, (uint32_t)v);
+}
 
 static int load_table(struct blk *b, struct sn **out, uint32_t *n)
 {
@@ -74,7 +92,8 @@ static int store_table(struct blk *b, const struct sn *t, uint32_t n)
     for (uint32_t i = 0; i < n; i++) {
         uint8_t *p = buf + off;
         size_t il = strlen(t[i].id), nl = strlen(t[i].name);
-        wr64(p, t[i].l1_offset), wr32(p + 8, t[i].l1_size), wr16(p + 12, (uint16_t)il), wr16(p + 14, (uint16_t)nl);
+        wr64(p, t[i].l1_offset), wr32(p + 8, t[i].l1_size), wr16(p + 12, (uint16_t)il),
+            wr16(p + 14, (uint16_t)nl);
         wr32(p + 16, t[i].date_sec), wr32(p + 20, t[i].date_nsec), wr64(p + 24, t[i].vm_clock);
         wr32(p + 32, t[i].vm_state), wr32(p + 36, SN_EXTRA);
         wr64(p + 40, t[i].vm_state), wr64(p + 48, t[i].disk_size);
@@ -85,8 +104,8 @@ static int store_table(struct blk *b, const struct sn *t, uint32_t n)
     uint64_t cs = q->cluster_size, clusters = (size + cs - 1) / cs, table = 0;
     int r = 0;
     if (n && (r = qcow2_alloc_clusters(b, clusters, &table)) == 0 &&
-        (r = qcow2_meta_add(q, table, clusters * cs, QCOW2_META_FIXED)) == 0 && (r = file_pwrite(b->fd, buf, size, table)) == 0 &&
-        fdatasync(b->fd) < 0)
+        (r = qcow2_meta_add(q, table, clusters * cs, QCOW2_META_FIXED)) == 0 &&
+        (r = file_pwrite(b->fd, buf, size, table)) == 0 && fdatasync(b->fd) < 0)
         r = -errno;
     free(buf);
     if (r < 0)
@@ -122,14 +141,16 @@ static int walk(struct blk *b, const uint64_t *l1, uint32_t l1_size, int64_t del
         uint64_t t = be64(l1[i]) & L1E_OFFSET_MASK;
         if (!t)
             continue;
-        if ((r = qcow2_update_refcount(b, t, delta)) < 0 || (r = file_pread(b->fd, l2, q->cluster_size, t)) < 0)
+        if ((r = qcow2_update_refcount(b, t, delta)) < 0 ||
+            (r = file_pread(b->fd, l2, q->cluster_size, t)) < 0)
             break;
         for (uint32_t j = 0; r == 0 && j < q->l2_entries; j++) {
             uint64_t e = be64(l2[j]);
             if (e & QCOW_OFLAG_COMPRESSED) {
                 unsigned x = 62 - (q->cluster_bits - 8);
                 uint64_t host = e & ((1ULL << x) - 1), sectors = ((e >> x) & ((1ULL << (62 - x)) - 1)) + 1;
-                uint64_t cs = q->cluster_size, first = host & ~(cs - 1), last = (host + sectors * 512 - (host & 511) - 1) & ~(cs - 1);
+                uint64_t cs = q->cluster_size, first = host & ~(cs - 1),
+                         last = (host + sectors * 512 - (host & 511) - 1) & ~(cs - 1);
                 for (uint64_t c = first; r == 0 && c <= last; c += cs)
                     r = qcow2_update_refcount(b, c, delta);
             } else if (e & L2E_OFFSET_MASK) {
@@ -213,9 +234,9 @@ int qcow2_snapshot_create(struct blk *b, const char *name)
     if (r == 0 && n >= QCOW2_MAX_SNAPSHOTS) /* one more and open would refuse the image */
         r = blk_set_err(b, -EFBIG, "%s has %u snapshots, the most an image may have", b->path, n);
     if (r == 0)
-        r = walk(b, q->l1, q->l1_size, 1);               /* the snapshot's references */
+        r = walk(b, q->l1, q->l1_size, 1); /* the snapshot's references */
     if (r == 0)
-        r = fix_copied(b);                               /* shared now: no COPIED */
+        r = fix_copied(b); /* shared now: no COPIED */
     if (r == 0 && l1_clusters && (r = qcow2_alloc_clusters(b, l1_clusters, &l1)) == 0 &&
         (r = qcow2_meta_add(q, l1, l1_clusters * cs, QCOW2_META_FIXED)) == 0)
         r = file_pwrite(b->fd, q->l1, (size_t)q->l1_size * 8, l1);
@@ -270,12 +291,15 @@ static int validate(struct blk *b, const struct sn *t, uint32_t n, uint32_t i, c
     if (qcow2_size_ok(s->disk_size, q->cluster_bits, why, sizeof(why)) < 0)
         return blk_set_err(b, -EINVAL, "snapshot '%s' of %s is damaged: %s", s->name, b->path, why);
     if (s->l1_size < s->disk_size / per_l1 + (s->disk_size % per_l1 != 0))
-        return blk_set_err(b, -EINVAL, "snapshot '%s' of %s is damaged: its L1 table (%u entries) is too small for "
-                           "its size", s->name, b->path, s->l1_size);
+        return blk_set_err(b, -EINVAL,
+                           "snapshot '%s' of %s is damaged: its L1 table (%u entries) is too small for "
+                           "its size",
+                           s->name, b->path, s->l1_size);
     if (!bytes)
         return 0;
     const char *what = NULL;
-    if ((s->l1_offset & (cs - 1)) || s->l1_offset + bytes > q->file_end || s->l1_offset + bytes < s->l1_offset)
+    if ((s->l1_offset & (cs - 1)) || s->l1_offset + bytes > q->file_end ||
+        s->l1_offset + bytes < s->l1_offset)
         what = "is misaligned or past the end of the file";
     else if (overlaps(s->l1_offset, bytes, 0, cs))
         what = "overlaps the header";
@@ -293,8 +317,8 @@ static int validate(struct blk *b, const struct sn *t, uint32_t n, uint32_t i, c
     if (kind && kind != QCOW2_META_FIXED)
         what = "overlaps an L2 table or a refcount block";
     if (what)
-        return blk_set_err(b, -EINVAL, "snapshot '%s' of %s is damaged: its L1 table at %#llx %s", s->name, b->path,
-                           (unsigned long long)s->l1_offset, what);
+        return blk_set_err(b, -EINVAL, "snapshot '%s' of %s is damaged: its L1 table at %#llx %s", s->name,
+                           b->path, (unsigned long long)s->l1_offset, what);
     for (uint32_t k = 0; k < s->l1_size; k++) {
         uint64_t e = be64(l1[k]), l2 = e & L1E_OFFSET_MASK;
         if (!l2)
@@ -304,8 +328,8 @@ static int validate(struct blk *b, const struct sn *t, uint32_t n, uint32_t i, c
         else if ((kind = qcow2_meta_find(q, l2, cs, &where)) && kind != QCOW2_META_L2)
             what = "is not an L2 table but other metadata";
         if (what)
-            return blk_set_err(b, -EINVAL, "snapshot '%s' of %s is damaged: L1 entry %u (L2 table %#llx) %s", s->name,
-                               b->path, k, (unsigned long long)l2, what);
+            return blk_set_err(b, -EINVAL, "snapshot '%s' of %s is damaged: L1 entry %u (L2 table %#llx) %s",
+                               s->name, b->path, k, (unsigned long long)l2, what);
     }
     return 0;
 }
@@ -325,9 +349,9 @@ int qcow2_snapshot_apply(struct blk *b, const char *key)
     if (r == 0)
         r = file_pread(b->fd, sl1, (size_t)t[i].l1_size * 8, t[i].l1_offset);
     if (r == 0)
-        r = validate(b, t, n, (uint32_t)i, sl1);          /* before anything changes */
+        r = validate(b, t, n, (uint32_t)i, sl1); /* before anything changes */
     if (r == 0)
-        r = walk(b, sl1, t[i].l1_size, 1);               /* the active table's new references */
+        r = walk(b, sl1, t[i].l1_size, 1); /* the active table's new references */
     uint64_t nl1 = 0, clusters = ((uint64_t)size * 8 + cs - 1) / cs;
     if (r == 0 && clusters && (r = qcow2_alloc_clusters(b, clusters, &nl1)) == 0 &&
         (r = qcow2_meta_add(q, nl1, clusters * cs, QCOW2_META_FIXED)) == 0) {
@@ -355,7 +379,7 @@ int qcow2_snapshot_apply(struct blk *b, const char *key)
         sl1 = NULL;
         for (unsigned c = 0; c < CACHE_ENTRIES; c++)
             q->l2c.offset[c] = 0;
-        r = drop_tree(b, old, old_size, old_off);         /* what only the old state used is freed */
+        r = drop_tree(b, old, old_size, old_off); /* what only the old state used is freed */
         free(old);
         if (r == 0)
             r = fix_copied(b);

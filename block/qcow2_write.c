@@ -44,7 +44,8 @@ static int adjust(struct blk *b, uint64_t e, int64_t delta)
     if (e & QCOW_OFLAG_COMPRESSED) {
         unsigned x = 62 - (q->cluster_bits - 8);
         uint64_t host = e & ((1ULL << x) - 1), sectors = ((e >> x) & ((1ULL << (62 - x)) - 1)) + 1;
-        uint64_t first = host & ~((uint64_t)q->cluster_size - 1), last = (host + sectors * 512 - (host & 511) - 1) & ~((uint64_t)q->cluster_size - 1);
+        uint64_t first = host & ~((uint64_t)q->cluster_size - 1),
+                 last = (host + sectors * 512 - (host & 511) - 1) & ~((uint64_t)q->cluster_size - 1);
         for (uint64_t c = first; c <= last; c += q->cluster_size) {
             int r = qcow2_update_refcount(b, c, delta);
             if (r < 0)
@@ -111,7 +112,8 @@ static int l2_for_write(struct blk *b, uint64_t off, uint64_t *l2_off, uint32_t 
     uint64_t *table = calloc(1, q->cluster_size);
     if (!table)
         return -ENOMEM;
-    if ((r = qcow2_alloc_clusters(b, 1, &fresh)) < 0 || (r = qcow2_meta_add(q, fresh, q->cluster_size, QCOW2_META_L2)) < 0)
+    if ((r = qcow2_alloc_clusters(b, 1, &fresh)) < 0 ||
+        (r = qcow2_meta_add(q, fresh, q->cluster_size, QCOW2_META_L2)) < 0)
         goto out;
     if (old) {
         if ((r = file_pread(b->fd, table, q->cluster_size, old)) < 0)
@@ -139,8 +141,8 @@ out:
     return r < 0 ? blk_set_err(b, r, "allocating an L2 table in %s", b->path) : 0;
 }
 
-int qcow2_map(struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off, uint64_t len,
-              bool write, int *fd, uint64_t *host)
+int qcow2_map(struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off, uint64_t len, bool write,
+              int *fd, uint64_t *host)
 {
     struct qcow2 *q = Q(b);
     int mapped = 0;
@@ -153,7 +155,8 @@ int qcow2_map(struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off, 
         if (qcow2_get_l2_entry(b, off + run, &e) < 0)
             goto out;
         uint64_t h = e & L2E_OFFSET_MASK;
-        if (!h || (e & QCOW_OFLAG_COMPRESSED) || qcow2_entry_is_zero(q, e) || (write && !(e & QCOW_OFLAG_COPIED)))
+        if (!h || (e & QCOW_OFLAG_COMPRESSED) || qcow2_entry_is_zero(q, e) ||
+            (write && !(e & QCOW_OFLAG_COPIED)))
             goto out;
         if (run == 0)
             base = h + in;
@@ -201,7 +204,8 @@ static int write_piece(struct blk *b, const struct iovec *iov, int iovcnt, size_
         while (n < *total) {
             uint64_t e2, m = *total - n < q->cluster_size ? *total - n : q->cluster_size;
             if (qcow2_get_l2_entry(b, off + n, &e2) < 0 || !(e2 & QCOW_OFLAG_COPIED) ||
-                (e2 & QCOW_OFLAG_COMPRESSED) || qcow2_entry_is_zero(q, e2) || (e2 & L2E_OFFSET_MASK) != host + in + n)
+                (e2 & QCOW_OFLAG_COMPRESSED) || qcow2_entry_is_zero(q, e2) ||
+                (e2 & L2E_OFFSET_MASK) != host + in + n)
                 break;
             n += m;
         }
@@ -218,7 +222,8 @@ static int write_piece(struct blk *b, const struct iovec *iov, int iovcnt, size_
         pthread_mutex_unlock(&b->lock);
         struct iovec seg[QCOW2_MAX_SEGS];
         int cnt = qcow2_iov_slice(iov, iovcnt, skip, n, seg);
-        ssize_t w = cnt >= 0 ? pwritev(blk_data_fd(b, seg, cnt, host + in, n), seg, cnt, (off_t)(host + in)) : -1;
+        ssize_t w = cnt >= 0 ? pwritev(blk_data_fd(b, seg, cnt, host + in, n), seg, cnt, (off_t)(host + in))
+                             : -1;
         if (w != (ssize_t)n) {
             uint8_t *tmp = malloc(n);
             r = tmp ? 0 : -ENOMEM;
@@ -244,7 +249,8 @@ static int write_piece(struct blk *b, const struct iovec *iov, int iovcnt, size_
         memset(wbuf + len, 0, q->cluster_size - len);
     }
     iov_to_buf(iov, iovcnt, skip, wbuf + in, n);
-    if ((r = qcow2_alloc_clusters(b, 1, &fresh)) < 0 || (r = qcow2_meta_check_write(b, fresh, q->cluster_size, 0)) < 0)
+    if ((r = qcow2_alloc_clusters(b, 1, &fresh)) < 0 ||
+        (r = qcow2_meta_check_write(b, fresh, q->cluster_size, 0)) < 0)
         return r;
     struct iovec wv = { wbuf, q->cluster_size };
     int wfd = blk_data_fd(b, &wv, 1, fresh, q->cluster_size);
@@ -260,7 +266,8 @@ static bool needs_new_cluster(struct blk *b, uint64_t off)
     uint64_t e;
     if (qcow2_get_l2_entry(b, off, &e) < 0)
         return false;
-    return !(e & L2E_OFFSET_MASK) || !(e & QCOW_OFLAG_COPIED) || (e & QCOW_OFLAG_COMPRESSED) || qcow2_entry_is_zero(q, e);
+    return !(e & L2E_OFFSET_MASK) || !(e & QCOW_OFLAG_COPIED) || (e & QCOW_OFLAG_COMPRESSED) ||
+           qcow2_entry_is_zero(q, e);
 }
 
 /* Whole clusters that all need new host clusters are allocated together and written with
@@ -304,7 +311,8 @@ static int64_t write_run(struct blk *b, const struct iovec *iov, int iovcnt, siz
     }
     for (uint64_t i = 0; i < n; i++) {
         uint64_t e;
-        if ((r = qcow2_get_l2_entry(b, off + i * cs, &e)) < 0 || (r = qcow2_l2_slot(b, off + i * cs, &l2_off, &idx)) < 0 ||
+        if ((r = qcow2_get_l2_entry(b, off + i * cs, &e)) < 0 ||
+            (r = qcow2_l2_slot(b, off + i * cs, &l2_off, &idx)) < 0 ||
             (r = batch_add(bt, l2_off, idx, (host + i * cs) | QCOW_OFLAG_COPIED, e)) < 0)
             return r;
     }
@@ -322,7 +330,8 @@ int qcow2_pwritev(struct blk *b, const struct iovec *iov, int iovcnt, uint64_t o
     int r = q->corrupt ? blk_set_err(b, -EIO, "%s is corrupt", b->path) : 0;
     size_t skip = 0;
     while (r == 0 && len) {
-        uint64_t in = off & (q->cluster_size - 1), n = q->cluster_size - in < len ? q->cluster_size - in : len;
+        uint64_t in = off & (q->cluster_size - 1),
+                 n = q->cluster_size - in < len ? q->cluster_size - in : len;
         int64_t run = in == 0 ? write_run(b, iov, iovcnt, skip, off, len, &bt) : 0;
         if (run < 0) {
             r = (int)run;
@@ -455,7 +464,9 @@ int qcow2_write_compressed(struct blk *b, uint64_t off, const void *buf, size_t 
     z_stream z = { 0 };
     uLong bound = cs + cs / 2 + 64;
     uint8_t *out = malloc(bound);
-    int r = out && deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -12, 9, Z_DEFAULT_STRATEGY) == Z_OK ? 0 : -ENOMEM;
+    int r = out && deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -12, 9, Z_DEFAULT_STRATEGY) == Z_OK
+                ? 0
+                : -ENOMEM;
     size_t clen = 0;
     if (r == 0) {
         z.next_in = src, z.avail_in = (uInt)cs, z.next_out = out, z.avail_out = (uInt)bound;
@@ -474,7 +485,8 @@ int qcow2_write_compressed(struct blk *b, uint64_t off, const void *buf, size_t 
     uint64_t host = 0, l2_off, e;
     uint32_t idx;
     struct batch bt = { 0 };
-    if (r == 0 && (r = l2_for_write(b, off, &l2_off, &idx)) == 0 && (r = qcow2_get_l2_entry(b, off, &e)) == 0) {
+    if (r == 0 && (r = l2_for_write(b, off, &l2_off, &idx)) == 0 &&
+        (r = qcow2_get_l2_entry(b, off, &e)) == 0) {
         if (q->comp_next && q->comp_end - q->comp_next >= clen && q->comp_end == q->file_end) {
             host = q->comp_next; /* shares the current host cluster: one more reference */
             r = qcow2_update_refcount(b, host & ~(cs - 1), 1);
@@ -488,7 +500,8 @@ int qcow2_write_compressed(struct blk *b, uint64_t off, const void *buf, size_t 
         if (q->comp_next >= q->comp_end)
             q->comp_next = 0;
     }
-    if (r == 0 && (r = qcow2_meta_check_write(b, host, clen, 0)) == 0 && (r = file_pwrite(b->fd, out, clen, host)) == 0) {
+    if (r == 0 && (r = qcow2_meta_check_write(b, host, clen, 0)) == 0 &&
+        (r = file_pwrite(b->fd, out, clen, host)) == 0) {
         unsigned x = 62 - (q->cluster_bits - 8);
         uint64_t sectors = ((host + clen - 1) >> 9) - (host >> 9);
         r = batch_add(&bt, l2_off, idx, QCOW_OFLAG_COMPRESSED | (sectors << x) | host, e);
@@ -499,4 +512,3 @@ int qcow2_write_compressed(struct blk *b, uint64_t off, const void *buf, size_t 
     free(bt.p), free(out), free(full);
     return r;
 }
-

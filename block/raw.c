@@ -90,8 +90,8 @@ static int raw_pwritev(struct blk *b, const struct iovec *iov, int iovcnt, uint6
     return 0;
 }
 
-static int raw_map(struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off, uint64_t len,
-                   bool write, int *fd, uint64_t *host)
+static int raw_map(struct blk *b, const struct iovec *iov, int iovcnt, uint64_t off, uint64_t len, bool write,
+                   int *fd, uint64_t *host)
 {
     *fd = blk_data_fd(b, iov, iovcnt, off, len);
     *host = off;
@@ -132,8 +132,8 @@ static int raw_write_zeroes(struct blk *b, uint64_t off, uint64_t len, unsigned 
 }
 
 /* Data or hole, from SEEK_DATA/SEEK_HOLE. */
-static int raw_block_status(struct blk *b, uint64_t off, uint64_t len, uint64_t *pnum,
-                            unsigned *status, uint64_t *host_off)
+static int raw_block_status(struct blk *b, uint64_t off, uint64_t len, uint64_t *pnum, unsigned *status,
+                            uint64_t *host_off)
 {
     off_t data = lseek(b->fd, (off_t)off, SEEK_DATA);
     *host_off = off;

@@ -10,8 +10,8 @@
 #include "common/util.h"
 
 /* Exit statuses of the management verbs (run has its own, see README). */
-#define CLI_OK 0
-#define CLI_FAIL 1
+#define CLI_OK    0
+#define CLI_FAIL  1
 #define CLI_USAGE 2
 
 /* $KVMBOX_RUNTIME_DIR, else /run/kvmbox for root, else $XDG_RUNTIME_DIR/kvmbox, else
@@ -52,7 +52,7 @@ struct json_object *cli_last_run(const char *name);
 /* Definitions: JSON objects of the settings table's keys (vmm/settings.h). */
 struct json_object *cli_def_load(const char *name, char *err, size_t errlen);
 int cli_def_save(const char *name, struct json_object *def, bool overwrite, char *err, size_t errlen);
-void cli_new_uuid(char *buf);   /* 37 bytes */
+void cli_new_uuid(char *buf);                        /* 37 bytes */
 void cli_mac_from_name(const char *name, char *buf); /* 18 bytes: 52:54:00:xx:xx:xx */
 
 /* A daemonized VM's log: from here on stdout and stderr go through a pipe to a thread that
@@ -65,8 +65,9 @@ void cli_log_stop(struct cli_log *log, const char *last_line);
 
 int cmd_run(int argc, char **argv);
 int cmd_start(int argc, char **argv);
-int cmd_ctl(const char *verb, int argc, char **argv);   /* list info pause resume shutdown reboot reset kill wait */
+int cmd_ctl(const char *verb, int argc,
+            char **argv); /* list info pause resume shutdown reboot reset kill wait */
 int cmd_console(int argc, char **argv);
-int cmd_def(const char *verb, int argc, char **argv);   /* define undefine dumpconfig clone settings */
+int cmd_def(const char *verb, int argc, char **argv); /* define undefine dumpconfig clone settings */
 
 #endif

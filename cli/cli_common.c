@@ -51,8 +51,8 @@ static int pick_dir(char *buf, size_t len, const char *env, const char *root_dir
 
 int cli_runtime_dir(char *buf, size_t len, char *err, size_t errlen)
 {
-    return pick_dir(buf, len, "KVMBOX_RUNTIME_DIR", "/run/kvmbox", "XDG_RUNTIME_DIR", "kvmbox", NULL,
-                    077, "runtime", err, errlen);
+    return pick_dir(buf, len, "KVMBOX_RUNTIME_DIR", "/run/kvmbox", "XDG_RUNTIME_DIR", "kvmbox", NULL, 077,
+                    "runtime", err, errlen);
 }
 
 int cli_config_dir(char *buf, size_t len, char *err, size_t errlen)
@@ -75,17 +75,20 @@ bool cli_valid_name(const char *name)
 
 int cli_bad_name(const char *name, char *err, size_t errlen)
 {
-    return errf(err, errlen, -EINVAL, "invalid VM name '%.80s' (up to 64 letters, digits, '-', '_' "
-                "and '.', not starting with '.')", name);
+    return errf(err, errlen, -EINVAL,
+                "invalid VM name '%.80s' (up to 64 letters, digits, '-', '_' "
+                "and '.', not starting with '.')",
+                name);
 }
 
-static int name_path(bool config, const char *name, const char *suffix, char *buf, size_t len,
-                     char *err, size_t errlen)
+static int name_path(bool config, const char *name, const char *suffix, char *buf, size_t len, char *err,
+                     size_t errlen)
 {
     if (!cli_valid_name(name))
         return cli_bad_name(name, err, errlen);
     char dir[2048];
-    int r = config ? cli_config_dir(dir, sizeof(dir), err, errlen) : cli_runtime_dir(dir, sizeof(dir), err, errlen);
+    int r = config ? cli_config_dir(dir, sizeof(dir), err, errlen)
+                   : cli_runtime_dir(dir, sizeof(dir), err, errlen);
     if (r < 0)
         return r;
     int n = snprintf(buf, len, "%s/%s%s", dir, name, suffix);
@@ -206,8 +209,9 @@ struct json_object *cli_request_fd(int fd, const char *req, char *err, size_t er
     int r = read_line(fd, line, sizeof(line));
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof(none));
     if (r < 0) {
-        errf(err, errlen, -EIO, r == -EAGAIN ? "no answer from the VM within %d s"
-                                             : "the VM closed the connection without answering",
+        errf(err, errlen, -EIO,
+             r == -EAGAIN ? "no answer from the VM within %d s"
+                          : "the VM closed the connection without answering",
              CLI_REPLY_TIMEOUT_S);
         return NULL;
     }
@@ -217,7 +221,8 @@ struct json_object *cli_request_fd(int fd, const char *req, char *err, size_t er
         return NULL;
     }
     if (!json_object_object_get_ex(o, "ok", &ok) || !json_object_get_boolean(ok)) {
-        const char *m = json_object_object_get_ex(o, "error", &msg) ? json_object_get_string(msg) : "request failed";
+        const char *m = json_object_object_get_ex(o, "error", &msg) ? json_object_get_string(msg)
+                                                                    : "request failed";
         errf(err, errlen, -EIO, "%s", m);
         json_object_put(o);
         return NULL;
@@ -268,7 +273,8 @@ int cli_def_save(const char *name, struct json_object *def, bool overwrite, char
     snprintf(tmp, sizeof(tmp), "%.*s/.%s.XXXXXX", (int)(slash - path), path, slash + 1);
     int fd = mkostemp(tmp, O_CLOEXEC);
     if (fd < 0)
-        return errf(err, errlen, -errno, "cannot write in %.*s: %s", (int)(slash - path), path, strerror(errno));
+        return errf(err, errlen, -errno, "cannot write in %.*s: %s", (int)(slash - path), path,
+                    strerror(errno));
     const char *text = json_object_to_json_string_ext(def, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED |
                                                                JSON_C_TO_STRING_NOSLASHESCAPE);
     r = write_full(fd, text, strlen(text));
@@ -318,9 +324,8 @@ void cli_new_uuid(char *buf)
             u[i] = (uint8_t)rand();
     u[6] = (u[6] & 0x0f) | 0x40; /* version 4 */
     u[8] = (u[8] & 0x3f) | 0x80; /* RFC 4122 variant */
-    snprintf(buf, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-             u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12],
-             u[13], u[14], u[15]);
+    snprintf(buf, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0], u[1],
+             u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14], u[15]);
 }
 
 /* A stable, locally administered MAC from the name (FNV-1a), in QEMU's 52:54:00 prefix. */

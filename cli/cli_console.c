@@ -15,7 +15,7 @@
 #include "vmm/console.h"
 #include "common/util.h"
 
-#define DETACH_WAIT_MS 2000      /* Ctrl-] or a signal: output already on its way */
+#define DETACH_WAIT_MS 2000 /* Ctrl-] or a signal: output already on its way */
 /* End of input: the VM closes once the guest has taken what we sent (a guest that takes
  * nothing for 10 s is given up on there); this only guards against a VM that hangs. */
 #define EOF_DETACH_WAIT_MS 300000
@@ -53,8 +53,7 @@ static int pump(int sock, const sigset_t *waitmask)
 {
     char buf[4096];
     for (;;) {
-        struct pollfd p[2] = { { .fd = sock, .events = POLLIN },
-                               { .fd = STDIN_FILENO, .events = POLLIN } };
+        struct pollfd p[2] = { { .fd = sock, .events = POLLIN }, { .fd = STDIN_FILENO, .events = POLLIN } };
         if (stop_signal) { /* SIGTERM, SIGINT (not from the tty: raw mode sends ^C to the guest) */
             detach(sock, DETACH_WAIT_MS);
             return 0;

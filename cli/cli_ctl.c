@@ -133,8 +133,9 @@ static int info_ended(const char *name, bool json, const char *err)
     }
     json_object_object_add(last, "state", json_object_new_string("shut off"));
     if (json) {
-        printf("%s\n", json_object_to_json_string_ext(last, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED |
-                                                                JSON_C_TO_STRING_NOSLASHESCAPE));
+        printf("%s\n",
+               json_object_to_json_string_ext(last, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED |
+                                                        JSON_C_TO_STRING_NOSLASHESCAPE));
     } else {
         time_t t = (time_t)jint(last, "ended");
         char when[64];
@@ -170,7 +171,9 @@ static int cmd_info(int argc, char **argv)
         return cli_status(rc);
     }
     if (json) {
-        printf("%s\n", json_object_to_json_string_ext(info, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED | JSON_C_TO_STRING_NOSLASHESCAPE));
+        printf("%s\n",
+               json_object_to_json_string_ext(info, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED |
+                                                        JSON_C_TO_STRING_NOSLASHESCAPE));
     } else {
         format_size((uint64_t)jint(info, "memory"), mem, sizeof(mem));
         struct json_object *up;
@@ -178,8 +181,8 @@ static int cmd_info(int argc, char **argv)
         printf("Name:     %s\nState:    %s\nPID:      %lld\nvCPUs:    %lld\nMemory:   %s\n"
                "Huge pages: %s\nUptime:   %.1f s\nReboots:  %lld\nKernel:   %s\nCmdline:  %s\n",
                jstr(info, "name", name), jstr(info, "state", "?"), (long long)jint(info, "pid"),
-               (long long)jint(info, "cpus"), mem, jstr(info, "hugepages", "off"), uptime, (long long)jint(info, "reboots"),
-               jstr(info, "kernel", ""), jstr(info, "cmdline", ""));
+               (long long)jint(info, "cpus"), mem, jstr(info, "hugepages", "off"), uptime,
+               (long long)jint(info, "reboots"), jstr(info, "kernel", ""), jstr(info, "cmdline", ""));
         if (*jstr(info, "firmware", ""))
             printf("Firmware: %s\nBoot:     %s%s%s\n", jstr(info, "firmware", ""),
                    jstr(info, "boot_order", ""), *jstr(info, "boot_once", "") ? ", first boot: " : "",
@@ -203,19 +206,22 @@ static int cmd_info(int argc, char **argv)
                     char sz[32];
                     format_size((uint64_t)jint(e, "size"), sz, sizeof(sz));
                     struct json_object *ro;
-                    bool readonly = json_object_object_get_ex(e, "readonly", &ro) && json_object_get_boolean(ro);
-                    printf("%s%s (%s, %s, %s, cache=%s, serial '%s', pci %s), %s, %lld I/O errors\n", labels[k],
-                           jstr(e, "path", "?"), jstr(e, "format", "?"), sz, readonly ? "ro" : "rw",
-                           jstr(e, "cache", "?"), jstr(e, "serial", ""), jstr(e, "pci", "?"), jstr(e, "state", "ok"),
-                           (long long)jint(e, "io_errors"));
+                    bool readonly = json_object_object_get_ex(e, "readonly", &ro) &&
+                                    json_object_get_boolean(ro);
+                    printf("%s%s (%s, %s, %s, cache=%s, serial '%s', pci %s), %s, %lld I/O errors\n",
+                           labels[k], jstr(e, "path", "?"), jstr(e, "format", "?"), sz,
+                           readonly ? "ro" : "rw", jstr(e, "cache", "?"), jstr(e, "serial", ""),
+                           jstr(e, "pci", "?"), jstr(e, "state", "ok"), (long long)jint(e, "io_errors"));
                 } else if (k == 1 && json_object_is_type(e, json_type_object)) {
                     struct json_object *rx, *tx;
-                    printf("%s%s %s (pci %s), link %s", labels[k], jstr(e, "mac", "?"), jstr(e, "backend", "?"),
-                           jstr(e, "pci", "?"), jstr(e, "link", "?"));
+                    printf("%s%s %s (pci %s), link %s", labels[k], jstr(e, "mac", "?"),
+                           jstr(e, "backend", "?"), jstr(e, "pci", "?"), jstr(e, "link", "?"));
                     if (json_object_object_get_ex(e, "rx", &rx) && json_object_object_get_ex(e, "tx", &tx))
-                        printf(", rx %lld frames %lld bytes (%lld dropped), tx %lld frames %lld bytes (%lld dropped)",
-                               (long long)jint(rx, "frames"), (long long)jint(rx, "bytes"), (long long)jint(rx, "dropped"),
-                               (long long)jint(tx, "frames"), (long long)jint(tx, "bytes"), (long long)jint(tx, "dropped"));
+                        printf(", rx %lld frames %lld bytes (%lld dropped), tx %lld frames %lld bytes (%lld "
+                               "dropped)",
+                               (long long)jint(rx, "frames"), (long long)jint(rx, "bytes"),
+                               (long long)jint(rx, "dropped"), (long long)jint(tx, "frames"),
+                               (long long)jint(tx, "bytes"), (long long)jint(tx, "dropped"));
                     printf("\n");
                 } else {
                     printf("%s%s\n", labels[k], json_object_get_string(e));
@@ -233,7 +239,8 @@ static int cmd_info(int argc, char **argv)
             printf("Balloon:  target %s, guest holds %s, %s given back to the host\n", t, a, r);
             if (json_object_object_get_ex(b, "stats", &st) && json_object_object_length(st) > 0) {
                 printf("Guest:   ");
-                json_object_object_foreach(st, k, v) {
+                json_object_object_foreach(st, k, v)
+                {
                     if (!strcmp(k, "age_ms") || strstr(k, "faults") || strstr(k, "swap")) {
                         printf(" %s %lld", k, (long long)json_object_get_int64(v));
                         continue;
@@ -315,8 +322,9 @@ static int cmd_wait(int argc, char **argv)
 
 static int cmd_shutdown(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        { "timeout", required_argument, NULL, 't' }, { "force", no_argument, NULL, 'f' }, { 0 } };
+    static const struct option opts[] = { { "timeout", required_argument, NULL, 't' },
+                                          { "force", no_argument, NULL, 'f' },
+                                          { 0 } };
     uint64_t timeout = 60;
     bool force = false;
     optind = 0;
@@ -350,8 +358,8 @@ static int cmd_shutdown(int argc, char **argv)
         return CLI_OK;
     }
     if (!force) {
-        fprintf(stderr, "kvmbox: %s did not shut down within %llu s (use --force to kill it)\n",
-                name, (unsigned long long)timeout);
+        fprintf(stderr, "kvmbox: %s did not shut down within %llu s (use --force to kill it)\n", name,
+                (unsigned long long)timeout);
         return CLI_FAIL;
     }
     if (cli_request(name, "kill", &r, err, sizeof(err)) == 0)
@@ -397,7 +405,8 @@ static int cmd_balloon(int argc, char **argv)
     }
     uint64_t bytes = 0, secs = 0;
     if (name && size && parse_size(size, &bytes) < 0) {
-        fprintf(stderr, "kvmbox: balloon: '%s' is not a size (like 512M or 2G; a bare number is MiB)\n", size);
+        fprintf(stderr, "kvmbox: balloon: '%s' is not a size (like 512M or 2G; a bare number is MiB)\n",
+                size);
         return CLI_USAGE;
     }
     if (name && interval && parse_uint(interval, 0, 86400, &secs) < 0) {
@@ -441,7 +450,8 @@ static int cmd_link(int argc, char **argv)
     bool by_index = parse_uint(argv[2], 0, KVMBOX_MAX_NICS - 1, &idx) == 0;
     struct json_object *req = json_object_new_object();
     json_object_object_add(req, "request", json_object_new_string("link"));
-    json_object_object_add(req, "nic", by_index ? json_object_new_int((int)idx) : json_object_new_string(argv[2]));
+    json_object_object_add(req, "nic",
+                           by_index ? json_object_new_int((int)idx) : json_object_new_string(argv[2]));
     json_object_object_add(req, "state", json_object_new_string(argv[3]));
     char err[512];
     struct json_object *r;

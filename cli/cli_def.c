@@ -21,7 +21,8 @@ static const char *def_name(struct json_object *def)
 {
     struct json_object *v;
     return json_object_object_get_ex(def, "name", &v) && json_object_is_type(v, json_type_string)
-               ? json_object_get_string(v) : NULL;
+               ? json_object_get_string(v)
+               : NULL;
 }
 
 /* A definition is valid when the settings table parses it (known keys, good values,
@@ -31,7 +32,8 @@ static int def_check(struct json_object *def, bool force, struct run_options *o,
 {
     const char *name = def_name(def);
     if (!name || !cli_valid_name(name))
-        return errf(err, errlen, -EINVAL, "the definition needs a \"name\" of letters, digits, '-', '_', '.'");
+        return errf(err, errlen, -EINVAL,
+                    "the definition needs a \"name\" of letters, digits, '-', '_', '.'");
     int r = config_from_def(def, o, err, errlen);
     if (r == 0 && !force && config_check_files(&o->vm, err, errlen) < 0)
         return -EINVAL;
@@ -65,7 +67,9 @@ static int cmd_define(int argc, char **argv)
     json_object_put(def);
     if (r < 0) {
         fprintf(stderr, "kvmbox: %s: %s%s\n", argv[1], o ? err : "out of memory",
-                r == -EINVAL && !strncmp(err, "\"", 1) && strstr(err, ": No such file") ? " (--force defines it anyway)" : "");
+                r == -EINVAL && !strncmp(err, "\"", 1) && strstr(err, ": No such file")
+                    ? " (--force defines it anyway)"
+                    : "");
         free(o);
         return CLI_USAGE;
     }
@@ -135,7 +139,8 @@ static int cmd_dumpconfig(int argc, char **argv)
         fprintf(stderr, "kvmbox: %s\n", err);
         return CLI_FAIL;
     }
-    printf("%s\n", json_object_to_json_string_ext(def, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED | JSON_C_TO_STRING_NOSLASHESCAPE));
+    printf("%s\n", json_object_to_json_string_ext(def, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED |
+                                                           JSON_C_TO_STRING_NOSLASHESCAPE));
     json_object_put(def);
     return CLI_OK;
 }
@@ -202,8 +207,8 @@ static int clone_disk(struct run_options *o, struct kvmbox_disk *d, const char *
          * has the same size. */
         struct blk *b;
         bool raw;
-        if (blk_open(src_abs, *fmt ? fmt : NULL, BLK_O_NO_BACKING | BLK_O_FORCE_SHARE, &b, &raw,
-                     err, errlen) < 0)
+        if (blk_open(src_abs, *fmt ? fmt : NULL, BLK_O_NO_BACKING | BLK_O_FORCE_SHARE, &b, &raw, err,
+                     errlen) < 0)
             return -EIO;
         struct blk_info info;
         blk_get_info(b, &info);
@@ -307,7 +312,7 @@ static int cmd_settings(int argc, char **argv)
     if (argc == 2 && !strcmp(argv[1], "--json")) {
         struct json_object *t = config_settings_json();
         printf("%s\n", json_object_to_json_string_ext(t, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED |
-                                                              JSON_C_TO_STRING_NOSLASHESCAPE));
+                                                             JSON_C_TO_STRING_NOSLASHESCAPE));
         json_object_put(t);
         return CLI_OK;
     }
@@ -323,7 +328,10 @@ static int cmd_settings(int argc, char **argv)
         for (size_t a = 0; a < ARRAY_SIZE(s->aliases) && s->aliases[a]; a++)
             snprintf(al + strlen(al), sizeof(al) - strlen(al), "%s--%s", a ? ", " : "", s->aliases[a]);
         printf("%-10s %-7s %-8s %-14s %s\n", s->key, kinds[s->kind], s->process ? "no" : "yes",
-               s->dflt ? (*s->dflt ? s->dflt : "\"\"") : s->computed ? "(computed)" : "-", al);
+               s->dflt       ? (*s->dflt ? s->dflt : "\"\"")
+               : s->computed ? "(computed)"
+                             : "-",
+               al);
     }
     return CLI_OK;
 }

@@ -20,7 +20,8 @@ static const char img_help[] =
     "         OPTIONS: cluster_size=N, compat=0.10|1.1, lazy_refcounts=on|off, refcount_bits=N,\n"
     "                  preallocation=off|metadata, backing_file=F, backing_fmt=FMT\n"
     "  info [-f FMT] [--output human|json] [--backing-chain] [-U] FILE\n"
-    "  convert [-f FMT] [-O raw|qcow2] [-c] [-p] [-q] [-n] [-o OPTIONS] [-S BYTES] [-t CACHE] [-T CACHE] SRC DST\n"
+    "  convert [-f FMT] [-O raw|qcow2] [-c] [-p] [-q] [-n] [-o OPTIONS] [-S BYTES] [-t CACHE] [-T CACHE] SRC "
+    "DST\n"
     "  check [-f FMT] [-r leaks|all] [--output human|json] [-q] FILE\n"
     "  compare [-f FMT] [-F FMT] [-s] [-q] FILE1 FILE2\n"
     "  map [-f FMT] [--output human|json] FILE\n"
@@ -86,8 +87,10 @@ int img_open(const char *path, const char *fmt, int flags, struct blk **out)
 {
     char err[BLK_ERRMSG_MAX] = "";
     bool probed_raw = false;
-    struct blk_open_opts o = { .format = fmt, .flags = flags | (policy.untrusted ? BLK_O_UNTRUSTED : 0),
-                               .backing = policy.backing, .backing_format = policy.backing_format,
+    struct blk_open_opts o = { .format = fmt,
+                               .flags = flags | (policy.untrusted ? BLK_O_UNTRUSTED : 0),
+                               .backing = policy.backing,
+                               .backing_format = policy.backing_format,
                                .warn = warn_line };
     int r = blk_open_opts(path, &o, out, &probed_raw, err, sizeof(err));
     if (r < 0)
@@ -160,8 +163,10 @@ static int parse_create_opt(const char *cmd, const char *k, char *v, bool qcow2,
             return img_usage(cmd, "refcount_bits must be a power of two from 1 to 64, not '%s'", v);
         o->refcount_bits = (uint32_t)n;
     } else {
-        return img_usage(cmd, "unknown -o option '%s' (cluster_size, compat, lazy_refcounts, refcount_bits, "
-                         "preallocation, backing_file, backing_fmt)", k);
+        return img_usage(cmd,
+                         "unknown -o option '%s' (cluster_size, compat, lazy_refcounts, refcount_bits, "
+                         "preallocation, backing_file, backing_fmt)",
+                         k);
     }
     return 0;
 }
@@ -233,10 +238,10 @@ int cli_img_main(int argc, char **argv)
         const char *name;
         int (*fn)(int, char **);
     } cmds[] = {
-        { "create", img_cmd_create },   { "info", img_cmd_info },         { "convert", img_cmd_convert },
-        { "check", img_cmd_check },     { "compare", img_cmd_compare },   { "map", img_cmd_map },
-        { "resize", img_cmd_resize },   { "snapshot", img_cmd_snapshot }, { "commit", img_cmd_commit },
-        { "rebase", img_cmd_rebase },   { "bench", img_cmd_bench },
+        { "create", img_cmd_create }, { "info", img_cmd_info },         { "convert", img_cmd_convert },
+        { "check", img_cmd_check },   { "compare", img_cmd_compare },   { "map", img_cmd_map },
+        { "resize", img_cmd_resize }, { "snapshot", img_cmd_snapshot }, { "commit", img_cmd_commit },
+        { "rebase", img_cmd_rebase }, { "bench", img_cmd_bench },
     };
     /* Options before the command: the untrusted mode. */
     while (argc >= 2 && !strncmp(argv[1], "--", 2) && strcmp(argv[1], "--help")) {
@@ -250,12 +255,14 @@ int cli_img_main(int argc, char **argv)
             policy.backing_format = argv[2];
             argv += 2, argc -= 2;
         } else {
-            fprintf(stderr, "kvmbox img: unknown option '%s' before the command (see kvmbox img --help)\n", argv[1]);
+            fprintf(stderr, "kvmbox img: unknown option '%s' before the command (see kvmbox img --help)\n",
+                    argv[1]);
             return IMG_USAGE;
         }
     }
     if ((policy.backing || policy.backing_format) && !policy.untrusted) {
-        fprintf(stderr, "kvmbox img: --backing and --backing-format go with --untrusted (see kvmbox img --help)\n");
+        fprintf(stderr,
+                "kvmbox img: --backing and --backing-format go with --untrusted (see kvmbox img --help)\n");
         return IMG_USAGE;
     }
     if (policy.backing_format && img_check_format("img", policy.backing_format))

@@ -52,17 +52,17 @@ int img_zero_run(struct blk *b, uint64_t off, uint64_t len, uint64_t *pnum, bool
 bool img_all_zero(const void *p, size_t n);
 
 /* The subcommands; each gets argv with argv[0] the subcommand's name. */
-int img_cmd_create(int argc, char **argv);    /* cli_img_create.c */
-int img_cmd_resize(int argc, char **argv);    /* cli_img_create.c */
-int img_cmd_snapshot(int argc, char **argv);  /* cli_img_create.c */
-int img_cmd_info(int argc, char **argv);      /* cli_img_info.c */
-int img_cmd_map(int argc, char **argv);       /* cli_img_info.c */
-int img_cmd_check(int argc, char **argv);     /* cli_img_check.c */
-int img_cmd_convert(int argc, char **argv);   /* cli_img_convert.c */
-int img_cmd_compare(int argc, char **argv);   /* cli_img_compare.c */
-int img_cmd_commit(int argc, char **argv);    /* cli_img_backing.c */
-int img_cmd_rebase(int argc, char **argv);    /* cli_img_backing.c */
-int img_cmd_bench(int argc, char **argv);     /* cli_img_bench.c */
+int img_cmd_create(int argc, char **argv);   /* cli_img_create.c */
+int img_cmd_resize(int argc, char **argv);   /* cli_img_create.c */
+int img_cmd_snapshot(int argc, char **argv); /* cli_img_create.c */
+int img_cmd_info(int argc, char **argv);     /* cli_img_info.c */
+int img_cmd_map(int argc, char **argv);      /* cli_img_info.c */
+int img_cmd_check(int argc, char **argv);    /* cli_img_check.c */
+int img_cmd_convert(int argc, char **argv);  /* cli_img_convert.c */
+int img_cmd_compare(int argc, char **argv);  /* cli_img_compare.c */
+int img_cmd_commit(int argc, char **argv);   /* cli_img_backing.c */
+int img_cmd_rebase(int argc, char **argv);   /* cli_img_backing.c */
+int img_cmd_bench(int argc, char **argv);    /* cli_img_bench.c */
 
 /* Prints the snapshot table like `qemu-img snapshot -l` (nothing when there are none).
  * 0, or a negative errno when the table cannot be read (nothing printed then). */

@@ -20,8 +20,8 @@ struct bench {
     bool write;
     uint64_t count, size, start, step, image, flush_every;
     int pattern;
-    uint64_t next;   /* the next request number (atomic) */
-    int err;         /* the first error (atomic compare-and-swap from 0) */
+    uint64_t next; /* the next request number (atomic) */
+    int err;       /* the first error (atomic compare-and-swap from 0) */
 };
 
 /* Request I's offset, as qemu-img bench computes it: START + I * STEP modulo the image size
@@ -105,12 +105,18 @@ int img_cmd_bench(int argc, char **argv)
         case 'd': bad = parse_uint(optarg, 1, MAX_DEPTH, &depth); break;
         case 's': bad = parse_size(optarg, &bn.size) || !bn.size || bn.size > (64u << 20); break;
         case 'o': bad = parse_size(optarg, &bn.start); break;
-        case 'S': bad = parse_size(optarg, &bn.step); step_given = true; break;
+        case 'S':
+            bad = parse_size(optarg, &bn.step);
+            step_given = true;
+            break;
         case 'w': bn.write = true; break;
         case 'q': quiet = true; break;
         case 'P': bad = parse_uint(optarg, 0, 255, &pattern); break;
         case 'F': bad = parse_uint(optarg, 0, UINT32_MAX, &bn.flush_every); break;
-        case 'n': case 'i': case 'N': case 'U': break; /* the AIO engine and draining are qemu's own */
+        case 'n':
+        case 'i':
+        case 'N':
+        case 'U': break; /* the AIO engine and draining are qemu's own */
         default: return img_usage("bench", "bad option");
         }
         if (bad)
@@ -132,11 +138,13 @@ int img_cmd_bench(int argc, char **argv)
         return IMG_ERR;
     if (bn.size > blk_length(bn.b)) {
         blk_close(bn.b);
-        return img_fail("%s: requests of %llu bytes do not fit the image", argv[optind], (unsigned long long)bn.size);
+        return img_fail("%s: requests of %llu bytes do not fit the image", argv[optind],
+                        (unsigned long long)bn.size);
     }
     bn.image = blk_length(bn.b);
     if (!quiet)
-        printf("Sending %llu %s requests, %llu bytes each, %llu in parallel (starting at offset %llu, step size %llu)\n",
+        printf("Sending %llu %s requests, %llu bytes each, %llu in parallel (starting at offset %llu, step "
+               "size %llu)\n",
                (unsigned long long)bn.count, bn.write ? "write" : "read", (unsigned long long)bn.size,
                (unsigned long long)depth, (unsigned long long)bn.start, (unsigned long long)bn.step);
     if (!quiet && bn.flush_every && bn.write)

@@ -29,18 +29,21 @@ static void report_human(const struct blk_check_result *r)
                    "This means waste of disk space, but no harm to data.\n",
                    (unsigned long long)r->leaks);
         if (r->check_errors)
-            printf("\n%llu internal errors have occurred during the check.\n", (unsigned long long)r->check_errors);
+            printf("\n%llu internal errors have occurred during the check.\n",
+                   (unsigned long long)r->check_errors);
     }
     if (r->total_clusters && r->allocated_clusters)
         printf("%llu/%llu = %0.2f%% allocated, %0.2f%% fragmented, %0.2f%% compressed clusters\n",
                (unsigned long long)r->allocated_clusters, (unsigned long long)r->total_clusters,
-               pct(r->allocated_clusters, r->total_clusters), pct(r->fragmented_clusters, r->allocated_clusters),
+               pct(r->allocated_clusters, r->total_clusters),
+               pct(r->fragmented_clusters, r->allocated_clusters),
                pct(r->compressed_clusters, r->allocated_clusters));
     if (r->image_end_offset)
         printf("Image end offset: %llu\n", (unsigned long long)r->image_end_offset);
 }
 
-static void report_json(const char *path, const struct blk_check_result *r, const struct blk_check_result *fixed)
+static void report_json(const char *path, const struct blk_check_result *r,
+                        const struct blk_check_result *fixed)
 {
     struct json_object *o = json_object_new_object();
     json_object_object_add(o, "filename", json_object_new_string(path));
@@ -49,7 +52,8 @@ static void report_json(const char *path, const struct blk_check_result *r, cons
     json_object_object_add(o, "corruptions", json_object_new_int64((int64_t)r->corruptions));
     json_object_object_add(o, "leaks", json_object_new_int64((int64_t)r->leaks));
     if (fixed) {
-        json_object_object_add(o, "corruptions-fixed", json_object_new_int64((int64_t)fixed->corruptions_fixed));
+        json_object_object_add(o, "corruptions-fixed",
+                               json_object_new_int64((int64_t)fixed->corruptions_fixed));
         json_object_object_add(o, "leaks-fixed", json_object_new_int64((int64_t)fixed->leaks_fixed));
     }
     json_object_object_add(o, "image-end-offset", json_object_new_int64((int64_t)r->image_end_offset));
@@ -132,5 +136,8 @@ int img_cmd_check(int argc, char **argv)
     else if (!quiet)
         report_human(&res);
     blk_close(b);
-    return res.check_errors ? CHECK_FAILED : res.corruptions ? CHECK_CORRUPT : res.leaks ? CHECK_LEAKS : IMG_OK;
+    return res.check_errors  ? CHECK_FAILED
+           : res.corruptions ? CHECK_CORRUPT
+           : res.leaks       ? CHECK_LEAKS
+                             : IMG_OK;
 }

@@ -15,18 +15,18 @@
 #include "cli/cli_img.h"
 #include "common/util.h"
 
-#define CHUNK (2u << 20)  /* what one worker claims at a time */
+#define CHUNK       (2u << 20) /* what one worker claims at a time */
 #define MAX_WORKERS 16
-#define MAX_O_ARGS 16
+#define MAX_O_ARGS  16
 
 struct convert {
     struct blk *src, *dst;
     const char *src_name, *dst_name;
     uint64_t size;
-    uint32_t gran;     /* unit of zero detection and of writes: the target's cluster */
-    bool compress;     /* every data granule goes out through blk_write_compressed */
-    bool existing;     /* -n: the target may hold old data, so zeroes must be written */
-    bool sparse;       /* skip zeroes (-S 0 turns it off) */
+    uint32_t gran; /* unit of zero detection and of writes: the target's cluster */
+    bool compress; /* every data granule goes out through blk_write_compressed */
+    bool existing; /* -n: the target may hold old data, so zeroes must be written */
+    bool sparse;   /* skip zeroes (-S 0 turns it off) */
     bool progress;
     pthread_mutex_t lock; /* guards the fields below */
     uint64_t next, done;
@@ -190,7 +190,8 @@ static bool target_is_source(const char *path, struct blk *src)
         return false;
     for (struct blk *l = src; l; l = blk_backing(l)) {
         struct blk_info i;
-        if (blk_get_info(l, &i) == 0 && stat(i.filename, &s) == 0 && s.st_dev == t.st_dev && s.st_ino == t.st_ino)
+        if (blk_get_info(l, &i) == 0 && stat(i.filename, &s) == 0 && s.st_dev == t.st_dev &&
+            s.st_ino == t.st_ino)
             return true;
     }
     return false;
@@ -239,12 +240,17 @@ int img_cmd_convert(int argc, char **argv)
         case 'p': c.progress = true; break;
         case 'q': quiet = true; break;
         case 'n': c.existing = true; break;
-        case 'o': bad = noargs == MAX_O_ARGS; if (!bad) oargs[noargs++] = optarg; break;
+        case 'o':
+            bad = noargs == MAX_O_ARGS;
+            if (!bad)
+                oargs[noargs++] = optarg;
+            break;
         case 'S': bad = img_parse_size("convert", "-S", optarg, &sparse); break;
         case 't': tcache = optarg; break;
         case 'T': scache = optarg; break;
         case 'm': bad = parse_uint(optarg, 1, MAX_WORKERS, &workers) < 0; break;
-        case 'W': case 'U': break; /* out-of-order writes are the default; reads share anyway */
+        case 'W':
+        case 'U': break; /* out-of-order writes are the default; reads share anyway */
         default: return img_usage("convert", "bad option");
         }
         if (bad)
@@ -259,7 +265,8 @@ int img_cmd_convert(int argc, char **argv)
         return img_usage("convert", "-c needs -O qcow2");
     if (sparse % 512 || sparse > CHUNK)
         return img_usage("convert", "-S must be a multiple of 512 up to 2M");
-    if ((r = cache_flags("convert", tcache, &dflags, &unsafe)) || (r = cache_flags("convert", scache, &sflags, &ignored)))
+    if ((r = cache_flags("convert", tcache, &dflags, &unsafe)) ||
+        (r = cache_flags("convert", scache, &sflags, &ignored)))
         return r;
     for (int i = 0; i < noargs; i++)
         if ((r = img_parse_create_opts("convert", oargs[i], ofmt, &o)))

@@ -31,12 +31,14 @@ static int backing_size(const char *image, const char *backing, const char *fmt,
 }
 
 /* qemu-img's confirmation line, with the options that apply to the format. */
-static void print_formatting(const char *path, const char *fmt, uint64_t size, const struct blk_create_opts *o)
+static void print_formatting(const char *path, const char *fmt, uint64_t size,
+                             const struct blk_create_opts *o)
 {
     printf("Formatting '%s', fmt=%s", path, fmt);
     if (!strcmp(fmt, "qcow2"))
         printf(" cluster_size=%u compat=%s%s", o->cluster_size ? o->cluster_size : 65536,
-               o->qcow2_version == 2 ? "0.10" : "1.1", o->preallocate_metadata ? " preallocation=metadata" : "");
+               o->qcow2_version == 2 ? "0.10" : "1.1",
+               o->preallocate_metadata ? " preallocation=metadata" : "");
     printf(" size=%llu", (unsigned long long)size);
     if (o->backing_file)
         printf(" backing_file=%s", o->backing_file);
@@ -57,7 +59,8 @@ static bool metadata_preallocated(const char *path, uint64_t size)
     char err[BLK_ERRMSG_MAX];
     uint64_t pnum, host;
     unsigned st = 0;
-    if (!size || blk_open(path, "qcow2", BLK_O_FORCE_SHARE | BLK_O_NO_BACKING, &b, NULL, err, sizeof(err)) < 0)
+    if (!size ||
+        blk_open(path, "qcow2", BLK_O_FORCE_SHARE | BLK_O_NO_BACKING, &b, NULL, err, sizeof(err)) < 0)
         return true; /* nothing to preallocate, or nothing to say beyond what create said */
     int r = blk_block_status(b, 0, size, &pnum, &st, &host);
     blk_close(b);
@@ -118,7 +121,8 @@ int img_cmd_create(int argc, char **argv)
     if (!quiet)
         print_formatting(path, fmt, size, &o);
     if (o.preallocate_metadata && !metadata_preallocated(path, size))
-        fprintf(stderr, "kvmbox img: warning: preallocation=metadata had no effect (the qcow2 driver does not preallocate yet)\n");
+        fprintf(stderr, "kvmbox img: warning: preallocation=metadata had no effect (the qcow2 driver does "
+                        "not preallocate yet)\n");
     return IMG_OK;
 }
 
@@ -156,7 +160,8 @@ int img_cmd_resize(int argc, char **argv)
         return IMG_ERR;
     uint64_t cur = blk_length(b), want = v;
     if (sign < 0 && v > cur) {
-        r = img_fail("cannot shrink %s by %s: it is only %llu bytes", argv[optind], s + 1, (unsigned long long)cur);
+        r = img_fail("cannot shrink %s by %s: it is only %llu bytes", argv[optind], s + 1,
+                     (unsigned long long)cur);
     } else if (sign > 0 && __builtin_add_overflow(cur, v, &want)) {
         r = img_fail("%s: the new size overflows", argv[optind]);
     } else {
@@ -204,12 +209,15 @@ int img_cmd_snapshot(int argc, char **argv)
         if ((r = img_print_snapshots(b)) < 0)
             r = img_blk_fail(b, r, "listing snapshots");
     } else {
-        r = op == 'c' ? blk_snapshot_create(b, name) : op == 'a' ? blk_snapshot_apply(b, name)
-                                                                 : blk_snapshot_delete(b, name);
+        r = op == 'c'   ? blk_snapshot_create(b, name)
+            : op == 'a' ? blk_snapshot_apply(b, name)
+                        : blk_snapshot_delete(b, name);
         if (r == 0)
             r = blk_flush(b);
         if (r < 0) {
-            const char *what = op == 'c' ? "creating snapshot" : op == 'a' ? "applying snapshot" : "deleting snapshot";
+            const char *what = op == 'c'   ? "creating snapshot"
+                               : op == 'a' ? "applying snapshot"
+                                           : "deleting snapshot";
             char ctx[320];
             snprintf(ctx, sizeof(ctx), "%s '%s'", what, name);
             r = img_blk_fail(b, r, ctx);

@@ -79,7 +79,8 @@ int img_print_snapshots(struct blk *b)
     int n = load_snapshots(b, &s);
     if (n <= 0)
         return n;
-    printf("Snapshot list:\n%-10s%-17s%8s%20s%13s%11s\n", "ID", "TAG", "VM SIZE", "DATE", "VM CLOCK", "ICOUNT");
+    printf("Snapshot list:\n%-10s%-17s%8s%20s%13s%11s\n", "ID", "TAG", "VM SIZE", "DATE", "VM CLOCK",
+           "ICOUNT");
     for (int i = 0; i < n; i++) {
         char date[32], clock[48], vmsize[32];
         time_t t = (time_t)s[i].date_sec;
@@ -104,8 +105,8 @@ static void info_human(const struct layer *l)
     char vs[32], ds[32];
     img_size_str(i->virtual_size, vs, sizeof(vs));
     img_size_str(i->disk_size, ds, sizeof(ds));
-    printf("image: %s\nfile format: %s\nvirtual size: %s (%llu bytes)\ndisk size: %s\n", l->info.filename, i->format, vs,
-           (unsigned long long)i->virtual_size, ds);
+    printf("image: %s\nfile format: %s\nvirtual size: %s (%llu bytes)\ndisk size: %s\n", l->info.filename,
+           i->format, vs, (unsigned long long)i->virtual_size, ds);
     if (i->cluster_size)
         printf("cluster_size: %u\n", i->cluster_size);
     if (i->backing_file[0]) {
@@ -308,7 +309,8 @@ static bool map_mergeable(const struct map_ent *a, const struct map_ent *b)
 static void map_print(const struct map_ent *e, const struct layer *l, bool json, bool *first)
 {
     if (json) {
-        printf("%s{ \"start\": %llu, \"length\": %llu, \"depth\": %d, \"present\": %s, \"zero\": %s, \"data\": %s",
+        printf("%s{ \"start\": %llu, \"length\": %llu, \"depth\": %d, \"present\": %s, \"zero\": %s, "
+               "\"data\": %s",
                *first ? "[" : ",\n", (unsigned long long)e->start, (unsigned long long)e->len, e->depth,
                e->present ? "true" : "false", e->zero ? "true" : "false", e->data ? "true" : "false");
         if (e->has_host)

@@ -20,13 +20,13 @@
 #include "common/util.h"
 
 #define LOG_MAX_DEFAULT (1u << 20)
-#define LOG_MAX_MIN 1024u
+#define LOG_MAX_MIN     1024u
 
 struct cli_log {
     int dir_fd, cur_fd, old_fd, pipe_rd;
     char cur_name[80], old_name[84];
     uint64_t max, size;
-    bool at_line_end;          /* NAME.log ends with a complete line */
+    bool at_line_end; /* NAME.log ends with a complete line */
     bool sandbox;
     pthread_t thread;
 };

@@ -58,12 +58,12 @@ static void term_restore(struct term_state *t)
  * thread; this thread takes them with sigwait. */
 struct signals {
     pthread_mutex_t lock;
-    sigset_t set;              /* SIGINT, SIGTERM, SIGHUP, SIG_QUIT */
+    sigset_t set; /* SIGINT, SIGTERM, SIGHUP, SIG_QUIT */
     pthread_t main, thread;
     bool started, sandbox;
-    bool building;             /* the main thread is in kvmbox_vm_create */
-    struct kvmbox_vm *vm;      /* the VM once built (and not to be abandoned) */
-    int signo;                 /* the first stop signal */
+    bool building;        /* the main thread is in kvmbox_vm_create */
+    struct kvmbox_vm *vm; /* the VM once built (and not to be abandoned) */
+    int signo;            /* the first stop signal */
 };
 
 static void on_kick(int sig)
@@ -150,17 +150,18 @@ struct run_ctx {
     struct run_options *o;
     struct signals sig;
     bool daemon;
-    bool keep_status;          /* record the exit in NAME.status (daemons, and --name given) */
-    char sock[4200];           /* RUNTIME/NAME.sock, when there is no --api-sock */
-    char alias[4200];          /* RUNTIME/NAME.sock -> the --api-sock path; "" when none */
+    bool keep_status; /* record the exit in NAME.status (daemons, and --name given) */
+    char sock[4200];  /* RUNTIME/NAME.sock, when there is no --api-sock */
+    char alias[4200]; /* RUNTIME/NAME.sock -> the --api-sock path; "" when none */
     char alias_target[PATH_MAX];
     char end_line[KVMBOX_MSG_MAX + 160]; /* a daemon's last log line */
 };
 
 static const char *const reason_names[] = {
     [KVMBOX_STOP_POWEROFF] = "poweroff", [KVMBOX_STOP_DEBUG_EXIT] = "debug-exit",
-    [KVMBOX_STOP_RESET] = "reset", [KVMBOX_STOP_PANIC] = "panic", [KVMBOX_STOP_TIMEOUT] = "timeout",
-    [KVMBOX_STOP_DETACH] = "stopped", [KVMBOX_STOP_ERROR] = "error", [KVMBOX_STOP_KILLED] = "killed",
+    [KVMBOX_STOP_RESET] = "reset",       [KVMBOX_STOP_PANIC] = "panic",
+    [KVMBOX_STOP_TIMEOUT] = "timeout",   [KVMBOX_STOP_DETACH] = "stopped",
+    [KVMBOX_STOP_ERROR] = "error",       [KVMBOX_STOP_KILLED] = "killed",
 };
 
 /* Writes RUNTIME/NAME.status (a new file renamed into place: readers see the old record or
@@ -178,11 +179,15 @@ static void write_status(const char *name, int status, const struct kvmbox_resul
     struct json_object *o = json_object_new_object();
     json_object_object_add(o, "name", json_object_new_string(name));
     json_object_object_add(o, "status", json_object_new_int(status));
-    json_object_object_add(o, "reason", json_object_new_string(
-        signo ? "signal" : res->reason < ARRAY_SIZE(reason_names) ? reason_names[res->reason] : "?"));
+    json_object_object_add(o, "reason",
+                           json_object_new_string(signo ? "signal"
+                                                  : res->reason < ARRAY_SIZE(reason_names)
+                                                      ? reason_names[res->reason]
+                                                      : "?"));
     json_object_object_add(o, "message", json_object_new_string(res->message));
     json_object_object_add(o, "ended", json_object_new_int64((int64_t)time(NULL)));
-    const char *text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+    const char *text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
+                                                             JSON_C_TO_STRING_NOSLASHESCAPE);
     int r = write_full(fd, text, strlen(text));
     if (r == 0)
         r = write_full(fd, "\n", 1);
@@ -217,10 +222,11 @@ static void on_end(const struct kvmbox_result *res, void *opaque)
     int status = run_status(c, res), sig = signal_seen(&c->sig);
     if (c->keep_status)
         write_status(c->o->vm.name, status, res, sig);
-    remove_alias(c); /* the name now leads to the record just written */
+    remove_alias(c);      /* the name now leads to the record just written */
     if (c->daemon && sig) /* the last line of NAME.log, written once all output is in */
-        snprintf(c->end_line, sizeof(c->end_line), "kvmbox: VM %s ended: stopped by signal %d (%s), status %d\n",
-                 c->o->vm.name, sig, strsignal(sig), status);
+        snprintf(c->end_line, sizeof(c->end_line),
+                 "kvmbox: VM %s ended: stopped by signal %d (%s), status %d\n", c->o->vm.name, sig,
+                 strsignal(sig), status);
     else if (c->daemon)
         snprintf(c->end_line, sizeof(c->end_line), "kvmbox: VM %s ended: %s, status %d\n", c->o->vm.name,
                  res->message, status);
@@ -237,7 +243,8 @@ static int make_alias(struct run_ctx *c, char *err, size_t errlen)
         char cwd[PATH_MAX];
         if (!getcwd(cwd, sizeof(cwd)))
             return errf(err, errlen, -errno, "getcwd: %s", strerror(errno));
-        if (snprintf(c->alias_target, sizeof(c->alias_target), "%s/%s", cwd, sock) >= (int)sizeof(c->alias_target))
+        if (snprintf(c->alias_target, sizeof(c->alias_target), "%s/%s", cwd, sock) >=
+            (int)sizeof(c->alias_target))
             return errf(err, errlen, -ENAMETOOLONG, "API socket path %s is too long", sock);
     }
     struct stat a, t;
@@ -529,7 +536,8 @@ static int run_options(struct run_options *o)
     }
     struct json_object *def = json_object_new_object();
     config_to_def(&o->vm, def);
-    char *def_text = strdup(json_object_to_json_string_ext(def, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+    char *def_text = strdup(
+        json_object_to_json_string_ext(def, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
     json_object_put(def);
     o->vm.config_json = def_text;
     if (cli_runtime_dir(rt, sizeof(rt), err, sizeof(err)) < 0 || claim_name(&c, err, sizeof(err)) < 0) {

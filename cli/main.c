@@ -63,8 +63,8 @@ int main(int argc, char **argv)
         return KVMBOX_EXIT_USAGE;
     }
     const char *cmd = argv[1];
-    static const char *const ctl[] = { "list", "info", "pause", "resume", "shutdown", "reboot",
-                                        "reset", "kill", "wait", "balloon", "link", NULL };
+    static const char *const ctl[] = { "list",  "info", "pause", "resume",  "shutdown", "reboot",
+                                       "reset", "kill", "wait",  "balloon", "link",     NULL };
     static const char *const defs[] = { "define", "undefine", "dumpconfig", "clone", "settings", NULL };
     if (!strcmp(cmd, "run")) {
         int status = cmd_run(argc - 1, argv + 1);

@@ -49,11 +49,28 @@ int parse_size(const char *s, uint64_t *out)
     unsigned shift = 0;
     switch (*end) {
     case '\0': break;
-    case 'k': case 'K': shift = 10; end++; break;
-    case 'm': case 'M': shift = 20; end++; break;
-    case 'g': case 'G': shift = 30; end++; break;
-    case 't': case 'T': shift = 40; end++; break;
-    case 'b': case 'B': break;
+    case 'k':
+    case 'K':
+        shift = 10;
+        end++;
+        break;
+    case 'm':
+    case 'M':
+        shift = 20;
+        end++;
+        break;
+    case 'g':
+    case 'G':
+        shift = 30;
+        end++;
+        break;
+    case 't':
+    case 'T':
+        shift = 40;
+        end++;
+        break;
+    case 'b':
+    case 'B': break;
     default: return -EINVAL;
     }
     if (shift && *end == 'i')
@@ -180,8 +197,10 @@ int dir_make_private(const char *path, unsigned forbidden, char *err, size_t err
     }
     int r = fstat(fd, &st) < 0 ? -errno : 0;
     if (r == 0 && st.st_uid != geteuid())
-        r = errf(err, errlen, -EPERM, "%s belongs to uid %u, not to you (uid %u): another user may "
-                 "have made it", path, (unsigned)st.st_uid, (unsigned)geteuid());
+        r = errf(err, errlen, -EPERM,
+                 "%s belongs to uid %u, not to you (uid %u): another user may "
+                 "have made it",
+                 path, (unsigned)st.st_uid, (unsigned)geteuid());
     else if (r == 0 && (st.st_mode & forbidden & 022))
         /* Others could have put anything in it already. */
         r = errf(err, errlen, -EPERM, "%s is writable by other users (mode %04o)", path,

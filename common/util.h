@@ -8,8 +8,8 @@
 #include <stdint.h>
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
-#define MUST_CHECK __attribute__((warn_unused_result))
-#define PRINTF(a, b) __attribute__((format(printf, a, b)))
+#define MUST_CHECK    __attribute__((warn_unused_result))
+#define PRINTF(a, b)  __attribute__((format(printf, a, b)))
 
 /* Writes one line into BUF (if non-NULL) and returns ERR (a negative errno), so callers can
  * write `return errf(err, len, -EINVAL, "...")`. */

@@ -20,7 +20,9 @@ static void debug_exit_write(void *dev, uint64_t off, const void *data, unsigned
 }
 
 static const struct dev_ops debug_exit_ops = {
-    .name = "debug-exit", .read = debug_exit_read, .write = debug_exit_write,
+    .name = "debug-exit",
+    .read = debug_exit_read,
+    .write = debug_exit_write,
 };
 
 int debug_exit_create(const struct dev_services *svc)

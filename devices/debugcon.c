@@ -32,7 +32,9 @@ static void debugcon_write(void *dev, uint64_t off, const void *data, unsigned l
 }
 
 static const struct dev_ops debugcon_ops = {
-    .name = "debugcon", .read = debugcon_read, .write = debugcon_write,
+    .name = "debugcon",
+    .read = debugcon_read,
+    .write = debugcon_write,
 };
 
 static void debugcon_destroy(void *dev)

@@ -24,7 +24,7 @@ size_t serial_receive(struct serial *s, const uint8_t *buf, size_t len);
 size_t serial_rx_space(struct serial *s);
 int serial_rx_wait_fd(struct serial *s);
 
-int rtc_create(const struct dev_services *svc) MUST_CHECK_DEV;   /* MC146818 CMOS RTC at 0x70 */
+int rtc_create(const struct dev_services *svc) MUST_CHECK_DEV; /* MC146818 CMOS RTC at 0x70 */
 /* Keyboard controller, enough for reset. */
 int i8042_create(const struct dev_services *svc) MUST_CHECK_DEV;
 struct pm;

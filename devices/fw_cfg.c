@@ -18,8 +18,8 @@
 
 struct fw_cfg {
     const struct dev_services *svc;
-    pthread_mutex_t lock;         /* selection, offset and DMA address: any vCPU may use them */
-    struct fw_cfg_items items;    /* read-only once the device exists */
+    pthread_mutex_t lock;      /* selection, offset and DMA address: any vCPU may use them */
+    struct fw_cfg_items items; /* read-only once the device exists */
     uint16_t key;
     uint32_t offset;
     uint32_t dma_high;
@@ -30,8 +30,8 @@ static uint32_t be32(const uint8_t *p)
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
-uint32_t fw_cfg_dma_run(const struct guest_mem *gm, const struct fw_cfg_items *items,
-                        uint16_t *key, uint32_t *offset, uint64_t gpa)
+uint32_t fw_cfg_dma_run(const struct guest_mem *gm, const struct fw_cfg_items *items, uint16_t *key,
+                        uint32_t *offset, uint64_t gpa)
 {
     uint8_t acc[16];
     if (gm_read(gm, acc, gpa, sizeof(acc)) < 0)
@@ -125,10 +125,14 @@ int fw_cfg_update_file(struct fw_cfg *f, const char *name, const void *data, uin
 }
 
 static const struct dev_ops fw_cfg_io_ops = {
-    .name = "fw_cfg", .read = fw_cfg_io_read, .write = fw_cfg_io_write,
+    .name = "fw_cfg",
+    .read = fw_cfg_io_read,
+    .write = fw_cfg_io_write,
 };
 static const struct dev_ops fw_cfg_dma_ops = {
-    .name = "fw_cfg-dma", .read = fw_cfg_dma_read, .write = fw_cfg_dma_write,
+    .name = "fw_cfg-dma",
+    .read = fw_cfg_dma_read,
+    .write = fw_cfg_dma_write,
 };
 
 static void fw_cfg_reset(void *dev)

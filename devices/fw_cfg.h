@@ -27,8 +27,8 @@ int fw_cfg_update_file(struct fw_cfg *f, const char *name, const void *data, uin
  * structure at GPA against ITEMS, the selection *KEY and *OFFSET. Returns the control word
  * to write back (0, or FW_CFG_DMA_CTL_ERROR). Exposed for unit tests. */
 struct guest_mem;
-uint32_t fw_cfg_dma_run(const struct guest_mem *gm, const struct fw_cfg_items *items,
-                        uint16_t *key, uint32_t *offset, uint64_t gpa);
+uint32_t fw_cfg_dma_run(const struct guest_mem *gm, const struct fw_cfg_items *items, uint16_t *key,
+                        uint32_t *offset, uint64_t gpa);
 
 #define FW_CFG_DMA_CTL_ERROR  0x01u
 #define FW_CFG_DMA_CTL_READ   0x02u

@@ -11,15 +11,15 @@
 #include "devices/services.h"
 #include "vmm/layout.h"
 
-#define STS_OBF 0x01   /* output buffer full */
-#define STS_SYS 0x04   /* system flag: self-test passed */
-#define STS_CMD 0x08   /* last write was a command */
-#define CMD_READ_CCB   0x20
-#define CMD_WRITE_CCB  0x60
-#define CMD_SELF_TEST  0xaa
-#define CMD_KBD_TEST   0xab
-#define CMD_READ_OUT   0xd0
-#define CMD_WRITE_OUT  0xd1
+#define STS_OBF         0x01 /* output buffer full */
+#define STS_SYS         0x04 /* system flag: self-test passed */
+#define STS_CMD         0x08 /* last write was a command */
+#define CMD_READ_CCB    0x20
+#define CMD_WRITE_CCB   0x60
+#define CMD_SELF_TEST   0xaa
+#define CMD_KBD_TEST    0xab
+#define CMD_READ_OUT    0xd0
+#define CMD_WRITE_OUT   0xd1
 #define CMD_PULSE_RESET 0xfe
 
 struct i8042 {
@@ -125,7 +125,9 @@ static void i8042_cmd_write(void *dev, uint64_t off, const void *data, unsigned 
     i8042_write(dev, 4, data, len);
 }
 
-static const struct dev_ops i8042_cmd_ops = { .name = "i8042", .read = i8042_cmd_read, .write = i8042_cmd_write };
+static const struct dev_ops i8042_cmd_ops = { .name = "i8042",
+                                              .read = i8042_cmd_read,
+                                              .write = i8042_cmd_write };
 
 int i8042_create(const struct dev_services *svc)
 {

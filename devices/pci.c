@@ -12,12 +12,12 @@
 #include "vmm/layout.h"
 
 #define CF8_ENABLE 0x80000000u
-#define RESET_CPU 0x04 /* 0xCF9 bit 2: reset the CPU (RST_CPU); the FADT's value 6 sets it */
+#define RESET_CPU  0x04 /* 0xCF9 bit 2: reset the CPU (RST_CPU); the FADT's value 6 sets it */
 
 struct pci_host {
     const struct dev_services *svc;
-    pthread_mutex_t lock;        /* configuration space, the 0xCF8 latch, placement */
-    pthread_rwlock_t map_lock;   /* BAR decode state, read by every BAR access */
+    pthread_mutex_t lock;      /* configuration space, the 0xCF8 latch, placement */
+    pthread_rwlock_t map_lock; /* BAR decode state, read by every BAR access */
     uint32_t cf8;
     struct pci_func *slots[PCI_MAX_SLOTS];
     struct pci_func bridge;
@@ -155,8 +155,7 @@ static void cfg_read(struct pci_host *h, struct pci_func *f, unsigned off, void 
     memcpy(data, &f->cfg[off], len);
 }
 
-static void cfg_write(struct pci_host *h, struct pci_func *f, unsigned off, const void *data,
-                      unsigned len)
+static void cfg_write(struct pci_host *h, struct pci_func *f, unsigned off, const void *data, unsigned len)
 {
     if (!f || off >= PCI_CFG_SIZE)
         return;
@@ -273,8 +272,8 @@ static struct pci_func *bar_lookup(struct pci_host *h, uint64_t addr, unsigned l
     return NULL;
 }
 
-static void window_access(struct pci_host *h, uint64_t base, uint64_t off, void *data,
-                          unsigned len, bool write)
+static void window_access(struct pci_host *h, uint64_t base, uint64_t off, void *data, unsigned len,
+                          bool write)
 {
     unsigned bar;
     uint64_t boff;
@@ -322,7 +321,9 @@ static void win32hi_write(void *dev, uint64_t off, const void *data, unsigned le
     window_access(dev, LAYOUT_PCI_MMIO_HI_START, off, (void *)data, len, true);
 }
 
-static const struct dev_ops win32hi_ops = { .name = "pci-mmio32hi", .read = win32hi_read, .write = win32hi_write };
+static const struct dev_ops win32hi_ops = { .name = "pci-mmio32hi",
+                                            .read = win32hi_read,
+                                            .write = win32hi_write };
 static const struct dev_ops win32_ops = { .name = "pci-mmio32", .read = win32_read, .write = win32_write };
 static const struct dev_ops win64_ops = { .name = "pci-mmio64", .read = win64_read, .write = win64_write };
 
@@ -441,10 +442,10 @@ int pci_host_create(const struct dev_services *svc, uint64_t mmio64_base, uint64
     *out = h;
     if ((r = dev_map_pio(svc, PORT_PCI_CONFIG, 8, &cf8_ops, h)) < 0 ||
         (r = dev_map_mmio(svc, LAYOUT_ECAM_BASE, LAYOUT_ECAM_SIZE, &ecam_ops, h)) < 0 ||
-        (r = dev_map_mmio(svc, LAYOUT_PCI_MMIO_START,
-                          LAYOUT_PCI_MMIO_END - LAYOUT_PCI_MMIO_START, &win32_ops, h)) < 0 ||
-        (r = dev_map_mmio(svc, LAYOUT_PCI_MMIO_HI_START,
-                          LAYOUT_PCI_MMIO_HI_END - LAYOUT_PCI_MMIO_HI_START, &win32hi_ops, h)) < 0)
+        (r = dev_map_mmio(svc, LAYOUT_PCI_MMIO_START, LAYOUT_PCI_MMIO_END - LAYOUT_PCI_MMIO_START, &win32_ops,
+                          h)) < 0 ||
+        (r = dev_map_mmio(svc, LAYOUT_PCI_MMIO_HI_START, LAYOUT_PCI_MMIO_HI_END - LAYOUT_PCI_MMIO_HI_START,
+                          &win32hi_ops, h)) < 0)
         return r;
     return mmio64_size ? dev_map_mmio(svc, mmio64_base, mmio64_size, &win64_ops, h) : 0;
 }

@@ -14,32 +14,32 @@
 struct dev_services;
 struct pci_host;
 
-#define PCI_CFG_SIZE 256
-#define PCI_NUM_BARS 6
+#define PCI_CFG_SIZE  256
+#define PCI_NUM_BARS  6
 #define PCI_MAX_SLOTS 32
 
 /* Standard header offsets and bits used by kvmbox's devices. */
-#define PCI_VENDOR_ID 0x00
-#define PCI_DEVICE_ID 0x02
-#define PCI_COMMAND 0x04
-#define PCI_COMMAND_IO 0x1
-#define PCI_COMMAND_MEMORY 0x2
-#define PCI_COMMAND_MASTER 0x4
+#define PCI_VENDOR_ID            0x00
+#define PCI_DEVICE_ID            0x02
+#define PCI_COMMAND              0x04
+#define PCI_COMMAND_IO           0x1
+#define PCI_COMMAND_MEMORY       0x2
+#define PCI_COMMAND_MASTER       0x4
 #define PCI_COMMAND_INTX_DISABLE 0x400
-#define PCI_STATUS 0x06
-#define PCI_STATUS_INTERRUPT 0x08
-#define PCI_STATUS_CAP_LIST 0x10
-#define PCI_REVISION_ID 0x08
-#define PCI_CLASS_PROG 0x09
-#define PCI_HEADER_TYPE 0x0e
-#define PCI_BAR0 0x10
-#define PCI_SUBSYSTEM_VENDOR_ID 0x2c
-#define PCI_SUBSYSTEM_ID 0x2e
-#define PCI_CAPABILITY_LIST 0x34
-#define PCI_INTERRUPT_LINE 0x3c
-#define PCI_INTERRUPT_PIN 0x3d
-#define PCI_CAP_ID_MSIX 0x11
-#define PCI_CAP_ID_VNDR 0x09
+#define PCI_STATUS               0x06
+#define PCI_STATUS_INTERRUPT     0x08
+#define PCI_STATUS_CAP_LIST      0x10
+#define PCI_REVISION_ID          0x08
+#define PCI_CLASS_PROG           0x09
+#define PCI_HEADER_TYPE          0x0e
+#define PCI_BAR0                 0x10
+#define PCI_SUBSYSTEM_VENDOR_ID  0x2c
+#define PCI_SUBSYSTEM_ID         0x2e
+#define PCI_CAPABILITY_LIST      0x34
+#define PCI_INTERRUPT_LINE       0x3c
+#define PCI_INTERRUPT_PIN        0x3d
+#define PCI_CAP_ID_MSIX          0x11
+#define PCI_CAP_ID_VNDR          0x09
 
 struct pci_func;
 
@@ -59,16 +59,16 @@ struct pci_func_ops {
 
 struct pci_func {
     uint8_t cfg[PCI_CFG_SIZE];
-    uint8_t wmask[PCI_CFG_SIZE];       /* bits the guest may change */
-    uint64_t bar_size[PCI_NUM_BARS];   /* 0: not implemented; power of two >= 16 */
-    bool bar_64[PCI_NUM_BARS];         /* 64-bit BAR (uses the next slot as its high half) */
-    uint64_t bar_addr[PCI_NUM_BARS];   /* where it decodes (when memory decode is on) */
-    uint64_t bar_initial[PCI_NUM_BARS];/* kvmbox's placement, restored on reset */
-    bool bar_live[PCI_NUM_BARS];       /* bar_map(enabled) was last called */
+    uint8_t wmask[PCI_CFG_SIZE];        /* bits the guest may change */
+    uint64_t bar_size[PCI_NUM_BARS];    /* 0: not implemented; power of two >= 16 */
+    bool bar_64[PCI_NUM_BARS];          /* 64-bit BAR (uses the next slot as its high half) */
+    uint64_t bar_addr[PCI_NUM_BARS];    /* where it decodes (when memory decode is on) */
+    uint64_t bar_initial[PCI_NUM_BARS]; /* kvmbox's placement, restored on reset */
+    bool bar_live[PCI_NUM_BARS];        /* bar_map(enabled) was last called */
     const struct pci_func_ops *ops;
     void *dev;
     unsigned slot;
-    uint8_t next_cap;                  /* where pci_cap_add puts the next capability */
+    uint8_t next_cap; /* where pci_cap_add puts the next capability */
     struct pci_host *host;
 };
 

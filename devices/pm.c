@@ -13,13 +13,13 @@
 #include "vmm/layout.h"
 #include "common/util.h"
 
-#define PM1_STS_TMR    0x0001
-#define PM1_STS_PWRBTN 0x0100
-#define PM1_STS_WAK    0x8000
-#define PM1_CNT_SCI_EN 0x0001
-#define PM1_CNT_SLP_EN 0x2000
+#define PM1_STS_TMR        0x0001
+#define PM1_STS_PWRBTN     0x0100
+#define PM1_STS_WAK        0x8000
+#define PM1_CNT_SCI_EN     0x0001
+#define PM1_CNT_SLP_EN     0x2000
 #define PM1_CNT_SLP_TYP(v) (((v) >> 10) & 7)
-#define PM_TIMER_HZ 3579545ULL
+#define PM_TIMER_HZ        3579545ULL
 
 struct pm {
     const struct dev_services *svc;
@@ -89,14 +89,15 @@ static void pm_write(void *dev, uint64_t off, const void *data, unsigned len)
         unsigned reg = (unsigned)off + i;
         uint8_t b = (uint8_t)(v >> (8 * i));
         if (reg < 2)
-            p->sts &= (uint16_t)~(b << (8 * reg)); /* write 1 to clear */
+            p->sts &= (uint16_t) ~(b << (8 * reg)); /* write 1 to clear */
         else if (reg < 4)
             p->en = (uint16_t)((p->en & ~(0xff << (8 * (reg - 2)))) | b << (8 * (reg - 2)));
     }
     if (off == 4 && len >= 2)
         write_cnt(p, (uint16_t)v);
     else if (off == 4 || off == 5)
-        write_cnt(p, (uint16_t)(off == 4 ? (p->cnt & 0xff00) | (v & 0xff) : (p->cnt & 0xff) | (v & 0xff) << 8));
+        write_cnt(p,
+                  (uint16_t)(off == 4 ? (p->cnt & 0xff00) | (v & 0xff) : (p->cnt & 0xff) | (v & 0xff) << 8));
     update_sci(p);
     pthread_mutex_unlock(&p->lock);
 }

@@ -24,7 +24,9 @@ static void pvpanic_write(void *dev, uint64_t off, const void *data, unsigned le
 }
 
 static const struct dev_ops pvpanic_ops = {
-    .name = "pvpanic", .read = pvpanic_read, .write = pvpanic_write,
+    .name = "pvpanic",
+    .read = pvpanic_read,
+    .write = pvpanic_write,
 };
 
 int pvpanic_create(const struct dev_services *svc)

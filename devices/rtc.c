@@ -16,16 +16,25 @@
 #include "vmm/layout.h"
 
 enum {
-    RTC_SEC = 0x00, RTC_MIN = 0x02, RTC_HOUR = 0x04, RTC_WDAY = 0x06, RTC_MDAY = 0x07,
-    RTC_MON = 0x08, RTC_YEAR = 0x09, RTC_REG_A = 0x0a, RTC_REG_B = 0x0b, RTC_REG_C = 0x0c,
-    RTC_REG_D = 0x0d, RTC_CENTURY = 0x32,
+    RTC_SEC = 0x00,
+    RTC_MIN = 0x02,
+    RTC_HOUR = 0x04,
+    RTC_WDAY = 0x06,
+    RTC_MDAY = 0x07,
+    RTC_MON = 0x08,
+    RTC_YEAR = 0x09,
+    RTC_REG_A = 0x0a,
+    RTC_REG_B = 0x0b,
+    RTC_REG_C = 0x0c,
+    RTC_REG_D = 0x0d,
+    RTC_CENTURY = 0x32,
 };
-#define REG_A_UIP 0x80
-#define REG_B_SET 0x80
+#define REG_A_UIP       0x80
+#define REG_B_SET       0x80
 #define REG_B_DM_BINARY 0x04
-#define REG_B_24H 0x02
-#define REG_D_VRT 0x80
-#define CMOS_SIZE 128
+#define REG_B_24H       0x02
+#define REG_D_VRT       0x80
+#define CMOS_SIZE       128
 /* UIP is set for the 244 us before each update (plus the update itself, 1984 us). */
 #define UIP_WINDOW_NS 2228000L
 
@@ -33,11 +42,17 @@ struct rtc {
     pthread_mutex_t lock;
     uint8_t index;
     uint8_t ram[CMOS_SIZE];
-    int64_t offset;       /* guest seconds minus host seconds */
+    int64_t offset; /* guest seconds minus host seconds */
 };
 
-static uint8_t to_bcd(unsigned v) { return (uint8_t)(((v / 10) << 4) | (v % 10)); }
-static unsigned from_bcd(uint8_t v) { return (v >> 4) * 10 + (v & 0xf); }
+static uint8_t to_bcd(unsigned v)
+{
+    return (uint8_t)(((v / 10) << 4) | (v % 10));
+}
+static unsigned from_bcd(uint8_t v)
+{
+    return (v >> 4) * 10 + (v & 0xf);
+}
 
 static uint8_t enc(const struct rtc *r, unsigned v)
 {
@@ -89,8 +104,7 @@ static uint8_t read_time_reg(struct rtc *r, uint8_t idx)
     case RTC_YEAR: return enc(r, (unsigned)tm.tm_year % 100);
     case RTC_CENTURY: return enc(r, (unsigned)(tm.tm_year + 1900) / 100);
     case RTC_REG_A:
-        return (uint8_t)((r->ram[RTC_REG_A] & 0x7f) |
-                         (nsec >= 1000000000L - UIP_WINDOW_NS ? REG_A_UIP : 0));
+        return (uint8_t)((r->ram[RTC_REG_A] & 0x7f) | (nsec >= 1000000000L - UIP_WINDOW_NS ? REG_A_UIP : 0));
     default: return 0;
     }
 }
@@ -119,8 +133,8 @@ static void write_time_reg(struct rtc *r, uint8_t idx, uint8_t v)
 /* Registers whose value comes from the clock rather than from CMOS RAM. */
 static bool is_clock_reg(uint8_t idx)
 {
-    return idx == RTC_SEC || idx == RTC_MIN || idx == RTC_HOUR ||
-           (idx >= RTC_WDAY && idx <= RTC_YEAR) || idx == RTC_CENTURY || idx == RTC_REG_A;
+    return idx == RTC_SEC || idx == RTC_MIN || idx == RTC_HOUR || (idx >= RTC_WDAY && idx <= RTC_YEAR) ||
+           idx == RTC_CENTURY || idx == RTC_REG_A;
 }
 
 static void rtc_read(void *dev, uint64_t off, void *data, unsigned len)

@@ -15,34 +15,34 @@
 
 enum { RBR_THR = 0, IER, IIR_FCR, LCR, MCR, LSR, MSR, SCR };
 
-#define IER_RDI  0x01 /* received data available */
-#define IER_THRI 0x02 /* transmitter holding register empty */
-#define IER_RLSI 0x04 /* receiver line status */
-#define IER_MSI  0x08 /* modem status */
-#define IIR_NONE 0x01
-#define IIR_MSI  0x00
-#define IIR_THRI 0x02
-#define IIR_RDI  0x04
-#define IIR_RLSI 0x06
-#define IIR_FIFO 0xc0
-#define FCR_ENABLE 0x01
+#define IER_RDI      0x01 /* received data available */
+#define IER_THRI     0x02 /* transmitter holding register empty */
+#define IER_RLSI     0x04 /* receiver line status */
+#define IER_MSI      0x08 /* modem status */
+#define IIR_NONE     0x01
+#define IIR_MSI      0x00
+#define IIR_THRI     0x02
+#define IIR_RDI      0x04
+#define IIR_RLSI     0x06
+#define IIR_FIFO     0xc0
+#define FCR_ENABLE   0x01
 #define FCR_CLEAR_RX 0x02
 #define FCR_CLEAR_TX 0x04
-#define LCR_DLAB 0x80
-#define MCR_DTR  0x01
-#define MCR_RTS  0x02
-#define MCR_OUT1 0x04
-#define MCR_OUT2 0x08
-#define MCR_LOOP 0x10
-#define LSR_DR   0x01
-#define LSR_OE   0x02
-#define LSR_THRE 0x20
-#define LSR_TEMT 0x40
-#define MSR_CTS  0x10
-#define MSR_DSR  0x20
-#define MSR_RI   0x40
-#define MSR_DCD  0x80
-#define FIFO_SIZE 16
+#define LCR_DLAB     0x80
+#define MCR_DTR      0x01
+#define MCR_RTS      0x02
+#define MCR_OUT1     0x04
+#define MCR_OUT2     0x08
+#define MCR_LOOP     0x10
+#define LSR_DR       0x01
+#define LSR_OE       0x02
+#define LSR_THRE     0x20
+#define LSR_TEMT     0x40
+#define MSR_CTS      0x10
+#define MSR_DSR      0x20
+#define MSR_RI       0x40
+#define MSR_DCD      0x80
+#define FIFO_SIZE    16
 
 struct serial {
     const struct dev_services *svc;
@@ -50,12 +50,12 @@ struct serial {
     unsigned irq;
     void (*out)(void *ctx, const uint8_t *buf, size_t len);
     void *out_ctx;
-    int rx_wait_fd;              /* eventfd: signalled when the guest drains the RX FIFO */
+    int rx_wait_fd; /* eventfd: signalled when the guest drains the RX FIFO */
     uint8_t rx[FIFO_SIZE];
     unsigned rx_head, rx_count;
     uint8_t ier, lcr, mcr, lsr, msr, scr, fcr;
     uint16_t divisor;
-    bool thri_pending;           /* THRE interrupt armed until IIR is read or THR written */
+    bool thri_pending; /* THRE interrupt armed until IIR is read or THR written */
     bool irq_level;
 };
 
@@ -63,10 +63,14 @@ static uint8_t modem_status(const struct serial *s)
 {
     if (s->mcr & MCR_LOOP) {
         uint8_t m = 0;
-        if (s->mcr & MCR_RTS) m |= MSR_CTS;
-        if (s->mcr & MCR_DTR) m |= MSR_DSR;
-        if (s->mcr & MCR_OUT1) m |= MSR_RI;
-        if (s->mcr & MCR_OUT2) m |= MSR_DCD;
+        if (s->mcr & MCR_RTS)
+            m |= MSR_CTS;
+        if (s->mcr & MCR_DTR)
+            m |= MSR_DSR;
+        if (s->mcr & MCR_OUT1)
+            m |= MSR_RI;
+        if (s->mcr & MCR_OUT2)
+            m |= MSR_DCD;
         return m;
     }
     return MSR_CTS | MSR_DSR | MSR_DCD;
@@ -137,18 +141,15 @@ static uint8_t serial_read_reg(struct serial *s, unsigned reg)
         if (s->lcr & LCR_DLAB)
             return (uint8_t)s->divisor;
         return rx_pop(s);
-    case IER:
-        return s->lcr & LCR_DLAB ? (uint8_t)(s->divisor >> 8) : s->ier;
+    case IER: return s->lcr & LCR_DLAB ? (uint8_t)(s->divisor >> 8) : s->ier;
     case IIR_FCR: {
         uint8_t iir = pending_iir(s);
         if (iir == IIR_THRI)
             s->thri_pending = false; /* reading IIR clears a THRE interrupt */
         return iir | ((s->fcr & FCR_ENABLE) ? IIR_FIFO : 0);
     }
-    case LCR:
-        return s->lcr;
-    case MCR:
-        return s->mcr;
+    case LCR: return s->lcr;
+    case MCR: return s->mcr;
     case LSR: {
         uint8_t lsr = s->lsr | LSR_THRE | LSR_TEMT | (s->rx_count ? LSR_DR : 0);
         s->lsr &= (uint8_t)~LSR_OE; /* overrun clears on read */
@@ -160,8 +161,7 @@ static uint8_t serial_read_reg(struct serial *s, unsigned reg)
         s->msr = now;
         return now | delta;
     }
-    default:
-        return s->scr;
+    default: return s->scr;
     }
 }
 
@@ -189,17 +189,10 @@ static void serial_write_reg(struct serial *s, unsigned reg, uint8_t v)
             s->rx_head = s->rx_count = 0;
         s->fcr = v & (FCR_ENABLE | 0xc0);
         break;
-    case LCR:
-        s->lcr = v;
-        break;
-    case MCR:
-        s->mcr = v & 0x1f;
-        break;
-    case SCR:
-        s->scr = v;
-        break;
-    default:
-        break; /* LSR and MSR are read-only */
+    case LCR: s->lcr = v; break;
+    case MCR: s->mcr = v & 0x1f; break;
+    case SCR: s->scr = v; break;
+    default: break; /* LSR and MSR are read-only */
     }
 }
 
@@ -273,8 +266,7 @@ int serial_rx_wait_fd(struct serial *s)
 }
 
 int serial_create(const struct dev_services *svc, uint16_t port, unsigned irq,
-                  void (*output)(void *ctx, const uint8_t *buf, size_t len), void *ctx,
-                  struct serial **out)
+                  void (*output)(void *ctx, const uint8_t *buf, size_t len), void *ctx, struct serial **out)
 {
     struct serial *s = calloc(1, sizeof(*s));
     if (!s)

@@ -5,8 +5,8 @@
 #include <stdarg.h>
 #include <stdio.h>
 
-void dev_request_stop(const struct dev_services *s, enum kvmbox_stop reason, uint32_t code,
-                      const char *fmt, ...)
+void dev_request_stop(const struct dev_services *s, enum kvmbox_stop reason, uint32_t code, const char *fmt,
+                      ...)
 {
     char msg[KVMBOX_MSG_MAX];
     va_list ap;

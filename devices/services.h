@@ -22,22 +22,21 @@ struct guest_mem;
 enum dev_space { DEV_PIO, DEV_MMIO };
 
 struct dev_services {
-    void *ctx;                 /* the VM: passed back to every call, opaque to devices */
-    struct guest_mem *mem;     /* guest RAM: reach it with gm_ptr() and friends only */
+    void *ctx;             /* the VM: passed back to every call, opaque to devices */
+    struct guest_mem *mem; /* guest RAM: reach it with gm_ptr() and friends only */
 
     /* Creation: the VM takes DEV for guest resets (RESET, may be NULL) and its teardown
      * (DESTROY, in reverse order of creation). 0 or -ENOSPC; on failure the caller still
      * owns DEV. */
-    int (*add_device)(void *ctx, const char *name, void *dev, void (*reset)(void *),
-                      void (*destroy)(void *));
+    int (*add_device)(void *ctx, const char *name, void *dev, void (*reset)(void *), void (*destroy)(void *));
     /* Creation: QUIESCE(DEV) runs once the guest has stopped for good, before anyone waiting
      * for the VM is told (disks flush and drop their image locks there). */
     void (*on_quiesce)(void *ctx, void *dev, void (*quiesce)(void *));
     /* Creation: OPS(DEV) serve guest accesses to [BASE, BASE+LEN) of SPACE; a vCPU thread
      * calls them with an offset into the range (docs/architecture.md: the locking contract).
      * -EINVAL (empty, overflowing), -EEXIST (overlap) or -ENOSPC. */
-    int (*map_range)(void *ctx, enum dev_space space, uint64_t base, uint64_t len,
-                     const struct dev_ops *ops, void *dev);
+    int (*map_range)(void *ctx, enum dev_space space, uint64_t base, uint64_t len, const struct dev_ops *ops,
+                     void *dev);
 
     /* Any thread: level of the wired interrupt line GSI (ISA IRQs 0-15, PCI INTx 16-23). */
     void (*irq_line)(void *ctx, unsigned gsi, bool level);
@@ -68,10 +67,9 @@ struct dev_services {
 };
 
 /* Formatting wrappers (devices/services.c). */
-void dev_request_stop(const struct dev_services *s, enum kvmbox_stop reason, uint32_t code,
-                      const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-void dev_log(const struct dev_services *s, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+void dev_request_stop(const struct dev_services *s, enum kvmbox_stop reason, uint32_t code, const char *fmt,
+                      ...) __attribute__((format(printf, 4, 5)));
+void dev_log(const struct dev_services *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static inline int dev_map_pio(const struct dev_services *s, uint16_t port, uint64_t len,
                               const struct dev_ops *ops, void *dev)

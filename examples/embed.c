@@ -51,9 +51,8 @@ static void show_state(struct kvmbox_vm *vm, const char *when)
     static const char *const names[] = { "running", "paused", "rebooting", "stopping" };
     struct kvmbox_status st;
     kvmbox_vm_status(vm, &st);
-    fprintf(stderr, "embed: %s: %s, %u vCPU(s), %llu MiB, up %.1f s, %u reboot(s)\n", when,
-            names[st.state], st.cpus, (unsigned long long)(st.mem_size >> 20),
-            (double)st.uptime_ns / 1e9, st.reboots);
+    fprintf(stderr, "embed: %s: %s, %u vCPU(s), %llu MiB, up %.1f s, %u reboot(s)\n", when, names[st.state],
+            st.cpus, (unsigned long long)(st.mem_size >> 20), (double)st.uptime_ns / 1e9, st.reboots);
 }
 
 /* Pause, check the guest is quiet, resume, then ask it to power off. Returns 0, or -1 when

@@ -8,12 +8,12 @@
 
 #include "firmware/aml.h"
 
-#define OEM_ID "KVMBOX"
-#define OEM_TABLE "KVMBOXPC"
-#define CREATOR "KVMB"
+#define OEM_ID     "KVMBOX"
+#define OEM_TABLE  "KVMBOXPC"
+#define CREATOR    "KVMB"
 #define SDT_HEADER 36
-#define FADT_LEN 276
-#define FACS_LEN 64
+#define FADT_LEN   276
+#define FACS_LEN   64
 #define MAX_TABLES 8
 
 struct builder {
@@ -21,7 +21,7 @@ struct builder {
     size_t cap, len;
     uint64_t gpa;
     int err;
-    struct acpi_fixups *fix;     /* NULL: nobody relocates the tables */
+    struct acpi_fixups *fix; /* NULL: nobody relocates the tables */
 };
 
 /* Records a pointer field (the table loader adds the tables' final address to it). */
@@ -48,10 +48,25 @@ static void note_sum(struct builder *b, size_t at, size_t start, size_t len)
     b->fix->sum[b->fix->nsum++] = (struct acpi_sum){ (uint32_t)at, (uint32_t)start, (uint32_t)len };
 }
 
-static void w8(uint8_t *p, uint8_t v) { p[0] = v; }
-static void w16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
-static void w32(uint8_t *p, uint32_t v) { w16(p, (uint16_t)v); w16(p + 2, (uint16_t)(v >> 16)); }
-static void w64(uint8_t *p, uint64_t v) { w32(p, (uint32_t)v); w32(p + 4, (uint32_t)(v >> 32)); }
+static void w8(uint8_t *p, uint8_t v)
+{
+    p[0] = v;
+}
+static void w16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+static void w32(uint8_t *p, uint32_t v)
+{
+    w16(p, (uint16_t)v);
+    w16(p + 2, (uint16_t)(v >> 16));
+}
+static void w64(uint8_t *p, uint64_t v)
+{
+    w32(p, (uint32_t)v);
+    w32(p + 4, (uint32_t)(v >> 32));
+}
 
 uint8_t acpi_checksum(const void *p, size_t len)
 {
@@ -96,7 +111,7 @@ static void sdt_finish(uint8_t *t)
 /* Generic Address Structure in I/O space. */
 static void gas_io(uint8_t *p, uint16_t port, uint8_t bits)
 {
-    w8(p, 1);                        /* system I/O */
+    w8(p, 1); /* system I/O */
     w8(p + 1, bits);
     w8(p + 2, 0);
     w8(p + 3, bits <= 8 ? 1 : bits <= 16 ? 2 : 3); /* access size */
@@ -213,17 +228,17 @@ static size_t build_fadt(struct builder *b, const struct acpi_config *c, uint64_
     w32(t + 56, c->pm1a_evt_port);
     w32(t + 64, c->pm1a_cnt_port);
     w32(t + 76, c->pm_tmr_port);
-    w8(t + 88, 4);                        /* PM1_EVT_LEN */
-    w8(t + 89, 2);                        /* PM1_CNT_LEN */
-    w8(t + 91, c->pm_tmr_port ? 4 : 0);   /* PM_TMR_LEN */
-    w8(t + 108, 0x32);                    /* CMOS index of the century */
-    w16(t + 109, 0x0003);                 /* IAPC_BOOT_ARCH: legacy devices, 8042 */
+    w8(t + 88, 4);                      /* PM1_EVT_LEN */
+    w8(t + 89, 2);                      /* PM1_CNT_LEN */
+    w8(t + 91, c->pm_tmr_port ? 4 : 0); /* PM_TMR_LEN */
+    w8(t + 108, 0x32);                  /* CMOS index of the century */
+    w16(t + 109, 0x0003);               /* IAPC_BOOT_ARCH: legacy devices, 8042 */
     /* WBINVD, PROC_C1, SLP_BUTTON (no sleep button), RESET_REG_SUP; the power button is the
      * fixed-feature one (PWR_BUTTON clear). */
     w32(t + 112, (1u << 0) | (1u << 2) | (1u << 5) | (1u << 10));
     gas_io(t + 116, c->reset_port, 8);
     w8(t + 128, c->reset_value);
-    w8(t + 131, 4);                       /* FADT minor version: 6.4 */
+    w8(t + 131, 4); /* FADT minor version: 6.4 */
     /* X_FIRMWARE_CTRL stays 0: FIRMWARE_CTRL (32-bit) already points at the FACS, and setting
      * both makes guests list it twice. X_DSDT is set as ACPI 2.0+ OSes prefer it. */
     w64(t + 140, dsdt);
@@ -231,7 +246,7 @@ static size_t build_fadt(struct builder *b, const struct acpi_config *c, uint64_
     gas_io(t + 172, c->pm1a_cnt_port, 16);
     if (c->pm_tmr_port)
         gas_io(t + 208, c->pm_tmr_port, 32);
-    memcpy(t + 268, "KVMBOX\0\0", 8);     /* hypervisor vendor identity */
+    memcpy(t + 268, "KVMBOX\0\0", 8); /* hypervisor vendor identity */
     sdt_finish(t);
     note_sum(b, off + 9, off, FADT_LEN);
     return off;
@@ -251,10 +266,10 @@ static size_t build_madt(struct builder *b, const struct acpi_config *c)
     w32(t + 36, (uint32_t)c->lapic_addr);
     w32(t + 40, 1); /* PCAT_COMPAT: the 8259s are there */
     for (unsigned i = 0; i < c->ncpus; i++) {
-        if (i < 255) {      /* xAPIC IDs go up to 254; 255 is broadcast */
+        if (i < 255) { /* xAPIC IDs go up to 254; 255 is broadcast */
             w8(p, 0), w8(p + 1, 8), w8(p + 2, (uint8_t)i), w8(p + 3, (uint8_t)i), w32(p + 4, 1);
             p += 8;
-        } else {            /* Processor Local x2APIC */
+        } else { /* Processor Local x2APIC */
             w8(p, 9), w8(p + 1, 16), w16(p + 2, 0), w32(p + 4, i), w32(p + 8, 1), w32(p + 12, i);
             p += 16;
         }

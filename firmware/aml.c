@@ -3,20 +3,20 @@
 #include <errno.h>
 #include <string.h>
 
-#define OP_ZERO 0x00
-#define OP_ONE 0x01
-#define OP_NAME 0x08
-#define OP_BYTE 0x0a
-#define OP_WORD 0x0b
-#define OP_DWORD 0x0c
-#define OP_STRING 0x0d
-#define OP_QWORD 0x0e
-#define OP_SCOPE 0x10
-#define OP_BUFFER 0x11
-#define OP_PACKAGE 0x12
-#define OP_EXT 0x5b
+#define OP_ZERO       0x00
+#define OP_ONE        0x01
+#define OP_NAME       0x08
+#define OP_BYTE       0x0a
+#define OP_WORD       0x0b
+#define OP_DWORD      0x0c
+#define OP_STRING     0x0d
+#define OP_QWORD      0x0e
+#define OP_SCOPE      0x10
+#define OP_BUFFER     0x11
+#define OP_PACKAGE    0x12
+#define OP_EXT        0x5b
 #define OP_EXT_DEVICE 0x82
-#define ROOT_CHAR '\\'
+#define ROOT_CHAR     '\\'
 
 void aml_init(struct aml *a, uint8_t *buf, size_t cap)
 {
@@ -223,13 +223,13 @@ static void addr_space(struct aml *a, uint8_t tag, unsigned w, uint8_t type, uin
                        uint64_t first, uint64_t last)
 {
     byte(a, tag);
-    le(a, 3 + 5 * w, 2);                 /* length of the rest */
+    le(a, 3 + 5 * w, 2); /* length of the rest */
     byte(a, type);
-    byte(a, 0x0c);                       /* MinFixed, MaxFixed, producer */
+    byte(a, 0x0c); /* MinFixed, MaxFixed, producer */
     byte(a, type_flags);
-    le(a, 0, w);                         /* granularity */
+    le(a, 0, w); /* granularity */
     le(a, first, w), le(a, last, w);
-    le(a, 0, w);                         /* translation */
+    le(a, 0, w); /* translation */
     le(a, last - first + 1, w);
 }
 

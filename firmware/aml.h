@@ -21,14 +21,14 @@ struct aml {
 void aml_init(struct aml *a, uint8_t *buf, size_t cap);
 int aml_finish(struct aml *a); /* bytes emitted, or negative errno */
 
-void aml_name(struct aml *a, const char *name);          /* NameOp NameString (then a value) */
-void aml_integer(struct aml *a, uint64_t v);               /* smallest integer encoding */
+void aml_name(struct aml *a, const char *name); /* NameOp NameString (then a value) */
+void aml_integer(struct aml *a, uint64_t v);    /* smallest integer encoding */
 void aml_string(struct aml *a, const char *s);
-void aml_eisaid(struct aml *a, const char *id);           /* "PNP0501" -> DWord */
+void aml_eisaid(struct aml *a, const char *id); /* "PNP0501" -> DWord */
 void aml_scope_open(struct aml *a, const char *name);
 void aml_device_open(struct aml *a, const char *name);
 void aml_package_open(struct aml *a, uint8_t nelems);
-void aml_buffer_open(struct aml *a);                      /* size filled in on close */
+void aml_buffer_open(struct aml *a); /* size filled in on close */
 void aml_close(struct aml *a);
 void aml_bytes(struct aml *a, const void *p, size_t n);
 

@@ -4,9 +4,9 @@
 
 #include <stdint.h>
 
-#define E820_RAM 1
+#define E820_RAM      1
 #define E820_RESERVED 2
-#define E820_ACPI 3
+#define E820_ACPI     3
 
 struct e820_entry {
     uint64_t addr;

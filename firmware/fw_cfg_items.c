@@ -131,8 +131,7 @@ uint32_t fw_cfg_len(const struct fw_cfg_items *it, uint16_t key)
     return key < FW_CFG_ITEMS_MAX ? it->item[key].len : 0;
 }
 
-uint32_t fw_cfg_read(const struct fw_cfg_items *it, uint16_t key, uint32_t offset, void *buf,
-                     uint32_t len)
+uint32_t fw_cfg_read(const struct fw_cfg_items *it, uint16_t key, uint32_t offset, void *buf, uint32_t len)
 {
     uint32_t have = fw_cfg_len(it, key), n = 0;
     if (offset < have) {

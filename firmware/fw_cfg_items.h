@@ -8,26 +8,26 @@
 #include <stdint.h>
 
 /* Items with fixed numbers (all little-endian unless the spec says otherwise). */
-#define FW_CFG_SIGNATURE   0x00   /* "QEMU" */
-#define FW_CFG_ID          0x01   /* u32 features: bit 0 traditional interface, bit 1 DMA */
-#define FW_CFG_UUID        0x02   /* 16 bytes */
-#define FW_CFG_RAM_SIZE    0x03   /* u64 */
-#define FW_CFG_NOGRAPHIC   0x04   /* u16 */
-#define FW_CFG_NB_CPUS     0x05   /* u16 */
-#define FW_CFG_BOOT_MENU   0x0e   /* u16 */
-#define FW_CFG_MAX_CPUS    0x0f   /* u16 */
-#define FW_CFG_FILE_DIR    0x19   /* be32 count, then entries of 64 bytes */
-#define FW_CFG_FILE_FIRST  0x20   /* files are numbered from here */
-#define FW_CFG_ITEMS_MAX   0x40   /* item numbers below this, plus files */
-#define FW_CFG_FILES_MAX   (FW_CFG_ITEMS_MAX - FW_CFG_FILE_FIRST)
-#define FW_CFG_NAME_MAX    56     /* bytes in a directory entry's name, NUL included */
+#define FW_CFG_SIGNATURE      0x00 /* "QEMU" */
+#define FW_CFG_ID             0x01 /* u32 features: bit 0 traditional interface, bit 1 DMA */
+#define FW_CFG_UUID           0x02 /* 16 bytes */
+#define FW_CFG_RAM_SIZE       0x03 /* u64 */
+#define FW_CFG_NOGRAPHIC      0x04 /* u16 */
+#define FW_CFG_NB_CPUS        0x05 /* u16 */
+#define FW_CFG_BOOT_MENU      0x0e /* u16 */
+#define FW_CFG_MAX_CPUS       0x0f /* u16 */
+#define FW_CFG_FILE_DIR       0x19 /* be32 count, then entries of 64 bytes */
+#define FW_CFG_FILE_FIRST     0x20 /* files are numbered from here */
+#define FW_CFG_ITEMS_MAX      0x40 /* item numbers below this, plus files */
+#define FW_CFG_FILES_MAX      (FW_CFG_ITEMS_MAX - FW_CFG_FILE_FIRST)
+#define FW_CFG_NAME_MAX       56 /* bytes in a directory entry's name, NUL included */
 #define FW_CFG_ID_TRADITIONAL 0x1u
 #define FW_CFG_ID_DMA         0x2u
 
 struct fw_cfg_item {
-    uint8_t *data;                /* owned copy; NULL for an absent item */
+    uint8_t *data; /* owned copy; NULL for an absent item */
     uint32_t len;
-    char name[FW_CFG_NAME_MAX];   /* files only */
+    char name[FW_CFG_NAME_MAX]; /* files only */
 };
 
 struct fw_cfg_items {
@@ -54,8 +54,7 @@ int fw_cfg_replace_file(struct fw_cfg_items *it, const char *name, const void *d
 /* Copies up to LEN bytes of item KEY from OFFSET into BUF; bytes past the item's end (and
  * every byte of an absent item) read as 0, as the spec says. Returns how many bytes came from
  * the item. */
-uint32_t fw_cfg_read(const struct fw_cfg_items *it, uint16_t key, uint32_t offset, void *buf,
-                     uint32_t len);
+uint32_t fw_cfg_read(const struct fw_cfg_items *it, uint16_t key, uint32_t offset, void *buf, uint32_t len);
 /* Length of item KEY (0 for an absent one). */
 uint32_t fw_cfg_len(const struct fw_cfg_items *it, uint16_t key);
 /* The item number of file NAME, or -ENOENT. */

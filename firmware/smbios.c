@@ -67,8 +67,8 @@ static uint8_t str_no(const char *const *str, unsigned i)
 
 static void type1(struct out *o, const struct smbios_info *in)
 {
-    const char *str[] = { "kvmbox", "kvmbox PC", in->version ? in->version : "",
-                          in->name ? in->name : "", "kvmbox" };
+    const char *str[] = { "kvmbox", "kvmbox PC", in->version ? in->version : "", in->name ? in->name : "",
+                          "kvmbox" };
     size_t start = o->len;
     uint8_t *t = structure(o, 1, 27, 0x100);
     if (!t)
@@ -76,10 +76,10 @@ static void type1(struct out *o, const struct smbios_info *in)
     t[4] = str_no(str, 0), t[5] = str_no(str, 1), t[6] = str_no(str, 2), t[7] = str_no(str, 3);
     /* SMBIOS 2.6+: the first three UUID fields are little-endian. */
     const uint8_t *u = in->uuid;
-    const uint8_t swapped[16] = { u[3], u[2], u[1], u[0], u[5], u[4], u[7], u[6], u[8], u[9],
-                                  u[10], u[11], u[12], u[13], u[14], u[15] };
+    const uint8_t swapped[16] = { u[3], u[2], u[1],  u[0],  u[5],  u[4],  u[7],  u[6],
+                                  u[8], u[9], u[10], u[11], u[12], u[13], u[14], u[15] };
     memcpy(t + 8, swapped, 16);
-    t[24] = 6;                 /* wake-up type: power switch */
+    t[24] = 6; /* wake-up type: power switch */
     t[25] = 0, t[26] = str_no(str, 4);
     strings(o, start, str, 5);
 }
@@ -104,20 +104,20 @@ int smbios_build(const struct smbios_info *info, uint8_t *tables, size_t cap,
 {
     struct out o = { .p = tables, .cap = cap };
     type1(&o, info);
-    simple(&o, 32, 11, 0x2000);    /* system boot information: no errors */
-    simple(&o, 127, 4, 0x7f00);    /* end of table */
+    simple(&o, 32, 11, 0x2000); /* system boot information: no errors */
+    simple(&o, 127, 4, 0x7f00); /* end of table */
     if (o.err)
         return o.err;
     uint8_t *a = anchor;
     memset(a, 0, SMBIOS_ANCHOR_LEN);
     memcpy(a, "_SM_", 4);
     a[5] = SMBIOS_ANCHOR_LEN;
-    a[6] = 2, a[7] = 8;            /* version 2.8 */
+    a[6] = 2, a[7] = 8; /* version 2.8 */
     a[8] = (uint8_t)o.max_size, a[9] = (uint8_t)(o.max_size >> 8);
     memcpy(a + 16, "_DMI_", 5);
     a[22] = (uint8_t)o.len, a[23] = (uint8_t)(o.len >> 8);
     a[28] = (uint8_t)o.count, a[29] = (uint8_t)(o.count >> 8);
-    a[30] = 0x28;                  /* BCD revision 2.8 */
+    a[30] = 0x28; /* BCD revision 2.8 */
     a[21] = (uint8_t)(0x100 - sum(a + 16, 15));
     a[4] = (uint8_t)(0x100 - sum(a, SMBIOS_ANCHOR_LEN));
     return (int)o.len;

@@ -8,12 +8,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SMBIOS_ANCHOR_LEN 31   /* SMBIOS 2.1 (32-bit) entry point */
+#define SMBIOS_ANCHOR_LEN 31 /* SMBIOS 2.1 (32-bit) entry point */
 
 struct smbios_info {
-    const uint8_t *uuid;       /* 16 bytes in RFC 4122 order */
-    const char *name;          /* the VM's name: type 1's serial number */
-    const char *version;       /* kvmbox's version: type 1's version */
+    const uint8_t *uuid; /* 16 bytes in RFC 4122 order */
+    const char *name;    /* the VM's name: type 1's serial number */
+    const char *version; /* kvmbox's version: type 1's version */
 };
 
 /* Writes the structure table into TABLES (CAP bytes) and the entry point into ANCHOR (its

@@ -46,8 +46,7 @@ static const char *file_of(const struct acpi_fixups *fix, uint32_t off)
     return off < fix->rsdp_len ? TL_RSDP_FILE : TL_TABLES_FILE;
 }
 
-int table_loader_build(const struct acpi_fixups *fix, size_t bloblen, uint8_t *cmds,
-                       unsigned maxcmds)
+int table_loader_build(const struct acpi_fixups *fix, size_t bloblen, uint8_t *cmds, unsigned maxcmds)
 {
     struct cmds c = { cmds, 0, maxcmds };
     if (fix->rsdp_len == 0 || fix->rsdp_len > bloblen)

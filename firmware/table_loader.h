@@ -11,15 +11,15 @@
 
 #include "firmware/acpi.h"
 
-#define TL_CMD_SIZE 128
-#define TL_ALLOCATE 1
-#define TL_ADD_POINTER 2
+#define TL_CMD_SIZE     128
+#define TL_ALLOCATE     1
+#define TL_ADD_POINTER  2
 #define TL_ADD_CHECKSUM 3
-#define TL_ZONE_HIGH 1
-#define TL_ZONE_FSEG 2
-#define TL_FILE_MAX 56
+#define TL_ZONE_HIGH    1
+#define TL_ZONE_FSEG    2
+#define TL_FILE_MAX     56
 
-#define TL_RSDP_FILE "etc/acpi/rsdp"
+#define TL_RSDP_FILE   "etc/acpi/rsdp"
 #define TL_TABLES_FILE "etc/acpi/tables"
 
 /* From tables BLOB built at guest address 0 (so every pointer is an offset into it) and FIX,
@@ -27,7 +27,6 @@
  * blob's first FIX->rsdp_len bytes; the tables file is the whole blob with those bytes
  * zeroed, so offsets stay the same. Returns the number of bytes of commands, -ENOSPC, or
  * -EINVAL for a fixup that does not lie inside BLOBLEN. */
-int table_loader_build(const struct acpi_fixups *fix, size_t bloblen, uint8_t *cmds,
-                       unsigned maxcmds);
+int table_loader_build(const struct acpi_fixups *fix, size_t bloblen, uint8_t *cmds, unsigned maxcmds);
 
 #endif

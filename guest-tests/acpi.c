@@ -4,7 +4,12 @@
  * IOAPIC. */
 #include "gt.h"
 
-static uint32_t rd32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static uint32_t rd32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
 
 void test_main(void)
 {
@@ -32,12 +37,14 @@ void test_main(void)
     const uint8_t *fadt = acpi_find("FACP");
     check(fadt && fadt_pm1a_cnt() != 0, "FADT with a PM1a control block (port %x)", fadt_pm1a_cnt());
     const uint8_t *dsdt = acpi_find("DSDT");
-    check(dsdt && !memcmp(dsdt, "DSDT", 4) && acpi_sum(dsdt, rd32(dsdt + 4)) == 0, "DSDT present, checksum valid");
+    check(dsdt && !memcmp(dsdt, "DSDT", 4) && acpi_sum(dsdt, rd32(dsdt + 4)) == 0,
+          "DSDT present, checksum valid");
     uint8_t typ;
     check(acpi_s5(&typ), "DSDT defines \\_S5 (SLP_TYPa %u)", typ);
     unsigned want = (unsigned)arg_u64("cpus", 1);
     uint8_t ids[256];
-    check(madt_cpus(ids, 256) == want, "MADT has %u enabled local APICs for cpus=%u", madt_cpus(ids, 256), want);
+    check(madt_cpus(ids, 256) == want, "MADT has %u enabled local APICs for cpus=%u", madt_cpus(ids, 256),
+          want);
     const uint8_t *m = acpi_find("APIC");
     bool ioapic = false;
     for (uint32_t off = 44; m && off + 2 <= rd32(m + 4) && m[off + 1]; off += m[off + 1])

@@ -18,24 +18,32 @@
  * region 32 MiB above its end; both must lie in RAM below 4 GiB. */
 #include "virtio.h"
 
-#define VIRTIO_BALLOON_F_STATS_VQ 1
+#define VIRTIO_BALLOON_F_STATS_VQ       1
 #define VIRTIO_BALLOON_F_DEFLATE_ON_OOM 2
 #define VIRTIO_BALLOON_F_PAGE_REPORTING 5
-#define BCFG_NUM_PAGES 0
-#define BCFG_ACTUAL 4
-#define PAGE 4096u
-#define MIB (1024u * 1024u)
-#define TOUCH_BASE (64u * MIB)
-#define PFN_BATCH 4096u          /* PFNs per inflate/deflate buffer (16 KiB) */
-#define REPORT_CHUNK (4u * MIB)  /* one device-writable descriptor of the reporting queue */
-#define REPORT_PER_CHAIN 8u
+#define BCFG_NUM_PAGES                  0
+#define BCFG_ACTUAL                     4
+#define PAGE                            4096u
+#define MIB                             (1024u * 1024u)
+#define TOUCH_BASE                      (64u * MIB)
+#define PFN_BATCH                       4096u      /* PFNs per inflate/deflate buffer (16 KiB) */
+#define REPORT_CHUNK                    (4u * MIB) /* one device-writable descriptor of the reporting queue */
+#define REPORT_PER_CHAIN                8u
 
 /* Queues: inflate is queue 0 (v.vq), the others follow in xq[] (5.5.2; with both features
  * negotiated the statistics queue is 2 and the reporting queue 3). */
 enum { Q_DEFLATE, Q_STATS, Q_REPORT };
 
 enum { /* statistics tags (5.5.6.3) */
-    S_SWAP_IN, S_SWAP_OUT, S_MAJFLT, S_MINFLT, S_MEMFREE, S_MEMTOT, S_AVAIL, S_CACHES, S_NTAGS
+       S_SWAP_IN,
+       S_SWAP_OUT,
+       S_MAJFLT,
+       S_MINFLT,
+       S_MEMFREE,
+       S_MEMTOT,
+       S_AVAIL,
+       S_CACHES,
+       S_NTAGS
 };
 struct stat_entry {
     uint16_t tag;
@@ -45,10 +53,10 @@ struct stat_entry {
 static struct pci_dev devs[PCI_MAX_DEVS];
 static struct vdev dev;
 static struct vq *qdef, *qstats, *qrep;
-static uint32_t *pfns;           /* pfns[i]: page i of the touched region */
-static uint32_t ntouched;        /* pages in the touched region */
-static uint32_t nballoon;        /* pfns[0..nballoon) are in the balloon */
-static uint32_t peak_balloon;    /* the most pages the balloon held */
+static uint32_t *pfns;        /* pfns[i]: page i of the touched region */
+static uint32_t ntouched;     /* pages in the touched region */
+static uint32_t nballoon;     /* pfns[0..nballoon) are in the balloon */
+static uint32_t peak_balloon; /* the most pages the balloon held */
 static struct stat_entry *stats;
 static uint32_t stats_sent;
 static uint32_t wait_us;
@@ -57,7 +65,8 @@ static unsigned cmd_len;
 
 static bool is_balloon(const struct pci_dev *d)
 {
-    return d->vendor == 0x1af4 && (d->device == 0x1045 || (d->device == 0x1002 && pci_find_cap(d, PCI_CAP_VENDOR, 0)));
+    return d->vendor == 0x1af4 &&
+           (d->device == 0x1045 || (d->device == 0x1002 && pci_find_cap(d, PCI_CAP_VENDOR, 0)));
 }
 
 static uint32_t ms_since(uint64_t t0)
@@ -94,12 +103,16 @@ static void set_actual(uint32_t pages)
 static void stats_fill(void)
 {
     static const uint64_t fixed[S_NTAGS] = {
-        [S_SWAP_IN] = 11, [S_SWAP_OUT] = 22, [S_MAJFLT] = 33,
-        [S_MEMFREE] = 123456789ull * 4096, [S_AVAIL] = 98765432ull * 4096, [S_CACHES] = 4242ull * 4096,
+        [S_SWAP_IN] = 11,
+        [S_SWAP_OUT] = 22,
+        [S_MAJFLT] = 33,
+        [S_MEMFREE] = 123456789ull * 4096,
+        [S_AVAIL] = 98765432ull * 4096,
+        [S_CACHES] = 4242ull * 4096,
     };
     for (unsigned t = 0; t < S_NTAGS; t++)
         stats[t] = (struct stat_entry){ (uint16_t)t, fixed[t] };
-    stats[S_MINFLT].val = stats_sent;   /* the number of refreshes so far */
+    stats[S_MINFLT].val = stats_sent; /* the number of refreshes so far */
     stats[S_MEMTOT].val = ram_end() - 0x100000;
 }
 
@@ -230,7 +243,8 @@ static void deflate(uint32_t want)
      * used again. */
     uint32_t given = peak_balloon;
     uint32_t bad = check_words(0, given, true);
-    check(bad == 0, "deflate: the touched word of each of the %u pages that were in the balloon reads 0 (%u do not)",
+    check(bad == 0,
+          "deflate: the touched word of each of the %u pages that were in the balloon reads 0 (%u do not)",
           given, bad);
     uint32_t pages = 0, nonzero = 0;
     for (uint32_t p = 0; p < given; p += 1024, pages++) {
@@ -238,8 +252,8 @@ static void deflate(uint32_t want)
         for (unsigned i = 0; i < PAGE / 4; i++)
             nonzero += w[i] != 0;
     }
-    check(pages && nonzero == 0, "deflate: %u whole pages (one in 1024) read as zeroes (%u non-zero words)", pages,
-          nonzero);
+    check(pages && nonzero == 0, "deflate: %u whole pages (one in 1024) read as zeroes (%u non-zero words)",
+          pages, nonzero);
     bad = check_words(given, ntouched - given, false);
     check(bad == 0, "the %u touched pages never given to the balloon keep their contents (%u changed)",
           ntouched - given, bad);
@@ -283,8 +297,8 @@ static void report(uint32_t base, uint32_t bytes)
             got++, used_bytes += len;
         stats_service();
     }
-    check(ok, "reporting: %u chains of %u-byte device-writable buffers (%u MiB) came back used", chains, REPORT_CHUNK,
-          bytes / MIB);
+    check(ok, "reporting: %u chains of %u-byte device-writable buffers (%u MiB) came back used", chains,
+          REPORT_CHUNK, bytes / MIB);
     printf("REPORTED bytes=%u used_len=%u ms=%u\n", bytes, (uint32_t)used_bytes, ms_since(t0));
 }
 
@@ -388,15 +402,18 @@ void test_main(void)
     dev.nxq = 3;
     uint64_t want = 1ull << VIRTIO_BALLOON_F_STATS_VQ | 1ull << VIRTIO_BALLOON_F_PAGE_REPORTING;
     int r = virtio_start(&dev, want, NULL);
-    bool feats = r == 0 && virtio_has(&dev, VIRTIO_BALLOON_F_STATS_VQ) && virtio_has(&dev, VIRTIO_BALLOON_F_PAGE_REPORTING);
-    check(feats, "device started (%d): offered %x:%x, STATS_VQ and PAGE_REPORTING negotiated, %u queues, MSI-X %u vectors",
+    bool feats = r == 0 && virtio_has(&dev, VIRTIO_BALLOON_F_STATS_VQ) &&
+                 virtio_has(&dev, VIRTIO_BALLOON_F_PAGE_REPORTING);
+    check(feats,
+          "device started (%d): offered %x:%x, STATS_VQ and PAGE_REPORTING negotiated, %u queues, MSI-X %u "
+          "vectors",
           r, (uint32_t)(dev.offered >> 32), (uint32_t)dev.offered, dev.num_queues, dev.msix_n);
     if (!feats)
         return;
     qdef = &dev.xq[Q_DEFLATE], qstats = &dev.xq[Q_STATS], qrep = &dev.xq[Q_REPORT];
     virtio_set_irq(&dev, dev.msix_n >= 2);
-    printf("BALLOON queues=%u sizes=%u/%u/%u/%u irq=%d\n", dev.num_queues, dev.vq.size, qdef->size, qstats->size,
-           qrep->size, dev.irq);
+    printf("BALLOON queues=%u sizes=%u/%u/%u/%u irq=%d\n", dev.num_queues, dev.vq.size, qdef->size,
+           qstats->size, qrep->size, dev.irq);
     check(virtio_cfg32(&dev, BCFG_NUM_PAGES) == 0, "the initial target is the whole memory (num_pages %u)",
           virtio_cfg32(&dev, BCFG_NUM_PAGES));
     /* bogus_actual=N: start with actual = N instead of 0 (what does the VMM make of a guest
@@ -437,6 +454,7 @@ void test_main(void)
         fail("no 'quit' command from the host");
     uint32_t bad = check_words((report_base - TOUCH_BASE) / PAGE, rpages, true);
     /* The spec leaves reported pages' contents undefined; kvmbox and QEMU discard them. */
-    printf("%s: reported pages read as zero afterwards (%u of %u do not)\n", bad ? "note" : "info", bad, rpages);
+    printf("%s: reported pages read as zero afterwards (%u of %u do not)\n", bad ? "note" : "info", bad,
+           rpages);
     finish();
 }

@@ -97,21 +97,18 @@ static void run(const struct bench *t, uint64_t secs, uint64_t ops_limit)
             stop = true;
     }
     uint64_t usec = (rdtsc() - t0) * 1000000 / tsc_hz;
-    printf("BENCH %s qd=%u ops=%u bytes=%llu usec=%llu\n", t->name, qd, done, (unsigned long long)done * bytes,
-           (unsigned long long)usec);
-    check(!errors && done, "%s qd=%u: %u requests of %u bytes (%u segments), %u failed", t->name, qd, done, bytes, nseg,
-          errors);
+    printf("BENCH %s qd=%u ops=%u bytes=%llu usec=%llu\n", t->name, qd, done,
+           (unsigned long long)done * bytes, (unsigned long long)usec);
+    check(!errors && done, "%s qd=%u: %u requests of %u bytes (%u segments), %u failed", t->name, qd, done,
+          bytes, nseg, errors);
 }
 
 void test_main(void)
 {
     static const struct bench tests[] = {
-        { "seq-write-1M", MIB, 32, true, true },
-        { "seq-read-1M", MIB, 32, false, true },
-        { "rand-write-4K", 4096, 1, true, false },
-        { "rand-write-4K", 4096, 32, true, false },
-        { "rand-read-4K", 4096, 1, false, false },
-        { "rand-read-4K", 4096, 32, false, false },
+        { "seq-write-1M", MIB, 32, true, true },   { "seq-read-1M", MIB, 32, false, true },
+        { "rand-write-4K", 4096, 1, true, false }, { "rand-write-4K", 4096, 32, true, false },
+        { "rand-read-4K", 4096, 1, false, false }, { "rand-read-4K", 4096, 32, false, false },
     };
     uint64_t secs = arg_u64("secs", 5), ops = arg_u64("ops", 0);
     bool irq = arg_u64("irq", 1);
@@ -127,7 +124,8 @@ void test_main(void)
     unsigned nblk = blk_find(devs, n, idx, VIRTIO_MAX_DEVS);
     bool found = false;
     for (unsigned i = 0; i < nblk && !found; i++)
-        found = !blk_open(&disk, &devs[idx[i]], i, 1ull << VIRTIO_F_INDIRECT_DESC | 1ull << VIRTIO_F_EVENT_IDX) &&
+        found = !blk_open(&disk, &devs[idx[i]], i,
+                          1ull << VIRTIO_F_INDIRECT_DESC | 1ull << VIRTIO_F_EVENT_IDX) &&
                 !strncmp(disk.serial, "rw0", 4);
     if (!found || !buf || disk.capacity < 2048) {
         fail("no usable virtio-blk disk with serial rw0 (%u virtio-blk devices)", nblk);

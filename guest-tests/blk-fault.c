@@ -59,8 +59,10 @@ static int io(uint32_t type, uint64_t sector, void *buf, uint32_t len)
 
 static const char *status_name(int st)
 {
-    return st == VIRTIO_BLK_S_OK ? "ok" : st == VIRTIO_BLK_S_IOERR ? "ioerr" : st == VIRTIO_BLK_S_UNSUPP ? "unsupp"
-                                                                                                     : "none";
+    return st == VIRTIO_BLK_S_OK       ? "ok"
+           : st == VIRTIO_BLK_S_IOERR  ? "ioerr"
+           : st == VIRTIO_BLK_S_UNSUPP ? "unsupp"
+                                       : "none";
 }
 
 /* Writes and (when it must succeed) reads back. */
@@ -70,7 +72,8 @@ static void one_write(uint64_t sector, uint32_t len, bool want_ok, uint8_t *w, u
     int st = io(VIRTIO_BLK_T_OUT, sector, w, len);
     printf("WRITE sector=%u len=%u status=%s\n", (uint32_t)sector, len, status_name(st));
     if (!want_ok) {
-        check(st == VIRTIO_BLK_S_IOERR, "the write at sector %u fails with IOERR (%s)", (uint32_t)sector, status_name(st));
+        check(st == VIRTIO_BLK_S_IOERR, "the write at sector %u fails with IOERR (%s)", (uint32_t)sector,
+              status_name(st));
         return;
     }
     check(st == VIRTIO_BLK_S_OK, "the write at sector %u succeeds (%s)", (uint32_t)sector, status_name(st));
@@ -111,7 +114,8 @@ void test_main(void)
     arg_str("expect", expect, sizeof(expect), "ok");
     bool want_ok = strncmp(expect, "ioerr", 6) != 0;
     if (want)
-        check(disk.capacity == want, "capacity %u sectors (expected %u)", (uint32_t)disk.capacity, (uint32_t)want);
+        check(disk.capacity == want, "capacity %u sectors (expected %u)", (uint32_t)disk.capacity,
+              (uint32_t)want);
     uint8_t *w = dma_alloc(1u << 20, 4096), *r = dma_alloc(1u << 20, 4096);
     if (!w || !r || len == 0 || len > (1u << 20) || len % 512) {
         fail("len=%u: a multiple of 512 up to 1 MiB", (uint32_t)len);

@@ -4,7 +4,7 @@
  * Not in tests.list: it never ends by itself. */
 #include "gt.h"
 
-#define VEC_SCI 0x32
+#define VEC_SCI                 0x32
 #define MSR_KVM_SYSTEM_TIME_NEW 0x4b564d01
 
 struct pvclock {
@@ -58,8 +58,8 @@ static void setup_button(void)
     uint32_t gsi = madt_irq_to_gsi((uint8_t)sci, &flags);
     idt_set(VEC_SCI, on_sci);
     ioapic_route(gsi, VEC_SCI, true, (flags & 3) == 3);
-    outw(pm1_evt, 0xffff);        /* clear stale status */
-    outw(pm1_evt + 2, 0x100);     /* PWRBTN_EN */
+    outw(pm1_evt, 0xffff);    /* clear stale status */
+    outw(pm1_evt + 2, 0x100); /* PWRBTN_EN */
 }
 
 static void poweroff(void)

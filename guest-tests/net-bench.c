@@ -19,7 +19,7 @@
 
 static struct vnet nic;
 static struct netif nif;
-static uint8_t *frame;             /* virtio-net header + the frame to send */
+static uint8_t *frame; /* virtio-net header + the frame to send */
 static uint64_t tsc_hz;
 
 static void calibrate(void)
@@ -48,7 +48,8 @@ static uint32_t build(const uint8_t *dst_mac, uint32_t peer, uint16_t port, uint
     for (uint32_t i = 0; i < payload; i++)
         u[UDP_HLEN + i] = (uint8_t)i;
     uint8_t ph[12];
-    put32(ph, nif.ip), put32(ph + 4, peer), ph[8] = 0, ph[9] = IPPROTO_UDP, put16(ph + 10, (uint16_t)(UDP_HLEN + payload));
+    put32(ph, nif.ip), put32(ph + 4, peer), ph[8] = 0, ph[9] = IPPROTO_UDP,
+                                            put16(ph + 10, (uint16_t)(UDP_HLEN + payload));
     c = csum_fold(csum_add(csum_add(0, ph, 12), u, UDP_HLEN + payload));
     c = c ? c : 0xffff;
     u[6] = (uint8_t)c, u[7] = (uint8_t)(c >> 8);
@@ -81,8 +82,8 @@ static void tx(const char *name, uint32_t len, uint64_t secs, unsigned batch)
         for (int id; (id = vq_pop(nic.txq, NULL)) != -1;)
             id >= 0 ? done++ : bad++;
     report(name, done, (uint64_t)done * len, t0);
-    check(done && !bad && nic.txq->nfree == nic.txq->size, "%s: %u frames of %u bytes sent (%u bad used ids)", name,
-          done, len, bad);
+    check(done && !bad && nic.txq->nfree == nic.txq->size, "%s: %u frames of %u bytes sent (%u bad used ids)",
+          name, done, len, bad);
 }
 
 /* Counts the frames of len bytes that arrive in secs (others: only ARP is looked at), then
@@ -114,8 +115,8 @@ static void rx(const char *name, uint32_t len, uint64_t secs)
     const uint8_t *f;
     for (uint64_t end = rdtsc() + 3 * tsc_hz; rdtsc() < end && vnet_recv(&nic, &f, 300000) > 0;)
         late++;
-    check(frames > 0, "%s: %u frames of %u bytes received (%u others during the test, %u after it)", name, frames, len,
-          other, late);
+    check(frames > 0, "%s: %u frames of %u bytes received (%u others during the test, %u after it)", name,
+          frames, len, other, late);
 }
 
 static bool want(const char *only, const char *name)
@@ -156,9 +157,9 @@ void test_main(void)
     }
     uint16_t port = (uint16_t)arg_u64("port", 5009);
     char a[16], b[16];
-    printf("BENCH-INFO %s -> %s:%u, queues rx %u tx %u, %s, batch %u, TSC %u kHz\n", ip_str(nif.ip, a), ip_str(peer, b),
-           port, nic.rxq->size, nic.txq->size, nic.v.irq ? "rx by interrupts" : "rx polled", batch,
-           (uint32_t)(tsc_hz / 1000));
+    printf("BENCH-INFO %s -> %s:%u, queues rx %u tx %u, %s, batch %u, TSC %u kHz\n", ip_str(nif.ip, a),
+           ip_str(peer, b), port, nic.rxq->size, nic.txq->size, nic.v.irq ? "rx by interrupts" : "rx polled",
+           batch, (uint32_t)(tsc_hz / 1000));
     if (want(only, "tx-1500"))
         tx("tx-1500", build(mac, peer, port, 1472), secs, batch);
     if (want(only, "tx-64"))

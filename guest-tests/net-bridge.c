@@ -71,10 +71,12 @@ static void pings(uint32_t peer, uint32_t max, uint32_t step)
     if (first_bad != 0xffffffffu)
         snprintf(bad, sizeof(bad), ", first bad size %u", first_bad);
     nif.answered = NULL;
-    check(ok == n, "ICMP: %u echo payload sizes 0..%u (frames %u..%u bytes) to the peer: %u intact, %u wrong, %u lost%s"
-          " (%u late answers, %u repeated; slowest answer %u ms, %u over 100 ms)", n, max, ETH_HLEN + IP_HLEN + ICMP_HLEN,
-          ETH_HLEN + IP_HLEN + ICMP_HLEN + max, ok, wrong, lost, bad, nif.stray_replies - nif.stray_dups, nif.stray_dups,
-          worst / 1000, slow);
+    check(
+        ok == n,
+        "ICMP: %u echo payload sizes 0..%u (frames %u..%u bytes) to the peer: %u intact, %u wrong, %u lost%s"
+        " (%u late answers, %u repeated; slowest answer %u ms, %u over 100 ms)",
+        n, max, ETH_HLEN + IP_HLEN + ICMP_HLEN, ETH_HLEN + IP_HLEN + ICMP_HLEN + max, ok, wrong, lost, bad,
+        nif.stray_replies - nif.stray_dups, nif.stray_dups, worst / 1000, slow);
 }
 
 /* Each datagram from its own source port (6000 + its number), so that a late answer to an
@@ -102,13 +104,16 @@ static void udp_echo(uint32_t peer, uint16_t port, uint32_t max, uint32_t step)
                     continue;
                 }
                 done[(sport - 6000) / 8] |= (uint8_t)(1 << (sport - 6000) % 8);
-                got = p.l4_ok && p.data_len == s + 5 && !memcmp(p.data, "echo:", 5) && !memcmp(p.data + 5, data, s)
-                          ? 1 : -1;
+                got = p.l4_ok && p.data_len == s + 5 && !memcmp(p.data, "echo:", 5) &&
+                              !memcmp(p.data + 5, data, s)
+                          ? 1
+                          : -1;
                 if (got < 0 && nbad < 5) { /* say what is wrong with the first few */
                     uint32_t at = 0;
                     while (at < s && at + 5 < p.data_len && p.data[at + 5] == data[at])
                         at++;
-                    printf("UDP %u bytes: reply of %u bytes, checksum %s, first difference at byte %u (hdr flags %x)\n",
+                    printf("UDP %u bytes: reply of %u bytes, checksum %s, first difference at byte %u (hdr "
+                           "flags %x)\n",
                            s, p.data_len, p.l4_ok ? "good" : "BAD", at, nic.last_hdr.flags);
                 }
             }
@@ -121,8 +126,10 @@ static void udp_echo(uint32_t peer, uint16_t port, uint32_t max, uint32_t step)
     char bad[32] = "";
     if (first_bad != 0xffffffffu)
         snprintf(bad, sizeof(bad), ", first bad size %u", first_bad);
-    check(ok == n, "UDP: %u payload sizes 0..%u to the peer's echo server and back intact: %u%s (%u late answers, %u "
-          "repeated)", n, max, ok, bad, late, dups);
+    check(ok == n,
+          "UDP: %u payload sizes 0..%u to the peer's echo server and back intact: %u%s (%u late answers, %u "
+          "repeated)",
+          n, max, ok, bad, late, dups);
 }
 
 /* More answers than the receive queue has buffers: burst datagrams go to the echo server
@@ -166,14 +173,16 @@ static void exhaust(uint32_t peer, uint16_t port, unsigned burst)
     while (!works && tries < 3)
         works = net_ping(&nif, peer, 0x6578, (uint16_t)++tries, data, sizeof(data), 10000000) == 1;
     check(got >= want && works,
-          "rx queue overrun: %u datagrams sent while not reading (%u buffers filled meanwhile), %u answers received "
-          "after (queue of %u), then a ping %s (try %u)", sent, filled, got, nic.rxq->size, works ? "works" : "FAILS",
-          tries);
+          "rx queue overrun: %u datagrams sent while not reading (%u buffers filled meanwhile), %u answers "
+          "received "
+          "after (queue of %u), then a ping %s (try %u)",
+          sent, filled, got, nic.rxq->size, works ? "works" : "FAILS", tries);
 }
 
 static void serve(uint16_t port)
 {
-    uint32_t secs = (uint32_t)arg_u64("serve_secs", 60), pings0 = nif.ping_answered, oversize = 0, longest = 0;
+    uint32_t secs = (uint32_t)arg_u64("serve_secs", 60), pings0 = nif.ping_answered, oversize = 0,
+             longest = 0;
     uint32_t limit = nic.mtu + ETH_HLEN;
     bool done = false;
     printf("READY serve done_port=%u\n", port);
@@ -188,19 +197,22 @@ static void serve(uint16_t port)
                p.data_len == 4 && !memcmp(p.data, "DONE", 4);
     }
     uint32_t answered = nif.ping_answered - pings0;
-    printf("serving ended: %s; %u pings and %u ARP requests answered; %u frames longer than %u bytes (longest %u)\n",
+    printf("serving ended: %s; %u pings and %u ARP requests answered; %u frames longer than %u bytes "
+           "(longest %u)\n",
            done ? "DONE received" : "timed out", answered, nif.arp_answered, oversize, limit, longest);
     check(done, "serving: the host ended it with DONE");
-    check(answered >= arg_u64("ping_expect", 0), "serving: answered %u pings from the host (at least %u expected)",
-          answered, (uint32_t)arg_u64("ping_expect", 0));
+    check(answered >= arg_u64("ping_expect", 0),
+          "serving: answered %u pings from the host (at least %u expected)", answered,
+          (uint32_t)arg_u64("ping_expect", 0));
     /* The host may send frames longer than our MTU (jumbo=1: its side of the link has MTU
      * 9000). With VIRTIO_NET_F_MTU negotiated the device must not pass them (5.1.6.3.2);
      * without it, it may (in merged buffers), but never past a buffer's end (rx_bad). */
     if (virtio_has(&nic.v, VIRTIO_NET_F_MTU))
-        check(oversize == 0, "frames longer than the MTU the device announced (%u) were dropped (%u arrived)", nic.mtu,
-              oversize);
+        check(oversize == 0, "frames longer than the MTU the device announced (%u) were dropped (%u arrived)",
+              nic.mtu, oversize);
     else if (oversize)
-        printf("note: %u frames longer than %u bytes arrived (the device announced no MTU)\n", oversize, limit);
+        printf("note: %u frames longer than %u bytes arrived (the device announced no MTU)\n", oversize,
+               limit);
 }
 
 void test_main(void)
@@ -217,7 +229,8 @@ void test_main(void)
         bool distinct = true;
         for (unsigned i = 0; i < nics; i++)
             for (unsigned j = 0; j < i; j++)
-                distinct &= memcmp(i == use ? nic.mac : others[i].mac, j == use ? nic.mac : others[j].mac, 6) != 0;
+                distinct &= memcmp(i == use ? nic.mac : others[i].mac, j == use ? nic.mac : others[j].mac,
+                                   6) != 0;
         check(distinct, "%u NICs started, the test runs on NIC %u, MACs distinct", nics, use);
     } else if (vnet_setup(&nic, 0)) {
         return;
@@ -232,8 +245,8 @@ void test_main(void)
     uint8_t mac[6];
     char a[16];
     bool ok = net_resolve(&nif, peer, mac, 5000000);
-    check(ok, "ARP: peer %s is at %02x:%02x:%02x:%02x:%02x:%02x", ip_str(peer, a), mac[0], mac[1], mac[2], mac[3],
-          mac[4], mac[5]);
+    check(ok, "ARP: peer %s is at %02x:%02x:%02x:%02x:%02x:%02x", ip_str(peer, a), mac[0], mac[1], mac[2],
+          mac[3], mac[4], mac[5]);
     if (!ok)
         return;
     pings(peer, mtu - IP_HLEN - ICMP_HLEN, step);
@@ -248,9 +261,10 @@ void test_main(void)
         check(n > 0, "4 pings to the peer answered, their replies raise MSI-X interrupts (%u; %u in all)", n,
               irq_count[nic.v.vec_q] - irq0);
     }
-    check(nic.rx_bad == 0 && nif.bad_frames == 0, "the device's rx entries were well formed (%u bad%s%s)", nic.rx_bad,
-          nic.bad_why ? ": " : "", nic.bad_why ? nic.bad_why : "");
-    printf("frames: rx %u (%u merged from several buffers, %u with a partial checksum) tx %u%s, %u send errors\n",
+    check(nic.rx_bad == 0 && nif.bad_frames == 0, "the device's rx entries were well formed (%u bad%s%s)",
+          nic.rx_bad, nic.bad_why ? ": " : "", nic.bad_why ? nic.bad_why : "");
+    printf("frames: rx %u (%u merged from several buffers, %u with a partial checksum) tx %u%s, %u send "
+           "errors\n",
            nic.rx_frames, nic.rx_merged, nif.rx_partial, nic.tx_frames,
            nif.offload_tx_csum ? " (UDP checksums by the device)" : "", nif.send_errors);
 }

@@ -20,15 +20,15 @@
  * NIC options: see vnet_setup() (indirect=1 adds the indirect cases). */
 #include "net.h"
 
-#define POISON 0xee
+#define POISON  0xee
 #define CASE_US 500000
-#define W VRING_DESC_F_WRITE
-#define N VRING_DESC_F_NEXT
+#define W       VRING_DESC_F_WRITE
+#define N       VRING_DESC_F_NEXT
 
 static struct vnet nic;
 static struct netif nif;
-static uint8_t *area, *rnd;        /* 64 KiB each: case buffers (poisoned), random bytes */
-static struct vring_desc *table;   /* an indirect table */
+static uint8_t *area, *rnd;      /* 64 KiB each: case buffers (poisoned), random bytes */
+static struct vring_desc *table; /* an indirect table */
 static uint64_t ram_top;
 static uint32_t peer;
 static unsigned ncase;
@@ -121,8 +121,11 @@ static void judge(const char *what, enum outcome o, uint32_t used_len, bool ok_e
     else
         quiesce_tx();
     bool alive = r == 0 && works();
-    check(ok && ok_extra && alive, "case %u, %s: %s (used len %u)%s%s; then the NIC %s", ncase, what, outcome_name[o],
-          used_len, extra ? ", " : "", extra ? extra : "", alive ? "works" : r ? "DOES NOT RESTART" : "DOES NOT WORK");
+    check(ok && ok_extra && alive, "case %u, %s: %s (used len %u)%s%s; then the NIC %s", ncase, what,
+          outcome_name[o], used_len, extra ? ", " : "", extra ? extra : "",
+          alive ? "works"
+          : r   ? "DOES NOT RESTART"
+                : "DOES NOT WORK");
 }
 
 /* A transmit chain of n descriptors at indexes 0..n-1. */
@@ -148,7 +151,11 @@ static void bad_tx(void)
     struct vring_desc beyond[] = { mk(a, 12, N, 1), mk(a + 12, 42, N, size) };
     tx_case("next index beyond the queue size", beyond, 2);
 
-    static const struct { const char *name; uint64_t addr; uint32_t len; } bad[] = {
+    static const struct {
+        const char *name;
+        uint64_t addr;
+        uint32_t len;
+    } bad[] = {
         { "frame at 0xf0000000 (no RAM)", 0xf0000000u, 64 },
         { "frame at 64 GiB (above 4 GiB)", 0x1000000000ull, 64 },
         { "frame at 2^64-4096 (address + length wraps)", 0xfffffffffffff000ull, 8192 },
@@ -204,7 +211,8 @@ static void bad_tx(void)
     /* Oversized frames from readable memory: 9014 and 65 KiB. */
     struct vring_desc big[] = { mk(a, 12, N, 1), mk((uintptr_t)rnd, 9014, 0, 0) };
     tx_case("a 9014-byte frame (MTU 1500)", big, 2);
-    struct vring_desc huge[] = { mk(a, 12, N, 1), mk((uintptr_t)rnd, 65536, N, 2), mk((uintptr_t)rnd, 1000, 0, 0) };
+    struct vring_desc huge[] = { mk(a, 12, N, 1), mk((uintptr_t)rnd, 65536, N, 2),
+                                 mk((uintptr_t)rnd, 1000, 0, 0) };
     tx_case("a 66536-byte frame", huge, 3);
 
     /* Every descriptor in one chain, the last pointing back to the second. */
@@ -256,7 +264,8 @@ static void legal_tx(void)
 {
     uintptr_t a = (uintptr_t)area;
     arp_frame(area);
-    struct vring_desc split[] = { mk(a, 5, N, 1), mk(a + 5, 7, N, 2), mk(a + 12, 14, N, 3), mk(a + 26, 28, 0, 0) };
+    struct vring_desc split[] = { mk(a, 5, N, 1), mk(a + 5, 7, N, 2), mk(a + 12, 14, N, 3),
+                                  mk(a + 26, 28, 0, 0) };
     legal_case("header split 5 + 7, frame 14 + 28", split, 4, false);
     static struct vring_desc bytes[43];
     bytes[0] = mk(a, 12, N, 1);
@@ -286,8 +295,8 @@ static void legal_tx(void)
 
 /* Restarts with an empty receive queue, posts n one-descriptor chains of len bytes at addr
  * + k * stride (flags), asks the peer for something to receive, waits, and judges. */
-static void rx_case(const char *what, uint64_t addr, uint32_t len, uint32_t stride, uint16_t flags, unsigned n,
-                    bool loop, bool outside)
+static void rx_case(const char *what, uint64_t addr, uint32_t len, uint32_t stride, uint16_t flags,
+                    unsigned n, bool loop, bool outside)
 {
     nic.no_rx_fill = true;
     if (vnet_restart(&nic)) {
@@ -413,9 +422,9 @@ static void flood(const char *what, uint32_t count, bool garbage_hdr)
         quiesce_tx();
     /* the garbage wrote into rnd's headers: restore nothing, rnd is only ever sent */
     bool alive = r == 0 && works();
-    check(drained && !bad && alive, "case %u, %s: %u frames in %u ms%s%s%s; then the NIC %s", ncase, what, sent, ms,
-          reset ? ", DEVICE_NEEDS_RESET" : "", drained ? "" : ", NOT ALL USED", bad ? ", BAD USED IDS" : "",
-          alive ? "works" : "DOES NOT WORK");
+    check(drained && !bad && alive, "case %u, %s: %u frames in %u ms%s%s%s; then the NIC %s", ncase, what,
+          sent, ms, reset ? ", DEVICE_NEEDS_RESET" : "", drained ? "" : ", NOT ALL USED",
+          bad ? ", BAD USED IDS" : "", alive ? "works" : "DOES NOT WORK");
 }
 
 void test_main(void)

@@ -75,8 +75,9 @@ static void first_boot(void)
 static void second_boot(void)
 {
     pass("boot 2: the marker written before the reset is there");
-    check(!memcmp(sec + 8, nic.mac, 6), "boot 2: the MAC is the one of boot 1 (%02x:%02x:%02x:%02x:%02x:%02x)",
-          nic.mac[0], nic.mac[1], nic.mac[2], nic.mac[3], nic.mac[4], nic.mac[5]);
+    check(!memcmp(sec + 8, nic.mac, 6),
+          "boot 2: the MAC is the one of boot 1 (%02x:%02x:%02x:%02x:%02x:%02x)", nic.mac[0], nic.mac[1],
+          nic.mac[2], nic.mac[3], nic.mac[4], nic.mac[5]);
     if (lease()) {
         uint8_t mac[6];
         check(net_resolve(&nif, nif.gw, mac, 2000000), "boot 2: the gateway answers ARP");
@@ -98,8 +99,9 @@ void test_main(void)
         return;
     unsigned ndevs, idx;
     struct pci_dev *devs = vnet_pci(&ndevs);
-    if (pci_relocate(devs, ndevs, is_blk, 0xc0000000u, 0xe0000000u) < 0 || blk_find(devs, ndevs, &idx, 1) != 1 ||
-        blk_open(&disk, &devs[idx], 1, 0) || !(sec = dma_alloc(512, 512))) {
+    if (pci_relocate(devs, ndevs, is_blk, 0xc0000000u, 0xe0000000u) < 0 ||
+        blk_find(devs, ndevs, &idx, 1) != 1 || blk_open(&disk, &devs[idx], 1, 0) ||
+        !(sec = dma_alloc(512, 512))) {
         fail("no usable virtio-blk disk (the boot marker)");
         return;
     }

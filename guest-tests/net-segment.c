@@ -98,8 +98,8 @@ static void sender(uint32_t peer, uint16_t port, uint32_t count, uint32_t max)
         }
         good += got == 1, wrong += got < 0, lost += got == 0;
     }
-    check(good == count, "send: %u datagrams (16..%u bytes) answered intact by the peer (%u wrong, %u lost)", good, max,
-          wrong, lost);
+    check(good == count, "send: %u datagrams (16..%u bytes) answered intact by the peer (%u wrong, %u lost)",
+          good, max, wrong, lost);
     for (unsigned i = 0; i < 3; i++)
         net_send_udp(&nif, peer, port, port, "DONE", 4);
     vnet_tx_drain(&nic, 1000000);
@@ -138,8 +138,8 @@ static void receiver(uint32_t peer, uint16_t port, uint32_t count, uint32_t max)
         net_reply_udp(&nif, &p, rep, p.data_len);
     }
     check(done, "recv: the sender ended with DONE");
-    check(distinct == count && bad == 0, "recv: %u of %u datagrams arrived intact (%u received, %u malformed)", distinct,
-          count, good, bad);
+    check(distinct == count && bad == 0,
+          "recv: %u of %u datagrams arrived intact (%u received, %u malformed)", distinct, count, good, bad);
 }
 
 static void quiet(uint32_t peer)
@@ -160,8 +160,8 @@ static void quiet(uint32_t peer)
             if (!memcmp(f + 6, nif.mac, 6))
                 own++;
             else if (others++ < 5)
-                printf("frame %u bytes from %02x:%02x:%02x:%02x:%02x:%02x type %x\n", r, f[6], f[7], f[8], f[9], f[10],
-                       f[11], get16(f + 12));
+                printf("frame %u bytes from %02x:%02x:%02x:%02x:%02x:%02x type %x\n", r, f[6], f[7], f[8],
+                       f[9], f[10], f[11], get16(f + 12));
         }
         if (clock_us() - polled > 100000) {
             polled = clock_us();
@@ -170,7 +170,8 @@ static void quiet(uint32_t peer)
         }
     }
     printf("quiet: listened %u ms (%s): %u frames, %u from other MACs, %u of its own\n",
-           (uint32_t)((clock_us() - start) / 1000), stop ? "stopped by the host" : "time limit", total, others, own);
+           (uint32_t)((clock_us() - start) / 1000), stop ? "stopped by the host" : "time limit", total,
+           others, own);
     check(stop, "quiet: the host stopped the listening (it ran while the others exchanged)");
     check(others == 0, "quiet: no frame from the other segment arrived (%u)", others);
     check(own == 0, "quiet: none of its own frames came back (%u)", own);

@@ -77,8 +77,8 @@ static void dhcp(void)
         fail("DHCP: %s", r == -2 ? "NAK" : "no answer within 15 s");
         return;
     }
-    printf("DHCP lease: %s router %s dns %s mask %x server %x lease %u s\n", ip_str(l.ip, a), ip_str(l.router, b),
-           ip_str(l.dns, c), l.mask, l.server, l.lease_secs);
+    printf("DHCP lease: %s router %s dns %s mask %x server %x lease %u s\n", ip_str(l.ip, a),
+           ip_str(l.router, b), ip_str(l.dns, c), l.mask, l.server, l.lease_secs);
     check(l.ip == eip && l.router == egw && l.dns == edns && l.mask, "DHCP: address %s, router %s, DNS %s",
           ip_str(l.ip, a), ip_str(l.router, b), ip_str(l.dns, c));
 }
@@ -88,8 +88,8 @@ static void gateway(void)
     uint8_t mac[6];
     char a[16];
     bool ok = net_resolve(&nif, nif.gw, mac, 3000000);
-    check(ok, "ARP: gateway %s is at %02x:%02x:%02x:%02x:%02x:%02x", ip_str(nif.gw, a), mac[0], mac[1], mac[2], mac[3],
-          mac[4], mac[5]);
+    check(ok, "ARP: gateway %s is at %02x:%02x:%02x:%02x:%02x:%02x", ip_str(nif.gw, a), mac[0], mac[1],
+          mac[2], mac[3], mac[4], mac[5]);
     for (unsigned i = 0; i < 64; i++)
         buf[i] = (uint8_t)(i * 7 + 1);
     int r = 0;
@@ -113,7 +113,8 @@ static void dns(void)
 
 static bool is_udp_to(const struct pkt *p, uint32_t from, uint16_t sport, uint16_t dport)
 {
-    return p->ip && p->proto == IPPROTO_UDP && p->l4_ok && p->saddr == from && p->sport == sport && p->dport == dport;
+    return p->ip && p->proto == IPPROTO_UDP && p->l4_ok && p->saddr == from && p->sport == sport &&
+           p->dport == dport;
 }
 
 static void udp_host(void)
@@ -136,11 +137,14 @@ static void udp_host(void)
                     break;
                 if (!is_udp_to(&p, nif.gw, port, (uint16_t)(5000 + k)))
                     continue;
-                got = p.data_len == n + 5 && !memcmp(p.data, "echo:", 5) && !memcmp(p.data + 5, buf, n) ? 1 : -1;
+                got = p.data_len == n + 5 && !memcmp(p.data, "echo:", 5) && !memcmp(p.data + 5, buf, n) ? 1
+                                                                                                        : -1;
             }
         }
         check(got == 1, "UDP: %u bytes to 10.0.2.2:%u come back from the host's echo server%s", n, port,
-              got < 0 ? " (WRONG PAYLOAD)" : got == 0 ? " (no answer)" : "");
+              got < 0    ? " (WRONG PAYLOAD)"
+              : got == 0 ? " (no answer)"
+                         : "");
     }
 }
 
@@ -193,8 +197,10 @@ static void tcp_segment(const struct pkt *p, uint16_t lport, uint32_t *accepted)
     if (!c->established && p->tcp_ack == c->our_seq + 1) {
         c->established = true;
         (*accepted)++;
-        net_send_tcp(&nif, p->saddr, lport, p->sport, c->our_seq + 1, c->their_next, TCP_ACK | TCP_PSH, GREETING, glen);
-        net_send_tcp(&nif, p->saddr, lport, p->sport, c->our_seq + 1 + glen, c->their_next, TCP_ACK | TCP_FIN, NULL, 0);
+        net_send_tcp(&nif, p->saddr, lport, p->sport, c->our_seq + 1, c->their_next, TCP_ACK | TCP_PSH,
+                     GREETING, glen);
+        net_send_tcp(&nif, p->saddr, lport, p->sport, c->our_seq + 1 + glen, c->their_next, TCP_ACK | TCP_FIN,
+                     NULL, 0);
     }
     if (p->data_len || (p->tcp_flags & TCP_FIN)) {
         c->their_next = p->tcp_seq + p->data_len + (p->tcp_flags & TCP_FIN ? 1 : 0);
@@ -237,15 +243,16 @@ static void serve(void)
     }
     printf("serving ended: %s after %u ms; %u datagrams echoed, %u connections accepted, %u refused, "
            "%u ARP and %u ping requests answered\n",
-           done ? "DONE received" : "timed out", (uint32_t)((clock_us() - start) / 1000), echoed, accepted, refused,
-           nif.arp_answered, nif.ping_answered);
+           done ? "DONE received" : "timed out", (uint32_t)((clock_us() - start) / 1000), echoed, accepted,
+           refused, nif.arp_answered, nif.ping_answered);
     check(done, "serving: the host ended it with DONE");
     check(echoed >= arg_u64("udp_expect", 0), "serving: %u datagrams echoed (at least %u expected)", echoed,
           (uint32_t)arg_u64("udp_expect", 0));
     check(accepted >= arg_u64("tcp_expect", 0), "serving: %u TCP connections accepted (at least %u expected)",
           accepted, (uint32_t)arg_u64("tcp_expect", 0));
-    check(refused >= arg_u64("tcp_rst_expect", 0), "serving: %u TCP connections refused (at least %u expected)",
-          refused, (uint32_t)arg_u64("tcp_rst_expect", 0));
+    check(refused >= arg_u64("tcp_rst_expect", 0),
+          "serving: %u TCP connections refused (at least %u expected)", refused,
+          (uint32_t)arg_u64("tcp_rst_expect", 0));
 }
 
 void test_main(void)
@@ -265,10 +272,11 @@ void test_main(void)
     serve();
     if (nic.v.msix_n >= 2) {
         unsigned n = net_irq_probe(&nif, nif.gw, 4);
-        check(n > 0, "4 pings to the gateway answered, their replies raise MSI-X interrupts (%u; %u in all)", n,
-              irq_count[nic.v.vec_q] - irq0);
+        check(n > 0, "4 pings to the gateway answered, their replies raise MSI-X interrupts (%u; %u in all)",
+              n, irq_count[nic.v.vec_q] - irq0);
     }
-    check(nic.rx_bad == 0 && nif.bad_frames == 0, "the device's rx entries were well formed (%u bad%s%s)", nic.rx_bad,
-          nic.bad_why ? ": " : "", nic.bad_why ? nic.bad_why : "");
-    printf("frames: rx %u (%u merged from several buffers) tx %u\n", nic.rx_frames, nic.rx_merged, nic.tx_frames);
+    check(nic.rx_bad == 0 && nif.bad_frames == 0, "the device's rx entries were well formed (%u bad%s%s)",
+          nic.rx_bad, nic.bad_why ? ": " : "", nic.bad_why ? nic.bad_why : "");
+    printf("frames: rx %u (%u merged from several buffers) tx %u\n", nic.rx_frames, nic.rx_merged,
+           nic.tx_frames);
 }

@@ -4,7 +4,7 @@
 #include "gt.h"
 
 #define TRAMP_BASE 0x10000
-#define MAX_CPUS 64
+#define MAX_CPUS   64
 
 extern const uint8_t tramp_start[], tramp_end[], tramp_count[], tramp_stacks[], tramp_entry[];
 static uint8_t stacks[MAX_CPUS][4096] __attribute__((aligned(16)));
@@ -46,7 +46,7 @@ void test_main(void)
     *(uint32_t *)tramp_field(tramp_count) = 0;
     *(uint32_t *)tramp_field(tramp_stacks) = (uint32_t)(uintptr_t)stacks;
     *(uint32_t *)tramp_field(tramp_entry) = (uint32_t)(uintptr_t)ap_main;
-    send_ipi(0x000c4500);                 /* INIT to all but self */
+    send_ipi(0x000c4500); /* INIT to all but self */
     delay_us(10000);
     for (int i = 0; i < 2; i++) {
         send_ipi(0x000c4600 | (TRAMP_BASE >> 12)); /* STARTUP */

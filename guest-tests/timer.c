@@ -9,11 +9,11 @@
  * what the whole time does. */
 #include "gt.h"
 
-#define VEC_PIT 0x30
+#define VEC_PIT   0x30
 #define VEC_LAPIC 0x31
 #define WINDOW_US 200000
-#define GAP_US 2000
-#define PM_HZ 3579545u
+#define GAP_US    2000
+#define PM_HZ     3579545u
 
 static volatile unsigned pit_ticks, lapic_ticks;
 
@@ -64,14 +64,15 @@ static void test_pit(void)
 static void test_lapic_timer(void)
 {
     idt_set(VEC_LAPIC, on_lapic);
-    mmio_write32(LAPIC_BASE + 0x3e0, 0x3);                 /* divide by 16 */
+    mmio_write32(LAPIC_BASE + 0x3e0, 0x3);                    /* divide by 16 */
     mmio_write32(LAPIC_BASE + 0x320, VEC_LAPIC | (1u << 17)); /* periodic */
-    mmio_write32(LAPIC_BASE + 0x380, 625000);             /* 10 ms at a 1 GHz bus clock */
+    mmio_write32(LAPIC_BASE + 0x380, 625000);                 /* 10 ms at a 1 GHz bus clock */
     sti();
     delay_us(WINDOW_US);
     cli();
-    mmio_write32(LAPIC_BASE + 0x320, 1u << 16);           /* masked */
-    check(lapic_ticks >= 2 && lapic_ticks <= 400, "LAPIC timer periodic: %u interrupts in 200 ms", lapic_ticks);
+    mmio_write32(LAPIC_BASE + 0x320, 1u << 16); /* masked */
+    check(lapic_ticks >= 2 && lapic_ticks <= 400, "LAPIC timer periodic: %u interrupts in 200 ms",
+          lapic_ticks);
 }
 
 void test_main(void)

@@ -7,7 +7,7 @@
 #include "virtio.h"
 
 #define PAGE 4096u
-#define MIB (1024u * 1024u)
+#define MIB  (1024u * 1024u)
 #define BASE (64u * MIB)
 
 void test_main(void)
@@ -17,7 +17,8 @@ void test_main(void)
     for (unsigned i = 0; i < boot.nmem; i++)
         if (boot.mem[i].type == 1)
             ram += boot.mem[i].size;
-    printf("RAM %u MiB in the memory map, %u MiB of it below 4 GiB\n", (uint32_t)(ram / MIB), (uint32_t)(end / MIB));
+    printf("RAM %u MiB in the memory map, %u MiB of it below 4 GiB\n", (uint32_t)(ram / MIB),
+           (uint32_t)(end / MIB));
     if (mib > 3072 || BASE + (uint64_t)mib * MIB > end) {
         fail("touch=%u MiB from %u MiB does not fit below the end of low RAM (%u MiB)", mib, BASE / MIB,
              (uint32_t)(end / MIB));

@@ -35,17 +35,17 @@
  *   bytes 8-511 = 0x5A; unchanged by the run. */
 #include "virtio.h"
 
-#define FILL 0xa5
-#define MULT 0x9E3779B97F4A7C15ull
-#define GEN_MULT 0xD6E8FEB86659FD93ull
-#define RO_XOR 0x5A5A5A5A5A5A5A5Aull
+#define FILL          0xa5
+#define MULT          0x9E3779B97F4A7C15ull
+#define GEN_MULT      0xD6E8FEB86659FD93ull
+#define RO_XOR        0x5A5A5A5A5A5A5A5Aull
 #define DISCARD_FIRST 1024
-#define ZEROES_FIRST 1536
-#define RANGE_COUNT 256
-#define MIN_SECTORS 2048
-#define WIN_BYTES (4u << 20)
-#define TIMEOUT_US 5000000
-#define MAX_DISKS VIRTIO_MAX_DEVS
+#define ZEROES_FIRST  1536
+#define RANGE_COUNT   256
+#define MIN_SECTORS   2048
+#define WIN_BYTES     (4u << 20)
+#define TIMEOUT_US    5000000
+#define MAX_DISKS     VIRTIO_MAX_DEVS
 
 static struct pci_dev devs[PCI_MAX_DEVS];
 static unsigned ndevs;
@@ -53,8 +53,14 @@ static struct blk disks[MAX_DISKS];
 static uint8_t *wbuf, *rbuf;  /* WIN_BYTES each: what passes write, what they read */
 static uint8_t *zeroes, *tmp; /* RANGE_COUNT sectors of zeroes; 64 KiB for single requests */
 
-static inline void put64(uint8_t *p, uint64_t v) { *(uint64_t *)p = v; }
-static inline uint64_t get64(const uint8_t *p) { return *(const uint64_t *)p; }
+static inline void put64(uint8_t *p, uint64_t v)
+{
+    *(uint64_t *)p = v;
+}
+static inline uint64_t get64(const uint8_t *p)
+{
+    return *(const uint64_t *)p;
+}
 
 static void fill32(void *p, uint32_t v, uint32_t bytes)
 {
@@ -82,7 +88,10 @@ static uint64_t fnv1a(const char *s)
 
 /* ---- patterns ---- */
 
-static uint64_t seed_of(const struct blk *b) { return fnv1a(b->serial); }
+static uint64_t seed_of(const struct blk *b)
+{
+    return fnv1a(b->serial);
+}
 
 /* Headers and trailers for sectors [first, first + n) of generation gen into buf. */
 static void stamp(uint8_t *buf, uint64_t first, uint32_t n, uint64_t seed, uint64_t gen)
@@ -116,8 +125,8 @@ static uint32_t check_stamp(const uint8_t *buf, uint64_t first, uint32_t n, uint
 
 struct pass {
     const char *name;
-    uint32_t req, nseg;  /* request bytes, data segments (adjusted to the device's limits) */
-    unsigned qd;         /* 0: as deep as the queue allows, at most 32 */
+    uint32_t req, nseg; /* request bytes, data segments (adjusted to the device's limits) */
+    unsigned qd;        /* 0: as deep as the queue allows, at most 32 */
     bool irq;
 };
 
@@ -178,13 +187,13 @@ static struct shape fit(const struct blk *b, const struct pass *p)
 
 struct stats {
     uint32_t bad_status, bad_len, first_bad_status;
-    int error;           /* a BLK_STATUS_* that ended the pass */
+    int error; /* a BLK_STATUS_* that ended the pass */
 };
 
 /* Writes (or reads) sectors [first, first + n) from buf with requests of shape s; n*512 <=
  * WIN_BYTES. */
-static void io_window(struct blk *b, const struct shape *s, bool write, uint64_t first, uint32_t n, uint8_t *buf,
-                      struct stats *st)
+static void io_window(struct blk *b, const struct shape *s, bool write, uint64_t first, uint32_t n,
+                      uint8_t *buf, struct stats *st)
 {
     static struct vbuf segs[BLK_MAX_SEGS];
     static uint32_t slot_bytes[BLK_MAX_SLOTS];
@@ -193,7 +202,8 @@ static void io_window(struct blk *b, const struct shape *s, bool write, uint64_t
         while (next < n && inflight < s->qd) {
             uint32_t len = (n - next < per ? n - next : per) * 512, k = 0;
             for (uint32_t off = 0; off < len; off += s->seg, k++)
-                segs[k] = (struct vbuf){ (uintptr_t)(buf + 512 * next + off), len - off < s->seg ? len - off : s->seg, !write };
+                segs[k] = (struct vbuf){ (uintptr_t)(buf + 512 * next + off),
+                                         len - off < s->seg ? len - off : s->seg, !write };
             int slot = blk_submit(b, write ? VIRTIO_BLK_T_OUT : VIRTIO_BLK_T_IN, first + next, segs, k);
             if (slot < 0)
                 break;
@@ -217,7 +227,9 @@ static void io_window(struct blk *b, const struct shape *s, bool write, uint64_t
 
 static const char *err_name(int e)
 {
-    return e == BLK_STATUS_TIMEOUT ? "timeout" : e == BLK_STATUS_RESET ? "DEVICE_NEEDS_RESET" : "bogus used id";
+    return e == BLK_STATUS_TIMEOUT ? "timeout"
+           : e == BLK_STATUS_RESET ? "DEVICE_NEEDS_RESET"
+                                   : "bogus used id";
 }
 
 /* One whole-disk write + read-back pass of generation gen. */
@@ -259,21 +271,21 @@ static void run_pass(struct blk *b, const struct pass *p, uint64_t gen)
             fail("%s: restart after the failure did not work", name);
         return;
     }
-    check(!st.bad_status && !bad_data,
-          "%s %s (%u B x %u segs, QD %u, %s): %u requests in %u ms, data %s%s", name, p->name, s.req, s.nseg, s.qd,
-          p->irq ? "irq" : "polled", reqs, ms, bad_data ? "WRONG" : "ok", st.bad_status ? ", bad status" : "");
+    check(!st.bad_status && !bad_data, "%s %s (%u B x %u segs, QD %u, %s): %u requests in %u ms, data %s%s",
+          name, p->name, s.req, s.nseg, s.qd, p->irq ? "irq" : "polled", reqs, ms, bad_data ? "WRONG" : "ok",
+          st.bad_status ? ", bad status" : "");
     if (bad_data)
         printf("  first bad sector %u\n", (uint32_t)bad_sector);
     if (st.bad_status)
         printf("  %u requests failed, first status %u\n", st.bad_status, st.first_bad_status);
-    check(!st.bad_len, "%s %s: used lengths are data + status for reads, 1 for writes (%u wrong)", name, p->name,
-          st.bad_len);
+    check(!st.bad_len, "%s %s: used lengths are data + status for reads, 1 for writes (%u wrong)", name,
+          p->name, st.bad_len);
     /* At most one per completion, plus one a polled request before may have left pending.
      * A device that completes during the notify may leave them all pending until the end
      * (irq_window), where they count as one. */
     if (p->irq)
-        check(irqs > 0 && irqs <= reqs + 1, "%s %s: completions raised MSI-X interrupts (%u for %u requests)", name,
-              p->name, irqs, reqs);
+        check(irqs > 0 && irqs <= reqs + 1, "%s %s: completions raised MSI-X interrupts (%u for %u requests)",
+              name, p->name, irqs, reqs);
 }
 
 /* ---- single requests ---- */
@@ -288,8 +300,8 @@ static int wr(struct blk *b, uint64_t sector, uint8_t *buf, uint32_t n)
     return blk_io(b, VIRTIO_BLK_T_OUT, sector, buf, n * 512);
 }
 
-static void split_op(struct blk *b, uint32_t type, uint32_t first, uint32_t count, uint32_t max, uint32_t flags,
-                     int *status)
+static void split_op(struct blk *b, uint32_t type, uint32_t first, uint32_t count, uint32_t max,
+                     uint32_t flags, int *status)
 {
     *status = 0;
     if (!max)
@@ -310,8 +322,9 @@ static void test_flush_discard_zeroes(struct blk *b)
     int st;
     if (virtio_has(&b->v, VIRTIO_BLK_F_DISCARD)) {
         split_op(b, VIRTIO_BLK_T_DISCARD, DISCARD_FIRST, RANGE_COUNT, b->max_discard_sectors, 0, &st);
-        check(st == VIRTIO_BLK_S_OK, "%s: DISCARD of sectors %u-%u (max %u sectors, alignment %u): status %d", name,
-              DISCARD_FIRST, DISCARD_FIRST + RANGE_COUNT - 1, b->max_discard_sectors, b->discard_align, st);
+        check(st == VIRTIO_BLK_S_OK, "%s: DISCARD of sectors %u-%u (max %u sectors, alignment %u): status %d",
+              name, DISCARD_FIRST, DISCARD_FIRST + RANGE_COUNT - 1, b->max_discard_sectors, b->discard_align,
+              st);
         poison(rbuf, RANGE_COUNT);
         st = rd(b, DISCARD_FIRST, rbuf, RANGE_COUNT);
         uint32_t old = 0, zero = 0;
@@ -320,8 +333,9 @@ static void test_flush_discard_zeroes(struct blk *b)
             old += get64(rbuf + 512 * i) == (acc ^ seed);
             zero += get64(rbuf + 512 * i) == 0 && get64(rbuf + 512 * i + 504) == 0;
         }
-        check(st == VIRTIO_BLK_S_OK && old == 0, "%s: discarded sectors no longer read the old data (%u of %u old, %u zero)",
-              name, old, RANGE_COUNT, zero);
+        check(st == VIRTIO_BLK_S_OK && old == 0,
+              "%s: discarded sectors no longer read the old data (%u of %u old, %u zero)", name, old,
+              RANGE_COUNT, zero);
         printf("DISCARDED serial=%s first=%u count=%u\n", name, DISCARD_FIRST, RANGE_COUNT);
     } else {
         printf("%s: the device does not offer DISCARD\n", name);
@@ -331,7 +345,8 @@ static void test_flush_discard_zeroes(struct blk *b)
         uint32_t half = RANGE_COUNT / 2;
         int st2;
         split_op(b, VIRTIO_BLK_T_WRITE_ZEROES, ZEROES_FIRST, half, b->max_wz_sectors, 0, &st);
-        split_op(b, VIRTIO_BLK_T_WRITE_ZEROES, ZEROES_FIRST + half, half, b->max_wz_sectors, b->wz_may_unmap ? 1 : 0, &st2);
+        split_op(b, VIRTIO_BLK_T_WRITE_ZEROES, ZEROES_FIRST + half, half, b->max_wz_sectors,
+                 b->wz_may_unmap ? 1 : 0, &st2);
         check(st == VIRTIO_BLK_S_OK && st2 == VIRTIO_BLK_S_OK,
               "%s: WRITE_ZEROES of sectors %u-%u (second half unmap=%u; max %u sectors): status %d %d", name,
               ZEROES_FIRST, ZEROES_FIRST + RANGE_COUNT - 1, b->wz_may_unmap, b->max_wz_sectors, st, st2);
@@ -360,17 +375,19 @@ static void test_edges(struct blk *b)
 {
     const char *name = b->serial;
     uint64_t cap = b->capacity, seed = seed_of(b);
-    check(rd(b, cap, rbuf, 1) == VIRTIO_BLK_S_IOERR, "%s: reading sector %u (= capacity) fails with IOERR", name,
-          (uint32_t)cap);
+    check(rd(b, cap, rbuf, 1) == VIRTIO_BLK_S_IOERR, "%s: reading sector %u (= capacity) fails with IOERR",
+          name, (uint32_t)cap);
     check(rd(b, cap - 1, rbuf, 2) == VIRTIO_BLK_S_IOERR, "%s: a read across the end fails with IOERR", name);
-    check(rd(b, 0xffffffffffffff00ull, rbuf, 1) == VIRTIO_BLK_S_IOERR, "%s: a read at sector 2^64-256 fails with IOERR", name);
+    check(rd(b, 0xffffffffffffff00ull, rbuf, 1) == VIRTIO_BLK_S_IOERR,
+          "%s: a read at sector 2^64-256 fails with IOERR", name);
     fill32(tmp, 0x77777777, 1024);
     check(wr(b, cap - 1, tmp, 2) == VIRTIO_BLK_S_IOERR, "%s: a write across the end fails with IOERR", name);
     check(wr(b, cap, tmp, 1) == VIRTIO_BLK_S_IOERR, "%s: a write at the capacity fails with IOERR", name);
     poison(rbuf, 1);
     check(rd(b, cap - 1, rbuf, 1) == VIRTIO_BLK_S_OK && check_stamp(rbuf, cap - 1, 1, seed, 0) == 1,
           "%s: the last sector is unchanged by the refused writes", name);
-    check(blk_io(b, 0x7f, 0, rbuf, 512) == VIRTIO_BLK_S_UNSUPP, "%s: an unknown request type gets UNSUPP", name);
+    check(blk_io(b, 0x7f, 0, rbuf, 512) == VIRTIO_BLK_S_UNSUPP, "%s: an unknown request type gets UNSUPP",
+          name);
 }
 
 /* ---- per-disk suites ---- */
@@ -388,13 +405,15 @@ static void rw_suite(struct blk *b, struct pci_dev *p, unsigned index)
         { "4K-8seg-qdmax-final", 4096, 8, 0, false },
     };
     const char *name = b->serial;
-    check(b->capacity >= MIN_SECTORS, "%s: capacity %u sectors (at least %u)", name, (uint32_t)b->capacity, MIN_SECTORS);
+    check(b->capacity >= MIN_SECTORS, "%s: capacity %u sectors (at least %u)", name, (uint32_t)b->capacity,
+          MIN_SECTORS);
     if (b->capacity < MIN_SECTORS)
         return;
     check(!b->ro, "%s: VIRTIO_BLK_F_RO is clear on a read-write disk", name);
     check(b->blk_size >= 512 && !(b->blk_size & (b->blk_size - 1)), "%s: blk_size %u", name, b->blk_size);
-    check(!virtio_has(&b->v, VIRTIO_BLK_F_SEG_MAX) || b->seg_max >= 1, "%s: seg_max %u, size_max %u, queue %u (max %u)",
-          name, b->seg_max, b->size_max, b->v.vq.size, b->v.max_queue_size);
+    check(!virtio_has(&b->v, VIRTIO_BLK_F_SEG_MAX) || b->seg_max >= 1,
+          "%s: seg_max %u, size_max %u, queue %u (max %u)", name, b->seg_max, b->size_max, b->v.vq.size,
+          b->v.max_queue_size);
     uint64_t gen = 1;
     for (unsigned i = 0; i < sizeof(plain) / sizeof(plain[0]); i++) {
         if (plain[i].req < b->blk_size) {
@@ -431,17 +450,18 @@ static void ro_suite(struct blk *b)
             st |= (uint32_t)rd(b, first + i, rbuf + 512 * i, k);
         }
         for (uint32_t i = 0; i < n; i++)
-            if ((get64(rbuf + 512 * i) != ((first + i) ^ RO_XOR) || get64(rbuf + 512 * i + 504) != RO_XOR) && !bad++)
+            if ((get64(rbuf + 512 * i) != ((first + i) ^ RO_XOR) || get64(rbuf + 512 * i + 504) != RO_XOR) &&
+                !bad++)
                 bad_at = first + i;
     }
     fill32(tmp, 0x5a5a5a5a, 512);
     put64(tmp, RO_XOR);
-    check(!st && !bad && same(rbuf, tmp, 512), "%s: the host's pattern reads back (%u sectors wrong, first %u)", name, bad,
-          (uint32_t)bad_at);
+    check(!st && !bad && same(rbuf, tmp, 512),
+          "%s: the host's pattern reads back (%u sectors wrong, first %u)", name, bad, (uint32_t)bad_at);
     fill32(tmp, 0x11111111, 512);
     int w0 = wr(b, 0, tmp, 1), w1 = wr(b, cap - 1, tmp, 1);
-    check(w0 != VIRTIO_BLK_S_OK && w0 >= 0 && w1 != VIRTIO_BLK_S_OK && w1 >= 0, "%s: writes are refused (status %d %d)",
-          name, w0, w1);
+    check(w0 != VIRTIO_BLK_S_OK && w0 >= 0 && w1 != VIRTIO_BLK_S_OK && w1 >= 0,
+          "%s: writes are refused (status %d %d)", name, w0, w1);
     if (virtio_has(&b->v, VIRTIO_BLK_F_DISCARD))
         check((st = (uint32_t)blk_range_op(b, VIRTIO_BLK_T_DISCARD, 0, 8, 0)) != VIRTIO_BLK_S_OK,
               "%s: DISCARD is refused (status %d)", name, (int)st);
@@ -471,7 +491,8 @@ static void final_verify(struct blk *b)
         }
         for (uint32_t i = 0; i < n; i++) {
             uint64_t s = first + i;
-            if ((s >= DISCARD_FIRST && s < DISCARD_FIRST + RANGE_COUNT) || (s >= ZEROES_FIRST && s < ZEROES_FIRST + RANGE_COUNT))
+            if ((s >= DISCARD_FIRST && s < DISCARD_FIRST + RANGE_COUNT) ||
+                (s >= ZEROES_FIRST && s < ZEROES_FIRST + RANGE_COUNT))
                 continue;
             bad += check_stamp(rbuf + 512 * i, s, 1, seed, 0) != 1;
         }
@@ -504,17 +525,22 @@ static void test_pci(void)
         for (uint16_t off = 0; off < 0x40; off += 4) {
             if (off == 0x04) /* status bits may change between the reads */
                 continue;
-            same_id = same_id && pci_read_raw(PCI_PORTS, d->dev, d->fn, off, 4) == pci_read_raw(PCI_ECAM, d->dev, d->fn, off, 4);
+            same_id = same_id && pci_read_raw(PCI_PORTS, d->dev, d->fn, off, 4) ==
+                                     pci_read_raw(PCI_ECAM, d->dev, d->fn, off, 4);
         }
         agree += same_id;
-        printf("pci 00:%02x.%x %04x:%04x class %02x%02x", d->dev, d->fn, d->vendor, d->device, d->class, d->subclass);
+        printf("pci 00:%02x.%x %04x:%04x class %02x%02x", d->dev, d->fn, d->vendor, d->device, d->class,
+               d->subclass);
         for (unsigned b = 0; b < 6; b++)
             if (d->bar[b].size)
                 printf(" bar%u=%x+%x%s", b, (uint32_t)d->bar[b].base, (uint32_t)d->bar[b].size,
-                       d->bar[b].io ? "io" : d->bar[b].mem64 ? "m64" : "m32");
+                       d->bar[b].io      ? "io"
+                       : d->bar[b].mem64 ? "m64"
+                                         : "m32");
         printf("\n");
     }
-    check(ndevs > 0 && agree == ndevs, "%u PCI functions; ports and ECAM agree on the first 64 bytes of %u", ndevs, agree);
+    check(ndevs > 0 && agree == ndevs, "%u PCI functions; ports and ECAM agree on the first 64 bytes of %u",
+          ndevs, agree);
     if (ecam)
         pci_set_access(PCI_ECAM); /* move the BARs with ECAM writes, check them through the ports */
     int moved = pci_relocate(devs, ndevs, is_blk, 0xc0000000u, 0xe0000000u);
@@ -525,10 +551,11 @@ static void test_pci(void)
             continue;
         for (unsigned b = 0; b < 6; b++)
             if (devs[i].bar[b].size && !devs[i].bar[b].io)
-                readback = readback && (pci_read32(&devs[i], 0x10 + 4 * b) & ~0xfu) == (uint32_t)devs[i].bar[b].base;
+                readback = readback &&
+                           (pci_read32(&devs[i], 0x10 + 4 * b) & ~0xfu) == (uint32_t)devs[i].bar[b].base;
     }
-    check(moved > 0 && readback, "moved %d virtio-blk memory BARs into 0xc0000000-0xdfffffff; the ports read them back",
-          moved);
+    check(moved > 0 && readback,
+          "moved %d virtio-blk memory BARs into 0xc0000000-0xdfffffff; the ports read them back", moved);
 }
 
 void test_main(void)
@@ -560,14 +587,16 @@ void test_main(void)
         const char *s = b->serial;
         bool rw = s[0] == 'r' && s[1] == 'w' && s[2] >= '0' && s[2] <= '9';
         bool ro = s[0] == 'r' && s[1] == 'o' && s[2] >= '0' && s[2] <= '9';
-        check(r == 0 && (rw || ro), "disk %u (00:%02x.%x): started, GET_ID serial '%s' (%d)", i, devs[idx[i]].dev,
-              devs[idx[i]].fn, s, r);
+        check(r == 0 && (rw || ro), "disk %u (00:%02x.%x): started, GET_ID serial '%s' (%d)", i,
+              devs[idx[i]].dev, devs[idx[i]].fn, s, r);
         if (r)
             continue;
-        printf("%s: capacity %u sectors, features %x:%x, MSI-X %u vectors, queue %u\n", s, (uint32_t)b->capacity,
-               (uint32_t)(b->v.offered >> 32), (uint32_t)b->v.offered, b->v.msix_n, b->v.vq.size);
+        printf("%s: capacity %u sectors, features %x:%x, MSI-X %u vectors, queue %u\n", s,
+               (uint32_t)b->capacity, (uint32_t)(b->v.offered >> 32), (uint32_t)b->v.offered, b->v.msix_n,
+               b->v.vq.size);
         check(b->v.msix_n >= 2, "%s: MSI-X with %u vectors (config + queue)", s, b->v.msix_n);
-        check(virtio_common16(&b->v, 0x12) >= 1, "%s: the moved BAR answers: num_queues %u", s, virtio_common16(&b->v, 0x12));
+        check(virtio_common16(&b->v, 0x12) >= 1, "%s: the moved BAR answers: num_queues %u", s,
+              virtio_common16(&b->v, 0x12));
         if (rw) {
             rw_suite(b, &devs[idx[i]], i);
             nrw++;
@@ -580,6 +609,7 @@ void test_main(void)
             final_verify(&disks[i]);
     printf("interrupts: tick %u", irq_count[VIRTIO_VEC_TICK]);
     for (unsigned i = 0; i < n; i++)
-        printf(", %s config %u queue %u", disks[i].serial, irq_count[disks[i].v.vec_cfg], irq_count[disks[i].v.vec_q]);
+        printf(", %s config %u queue %u", disks[i].serial, irq_count[disks[i].v.vec_cfg],
+               irq_count[disks[i].v.vec_q]);
     printf("\n");
 }

@@ -17,9 +17,9 @@
 #include "virtio.h"
 
 #define CASE_TIMEOUT_US 500000
-#define POISON 0xee
-#define SCRATCH_SECTOR 8
-#define RT_SECTOR 64
+#define POISON          0xee
+#define SCRATCH_SECTOR  8
+#define RT_SECTOR       64
 
 static struct pci_dev devs[PCI_MAX_DEVS];
 static struct blk disks[2];
@@ -69,8 +69,8 @@ static void prepare(uint32_t type)
 }
 
 enum outcome { O_ERROR, O_RESET, O_TIMEOUT, O_OK, O_NO_STATUS, O_START };
-static const char *const outcome_name[] = { "error status", "DEVICE_NEEDS_RESET", "never used", "status OK",
-                                            "used without a status", "refused at setup" };
+static const char *const outcome_name[] = { "error status", "DEVICE_NEEDS_RESET",    "never used",
+                                            "status OK",    "used without a status", "refused at setup" };
 
 /* Publishes head 0, waits, and classifies what the device did. st: where a status may
  * legitimately land (NULL: nowhere). */
@@ -97,8 +97,8 @@ static enum outcome run(volatile uint8_t *st, uint32_t *used_len)
 
 /* Judges a case, then shows that both devices still work. readable: a device-readable
  * buffer that must still hold POISON (NULL: none). */
-static void judge(const char *what, enum outcome o, uint32_t used_len, bool ring_case, const volatile uint8_t *readable,
-                  bool qemu_ok)
+static void judge(const char *what, enum outcome o, uint32_t used_len, bool ring_case,
+                  const volatile uint8_t *readable, bool qemu_ok)
 {
     ncase++;
     bool allowed = o == O_OK && qemu_ok && lenient;
@@ -113,14 +113,14 @@ static void judge(const char *what, enum outcome o, uint32_t used_len, bool ring
         vq_reclaim_all(&victim->v.vq);
     bool same = r == 0 && round_trip(victim, ncase), oth = round_trip(other, ncase);
     check(ok && clean && same && oth, "case %u, %s: %s%s%s (used len %u)%s; then %s %s, %s %s", ncase, what,
-          outcome_name[o], allowed ? " (allowed by lenient=1)" : "", clean ? "" : ", WROTE A DEVICE-READABLE BUFFER",
-          used_len, reset ? ", reset" : "",
-          victim->serial, same ? "works" : "BROKEN", other->serial, oth ? "works" : "BROKEN");
+          outcome_name[o], allowed ? " (allowed by lenient=1)" : "",
+          clean ? "" : ", WROTE A DEVICE-READABLE BUFFER", used_len, reset ? ", reset" : "", victim->serial,
+          same ? "works" : "BROKEN", other->serial, oth ? "works" : "BROKEN");
 }
 
 /* A one-chain case in the main descriptor table: n descriptors, head 0. */
-static void chain_case(const char *what, uint32_t type, const struct vring_desc *d, unsigned n, volatile uint8_t *st,
-                       const volatile uint8_t *readable, bool qemu_ok)
+static void chain_case(const char *what, uint32_t type, const struct vring_desc *d, unsigned n,
+                       volatile uint8_t *st, const volatile uint8_t *readable, bool qemu_ok)
 {
     prepare(type);
     for (unsigned i = 0; i < n; i++)
@@ -131,8 +131,8 @@ static void chain_case(const char *what, uint32_t type, const struct vring_desc 
 }
 
 /* A chain through an indirect table (entries copied into table, n of them, len bytes). */
-static void indirect_case(const char *what, const struct vring_desc *t, unsigned n, uint64_t addr, uint32_t len,
-                          volatile uint8_t *st, bool qemu_ok)
+static void indirect_case(const char *what, const struct vring_desc *t, unsigned n, uint64_t addr,
+                          uint32_t len, volatile uint8_t *st, bool qemu_ok)
 {
     prepare(VIRTIO_BLK_T_IN);
     for (unsigned i = 0; i < n; i++)
@@ -143,14 +143,18 @@ static void indirect_case(const char *what, const struct vring_desc *t, unsigned
     judge(what, o, ulen, false, NULL, qemu_ok);
 }
 
-#define H(t) mk((uintptr_t)hdr, sizeof(*hdr), t, 1)
-#define W VRING_DESC_F_WRITE
-#define N VRING_DESC_F_NEXT
+#define H(t)     mk((uintptr_t)hdr, sizeof(*hdr), t, 1)
+#define W        VRING_DESC_F_WRITE
+#define N        VRING_DESC_F_NEXT
 #define S(flags) mk((uintptr_t)status, 1, flags, 0)
 
 static void bad_addresses(void)
 {
-    static const struct { const char *name; uint64_t addr; uint32_t len; } bad[] = {
+    static const struct {
+        const char *name;
+        uint64_t addr;
+        uint32_t len;
+    } bad[] = {
         { "buffer at 0xf0000000 (no RAM)", 0xf0000000u, 512 },
         { "buffer at 64 GiB (address above 4 GiB)", 0x1000000000ull, 512 },
         { "buffer at 2^64-4096 (address + length wraps)", 0xfffffffffffff000ull, 8192 },
@@ -172,7 +176,8 @@ static void bad_addresses(void)
 static void bad_chains(void)
 {
     uint16_t size = victim->v.vq.size;
-    struct vring_desc loop[] = { H(N), mk((uintptr_t)data, 512, W | N, 2), mk((uintptr_t)data + 512, 512, W | N, 1) };
+    struct vring_desc loop[] = { H(N), mk((uintptr_t)data, 512, W | N, 2),
+                                 mk((uintptr_t)data + 512, 512, W | N, 1) };
     chain_case("descriptor loop (next points back)", VIRTIO_BLK_T_IN, loop, 3, NULL, NULL, false);
 
     /* Every descriptor in one chain whose last one points back to the second: longer than
@@ -196,7 +201,8 @@ static void bad_chains(void)
     /* The status descriptor is device-readable: it must stay untouched; by message framing
      * a device may take the last writable byte (data[511]) as the status. */
     struct vring_desc st_r[] = { H(N), mk((uintptr_t)data, 512, W | N, 2), S(0) };
-    chain_case("status device-readable (after a writable buffer)", VIRTIO_BLK_T_IN, st_r, 3, data + 511, status, false);
+    chain_case("status device-readable (after a writable buffer)", VIRTIO_BLK_T_IN, st_r, 3, data + 511,
+               status, false);
 
     struct vring_desc only_hdr[] = { mk((uintptr_t)hdr, sizeof(*hdr), 0, 0) };
     chain_case("no status byte (header only)", VIRTIO_BLK_T_IN, only_hdr, 1, NULL, NULL, false);
@@ -215,7 +221,8 @@ static void bad_indirect(void)
         return;
     }
     uintptr_t t = (uintptr_t)table;
-    struct vring_desc nested[] = { mk((uintptr_t)hdr, 16, N, 1), mk((uintptr_t)table2, 48, VRING_DESC_F_INDIRECT | N, 2),
+    struct vring_desc nested[] = { mk((uintptr_t)hdr, 16, N, 1),
+                                   mk((uintptr_t)table2, 48, VRING_DESC_F_INDIRECT | N, 2),
                                    mk((uintptr_t)status, 1, W, 0) };
     table2[0] = mk((uintptr_t)data, 512, W, 0);
     indirect_case("indirect descriptor inside an indirect table", nested, 3, t, 48, status, true);

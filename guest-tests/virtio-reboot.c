@@ -9,8 +9,8 @@
  * moved to new addresses and still answer, then ends through debug-exit. */
 #include "virtio.h"
 
-#define MARKER 0x544f4f4245524b56ull /* "VKREBOOT" */
-#define PATTERN_FIRST 64
+#define MARKER          0x544f4f4245524b56ull /* "VKREBOOT" */
+#define PATTERN_FIRST   64
 #define PATTERN_SECTORS 64
 
 static struct pci_dev devs[PCI_MAX_DEVS];
@@ -70,7 +70,8 @@ static void first_boot(struct blk *b)
     memset(buf, 0, 512);
     *(uint64_t *)(void *)buf = MARKER;
     check(blk_io(b, VIRTIO_BLK_T_OUT, 0, buf, 512) == VIRTIO_BLK_S_OK &&
-          blk_io(b, VIRTIO_BLK_T_FLUSH, 0, NULL, 0) == VIRTIO_BLK_S_OK, "boot 1: the marker is written and flushed");
+              blk_io(b, VIRTIO_BLK_T_FLUSH, 0, NULL, 0) == VIRTIO_BLK_S_OK,
+          "boot 1: the marker is written and flushed");
     /* Writes in flight to sectors past the pattern, then a reset without waiting for them. */
     unsigned n = 0;
     for (unsigned i = 0; i < 16; i++) {
@@ -91,7 +92,8 @@ static void second_boot(struct blk *b)
     unsigned bad = 0;
     for (unsigned s = 0; s < PATTERN_SECTORS; s++)
         bad += !stamped(buf + 512 * s, PATTERN_FIRST + s);
-    check(st == VIRTIO_BLK_S_OK && bad == 0, "boot 2: the pattern reads back (status %d, %u sectors wrong)", st, bad);
+    check(st == VIRTIO_BLK_S_OK && bad == 0, "boot 2: the pattern reads back (status %d, %u sectors wrong)",
+          st, bad);
     irq_probe(b, "boot 2");
     /* Clear the marker so the image can be used again. */
     memset(buf, 0, 512);

@@ -25,29 +25,29 @@ extern "C" {
 #endif
 
 #define KVMBOX_MAX_CMDLINE 4096
-#define KVMBOX_MSG_MAX 512
-#define KVMBOX_MAX_DISKS 16
+#define KVMBOX_MSG_MAX     512
+#define KVMBOX_MAX_DISKS   16
 
 /* A virtio-blk disk. */
 struct kvmbox_disk {
-    const char *path;          /* image file */
-    const char *format;        /* "raw", "qcow2" or NULL to probe (raw is then warned about) */
-    bool readonly;             /* the guest sees a read-only disk; the image is opened read-only */
-    bool cache_none;           /* O_DIRECT on the image (cache=none); else the page cache */
-    const char *serial;        /* reported to the guest by GET_ID (at most 20 bytes); NULL: none */
-    unsigned workers;          /* I/O threads serving this disk; 0: the default (4) */
-    bool untrusted;            /* the image is hostile: no backing file it names is opened... */
-    const char *backing;       /* ...except this one, when it names one (whose own backing
+    const char *path;           /* image file */
+    const char *format;         /* "raw", "qcow2" or NULL to probe (raw is then warned about) */
+    bool readonly;              /* the guest sees a read-only disk; the image is opened read-only */
+    bool cache_none;            /* O_DIRECT on the image (cache=none); else the page cache */
+    const char *serial;         /* reported to the guest by GET_ID (at most 20 bytes); NULL: none */
+    unsigned workers;           /* I/O threads serving this disk; 0: the default (4) */
+    bool untrusted;             /* the image is hostile: no backing file it names is opened... */
+    const char *backing;        /* ...except this one, when it names one (whose own backing
                                 * files are not followed); NULL: none */
     const char *backing_format; /* "raw", "qcow2" or NULL to probe (warned) */
-    unsigned bootindex;        /* firmware boot priority (1 first); 0: by the boot order */
+    unsigned bootindex;         /* firmware boot priority (1 first); 0: by the boot order */
 };
 
 /* A read-only CD-ROM (virtio-scsi, target 0 LUN 0) with an ISO 9660 image. */
 #define KVMBOX_MAX_CDROMS 4
 struct kvmbox_cdrom {
     const char *path;
-    unsigned bootindex;        /* as for disks */
+    unsigned bootindex; /* as for disks */
 };
 
 /* Firmware boot order: device classes in the order they are tried. */
@@ -55,54 +55,54 @@ enum kvmbox_boot_dev {
     KVMBOX_BOOT_END = 0,
     KVMBOX_BOOT_DISK,
     KVMBOX_BOOT_CDROM,
-    KVMBOX_BOOT_NET,           /* accepted; kvmbox has no network boot ROM (docs/firmware.md) */
+    KVMBOX_BOOT_NET, /* accepted; kvmbox has no network boot ROM (docs/firmware.md) */
 };
 #define KVMBOX_BOOT_MAX 4
 
 /* A virtio-net NIC and the network behind it. */
 enum kvmbox_net_mode {
-    KVMBOX_NET_USER = 0,       /* NAT with DHCP and DNS (libslirp); no privileges */
-    KVMBOX_NET_TAP,            /* an existing tap device: name */
-    KVMBOX_NET_BRIDGE,         /* a new tap attached to the bridge name, removed at the end */
-    KVMBOX_NET_SEGMENT,        /* an isolated L2 segment shared by VMs that give the same name */
+    KVMBOX_NET_USER = 0, /* NAT with DHCP and DNS (libslirp); no privileges */
+    KVMBOX_NET_TAP,      /* an existing tap device: name */
+    KVMBOX_NET_BRIDGE,   /* a new tap attached to the bridge name, removed at the end */
+    KVMBOX_NET_SEGMENT,  /* an isolated L2 segment shared by VMs that give the same name */
 };
-#define KVMBOX_MAX_NICS 8
+#define KVMBOX_MAX_NICS    8
 #define KVMBOX_MAX_HOSTFWD 16
 struct kvmbox_nic {
     enum kvmbox_net_mode mode;
-    const char *name;          /* tap, bridge or segment name (NULL for user) */
+    const char *name; /* tap, bridge or segment name (NULL for user) */
     bool have_mac;
-    uint8_t mac[6];            /* else derived from the VM name and the NIC's index */
-    unsigned nhostfwd;         /* user mode: "tcp|udp:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT" */
+    uint8_t mac[6];    /* else derived from the VM name and the NIC's index */
+    unsigned nhostfwd; /* user mode: "tcp|udp:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT" */
     const char *hostfwd[KVMBOX_MAX_HOSTFWD];
 };
 
 struct kvmbox_result;
 
 struct kvmbox_config {
-    const char *kernel;        /* bzImage, ELF with a PVH note, or multiboot ELF */
-    const char *initrd;        /* optional */
-    const char *cmdline;       /* optional */
-    uint64_t mem_size;         /* bytes; default 256 MiB */
-    unsigned cpus;             /* default 1 */
-    bool no_reboot;            /* guest reset ends the VM (status 0) instead of rebooting */
-    unsigned timeout_secs;     /* 0: none; else the VM is stopped with KVMBOX_STOP_TIMEOUT */
-    int console_in;            /* fd the guest's COM1 reads from; -1: no input */
-    int console_out;           /* fd COM1 output goes to; -1: discarded */
-    bool console_escape;       /* Ctrl-] on console_in ends the VM (KVMBOX_STOP_DETACH) */
-    const char *name;          /* the VM's name (reported by the API); NULL: "vm" */
-    const char *api_sock;      /* path of the control socket to create; NULL: none */
-    const char *config_json;   /* the definition this VM was started from (dumpconfig) */
-    unsigned ndisks;           /* disks, in PCI slot order */
+    const char *kernel;      /* bzImage, ELF with a PVH note, or multiboot ELF */
+    const char *initrd;      /* optional */
+    const char *cmdline;     /* optional */
+    uint64_t mem_size;       /* bytes; default 256 MiB */
+    unsigned cpus;           /* default 1 */
+    bool no_reboot;          /* guest reset ends the VM (status 0) instead of rebooting */
+    unsigned timeout_secs;   /* 0: none; else the VM is stopped with KVMBOX_STOP_TIMEOUT */
+    int console_in;          /* fd the guest's COM1 reads from; -1: no input */
+    int console_out;         /* fd COM1 output goes to; -1: discarded */
+    bool console_escape;     /* Ctrl-] on console_in ends the VM (KVMBOX_STOP_DETACH) */
+    const char *name;        /* the VM's name (reported by the API); NULL: "vm" */
+    const char *api_sock;    /* path of the control socket to create; NULL: none */
+    const char *config_json; /* the definition this VM was started from (dumpconfig) */
+    unsigned ndisks;         /* disks, in PCI slot order */
     struct kvmbox_disk disks[KVMBOX_MAX_DISKS];
-    unsigned nnics;            /* NICs, in PCI slot order after the disks */
+    unsigned nnics; /* NICs, in PCI slot order after the disks */
     struct kvmbox_nic nics[KVMBOX_MAX_NICS];
-    bool hugepages;            /* back RAM with huge pages (hugetlbfs, else transparent) */
-    bool mem_overcommit;       /* allow more RAM than the host's RAM and swap (it is mapped
+    bool hugepages;          /* back RAM with huge pages (hugetlbfs, else transparent) */
+    bool mem_overcommit;     /* allow more RAM than the host's RAM and swap (it is mapped
                                 * lazily; the guest must not touch more than the host has) */
-    bool no_balloon;           /* no virtio-balloon device (it is there by default) */
-    bool no_sandbox;           /* run kvmbox's threads without their seccomp filters */
-    const char *runtime_dir;   /* where segment sockets live; NULL: $XDG_RUNTIME_DIR/kvmbox,
+    bool no_balloon;         /* no virtio-balloon device (it is there by default) */
+    bool no_sandbox;         /* run kvmbox's threads without their seccomp filters */
+    const char *runtime_dir; /* where segment sockets live; NULL: $XDG_RUNTIME_DIR/kvmbox,
                                 * /run/kvmbox for root, else /tmp/kvmbox-UID (it must be the
                                 * user's own directory, mode 0700: kvmbox refuses another's) */
     /* Run-time events the host should hear of (a disk found corrupt, failed I/O, a broken
@@ -119,10 +119,10 @@ struct kvmbox_config {
     void (*on_end)(const struct kvmbox_result *res, void *opaque);
     void *on_end_opaque;
     /* Firmware boot (docs/firmware.md). With no kernel, the guest boots through a BIOS. */
-    const char *firmware;      /* BIOS image, or "bios" (SeaBIOS); NULL: SeaBIOS when no kernel is
+    const char *firmware; /* BIOS image, or "bios" (SeaBIOS); NULL: SeaBIOS when no kernel is
                                 * given. "uefi" is refused (docs/firmware.md says why). */
     bool have_uuid;
-    uint8_t uuid[16];          /* the VM's UUID (SMBIOS type 1), in RFC 4122 byte order */
+    uint8_t uuid[16]; /* the VM's UUID (SMBIOS type 1), in RFC 4122 byte order */
     unsigned ncdroms;
     struct kvmbox_cdrom cdroms[KVMBOX_MAX_CDROMS];
     /* Classes in boot order, KVMBOX_BOOT_END-terminated; empty: disk, then cdrom. Classes
@@ -130,26 +130,26 @@ struct kvmbox_config {
      * the first boot only (an installer's CD), boot_order that of every later one. */
     uint8_t boot_order[KVMBOX_BOOT_MAX + 1];
     uint8_t boot_once[KVMBOX_BOOT_MAX + 1];
-    bool boot_menu;            /* the firmware offers its boot menu (ESC on the console) */
+    bool boot_menu; /* the firmware offers its boot menu (ESC on the console) */
 };
 
 enum kvmbox_stop {
-    KVMBOX_STOP_POWEROFF = 0,  /* ACPI S5 */
-    KVMBOX_STOP_DEBUG_EXIT,    /* write to the isa-debug-exit port; code in debug_code */
-    KVMBOX_STOP_RESET,         /* reset requested and no_reboot set */
-    KVMBOX_STOP_PANIC,         /* pvpanic */
+    KVMBOX_STOP_POWEROFF = 0, /* ACPI S5 */
+    KVMBOX_STOP_DEBUG_EXIT,   /* write to the isa-debug-exit port; code in debug_code */
+    KVMBOX_STOP_RESET,        /* reset requested and no_reboot set */
+    KVMBOX_STOP_PANIC,        /* pvpanic */
     KVMBOX_STOP_TIMEOUT,
-    KVMBOX_STOP_DETACH,        /* console escape or kvmbox_vm_stop() */
-    KVMBOX_STOP_ERROR,         /* kvmbox could not go on: message says why */
-    KVMBOX_STOP_KILLED,        /* destroyed through the API (kvmbox kill) */
-    KVMBOX_STOP_NO_BOOT,       /* the firmware found nothing to boot */
+    KVMBOX_STOP_DETACH,  /* console escape or kvmbox_vm_stop() */
+    KVMBOX_STOP_ERROR,   /* kvmbox could not go on: message says why */
+    KVMBOX_STOP_KILLED,  /* destroyed through the API (kvmbox kill) */
+    KVMBOX_STOP_NO_BOOT, /* the firmware found nothing to boot */
 };
 
 struct kvmbox_result {
     enum kvmbox_stop reason;
-    uint32_t debug_code;       /* value written to the debug-exit port */
-    int error;                 /* negative errno for KVMBOX_STOP_ERROR / setup failures */
-    bool config_error;         /* the failure is the configuration's (bad kernel, sizes...) */
+    uint32_t debug_code; /* value written to the debug-exit port */
+    int error;           /* negative errno for KVMBOX_STOP_ERROR / setup failures */
+    bool config_error;   /* the failure is the configuration's (bad kernel, sizes...) */
     char message[KVMBOX_MSG_MAX];
 };
 
@@ -158,7 +158,7 @@ struct kvmbox_result {
 #define KVMBOX_EXIT_USAGE    2
 #define KVMBOX_EXIT_FAILURE  4
 #define KVMBOX_EXIT_PANIC    6
-#define KVMBOX_EXIT_NO_BOOT  8   /* the firmware found no bootable device */
+#define KVMBOX_EXIT_NO_BOOT  8 /* the firmware found no bootable device */
 #define KVMBOX_EXIT_TIMEOUT  124
 #define KVMBOX_EXIT_KILLED   137
 
@@ -171,8 +171,7 @@ void kvmbox_config_init(struct kvmbox_config *cfg);
  * file, sizes, vCPU count) are -EINVAL/-ENOEXEC/-E2BIG/-ENOENT; host problems otherwise.
  * The VM's threads (vCPUs, devices, control socket) exist from here on; the vCPUs wait for
  * kvmbox_vm_run(). Block the signals you want to handle yourself before calling it. */
-int kvmbox_vm_create(const struct kvmbox_config *cfg, struct kvmbox_vm **out,
-                     struct kvmbox_result *res);
+int kvmbox_vm_create(const struct kvmbox_config *cfg, struct kvmbox_vm **out, struct kvmbox_result *res);
 /* Runs until the guest stops (poweroff, debug-exit, panic, error, timeout, detach); reboots
  * are handled inside. Returns 0 with RES filled, or negative errno on failure to start. */
 int kvmbox_vm_run(struct kvmbox_vm *vm, struct kvmbox_result *res);
@@ -203,17 +202,17 @@ void kvmbox_vm_reset(struct kvmbox_vm *vm);
 enum kvmbox_state {
     KVMBOX_STATE_RUNNING = 0,
     KVMBOX_STATE_PAUSED,
-    KVMBOX_STATE_REBOOTING,    /* a reset is being served */
-    KVMBOX_STATE_STOPPING,     /* a stop was requested (or the VM has ended) */
+    KVMBOX_STATE_REBOOTING, /* a reset is being served */
+    KVMBOX_STATE_STOPPING,  /* a stop was requested (or the VM has ended) */
 };
 
 struct kvmbox_status {
     enum kvmbox_state state;
-    uint64_t uptime_ns;        /* since kvmbox_vm_create() */
-    unsigned reboots;          /* guest resets served so far */
-    unsigned cpus;             /* vCPUs */
-    uint64_t mem_size;         /* guest RAM, bytes */
-    const char *hugepages;     /* how RAM is backed: "hugetlbfs", "transparent" or "off" */
+    uint64_t uptime_ns;    /* since kvmbox_vm_create() */
+    unsigned reboots;      /* guest resets served so far */
+    unsigned cpus;         /* vCPUs */
+    uint64_t mem_size;     /* guest RAM, bytes */
+    const char *hugepages; /* how RAM is backed: "hugetlbfs", "transparent" or "off" */
 };
 /* Fills ST. Returns 0. */
 int kvmbox_vm_status(struct kvmbox_vm *vm, struct kvmbox_status *st);
@@ -222,11 +221,11 @@ int kvmbox_vm_status(struct kvmbox_vm *vm, struct kvmbox_status *st);
 const struct kvmbox_config *kvmbox_vm_config(struct kvmbox_vm *vm);
 
 struct kvmbox_disk_status {
-    char format[16];           /* as opened: "raw" or "qcow2" */
-    unsigned pci_slot;         /* on bus 0 */
-    uint64_t size;             /* bytes the guest sees */
-    bool corrupt;              /* found corrupt at run time: its I/O fails */
-    uint64_t io_errors;        /* requests that failed on the host */
+    char format[16];    /* as opened: "raw" or "qcow2" */
+    unsigned pci_slot;  /* on bus 0 */
+    uint64_t size;      /* bytes the guest sees */
+    bool corrupt;       /* found corrupt at run time: its I/O fails */
+    uint64_t io_errors; /* requests that failed on the host */
 };
 /* Returns 0, or -ENODEV for no such disk. */
 int kvmbox_vm_disk_status(struct kvmbox_vm *vm, unsigned disk, struct kvmbox_disk_status *st);
@@ -241,7 +240,7 @@ int kvmbox_vm_cdrom_status(struct kvmbox_vm *vm, unsigned cdrom, struct kvmbox_c
 struct kvmbox_nic_status {
     uint8_t mac[6];
     unsigned pci_slot;
-    char backend[160];         /* the backend in words, with the host ports hostfwd bound */
+    char backend[160]; /* the backend in words, with the host ports hostfwd bound */
     bool link_up;
     uint64_t rx_frames, rx_bytes, rx_dropped, tx_frames, tx_bytes, tx_dropped;
 };
@@ -249,13 +248,13 @@ struct kvmbox_nic_status {
 int kvmbox_vm_nic_status(struct kvmbox_vm *vm, unsigned nic, struct kvmbox_nic_status *st);
 
 struct kvmbox_balloon_status {
-    uint64_t target;           /* guest memory the host asks for, bytes */
-    uint64_t actual;           /* guest memory the guest says it holds, bytes */
-    uint64_t released;         /* bytes given back to the host (inflation and reports) */
-    uint64_t reported;         /* of which by free page reporting */
-    unsigned stats_interval;   /* seconds between statistics requests; 0: none */
-    bool free_page_reporting;  /* the driver accepted it */
-    uint64_t stats_age_ms;     /* since the guest last sent statistics; UINT64_MAX: never */
+    uint64_t target;          /* guest memory the host asks for, bytes */
+    uint64_t actual;          /* guest memory the guest says it holds, bytes */
+    uint64_t released;        /* bytes given back to the host (inflation and reports) */
+    uint64_t reported;        /* of which by free page reporting */
+    unsigned stats_interval;  /* seconds between statistics requests; 0: none */
+    bool free_page_reporting; /* the driver accepted it */
+    uint64_t stats_age_ms;    /* since the guest last sent statistics; UINT64_MAX: never */
     /* The guest's last statistics, -1 for those it did not send. */
     int64_t swap_in, swap_out, major_faults, minor_faults, free, total, available, caches;
 };

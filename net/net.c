@@ -34,13 +34,10 @@ int net_backend_open(const struct kvmbox_nic *nic, const char *vm_name, const ch
                      struct net_backend **out, char *err, size_t errlen)
 {
     switch (nic->mode) {
-    case KVMBOX_NET_USER:
-        return net_slirp_open(nic, vm_name, out, err, errlen);
+    case KVMBOX_NET_USER: return net_slirp_open(nic, vm_name, out, err, errlen);
     case KVMBOX_NET_TAP:
-    case KVMBOX_NET_BRIDGE:
-        return net_tap_open(nic, out, err, errlen);
-    case KVMBOX_NET_SEGMENT:
-        return net_segment_open(nic, vm_name, runtime_dir, out, err, errlen);
+    case KVMBOX_NET_BRIDGE: return net_tap_open(nic, out, err, errlen);
+    case KVMBOX_NET_SEGMENT: return net_segment_open(nic, vm_name, runtime_dir, out, err, errlen);
     }
     return errf(err, errlen, -EINVAL, "unknown network mode %d", (int)nic->mode);
 }

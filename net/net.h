@@ -16,8 +16,8 @@
 
 #include "include/kvmbox.h"
 
-#define NET_HDR_LEN 12        /* struct virtio_net_hdr with num_buffers (virtio 1.x) */
-#define NET_MAX_FRAME 65550   /* largest frame a backend passes (a 64 KiB TSO frame) */
+#define NET_HDR_LEN     12    /* struct virtio_net_hdr with num_buffers (virtio 1.x) */
+#define NET_MAX_FRAME   65550 /* largest frame a backend passes (a 64 KiB TSO frame) */
 #define NET_MAX_POLLFDS 64
 
 struct net_backend;
@@ -30,8 +30,7 @@ struct net_ops {
     /* Adds the fds to poll to PFD (at most MAX) and may lower *TIMEOUT_MS (timers). RX_READY
      * says whether the guest has buffers for received frames (backends that can wait do not
      * read otherwise). Returns the number of fds added. */
-    int (*poll_fill)(struct net_backend *nb, struct pollfd *pfd, int max, int *timeout_ms,
-                     bool rx_ready);
+    int (*poll_fill)(struct net_backend *nb, struct pollfd *pfd, int max, int *timeout_ms, bool rx_ready);
     /* After poll: handles PFD[0..N) (what poll_fill added), delivering received frames. */
     void (*poll_handle)(struct net_backend *nb, struct pollfd *pfd, int n);
     /* Offloads the guest accepts (tap only): VIRTIO_NET_F_GUEST_* feature bits. */
@@ -41,7 +40,7 @@ struct net_ops {
 
 struct net_backend {
     const struct net_ops *ops;
-    bool vnet_hdr;                 /* frames carry the virtio-net header both ways */
+    bool vnet_hdr; /* frames carry the virtio-net header both ways */
     /* Received frame (with the header when vnet_hdr). Returns false when the guest had no
      * room (the frame is dropped; backends that can wait stop reading until RX_READY). */
     bool (*deliver)(void *opaque, const uint8_t *frame, size_t len);
@@ -50,18 +49,17 @@ struct net_backend {
      * rate-limit what a guest can trigger. The library never prints. */
     void (*log)(void *opaque, const char *line);
     void *log_opaque;
-    char desc[160];                /* for `kvmbox info`: "user, hostfwd ...", "bridge br0 (tap kvmbox3)" */
+    char desc[160]; /* for `kvmbox info`: "user, hostfwd ...", "bridge br0 (tap kvmbox3)" */
 };
 
 /* Opens the backend NIC asks for. VM_NAME names the guest (DHCP host name, segment member);
  * RUNTIME_DIR holds segment sockets. ERR gets one line naming what is wrong (a bridge or tap
  * that does not exist, no permission, a port already in use) before the guest starts. */
 int net_backend_open(const struct kvmbox_nic *nic, const char *vm_name, const char *runtime_dir,
-                     struct net_backend **out, char *err, size_t errlen)
-    __attribute__((warn_unused_result));
+                     struct net_backend **out, char *err, size_t errlen) __attribute__((warn_unused_result));
 
-int net_slirp_open(const struct kvmbox_nic *nic, const char *vm_name, struct net_backend **out,
-                   char *err, size_t errlen);
+int net_slirp_open(const struct kvmbox_nic *nic, const char *vm_name, struct net_backend **out, char *err,
+                   size_t errlen);
 int net_tap_open(const struct kvmbox_nic *nic, struct net_backend **out, char *err, size_t errlen);
 int net_segment_open(const struct kvmbox_nic *nic, const char *vm_name, const char *runtime_dir,
                      struct net_backend **out, char *err, size_t errlen);

@@ -22,7 +22,7 @@
 #define RESCAN_NS 500000000ULL /* look for new members twice a second */
 
 struct peer {
-    char name[64];             /* file name in the segment directory */
+    char name[64]; /* file name in the segment directory */
 };
 
 struct mac_entry {
@@ -125,7 +125,7 @@ static bool send_to(struct net_segment *s, const char *name, const void *buf, si
         return true;
     if (errno == ECONNREFUSED || errno == ENOENT)
         s->last_scan = 0; /* the membership changed (or a member died): rescan before the next frame */
-    return false; /* EAGAIN: that member is behind; its loss */
+    return false;         /* EAGAIN: that member is behind; its loss */
 }
 
 static const char *lookup_mac(struct net_segment *s, const uint8_t *mac)
@@ -166,8 +166,7 @@ static void seg_send(struct net_backend *nb, const struct iovec *iov, int iovcnt
         send_to(s, s->peers[i].name, s->frame, (size_t)len);
 }
 
-static int seg_poll_fill(struct net_backend *nb, struct pollfd *pfd, int max, int *timeout_ms,
-                         bool rx_ready)
+static int seg_poll_fill(struct net_backend *nb, struct pollfd *pfd, int max, int *timeout_ms, bool rx_ready)
 {
     struct net_segment *s = (struct net_segment *)nb;
     if (!rx_ready || max < 1)
@@ -184,8 +183,8 @@ static void seg_poll_handle(struct net_backend *nb, struct pollfd *pfd, int n)
     for (int i = 0; i < 64; i++) {
         struct sockaddr_un from;
         socklen_t fl = sizeof(from);
-        ssize_t len = recvfrom(s->fd, s->frame, sizeof(s->frame), MSG_DONTWAIT,
-                               (struct sockaddr *)&from, &fl);
+        ssize_t len = recvfrom(s->fd, s->frame, sizeof(s->frame), MSG_DONTWAIT, (struct sockaddr *)&from,
+                               &fl);
         if (len < 0)
             return;
         if (len < 14)
@@ -212,8 +211,11 @@ static void seg_destroy(struct net_backend *nb)
 }
 
 static const struct net_ops segment_ops = {
-    .name = "segment", .send = seg_send, .poll_fill = seg_poll_fill,
-    .poll_handle = seg_poll_handle, .destroy = seg_destroy,
+    .name = "segment",
+    .send = seg_send,
+    .poll_fill = seg_poll_fill,
+    .poll_handle = seg_poll_handle,
+    .destroy = seg_destroy,
 };
 
 static void default_runtime_dir(char *buf, size_t len)

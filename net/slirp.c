@@ -31,11 +31,11 @@ struct net_slirp {
     struct net_backend nb;
     Slirp *slirp;
     struct slirp_timer timers[MAX_TIMERS];
-    struct pollfd *pfd;            /* during poll_fill: where slirp's fds go */
+    struct pollfd *pfd; /* during poll_fill: where slirp's fds go */
     int npfd, maxpfd;
     char hostname[64];
     unsigned guest_errors;
-    uint8_t frame[NET_MAX_FRAME];  /* a guest frame gathered for libslirp (the NIC's thread) */
+    uint8_t frame[NET_MAX_FRAME]; /* a guest frame gathered for libslirp (the NIC's thread) */
 };
 
 /* ---- loading libslirp ------------------------------------------------------------------ */
@@ -135,15 +135,26 @@ static void cb_timer_mod(void *timer, int64_t expire_ms, void *opaque)
         t->armed = true, t->expire_ms = expire_ms;
 }
 
-static void cb_register_poll_fd(int fd, void *opaque) {}
-static void cb_unregister_poll_fd(int fd, void *opaque) {}
-static void cb_notify(void *opaque) {} /* the I/O thread polls slirp's fds every round */
+static void cb_register_poll_fd(int fd, void *opaque)
+{
+}
+static void cb_unregister_poll_fd(int fd, void *opaque)
+{
+}
+static void cb_notify(void *opaque)
+{
+} /* the I/O thread polls slirp's fds every round */
 
 static const SlirpCb callbacks = {
-    .send_packet = cb_send_packet, .guest_error = cb_guest_error,
-    .clock_get_ns = cb_clock_get_ns, .timer_new = cb_timer_new, .timer_free = cb_timer_free,
-    .timer_mod = cb_timer_mod, .register_poll_fd = cb_register_poll_fd,
-    .unregister_poll_fd = cb_unregister_poll_fd, .notify = cb_notify,
+    .send_packet = cb_send_packet,
+    .guest_error = cb_guest_error,
+    .clock_get_ns = cb_clock_get_ns,
+    .timer_new = cb_timer_new,
+    .timer_free = cb_timer_free,
+    .timer_mod = cb_timer_mod,
+    .register_poll_fd = cb_register_poll_fd,
+    .unregister_poll_fd = cb_unregister_poll_fd,
+    .notify = cb_notify,
 };
 
 /* ---- poll loop ------------------------------------------------------------------------- */
@@ -154,9 +165,12 @@ static int add_poll(int fd, int events, void *opaque)
     if (s->npfd == s->maxpfd)
         return -1;
     short ev = 0;
-    if (events & SLIRP_POLL_IN) ev |= POLLIN;
-    if (events & SLIRP_POLL_OUT) ev |= POLLOUT;
-    if (events & SLIRP_POLL_PRI) ev |= POLLPRI;
+    if (events & SLIRP_POLL_IN)
+        ev |= POLLIN;
+    if (events & SLIRP_POLL_OUT)
+        ev |= POLLOUT;
+    if (events & SLIRP_POLL_PRI)
+        ev |= POLLPRI;
     s->pfd[s->npfd] = (struct pollfd){ .fd = fd, .events = ev };
     return s->npfd++;
 }
@@ -168,11 +182,16 @@ static int get_revents(int idx, void *opaque)
         return 0;
     short r = s->pfd[idx].revents;
     int out = 0;
-    if (r & POLLIN) out |= SLIRP_POLL_IN;
-    if (r & POLLOUT) out |= SLIRP_POLL_OUT;
-    if (r & POLLPRI) out |= SLIRP_POLL_PRI;
-    if (r & POLLERR) out |= SLIRP_POLL_ERR;
-    if (r & POLLHUP) out |= SLIRP_POLL_HUP;
+    if (r & POLLIN)
+        out |= SLIRP_POLL_IN;
+    if (r & POLLOUT)
+        out |= SLIRP_POLL_OUT;
+    if (r & POLLPRI)
+        out |= SLIRP_POLL_PRI;
+    if (r & POLLERR)
+        out |= SLIRP_POLL_ERR;
+    if (r & POLLHUP)
+        out |= SLIRP_POLL_HUP;
     return out;
 }
 
@@ -229,8 +248,11 @@ static void slirp_destroy(struct net_backend *nb)
 }
 
 static const struct net_ops slirp_ops = {
-    .name = "user", .send = slirp_send, .poll_fill = slirp_poll_fill,
-    .poll_handle = slirp_poll_handle, .destroy = slirp_destroy,
+    .name = "user",
+    .send = slirp_send,
+    .poll_fill = slirp_poll_fill,
+    .poll_handle = slirp_poll_handle,
+    .destroy = slirp_destroy,
 };
 
 /* The host ports of libslirp's forwarding sockets, by their fd. libslirp has no call that
@@ -288,8 +310,8 @@ static int add_hostfwd(struct net_slirp *s, const char *rule, char *actual, size
     *dash = '\0';
     char *g = dash + 1, *hc = strrchr(h, ':'), *gc = strrchr(g, ':');
     char tail;
-    if (!hc || !gc || sscanf(hc + 1, "%u%c", &hport, &tail) != 1 || sscanf(gc + 1, "%u%c", &gport, &tail) != 1 ||
-        hport > 65535 || gport == 0 || gport > 65535)
+    if (!hc || !gc || sscanf(hc + 1, "%u%c", &hport, &tail) != 1 ||
+        sscanf(gc + 1, "%u%c", &gport, &tail) != 1 || hport > 65535 || gport == 0 || gport > 65535)
         return errf(err, errlen, -EINVAL, "hostfwd '%s': want tcp|udp:[ADDR]:HOSTPORT-[ADDR]:PORT", rule);
     snprintf(haddr, sizeof(haddr), "%.*s", (int)(hc - h), h);
     snprintf(gaddr, sizeof(gaddr), "%.*s", (int)(gc - g), g);
@@ -316,20 +338,23 @@ static int add_hostfwd(struct net_slirp *s, const char *rule, char *actual, size
     return 0;
 }
 
-int net_slirp_open(const struct kvmbox_nic *nic, const char *vm_name, struct net_backend **out,
-                   char *err, size_t errlen)
+int net_slirp_open(const struct kvmbox_nic *nic, const char *vm_name, struct net_backend **out, char *err,
+                   size_t errlen)
 {
     pthread_once(&lib_once, lib_load);
     if (lib_error[0])
-        return errf(err, errlen, -ENOENT, "user-mode networking (--net user) needs libslirp "
-                    "(Debian: apt-get install libslirp0): %s", lib_error);
+        return errf(err, errlen, -ENOENT,
+                    "user-mode networking (--net user) needs libslirp "
+                    "(Debian: apt-get install libslirp0): %s",
+                    lib_error);
     struct net_slirp *s = calloc(1, sizeof(*s));
     if (!s)
         return -ENOMEM;
     s->nb.ops = &slirp_ops;
     snprintf(s->hostname, sizeof(s->hostname), "%s", vm_name ? vm_name : "kvmbox");
-    SlirpConfig c = { .version = 1, .in_enabled = true, .vhostname = s->hostname,
-                      .if_mtu = 1500, .if_mru = 1500 };
+    SlirpConfig c = {
+        .version = 1, .in_enabled = true, .vhostname = s->hostname, .if_mtu = 1500, .if_mru = 1500
+    };
     inet_pton(AF_INET, "10.0.2.0", &c.vnetwork);
     inet_pton(AF_INET, "255.255.255.0", &c.vnetmask);
     inet_pton(AF_INET, "10.0.2.2", &c.vhost);

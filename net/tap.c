@@ -21,13 +21,13 @@
 #define VIRTIO_NET_F_GUEST_CSUM 1
 #define VIRTIO_NET_F_GUEST_TSO4 7
 #define VIRTIO_NET_F_GUEST_TSO6 8
-#define VIRTIO_NET_F_GUEST_ECN 9
+#define VIRTIO_NET_F_GUEST_ECN  9
 
 struct net_tap {
     struct net_backend nb;
     int fd;
     char ifname[IFNAMSIZ];
-    bool stalled;                  /* the guest had no room: wait for rx buffers */
+    bool stalled; /* the guest had no room: wait for rx buffers */
     uint8_t frame[NET_MAX_FRAME];
 };
 
@@ -40,8 +40,7 @@ static void tap_send(struct net_backend *nb, const struct iovec *iov, int iovcnt
     }
 }
 
-static int tap_poll_fill(struct net_backend *nb, struct pollfd *pfd, int max, int *timeout_ms,
-                         bool rx_ready)
+static int tap_poll_fill(struct net_backend *nb, struct pollfd *pfd, int max, int *timeout_ms, bool rx_ready)
 {
     struct net_tap *t = (struct net_tap *)nb;
     if (!rx_ready || max < 1)
@@ -71,9 +70,12 @@ static void tap_set_offload(struct net_backend *nb, uint64_t f)
     unsigned off = 0;
     if (f >> VIRTIO_NET_F_GUEST_CSUM & 1) {
         off |= TUN_F_CSUM;
-        if (f >> VIRTIO_NET_F_GUEST_TSO4 & 1) off |= TUN_F_TSO4;
-        if (f >> VIRTIO_NET_F_GUEST_TSO6 & 1) off |= TUN_F_TSO6;
-        if (f >> VIRTIO_NET_F_GUEST_ECN & 1) off |= TUN_F_TSO_ECN;
+        if (f >> VIRTIO_NET_F_GUEST_TSO4 & 1)
+            off |= TUN_F_TSO4;
+        if (f >> VIRTIO_NET_F_GUEST_TSO6 & 1)
+            off |= TUN_F_TSO6;
+        if (f >> VIRTIO_NET_F_GUEST_ECN & 1)
+            off |= TUN_F_TSO_ECN;
     }
     ioctl(t->fd, TUNSETOFFLOAD, off);
 }
@@ -87,8 +89,12 @@ static void tap_destroy(struct net_backend *nb)
 }
 
 static const struct net_ops tap_ops = {
-    .name = "tap", .send = tap_send, .poll_fill = tap_poll_fill, .poll_handle = tap_poll_handle,
-    .set_offload = tap_set_offload, .destroy = tap_destroy,
+    .name = "tap",
+    .send = tap_send,
+    .poll_fill = tap_poll_fill,
+    .poll_handle = tap_poll_handle,
+    .set_offload = tap_set_offload,
+    .destroy = tap_destroy,
 };
 
 static bool is_bridge(const char *name)
@@ -133,8 +139,10 @@ int net_tap_open(const struct kvmbox_nic *nic, struct net_backend **out, char *e
     if (bridge && !is_bridge(nic->name))
         return errf(err, errlen, -EINVAL, "%s is not a bridge", nic->name);
     if (!bridge && !if_nametoindex(nic->name))
-        return errf(err, errlen, -ENODEV, "tap %s does not exist (create it with `ip tuntap add "
-                    "%s mode tap`)", nic->name, nic->name);
+        return errf(err, errlen, -ENODEV,
+                    "tap %s does not exist (create it with `ip tuntap add "
+                    "%s mode tap`)",
+                    nic->name, nic->name);
     struct net_tap *t = calloc(1, sizeof(*t));
     if (!t)
         return -ENOMEM;
@@ -154,8 +162,10 @@ int net_tap_open(const struct kvmbox_nic *nic, struct net_backend **out, char *e
         int e = errno;
         tap_destroy(&t->nb);
         if (e == EPERM || e == EACCES)
-            return errf(err, errlen, -e, "no permission to %s tap %s (needs CAP_NET_ADMIN, or a tap "
-                        "owned by this user)", bridge ? "create a" : "attach to", bridge ? "device" : nic->name);
+            return errf(err, errlen, -e,
+                        "no permission to %s tap %s (needs CAP_NET_ADMIN, or a tap "
+                        "owned by this user)",
+                        bridge ? "create a" : "attach to", bridge ? "device" : nic->name);
         if (e == EBUSY)
             return errf(err, errlen, -e, "tap %s is in use by another process", nic->name);
         if (e == EINVAL && !bridge)

@@ -65,7 +65,8 @@ START_TEST(parse_checks_arguments)
 {
     const char *link = "link needs \"nic\" (an index from 0, or a MAC) and \"state\" (\"up\" or \"down\")";
     ck_assert_str_eq(parse_error("{\"request\":\"link\",\"nic\":0,\"state\":\"down\"}"), "");
-    ck_assert_str_eq(parse_error("{\"request\":\"link\",\"nic\":\"52:54:00:00:00:01\",\"state\":\"up\"}"), "");
+    ck_assert_str_eq(parse_error("{\"request\":\"link\",\"nic\":\"52:54:00:00:00:01\",\"state\":\"up\"}"),
+                     "");
     ck_assert_str_eq(parse_error("{\"request\":\"link\",\"state\":\"down\"}"), link);
     ck_assert_str_eq(parse_error("{\"request\":\"link\",\"nic\":0}"), link);
     ck_assert_str_eq(parse_error("{\"request\":\"link\",\"nic\":1.5,\"state\":\"up\"}"), link);
@@ -82,8 +83,8 @@ END_TEST
 
 START_TEST(table_is_consistent)
 {
-    static const char *const documented[] = { "info", "pause", "resume", "shutdown", "reboot", "reset",
-                                              "kill", "balloon", "link", "config", "console", "wait" };
+    static const char *const documented[] = { "info", "pause",   "resume", "shutdown", "reboot",  "reset",
+                                              "kill", "balloon", "link",   "config",   "console", "wait" };
     unsigned n = 0;
     for (const struct api_cmd *c = api_cmds; c->name; c++, n++) {
         for (const struct api_cmd *d = c + 1; d->name; d++)
@@ -97,8 +98,8 @@ START_TEST(table_is_consistent)
         char line[64];
         snprintf(line, sizeof(line), "{\"request\":\"%s\"}", documented[k]);
         const char *err = parse_error(line);
-        ck_assert_msg(!*err || !strncmp(err, documented[k], strlen(documented[k])), "%s: %s",
-                      documented[k], err);
+        ck_assert_msg(!*err || !strncmp(err, documented[k], strlen(documented[k])), "%s: %s", documented[k],
+                      err);
     }
 }
 END_TEST
@@ -174,8 +175,8 @@ static struct json_object *request(struct kvmbox_vm *vm, const char *line)
     ck_assert_int_eq(api_handle(vm, line, strlen(line), &reply), API_REPLY);
     ck_assert_ptr_nonnull(reply);
     struct json_object *o = json_tokener_parse(reply), *ok;
-    ck_assert_msg(o && json_object_object_get_ex(o, "ok", &ok) && json_object_get_boolean(ok),
-                  "%s -> %s", line, reply);
+    ck_assert_msg(o && json_object_object_get_ex(o, "ok", &ok) && json_object_get_boolean(ok), "%s -> %s",
+                  line, reply);
     free(reply);
     return o;
 }

@@ -50,7 +50,11 @@ static void assert_clean(struct blk *b)
 
 START_TEST(create_variants)
 {
-    static const struct { uint32_t cs; int v; uint32_t rb; } cases[] = {
+    static const struct {
+        uint32_t cs;
+        int v;
+        uint32_t rb;
+    } cases[] = {
         { 512, 3, 16 }, { 4096, 2, 16 }, { 65536, 3, 1 }, { 65536, 3, 64 }, { 2u << 20, 3, 8 },
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -79,14 +83,14 @@ START_TEST(mapping)
     uint64_t pnum, host;
     unsigned st;
     ck_assert_int_eq(blk_block_status(b, 0, 1 << 20, &pnum, &st, &host), 0);
-    ck_assert_uint_eq(st, 0);                        /* nothing allocated */
+    ck_assert_uint_eq(st, 0); /* nothing allocated */
     ck_assert_uint_eq(pnum, 1 << 20);
     uint8_t buf[8192];
     memset(buf, 0xaa, sizeof(buf));
     ck_assert_int_eq(blk_pwrite(b, buf, sizeof(buf), 8192), 0);
     ck_assert_int_eq(blk_block_status(b, 8192, 1 << 19, &pnum, &st, &host), 0);
     ck_assert_uint_eq(st, BLK_STATUS_DATA | BLK_STATUS_ALLOCATED);
-    ck_assert_uint_eq(pnum, 8192);                   /* two contiguous host clusters */
+    ck_assert_uint_eq(pnum, 8192); /* two contiguous host clusters */
     ck_assert_uint_eq(host % 4096, 0);
     ck_assert_int_eq(blk_write_zeroes(b, 8192, 4096, BLK_ZERO_MAY_UNMAP), 0);
     ck_assert_int_eq(blk_block_status(b, 8192, 4096, &pnum, &st, &host), 0);
@@ -97,7 +101,7 @@ START_TEST(mapping)
     ck_assert_int_eq(blk_discard(b, 12288, 4096), 0);
     ck_assert_int_eq(blk_block_status(b, 12288, 4096, &pnum, &st, &host), 0);
     ck_assert_uint_eq(st, 0);
-    assert_clean(b);                                 /* freed clusters: no leaks */
+    assert_clean(b); /* freed clusters: no leaks */
     /* Beyond the end is refused. */
     ck_assert_int_eq(blk_pread(b, buf, 2, (1 << 20) - 1), -EINVAL);
     blk_close(b);
@@ -110,19 +114,19 @@ START_TEST(direct_map)
     struct blk *b = make(4096, 3, 16, 1 << 20);
     int fd;
     uint64_t host;
-    ck_assert_int_eq(blk_map(b, NULL, 0, 0, 4096, false, &fd, &host), 0);  /* unallocated */
+    ck_assert_int_eq(blk_map(b, NULL, 0, 0, 4096, false, &fd, &host), 0); /* unallocated */
     uint8_t buf[12288];
     memset(buf, 0x5c, sizeof(buf));
-    ck_assert_int_eq(blk_pwrite(b, buf, sizeof(buf), 16384), 0);            /* 3 clusters */
+    ck_assert_int_eq(blk_pwrite(b, buf, sizeof(buf), 16384), 0); /* 3 clusters */
     ck_assert_int_eq(blk_map(b, NULL, 0, 16384 + 100, 8000, false, &fd, &host), 1);
     uint8_t back[8000];
     ck_assert_int_eq(pread(fd, back, sizeof(back), (off_t)host), (ssize_t)sizeof(back));
-    ck_assert(!memcmp(back, buf, sizeof(back)));                            /* the right bytes */
+    ck_assert(!memcmp(back, buf, sizeof(back))); /* the right bytes */
     blk_map_done(b, false);
     /* A write maps and holds the clusters; map_done lets go (discard would wait otherwise). */
     ck_assert_int_eq(blk_map(b, NULL, 0, 16384, 12288, true, &fd, &host), 1);
     blk_map_done(b, true);
-    ck_assert_int_eq(blk_map(b, NULL, 0, 16384, 16384, false, &fd, &host), 0); /* runs into a hole */
+    ck_assert_int_eq(blk_map(b, NULL, 0, 16384, 16384, false, &fd, &host), 0);          /* runs into a hole */
     ck_assert_int_eq(blk_map(b, NULL, 0, (1 << 20) - 512, 1024, false, &fd, &host), 0); /* past the end */
     ck_assert_int_eq(blk_write_zeroes(b, 20480, 4096, 0), 0);
     ck_assert_int_eq(blk_map(b, NULL, 0, 16384, 12288, false, &fd, &host), 0); /* a zero cluster */
@@ -209,17 +213,17 @@ static int open_with(uint64_t off, const void *bytes, size_t len)
 
 START_TEST(hostile_headers)
 {
-    ck_assert_int_eq(open_with(20, "\0\0\0\x30", 4), -EINVAL);      /* cluster bits 48 */
+    ck_assert_int_eq(open_with(20, "\0\0\0\x30", 4), -EINVAL); /* cluster bits 48 */
     ck_assert_ptr_nonnull(strstr(err, "cluster size"));
-    ck_assert_int_eq(open_with(32, "\0\0\0\x01", 4), -ENOTSUP);     /* encrypted */
+    ck_assert_int_eq(open_with(32, "\0\0\0\x01", 4), -ENOTSUP); /* encrypted */
     ck_assert_ptr_nonnull(strstr(err, "encrypted"));
-    ck_assert_int_eq(open_with(36, "\x7f\xff\xff\xff", 4), -EINVAL); /* L1 size */
-    ck_assert_int_eq(open_with(40, "\0\0\x7f\0\0\0\0\0", 8), -EINVAL); /* L1 past EOF */
-    ck_assert_int_eq(open_with(48, "\0\0\x7f\0\0\0\0\0", 8), -EINVAL); /* refcount table past EOF */
+    ck_assert_int_eq(open_with(36, "\x7f\xff\xff\xff", 4), -EINVAL);    /* L1 size */
+    ck_assert_int_eq(open_with(40, "\0\0\x7f\0\0\0\0\0", 8), -EINVAL);  /* L1 past EOF */
+    ck_assert_int_eq(open_with(48, "\0\0\x7f\0\0\0\0\0", 8), -EINVAL);  /* refcount table past EOF */
     ck_assert_int_eq(open_with(72, "\0\0\0\0\0\0\x10\0", 8), -ENOTSUP); /* unknown incompatible */
     ck_assert_int_eq(open_with(72, "\0\0\0\0\0\0\0\x04", 8), -ENOTSUP); /* external data file */
     ck_assert_ptr_nonnull(strstr(err, "external data file"));
-    ck_assert_int_eq(open_with(96, "\0\0\0\x07", 4), -EINVAL);      /* refcount order 7 */
+    ck_assert_int_eq(open_with(96, "\0\0\0\x07", 4), -EINVAL);                       /* refcount order 7 */
     ck_assert_int_eq(open_with(24, "\x7f\xff\xff\xff\xff\xff\xff\xff", 8), -EINVAL); /* size */
 }
 END_TEST

@@ -47,30 +47,40 @@ static void write_file(const void *data, size_t len)
 
 static int load(const char *cmdline, struct boot_info *bi, char *err)
 {
-    struct boot_request req = { .gm = &gm, .kernel_path = path, .cmdline = cmdline,
-                                .rsdp_gpa = LAYOUT_ACPI_BASE, .e820 = map, .ne820 = 2 };
+    struct boot_request req = { .gm = &gm,
+                                .kernel_path = path,
+                                .cmdline = cmdline,
+                                .rsdp_gpa = LAYOUT_ACPI_BASE,
+                                .e820 = map,
+                                .ne820 = 2 };
     return boot_load(&req, bi, err, 256);
 }
 
-static void put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
-static void put16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
+static void put32(uint8_t *p, uint32_t v)
+{
+    memcpy(p, &v, 4);
+}
+static void put16(uint8_t *p, uint16_t v)
+{
+    memcpy(p, &v, 2);
+}
 
 /* A bzImage: boot sector + 1 setup sector + 3 sectors of "protected-mode kernel". */
 static size_t make_bzimage(uint8_t *k, uint16_t version, uint16_t xloadflags, uint32_t cmdline_size)
 {
     size_t size = 5 * 512;
     memset(k, 0, size);
-    k[0x1f1] = 1;                      /* setup_sects */
+    k[0x1f1] = 1; /* setup_sects */
     put16(k + 0x1fe, 0xaa55);
-    k[0x201] = 0x66;                   /* header ends at 0x268 */
+    k[0x201] = 0x66; /* header ends at 0x268 */
     memcpy(k + 0x202, "HdrS", 4);
     put16(k + 0x206, version);
-    k[0x211] = 0x01;                   /* LOADED_HIGH */
-    put32(k + 0x22c, 0x37ffffff);      /* initrd_addr_max */
+    k[0x211] = 0x01;              /* LOADED_HIGH */
+    put32(k + 0x22c, 0x37ffffff); /* initrd_addr_max */
     put16(k + 0x236, xloadflags);
     put32(k + 0x238, cmdline_size);
-    put32(k + 0x260, 8192);            /* init_size */
-    memset(k + 1024, 0x90, 3 * 512);   /* the "kernel" after 2 setup sectors */
+    put32(k + 0x260, 8192);          /* init_size */
+    memset(k + 1024, 0x90, 3 * 512); /* the "kernel" after 2 setup sectors */
     return size;
 }
 
@@ -89,8 +99,8 @@ START_TEST(bzimage_64bit)
     memcpy(&v, bp + 0x228, 4);
     ck_assert_uint_eq(v, LAYOUT_CMDLINE);
     ck_assert_str_eq((char *)ram + LAYOUT_CMDLINE, "console=ttyS0");
-    ck_assert_uint_eq(bp[0x210], 0xff);          /* type_of_loader */
-    ck_assert_uint_eq(bp[0x1e8], 2);             /* e820 entries */
+    ck_assert_uint_eq(bp[0x210], 0xff); /* type_of_loader */
+    ck_assert_uint_eq(bp[0x1e8], 2);    /* e820 entries */
     uint64_t rsdp;
     memcpy(&rsdp, bp + 0x70, 8);
     ck_assert_uint_eq(rsdp, LAYOUT_ACPI_BASE);
@@ -126,11 +136,12 @@ static size_t make_elf(uint8_t *buf, bool pvh, bool multiboot)
     eh->e_type = ET_EXEC, eh->e_machine = EM_386, eh->e_entry = 0x100010;
     eh->e_phoff = sizeof(*eh), eh->e_phentsize = sizeof(Elf32_Phdr), eh->e_phnum = pvh ? 2 : 1;
     Elf32_Phdr *ph = (Elf32_Phdr *)(buf + sizeof(*eh));
-    ph[0] = (Elf32_Phdr){ .p_type = PT_LOAD, .p_offset = 1024, .p_paddr = 0x100000,
-                          .p_filesz = 512, .p_memsz = 8192 };
+    ph[0] = (Elf32_Phdr){
+        .p_type = PT_LOAD, .p_offset = 1024, .p_paddr = 0x100000, .p_filesz = 512, .p_memsz = 8192
+    };
     memset(buf + 1024, 0xcc, 512);
     if (multiboot) {
-        uint32_t mb[3] = { 0x1badb002, 0x3, (uint32_t)-(0x1badb002 + 0x3) };
+        uint32_t mb[3] = { 0x1badb002, 0x3, (uint32_t) - (0x1badb002 + 0x3) };
         memcpy(buf + 1024, mb, sizeof(mb));
     }
     if (pvh) {
@@ -149,7 +160,7 @@ START_TEST(pvh_elf)
     struct boot_info bi;
     char err[256] = "";
     ck_assert_msg(load("pvh", &bi, err) == 0, "%s", err);
-    ck_assert_int_eq(bi.proto, BOOT_PVH);        /* PVH wins over multiboot, as in QEMU */
+    ck_assert_int_eq(bi.proto, BOOT_PVH); /* PVH wins over multiboot, as in QEMU */
     ck_assert_uint_eq(bi.entry, 0x100040);
     uint32_t magic, nmap;
     uint64_t cmd, rsdp;
@@ -162,7 +173,7 @@ START_TEST(pvh_elf)
     ck_assert_uint_eq(rsdp, LAYOUT_ACPI_BASE);
     ck_assert_uint_eq(nmap, 2);
     ck_assert_uint_eq(ram[0x100000 + 100], 0xcc);
-    ck_assert_uint_eq(ram[0x100000 + 600], 0);  /* bss zeroed */
+    ck_assert_uint_eq(ram[0x100000 + 600], 0); /* bss zeroed */
 }
 END_TEST
 

@@ -20,7 +20,7 @@
 struct sample {
     const char *key;
     const char *value;
-    const char *canonical;      /* the definition's value (for a list: its one element) */
+    const char *canonical; /* the definition's value (for a list: its one element) */
 };
 
 static const struct sample samples[] = {
@@ -30,8 +30,9 @@ static const struct sample samples[] = {
     { "mem", "65536K,overcommit=yes,hugepages=on", "64M,hugepages=on,overcommit=on" },
     { "cpus", "3", "3" },
     { "firmware", "fw.bin", "@/fw.bin" },
-    { "disk", "d,,1.img,format=qcow2,readonly=on,cache=none,serial=S1,workers=2,bootindex=3,"
-              "untrusted=on,backing=/b.raw,backing_format=raw",
+    { "disk",
+      "d,,1.img,format=qcow2,readonly=on,cache=none,serial=S1,workers=2,bootindex=3,"
+      "untrusted=on,backing=/b.raw,backing_format=raw",
       "@/d,,1.img,format=qcow2,readonly=on,cache=none,serial=S1,workers=2,bootindex=3,"
       "untrusted=on,backing=/b.raw,backing_format=raw" },
     { "cdrom", "/x.iso,bootindex=2", "/x.iso,bootindex=2" },
@@ -137,8 +138,8 @@ START_TEST(round_trip)
         ck_assert_msg(config_from_def(def, &back, err, sizeof(err)) == 0, "--%s: %s: %s", opt,
                       json_object_to_json_string(def), err);
         struct json_object *again = def_of(&back.vm);
-        ck_assert_msg(json_object_equal(def, again), "--%s: %s became %s", opt, json_object_to_json_string(def),
-                      json_object_to_json_string(again));
+        ck_assert_msg(json_object_equal(def, again), "--%s: %s became %s", opt,
+                      json_object_to_json_string(def), json_object_to_json_string(again));
         /* And info's view has the value too, with every other setting at its default. */
         struct json_object *info = json_object_new_object(), *iv;
         config_to_json(&back.vm, info);
@@ -168,9 +169,12 @@ START_TEST(definitions_refused)
 {
     static struct run_options o;
     char err[512];
-    static const struct { const char *def, *says; } bad[] = {
+    static const struct {
+        const char *def, *says;
+    } bad[] = {
         { "{\"kernel\": \"/k\", \"memz\": \"1G\"}", "unknown key \"memz\"" },
-        { "{\"kernel\": \"/k\", \"memory\": \"1G\"}", "unknown key \"memory\"" }, /* an alias is an option name */
+        { "{\"kernel\": \"/k\", \"memory\": \"1G\"}",
+          "unknown key \"memory\"" }, /* an alias is an option name */
         { "{\"kernel\": \"/k\", \"daemonize\": true}", "\"daemonize\" is not part" },
         { "{\"kernel\": \"k\"}", "\"kernel\": relative path 'k'" },
         { "{\"kernel\": \"/k\", \"disk\": [\"d.img\"]}", "\"disk\": relative path 'd.img'" },
@@ -197,8 +201,10 @@ START_TEST(definitions_refused)
                       err, bad[i].says);
     }
     /* The same values are fine where they are absolute, known and good. */
-    ck_assert_int_eq(from_text("{\"kernel\": \"/k\", \"disk\": \"/d.img\", \"cpus\": \"2\", \"no-reboot\": false}",
-                               &o, err), 0);
+    ck_assert_int_eq(
+        from_text("{\"kernel\": \"/k\", \"disk\": \"/d.img\", \"cpus\": \"2\", \"no-reboot\": false}", &o,
+                  err),
+        0);
     ck_assert_uint_eq(o.vm.ndisks, 1); /* a single string is a one-item list */
     ck_assert_uint_eq(o.vm.cpus, 2);
     ck_assert(!o.vm.no_reboot);
@@ -230,8 +236,8 @@ START_TEST(defaults)
 {
     static struct run_options o;
     char err[512];
-    char *a[] = { "run", "--kernel", "/k", "--mem", "256M", "--cpus", "1", "--balloon", "on",
-                  "--cmdline", DEFAULT_CMDLINE, NULL };
+    char *a[] = { "run", "--kernel",  "/k", "--mem",     "256M",          "--cpus",
+                  "1",   "--balloon", "on", "--cmdline", DEFAULT_CMDLINE, NULL };
     ck_assert_int_eq(config_parse_run(11, a, &o, err, sizeof(err)), 0);
     struct json_object *def = def_of(&o.vm), *info = json_object_new_object(), *v;
     ck_assert_int_eq(json_object_object_length(def), 1); /* the kernel */

@@ -20,7 +20,11 @@ struct fake_vm {
     struct guest_mem mem;
     uint8_t *ram;
     unsigned ndev, add_limit;
-    struct { void *dev; void (*reset)(void *); void (*destroy)(void *); } dev[MAX_FAKE];
+    struct {
+        void *dev;
+        void (*reset)(void *);
+        void (*destroy)(void *);
+    } dev[MAX_FAKE];
     unsigned nrange;
     struct {
         enum dev_space space;
@@ -31,7 +35,7 @@ struct fake_vm {
     unsigned stops, resets;
     enum kvmbox_stop reason;
     uint32_t code;
-    int line[24];                  /* last level per GSI, -1: never driven */
+    int line[24]; /* last level per GSI, -1: never driven */
 };
 
 static int fake_add_device(void *ctx, const char *name, void *dev, void (*reset)(void *),
@@ -90,9 +94,14 @@ static struct fake_vm *fake_new(unsigned add_limit)
     f->add_limit = add_limit;
     memset(f->line, 0xff, sizeof(f->line));
     f->svc = (struct dev_services){
-        .ctx = f, .mem = &f->mem, .add_device = fake_add_device, .map_range = fake_map_range,
-        .irq_line = fake_irq_line, .request_stop = fake_request_stop,
-        .request_reset = fake_request_reset, .log = fake_log,
+        .ctx = f,
+        .mem = &f->mem,
+        .add_device = fake_add_device,
+        .map_range = fake_map_range,
+        .irq_line = fake_irq_line,
+        .request_stop = fake_request_stop,
+        .request_reset = fake_request_reset,
+        .log = fake_log,
     };
     return f;
 }
@@ -146,9 +155,9 @@ START_TEST(i8042_resets_through_services)
     struct fake_vm *f = fake_new(MAX_FAKE);
     ck_assert_int_eq(i8042_create(&f->svc), 0);
     ck_assert_uint_eq(f->ndev, 1);
-    pio(f, PORT_I8042_CMD, 0xaa, 1, true);           /* self test: no reset */
+    pio(f, PORT_I8042_CMD, 0xaa, 1, true); /* self test: no reset */
     ck_assert_uint_eq(f->resets, 0);
-    pio(f, PORT_I8042_CMD, 0xfe, 1, true);           /* pulse the reset line */
+    pio(f, PORT_I8042_CMD, 0xfe, 1, true); /* pulse the reset line */
     ck_assert_uint_eq(f->resets, 1);
     ck_assert_uint_eq(f->stops, 0);
     fake_free(f);
@@ -160,10 +169,10 @@ START_TEST(pm_sci_and_poweroff)
     struct fake_vm *f = fake_new(MAX_FAKE);
     struct pm *pm;
     ck_assert_int_eq(pm_create(&f->svc, &pm), 0);
-    pio(f, PORT_PM1A_EVT + 2, 0x0100, 2, true);      /* PWRBTN_EN */
+    pio(f, PORT_PM1A_EVT + 2, 0x0100, 2, true); /* PWRBTN_EN */
     pm_power_button(pm);
     ck_assert_int_eq(f->line[IRQ_SCI], 1);
-    pio(f, PORT_PM1A_EVT, 0x0100, 2, true);          /* clear PWRBTN_STS */
+    pio(f, PORT_PM1A_EVT, 0x0100, 2, true); /* clear PWRBTN_STS */
     ck_assert_int_eq(f->line[IRQ_SCI], 0);
     pio(f, PORT_PM1A_CNT, (ACPI_SLP_TYP_S5 << 10) | 0x2000, 2, true);
     ck_assert_uint_eq(f->stops, 1);

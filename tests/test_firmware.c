@@ -61,21 +61,44 @@ END_TEST
 static struct acpi_config cfg(unsigned ncpus, bool pci)
 {
     return (struct acpi_config){
-        .ncpus = ncpus, .lapic_addr = LAYOUT_LAPIC, .ioapic_addr = LAYOUT_IOAPIC,
-        .pm1a_evt_port = PORT_PM1A_EVT, .pm1a_cnt_port = PORT_PM1A_CNT, .pm_tmr_port = PORT_PM_TMR,
-        .sci_irq = 9, .reset_port = PORT_RESET, .reset_value = 6, .s5_slp_typ = 5,
-        .have_pci = pci, .ecam_base = LAYOUT_ECAM_BASE, .ecam_end_bus = 0,
-        .pci_mmio_start = 0xc0000000, .pci_mmio_end = 0xe0000000,
-        .pci_mmio64_start = LAYOUT_PCI_MMIO64, .pci_mmio64_end = LAYOUT_PCI_MMIO64 + (1ULL << 36),
-        .pvpanic_port = PORT_PVPANIC, .com1_port = PORT_COM1, .com1_irq = 4,
+        .ncpus = ncpus,
+        .lapic_addr = LAYOUT_LAPIC,
+        .ioapic_addr = LAYOUT_IOAPIC,
+        .pm1a_evt_port = PORT_PM1A_EVT,
+        .pm1a_cnt_port = PORT_PM1A_CNT,
+        .pm_tmr_port = PORT_PM_TMR,
+        .sci_irq = 9,
+        .reset_port = PORT_RESET,
+        .reset_value = 6,
+        .s5_slp_typ = 5,
+        .have_pci = pci,
+        .ecam_base = LAYOUT_ECAM_BASE,
+        .ecam_end_bus = 0,
+        .pci_mmio_start = 0xc0000000,
+        .pci_mmio_end = 0xe0000000,
+        .pci_mmio64_start = LAYOUT_PCI_MMIO64,
+        .pci_mmio64_end = LAYOUT_PCI_MMIO64 + (1ULL << 36),
+        .pvpanic_port = PORT_PVPANIC,
+        .com1_port = PORT_COM1,
+        .com1_irq = 4,
     };
 }
 
 #define GPA 0xe0000
 static uint8_t tables[65536];
 
-static uint32_t rd32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
-static uint64_t rd64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+static uint32_t rd32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+static uint64_t rd64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
 
 static const uint8_t *at(uint64_t gpa, int used)
 {
@@ -136,10 +159,10 @@ START_TEST(acpi_s5)
     const uint8_t *p = memmem(dsdt, rd32(dsdt + 4), "_S5_", 4);
     ck_assert_ptr_nonnull(p);
     ck_assert_uint_eq(p[-1], '\\');
-    ck_assert_uint_eq(p[4], 0x12);     /* PackageOp */
-    ck_assert_uint_eq(p[6], 4);        /* four elements */
-    ck_assert_uint_eq(p[7], 0x0a);     /* BytePrefix */
-    ck_assert_uint_eq(p[8], 5);        /* SLP_TYPa */
+    ck_assert_uint_eq(p[4], 0x12); /* PackageOp */
+    ck_assert_uint_eq(p[6], 4);    /* four elements */
+    ck_assert_uint_eq(p[7], 0x0a); /* BytePrefix */
+    ck_assert_uint_eq(p[8], 5);    /* SLP_TYPa */
 }
 END_TEST
 
@@ -199,11 +222,14 @@ START_TEST(acpi_iasl)
         ck_assert_ptr_nonnull(f);
         fwrite(tabs[i], 1, rd32(tabs[i] + 4), f);
         fclose(f);
-        snprintf(cmd, sizeof(cmd), "cd %s && iasl -d %s.dat >%s.log 2>&1 && ! grep -qi 'error' %s.dsl", dir, names[i], names[i], names[i]);
+        snprintf(cmd, sizeof(cmd), "cd %s && iasl -d %s.dat >%s.log 2>&1 && ! grep -qi 'error' %s.dsl", dir,
+                 names[i], names[i], names[i]);
         ck_assert_msg(system(cmd) == 0, "iasl -d %s failed", names[i]);
     }
     char cmd[256];
-    snprintf(cmd, sizeof(cmd), "grep -q 'PNP0A08' %s/dsdt.dsl && grep -q '_S5_' %s/dsdt.dsl && grep -q QEMU0001 %s/dsdt.dsl", dir, dir, dir);
+    snprintf(cmd, sizeof(cmd),
+             "grep -q 'PNP0A08' %s/dsdt.dsl && grep -q '_S5_' %s/dsdt.dsl && grep -q QEMU0001 %s/dsdt.dsl",
+             dir, dir, dir);
     ck_assert_msg(system(cmd) == 0, "DSDT disassembly lacks the expected objects");
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
     ck_assert_int_eq(system(cmd), 0);

@@ -22,9 +22,21 @@
 #include "vmm/guest_mem.h"
 #include "vmm/vm.h"
 
-static uint32_t be32(const uint8_t *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
-static uint32_t le32(const uint8_t *p) { return p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
-static uint8_t sum8(const uint8_t *p, size_t n) { uint8_t s = 0; while (n--) s = (uint8_t)(s + *p++); return s; }
+static uint32_t be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+static uint32_t le32(const uint8_t *p)
+{
+    return p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static uint8_t sum8(const uint8_t *p, size_t n)
+{
+    uint8_t s = 0;
+    while (n--)
+        s = (uint8_t)(s + *p++);
+    return s;
+}
 
 /* ---- fw_cfg items ---- */
 
@@ -37,8 +49,8 @@ START_TEST(items_and_directory)
     ck_assert_int_eq(fw_cfg_set(&it, FW_CFG_FILE_FIRST, "x", 1), -EINVAL);
     uint8_t buf[8];
     ck_assert_uint_eq(fw_cfg_read(&it, FW_CFG_SIGNATURE, 2, buf, 8), 2);
-    ck_assert_mem_eq(buf, "MU\0\0\0\0\0\0", 8);               /* past the end: zeroes */
-    ck_assert_uint_eq(fw_cfg_read(&it, 0x7fff, 0, buf, 8), 0);  /* absent item: zeroes */
+    ck_assert_mem_eq(buf, "MU\0\0\0\0\0\0", 8);                /* past the end: zeroes */
+    ck_assert_uint_eq(fw_cfg_read(&it, 0x7fff, 0, buf, 8), 0); /* absent item: zeroes */
     ck_assert_uint_eq(fw_cfg_read(&it, FW_CFG_SIGNATURE, 0xffffffffu, buf, 8), 0);
     ck_assert_int_eq(fw_cfg_add_file(&it, "etc/zeta", "abc", 3), FW_CFG_FILE_FIRST);
     ck_assert_int_eq(fw_cfg_add_file(&it, "bootorder", "", 0), FW_CFG_FILE_FIRST + 1);
@@ -82,7 +94,7 @@ static void put_access(uint64_t gpa, uint32_t control, uint32_t len, uint64_t ad
     uint32_t v[4] = { control, len, (uint32_t)(addr >> 32), (uint32_t)addr };
     for (int i = 0; i < 4; i++)
         a[4 * i] = (uint8_t)(v[i] >> 24), a[4 * i + 1] = (uint8_t)(v[i] >> 16),
-        a[4 * i + 2] = (uint8_t)(v[i] >> 8), a[4 * i + 3] = (uint8_t)v[i];
+              a[4 * i + 2] = (uint8_t)(v[i] >> 8), a[4 * i + 3] = (uint8_t)v[i];
 }
 
 START_TEST(dma_requests)
@@ -97,7 +109,7 @@ START_TEST(dma_requests)
     memset(ram, 0xaa, 0x2000);
     put_access(0x100, FW_CFG_DMA_CTL_SELECT | FW_CFG_DMA_CTL_READ | (FW_CFG_SIGNATURE << 16), 6, 0x1000);
     ck_assert_uint_eq(fw_cfg_dma_run(&gm, &it, &key, &off, 0x100), 0);
-    ck_assert_mem_eq(ram + 0x1000, "QEMU\0\0", 6);   /* the rest of the buffer zero-filled */
+    ck_assert_mem_eq(ram + 0x1000, "QEMU\0\0", 6); /* the rest of the buffer zero-filled */
     ck_assert_uint_eq(ram[0x1006], 0xaa);
     ck_assert_uint_eq(off, 6);
     put_access(0x100, FW_CFG_DMA_CTL_SELECT | FW_CFG_DMA_CTL_SKIP, 2, 0);
@@ -114,7 +126,7 @@ START_TEST(dma_requests)
     ck_assert_uint_eq(fw_cfg_dma_run(&gm, &it, &key, &off, sizeof(ram) - 4), FW_CFG_DMA_CTL_ERROR);
     put_access(0x100, FW_CFG_DMA_CTL_WRITE, 4, 0x1000);
     ck_assert_uint_eq(fw_cfg_dma_run(&gm, &it, &key, &off, 0x100), FW_CFG_DMA_CTL_ERROR);
-    put_access(0x100, FW_CFG_DMA_CTL_SKIP, 0xffffffffu, 0);   /* offset saturates */
+    put_access(0x100, FW_CFG_DMA_CTL_SKIP, 0xffffffffu, 0); /* offset saturates */
     fw_cfg_dma_run(&gm, &it, &key, &off, 0x100);
     fw_cfg_dma_run(&gm, &it, &key, &off, 0x100);
     ck_assert_uint_eq(off, 0xffffffffu);
@@ -127,11 +139,24 @@ END_TEST
 static struct acpi_config acpi_cfg(void)
 {
     return (struct acpi_config){
-        .ncpus = 3, .lapic_addr = 0xfee00000, .ioapic_addr = 0xfec00000, .pm1a_evt_port = 0x600,
-        .pm1a_cnt_port = 0x604, .pm_tmr_port = 0x608, .sci_irq = 9, .reset_port = 0xcf9,
-        .reset_value = 6, .s5_slp_typ = 5, .have_pci = true, .ecam_base = 0xe0000000,
-        .pci_mmio_start = 0xe0100000, .pci_mmio_end = 0xfec00000,
-        .pci_mmio64_start = 1ULL << 36, .pci_mmio64_end = 2ULL << 36, .com1_port = 0x3f8, .com1_irq = 4,
+        .ncpus = 3,
+        .lapic_addr = 0xfee00000,
+        .ioapic_addr = 0xfec00000,
+        .pm1a_evt_port = 0x600,
+        .pm1a_cnt_port = 0x604,
+        .pm_tmr_port = 0x608,
+        .sci_irq = 9,
+        .reset_port = 0xcf9,
+        .reset_value = 6,
+        .s5_slp_typ = 5,
+        .have_pci = true,
+        .ecam_base = 0xe0000000,
+        .pci_mmio_start = 0xe0100000,
+        .pci_mmio_end = 0xfec00000,
+        .pci_mmio64_start = 1ULL << 36,
+        .pci_mmio64_end = 2ULL << 36,
+        .com1_port = 0x3f8,
+        .com1_irq = 4,
     };
 }
 
@@ -237,8 +262,11 @@ START_TEST(smbios_tables)
     ck_assert_uint_eq(a[28] | a[29] << 8, 3);
     /* walk: type 1 with the UUID's first fields little-endian and the name; then 32; 127 */
     ck_assert_uint_eq(t[0], 1);
-    ck_assert_uint_eq(t[8], 0x78); ck_assert_uint_eq(t[11], 0x12);
-    ck_assert_uint_eq(t[12], 0xbc); ck_assert_uint_eq(t[14], 0xf0); ck_assert_uint_eq(t[16], 1);
+    ck_assert_uint_eq(t[8], 0x78);
+    ck_assert_uint_eq(t[11], 0x12);
+    ck_assert_uint_eq(t[12], 0xbc);
+    ck_assert_uint_eq(t[14], 0xf0);
+    ck_assert_uint_eq(t[16], 1);
     const char *s = (const char *)t + t[1];
     int found = 0;
     for (int i = 1; *s; i++, s += strlen(s) + 1)
@@ -247,7 +275,8 @@ START_TEST(smbios_tables)
     ck_assert(found);
     const uint8_t *p = (const uint8_t *)s + 1;
     ck_assert_uint_eq(p[0], 32);
-    ck_assert_uint_eq(p[p[1]], 0); ck_assert_uint_eq(p[p[1] + 1], 0);
+    ck_assert_uint_eq(p[p[1]], 0);
+    ck_assert_uint_eq(p[p[1] + 1], 0);
     p += p[1] + 2;
     ck_assert_uint_eq(p[0], 127);
     ck_assert_int_eq(smbios_build(&in, t, 20, a), -ENOSPC);
@@ -280,34 +309,39 @@ START_TEST(cd_commands)
     cmd(inq, 6);
     ck_assert_uint_eq(rep.status, SCSI_GOOD);
     ck_assert_uint_eq(rep.len, 36);
-    ck_assert_uint_eq(rep.data[0], 5); ck_assert_uint_eq(rep.data[1], 0x80);
+    ck_assert_uint_eq(rep.data[0], 5);
+    ck_assert_uint_eq(rep.data[1], 0x80);
     const uint8_t inq_short[6] = { 0x12, 0, 0, 0, 5, 0 };
     cmd(inq_short, 6);
-    ck_assert_uint_eq(rep.len, 5);                            /* allocation length honoured */
+    ck_assert_uint_eq(rep.len, 5); /* allocation length honoured */
     const uint8_t cap[10] = { 0x25 };
     cmd(cap, 10);
-    ck_assert_uint_eq(be32(rep.data), 99); ck_assert_uint_eq(be32(rep.data + 4), 2048);
+    ck_assert_uint_eq(be32(rep.data), 99);
+    ck_assert_uint_eq(be32(rep.data + 4), 2048);
     const uint8_t rd[10] = { 0x28, 0, 0, 0, 0, 98, 0, 0, 2, 0 };
     cmd(rd, 10);
-    ck_assert(rep.read); ck_assert_uint_eq(rep.lba, 98); ck_assert_uint_eq(rep.nblocks, 2);
+    ck_assert(rep.read);
+    ck_assert_uint_eq(rep.lba, 98);
+    ck_assert_uint_eq(rep.nblocks, 2);
     const uint8_t rd_past[10] = { 0x28, 0, 0, 0, 0, 99, 0, 0, 2, 0 };
     cmd(rd_past, 10);
     want_sense(SK_ILLEGAL_REQUEST, ASC_LBA_OUT_OF_RANGE);
-    const uint8_t rs[6] = { 0x03, 0, 0, 0, 18, 0 };           /* the last error, once */
+    const uint8_t rs[6] = { 0x03, 0, 0, 0, 18, 0 }; /* the last error, once */
     cmd(rs, 6);
     ck_assert_uint_eq(rep.status, SCSI_GOOD);
-    ck_assert_uint_eq(rep.data[2], SK_ILLEGAL_REQUEST); ck_assert_uint_eq(rep.data[12], ASC_LBA_OUT_OF_RANGE);
+    ck_assert_uint_eq(rep.data[2], SK_ILLEGAL_REQUEST);
+    ck_assert_uint_eq(rep.data[12], ASC_LBA_OUT_OF_RANGE);
     cmd(rs, 6);
     ck_assert_uint_eq(rep.data[2], 0);
     const uint8_t rd16[16] = { 0x88, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xf0, 0, 0, 0, 0x20, 0, 0 };
-    cmd(rd16, 16);                                            /* LBA + count would overflow */
+    cmd(rd16, 16); /* LBA + count would overflow */
     want_sense(SK_ILLEGAL_REQUEST, ASC_LBA_OUT_OF_RANGE);
     const uint8_t rd12[12] = { 0xa8, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0 };
     cmd(rd12, 12);
     want_sense(SK_ILLEGAL_REQUEST, ASC_LBA_OUT_OF_RANGE);
-    cmd(rd, 6);                                               /* READ(10) cut to 6 bytes */
+    cmd(rd, 6); /* READ(10) cut to 6 bytes */
     want_sense(SK_ILLEGAL_REQUEST, ASC_INVALID_OPCODE);
-    const uint8_t unknown[10] = { 0x2a };                     /* WRITE(10) on a CD */
+    const uint8_t unknown[10] = { 0x2a }; /* WRITE(10) on a CD */
     cmd(unknown, 10);
     want_sense(SK_ILLEGAL_REQUEST, ASC_INVALID_OPCODE);
     const uint8_t ms[10] = { 0x5a, 0, 0x2a, 0, 0, 0, 0, 0, 128, 0 };
@@ -321,26 +355,31 @@ START_TEST(cd_commands)
     const uint8_t toc[10] = { 0x43, 0x02, 0, 0, 0, 0, 0, 0, 64, 0 };
     cmd(toc, 10);
     ck_assert_uint_eq(rep.len, 20);
-    ck_assert_uint_eq(rep.data[6], 1); ck_assert_uint_eq(rep.data[14], 0xaa);
-    ck_assert_uint_eq(rep.data[9], 0); ck_assert_uint_eq(rep.data[10], 2); /* MSF 00:02:00 */
+    ck_assert_uint_eq(rep.data[6], 1);
+    ck_assert_uint_eq(rep.data[14], 0xaa);
+    ck_assert_uint_eq(rep.data[9], 0);
+    ck_assert_uint_eq(rep.data[10], 2); /* MSF 00:02:00 */
     ck_assert_uint_eq(rep.data[11], 0);
     const uint8_t gesn_async[10] = { 0x4a, 0, 0, 0, 0x10, 0, 0, 0, 8, 0 };
     cmd(gesn_async, 10);
     want_sense(SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_IN_CDB);
     const uint8_t gesn[10] = { 0x4a, 1, 0, 0, 0x10, 0, 0, 0, 8, 0 };
     cmd(gesn, 10);
-    ck_assert_uint_eq(rep.len, 8); ck_assert_uint_eq(rep.data[5], 0x02);
+    ck_assert_uint_eq(rep.len, 8);
+    ck_assert_uint_eq(rep.data[5], 0x02);
     const uint8_t prevent[6] = { 0x1e, 0, 0, 0, 1, 0 }, eject[6] = { 0x1b, 0, 0, 0, 2, 0 };
     cmd(prevent, 6);
     cmd(eject, 6);
     ck_assert_uint_eq(rep.status, SCSI_CHECK_CONDITION);
     const uint8_t luns[12] = { 0xa0, 0, 0, 0, 0, 0, 0, 0, 0, 16, 0, 0 };
     cmd(luns, 12);
-    ck_assert_uint_eq(rep.len, 16); ck_assert_uint_eq(be32(rep.data), 8);
+    ck_assert_uint_eq(rep.len, 16);
+    ck_assert_uint_eq(be32(rep.data), 8);
     scsi_no_lun_command(inq, 6, &rep);
     ck_assert_uint_eq(rep.data[0], 0x7f);
     scsi_no_lun_command(cap, 10, &rep);
-    ck_assert_uint_eq(rep.status, SCSI_CHECK_CONDITION); ck_assert_uint_eq(rep.sense[12], ASC_LUN_NOT_SUPPORTED);
+    ck_assert_uint_eq(rep.status, SCSI_CHECK_CONDITION);
+    ck_assert_uint_eq(rep.sense[12], ASC_LUN_NOT_SUPPORTED);
 }
 END_TEST
 
@@ -371,7 +410,7 @@ END_TEST
 START_TEST(image_checks)
 {
     static uint8_t img[256 << 10];
-    ck_assert_int_eq(fw_image_check(img, sizeof(img)), -ENOEXEC);  /* zeroes: no reset vector */
+    ck_assert_int_eq(fw_image_check(img, sizeof(img)), -ENOEXEC); /* zeroes: no reset vector */
     img[sizeof(img) - 16] = 0xea;
     ck_assert_int_eq(fw_image_check(img, sizeof(img)), 0);
     ck_assert_int_eq(fw_image_check(img, sizeof(img) - 4096), -ENOEXEC); /* not 64 KiB-sized */
@@ -401,7 +440,7 @@ START_TEST(bootorder_file)
     const uint8_t cd_first[] = { KVMBOX_BOOT_CDROM, KVMBOX_BOOT_NET, 0 };
     fw_bootorder(&vm, cd_first, out, sizeof(out));
     ck_assert(starts(out, "/pci@i0cf8/scsi@3/channel@0/disk@0,0\n/pci@i0cf8/scsi@1/"));
-    vm.cfg.disks[1].bootindex = 1;                           /* bootindex beats the order */
+    vm.cfg.disks[1].bootindex = 1; /* bootindex beats the order */
     fw_bootorder(&vm, cd_first, out, sizeof(out));
     ck_assert(starts(out, "/pci@i0cf8/scsi@2/disk@0,0\n/pci@i0cf8/scsi@3/"));
     ck_assert_int_eq(fw_bootorder(&vm, NULL, out, 20), -ENOSPC);
@@ -424,10 +463,12 @@ START_TEST(run_options)
     char err[256];
     kvmbox_config_init(&c);
     ck_assert_int_eq(config_parse_boot("cdrom,disk,net", &c, err, sizeof(err)), 0);
-    ck_assert_uint_eq(c.boot_order[0], KVMBOX_BOOT_CDROM); ck_assert_uint_eq(c.boot_order[2], KVMBOX_BOOT_NET);
+    ck_assert_uint_eq(c.boot_order[0], KVMBOX_BOOT_CDROM);
+    ck_assert_uint_eq(c.boot_order[2], KVMBOX_BOOT_NET);
     ck_assert_uint_eq(c.boot_order[3], 0);
     ck_assert_int_eq(config_parse_boot("once=d", &c, err, sizeof(err)), 0);
-    ck_assert_uint_eq(c.boot_once[0], KVMBOX_BOOT_CDROM); ck_assert_uint_eq(c.boot_once[1], 0);
+    ck_assert_uint_eq(c.boot_once[0], KVMBOX_BOOT_CDROM);
+    ck_assert_uint_eq(c.boot_once[1], 0);
     ck_assert_int_eq(config_parse_boot("order=dc", &c, err, sizeof(err)), -EINVAL); /* one per word */
     ck_assert_int_eq(config_parse_boot("disk,disk", &c, err, sizeof(err)), -EINVAL);
     ck_assert_int_eq(config_parse_boot("floppy", &c, err, sizeof(err)), -EINVAL);
@@ -438,12 +479,16 @@ START_TEST(run_options)
     struct kvmbox_cdrom cd;
     char buf[256];
     ck_assert_int_eq(config_parse_cdrom("a,,b.iso,bootindex=2", &cd, buf, sizeof(buf), err, sizeof(err)), 0);
-    ck_assert_str_eq(cd.path, "a,b.iso"); ck_assert_uint_eq(cd.bootindex, 2);
-    ck_assert_int_eq(config_parse_cdrom("x.iso,readonly=on", &cd, buf, sizeof(buf), err, sizeof(err)), -EINVAL);
-    ck_assert_int_eq(config_parse_cdrom("x.iso,bootindex=1000", &cd, buf, sizeof(buf), err, sizeof(err)), -EINVAL);
+    ck_assert_str_eq(cd.path, "a,b.iso");
+    ck_assert_uint_eq(cd.bootindex, 2);
+    ck_assert_int_eq(config_parse_cdrom("x.iso,readonly=on", &cd, buf, sizeof(buf), err, sizeof(err)),
+                     -EINVAL);
+    ck_assert_int_eq(config_parse_cdrom("x.iso,bootindex=1000", &cd, buf, sizeof(buf), err, sizeof(err)),
+                     -EINVAL);
     uint8_t u[16];
     ck_assert_int_eq(config_parse_uuid("12345678-9abc-def0-1234-56789abcdef0", u), 0);
-    ck_assert_uint_eq(u[0], 0x12); ck_assert_uint_eq(u[15], 0xf0);
+    ck_assert_uint_eq(u[0], 0x12);
+    ck_assert_uint_eq(u[15], 0xf0);
     ck_assert_int_eq(config_parse_uuid("12345678-9abc-def0-1234-56789abcdefg", u), -EINVAL);
     ck_assert_int_eq(config_parse_uuid("123456789abcdef0123456789abcdef01234", u), -EINVAL);
 }

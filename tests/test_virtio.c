@@ -11,13 +11,13 @@
 #include "virtio/queue.h"
 #include "vmm/guest_mem.h"
 
-#define RAM (1u << 20)
-#define QSZ 16
-#define DESC 0x1000
+#define RAM   (1u << 20)
+#define QSZ   16
+#define DESC  0x1000
 #define AVAIL 0x2000
-#define USED 0x3000
-#define IND 0x4000
-#define DATA 0x10000
+#define USED  0x3000
+#define IND   0x4000
+#define DATA  0x10000
 
 static struct guest_mem gm;
 static uint8_t *ram;
@@ -301,8 +301,11 @@ END_TEST
 /* ---- virtio-blk requests ---- */
 
 static const struct blk_req_limits lim = {
-    .capacity = 2048, .discard = true, .write_zeroes = true,
-    .max_discard_sectors = 1024, .max_write_zeroes_sectors = 1024,
+    .capacity = 2048,
+    .discard = true,
+    .write_zeroes = true,
+    .max_discard_sectors = 1024,
+    .max_write_zeroes_sectors = 1024,
 };
 
 struct reqbuf {
@@ -520,24 +523,24 @@ START_TEST(net_tx_frames)
     struct iovec iov[VIRTQ_CHAIN_MAX];
     static uint8_t f[2][2048];
     ch.nseg = ch.nread = 0;
-    seg(f[0], 12, false), seg(f[1], 60, false);       /* header and frame in two buffers */
+    seg(f[0], 12, false), seg(f[1], 60, false); /* header and frame in two buffers */
     ck_assert_int_eq(net_tx_frame(&ch, false, iov), 1);
     ck_assert_ptr_eq(iov[0].iov_base, f[1]);
     ck_assert_uint_eq(iov[0].iov_len, 60);
-    ck_assert_int_eq(net_tx_frame(&ch, true, iov), 2);  /* tap: the header goes along */
+    ck_assert_int_eq(net_tx_frame(&ch, true, iov), 2); /* tap: the header goes along */
     ch.nseg = ch.nread = 0;
-    seg(f[0], 74, false);                              /* both in one buffer */
+    seg(f[0], 74, false); /* both in one buffer */
     ck_assert_int_eq(net_tx_frame(&ch, false, iov), 1);
     ck_assert_ptr_eq(iov[0].iov_base, f[0] + 12);
     ck_assert_uint_eq(iov[0].iov_len, 62);
     ch.nseg = ch.nread = 0;
-    seg(f[0], 12, false), seg(f[1], 60, true);         /* a device-writable transmit buffer */
+    seg(f[0], 12, false), seg(f[1], 60, true); /* a device-writable transmit buffer */
     ck_assert_int_eq(net_tx_frame(&ch, false, iov), -NF_E_WRITABLE);
     ch.nseg = ch.nread = 0;
-    seg(f[0], 20, false);                              /* no room for an Ethernet header */
+    seg(f[0], 20, false); /* no room for an Ethernet header */
     ck_assert_int_eq(net_tx_frame(&ch, false, iov), -NF_E_SHORT);
     ch.nseg = ch.nread = 0;
-    for (int i = 0; i < 40; i++)                       /* 80 KiB: more than a 64 KiB frame */
+    for (int i = 0; i < 40; i++) /* 80 KiB: more than a 64 KiB frame */
         seg(f[i & 1], 2048, false);
     ck_assert_int_eq(net_tx_frame(&ch, false, iov), -NF_E_LONG);
 }

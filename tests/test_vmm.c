@@ -89,11 +89,11 @@ START_TEST(gm_bounds)
     gm_layout(&gm, ram, sizeof(ram));
     ck_assert_ptr_eq(gm_ptr(&gm, 0, 1), ram);
     ck_assert_ptr_eq(gm_ptr(&gm, sizeof(ram) - 1, 1), ram + sizeof(ram) - 1);
-    ck_assert_ptr_null(gm_ptr(&gm, sizeof(ram) - 1, 2));  /* straddles the end */
-    ck_assert_ptr_null(gm_ptr(&gm, sizeof(ram), 1));      /* just past the end */
-    ck_assert_ptr_null(gm_ptr(&gm, 0, 0));                /* zero length refused */
-    ck_assert_ptr_null(gm_ptr(&gm, UINT64_MAX, 2));       /* wraps */
-    ck_assert_ptr_null(gm_ptr(&gm, 16, UINT64_MAX));      /* wraps */
+    ck_assert_ptr_null(gm_ptr(&gm, sizeof(ram) - 1, 2)); /* straddles the end */
+    ck_assert_ptr_null(gm_ptr(&gm, sizeof(ram), 1));     /* just past the end */
+    ck_assert_ptr_null(gm_ptr(&gm, 0, 0));               /* zero length refused */
+    ck_assert_ptr_null(gm_ptr(&gm, UINT64_MAX, 2));      /* wraps */
+    ck_assert_ptr_null(gm_ptr(&gm, 16, UINT64_MAX));     /* wraps */
     uint8_t b = 7;
     ck_assert_int_eq(gm_write(&gm, 100, &b, 1), 0);
     ck_assert_int_eq(gm_write(&gm, sizeof(ram), &b, 1), -EFAULT);
@@ -125,12 +125,18 @@ END_TEST
 START_TEST(sizes)
 {
     uint64_t v;
-    ck_assert_int_eq(parse_size("512", &v), 0); ck_assert_uint_eq(v, 512);
-    ck_assert_int_eq(parse_size("64K", &v), 0); ck_assert_uint_eq(v, 65536);
-    ck_assert_int_eq(parse_size("256M", &v), 0); ck_assert_uint_eq(v, 256ULL << 20);
-    ck_assert_int_eq(parse_size("8G", &v), 0); ck_assert_uint_eq(v, 8ULL << 30);
-    ck_assert_int_eq(parse_size("1T", &v), 0); ck_assert_uint_eq(v, 1ULL << 40);
-    ck_assert_int_eq(parse_size("2GiB", &v), 0); ck_assert_uint_eq(v, 2ULL << 30);
+    ck_assert_int_eq(parse_size("512", &v), 0);
+    ck_assert_uint_eq(v, 512);
+    ck_assert_int_eq(parse_size("64K", &v), 0);
+    ck_assert_uint_eq(v, 65536);
+    ck_assert_int_eq(parse_size("256M", &v), 0);
+    ck_assert_uint_eq(v, 256ULL << 20);
+    ck_assert_int_eq(parse_size("8G", &v), 0);
+    ck_assert_uint_eq(v, 8ULL << 30);
+    ck_assert_int_eq(parse_size("1T", &v), 0);
+    ck_assert_uint_eq(v, 1ULL << 40);
+    ck_assert_int_eq(parse_size("2GiB", &v), 0);
+    ck_assert_uint_eq(v, 2ULL << 30);
     ck_assert_int_eq(parse_size("", &v), -EINVAL);
     ck_assert_int_eq(parse_size("-1M", &v), -EINVAL);
     ck_assert_int_eq(parse_size("12Q", &v), -EINVAL);
@@ -156,8 +162,9 @@ START_TEST(run_options)
 {
     struct run_options o;
     char err[256];
-    ck_assert_int_eq(parse(&o, err, "run", "--kernel", "k", "--mem", "1G", "--cpus", "4",
-                           "--cmdline", "a b", "--no-reboot", "--timeout", "9", NULL), 0);
+    ck_assert_int_eq(parse(&o, err, "run", "--kernel", "k", "--mem", "1G", "--cpus", "4", "--cmdline", "a b",
+                           "--no-reboot", "--timeout", "9", NULL),
+                     0);
     /* paths are made absolute when parsed: a definition made from them works anywhere */
     ck_assert(o.vm.kernel[0] == '/' && !strcmp(strrchr(o.vm.kernel, '/'), "/k"));
     ck_assert_uint_eq(o.vm.mem_size, 1ULL << 30);
@@ -175,8 +182,8 @@ START_TEST(run_options)
     ck_assert_uint_eq(o.vm.mem_size, 128ULL << 20);
     ck_assert(!o.vm.hugepages && !o.vm.mem_overcommit);
     /* memory options, in any order */
-    ck_assert_int_eq(parse(&o, err, "run", "--kernel", "k", "--mem", "64G,overcommit=on,hugepages=on",
-                           NULL), 0);
+    ck_assert_int_eq(parse(&o, err, "run", "--kernel", "k", "--mem", "64G,overcommit=on,hugepages=on", NULL),
+                     0);
     ck_assert_uint_eq(o.vm.mem_size, 64ULL << 30);
     ck_assert(o.vm.hugepages && o.vm.mem_overcommit);
 }

@@ -23,11 +23,11 @@
 #include "common/util.h"
 
 #define VIRTIO_ID_BALLOON 5
-#define QUEUE_SIZE 128
-#define NQUEUES 4
-#define PAGE 4096ULL
+#define QUEUE_SIZE        128
+#define NQUEUES           4
+#define PAGE              4096ULL
 
-#define VIRTIO_BALLOON_F_STATS_VQ 1
+#define VIRTIO_BALLOON_F_STATS_VQ       1
 #define VIRTIO_BALLOON_F_DEFLATE_ON_OOM 2
 #define VIRTIO_BALLOON_F_PAGE_REPORTING 5
 
@@ -35,13 +35,13 @@ enum role { INFLATE, DEFLATE, STATS, REPORTING, NROLES };
 
 struct vballoon {
     struct virtio_dev vd;
-    struct guest_mem *mem;         /* guest RAM (the VM's, through its services) */
-    pthread_mutex_t lock;          /* config, stats, counters */
-    uint32_t num_pages, actual;    /* the configuration space */
-    int qi[NROLES];                /* queue index of each role for the negotiated features:
+    struct guest_mem *mem;      /* guest RAM (the VM's, through its services) */
+    pthread_mutex_t lock;       /* config, stats, counters */
+    uint32_t num_pages, actual; /* the configuration space */
+    int qi[NROLES];             /* queue index of each role for the negotiated features:
                                       qindex() (written at DRIVER_OK on a vCPU thread, read by
                                       the balloon and API threads) */
-    int stats_head;                /* the statistics chain held by the device, or -1 */
+    int stats_head;             /* the statistics chain held by the device, or -1 */
     struct balloon_stats stats;
     uint64_t stats_ns;
     unsigned stats_interval;
@@ -195,7 +195,8 @@ static void reporting(struct vballoon *b)
     }
 }
 
-static const int stat_slot[] = { /* VIRTIO_BALLOON_S_* tag -> field order in balloon_stats */
+static const int stat_slot[] = {
+    /* VIRTIO_BALLOON_S_* tag -> field order in balloon_stats */
     [0] = 0, [1] = 1, [2] = 2, [3] = 3, [4] = 4, [5] = 5, [6] = 6, [7] = 7,
 };
 
@@ -218,9 +219,14 @@ static void stats_arrived(struct vballoon *b)
                     v[stat_slot[tag]] = (int64_t)(val > INT64_MAX ? INT64_MAX : val);
             }
         pthread_mutex_lock(&b->lock);
-        b->stats = (struct balloon_stats){ .swap_in = v[0], .swap_out = v[1], .major_faults = v[2],
-                                           .minor_faults = v[3], .free = v[4], .total = v[5],
-                                           .available = v[6], .caches = v[7] };
+        b->stats = (struct balloon_stats){ .swap_in = v[0],
+                                           .swap_out = v[1],
+                                           .major_faults = v[2],
+                                           .minor_faults = v[3],
+                                           .free = v[4],
+                                           .total = v[5],
+                                           .available = v[6],
+                                           .caches = v[7] };
         b->stats_ns = monotonic_ns();
         if (b->stats_head >= 0) /* a driver that sends a second buffer: give the first back */
             give_back(b, STATS, (uint16_t)b->stats_head, 0);
@@ -304,7 +310,8 @@ static void balloon_start(struct virtio_dev *vd)
     int next = 2;
     __atomic_store_n(&b->qi[INFLATE], 0, __ATOMIC_RELAXED);
     __atomic_store_n(&b->qi[DEFLATE], 1, __ATOMIC_RELAXED);
-    __atomic_store_n(&b->qi[STATS], virtio_has(vd, VIRTIO_BALLOON_F_STATS_VQ) ? next++ : -1, __ATOMIC_RELAXED);
+    __atomic_store_n(&b->qi[STATS], virtio_has(vd, VIRTIO_BALLOON_F_STATS_VQ) ? next++ : -1,
+                     __ATOMIC_RELAXED);
     __atomic_store_n(&b->qi[REPORTING], virtio_has(vd, VIRTIO_BALLOON_F_PAGE_REPORTING) ? next++ : -1,
                      __ATOMIC_RELAXED);
     for (int i = 0; i < NQUEUES; i++)
@@ -341,8 +348,12 @@ static void balloon_destroy(struct virtio_dev *vd)
 }
 
 static const struct virtio_dev_ops balloon_ops = {
-    .name = "virtio-balloon", .config_read = config_read, .config_write = config_write,
-    .start = balloon_start, .stop = balloon_stop, .destroy = balloon_destroy,
+    .name = "virtio-balloon",
+    .config_read = config_read,
+    .config_write = config_write,
+    .start = balloon_start,
+    .stop = balloon_stop,
+    .destroy = balloon_destroy,
 };
 
 int vballoon_set_target(struct vballoon *b, uint64_t target, char *err, size_t errlen)
@@ -393,8 +404,8 @@ void vballoon_get_info(struct vballoon *b, struct balloon_info *info)
     pthread_mutex_unlock(&b->lock);
 }
 
-int vballoon_create(const struct dev_services *svc, struct pci_host *pci, struct vballoon **out,
-                    char *err, size_t errlen)
+int vballoon_create(const struct dev_services *svc, struct pci_host *pci, struct vballoon **out, char *err,
+                    size_t errlen)
 {
     struct vballoon *b = calloc(1, sizeof(*b));
     if (!b)
@@ -408,8 +419,8 @@ int vballoon_create(const struct dev_services *svc, struct pci_host *pci, struct
     pthread_mutex_init(&b->lock, NULL);
     uint64_t features = 1ULL << VIRTIO_BALLOON_F_STATS_VQ | 1ULL << VIRTIO_BALLOON_F_DEFLATE_ON_OOM |
                         1ULL << VIRTIO_BALLOON_F_PAGE_REPORTING;
-    int r = virtio_pci_init(&b->vd, svc, pci, "virtio-balloon", VIRTIO_ID_BALLOON, 0x00ff00,
-                            NQUEUES, QUEUE_SIZE, 8, features, &balloon_ops, b);
+    int r = virtio_pci_init(&b->vd, svc, pci, "virtio-balloon", VIRTIO_ID_BALLOON, 0x00ff00, NQUEUES,
+                            QUEUE_SIZE, 8, features, &balloon_ops, b);
     if (r < 0) {
         errf(err, errlen, r, "cannot create the virtio-balloon device: %s", strerror(-r));
         if (b->vd.registered)

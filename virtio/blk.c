@@ -29,28 +29,28 @@
 #include "devices/services.h"
 #include "common/util.h"
 
-#define VIRTIO_ID_BLOCK 2
-#define QUEUE_SIZE 256
-#define SEG_MAX (QUEUE_SIZE - 2)
-#define SIZE_MAX_SEG (1u << 20)  /* largest segment the driver may send */
-#define DEFAULT_WORKERS 4
-#define MAX_WORKERS 64
+#define VIRTIO_ID_BLOCK     2
+#define QUEUE_SIZE          256
+#define SEG_MAX             (QUEUE_SIZE - 2)
+#define SIZE_MAX_SEG        (1u << 20) /* largest segment the driver may send */
+#define DEFAULT_WORKERS     4
+#define MAX_WORKERS         64
 #define MAX_DISCARD_SECTORS (1u << 22)
 
-#define VIRTIO_BLK_F_SIZE_MAX 1
-#define VIRTIO_BLK_F_SEG_MAX 2
-#define VIRTIO_BLK_F_RO 5
-#define VIRTIO_BLK_F_BLK_SIZE 6
-#define VIRTIO_BLK_F_FLUSH 9
-#define VIRTIO_BLK_F_TOPOLOGY 10
-#define VIRTIO_BLK_F_DISCARD 13
+#define VIRTIO_BLK_F_SIZE_MAX     1
+#define VIRTIO_BLK_F_SEG_MAX      2
+#define VIRTIO_BLK_F_RO           5
+#define VIRTIO_BLK_F_BLK_SIZE     6
+#define VIRTIO_BLK_F_FLUSH        9
+#define VIRTIO_BLK_F_TOPOLOGY     10
+#define VIRTIO_BLK_F_DISCARD      13
 #define VIRTIO_BLK_F_WRITE_ZEROES 14
 
 struct blk_io {
     struct blk_io *next;
     unsigned qi;
-    uint64_t expect;               /* io_uring: the byte count a complete transfer returns */
-    bool mapped;                   /* io_uring transfer through blk_map(): blk_map_done() after */
+    uint64_t expect; /* io_uring: the byte count a complete transfer returns */
+    bool mapped;     /* io_uring transfer through blk_map(): blk_map_done() after */
     struct virtq_chain chain;
     struct blk_req req;
 };
@@ -59,7 +59,7 @@ struct vblk {
     struct virtio_dev vd;
     struct blk *blk;
     char name[32];
-    const char *path;              /* the image, for messages (the VM owns the string) */
+    const char *path; /* the image, for messages (the VM owns the string) */
     char serial[VIRTIO_BLK_ID_BYTES + 1];
     struct blk_req_limits lim;
     uint8_t config[64];
@@ -68,7 +68,7 @@ struct vblk {
     bool queue_thread_started;
     int quit_fd;
 
-    pthread_mutex_t lock;          /* the work list, in-flight count, free list, stopping */
+    pthread_mutex_t lock; /* the work list, in-flight count, free list, stopping */
     pthread_cond_t work_cond, idle_cond;
     struct blk_io *work_head, *work_tail, *free_list;
     unsigned inflight;
@@ -78,16 +78,16 @@ struct vblk {
 
     /* Run-time trouble, for the host: counters read by `kvmbox info` (relaxed atomics, one
      * writer per increment) and log lines, at most LOG_BURST per LOG_WINDOW_NS. */
-    bool corrupt;                  /* the block layer fenced the image off */
-    uint64_t io_errors;            /* requests completed with IOERR because I/O failed */
-    pthread_mutex_t log_lock;      /* the fields below */
-    uint64_t log_window;           /* start of the current window (monotonic ns) */
+    bool corrupt;             /* the block layer fenced the image off */
+    uint64_t io_errors;       /* requests completed with IOERR because I/O failed */
+    pthread_mutex_t log_lock; /* the fields below */
+    uint64_t log_window;      /* start of the current window (monotonic ns) */
     unsigned log_count, log_suppressed;
 
-    bool uring;                    /* mapped reads and writes (and raw flushes) through io_uring */
+    bool uring; /* mapped reads and writes (and raw flushes) through io_uring */
     struct io_uring ring;
-    int ring_fd;                   /* eventfd signalled on completions */
-    unsigned ring_pending;         /* prepared, not yet submitted */
+    int ring_fd;           /* eventfd signalled on completions */
+    unsigned ring_pending; /* prepared, not yet submitted */
 };
 
 static struct vblk *to_vblk(struct virtio_dev *vd)
@@ -103,18 +103,18 @@ static void build_config(struct vblk *b, uint32_t opt_io_sectors)
     virtio_put_le(c, 0, b->lim.capacity, 8);
     virtio_put_le(c, 8, SIZE_MAX_SEG, 4);
     virtio_put_le(c, 12, SEG_MAX, 4);
-    virtio_put_le(c, 20, 512, 4);             /* blk_size */
-    c[24] = 0;                      /* physical_block_exp */
-    c[25] = 0;                      /* alignment_offset */
-    virtio_put_le(c, 26, 1, 2);               /* min_io_size, in blocks */
-    virtio_put_le(c, 28, opt_io_sectors, 4);  /* opt_io_size: a qcow2 cluster */
-    virtio_put_le(c, 34, 1, 2);               /* num_queues */
+    virtio_put_le(c, 20, 512, 4);            /* blk_size */
+    c[24] = 0;                               /* physical_block_exp */
+    c[25] = 0;                               /* alignment_offset */
+    virtio_put_le(c, 26, 1, 2);              /* min_io_size, in blocks */
+    virtio_put_le(c, 28, opt_io_sectors, 4); /* opt_io_size: a qcow2 cluster */
+    virtio_put_le(c, 34, 1, 2);              /* num_queues */
     virtio_put_le(c, 36, b->lim.max_discard_sectors, 4);
-    virtio_put_le(c, 40, 1, 4);               /* max_discard_seg */
+    virtio_put_le(c, 40, 1, 4);                                   /* max_discard_seg */
     virtio_put_le(c, 44, opt_io_sectors ? opt_io_sectors : 8, 4); /* discard_sector_alignment */
     virtio_put_le(c, 48, b->lim.max_write_zeroes_sectors, 4);
-    virtio_put_le(c, 52, 1, 4);               /* max_write_zeroes_seg */
-    c[56] = 1;                      /* write_zeroes_may_unmap */
+    virtio_put_le(c, 52, 1, 4); /* max_write_zeroes_seg */
+    c[56] = 1;                  /* write_zeroes_may_unmap */
 }
 
 static void config_read(struct virtio_dev *vd, unsigned off, void *data, unsigned len)
@@ -124,7 +124,7 @@ static void config_read(struct virtio_dev *vd, unsigned off, void *data, unsigne
 
 /* ---- what the host hears ---------------------------------------------------------------- */
 
-#define LOG_BURST 10
+#define LOG_BURST     10
 #define LOG_WINDOW_NS (60ULL * 1000000000)
 
 /* A line for the VM's log, unless this disk has said LOG_BURST things this minute already
@@ -195,12 +195,9 @@ void vblk_get_state(struct vblk *b, struct vblk_state *st)
 static int run_request(struct vblk *b, struct blk_req *r)
 {
     switch (r->type) {
-    case VIRTIO_BLK_T_IN:
-        return blk_preadv(b->blk, r->iov, r->niov, r->offset);
-    case VIRTIO_BLK_T_OUT:
-        return blk_pwritev(b->blk, r->iov, r->niov, r->offset);
-    case VIRTIO_BLK_T_FLUSH:
-        return blk_flush(b->blk);
+    case VIRTIO_BLK_T_IN: return blk_preadv(b->blk, r->iov, r->niov, r->offset);
+    case VIRTIO_BLK_T_OUT: return blk_pwritev(b->blk, r->iov, r->niov, r->offset);
+    case VIRTIO_BLK_T_FLUSH: return blk_flush(b->blk);
     case VIRTIO_BLK_T_GET_ID: {
         char id[VIRTIO_BLK_ID_BYTES] = { 0 };
         memcpy(id, b->serial, strnlen(b->serial, sizeof(id)));
@@ -211,12 +208,10 @@ static int run_request(struct vblk *b, struct blk_req *r)
         }
         return 0;
     }
-    case VIRTIO_BLK_T_DISCARD:
-        return blk_discard(b->blk, r->offset, r->len);
+    case VIRTIO_BLK_T_DISCARD: return blk_discard(b->blk, r->offset, r->len);
     case VIRTIO_BLK_T_WRITE_ZEROES:
         return blk_write_zeroes(b->blk, r->offset, r->len, r->unmap ? BLK_ZERO_MAY_UNMAP : 0);
-    default:
-        return -ENOTSUP;
+    default: return -ENOTSUP;
     }
 }
 
@@ -264,7 +259,8 @@ static void *worker(void *arg)
         if (r < 0 && r != -ENOTSUP)
             io_failed(b, &io->req, r);
         uint32_t written = 1 + (io->req.type == VIRTIO_BLK_T_IN || io->req.type == VIRTIO_BLK_T_GET_ID
-                                    ? (uint32_t)io->req.len : 0);
+                                    ? (uint32_t)io->req.len
+                                    : 0);
         complete(b, io, r < 0 ? VIRTIO_BLK_S_IOERR : VIRTIO_BLK_S_OK, r < 0 ? 1 : written);
         release(b, io);
     }
@@ -345,7 +341,8 @@ static void ring_submit(struct vblk *b)
 static bool ring_prepare(struct vblk *b, struct blk_io *io)
 {
     struct blk_req *r = &io->req;
-    if (!b->uring || (r->type != VIRTIO_BLK_T_IN && r->type != VIRTIO_BLK_T_OUT && r->type != VIRTIO_BLK_T_FLUSH))
+    if (!b->uring ||
+        (r->type != VIRTIO_BLK_T_IN && r->type != VIRTIO_BLK_T_OUT && r->type != VIRTIO_BLK_T_FLUSH))
         return false;
     bool write = r->type == VIRTIO_BLK_T_OUT;
     int fd = -1;
@@ -414,7 +411,8 @@ static void ring_reap(struct vblk *b)
         for (unsigned i = 0; i < n; i++) {
             *done[i]->req.status = st[i];
             uint32_t w = 1 + (st[i] == VIRTIO_BLK_S_OK && done[i]->req.type == VIRTIO_BLK_T_IN
-                                  ? (uint32_t)done[i]->req.len : 0);
+                                  ? (uint32_t)done[i]->req.len
+                                  : 0);
             virtq_push(&q->vq, done[i]->chain.head, w);
         }
         bool notify = virtq_should_notify(&q->vq);
@@ -606,7 +604,10 @@ static void blk_destroy(struct virtio_dev *vd)
 }
 
 static const struct virtio_dev_ops blk_ops = {
-    .name = "virtio-blk", .config_read = config_read, .start = blk_start, .stop = blk_stop,
+    .name = "virtio-blk",
+    .config_read = config_read,
+    .start = blk_start,
+    .stop = blk_stop,
     .destroy = blk_destroy,
 };
 
@@ -640,8 +641,10 @@ static int open_image(struct vblk *b, const struct kvmbox_disk *d, char *err, si
         .format = d->format,
         .flags = (d->readonly ? 0 : BLK_O_RDWR) | (d->cache_none ? BLK_O_DIRECT : 0) |
                  (d->untrusted ? BLK_O_UNTRUSTED : 0),
-        .backing = d->backing, .backing_format = d->backing_format,
-        .warn = open_warning, .warn_opaque = b,
+        .backing = d->backing,
+        .backing_format = d->backing_format,
+        .warn = open_warning,
+        .warn_opaque = b,
     };
     bool probed_raw = false;
     char e[BLK_ERRMSG_MAX] = "";
@@ -649,8 +652,10 @@ static int open_image(struct vblk *b, const struct kvmbox_disk *d, char *err, si
     if (r < 0)
         return errf(err, errlen, r, "disk %s: %s", d->path, e[0] ? e : strerror(-r));
     if (probed_raw && !d->readonly)
-        dev_log(b->vd.svc, "warning: disk %s: no format given and it looks like a raw image; writes to its "
-                "first sector are allowed. Say format=raw to make this warning go away.", d->path);
+        dev_log(b->vd.svc,
+                "warning: disk %s: no format given and it looks like a raw image; writes to its "
+                "first sector are allowed. Say format=raw to make this warning go away.",
+                d->path);
     return 0;
 }
 
@@ -682,9 +687,12 @@ int vblk_create(const struct dev_services *svc, struct pci_host *pci, const stru
     }
     out->size = blk_length(b->blk);
     b->lim = (struct blk_req_limits){
-        .capacity = blk_length(b->blk) / 512, .readonly = d->readonly,
-        .discard = !d->readonly, .write_zeroes = !d->readonly,
-        .max_discard_sectors = MAX_DISCARD_SECTORS, .max_write_zeroes_sectors = MAX_DISCARD_SECTORS,
+        .capacity = blk_length(b->blk) / 512,
+        .readonly = d->readonly,
+        .discard = !d->readonly,
+        .write_zeroes = !d->readonly,
+        .max_discard_sectors = MAX_DISCARD_SECTORS,
+        .max_write_zeroes_sectors = MAX_DISCARD_SECTORS,
     };
     build_config(b, opt_io);
     uint64_t features = 1ULL << VIRTIO_BLK_F_SIZE_MAX | 1ULL << VIRTIO_BLK_F_SEG_MAX |
@@ -694,8 +702,8 @@ int vblk_create(const struct dev_services *svc, struct pci_host *pci, const stru
         features |= 1ULL << VIRTIO_BLK_F_RO;
     else
         features |= 1ULL << VIRTIO_BLK_F_DISCARD | 1ULL << VIRTIO_BLK_F_WRITE_ZEROES;
-    r = virtio_pci_init(&b->vd, svc, pci, b->name, VIRTIO_ID_BLOCK, 0x018000, 1, QUEUE_SIZE, 60,
-                        features, &blk_ops, b);
+    r = virtio_pci_init(&b->vd, svc, pci, b->name, VIRTIO_ID_BLOCK, 0x018000, 1, QUEUE_SIZE, 60, features,
+                        &blk_ops, b);
     if (r < 0) {
         /* Registered with the VM or not, the device is torn down here or by the VM. */
         errf(err, errlen, r, "disk %s: cannot create its virtio-blk device: %s", d->path, strerror(-r));

@@ -14,10 +14,10 @@ struct vblk;
 
 /* A disk as created, for `kvmbox info` and the firmware's boot order. */
 struct vblk_info {
-    char format[16];          /* as opened (probed or given) */
-    unsigned slot;            /* PCI slot on bus 0 */
-    uint64_t size;            /* bytes the guest sees */
-    struct vblk *dev;         /* for its run-time state */
+    char format[16];  /* as opened (probed or given) */
+    unsigned slot;    /* PCI slot on bus 0 */
+    uint64_t size;    /* bytes the guest sees */
+    struct vblk *dev; /* for its run-time state */
 };
 
 /* Opens disk D (its image and backing chain, locked when writable) and puts a virtio-blk
@@ -29,8 +29,8 @@ int vblk_create(const struct dev_services *svc, struct pci_host *pci, const stru
 
 /* What the host may want to know of a disk at run time (`kvmbox info`). */
 struct vblk_state {
-    bool corrupt;              /* the image was found corrupt and fenced off */
-    uint64_t io_errors;        /* requests that failed on the host (EIO, ENOSPC...) */
+    bool corrupt;       /* the image was found corrupt and fenced off */
+    uint64_t io_errors; /* requests that failed on the host (EIO, ENOSPC...) */
 };
 void vblk_get_state(struct vblk *b, struct vblk_state *st);
 

@@ -39,8 +39,8 @@ int blk_req_status(int err)
 }
 
 /* Gathers LEN bytes at byte POS of the segments [first, end) into DST; returns bytes copied. */
-static size_t gather(const struct virtq_chain *c, unsigned first, unsigned end, size_t pos,
-                     void *dst, size_t len)
+static size_t gather(const struct virtq_chain *c, unsigned first, unsigned end, size_t pos, void *dst,
+                     size_t len)
 {
     size_t done = 0;
     for (unsigned i = first; i < end && done < len; i++) {
@@ -57,8 +57,8 @@ static size_t gather(const struct virtq_chain *c, unsigned first, unsigned end, 
 }
 
 /* iovecs over bytes [skip, skip+len) of segments [first, end). Returns the count. */
-static int slice(const struct virtq_chain *c, unsigned first, unsigned end, uint64_t skip,
-                 uint64_t len, struct iovec *iov)
+static int slice(const struct virtq_chain *c, unsigned first, unsigned end, uint64_t skip, uint64_t len,
+                 struct iovec *iov)
 {
     int n = 0;
     for (unsigned i = first; i < end && len; i++) {
@@ -88,8 +88,8 @@ static bool in_range(uint64_t sector, uint64_t nsectors, uint64_t capacity)
 }
 
 /* DISCARD and WRITE_ZEROES carry one 16-byte segment {sector, num_sectors, flags}. */
-static int parse_ranges(const struct virtq_chain *c, uint64_t out_len,
-                        const struct blk_req_limits *lim, struct blk_req *r)
+static int parse_ranges(const struct virtq_chain *c, uint64_t out_len, const struct blk_req_limits *lim,
+                        struct blk_req *r)
 {
     bool wz = r->type == VIRTIO_BLK_T_WRITE_ZEROES;
     if (lim->readonly)
@@ -147,8 +147,7 @@ int blk_req_parse(const struct virtq_chain *c, const struct blk_req_limits *lim,
         r->niov = in ? slice(c, c->nread, c->nseg, 0, len, r->iov) : slice(c, 0, c->nread, 16, len, r->iov);
         return 0;
     }
-    case VIRTIO_BLK_T_FLUSH:
-        return out_len || r->in_len ? -BR_E_DIR : 0;
+    case VIRTIO_BLK_T_FLUSH: return out_len || r->in_len ? -BR_E_DIR : 0;
     case VIRTIO_BLK_T_GET_ID:
         if (out_len || r->in_len == 0)
             return -BR_E_DIR;
@@ -163,7 +162,6 @@ int blk_req_parse(const struct virtq_chain *c, const struct blk_req_limits *lim,
         if (!lim->write_zeroes)
             return -BR_E_UNSUPP;
         return parse_ranges(c, out_len, lim, r);
-    default:
-        return -BR_E_UNSUPP;
+    default: return -BR_E_UNSUPP;
     }
 }

@@ -22,25 +22,25 @@
 #include "common/util.h"
 
 #define VIRTIO_ID_NET 1
-#define QUEUE_SIZE 256
-#define RXQ 0
-#define TXQ 1
-#define TX_BUDGET 256               /* chains per round, so receiving is not starved */
-#define MTU 1500
+#define QUEUE_SIZE    256
+#define RXQ           0
+#define TXQ           1
+#define TX_BUDGET     256 /* chains per round, so receiving is not starved */
+#define MTU           1500
 
-#define VIRTIO_NET_F_CSUM 0
+#define VIRTIO_NET_F_CSUM       0
 #define VIRTIO_NET_F_GUEST_CSUM 1
-#define VIRTIO_NET_F_MTU 3
-#define VIRTIO_NET_F_MAC 5
+#define VIRTIO_NET_F_MTU        3
+#define VIRTIO_NET_F_MAC        5
 #define VIRTIO_NET_F_GUEST_TSO4 7
 #define VIRTIO_NET_F_GUEST_TSO6 8
-#define VIRTIO_NET_F_GUEST_ECN 9
-#define VIRTIO_NET_F_HOST_TSO4 11
-#define VIRTIO_NET_F_HOST_TSO6 12
-#define VIRTIO_NET_F_HOST_ECN 13
-#define VIRTIO_NET_F_MRG_RXBUF 15
-#define VIRTIO_NET_F_STATUS 16
-#define VIRTIO_NET_S_LINK_UP 1
+#define VIRTIO_NET_F_GUEST_ECN  9
+#define VIRTIO_NET_F_HOST_TSO4  11
+#define VIRTIO_NET_F_HOST_TSO6  12
+#define VIRTIO_NET_F_HOST_ECN   13
+#define VIRTIO_NET_F_MRG_RXBUF  15
+#define VIRTIO_NET_F_STATUS     16
+#define VIRTIO_NET_S_LINK_UP    1
 
 struct vnet {
     struct virtio_dev vd;
@@ -52,7 +52,7 @@ struct vnet {
     int quit_fd;
     /* Written by the I/O thread only (the backends deliver on it), read by `kvmbox info`. */
     uint64_t rx_frames, rx_bytes, rx_dropped, tx_frames, tx_bytes, tx_dropped;
-    struct virtq_chain chain;       /* the I/O thread's scratch */
+    struct virtq_chain chain; /* the I/O thread's scratch */
     struct virtq_chain rx_chains[8];
 };
 
@@ -145,8 +145,7 @@ static bool rx_ready(struct vnet *n)
     if (!virtio_running(&n->vd))
         return false;
     pthread_mutex_lock(&q->lock);
-    bool ready = !q->broken && q->vq.live &&
-                 (virtq_has_avail(&q->vq) || virtq_enable_notify(&q->vq));
+    bool ready = !q->broken && q->vq.live && (virtq_has_avail(&q->vq) || virtq_enable_notify(&q->vq));
     pthread_mutex_unlock(&q->lock);
     return ready;
 }
@@ -184,7 +183,8 @@ static bool rx_deliver(void *opaque, const uint8_t *frame, size_t len)
             virtq_unpop(&q->vq, (uint16_t)used);
             pthread_mutex_unlock(&q->lock);
             if (r < 0 || (r > 0 && c->nread))
-                virtio_queue_error(&n->vd, RXQ, r < 0 ? virtq_strerror(r) : "a receive buffer is device-readable");
+                virtio_queue_error(&n->vd, RXQ,
+                                   r < 0 ? virtq_strerror(r) : "a receive buffer is device-readable");
             count(&n->rx_dropped, 1);
             return false;
         }
@@ -321,13 +321,15 @@ void vnet_get_stats(struct vnet *n, struct vnet_stats *st)
 }
 
 static const struct virtio_dev_ops net_ops = {
-    .name = "virtio-net", .config_read = config_read, .start = net_start, .stop = net_stop,
+    .name = "virtio-net",
+    .config_read = config_read,
+    .start = net_start,
+    .stop = net_stop,
     .destroy = net_destroy,
 };
 
 int vnet_create(const struct dev_services *svc, struct pci_host *pci, const struct kvmbox_nic *nic,
-                unsigned index, const struct vnet_env *env, struct vnet_info *out, char *err,
-                size_t errlen)
+                unsigned index, const struct vnet_env *env, struct vnet_info *out, char *err, size_t errlen)
 {
     struct vnet *n = calloc(1, sizeof(*n));
     if (!n)
@@ -353,18 +355,18 @@ int vnet_create(const struct dev_services *svc, struct pci_host *pci, const stru
         net_default_mac(env->vm_name, index, mac);
     memcpy(n->config, mac, 6);
     n->config[6] = VIRTIO_NET_S_LINK_UP;
-    n->config[8] = 1;                       /* max_virtqueue_pairs */
+    n->config[8] = 1; /* max_virtqueue_pairs */
     n->config[10] = MTU & 0xff, n->config[11] = MTU >> 8;
     snprintf(out->desc, sizeof(out->desc), "%s", n->be->desc);
-    uint64_t features = 1ULL << VIRTIO_NET_F_MAC | 1ULL << VIRTIO_NET_F_STATUS |
-                        1ULL << VIRTIO_NET_F_MTU | 1ULL << VIRTIO_NET_F_MRG_RXBUF;
+    uint64_t features = 1ULL << VIRTIO_NET_F_MAC | 1ULL << VIRTIO_NET_F_STATUS | 1ULL << VIRTIO_NET_F_MTU |
+                        1ULL << VIRTIO_NET_F_MRG_RXBUF;
     if (n->be->vnet_hdr) /* the tap takes and gives partial checksums and GSO frames */
         features |= 1ULL << VIRTIO_NET_F_CSUM | 1ULL << VIRTIO_NET_F_GUEST_CSUM |
                     1ULL << VIRTIO_NET_F_HOST_TSO4 | 1ULL << VIRTIO_NET_F_HOST_TSO6 |
                     1ULL << VIRTIO_NET_F_HOST_ECN | 1ULL << VIRTIO_NET_F_GUEST_TSO4 |
                     1ULL << VIRTIO_NET_F_GUEST_TSO6 | 1ULL << VIRTIO_NET_F_GUEST_ECN;
-    r = virtio_pci_init(&n->vd, svc, pci, n->name, VIRTIO_ID_NET, 0x020000, 2, QUEUE_SIZE,
-                        sizeof(n->config), features, &net_ops, n);
+    r = virtio_pci_init(&n->vd, svc, pci, n->name, VIRTIO_ID_NET, 0x020000, 2, QUEUE_SIZE, sizeof(n->config),
+                        features, &net_ops, n);
     if (r < 0) {
         errf(err, errlen, r, "--net %u: cannot create its virtio-net device: %s", index + 1, strerror(-r));
         if (n->vd.registered)

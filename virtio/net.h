@@ -30,16 +30,16 @@ struct vnet_env {
 /* A NIC as created, for `kvmbox info` and link control. */
 struct vnet_info {
     uint8_t mac[6];
-    unsigned slot;            /* PCI slot on bus 0 */
-    char desc[160];           /* the backend, as `kvmbox info` shows it */
-    struct vnet *dev;         /* for link control and counters */
+    unsigned slot;    /* PCI slot on bus 0 */
+    char desc[160];   /* the backend, as `kvmbox info` shows it */
+    struct vnet *dev; /* for link control and counters */
 };
 
 /* Opens NIC's backend (a clear error for a missing bridge or tap, no permission, a port in
  * use) and puts a virtio-net device for it in the next PCI slot of PCI, filling *OUT. */
 int vnet_create(const struct dev_services *svc, struct pci_host *pci, const struct kvmbox_nic *nic,
-                unsigned index, const struct vnet_env *env, struct vnet_info *out, char *err,
-                size_t errlen) __attribute__((warn_unused_result));
+                unsigned index, const struct vnet_env *env, struct vnet_info *out, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
 /* Sets the link up or down, as pulling the cable would (virsh domif-setlink, QEMU's set_link):
  * the status field changes and the driver gets a configuration-change interrupt; while the
  * link is down, frames are dropped both ways. */

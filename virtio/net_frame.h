@@ -13,9 +13,9 @@
 
 enum net_frame_err {
     NF_OK = 0,
-    NF_E_WRITABLE,                 /* a transmit buffer is device-writable */
-    NF_E_SHORT,                    /* less than a header and an Ethernet header */
-    NF_E_LONG,                     /* more than NET_MAX_FRAME */
+    NF_E_WRITABLE, /* a transmit buffer is device-writable */
+    NF_E_SHORT,    /* less than a header and an Ethernet header */
+    NF_E_LONG,     /* more than NET_MAX_FRAME */
     NF_E_MAX
 };
 

@@ -11,26 +11,26 @@
 #include "devices/services.h"
 
 /* BAR 0 layout */
-#define BAR_SIZE 0x8000
-#define OFF_COMMON 0x0000
-#define COMMON_LEN 0x38
-#define OFF_ISR 0x1000
-#define OFF_DEVICE 0x2000
-#define DEVICE_MAX 0x1000
-#define OFF_NOTIFY 0x3000
-#define NOTIFY_MULT 4
+#define BAR_SIZE       0x8000
+#define OFF_COMMON     0x0000
+#define COMMON_LEN     0x38
+#define OFF_ISR        0x1000
+#define OFF_DEVICE     0x2000
+#define DEVICE_MAX     0x1000
+#define OFF_NOTIFY     0x3000
+#define NOTIFY_MULT    4
 #define OFF_MSIX_TABLE 0x4000
-#define OFF_MSIX_PBA 0x6000
+#define OFF_MSIX_PBA   0x6000
 
 /* virtio_pci_cap.cfg_type */
-#define CAP_COMMON 1
-#define CAP_NOTIFY 2
-#define CAP_ISR 3
-#define CAP_DEVICE 4
+#define CAP_COMMON  1
+#define CAP_NOTIFY  2
+#define CAP_ISR     3
+#define CAP_DEVICE  4
 #define CAP_PCI_CFG 5
 
 #define MSIX_CTRL_ENABLE 0x8000
-#define MSIX_CTRL_MASK 0x4000
+#define MSIX_CTRL_MASK   0x4000
 
 static void bar_read(void *dev, unsigned bar, uint64_t off, void *data, unsigned len);
 static void bar_write(void *dev, unsigned bar, uint64_t off, const void *data, unsigned len);
@@ -153,7 +153,7 @@ static void vm_reset(void *opaque)
         m->addr_lo = m->addr_hi = m->data = 0, m->ctrl = 1, m->pending = false;
     }
     vd->msix_enabled = false, vd->msix_masked = false;
-    vd->pci.cfg[vd->msix_cap + 3] &= (uint8_t)~((MSIX_CTRL_ENABLE | MSIX_CTRL_MASK) >> 8);
+    vd->pci.cfg[vd->msix_cap + 3] &= (uint8_t) ~((MSIX_CTRL_ENABLE | MSIX_CTRL_MASK) >> 8);
     pthread_mutex_unlock(&vd->lock);
 }
 
@@ -234,21 +234,40 @@ static bool common_field_write(struct virtio_dev *vd, unsigned field, uint64_t v
         }
         break;
     case 0x16: vd->queue_select = (uint16_t)v; break;
-    case 0x18: if (q_writable) q->size = (uint16_t)v; break;
-    case 0x1a: if (q) __atomic_store_n(&q->vector, valid_vector(vd, v), __ATOMIC_RELAXED); break;
-    case 0x1c: if (q_writable && v == 1) queue_enable(vd, q, vd->queue_select); break;
-    case 0x20: if (q_writable) q->desc = v; break;
-    case 0x28: if (q_writable) q->driver = v; break;
-    case 0x30: if (q_writable) q->device = v; break;
+    case 0x18:
+        if (q_writable)
+            q->size = (uint16_t)v;
+        break;
+    case 0x1a:
+        if (q)
+            __atomic_store_n(&q->vector, valid_vector(vd, v), __ATOMIC_RELAXED);
+        break;
+    case 0x1c:
+        if (q_writable && v == 1)
+            queue_enable(vd, q, vd->queue_select);
+        break;
+    case 0x20:
+        if (q_writable)
+            q->desc = v;
+        break;
+    case 0x28:
+        if (q_writable)
+            q->driver = v;
+        break;
+    case 0x30:
+        if (q_writable)
+            q->device = v;
+        break;
     default: break; /* read-only */
     }
     return false;
 }
 
-static const struct { uint8_t off, len; } common_fields[] = {
-    { 0x00, 4 }, { 0x04, 4 }, { 0x08, 4 }, { 0x0c, 4 }, { 0x10, 2 }, { 0x12, 2 }, { 0x14, 1 },
-    { 0x15, 1 }, { 0x16, 2 }, { 0x18, 2 }, { 0x1a, 2 }, { 0x1c, 2 }, { 0x1e, 2 },
-    { 0x20, 8 }, { 0x28, 8 }, { 0x30, 8 },
+static const struct {
+    uint8_t off, len;
+} common_fields[] = {
+    { 0x00, 4 }, { 0x04, 4 }, { 0x08, 4 }, { 0x0c, 4 }, { 0x10, 2 }, { 0x12, 2 }, { 0x14, 1 }, { 0x15, 1 },
+    { 0x16, 2 }, { 0x18, 2 }, { 0x1a, 2 }, { 0x1c, 2 }, { 0x1e, 2 }, { 0x20, 8 }, { 0x28, 8 }, { 0x30, 8 },
 };
 
 /* Writes of any width: merged into a snapshot, then each touched field is applied. A 32-bit
@@ -280,8 +299,10 @@ static void msix_read(struct virtio_dev *vd, uint64_t off, void *data, unsigned 
     unsigned tlen = 16 * vd->nvectors;
     if (off < tlen && len <= tlen - off) {
         for (unsigned v = 0; v < vd->nvectors; v++) {
-            virtio_put_le(b, 16 * v, vd->msix[v].addr_lo, 4), virtio_put_le(b, 16 * v + 4, vd->msix[v].addr_hi, 4);
-            virtio_put_le(b, 16 * v + 8, vd->msix[v].data, 4), virtio_put_le(b, 16 * v + 12, vd->msix[v].ctrl, 4);
+            virtio_put_le(b, 16 * v, vd->msix[v].addr_lo, 4),
+                virtio_put_le(b, 16 * v + 4, vd->msix[v].addr_hi, 4);
+            virtio_put_le(b, 16 * v + 8, vd->msix[v].data, 4),
+                virtio_put_le(b, 16 * v + 12, vd->msix[v].ctrl, 4);
         }
         memcpy(data, b + off, len);
     }
@@ -298,10 +319,14 @@ static void msix_write(struct virtio_dev *vd, uint64_t off, const void *data, un
             uint32_t x;
             memcpy(&x, (const uint8_t *)data + i, 4);
             struct virtio_msix *m = &vd->msix[v];
-            if (w == 0) m->addr_lo = x;
-            else if (w == 4) m->addr_hi = x;
-            else if (w == 8) m->data = x;
-            else m->ctrl = x & 1;
+            if (w == 0)
+                m->addr_lo = x;
+            else if (w == 4)
+                m->addr_hi = x;
+            else if (w == 8)
+                m->data = x;
+            else
+                m->ctrl = x & 1;
             vector_update(vd, v);
         }
     }
@@ -382,7 +407,7 @@ static void bar_map(void *dev, unsigned bar, uint64_t addr, bool enabled)
             vd->svc->ioeventfd_del(vd->svc->ctx, vd->bar_addr + OFF_NOTIFY + NOTIFY_MULT * i, 2,
                                    vd->q[i].kick_fd);
         if (enabled && vd->svc->ioeventfd_add(vd->svc->ctx, addr + OFF_NOTIFY + NOTIFY_MULT * i, 2,
-                                         vd->q[i].kick_fd) < 0) {
+                                              vd->q[i].kick_fd) < 0) {
             /* No ioeventfd: doorbells exit to bar_write, which signals the same eventfd. */
         }
     }
@@ -432,8 +457,11 @@ static void cfg_read(void *dev, struct pci_func *f, unsigned off, unsigned len)
 }
 
 static const struct pci_func_ops virtio_pci_ops = {
-    .bar_read = bar_read, .bar_write = bar_write, .bar_map = bar_map,
-    .cfg_write = cfg_write, .cfg_read = cfg_read,
+    .bar_read = bar_read,
+    .bar_write = bar_write,
+    .bar_map = bar_map,
+    .cfg_write = cfg_write,
+    .cfg_read = cfg_read,
 };
 
 /* ---- construction ----------------------------------------------------------------------- */
@@ -484,8 +512,8 @@ static void vd_destroy(void *opaque)
 
 int virtio_pci_init(struct virtio_dev *vd, const struct dev_services *svc, struct pci_host *pci,
                     const char *name, uint16_t device_id, uint32_t pci_class, unsigned nqueues,
-                    uint16_t queue_max, unsigned config_len,
-                    uint64_t features, const struct virtio_dev_ops *ops, void *priv)
+                    uint16_t queue_max, unsigned config_len, uint64_t features,
+                    const struct virtio_dev_ops *ops, void *priv)
 {
     if (nqueues == 0 || nqueues > VIRTIO_MAX_QUEUES || config_len > DEVICE_MAX)
         return -EINVAL;

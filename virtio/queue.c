@@ -57,8 +57,8 @@ void virtq_reset(struct virtq *q)
     memset(q, 0, sizeof(*q));
 }
 
-int virtq_setup(struct virtq *q, const struct guest_mem *gm, uint16_t size, uint16_t max,
-                uint64_t desc, uint64_t avail, uint64_t used, bool event_idx)
+int virtq_setup(struct virtq *q, const struct guest_mem *gm, uint16_t size, uint16_t max, uint64_t desc,
+                uint64_t avail, uint64_t used, bool event_idx)
 {
     virtq_reset(q);
     if (size == 0 || (size & (size - 1)) || size > max || size > VIRTQ_MAX_SIZE)
@@ -98,8 +98,7 @@ static int add_seg(struct virtq *q, struct virtq_chain *c, const struct desc *d)
 }
 
 /* Walks an indirect table; BUDGET counts every descriptor of the chain. */
-static int walk_indirect(struct virtq *q, struct virtq_chain *c, const struct desc *ind,
-                         unsigned *budget)
+static int walk_indirect(struct virtq *q, struct virtq_chain *c, const struct desc *ind, unsigned *budget)
 {
     if (ind->len == 0 || ind->len % 16)
         return -VQ_E_INDIRECT_LEN;

@@ -12,12 +12,12 @@
 
 struct guest_mem;
 
-#define VIRTQ_DESC_F_NEXT 1
-#define VIRTQ_DESC_F_WRITE 2
-#define VIRTQ_DESC_F_INDIRECT 4
+#define VIRTQ_DESC_F_NEXT          1
+#define VIRTQ_DESC_F_WRITE         2
+#define VIRTQ_DESC_F_INDIRECT      4
 #define VIRTQ_AVAIL_F_NO_INTERRUPT 1
-#define VIRTQ_USED_F_NO_NOTIFY 1
-#define VIRTQ_MAX_SIZE 1024
+#define VIRTQ_USED_F_NO_NOTIFY     1
+#define VIRTQ_MAX_SIZE             1024
 
 /* Why a queue or a chain was refused: one reason each (returned negated). */
 enum virtq_err {
@@ -40,9 +40,9 @@ enum virtq_err {
 const char *virtq_strerror(int err); /* accepts the negated value too */
 
 struct virtq_seg {
-    uint8_t *ptr;   /* host pointer, valid for len bytes */
+    uint8_t *ptr; /* host pointer, valid for len bytes */
     uint32_t len;
-    bool write;     /* device-writable */
+    bool write; /* device-writable */
 };
 
 #define VIRTQ_CHAIN_MAX 256 /* segments a chain may carry (bounded by the queue size too) */
@@ -50,7 +50,7 @@ struct virtq_seg {
 struct virtq_chain {
     uint16_t head;
     unsigned nseg;
-    unsigned nread;                  /* segments 0..nread-1 are device-readable */
+    unsigned nread; /* segments 0..nread-1 are device-readable */
     struct virtq_seg seg[VIRTQ_CHAIN_MAX];
 };
 
@@ -59,19 +59,19 @@ struct virtq {
     uint16_t size;
     bool live;
     bool event_idx;
-    uint8_t *desc;         /* host pointers, checked at setup */
+    uint8_t *desc; /* host pointers, checked at setup */
     uint8_t *avail;
     uint8_t *used;
-    uint16_t last_avail;   /* next avail entry to take */
-    uint16_t used_idx;     /* our copy of used->idx */
-    uint16_t signalled;    /* used_idx when the driver was last interrupted */
+    uint16_t last_avail; /* next avail entry to take */
+    uint16_t used_idx;   /* our copy of used->idx */
+    uint16_t signalled;  /* used_idx when the driver was last interrupted */
     bool signalled_valid;
 };
 
 /* Checks and takes the rings at DESC/AVAIL/USED for a queue of SIZE entries (at most MAX).
  * Returns 0 or -enum virtq_err; on error the queue stays not live. */
-int virtq_setup(struct virtq *q, const struct guest_mem *gm, uint16_t size, uint16_t max,
-                uint64_t desc, uint64_t avail, uint64_t used, bool event_idx);
+int virtq_setup(struct virtq *q, const struct guest_mem *gm, uint16_t size, uint16_t max, uint64_t desc,
+                uint64_t avail, uint64_t used, bool event_idx);
 void virtq_reset(struct virtq *q);
 
 /* Takes the next available chain. Returns 1 with C filled, 0 when the ring is empty, or

@@ -23,33 +23,33 @@
 #include "common/util.h"
 
 #define VIRTIO_ID_SCSI 8
-#define QUEUE_SIZE 128
-#define NQUEUES 3                  /* control, event, one request queue */
-#define Q_CTRL 0
-#define Q_EVENT 1
-#define Q_REQ 2
-#define CDB_SIZE 32
-#define SENSE_SIZE 96
-#define REQ_HDR (8 + 8 + 3 + CDB_SIZE)
-#define RESP_HDR (4 + 4 + 2 + 1 + 1 + SENSE_SIZE)
-#define CONFIG_LEN 36
+#define QUEUE_SIZE     128
+#define NQUEUES        3 /* control, event, one request queue */
+#define Q_CTRL         0
+#define Q_EVENT        1
+#define Q_REQ          2
+#define CDB_SIZE       32
+#define SENSE_SIZE     96
+#define REQ_HDR        (8 + 8 + 3 + CDB_SIZE)
+#define RESP_HDR       (4 + 4 + 2 + 1 + 1 + SENSE_SIZE)
+#define CONFIG_LEN     36
 
 /* response codes (5.6.6.1) */
-#define S_OK 0
-#define S_OVERRUN 1
+#define S_OK         0
+#define S_OVERRUN    1
 #define S_BAD_TARGET 3
-#define S_FAILURE 9
+#define S_FAILURE    9
 /* control requests */
-#define T_TMF 0
-#define T_AN_QUERY 1
-#define T_AN_SUBSCRIBE 2
+#define T_TMF               0
+#define T_AN_QUERY          1
+#define T_AN_SUBSCRIBE      2
 #define S_FUNCTION_COMPLETE 0
 #define S_FUNCTION_REJECTED 11
 
 struct vscsi {
     struct virtio_dev vd;
     struct blk *blk;
-    struct scsi_cd cd;             /* only the I/O thread touches it (and reset, threads parked) */
+    struct scsi_cd cd; /* only the I/O thread touches it (and reset, threads parked) */
     uint8_t config[CONFIG_LEN];
     pthread_t thread;
     bool thread_started;
@@ -78,16 +78,16 @@ static void config_read(struct virtio_dev *vd, unsigned off, void *data, unsigne
 static void build_config(struct vscsi *s)
 {
     uint8_t *c = s->config;
-    virtio_put_le(c, 0, 1, 4);               /* num_queues */
-    virtio_put_le(c, 4, QUEUE_SIZE - 2, 4);  /* seg_max */
-    virtio_put_le(c, 8, 0xffff, 4);          /* max_sectors */
-    virtio_put_le(c, 12, QUEUE_SIZE, 4);     /* cmd_per_lun */
-    virtio_put_le(c, 16, 16, 4);             /* event_info_size */
+    virtio_put_le(c, 0, 1, 4);              /* num_queues */
+    virtio_put_le(c, 4, QUEUE_SIZE - 2, 4); /* seg_max */
+    virtio_put_le(c, 8, 0xffff, 4);         /* max_sectors */
+    virtio_put_le(c, 12, QUEUE_SIZE, 4);    /* cmd_per_lun */
+    virtio_put_le(c, 16, 16, 4);            /* event_info_size */
     virtio_put_le(c, 20, SENSE_SIZE, 4);
     virtio_put_le(c, 24, CDB_SIZE, 4);
-    virtio_put_le(c, 28, 0, 2);              /* max_channel */
-    virtio_put_le(c, 30, 0, 2);              /* max_target */
-    virtio_put_le(c, 32, 0, 4);              /* max_lun */
+    virtio_put_le(c, 28, 0, 2); /* max_channel */
+    virtio_put_le(c, 30, 0, 2); /* max_target */
+    virtio_put_le(c, 32, 0, 4); /* max_lun */
 }
 
 /* ---- chains: gathering and scattering over the segments ---------------------------------- */
@@ -130,8 +130,7 @@ static void scatter(const struct virtq_chain *c, uint64_t off, const uint8_t *bu
 }
 
 /* Reads LEN bytes of the medium at POS into the writable part of C from byte OFF on. */
-static int read_medium(struct vscsi *s, const struct virtq_chain *c, uint64_t off, uint64_t pos,
-                       uint64_t len)
+static int read_medium(struct vscsi *s, const struct virtq_chain *c, uint64_t off, uint64_t pos, uint64_t len)
 {
     for (unsigned i = c->nread; i < c->nseg && len; i++) {
         const struct virtq_seg *g = &c->seg[i];
@@ -150,8 +149,7 @@ static int read_medium(struct vscsi *s, const struct virtq_chain *c, uint64_t of
 
 /* ---- requests ------------------------------------------------------------------------------ */
 
-static void put_resp(uint8_t *resp, uint32_t sense_len, uint32_t residual, uint8_t status,
-                     uint8_t response)
+static void put_resp(uint8_t *resp, uint32_t sense_len, uint32_t residual, uint8_t status, uint8_t response)
 {
     virtio_put_le(resp, 0, sense_len, 4);
     virtio_put_le(resp, 4, residual, 4);
@@ -199,8 +197,7 @@ static uint32_t handle_cmd(struct vscsi *s, const struct virtq_chain *c)
     uint32_t sense_len = r.status == SCSI_CHECK_CONDITION ? SCSI_SENSE_LEN : 0;
     memcpy(resp + 12, r.sense, sense_len);
     uint64_t residual = datain - sent;
-    put_resp(resp, sense_len, residual > 0xffffffffu ? 0xffffffffu : (uint32_t)residual, r.status,
-             response);
+    put_resp(resp, sense_len, residual > 0xffffffffu ? 0xffffffffu : (uint32_t)residual, r.status, response);
     scatter(c, 0, resp, RESP_HDR);
     return RESP_HDR + sent;
 }
@@ -220,7 +217,7 @@ static uint32_t handle_ctrl(const struct virtq_chain *c)
         return 1;
     }
     if ((type == T_AN_QUERY || type == T_AN_SUBSCRIBE) && w >= 5) {
-        out[4] = S_OK;         /* event_actual 0: no events */
+        out[4] = S_OK; /* event_actual 0: no events */
         scatter(c, 0, out, 5);
         return 5;
     }
@@ -336,8 +333,11 @@ static void scsi_destroy(struct virtio_dev *vd)
 }
 
 static const struct virtio_dev_ops scsi_ops = {
-    .name = "virtio-scsi", .config_read = config_read,
-    .start = scsi_start, .stop = scsi_stop, .destroy = scsi_destroy,
+    .name = "virtio-scsi",
+    .config_read = config_read,
+    .start = scsi_start,
+    .stop = scsi_stop,
+    .destroy = scsi_destroy,
 };
 
 static int open_iso(struct vscsi *s, const char *path, char *err, size_t errlen)
@@ -354,14 +354,15 @@ static int open_iso(struct vscsi *s, const char *path, char *err, size_t errlen)
                iso9660_check(probe, ISO9660_PROBE_LEN) == 0;
     free(probe);
     if (!iso)
-        return errf(err, errlen, -ENOEXEC, "--cdrom %s: not an ISO 9660 image (no CD001 volume "
-                    "descriptor at 32 KiB)", path);
+        return errf(err, errlen, -ENOEXEC,
+                    "--cdrom %s: not an ISO 9660 image (no CD001 volume "
+                    "descriptor at 32 KiB)",
+                    path);
     return 0;
 }
 
-int vscsi_create(const struct dev_services *svc, struct pci_host *pci,
-                 const struct kvmbox_cdrom *cd, unsigned index, struct vscsi_info *out, char *err,
-                 size_t errlen)
+int vscsi_create(const struct dev_services *svc, struct pci_host *pci, const struct kvmbox_cdrom *cd,
+                 unsigned index, struct vscsi_info *out, char *err, size_t errlen)
 {
     struct vscsi *s = calloc(1, sizeof(*s));
     if (!s)
@@ -377,11 +378,10 @@ int vscsi_create(const struct dev_services *svc, struct pci_host *pci,
     }
     scsi_cd_init(&s->cd, blk_length(s->blk), KVMBOX_VERSION);
     build_config(s);
-    r = virtio_pci_init(&s->vd, svc, pci, s->name, VIRTIO_ID_SCSI, 0x010000, NQUEUES, QUEUE_SIZE,
-                        CONFIG_LEN, 0, &scsi_ops, s);
+    r = virtio_pci_init(&s->vd, svc, pci, s->name, VIRTIO_ID_SCSI, 0x010000, NQUEUES, QUEUE_SIZE, CONFIG_LEN,
+                        0, &scsi_ops, s);
     if (r < 0) {
-        errf(err, errlen, r, "--cdrom %s: cannot create its virtio-scsi device: %s", cd->path,
-             strerror(-r));
+        errf(err, errlen, r, "--cdrom %s: cannot create its virtio-scsi device: %s", cd->path, strerror(-r));
         if (s->vd.registered)
             return r;
         blk_close(s->blk);

@@ -9,31 +9,31 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define CD_BLOCK 2048u
-#define SCSI_GOOD 0x00
+#define CD_BLOCK             2048u
+#define SCSI_GOOD            0x00
 #define SCSI_CHECK_CONDITION 0x02
-#define SCSI_SENSE_LEN 18          /* fixed-format sense data */
-#define SCSI_REPLY_MAX 256         /* the largest non-read reply */
+#define SCSI_SENSE_LEN       18  /* fixed-format sense data */
+#define SCSI_REPLY_MAX       256 /* the largest non-read reply */
 
 /* Sense keys and additional sense codes (SPC-4 4.5.6, annex D). */
-#define SK_NOT_READY 0x2
-#define SK_ILLEGAL_REQUEST 0x5
-#define SK_UNIT_ATTENTION 0x6
-#define ASC_INVALID_OPCODE 0x20
-#define ASC_LBA_OUT_OF_RANGE 0x21
+#define SK_NOT_READY             0x2
+#define SK_ILLEGAL_REQUEST       0x5
+#define SK_UNIT_ATTENTION        0x6
+#define ASC_INVALID_OPCODE       0x20
+#define ASC_LBA_OUT_OF_RANGE     0x21
 #define ASC_INVALID_FIELD_IN_CDB 0x24
-#define ASC_LUN_NOT_SUPPORTED 0x25
-#define ASC_MEDIUM_NOT_PRESENT 0x3a
+#define ASC_LUN_NOT_SUPPORTED    0x25
+#define ASC_MEDIUM_NOT_PRESENT   0x3a
 
 struct scsi_cd {
-    uint64_t blocks;           /* 2048-byte blocks on the medium */
-    bool prevent;              /* PREVENT ALLOW MEDIUM REMOVAL state */
-    uint8_t sense_key, asc, ascq;  /* the last error, for REQUEST SENSE */
-    char revision[5];          /* INQUIRY product revision (4 characters) */
+    uint64_t blocks;              /* 2048-byte blocks on the medium */
+    bool prevent;                 /* PREVENT ALLOW MEDIUM REMOVAL state */
+    uint8_t sense_key, asc, ascq; /* the last error, for REQUEST SENSE */
+    char revision[5];             /* INQUIRY product revision (4 characters) */
 };
 
 struct scsi_reply {
-    uint8_t status;            /* SCSI_GOOD or SCSI_CHECK_CONDITION */
+    uint8_t status;                /* SCSI_GOOD or SCSI_CHECK_CONDITION */
     uint8_t sense[SCSI_SENSE_LEN]; /* with CHECK CONDITION */
     /* Data for the initiator (GOOD, not a read): LEN bytes of DATA, already cut to the
      * CDB's allocation length. */

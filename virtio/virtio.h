@@ -20,18 +20,18 @@ struct dev_services;
 struct virtio_dev;
 
 #define VIRTIO_STATUS_ACKNOWLEDGE 1
-#define VIRTIO_STATUS_DRIVER 2
-#define VIRTIO_STATUS_DRIVER_OK 4
+#define VIRTIO_STATUS_DRIVER      2
+#define VIRTIO_STATUS_DRIVER_OK   4
 #define VIRTIO_STATUS_FEATURES_OK 8
 #define VIRTIO_STATUS_NEEDS_RESET 0x40
-#define VIRTIO_STATUS_FAILED 0x80
+#define VIRTIO_STATUS_FAILED      0x80
 
 #define VIRTIO_F_RING_INDIRECT_DESC 28
-#define VIRTIO_F_RING_EVENT_IDX 29
-#define VIRTIO_F_VERSION_1 32
+#define VIRTIO_F_RING_EVENT_IDX     29
+#define VIRTIO_F_VERSION_1          32
 
 #define VIRTIO_MSI_NO_VECTOR 0xffff
-#define VIRTIO_MAX_QUEUES 16
+#define VIRTIO_MAX_QUEUES    16
 
 struct virtio_dev_ops {
     const char *name;
@@ -48,20 +48,20 @@ struct virtio_dev_ops {
 };
 
 struct virtio_queue {
-    pthread_mutex_t lock;   /* the ring (pop, push, notify decisions) */
+    pthread_mutex_t lock; /* the ring (pop, push, notify decisions) */
     struct virtq vq;
     uint16_t size, max_size;
     uint16_t vector;
     bool enabled;
-    bool broken;            /* a malformed ring: no more requests until reset */
+    bool broken; /* a malformed ring: no more requests until reset */
     uint64_t desc, driver, device;
-    int kick_fd;            /* eventfd the doorbell signals */
+    int kick_fd; /* eventfd the doorbell signals */
 };
 
 struct virtio_msix {
     uint32_t addr_lo, addr_hi, data, ctrl;
     bool pending;
-    int msi;                /* vmm/irq.c MSI source */
+    int msi; /* vmm/irq.c MSI source */
 };
 
 struct virtio_dev {
@@ -73,7 +73,7 @@ struct virtio_dev {
     uint16_t device_id;
     unsigned config_len;
 
-    pthread_mutex_t lock;   /* transport registers, MSI-X state */
+    pthread_mutex_t lock; /* transport registers, MSI-X state */
     uint64_t host_features, guest_features;
     uint32_t dfselect, gfselect;
     uint8_t status, config_generation, isr;
@@ -97,9 +97,8 @@ struct virtio_dev {
  * set, the VM's teardown calls ops->destroy; otherwise nothing is left to undo. */
 int virtio_pci_init(struct virtio_dev *vd, const struct dev_services *svc, struct pci_host *pci,
                     const char *name, uint16_t device_id, uint32_t pci_class, unsigned nqueues,
-                    uint16_t queue_max, unsigned config_len,
-                    uint64_t features, const struct virtio_dev_ops *ops, void *priv)
-    __attribute__((warn_unused_result));
+                    uint16_t queue_max, unsigned config_len, uint64_t features,
+                    const struct virtio_dev_ops *ops, void *priv) __attribute__((warn_unused_result));
 void virtio_pci_destroy(struct virtio_dev *vd);
 
 /* Little-endian fields of configuration structures, LEN (1-8) bytes at OFF of B. */

@@ -21,7 +21,8 @@ static void touch(const struct iovec *iov, int n)
 {
     for (int i = 0; i < n; i++)
         for (size_t j = 0; j < iov[i].iov_len; j += 512)
-            sink ^= ((const uint8_t *)iov[i].iov_base)[j] ^ ((const uint8_t *)iov[i].iov_base)[iov[i].iov_len - 1];
+            sink ^= ((const uint8_t *)iov[i].iov_base)[j] ^
+                    ((const uint8_t *)iov[i].iov_base)[iov[i].iov_len - 1];
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -45,8 +46,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static struct virtq_chain c;
     static struct blk_req req;
     struct iovec iov[VIRTQ_CHAIN_MAX];
-    const struct blk_req_limits lim = { .capacity = 1 << 20, .discard = true, .write_zeroes = true,
-                                        .max_discard_sectors = 1 << 16, .max_write_zeroes_sectors = 1 << 16,
+    const struct blk_req_limits lim = { .capacity = 1 << 20,
+                                        .discard = true,
+                                        .write_zeroes = true,
+                                        .max_discard_sectors = 1 << 16,
+                                        .max_write_zeroes_sectors = 1 << 16,
                                         .readonly = data[6] & 1 };
     uint8_t hdr[NET_HDR_LEN] = { 0 };
     const uint8_t *frame = data + 8;

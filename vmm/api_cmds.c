@@ -17,7 +17,8 @@
 
 char *api_reply_json(struct json_object *o)
 {
-    const char *s = o ? json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
+    const char *s = o ? json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
+                                                              JSON_C_TO_STRING_NOSLASHESCAPE)
                       : NULL;
     char *line = s ? strdup(s) : NULL;
     json_object_put(o);
@@ -242,8 +243,9 @@ static struct json_object *parse_json(const char *line, size_t len, char **reply
         return req;
     json_object_put(req);
     *reply = api_reply_error("malformed JSON: %s", jerr == json_tokener_continue ? "incomplete message"
-                             : jerr != json_tokener_success ? json_tokener_error_desc(jerr)
-                                                            : "trailing characters");
+                                                   : jerr != json_tokener_success
+                                                       ? json_tokener_error_desc(jerr)
+                                                       : "trailing characters");
     return NULL;
 }
 
@@ -254,8 +256,8 @@ const struct api_cmd *api_parse(const char *line, size_t len, struct json_object
     struct json_object *req = parse_json(line, len, reply), *name;
     if (!req)
         return NULL;
-    if (!json_object_is_type(req, json_type_object) ||
-        !json_object_object_get_ex(req, "request", &name) || !json_object_is_type(name, json_type_string)) {
+    if (!json_object_is_type(req, json_type_object) || !json_object_object_get_ex(req, "request", &name) ||
+        !json_object_is_type(name, json_type_string)) {
         json_object_put(req);
         *reply = api_reply_error("a request is an object with a string member \"request\"");
         return NULL;

@@ -16,16 +16,16 @@ struct kvmbox_vm;
 
 /* What the server does with the connection after a request. */
 enum api_action {
-    API_REPLY,                /* send the reply */
-    API_REPLY_THEN_CONSOLE,   /* send it, then the connection carries the console */
-    API_WAIT,                 /* no reply now: answer when the VM ends */
+    API_REPLY,              /* send the reply */
+    API_REPLY_THEN_CONSOLE, /* send it, then the connection carries the console */
+    API_WAIT,               /* no reply now: answer when the VM ends */
 };
 
 enum api_arg_type { API_ARG_INT = 1, API_ARG_STRING, API_ARG_INT_OR_STRING };
 #define API_MAX_ARGS 2
 
 struct api_arg {
-    const char *name;         /* NULL ends the list */
+    const char *name; /* NULL ends the list */
     enum api_arg_type type;
     bool required;
 };
@@ -33,7 +33,7 @@ struct api_arg {
 struct api_cmd {
     const char *name;
     struct api_arg args[API_MAX_ARGS + 1];
-    const char *usage;        /* the error when the arguments do not fit args[] */
+    const char *usage; /* the error when the arguments do not fit args[] */
     enum api_action action;
     /* Serves a checked request; returns the reply line (malloc'd, NULL: out of memory).
      * NULL for "wait", which the server answers when the VM ends. */
@@ -55,7 +55,7 @@ enum api_action api_handle(struct kvmbox_vm *vm, const char *line, size_t len, c
 /* Reply lines, for the server's own messages: {"ok":false,"error":...} and {"ok":true,...}. */
 char *api_reply_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 struct json_object *api_ok_object(void);
-char *api_reply_json(struct json_object *o);   /* takes O; NULL when out of memory */
+char *api_reply_json(struct json_object *o); /* takes O; NULL when out of memory */
 
 /* The "info" object (vmm/api_info.c). */
 struct json_object *api_info_object(struct kvmbox_vm *vm);

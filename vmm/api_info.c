@@ -175,9 +175,9 @@ struct json_object *api_balloon_object(struct kvmbox_vm *vm)
     add_int(o, "stats_interval", b.stats_interval);
     struct json_object *s = json_object_new_object();
     static const char *const names[] = { "swap_in", "swap_out", "major_faults", "minor_faults",
-                                         "free", "total", "available", "caches" };
+                                         "free",    "total",    "available",    "caches" };
     const int64_t v[] = { b.swap_in, b.swap_out, b.major_faults, b.minor_faults,
-                          b.free, b.total, b.available, b.caches };
+                          b.free,    b.total,    b.available,    b.caches };
     bool have = b.stats_age_ms != UINT64_MAX;
     for (unsigned k = 0; have && k < sizeof(v) / sizeof(v[0]); k++)
         if (v[k] >= 0)

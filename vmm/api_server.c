@@ -28,22 +28,22 @@
 #include "common/util.h"
 
 #define MAX_PENDING_OUT (4u << 20) /* a console client this far behind is dropped */
-#define STR_(x) #x
-#define STR(x) STR_(x)
-#define TAG_LISTEN ((uint64_t)-1)
-#define TAG_QUIT ((uint64_t)-2)
-#define TAG_OUTPUT ((uint64_t)-3)
+#define STR_(x)         #x
+#define STR(x)          STR_(x)
+#define TAG_LISTEN      ((uint64_t)-1)
+#define TAG_QUIT        ((uint64_t)-2)
+#define TAG_OUTPUT      ((uint64_t)-3)
 
 struct client {
     int fd;
     bool console, waiting, closing;
-    bool detaching;            /* a console client half-closed: flush what it was sent, then close */
-    char *in;                  /* API_MAX_MESSAGE + 1 bytes */
+    bool detaching; /* a console client half-closed: flush what it was sent, then close */
+    char *in;       /* API_MAX_MESSAGE + 1 bytes */
     size_t in_len;
     uint8_t *out;
     size_t out_len, out_cap;
-    uint64_t console_pos;      /* next ring position to send */
-    uint64_t deadline;         /* monotonic ns by which it must complete a request; 0 for a
+    uint64_t console_pos; /* next ring position to send */
+    uint64_t deadline;    /* monotonic ns by which it must complete a request; 0 for a
                                 * console or waiting client, which may stay */
 };
 
@@ -54,9 +54,9 @@ struct api {
     pthread_t thread;
     bool thread_started;
     struct client *clients[API_MAX_CLIENTS];
-    uint64_t console_seen;     /* ring position up to which some console client got output */
-    bool bound;                /* we bound the socket at path: */
-    dev_t sock_dev;            /* ...this one, the only thing api_stop removes */
+    uint64_t console_seen; /* ring position up to which some console client got output */
+    bool bound;            /* we bound the socket at path: */
+    dev_t sock_dev;        /* ...this one, the only thing api_stop removes */
     ino_t sock_ino;
 };
 
@@ -223,8 +223,7 @@ static void pump_console(struct api *a)
         if (cl->closing) {
             console_unsent(a, cl);
             client_free(a, i);
-        }
-        else
+        } else
             update_epoll(a, i);
     }
 }
@@ -254,8 +253,9 @@ static void handle_lines(struct api *a, struct client *cl)
         if ((act == API_WAIT || act == API_REPLY_THEN_CONSOLE) &&
             long_lived_clients(a) >= API_MAX_CLIENTS - API_RESERVED_CLIENTS) {
             free(reply);
-            reply = api_reply_error("too many console and wait clients (%d); the other slots are kept for requests",
-                                API_MAX_CLIENTS - API_RESERVED_CLIENTS);
+            reply = api_reply_error(
+                "too many console and wait clients (%d); the other slots are kept for requests",
+                API_MAX_CLIENTS - API_RESERVED_CLIENTS);
             act = API_REPLY;
         }
         if (act == API_WAIT) {
@@ -467,15 +467,15 @@ static int clear_path(struct api *a, const struct sockaddr_un *sa, char *err, si
     if (lstat(path, &st) < 0)
         return errno == ENOENT ? 0 : errf(err, errlen, -errno, "API socket %s: %s", path, strerror(errno));
     if (!S_ISSOCK(st.st_mode))
-        return errf(err, errlen, -EEXIST, "API socket path %s exists and is not a socket; not removing it", path);
+        return errf(err, errlen, -EEXIST, "API socket path %s exists and is not a socket; not removing it",
+                    path);
     int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (probe < 0)
         return errf(err, errlen, -errno, "socket: %s", strerror(errno));
     int r = connect(probe, (const struct sockaddr *)sa, sizeof(*sa)) == 0 ? 0 : errno;
     close(probe);
     if (r == 0)
-        return errf(err, errlen, -EADDRINUSE, "a VM named '%s' is already running (%s)",
-                    vm_name(a), path);
+        return errf(err, errlen, -EADDRINUSE, "a VM named '%s' is already running (%s)", vm_name(a), path);
     if (r != ECONNREFUSED)
         return errf(err, errlen, -r, "API socket %s: %s", path, strerror(r));
     struct stat again; /* the same stale socket, not one a VM starting now just bound */
@@ -500,8 +500,7 @@ static int bind_socket(struct api *a, const char *path, char *err, size_t errlen
     r = bind(a->listen_fd, (struct sockaddr *)&sa, sizeof(sa));
     umask(old);
     if (r < 0 && errno == EADDRINUSE) /* another VM bound it since clear_path */
-        return errf(err, errlen, -EADDRINUSE, "a VM named '%s' is already running (%s)",
-                    vm_name(a), path);
+        return errf(err, errlen, -EADDRINUSE, "a VM named '%s' is already running (%s)", vm_name(a), path);
     if (r < 0)
         return errf(err, errlen, -errno, "cannot create API socket %s: %s", path, strerror(errno));
     struct stat st; /* what we bound, so that only that is removed at the end */
@@ -567,8 +566,7 @@ static void answer_waiters(struct api *a)
         json_object_object_add(o, "message", json_object_new_string(res.message));
         queue_line(cl, api_reply_json(o));
         /* Blocking for a moment is fine here: the VM is gone and the client asked. */
-        setsockopt(cl->fd, SOL_SOCKET, SO_SNDTIMEO, &(struct timeval){ .tv_sec = 1 },
-                   sizeof(struct timeval));
+        setsockopt(cl->fd, SOL_SOCKET, SO_SNDTIMEO, &(struct timeval){ .tv_sec = 1 }, sizeof(struct timeval));
         while (cl->out_len) {
             ssize_t n = send(cl->fd, cl->out, cl->out_len, MSG_NOSIGNAL);
             if (n <= 0)

@@ -9,8 +9,7 @@
 
 #include "common/util.h"
 
-static int map_file(const char *path, const char *what, struct boot_image *img, char *err,
-                    size_t errlen)
+static int map_file(const char *path, const char *what, struct boot_image *img, char *err, size_t errlen)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
@@ -57,7 +56,10 @@ uint64_t boot_place_high(const struct guest_mem *gm, uint64_t size, uint64_t min
 
 static int is_elf(const struct boot_image *img)
 {
-    return img->size >= 4 && memcmp(img->data, "\x7f" "ELF", 4) == 0;
+    return img->size >= 4 && memcmp(img->data,
+                                    "\x7f"
+                                    "ELF",
+                                    4) == 0;
 }
 
 int boot_load(const struct boot_request *req, struct boot_info *out, char *err, size_t errlen)

@@ -10,17 +10,17 @@
 #include "vmm/guest_mem.h"
 
 enum boot_proto {
-    BOOT_LINUX64,    /* Linux 64-bit boot protocol: long mode, RSI = boot_params */
-    BOOT_LINUX32,    /* Linux 32-bit boot protocol: flat protected mode, ESI = boot_params */
-    BOOT_PVH,        /* PVH: 32-bit protected mode, EBX = hvm_start_info */
-    BOOT_MULTIBOOT,  /* multiboot v1: 32-bit protected mode, EAX = magic, EBX = info */
+    BOOT_LINUX64,   /* Linux 64-bit boot protocol: long mode, RSI = boot_params */
+    BOOT_LINUX32,   /* Linux 32-bit boot protocol: flat protected mode, ESI = boot_params */
+    BOOT_PVH,       /* PVH: 32-bit protected mode, EBX = hvm_start_info */
+    BOOT_MULTIBOOT, /* multiboot v1: 32-bit protected mode, EAX = magic, EBX = info */
 };
 
 struct boot_info {
     enum boot_proto proto;
-    uint64_t entry;  /* guest-physical entry point */
-    uint64_t arg;    /* RSI/ESI/EBX value */
-    uint32_t magic;  /* EAX for multiboot */
+    uint64_t entry; /* guest-physical entry point */
+    uint64_t arg;   /* RSI/ESI/EBX value */
+    uint32_t magic; /* EAX for multiboot */
 };
 
 struct e820_entry;
@@ -28,8 +28,8 @@ struct e820_entry;
 struct boot_request {
     const struct guest_mem *gm;
     const char *kernel_path;
-    const char *initrd_path;   /* NULL: none */
-    const char *cmdline;       /* never NULL */
+    const char *initrd_path; /* NULL: none */
+    const char *cmdline;     /* never NULL */
     uint64_t rsdp_gpa;
     const struct e820_entry *e820;
     int ne820;
@@ -47,16 +47,13 @@ struct boot_image {
 };
 int boot_is_bzimage(const struct boot_image *img);
 int boot_load_bzimage(const struct boot_request *req, const struct boot_image *img,
-                      const struct boot_image *initrd, struct boot_info *out, char *err,
-                      size_t errlen);
+                      const struct boot_image *initrd, struct boot_info *out, char *err, size_t errlen);
 /* Returns 1 when IMG is an ELF with a PVH note or a multiboot header that boot_load_elf or
  * boot_load_multiboot can start, 0 otherwise. */
 int boot_load_pvh(const struct boot_request *req, const struct boot_image *img,
-                  const struct boot_image *initrd, struct boot_info *out, char *err,
-                  size_t errlen);
+                  const struct boot_image *initrd, struct boot_info *out, char *err, size_t errlen);
 int boot_load_multiboot(const struct boot_request *req, const struct boot_image *img,
-                        const struct boot_image *initrd, struct boot_info *out, char *err,
-                        size_t errlen);
+                        const struct boot_image *initrd, struct boot_info *out, char *err, size_t errlen);
 /* Places an initrd/module at the highest page-aligned address in [min, max) of RAM; returns
  * the address or 0 when it does not fit. */
 uint64_t boot_place_high(const struct guest_mem *gm, uint64_t size, uint64_t min, uint64_t max);

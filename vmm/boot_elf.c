@@ -10,11 +10,11 @@
 #include "common/util.h"
 
 #define XEN_ELFNOTE_PHYS32_ENTRY 18
-#define HVM_START_MAGIC 0x336ec578
-#define MB_HEADER_MAGIC 0x1badb002
-#define MB_BOOT_MAGIC   0x2badb002
-#define MB_SEARCH       8192
-#define MAX_PHDRS       64
+#define HVM_START_MAGIC          0x336ec578
+#define MB_HEADER_MAGIC          0x1badb002
+#define MB_BOOT_MAGIC            0x2badb002
+#define MB_SEARCH                8192
+#define MAX_PHDRS                64
 
 struct seg {
     uint32_t type;
@@ -60,8 +60,7 @@ static int elf_parse(const struct boot_image *img, struct elf *e)
         if (phentsize != sizeof(Elf32_Phdr))
             return -ENOEXEC;
     }
-    if (phnum == 0 || phnum > MAX_PHDRS || phoff > img->size ||
-        phnum * phentsize > img->size - phoff)
+    if (phnum == 0 || phnum > MAX_PHDRS || phoff > img->size || phnum * phentsize > img->size - phoff)
         return -ENOEXEC;
     for (unsigned i = 0; i < phnum; i++) {
         const uint8_t *p = img->data + phoff + i * phentsize;
@@ -118,8 +117,8 @@ static bool overlaps_firmware(uint64_t start, uint64_t end)
 }
 
 /* Loads PT_LOAD segments at their physical addresses; returns the highest end address. */
-static int elf_load(const struct boot_request *req, const struct elf *e, uint64_t *end_out,
-                    char *err, size_t errlen)
+static int elf_load(const struct boot_request *req, const struct elf *e, uint64_t *end_out, char *err,
+                    size_t errlen)
 {
     uint64_t top = 0;
     for (unsigned i = 0; i < e->nseg; i++) {
@@ -133,8 +132,7 @@ static int elf_load(const struct boot_request *req, const struct elf *e, uint64_
         if (!dst || overlaps_firmware(s->paddr, end))
             return errf(err, errlen, -E2BIG,
                         "%s: segment at %#llx-%#llx is outside guest RAM or on kvmbox's boot data",
-                        req->kernel_path, (unsigned long long)s->paddr,
-                        (unsigned long long)end);
+                        req->kernel_path, (unsigned long long)s->paddr, (unsigned long long)end);
         memcpy(dst, e->img->data + s->offset, s->filesz);
         memset(dst + s->filesz, 0, s->memsz - s->filesz);
         if (end > top)
@@ -150,13 +148,13 @@ static int put_cmdline(const struct boot_request *req, char *err, size_t errlen)
 {
     size_t len = strlen(req->cmdline);
     if (len >= LAYOUT_CMDLINE_MAX)
-        return errf(err, errlen, -E2BIG, "command line is too long (%zu bytes, at most %llu)",
-                    len, LAYOUT_CMDLINE_MAX - 1);
+        return errf(err, errlen, -E2BIG, "command line is too long (%zu bytes, at most %llu)", len,
+                    LAYOUT_CMDLINE_MAX - 1);
     return gm_write(req->gm, LAYOUT_CMDLINE, req->cmdline, len + 1);
 }
 
-static int put_module(const struct boot_request *req, const struct boot_image *initrd,
-                      uint64_t kernel_end, uint64_t *addr, char *err, size_t errlen)
+static int put_module(const struct boot_request *req, const struct boot_image *initrd, uint64_t kernel_end,
+                      uint64_t *addr, char *err, size_t errlen)
 {
     *addr = boot_place_high(req->gm, initrd->size, (kernel_end + 0xfff) & ~0xfffULL, LAYOUT_4G);
     if (!*addr)
@@ -172,12 +170,16 @@ struct hvm_start_info {
     uint64_t modlist_paddr, cmdline_paddr, rsdp_paddr, memmap_paddr;
     uint32_t memmap_entries, reserved;
 };
-struct hvm_modlist_entry { uint64_t paddr, size, cmdline_paddr, reserved; };
-struct hvm_memmap_entry { uint64_t addr, size; uint32_t type, reserved; };
+struct hvm_modlist_entry {
+    uint64_t paddr, size, cmdline_paddr, reserved;
+};
+struct hvm_memmap_entry {
+    uint64_t addr, size;
+    uint32_t type, reserved;
+};
 
 int boot_load_pvh(const struct boot_request *req, const struct boot_image *img,
-                  const struct boot_image *initrd, struct boot_info *out, char *err,
-                  size_t errlen)
+                  const struct boot_image *initrd, struct boot_info *out, char *err, size_t errlen)
 {
     struct elf e;
     if (elf_parse(img, &e) < 0)
@@ -194,8 +196,10 @@ int boot_load_pvh(const struct boot_request *req, const struct boot_image *img,
     uint8_t *page = gm_ptr(req->gm, LAYOUT_START_INFO, 4096);
     memset(page, 0, 4096);
     struct hvm_start_info si = {
-        .magic = HVM_START_MAGIC, .version = 1,
-        .cmdline_paddr = LAYOUT_CMDLINE, .rsdp_paddr = req->rsdp_gpa,
+        .magic = HVM_START_MAGIC,
+        .version = 1,
+        .cmdline_paddr = LAYOUT_CMDLINE,
+        .rsdp_paddr = req->rsdp_gpa,
     };
     size_t mod_off = sizeof(si), map_off = mod_off + sizeof(struct hvm_modlist_entry);
     if (initrd) {
@@ -249,8 +253,7 @@ static int mb_find(const struct boot_image *img, struct mb_header *h, size_t *of
 }
 
 int boot_load_multiboot(const struct boot_request *req, const struct boot_image *img,
-                        const struct boot_image *initrd, struct boot_info *out, char *err,
-                        size_t errlen)
+                        const struct boot_image *initrd, struct boot_info *out, char *err, size_t errlen)
 {
     struct mb_header h;
     size_t hoff;

@@ -38,8 +38,10 @@ int fw_image_load(const char *path, struct fw_image *fw, char *err, size_t errle
     }
     if (st.st_size < (64 << 10) || st.st_size % (64 << 10) || st.st_size > FW_MAX_SIZE) {
         close(fd);
-        return errf(err, errlen, -ENOEXEC, "firmware %s is not a BIOS image: its size (%lld bytes) "
-                    "is not a multiple of 64 KiB up to 16 MiB", path, (long long)st.st_size);
+        return errf(err, errlen, -ENOEXEC,
+                    "firmware %s is not a BIOS image: its size (%lld bytes) "
+                    "is not a multiple of 64 KiB up to 16 MiB",
+                    path, (long long)st.st_size);
     }
     size_t size = (size_t)st.st_size;
     fw->pristine = malloc(size);
@@ -61,8 +63,10 @@ int fw_image_load(const char *path, struct fw_image *fw, char *err, size_t errle
     }
     if (fw_image_check(fw->pristine, size) < 0) {
         fw_image_free(fw);
-        return errf(err, errlen, -ENOEXEC, "firmware %s is not a BIOS image: it has no reset "
-                    "vector (its last 16 bytes are all the same)", path);
+        return errf(err, errlen, -ENOEXEC,
+                    "firmware %s is not a BIOS image: it has no reset "
+                    "vector (its last 16 bytes are all the same)",
+                    path);
     }
     return 0;
 }

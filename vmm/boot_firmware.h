@@ -10,13 +10,13 @@
 #include "vmm/guest_mem.h"
 
 #define FW_DEFAULT_BIOS "/usr/share/seabios/bios-256k.bin"
-#define FW_MAX_SIZE (16u << 20)   /* the flash window below 4 GiB that kvmbox leaves free */
-#define FW_ISA_MAX (128u << 10)   /* what the legacy BIOS area shows of a large image */
-#define FW_SHADOW_MAX (256u << 10) /* images up to this size are copied whole below 1 MiB */
+#define FW_MAX_SIZE     (16u << 20)  /* the flash window below 4 GiB that kvmbox leaves free */
+#define FW_ISA_MAX      (128u << 10) /* what the legacy BIOS area shows of a large image */
+#define FW_SHADOW_MAX   (256u << 10) /* images up to this size are copied whole below 1 MiB */
 
 struct fw_image {
-    uint8_t *pristine;            /* the file's bytes */
-    uint8_t *host;                /* what the guest's slot maps (copied from pristine at boot) */
+    uint8_t *pristine; /* the file's bytes */
+    uint8_t *host;     /* what the guest's slot maps (copied from pristine at boot) */
     size_t size;
 };
 

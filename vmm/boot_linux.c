@@ -39,11 +39,29 @@
 #define CAN_USE_HEAP  0x80
 #define XLF_KERNEL_64 0x01
 
-static uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
-static uint32_t rd32(const uint8_t *p) { return (uint32_t)rd16(p) | (uint32_t)rd16(p + 2) << 16; }
-static void wr16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
-static void wr32(uint8_t *p, uint32_t v) { wr16(p, (uint16_t)v); wr16(p + 2, (uint16_t)(v >> 16)); }
-static void wr64(uint8_t *p, uint64_t v) { wr32(p, (uint32_t)v); wr32(p + 4, (uint32_t)(v >> 32)); }
+static uint16_t rd16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] | p[1] << 8);
+}
+static uint32_t rd32(const uint8_t *p)
+{
+    return (uint32_t)rd16(p) | (uint32_t)rd16(p + 2) << 16;
+}
+static void wr16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+static void wr32(uint8_t *p, uint32_t v)
+{
+    wr16(p, (uint16_t)v);
+    wr16(p + 2, (uint16_t)(v >> 16));
+}
+static void wr64(uint8_t *p, uint64_t v)
+{
+    wr32(p, (uint32_t)v);
+    wr32(p + 4, (uint32_t)(v >> 32));
+}
 
 int boot_is_bzimage(const struct boot_image *img)
 {
@@ -51,8 +69,8 @@ int boot_is_bzimage(const struct boot_image *img)
            memcmp(img->data + BP_HEADER, "HdrS", 4) == 0;
 }
 
-static int place_initrd(const struct boot_request *req, const struct boot_image *initrd,
-                        uint8_t *bp, uint64_t kernel_end, char *err, size_t errlen)
+static int place_initrd(const struct boot_request *req, const struct boot_image *initrd, uint8_t *bp,
+                        uint64_t kernel_end, char *err, size_t errlen)
 {
     uint64_t max = (uint64_t)rd32(bp + BP_INITRD_ADDR_MAX) + 1;
     uint64_t addr = boot_place_high(req->gm, initrd->size, kernel_end, max);
@@ -80,15 +98,14 @@ static int fill_e820(const struct boot_request *req, uint8_t *bp, char *err, siz
 }
 
 int boot_load_bzimage(const struct boot_request *req, const struct boot_image *img,
-                      const struct boot_image *initrd, struct boot_info *out, char *err,
-                      size_t errlen)
+                      const struct boot_image *initrd, struct boot_info *out, char *err, size_t errlen)
 {
     const uint8_t *k = img->data;
     uint16_t version = rd16(k + BP_VERSION);
     if (version < 0x206)
         return errf(err, errlen, -ENOEXEC,
-                    "%s: Linux boot protocol %u.%02u is too old (2.06 or later needed)",
-                    req->kernel_path, version >> 8, version & 0xff);
+                    "%s: Linux boot protocol %u.%02u is too old (2.06 or later needed)", req->kernel_path,
+                    version >> 8, version & 0xff);
     if (!(k[BP_LOADFLAGS] & LOADED_HIGH))
         return errf(err, errlen, -ENOEXEC, "%s: zImage kernels (loaded low) are not supported",
                     req->kernel_path);
@@ -118,8 +135,8 @@ int boot_load_bzimage(const struct boot_request *req, const struct boot_image *i
     size_t cl_len = strlen(req->cmdline);
     uint32_t cl_max = rd32(k + BP_CMDLINE_SIZE);
     if (cl_len > cl_max || cl_len >= LAYOUT_CMDLINE_MAX)
-        return errf(err, errlen, -E2BIG, "command line is %zu bytes; this kernel takes at most %u",
-                    cl_len, cl_max);
+        return errf(err, errlen, -E2BIG, "command line is %zu bytes; this kernel takes at most %u", cl_len,
+                    cl_max);
     int r = gm_write(req->gm, LAYOUT_CMDLINE, req->cmdline, cl_len + 1);
     if (r < 0)
         return errf(err, errlen, r, "no RAM for the command line");

@@ -9,8 +9,7 @@ void bus_init(struct bus *bus, const char *name)
     bus->name = name;
 }
 
-int bus_register(struct bus *bus, uint64_t base, uint64_t len, const struct dev_ops *ops,
-                 void *dev)
+int bus_register(struct bus *bus, uint64_t base, uint64_t len, const struct dev_ops *ops, void *dev)
 {
     uint64_t end;
     if (len == 0 || !ops || __builtin_add_overflow(base, len - 1, &end))

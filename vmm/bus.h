@@ -31,8 +31,8 @@ struct bus {
 void bus_init(struct bus *bus, const char *name);
 /* Registers [base, base+len). Refuses len 0 and overflow (-EINVAL), overlap (-EEXIST) and a
  * full table (-ENOSPC). Registration happens before vCPUs run; lookups take no lock. */
-int bus_register(struct bus *bus, uint64_t base, uint64_t len, const struct dev_ops *ops,
-                 void *dev) __attribute__((warn_unused_result));
+int bus_register(struct bus *bus, uint64_t base, uint64_t len, const struct dev_ops *ops, void *dev)
+    __attribute__((warn_unused_result));
 const struct bus_range *bus_find(const struct bus *bus, uint64_t addr, unsigned len);
 /* Dispatches one access. Returns true when a device took it; an unclaimed read returns
  * all-ones, an unclaimed write is dropped. */

@@ -12,7 +12,8 @@
 
 bool config_parse_bool(const char *v, bool *out)
 {
-    static const char *const yes[] = { "on", "yes", "true", "1" }, *const no[] = { "off", "no", "false", "0" };
+    static const char *const yes[] = { "on", "yes", "true", "1" }, *const no[] = { "off", "no", "false",
+                                                                                   "0" };
     for (size_t i = 0; i < ARRAY_SIZE(yes); i++) {
         if (!strcmp(v, yes[i]))
             return *out = true, true;
@@ -47,8 +48,8 @@ static int parse_bootindex(const char *opt, const char *val, unsigned *out, char
 {
     uint64_t n;
     if (parse_uint(val, 1, 999, &n) < 0)
-        return errf(err, errlen, -EINVAL, "--%s: bootindex must be a number from 1 to 999, not '%s'",
-                    opt, val);
+        return errf(err, errlen, -EINVAL, "--%s: bootindex must be a number from 1 to 999, not '%s'", opt,
+                    val);
     *out = (unsigned)n;
     return 0;
 }
@@ -98,8 +99,10 @@ static int disk_option(struct kvmbox_disk *d, char *kv, char *err, size_t errlen
     } else if (!strcmp(kv, "bootindex")) {
         return parse_bootindex("disk", val, &d->bootindex, err, errlen);
     } else {
-        return errf(err, errlen, -EINVAL, "--disk: unknown option '%s' (format, readonly, cache, "
-                    "serial, workers, bootindex, untrusted, backing, backing_format)", kv);
+        return errf(err, errlen, -EINVAL,
+                    "--disk: unknown option '%s' (format, readonly, cache, "
+                    "serial, workers, bootindex, untrusted, backing, backing_format)",
+                    kv);
     }
     return 0;
 }
@@ -129,8 +132,8 @@ int config_parse_disk(const char *spec, struct kvmbox_disk *d, char *buf, size_t
     return 0;
 }
 
-int config_parse_cdrom(const char *spec, struct kvmbox_cdrom *cd, char *buf, size_t buflen,
-                       char *err, size_t errlen)
+int config_parse_cdrom(const char *spec, struct kvmbox_cdrom *cd, char *buf, size_t buflen, char *err,
+                       size_t errlen)
 {
     memset(cd, 0, sizeof(*cd));
     if (strlen(spec) + 1 > buflen)
@@ -157,10 +160,13 @@ int config_parse_cdrom(const char *spec, struct kvmbox_cdrom *cd, char *buf, siz
 /* One class list: "cdrom,disk,net" (also QEMU's letters c d n), into OUT (END-terminated). */
 static int parse_boot_list(char *list, uint8_t *out, char *err, size_t errlen)
 {
-    static const struct { const char *name; uint8_t dev; } names[] = {
-        { "disk", KVMBOX_BOOT_DISK }, { "hd", KVMBOX_BOOT_DISK }, { "c", KVMBOX_BOOT_DISK },
-        { "cdrom", KVMBOX_BOOT_CDROM }, { "d", KVMBOX_BOOT_CDROM },
-        { "net", KVMBOX_BOOT_NET }, { "network", KVMBOX_BOOT_NET }, { "n", KVMBOX_BOOT_NET },
+    static const struct {
+        const char *name;
+        uint8_t dev;
+    } names[] = {
+        { "disk", KVMBOX_BOOT_DISK },   { "hd", KVMBOX_BOOT_DISK }, { "c", KVMBOX_BOOT_DISK },
+        { "cdrom", KVMBOX_BOOT_CDROM }, { "d", KVMBOX_BOOT_CDROM }, { "net", KVMBOX_BOOT_NET },
+        { "network", KVMBOX_BOOT_NET }, { "n", KVMBOX_BOOT_NET },
     };
     unsigned n = 0;
     memset(out, 0, KVMBOX_BOOT_MAX + 1);
@@ -245,8 +251,10 @@ static int nic_option(struct kvmbox_nic *n, char *kv, bool first, char *err, siz
         else if (!strcmp(kv, "tap"))
             n->mode = KVMBOX_NET_TAP;
         else
-            return errf(err, errlen, -EINVAL, "--net: unknown mode '%s' (user, tap, bridge=BR, "
-                        "segment=NAME)", kv);
+            return errf(err, errlen, -EINVAL,
+                        "--net: unknown mode '%s' (user, tap, bridge=BR, "
+                        "segment=NAME)",
+                        kv);
         return 0;
     }
     if (!val || !*val)
@@ -259,8 +267,10 @@ static int nic_option(struct kvmbox_nic *n, char *kv, bool first, char *err, siz
         n->name = val;
     } else if (!strcmp(kv, "mac")) {
         if (config_parse_mac(val, n->mac) < 0)
-            return errf(err, errlen, -EINVAL, "--net: malformed MAC address '%s' (want six "
-                        "hex bytes like 52:54:00:12:34:56, not a multicast address)", val);
+            return errf(err, errlen, -EINVAL,
+                        "--net: malformed MAC address '%s' (want six "
+                        "hex bytes like 52:54:00:12:34:56, not a multicast address)",
+                        val);
         n->have_mac = true;
     } else if (!strcmp(kv, "hostfwd")) {
         if (n->nhostfwd == KVMBOX_MAX_HOSTFWD)

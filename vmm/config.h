@@ -13,17 +13,17 @@
 #define DEFAULT_CMDLINE "console=ttyS0"
 
 #define DISK_SPEC_MAX 4352
-#define CONFIG_ARENA (192 * 1024)
+#define CONFIG_ARENA  (192 * 1024)
 
 /* The settings of `kvmbox run` (and of a definition) parsed into the library's config. The
  * strings the config points at live in ARENA, so an options struct is self-contained. */
 struct run_options {
     struct kvmbox_config vm;
     bool help;
-    bool daemonize;             /* how this process runs, not part of the machine */
-    bool definition;            /* parsing a stored definition: relative paths are refused */
-    size_t used;                /* bytes of ARENA in use */
-    char arena[CONFIG_ARENA];   /* not zeroed: each string is written when it is made */
+    bool daemonize;           /* how this process runs, not part of the machine */
+    bool definition;          /* parsing a stored definition: relative paths are refused */
+    size_t used;              /* bytes of ARENA in use */
+    char arena[CONFIG_ARENA]; /* not zeroed: each string is written when it is made */
 };
 
 /* A copy of S (N bytes and a NUL) in O's arena; NULL when the arena is full. */
@@ -32,18 +32,18 @@ char *config_strndup(struct run_options *o, const char *s, size_t n);
 /* Parses one --net value: [user][,hostfwd=...]... | tap,ifname=NAME | bridge=BR |
  * segment=NAME, each with [,mac=XX:XX:XX:XX:XX:XX]. Empty means user. The strings N gets
  * point into BUF. Returns 0 or -EINVAL with ERR naming the problem. */
-int config_parse_nic(const char *spec, struct kvmbox_nic *n, char *buf, size_t buflen,
-                     char *err, size_t errlen) __attribute__((warn_unused_result));
+int config_parse_nic(const char *spec, struct kvmbox_nic *n, char *buf, size_t buflen, char *err,
+                     size_t errlen) __attribute__((warn_unused_result));
 
 /* Parses one --disk value: PATH[,format=raw|qcow2][,readonly=on|off][,cache=none|writeback]
  * [,serial=STR] (",," is a comma inside the path, as with QEMU). The strings D gets point
  * into BUF. Returns 0 or -EINVAL with ERR naming the problem. */
-int config_parse_disk(const char *spec, struct kvmbox_disk *d, char *buf, size_t buflen,
-                      char *err, size_t errlen) __attribute__((warn_unused_result));
+int config_parse_disk(const char *spec, struct kvmbox_disk *d, char *buf, size_t buflen, char *err,
+                      size_t errlen) __attribute__((warn_unused_result));
 
 /* Parses one --cdrom value: PATH[,bootindex=N]. Strings point into BUF. 0 or -EINVAL. */
-int config_parse_cdrom(const char *spec, struct kvmbox_cdrom *cd, char *buf, size_t buflen,
-                       char *err, size_t errlen) __attribute__((warn_unused_result));
+int config_parse_cdrom(const char *spec, struct kvmbox_cdrom *cd, char *buf, size_t buflen, char *err,
+                       size_t errlen) __attribute__((warn_unused_result));
 /* Parses one --boot value into C->boot_order, C->boot_once or C->boot_menu: [order=]LIST,
  * once=LIST or menu=on|off, LIST being cdrom, disk, net (or c, d, n) separated by ',' (once=
  * takes ':' or '+'). */

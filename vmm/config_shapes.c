@@ -27,10 +27,12 @@ void config_options_init(struct run_options *o)
 int config_check(const struct run_options *o, char *err, size_t errlen)
 {
     if (o->vm.kernel && o->vm.firmware)
-        return errf(err, errlen, -EINVAL, "--kernel and --firmware exclude each other (a kernel "
+        return errf(err, errlen, -EINVAL,
+                    "--kernel and --firmware exclude each other (a kernel "
                     "is booted directly, without firmware)");
     if (!o->help && !o->vm.kernel && !o->vm.firmware && !o->vm.ndisks && !o->vm.ncdroms)
-        return errf(err, errlen, -EINVAL, "no kernel given and nothing for firmware to boot "
+        return errf(err, errlen, -EINVAL,
+                    "no kernel given and nothing for firmware to boot "
                     "(--kernel PATH, --disk IMAGE or --cdrom ISO)");
     return 0;
 }
@@ -41,7 +43,9 @@ static size_t make_long_options(struct option *opts)
     size_t n = 0;
     for (size_t i = 0; i < settings_count; i++) {
         const struct setting *s = &settings[i];
-        int has = s->kind == SETTING_FLAG ? no_argument : s->optional_value ? optional_argument : required_argument;
+        int has = s->kind == SETTING_FLAG ? no_argument
+                  : s->optional_value     ? optional_argument
+                                          : required_argument;
         opts[n++] = (struct option){ s->key, has, NULL, 256 + (int)i };
         for (size_t a = 0; a < ARRAY_SIZE(s->aliases) && s->aliases[a]; a++)
             opts[n++] = (struct option){ s->aliases[a], has, NULL, 256 + (int)i };
@@ -118,8 +122,8 @@ size_t config_usage(char *buf, size_t len)
 /* ---- definitions and info ---------------------------------------------------------------- */
 
 /* One JSON value of a definition as the text its row parses. */
-static int def_value_text(const struct setting *s, struct json_object *v, char *buf, size_t len,
-                          char *err, size_t errlen)
+static int def_value_text(const struct setting *s, struct json_object *v, char *buf, size_t len, char *err,
+                          size_t errlen)
 {
     if (s->kind == SETTING_NUMBER && json_object_is_type(v, json_type_int)) {
         snprintf(buf, len, "%lld", (long long)json_object_get_int64(v));
@@ -127,7 +131,9 @@ static int def_value_text(const struct setting *s, struct json_object *v, char *
     }
     if (!json_object_is_type(v, json_type_string))
         return errf(err, errlen, -EINVAL, "\"%s\": expected %s", s->key,
-                    s->kind == SETTING_NUMBER ? "a number" : s->kind == SETTING_LIST ? "a list of strings" : "a string");
+                    s->kind == SETTING_NUMBER ? "a number"
+                    : s->kind == SETTING_LIST ? "a list of strings"
+                                              : "a string");
     snprintf(buf, len, "%s", json_object_get_string(v));
     return 0;
 }
@@ -169,8 +175,10 @@ int config_from_def(struct json_object *def, struct run_options *o, char *err, s
         if (!s)
             return errf(err, errlen, -EINVAL, "unknown key \"%.64s\" (`kvmbox settings` lists them)", key);
         if (s->process)
-            return errf(err, errlen, -EINVAL, "\"%s\" is not part of a definition (it says how "
-                        "one `kvmbox run` runs)", key);
+            return errf(err, errlen, -EINVAL,
+                        "\"%s\" is not part of a definition (it says how "
+                        "one `kvmbox run` runs)",
+                        key);
         if (def_one(s, val, o, err, errlen) < 0)
             return -EINVAL;
     }
@@ -185,7 +193,8 @@ static struct json_object *value_json(const struct setting *s, const char *text)
 }
 
 /* Adds S's values in C to OBJ; with ALL, its default (or null) when it has none. */
-static void add_setting(const struct setting *s, const struct kvmbox_config *c, bool all, struct json_object *obj)
+static void add_setting(const struct setting *s, const struct kvmbox_config *c, bool all,
+                        struct json_object *obj)
 {
     unsigned n = s->count(c);
     if (!n && !all)

@@ -18,10 +18,10 @@ struct console {
     struct vm *vm;
     struct serial *uart;
     int in_fd;
-    int quit_fd;          /* eventfd: console_stop() */
+    int quit_fd; /* eventfd: console_stop() */
     bool escape;
     pthread_t thread;
-    uint8_t buf[256];     /* bytes read but not yet accepted by the UART */
+    uint8_t buf[256]; /* bytes read but not yet accepted by the UART */
     size_t len, off;
 };
 

@@ -13,8 +13,8 @@ struct console;
 
 /* Starts the console thread on IN_FD, or sets *OUT to NULL and starts nothing when IN_FD is
  * /dev/null (nothing will ever come). Returns 0 or a negative errno. */
-int console_start(struct vm *vm, int in_fd, bool escape, struct serial *uart,
-                  struct console **out) __attribute__((warn_unused_result));
+int console_start(struct vm *vm, int in_fd, bool escape, struct serial *uart, struct console **out)
+    __attribute__((warn_unused_result));
 /* Stops and frees C (NULL: nothing). */
 void console_stop(struct console *c);
 

@@ -107,12 +107,20 @@ int kvmbox_vm_balloon_status(struct kvmbox_vm *k, struct kvmbox_balloon_status *
     struct balloon_info b;
     vballoon_get_info(k->vm.balloon, &b);
     *st = (struct kvmbox_balloon_status){
-        .target = b.target, .actual = b.actual, .released = b.released, .reported = b.reported,
-        .stats_interval = b.stats_interval, .free_page_reporting = b.reporting,
+        .target = b.target,
+        .actual = b.actual,
+        .released = b.released,
+        .reported = b.reported,
+        .stats_interval = b.stats_interval,
+        .free_page_reporting = b.reporting,
         .stats_age_ms = b.stats.age_ms,
-        .swap_in = b.stats.swap_in, .swap_out = b.stats.swap_out,
-        .major_faults = b.stats.major_faults, .minor_faults = b.stats.minor_faults,
-        .free = b.stats.free, .total = b.stats.total, .available = b.stats.available,
+        .swap_in = b.stats.swap_in,
+        .swap_out = b.stats.swap_out,
+        .major_faults = b.stats.major_faults,
+        .minor_faults = b.stats.minor_faults,
+        .free = b.stats.free,
+        .total = b.stats.total,
+        .available = b.stats.available,
         .caches = b.stats.caches,
     };
     return 0;

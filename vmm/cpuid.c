@@ -7,8 +7,8 @@
 
 #define CPUID_1_ECX_HYPERVISOR (1u << 31)
 #define CPUID_1_EDX_HTT        (1u << 28)
-#define TOPO_LEVEL_SMT  1
-#define TOPO_LEVEL_CORE 2
+#define TOPO_LEVEL_SMT         1
+#define TOPO_LEVEL_CORE        2
 
 static unsigned bits_for(unsigned n)
 {
@@ -23,14 +23,9 @@ static void set_topology(struct kvm_cpuid_entry2 *e, unsigned id, unsigned ncpus
 {
     e->edx = id;
     switch (e->index) {
-    case 0:
-        e->eax = 0, e->ebx = 1, e->ecx = TOPO_LEVEL_SMT << 8;
-        break;
-    case 1:
-        e->eax = bits_for(ncpus), e->ebx = ncpus, e->ecx = TOPO_LEVEL_CORE << 8 | 1;
-        break;
-    default:
-        e->eax = 0, e->ebx = 0, e->ecx = e->index;
+    case 0: e->eax = 0, e->ebx = 1, e->ecx = TOPO_LEVEL_SMT << 8; break;
+    case 1: e->eax = bits_for(ncpus), e->ebx = ncpus, e->ecx = TOPO_LEVEL_CORE << 8 | 1; break;
+    default: e->eax = 0, e->ebx = 0, e->ecx = e->index;
     }
 }
 
@@ -64,15 +59,9 @@ void cpuid_for_vcpu(const struct kvm_cpuid2 *sup, unsigned id, unsigned ncpus, s
             if (e.eax & 0x1f)
                 e.eax = (e.eax & 0x3ff) | (((1u << bits_for(ncpus)) - 1) << 26);
             break;
-        case 0xb:
-            has_b = true;
-            continue;
-        case 0x1f:
-            has_1f = true;
-            continue;
-        case 0x80000008:
-            e.ecx = (e.ecx & ~0xf0ffu) | (bits_for(ncpus) << 12) | (ncpus - 1);
-            break;
+        case 0xb: has_b = true; continue;
+        case 0x1f: has_1f = true; continue;
+        case 0x80000008: e.ecx = (e.ecx & ~0xf0ffu) | (bits_for(ncpus) << 12) | (ncpus - 1); break;
         }
         c->entries[c->nent++] = e;
     }

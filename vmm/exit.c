@@ -26,30 +26,24 @@ static enum exit_action handle_mmio(struct kvm_run *run, struct bus *mmio)
     return EXIT_CONTINUE;
 }
 
-enum exit_action exit_dispatch(struct kvm_run *run, size_t run_size, struct bus *pio,
-                               struct bus *mmio)
+enum exit_action exit_dispatch(struct kvm_run *run, size_t run_size, struct bus *pio, struct bus *mmio)
 {
     switch (run->exit_reason) {
-    case KVM_EXIT_IO:
-        return handle_io(run, run_size, pio);
-    case KVM_EXIT_MMIO:
-        return handle_mmio(run, mmio);
-    case KVM_EXIT_INTR:
-        return EXIT_INTERRUPTED;
+    case KVM_EXIT_IO: return handle_io(run, run_size, pio);
+    case KVM_EXIT_MMIO: return handle_mmio(run, mmio);
+    case KVM_EXIT_INTR: return EXIT_INTERRUPTED;
     case KVM_EXIT_HLT:
         /* Only without an in-kernel LAPIC; kvmbox always has one, so a HLT exit means the
          * guest halted with interrupts off for good. Treat it like a powered-off CPU. */
         return EXIT_FATAL;
-    case KVM_EXIT_SHUTDOWN:
-        return EXIT_SHUTDOWN;
+    case KVM_EXIT_SHUTDOWN: return EXIT_SHUTDOWN;
     case KVM_EXIT_SYSTEM_EVENT:
         switch (run->system_event.type) {
         case KVM_SYSTEM_EVENT_SHUTDOWN: return EXIT_POWEROFF;
         case KVM_SYSTEM_EVENT_RESET: return EXIT_RESET;
         default: return EXIT_FATAL;
         }
-    default:
-        return EXIT_FATAL;
+    default: return EXIT_FATAL;
     }
 }
 
@@ -83,8 +77,7 @@ void exit_describe(const struct kvm_run *run, char *buf, size_t len)
     const char *name = exit_reason_name(run->exit_reason);
     switch (run->exit_reason) {
     case KVM_EXIT_INTERNAL_ERROR: {
-        const char *what = run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION
-                               ? "emulation failure"
+        const char *what = run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION ? "emulation failure"
                            : run->internal.suberror == KVM_INTERNAL_ERROR_SIMUL_EX
                                ? "exception while delivering an exception"
                                : "internal error";
@@ -96,16 +89,13 @@ void exit_describe(const struct kvm_run *run, char *buf, size_t len)
                  (unsigned long long)run->fail_entry.hardware_entry_failure_reason);
         break;
     case KVM_EXIT_IO:
-        snprintf(buf, len, "%s: malformed port I/O exit (port %#x size %u count %u)", name,
-                 run->io.port, run->io.size, run->io.count);
+        snprintf(buf, len, "%s: malformed port I/O exit (port %#x size %u count %u)", name, run->io.port,
+                 run->io.size, run->io.count);
         break;
     case KVM_EXIT_SYSTEM_EVENT:
         snprintf(buf, len, "%s: unhandled system event %u", name, run->system_event.type);
         break;
-    case KVM_EXIT_HLT:
-        snprintf(buf, len, "%s: vCPU halted with no way to wake it", name);
-        break;
-    default:
-        snprintf(buf, len, "%s (%u)", name, run->exit_reason);
+    case KVM_EXIT_HLT: snprintf(buf, len, "%s: vCPU halted with no way to wake it", name); break;
+    default: snprintf(buf, len, "%s (%u)", name, run->exit_reason);
     }
 }

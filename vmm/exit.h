@@ -11,18 +11,17 @@
 struct kvm_run;
 
 enum exit_action {
-    EXIT_CONTINUE,   /* handled: run the vCPU again */
-    EXIT_INTERRUPTED,/* KVM_RUN was interrupted: check for stop/reset, then run again */
-    EXIT_SHUTDOWN,   /* triple fault */
-    EXIT_RESET,      /* the guest asked for a reset through KVM (system event) */
-    EXIT_POWEROFF,   /* the guest asked for poweroff through KVM (system event) */
-    EXIT_FATAL,      /* kvmbox cannot handle this exit: stop the VM with status 4 */
+    EXIT_CONTINUE,    /* handled: run the vCPU again */
+    EXIT_INTERRUPTED, /* KVM_RUN was interrupted: check for stop/reset, then run again */
+    EXIT_SHUTDOWN,    /* triple fault */
+    EXIT_RESET,       /* the guest asked for a reset through KVM (system event) */
+    EXIT_POWEROFF,    /* the guest asked for poweroff through KVM (system event) */
+    EXIT_FATAL,       /* kvmbox cannot handle this exit: stop the VM with status 4 */
 };
 
 /* Dispatches one exit. RUN_SIZE bounds the PIO data area so a bogus data_offset/count
  * cannot reach outside the kvm_run mapping. */
-enum exit_action exit_dispatch(struct kvm_run *run, size_t run_size, struct bus *pio,
-                               struct bus *mmio);
+enum exit_action exit_dispatch(struct kvm_run *run, size_t run_size, struct bus *pio, struct bus *mmio);
 /* The KVM_EXIT_* name of REASON, for messages. */
 const char *exit_reason_name(uint32_t reason);
 /* Describes a fatal exit in one line (without rip, which the caller adds). */

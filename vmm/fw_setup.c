@@ -50,7 +50,7 @@ static int add_u32_file(struct fw_cfg_items *it, const char *name, uint32_t v)
     return r < 0 ? r : 0;
 }
 
-#define ACPI_MAX (64u << 10)
+#define ACPI_MAX        (64u << 10)
 #define LOADER_MAX_CMDS (2 + ACPI_MAX_PTRS + ACPI_MAX_SUMS)
 
 /* The ACPI tables of vm_acpi_config(), built at address 0 so that each pointer is an offset,
@@ -114,7 +114,7 @@ static int cmp_boot(const void *a, const void *b, void *order)
 {
     const struct boot_dev *x = a, *y = b;
     if (!x->bootindex != !y->bootindex)
-        return x->bootindex ? -1 : 1;      /* a bootindex comes first */
+        return x->bootindex ? -1 : 1; /* a bootindex comes first */
     if (x->bootindex != y->bootindex)
         return x->bootindex < y->bootindex ? -1 : 1;
     int rx = rank(order, x->cls), ry = rank(order, y->cls);
@@ -206,13 +206,11 @@ static int build_items(struct vm *vm, struct fw_cfg_items *it)
     uint64_t ram = vm->mem.ram_size;
     if ((r = fw_cfg_set(it, FW_CFG_RAM_SIZE, &ram, sizeof(ram))) < 0)
         return r;
-    if ((r = add_e820(vm, it)) < 0 ||
-        (r = add_u16_file(it, "etc/boot-cpus", (uint16_t)vm->ncpus)) < 0 ||
+    if ((r = add_e820(vm, it)) < 0 || (r = add_u16_file(it, "etc/boot-cpus", (uint16_t)vm->ncpus)) < 0 ||
         /* SeaBIOS's own serial console on COM1: menu and boot loader text without a display */
         (r = add_u16_file(it, "etc/sercon-port", PORT_COM1)) < 0 ||
-        (r = add_u32_file(it, "etc/boot-fail-wait", 1000)) < 0 ||
-        (r = add_acpi(vm, it)) < 0 || (r = add_smbios(vm, it)) < 0 ||
-        (r = add_bootorder(vm, it)) < 0)
+        (r = add_u32_file(it, "etc/boot-fail-wait", 1000)) < 0 || (r = add_acpi(vm, it)) < 0 ||
+        (r = add_smbios(vm, it)) < 0 || (r = add_bootorder(vm, it)) < 0)
         return r;
     return 0;
 }

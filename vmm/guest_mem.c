@@ -17,8 +17,7 @@ void gm_layout(struct guest_mem *gm, uint8_t *base, uint64_t ram_size)
     uint64_t low = ram_size < LAYOUT_MMIO_START ? ram_size : LAYOUT_MMIO_START;
     gm->regions[gm->nregions++] = (struct gm_region){ 0, low, base };
     if (ram_size > low)
-        gm->regions[gm->nregions++] =
-            (struct gm_region){ LAYOUT_4G, ram_size - low, base + low };
+        gm->regions[gm->nregions++] = (struct gm_region){ LAYOUT_4G, ram_size - low, base + low };
 }
 
 #define HUGE_2M (2ULL << 20)
@@ -52,8 +51,8 @@ static long free_hugepages(void)
     return n;
 }
 
-int gm_init(struct guest_mem *gm, uint64_t ram_size, bool hugepages, char *note, size_t notelen,
-            char *err, size_t errlen)
+int gm_init(struct guest_mem *gm, uint64_t ram_size, bool hugepages, char *note, size_t notelen, char *err,
+            size_t errlen)
 {
     if (ram_size == 0 || ram_size > SIZE_MAX)
         return -EINVAL;
@@ -65,8 +64,7 @@ int gm_init(struct guest_mem *gm, uint64_t ram_size, bool hugepages, char *note,
         /* No MAP_NORESERVE: the pages are reserved now, so a shortage fails here rather
          * than with SIGBUS when the guest touches its memory. */
         uint64_t size = (ram_size + HUGE_2M - 1) & ~(HUGE_2M - 1);
-        void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB,
-                       -1, 0);
+        void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
         if (p != MAP_FAILED) {
             gm_layout(gm, p, ram_size);
             gm->page_size = HUGE_2M, gm->map_size = size, gm->huge = "hugetlbfs";
@@ -74,15 +72,19 @@ int gm_init(struct guest_mem *gm, uint64_t ram_size, bool hugepages, char *note,
         }
         long have = free_hugepages(), need = (long)(size / HUGE_2M);
         if (!strcmp(thp, "never"))
-            return errf(err, errlen, -ENOMEM, "hugepages=on: the host has %ld free 2 MiB huge pages "
+            return errf(err, errlen, -ENOMEM,
+                        "hugepages=on: the host has %ld free 2 MiB huge pages "
                         "(the guest needs %ld: sysctl vm.nr_hugepages) and transparent huge pages "
-                        "are disabled", have, need);
+                        "are disabled",
+                        have, need);
         if (note)
-            snprintf(note, notelen, "hugepages=on: %ld free 2 MiB hugetlbfs pages, %ld needed; "
-                     "using transparent huge pages instead", have, need);
+            snprintf(note, notelen,
+                     "hugepages=on: %ld free 2 MiB hugetlbfs pages, %ld needed; "
+                     "using transparent huge pages instead",
+                     have, need);
     }
-    void *p = mmap(NULL, ram_size, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    void *p = mmap(NULL, ram_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1,
+                   0);
     if (p == MAP_FAILED)
         return -errno;
     /* Transparent huge pages where the host allows them: fewer EPT/shadow faults. */

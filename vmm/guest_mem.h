@@ -15,11 +15,11 @@ struct gm_region {
 };
 
 struct guest_mem {
-    uint8_t *base;          /* one mapping backs all regions */
-    uint64_t page_size;     /* host page size of the mapping: 4 KiB, or 2 MiB for hugetlbfs */
-    uint64_t map_size;      /* bytes mapped (RAM rounded up to the page size) */
-    const char *huge;       /* "hugetlbfs", "transparent" or "off" */
-    uint64_t ram_size;      /* bytes of RAM in all regions together */
+    uint8_t *base;      /* one mapping backs all regions */
+    uint64_t page_size; /* host page size of the mapping: 4 KiB, or 2 MiB for hugetlbfs */
+    uint64_t map_size;  /* bytes mapped (RAM rounded up to the page size) */
+    const char *huge;   /* "hugetlbfs", "transparent" or "off" */
+    uint64_t ram_size;  /* bytes of RAM in all regions together */
     unsigned nregions;
     struct gm_region regions[GM_MAX_REGIONS];
 };
@@ -28,8 +28,8 @@ struct guest_mem {
  * around the PCI hole. With HUGEPAGES, hugetlbfs pages are taken (reserved at once); when
  * the host has not enough of them, transparent huge pages are used if the host allows them
  * (NOTE says so), else it fails with -ENOMEM and ERR saying why. */
-int gm_init(struct guest_mem *gm, uint64_t ram_size, bool hugepages, char *note, size_t notelen,
-            char *err, size_t errlen) __attribute__((warn_unused_result));
+int gm_init(struct guest_mem *gm, uint64_t ram_size, bool hugepages, char *note, size_t notelen, char *err,
+            size_t errlen) __attribute__((warn_unused_result));
 /* Builds the regions over an existing mapping (unit tests, reset). */
 void gm_layout(struct guest_mem *gm, uint8_t *base, uint64_t ram_size);
 void gm_destroy(struct guest_mem *gm);

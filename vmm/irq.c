@@ -81,15 +81,17 @@ static int push_routes(struct vm *vm)
 
 static int irqfd_bind(struct vm *vm, int idx, bool assign)
 {
-    struct kvm_irqfd f = { .fd = (uint32_t)vm->irq.msi[idx].fd, .gsi = IRQ_MSI_GSI_BASE + idx,
+    struct kvm_irqfd f = { .fd = (uint32_t)vm->irq.msi[idx].fd,
+                           .gsi = IRQ_MSI_GSI_BASE + idx,
                            .flags = assign ? 0 : KVM_IRQFD_FLAG_DEASSIGN };
     return ioctl(vm->vm_fd, KVM_IRQFD, &f) < 0 ? -errno : 0;
 }
 
 static int ioeventfd_bind(struct vm *vm, const struct irq_ioeventfd *io, bool assign)
 {
-    struct kvm_ioeventfd e = { .addr = io->addr, .len = io->len, .fd = io->fd,
-                               .flags = assign ? 0 : KVM_IOEVENTFD_FLAG_DEASSIGN };
+    struct kvm_ioeventfd e = {
+        .addr = io->addr, .len = io->len, .fd = io->fd, .flags = assign ? 0 : KVM_IOEVENTFD_FLAG_DEASSIGN
+    };
     return ioctl(vm->vm_fd, KVM_IOEVENTFD, &e) < 0 ? -errno : 0;
 }
 

@@ -13,16 +13,16 @@
 
 struct vm;
 
-#define IRQ_MAX_MSI 512
+#define IRQ_MAX_MSI       512
 #define IRQ_MAX_IOEVENTFD 256
-#define IRQ_MSI_GSI_BASE 24          /* GSIs 0-23 are the IOAPIC pins */
+#define IRQ_MSI_GSI_BASE  24 /* GSIs 0-23 are the IOAPIC pins */
 
 struct irq_msi {
     bool used;
-    bool routed;                      /* a route with addr/data is in KVM's table */
+    bool routed; /* a route with addr/data is in KVM's table */
     uint64_t addr;
     uint32_t data;
-    int fd;                           /* eventfd bound to GSI IRQ_MSI_GSI_BASE + index */
+    int fd; /* eventfd bound to GSI IRQ_MSI_GSI_BASE + index */
 };
 
 struct irq_ioeventfd {

@@ -15,11 +15,11 @@
 #include "common/util.h"
 #include "vmm/vm.h"
 
-#define KVM_DEV "/dev/kvm"
+#define KVM_DEV  "/dev/kvm"
 #define MAX_MSRS 1024
 /* In the hole below 4 GiB, clear of the LAPIC and of the firmware flash window (the top
  * 16 MiB), where QEMU puts them too. */
-#define TSS_ADDR 0xfeffd000ULL
+#define TSS_ADDR   0xfeffd000ULL
 #define IDMAP_ADDR 0xfeffc000ULL
 
 int kvm_supported_cpuid(struct vm *vm)
@@ -67,18 +67,22 @@ int kvm_open_host(struct vm *vm, char *err, size_t errlen)
     if (vm->kvm_fd < 0) {
         int e = errno;
         if (e == ENOENT)
-            return errf(err, errlen, -e, "%s does not exist: KVM is not available on this host "
-                        "(load the kvm module, or enable virtualization)", KVM_DEV);
-        if (e == EACCES || e == EPERM)
-            return errf(err, errlen, -e, "no permission to open %s (add yourself to the kvm group)",
+            return errf(err, errlen, -e,
+                        "%s does not exist: KVM is not available on this host "
+                        "(load the kvm module, or enable virtualization)",
                         KVM_DEV);
+        if (e == EACCES || e == EPERM)
+            return errf(err, errlen, -e, "no permission to open %s (add yourself to the kvm group)", KVM_DEV);
         return errf(err, errlen, -e, "cannot open %s: %s", KVM_DEV, strerror(e));
     }
     int api = ioctl(vm->kvm_fd, KVM_GET_API_VERSION, 0);
     if (api != KVM_API_VERSION)
         return errf(err, errlen, -ENOTSUP, "%s speaks KVM API %d, kvmbox needs %d", KVM_DEV, api,
                     KVM_API_VERSION);
-    static const struct { int cap; const char *name; } need[] = {
+    static const struct {
+        int cap;
+        const char *name;
+    } need[] = {
         { KVM_CAP_IRQCHIP, "in-kernel irqchip" },
         { KVM_CAP_USER_MEMORY, "user memory slots" },
         { KVM_CAP_IMMEDIATE_EXIT, "immediate exit" },
@@ -116,13 +120,14 @@ static int add_memory_slots(struct vm *vm, char *err, size_t errlen)
     for (unsigned i = 0; i < vm->mem.nregions; i++) {
         const struct gm_region *g = &vm->mem.regions[i];
         struct kvm_userspace_memory_region r = {
-            .slot = i, .guest_phys_addr = g->gpa, .memory_size = g->size,
+            .slot = i,
+            .guest_phys_addr = g->gpa,
+            .memory_size = g->size,
             .userspace_addr = (uint64_t)(uintptr_t)g->host,
         };
         if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &r) < 0)
             return errf(err, errlen, -errno, "KVM_SET_USER_MEMORY_REGION (%llu MiB at %#llx): %s",
-                        (unsigned long long)(g->size >> 20), (unsigned long long)g->gpa,
-                        strerror(errno));
+                        (unsigned long long)(g->size >> 20), (unsigned long long)g->gpa, strerror(errno));
     }
     if (!vm->fw.size)
         return 0;
@@ -130,8 +135,10 @@ static int add_memory_slots(struct vm *vm, char *err, size_t errlen)
      * as MMIO and are dropped), else ordinary memory that is refreshed on every boot. */
     bool ro = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_READONLY_MEM) > 0;
     struct kvm_userspace_memory_region r = {
-        .slot = vm->mem.nregions, .flags = ro ? KVM_MEM_READONLY : 0,
-        .guest_phys_addr = fw_image_base(&vm->fw), .memory_size = vm->fw.size,
+        .slot = vm->mem.nregions,
+        .flags = ro ? KVM_MEM_READONLY : 0,
+        .guest_phys_addr = fw_image_base(&vm->fw),
+        .memory_size = vm->fw.size,
         .userspace_addr = (uint64_t)(uintptr_t)vm->fw.host,
     };
     if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &r) < 0)
@@ -172,8 +179,10 @@ int kvm_attach_irqs(struct vm *vm, char *err, size_t errlen)
 {
     int r = irq_attach(vm);
     if (r < 0)
-        return errf(err, errlen, r, "cannot set up interrupt routing (GSI routes, irqfd, "
-                    "ioeventfd): %s", strerror(-r));
+        return errf(err, errlen, r,
+                    "cannot set up interrupt routing (GSI routes, irqfd, "
+                    "ioeventfd): %s",
+                    strerror(-r));
     trace_mark("irqfds, GSI routing, ioeventfds");
     return 0;
 }

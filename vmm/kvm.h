@@ -27,11 +27,10 @@ void kvm_destroy_machine(struct vm *vm);
 /* The most entries of KVM_GET_SUPPORTED_CPUID kvmbox reads, and the most cpuid_for_vcpu()
  * adds to them. */
 #define KVM_MAX_CPUID_ENTRIES 256
-#define CPUID_EXTRA_ENTRIES 6
+#define CPUID_EXTRA_ENTRIES   6
 /* Writes into OUT (room for supported->nent + CPUID_EXTRA_ENTRIES entries) the CPUID table
  * of vCPU ID, made from KVM's supported list: APIC IDs, topology for NCPUS single-threaded
  * cores in one package, the hypervisor bit. */
-void cpuid_for_vcpu(const struct kvm_cpuid2 *supported, unsigned id, unsigned ncpus,
-                    struct kvm_cpuid2 *out);
+void cpuid_for_vcpu(const struct kvm_cpuid2 *supported, unsigned id, unsigned ncpus, struct kvm_cpuid2 *out);
 
 #endif

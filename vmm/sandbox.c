@@ -40,9 +40,10 @@
 #endif
 
 static const char *const class_names[SANDBOX_CLASSES] = {
-    [SANDBOX_VCPU] = "vCPU", [SANDBOX_API] = "API", [SANDBOX_CONSOLE] = "console",
-    [SANDBOX_BLK] = "virtio-blk I/O", [SANDBOX_NET] = "virtio-net I/O", [SANDBOX_BALLOON] = "virtio-balloon",
-    [SANDBOX_SIGNAL] = "signal", [SANDBOX_LOG] = "log",
+    [SANDBOX_VCPU] = "vCPU",          [SANDBOX_API] = "API",
+    [SANDBOX_CONSOLE] = "console",    [SANDBOX_BLK] = "virtio-blk I/O",
+    [SANDBOX_NET] = "virtio-net I/O", [SANDBOX_BALLOON] = "virtio-balloon",
+    [SANDBOX_SIGNAL] = "signal",      [SANDBOX_LOG] = "log",
 };
 
 static __thread int thread_class = -1;
@@ -81,8 +82,9 @@ static void on_sigsys(int sig, siginfo_t *si, void *uc)
     n = put_str(msg, n, sizeof(msg), thread_class >= 0 ? class_names[thread_class] : "?");
     n = put_str(msg, n, sizeof(msg), " thread made system call ");
     n = put_uint(msg, n, sizeof(msg), (unsigned)si->si_syscall);
-    n = put_str(msg, n, sizeof(msg), ", which its seccomp sandbox forbids; stopping the VM "
-                                     "(--sandbox off runs without it)\n");
+    n = put_str(msg, n, sizeof(msg),
+                ", which its seccomp sandbox forbids; stopping the VM "
+                "(--sandbox off runs without it)\n");
     if (write(STDERR_FILENO, msg, n) < 0) {
         /* nothing more to do: we are stopping */
     }

@@ -8,14 +8,14 @@
 #include <stdbool.h>
 
 enum sandbox_class {
-    SANDBOX_VCPU,     /* KVM_RUN and the device models behind PIO/MMIO exits */
-    SANDBOX_API,      /* the control socket */
-    SANDBOX_CONSOLE,  /* terminal input to the serial port */
-    SANDBOX_BLK,      /* virtio-blk queue thread and workers: image files, io_uring */
-    SANDBOX_NET,      /* virtio-net I/O thread with its backend (libslirp, tap, segment) */
-    SANDBOX_BALLOON,  /* virtio-balloon: returns pages to the host */
-    SANDBOX_SIGNAL,   /* `kvmbox run`'s thread that turns SIGTERM/SIGINT/SIGHUP into a stop */
-    SANDBOX_LOG,      /* a daemonized VM's log writer: appends to NAME.log, rotates it */
+    SANDBOX_VCPU,    /* KVM_RUN and the device models behind PIO/MMIO exits */
+    SANDBOX_API,     /* the control socket */
+    SANDBOX_CONSOLE, /* terminal input to the serial port */
+    SANDBOX_BLK,     /* virtio-blk queue thread and workers: image files, io_uring */
+    SANDBOX_NET,     /* virtio-net I/O thread with its backend (libslirp, tap, segment) */
+    SANDBOX_BALLOON, /* virtio-balloon: returns pages to the host */
+    SANDBOX_SIGNAL,  /* `kvmbox run`'s thread that turns SIGTERM/SIGINT/SIGHUP into a stop */
+    SANDBOX_LOG,     /* a daemonized VM's log writer: appends to NAME.log, rotates it */
     SANDBOX_CLASSES
 };
 

@@ -26,32 +26,51 @@
 
 struct rule {
     int nr;
-    int kind;          /* 0: any arguments; 1: ioctl request in the class's list;
+    int kind; /* 0: any arguments; 1: ioctl request in the class's list;
                           2: open read-only; 3: open read-only fails with EACCES;
                           4: ioctl TCGETS (isatty) */
 };
 
-#define ANY(name) { SCMP_SYS(name), 0 }
+#define ANY(name)         \
+    {                     \
+        SCMP_SYS(name), 0 \
+    }
 
 /* Every class: memory management (malloc, thread stacks, the sanitizers' allocator), locks,
  * time, signals delivered to us (the vCPU kick, SIGSYS itself), writing to eventfds and
  * pipes, and thread exit. */
 static const struct rule common[] = {
-    ANY(read), ANY(write), ANY(readv), ANY(writev),             /* eventfds, pipes, logs */
-    ANY(close),                                                 /* fds the thread owns */
-    ANY(futex),                                                 /* mutexes, conds, rwlocks */
-    ANY(mmap), ANY(munmap), ANY(mprotect), ANY(madvise),        /* malloc arenas, stacks */
-    ANY(mremap), ANY(brk),                                      /* realloc, the main heap */
-    ANY(exit), ANY(exit_group),                                 /* thread and process exit */
-    ANY(rt_sigreturn), ANY(rt_sigprocmask), ANY(sigaltstack),   /* handlers; ASan's stacks */
-    ANY(restart_syscall),                                       /* after a signal */
-    ANY(clock_gettime), ANY(clock_nanosleep), ANY(nanosleep),   /* timeouts, backoff */
-    ANY(gettid), ANY(getpid), ANY(tgkill),                      /* pthread_kill, abort */
-    ANY(sched_yield),                                           /* spin-then-wait locks */
-    ANY(poll), ANY(ppoll),                                      /* waits on eventfds */
-    ANY(fstat), ANY(newfstatat),                                /* stdio's first write */
-    ANY(getrandom),                                             /* malloc's tcache keys */
-    ANY(timerfd_settime),     /* the balloon's statistics timer (API, vCPU or its thread) */
+    ANY(read),
+    ANY(write),
+    ANY(readv),
+    ANY(writev), /* eventfds, pipes, logs */
+    ANY(close),  /* fds the thread owns */
+    ANY(futex),  /* mutexes, conds, rwlocks */
+    ANY(mmap),
+    ANY(munmap),
+    ANY(mprotect),
+    ANY(madvise), /* malloc arenas, stacks */
+    ANY(mremap),
+    ANY(brk), /* realloc, the main heap */
+    ANY(exit),
+    ANY(exit_group), /* thread and process exit */
+    ANY(rt_sigreturn),
+    ANY(rt_sigprocmask),
+    ANY(sigaltstack),     /* handlers; ASan's stacks */
+    ANY(restart_syscall), /* after a signal */
+    ANY(clock_gettime),
+    ANY(clock_nanosleep),
+    ANY(nanosleep), /* timeouts, backoff */
+    ANY(gettid),
+    ANY(getpid),
+    ANY(tgkill),      /* pthread_kill, abort */
+    ANY(sched_yield), /* spin-then-wait locks */
+    ANY(poll),
+    ANY(ppoll), /* waits on eventfds */
+    ANY(fstat),
+    ANY(newfstatat),      /* stdio's first write */
+    ANY(getrandom),       /* malloc's tcache keys */
+    ANY(timerfd_settime), /* the balloon's statistics timer (API, vCPU or its thread) */
     /* glibc reads a file or two on its own the first time it needs them: the time zone
      * (RTC, though vm setup loads it first) and /proc/sys/vm/overcommit_memory (when malloc
      * first shrinks a thread's arena). Both cope with a failed open, so a read-only open
@@ -66,9 +85,10 @@ static const struct rule common[] = {
  * installed (vmm/sandbox.c), so reports need no fork, pipe or exec here. The normal and ASan
  * builds never get these. */
 static const struct rule tsan_runtime[] = {
-    { SCMP_SYS(open), 2 }, { SCMP_SYS(openat), 2 },             /* /proc/self/maps */
-    ANY(gettimeofday),                                          /* report timestamps */
-    { SCMP_SYS(ioctl), 4 },                                     /* isatty(2): TCGETS */
+    { SCMP_SYS(open), 2 },
+    { SCMP_SYS(openat), 2 }, /* /proc/self/maps */
+    ANY(gettimeofday),       /* report timestamps */
+    { SCMP_SYS(ioctl), 4 },  /* isatty(2): TCGETS */
 };
 
 static const struct rule vcpu[] = {
@@ -76,59 +96,80 @@ static const struct rule vcpu[] = {
 };
 
 static const struct rule api[] = {
-    ANY(epoll_wait), ANY(epoll_pwait), ANY(epoll_ctl),          /* the server loop */
-    ANY(accept4), ANY(getsockopt), ANY(geteuid),                /* clients, SO_PEERCRED */
-    ANY(recvfrom), ANY(sendto), ANY(recvmsg), ANY(sendmsg),     /* requests and replies */
-    ANY(shutdown),                                              /* console detach */
-    { SCMP_SYS(ioctl), 1 },   /* KVM_GET/SET_CLOCK (pause), interrupts (power button, input) */
+    ANY(epoll_wait),        ANY(epoll_pwait), ANY(epoll_ctl),               /* the server loop */
+    ANY(accept4),           ANY(getsockopt),  ANY(geteuid),                 /* clients, SO_PEERCRED */
+    ANY(recvfrom),          ANY(sendto),      ANY(recvmsg),   ANY(sendmsg), /* requests and replies */
+    ANY(shutdown),                                                          /* console detach */
+    { SCMP_SYS(ioctl), 1 }, /* KVM_GET/SET_CLOCK (pause), interrupts (power button, input) */
 };
 
 static const struct rule console[] = {
-    { SCMP_SYS(ioctl), 1 },   /* the serial port's interrupt line */
+    { SCMP_SYS(ioctl), 1 }, /* the serial port's interrupt line */
 };
 
 static const struct rule blk[] = {
-    ANY(io_uring_enter),                                        /* mapped reads and writes */
-    ANY(pread64), ANY(pwrite64), ANY(preadv), ANY(pwritev),     /* the worker pool's I/O */
-    ANY(preadv2), ANY(pwritev2),
-    ANY(fsync), ANY(fdatasync), ANY(sync_file_range),           /* FLUSH */
-    ANY(fallocate), ANY(ftruncate),                             /* DISCARD, WRITE_ZEROES, growth */
-    ANY(lseek),                                                 /* image size */
-    { SCMP_SYS(ioctl), 1 },   /* completion interrupts without irqfd, INTx */
+    ANY(io_uring_enter), /* mapped reads and writes */
+    ANY(pread64),
+    ANY(pwrite64),
+    ANY(preadv),
+    ANY(pwritev), /* the worker pool's I/O */
+    ANY(preadv2),
+    ANY(pwritev2),
+    ANY(fsync),
+    ANY(fdatasync),
+    ANY(sync_file_range), /* FLUSH */
+    ANY(fallocate),
+    ANY(ftruncate),         /* DISCARD, WRITE_ZEROES, growth */
+    ANY(lseek),             /* image size */
+    { SCMP_SYS(ioctl), 1 }, /* completion interrupts without irqfd, INTx */
 };
 
 /* The only class that opens files (read-only): see the openat entry. */
 static const struct rule net[] = {
-    ANY(socket), ANY(connect), ANY(bind), ANY(listen),          /* libslirp's NAT sockets */
-    ANY(accept), ANY(accept4),                                  /* hostfwd connections */
-    ANY(setsockopt), ANY(getsockopt), ANY(getsockname), ANY(getpeername),
+    ANY(socket),
+    ANY(connect),
+    ANY(bind),
+    ANY(listen), /* libslirp's NAT sockets */
+    ANY(accept),
+    ANY(accept4), /* hostfwd connections */
+    ANY(setsockopt),
+    ANY(getsockopt),
+    ANY(getsockname),
+    ANY(getpeername),
     ANY(shutdown),
-    ANY(sendto), ANY(recvfrom), ANY(sendmsg), ANY(recvmsg),     /* frames, datagrams */
-    ANY(fcntl),                                                 /* non-blocking sockets */
-    { SCMP_SYS(openat), 2 },  /* libslirp re-reads /etc/resolv.conf when it changes; a
+    ANY(sendto),
+    ANY(recvfrom),
+    ANY(sendmsg),
+    ANY(recvmsg),            /* frames, datagrams */
+    ANY(fcntl),              /* non-blocking sockets */
+    { SCMP_SYS(openat), 2 }, /* libslirp re-reads /etc/resolv.conf when it changes; a
                                  segment lists its members' sockets to flood a frame */
-    ANY(stat), ANY(statx),                                      /* resolv.conf's mtime */
-    ANY(getdents64),                                            /* the segment's directory */
-    { SCMP_SYS(ioctl), 1 },   /* FIONREAD/FIONBIO (libslirp), interrupts without irqfd */
+    ANY(stat),
+    ANY(statx),             /* resolv.conf's mtime */
+    ANY(getdents64),        /* the segment's directory */
+    { SCMP_SYS(ioctl), 1 }, /* FIONREAD/FIONBIO (libslirp), interrupts without irqfd */
 };
 
 static const struct rule balloon[] = {
-    { SCMP_SYS(ioctl), 1 },   /* interrupts without irqfd */
+    { SCMP_SYS(ioctl), 1 }, /* interrupts without irqfd */
 };
 
 static const struct rule signal_waiter[] = {
-    ANY(rt_sigtimedwait),     /* sigwait(); sigtimedwait() between kicks while the VM is built */
+    ANY(rt_sigtimedwait), /* sigwait(); sigtimedwait() between kicks while the VM is built */
 };
 
 /* The log writer works on two files it was given open (NAME.log and NAME.log.1) in a
  * directory it holds open: it never opens anything. */
 static const struct rule log_writer[] = {
-    ANY(renameat2),       /* rotation: RENAME_EXCHANGE swaps NAME.log and NAME.log.1 */
-    ANY(ftruncate),       /* the file that becomes NAME.log starts empty */
-    ANY(pread64),         /* rotation by copying, where the file system cannot exchange */
+    ANY(renameat2), /* rotation: RENAME_EXCHANGE swaps NAME.log and NAME.log.1 */
+    ANY(ftruncate), /* the file that becomes NAME.log starts empty */
+    ANY(pread64),   /* rotation by copying, where the file system cannot exchange */
 };
 
-static const struct { const struct rule *r; size_t n; } lists[SANDBOX_CLASSES] = {
+static const struct {
+    const struct rule *r;
+    size_t n;
+} lists[SANDBOX_CLASSES] = {
     [SANDBOX_VCPU] = { vcpu, ARRAY_SIZE(vcpu) },
     [SANDBOX_API] = { api, ARRAY_SIZE(api) },
     [SANDBOX_CONSOLE] = { console, ARRAY_SIZE(console) },
@@ -142,10 +183,16 @@ static const struct { const struct rule *r; size_t n; } lists[SANDBOX_CLASSES] =
 /* The ioctls each class may make. Interrupt injection (KVM_IRQ_LINE, KVM_SIGNAL_MSI) is open
  * to every device thread because any of them may complete a request. */
 static const unsigned long vcpu_ioctls[] = {
-    KVM_RUN, KVM_GET_REGS, KVM_GET_SREGS, KVM_TRANSLATE,       /* running; describing a fault */
-    KVM_SET_GSI_ROUTING, KVM_IRQFD, KVM_IOEVENTFD,              /* MSI-X tables, BAR moves */
-    KVM_IRQ_LINE, KVM_SIGNAL_MSI,                               /* interrupts */
-    TUNSETOFFLOAD,                                              /* virtio-net DRIVER_OK */
+    KVM_RUN,
+    KVM_GET_REGS,
+    KVM_GET_SREGS,
+    KVM_TRANSLATE, /* running; describing a fault */
+    KVM_SET_GSI_ROUTING,
+    KVM_IRQFD,
+    KVM_IOEVENTFD, /* MSI-X tables, BAR moves */
+    KVM_IRQ_LINE,
+    KVM_SIGNAL_MSI, /* interrupts */
+    TUNSETOFFLOAD,  /* virtio-net DRIVER_OK */
 };
 static const unsigned long api_ioctls[] = {
     KVM_GET_CLOCK, KVM_SET_CLOCK, KVM_IRQ_LINE, KVM_SIGNAL_MSI, KVM_SET_GSI_ROUTING,
@@ -195,8 +242,8 @@ static int add_rules(scmp_filter_ctx ctx, const struct rule *rules, size_t n, en
 }
 
 static const char *const symbols[SANDBOX_CLASSES] = {
-    [SANDBOX_VCPU] = "vcpu", [SANDBOX_API] = "api", [SANDBOX_CONSOLE] = "console",
-    [SANDBOX_BLK] = "blk", [SANDBOX_NET] = "net", [SANDBOX_BALLOON] = "balloon",
+    [SANDBOX_VCPU] = "vcpu",     [SANDBOX_API] = "api", [SANDBOX_CONSOLE] = "console",
+    [SANDBOX_BLK] = "blk",       [SANDBOX_NET] = "net", [SANDBOX_BALLOON] = "balloon",
     [SANDBOX_SIGNAL] = "signal", [SANDBOX_LOG] = "log",
 };
 

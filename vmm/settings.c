@@ -24,15 +24,16 @@ static int no_room(const char *key, char *err, size_t errlen)
 /* *PATH made absolute against the working directory (lexically: a symlink in it stays a
  * symlink, so a relative backing name still resolves against the directory as given). In a
  * definition a relative path is refused: which directory would it be relative to? */
-static int make_absolute(struct run_options *o, const char *key, const char **path, char *err,
-                         size_t errlen)
+static int make_absolute(struct run_options *o, const char *key, const char **path, char *err, size_t errlen)
 {
     const char *p = *path;
     if (!p || p[0] == '/')
         return 0;
     if (o->definition)
-        return errf(err, errlen, -EINVAL, "\"%s\": relative path '%s' (a definition names files "
-                    "by absolute path)", key, p);
+        return errf(err, errlen, -EINVAL,
+                    "\"%s\": relative path '%s' (a definition names files "
+                    "by absolute path)",
+                    key, p);
     char cwd[4096];
     if (!getcwd(cwd, sizeof(cwd)))
         return errf(err, errlen, -errno, "--%s: cannot make '%s' absolute: getcwd: %s", key, p,
@@ -77,8 +78,8 @@ static unsigned one_if(bool b)
     return b ? 1 : 0;
 }
 
-static int text_copy(struct run_options *o, const char *key, const char *val, const char **out,
-                     char *err, size_t errlen)
+static int text_copy(struct run_options *o, const char *key, const char *val, const char **out, char *err,
+                     size_t errlen)
 {
     if (!(*out = config_strndup(o, val, strlen(val))))
         return no_room(key, err, errlen);
@@ -102,21 +103,41 @@ static int kernel_parse(struct run_options *o, const char *v, char *err, size_t 
 {
     if (!*v)
         return bad(err, errlen, "kernel", v, "expected a file");
-    return text_copy(o, "kernel", v, &o->vm.kernel, err, errlen) ?: make_absolute(o, "kernel", &o->vm.kernel, err, errlen);
+    return text_copy(o, "kernel", v, &o->vm.kernel, err, errlen)
+               ?: make_absolute(o, "kernel", &o->vm.kernel, err, errlen);
 }
-static unsigned kernel_count(const struct kvmbox_config *c) { return one_if(c->kernel && *c->kernel); }
-static void kernel_format(const struct kvmbox_config *c, unsigned i, char *b, size_t l) { snprintf(b, l, "%s", c->kernel); }
-static unsigned kernel_files(const struct kvmbox_config *c, unsigned i, const char *out[2]) { return one_file(c->kernel, out); }
+static unsigned kernel_count(const struct kvmbox_config *c)
+{
+    return one_if(c->kernel && *c->kernel);
+}
+static void kernel_format(const struct kvmbox_config *c, unsigned i, char *b, size_t l)
+{
+    snprintf(b, l, "%s", c->kernel);
+}
+static unsigned kernel_files(const struct kvmbox_config *c, unsigned i, const char *out[2])
+{
+    return one_file(c->kernel, out);
+}
 
 static int initrd_parse(struct run_options *o, const char *v, char *err, size_t errlen)
 {
     if (!*v)
         return bad(err, errlen, "initrd", v, "expected a file");
-    return text_copy(o, "initrd", v, &o->vm.initrd, err, errlen) ?: make_absolute(o, "initrd", &o->vm.initrd, err, errlen);
+    return text_copy(o, "initrd", v, &o->vm.initrd, err, errlen)
+               ?: make_absolute(o, "initrd", &o->vm.initrd, err, errlen);
 }
-static unsigned initrd_count(const struct kvmbox_config *c) { return one_if(c->initrd && *c->initrd); }
-static void initrd_format(const struct kvmbox_config *c, unsigned i, char *b, size_t l) { snprintf(b, l, "%s", c->initrd); }
-static unsigned initrd_files(const struct kvmbox_config *c, unsigned i, const char *out[2]) { return one_file(c->initrd, out); }
+static unsigned initrd_count(const struct kvmbox_config *c)
+{
+    return one_if(c->initrd && *c->initrd);
+}
+static void initrd_format(const struct kvmbox_config *c, unsigned i, char *b, size_t l)
+{
+    snprintf(b, l, "%s", c->initrd);
+}
+static unsigned initrd_files(const struct kvmbox_config *c, unsigned i, const char *out[2])
+{
+    return one_file(c->initrd, out);
+}
 
 static int cmdline_parse(struct run_options *o, const char *v, char *err, size_t errlen)
 {
@@ -124,8 +145,14 @@ static int cmdline_parse(struct run_options *o, const char *v, char *err, size_t
         return errf(err, errlen, -EINVAL, "--cmdline: longer than %d bytes", KVMBOX_MAX_CMDLINE - 1);
     return text_copy(o, "cmdline", v, &o->vm.cmdline, err, errlen);
 }
-static unsigned cmdline_count(const struct kvmbox_config *c) { return one_if(c->cmdline && strcmp(c->cmdline, DEFAULT_CMDLINE)); }
-static void cmdline_format(const struct kvmbox_config *c, unsigned i, char *b, size_t l) { snprintf(b, l, "%s", c->cmdline); }
+static unsigned cmdline_count(const struct kvmbox_config *c)
+{
+    return one_if(c->cmdline && strcmp(c->cmdline, DEFAULT_CMDLINE));
+}
+static void cmdline_format(const struct kvmbox_config *c, unsigned i, char *b, size_t l)
+{
+    snprintf(b, l, "%s", c->cmdline);
+}
 
 /* SIZE[,hugepages=on|off][,overcommit=on|off]; a bare number is MiB, as with qemu -m. */
 static int mem_parse(struct run_options *o, const char *arg, char *err, size_t errlen)
@@ -165,7 +192,10 @@ static unsigned mem_count(const struct kvmbox_config *c)
 }
 static void mem_format(const struct kvmbox_config *c, unsigned i, char *b, size_t l)
 {
-    static const struct { unsigned shift; char unit; } units[] = { { 40, 'T' }, { 30, 'G' }, { 20, 'M' }, { 10, 'K' } };
+    static const struct {
+        unsigned shift;
+        char unit;
+    } units[] = { { 40, 'T' }, { 30, 'G' }, { 20, 'M' }, { 10, 'K' } };
     const char *unit = "B";
     uint64_t v = c->mem_size;
     char u[2] = { 0 };
@@ -186,8 +216,14 @@ static int cpus_parse(struct run_options *o, const char *v, char *err, size_t er
     o->vm.cpus = (unsigned)n;
     return 0;
 }
-static unsigned cpus_count(const struct kvmbox_config *c) { return one_if(c->cpus != 1); }
-static void cpus_format(const struct kvmbox_config *c, unsigned i, char *b, size_t l) { snprintf(b, l, "%u", c->cpus); }
+static unsigned cpus_count(const struct kvmbox_config *c)
+{
+    return one_if(c->cpus != 1);
+}
+static void cpus_format(const struct kvmbox_config *c, unsigned i, char *b, size_t l)
+{
+    snprintf(b, l, "%u", c->cpus);
+}
 
 /* "bios" (SeaBIOS) or a BIOS image; "uefi" is a word too (the library says why it is refused). */
 static bool firmware_is_word(const char *v)
@@ -202,7 +238,10 @@ static int firmware_parse(struct run_options *o, const char *v, char *err, size_
         return -EINVAL;
     return firmware_is_word(v) ? 0 : make_absolute(o, "firmware", &o->vm.firmware, err, errlen);
 }
-static unsigned firmware_count(const struct kvmbox_config *c) { return one_if(c->firmware != NULL); }
+static unsigned firmware_count(const struct kvmbox_config *c)
+{
+    return one_if(c->firmware != NULL);
+}
 static void firmware_format(const struct kvmbox_config *c, unsigned i, char *b, size_t l)
 {
     /* A running VM holds the image it chose for "bios": show the word it came from. */
@@ -230,7 +269,10 @@ static int disk_parse(struct run_options *o, const char *v, char *err, size_t er
     o->vm.ndisks++;
     return 0;
 }
-static unsigned disk_count(const struct kvmbox_config *c) { return c->ndisks; }
+static unsigned disk_count(const struct kvmbox_config *c)
+{
+    return c->ndisks;
+}
 static void disk_format(const struct kvmbox_config *c, unsigned i, char *b, size_t l)
 {
     const struct kvmbox_disk *d = &c->disks[i];
@@ -277,7 +319,10 @@ static int cdrom_parse(struct run_options *o, const char *v, char *err, size_t e
     o->vm.ncdroms++;
     return 0;
 }
-static unsigned cdrom_count(const struct kvmbox_config *c) { return c->ncdroms; }
+static unsigned cdrom_count(const struct kvmbox_config *c)
+{
+    return c->ncdroms;
+}
 static void cdrom_format(const struct kvmbox_config *c, unsigned i, char *b, size_t l)
 {
     b[0] = '\0';
@@ -285,7 +330,10 @@ static void cdrom_format(const struct kvmbox_config *c, unsigned i, char *b, siz
     if (c->cdroms[i].bootindex)
         put_uint(b, l, ",bootindex=%u", c->cdroms[i].bootindex);
 }
-static unsigned cdrom_files(const struct kvmbox_config *c, unsigned i, const char *out[2]) { return one_file(c->cdroms[i].path, out); }
+static unsigned cdrom_files(const struct kvmbox_config *c, unsigned i, const char *out[2])
+{
+    return one_file(c->cdroms[i].path, out);
+}
 
 static int boot_parse(struct run_options *o, const char *v, char *err, size_t errlen)
 {
@@ -330,20 +378,25 @@ static int net_parse(struct run_options *o, const char *v, char *err, size_t err
     o->vm.nnics++;
     return 0;
 }
-static unsigned net_count(const struct kvmbox_config *c) { return c->nnics; }
+static unsigned net_count(const struct kvmbox_config *c)
+{
+    return c->nnics;
+}
 static void net_format(const struct kvmbox_config *c, unsigned i, char *b, size_t l)
 {
     const struct kvmbox_nic *n = &c->nics[i];
-    static const char *const modes[] = { [KVMBOX_NET_USER] = "user", [KVMBOX_NET_TAP] = "tap,ifname=%s",
-                                         [KVMBOX_NET_BRIDGE] = "bridge=%s", [KVMBOX_NET_SEGMENT] = "segment=%s" };
+    static const char *const modes[] = { [KVMBOX_NET_USER] = "user",
+                                         [KVMBOX_NET_TAP] = "tap,ifname=%s",
+                                         [KVMBOX_NET_BRIDGE] = "bridge=%s",
+                                         [KVMBOX_NET_SEGMENT] = "segment=%s" };
     b[0] = '\0';
     put(b, l, n->mode < ARRAY_SIZE(modes) ? modes[n->mode] : "user", n->name ? n->name : "");
     for (unsigned k = 0; k < n->nhostfwd && k < KVMBOX_MAX_HOSTFWD; k++)
         put(b, l, ",hostfwd=%s", n->hostfwd[k]);
     if (n->have_mac) {
         char mac[32];
-        snprintf(mac, sizeof(mac), ",mac=%02x:%02x:%02x:%02x:%02x:%02x", n->mac[0], n->mac[1],
-                 n->mac[2], n->mac[3], n->mac[4], n->mac[5]);
+        snprintf(mac, sizeof(mac), ",mac=%02x:%02x:%02x:%02x:%02x:%02x", n->mac[0], n->mac[1], n->mac[2],
+                 n->mac[3], n->mac[4], n->mac[5]);
         put(b, l, "%s", mac);
     }
 }
@@ -357,14 +410,36 @@ static int switch_parse(const char *key, const char *v, bool *off, char *err, si
     *off = !on;
     return 0;
 }
-static int balloon_parse(struct run_options *o, const char *v, char *err, size_t errlen) { return switch_parse("balloon", v, &o->vm.no_balloon, err, errlen); }
-static unsigned balloon_count(const struct kvmbox_config *c) { return one_if(c->no_balloon); }
-static void off_format(const struct kvmbox_config *c, unsigned i, char *b, size_t l) { snprintf(b, l, "off"); }
-static int sandbox_parse(struct run_options *o, const char *v, char *err, size_t errlen) { return switch_parse("sandbox", v, &o->vm.no_sandbox, err, errlen); }
-static unsigned sandbox_count(const struct kvmbox_config *c) { return one_if(c->no_sandbox); }
+static int balloon_parse(struct run_options *o, const char *v, char *err, size_t errlen)
+{
+    return switch_parse("balloon", v, &o->vm.no_balloon, err, errlen);
+}
+static unsigned balloon_count(const struct kvmbox_config *c)
+{
+    return one_if(c->no_balloon);
+}
+static void off_format(const struct kvmbox_config *c, unsigned i, char *b, size_t l)
+{
+    snprintf(b, l, "off");
+}
+static int sandbox_parse(struct run_options *o, const char *v, char *err, size_t errlen)
+{
+    return switch_parse("sandbox", v, &o->vm.no_sandbox, err, errlen);
+}
+static unsigned sandbox_count(const struct kvmbox_config *c)
+{
+    return one_if(c->no_sandbox);
+}
 
-static int no_reboot_parse(struct run_options *o, const char *v, char *err, size_t errlen) { o->vm.no_reboot = true; return 0; }
-static unsigned no_reboot_count(const struct kvmbox_config *c) { return one_if(c->no_reboot); }
+static int no_reboot_parse(struct run_options *o, const char *v, char *err, size_t errlen)
+{
+    o->vm.no_reboot = true;
+    return 0;
+}
+static unsigned no_reboot_count(const struct kvmbox_config *c)
+{
+    return one_if(c->no_reboot);
+}
 
 static int timeout_parse(struct run_options *o, const char *v, char *err, size_t errlen)
 {
@@ -374,14 +449,29 @@ static int timeout_parse(struct run_options *o, const char *v, char *err, size_t
     o->vm.timeout_secs = (unsigned)n;
     return 0;
 }
-static unsigned timeout_count(const struct kvmbox_config *c) { return one_if(c->timeout_secs); }
-static void timeout_format(const struct kvmbox_config *c, unsigned i, char *b, size_t l) { snprintf(b, l, "%u", c->timeout_secs); }
+static unsigned timeout_count(const struct kvmbox_config *c)
+{
+    return one_if(c->timeout_secs);
+}
+static void timeout_format(const struct kvmbox_config *c, unsigned i, char *b, size_t l)
+{
+    snprintf(b, l, "%u", c->timeout_secs);
+}
 
 /* The name's rules (a file name in the runtime and config directories) are the CLI's:
  * cli_valid_name checks it before anything is made from it. */
-static int name_parse(struct run_options *o, const char *v, char *err, size_t errlen) { return text_copy(o, "name", v, &o->vm.name, err, errlen); }
-static unsigned name_count(const struct kvmbox_config *c) { return one_if(c->name != NULL); }
-static void name_format(const struct kvmbox_config *c, unsigned i, char *b, size_t l) { snprintf(b, l, "%s", c->name); }
+static int name_parse(struct run_options *o, const char *v, char *err, size_t errlen)
+{
+    return text_copy(o, "name", v, &o->vm.name, err, errlen);
+}
+static unsigned name_count(const struct kvmbox_config *c)
+{
+    return one_if(c->name != NULL);
+}
+static void name_format(const struct kvmbox_config *c, unsigned i, char *b, size_t l)
+{
+    snprintf(b, l, "%s", c->name);
+}
 
 static int uuid_parse(struct run_options *o, const char *v, char *err, size_t errlen)
 {
@@ -390,26 +480,43 @@ static int uuid_parse(struct run_options *o, const char *v, char *err, size_t er
     o->vm.have_uuid = true;
     return 0;
 }
-static unsigned uuid_count(const struct kvmbox_config *c) { return one_if(c->have_uuid); }
+static unsigned uuid_count(const struct kvmbox_config *c)
+{
+    return one_if(c->have_uuid);
+}
 static void uuid_format(const struct kvmbox_config *c, unsigned i, char *b, size_t l)
 {
     const uint8_t *u = c->uuid;
-    snprintf(b, l, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0], u[1],
-             u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14], u[15]);
+    snprintf(b, l, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0], u[1], u[2],
+             u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14], u[15]);
 }
 
 static int api_sock_parse(struct run_options *o, const char *v, char *err, size_t errlen)
 {
     if (!*v)
         return bad(err, errlen, "api-sock", v, "expected a path");
-    return text_copy(o, "api-sock", v, &o->vm.api_sock, err, errlen) ?: make_absolute(o, "api-sock", &o->vm.api_sock, err, errlen);
+    return text_copy(o, "api-sock", v, &o->vm.api_sock, err, errlen)
+               ?: make_absolute(o, "api-sock", &o->vm.api_sock, err, errlen);
 }
-static unsigned api_sock_count(const struct kvmbox_config *c) { return one_if(c->api_sock != NULL); }
-static void api_sock_format(const struct kvmbox_config *c, unsigned i, char *b, size_t l) { snprintf(b, l, "%s", c->api_sock); }
+static unsigned api_sock_count(const struct kvmbox_config *c)
+{
+    return one_if(c->api_sock != NULL);
+}
+static void api_sock_format(const struct kvmbox_config *c, unsigned i, char *b, size_t l)
+{
+    snprintf(b, l, "%s", c->api_sock);
+}
 
-static int daemonize_parse(struct run_options *o, const char *v, char *err, size_t errlen) { o->daemonize = true; return 0; }
+static int daemonize_parse(struct run_options *o, const char *v, char *err, size_t errlen)
+{
+    o->daemonize = true;
+    return 0;
+}
 
-#define ROW(k, ...) { .key = k, __VA_ARGS__ }
+#define ROW(k, ...)           \
+    {                         \
+        .key = k, __VA_ARGS__ \
+    }
 const struct setting settings[] = {
     ROW("kernel", .arg = "PATH", .kind = SETTING_TEXT, .parse = kernel_parse, .count = kernel_count,
         .format = kernel_format, .files = kernel_files,

@@ -20,27 +20,27 @@
 #include "vmm/config.h"
 
 enum setting_kind {
-    SETTING_TEXT,              /* one value; a JSON string in definitions */
-    SETTING_NUMBER,            /* one value; a JSON number */
-    SETTING_FLAG,              /* no value; true in a definition when given */
-    SETTING_LIST,              /* repeatable; a JSON array of strings, in the order given */
+    SETTING_TEXT,   /* one value; a JSON string in definitions */
+    SETTING_NUMBER, /* one value; a JSON number */
+    SETTING_FLAG,   /* no value; true in a definition when given */
+    SETTING_LIST,   /* repeatable; a JSON array of strings, in the order given */
 };
 
-#define SETTINGS_MAX 32         /* rows the table may have (getopt's table is sized by it) */
+#define SETTINGS_MAX      32    /* rows the table may have (getopt's table is sized by it) */
 #define SETTING_VALUE_MAX 10000 /* the longest canonical text of one value (a disk with backing) */
 
 struct setting {
-    const char *key;           /* definition key, option --KEY, and info's config key */
-    const char *aliases[3];    /* other option names (NULL-ended): --memory, --smp, ... */
-    const char *arg;           /* the value's syntax and unit, for --help; NULL for a flag */
-    const char *help;          /* lines of --help (after the option line), '\n'-separated */
+    const char *key;        /* definition key, option --KEY, and info's config key */
+    const char *aliases[3]; /* other option names (NULL-ended): --memory, --smp, ... */
+    const char *arg;        /* the value's syntax and unit, for --help; NULL for a flag */
+    const char *help;       /* lines of --help (after the option line), '\n'-separated */
     enum setting_kind kind;
-    bool optional_value;       /* --net alone is a value too ("user") */
-    bool process;              /* how this kvmbox process runs (--daemonize): never stored */
-    bool live;                 /* can change on a running VM (none can yet) */
-    bool computed;             /* when not given, the value depends on other settings (the
+    bool optional_value; /* --net alone is a value too ("user") */
+    bool process;        /* how this kvmbox process runs (--daemonize): never stored */
+    bool live;           /* can change on a running VM (none can yet) */
+    bool computed;       /* when not given, the value depends on other settings (the
                                 * name, UUID and socket are made up; firmware follows kernel) */
-    const char *dflt;          /* canonical text of the default; NULL: none */
+    const char *dflt;    /* canonical text of the default; NULL: none */
     /* VAL (NULL for a flag) into O. 0, or -EINVAL with ERR naming the setting. */
     int (*parse)(struct run_options *o, const char *val, char *err, size_t errlen);
     /* How many values C has for the setting: 0 when it is at its default. */

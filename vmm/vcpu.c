@@ -19,31 +19,30 @@
 
 #define SIG_KICK (SIGRTMIN + 1)
 
-#define CR0_PE 0x1ULL
-#define CR0_ET 0x10ULL
-#define CR0_NE 0x20ULL
-#define CR0_PG 0x80000000ULL
-#define CR4_PAE 0x20ULL
-#define EFER_LME 0x100ULL
-#define EFER_LMA 0x400ULL
-#define MSR_IA32_MISC_ENABLE 0x1a0
+#define CR0_PE                  0x1ULL
+#define CR0_ET                  0x10ULL
+#define CR0_NE                  0x20ULL
+#define CR0_PG                  0x80000000ULL
+#define CR4_PAE                 0x20ULL
+#define EFER_LME                0x100ULL
+#define EFER_LMA                0x400ULL
+#define MSR_IA32_MISC_ENABLE    0x1a0
 #define MISC_ENABLE_FAST_STRING 0x1ULL
-#define APIC_LVT0 0x350
-#define APIC_LVT1 0x360
-#define APIC_MODE_EXTINT 0x700
-#define APIC_MODE_NMI 0x400
+#define APIC_LVT0               0x350
+#define APIC_LVT1               0x360
+#define APIC_MODE_EXTINT        0x700
+#define APIC_MODE_NMI           0x400
 
 #define SEL_CODE 0x10
 #define SEL_DATA 0x18
-#define SEL_TSS 0x20
+#define SEL_TSS  0x20
 
 int vcpu_prepare_boot_tables(struct vm *vm)
 {
     /* GDT: null, null, code (0x10), data (0x18). The code descriptor is 64-bit for the
      * Linux 64-bit entry and 32-bit otherwise, matching the segment state we load. */
     bool lm = vm->boot.proto == BOOT_LINUX64;
-    uint64_t gdt[4] = { 0, 0, lm ? 0x00af9b000000ffffULL : 0x00cf9b000000ffffULL,
-                        0x00cf93000000ffffULL };
+    uint64_t gdt[4] = { 0, 0, lm ? 0x00af9b000000ffffULL : 0x00cf9b000000ffffULL, 0x00cf93000000ffffULL };
     int r = gm_write(&vm->mem, LAYOUT_GDT, gdt, sizeof(gdt));
     if (r < 0 || !lm)
         return r;
@@ -114,7 +113,10 @@ static int set_msrs(struct vcpu *v)
         return 0;
     /* Room for one entry after the header (a struct with a flexible array cannot be followed
      * by another member in standard C, which clang enforces). */
-    union { struct kvm_msrs h; char room[sizeof(struct kvm_msrs) + sizeof(struct kvm_msr_entry)]; } m = { 0 };
+    union {
+        struct kvm_msrs h;
+        char room[sizeof(struct kvm_msrs) + sizeof(struct kvm_msr_entry)];
+    } m = { 0 };
     m.h.nmsrs = 1;
     m.h.entries[0].index = MSR_IA32_MISC_ENABLE;
     m.h.entries[0].data = MISC_ENABLE_FAST_STRING;
@@ -332,18 +334,11 @@ static void vcpu_run_loop(struct vcpu *v)
         }
         switch (exit_dispatch(v->run, (size_t)vm->run_size, &vm->pio, &vm->mmio)) {
         case EXIT_CONTINUE:
-        case EXIT_INTERRUPTED:
-            break;
-        case EXIT_RESET:
-            vm_request_reset(vm);
-            break;
-        case EXIT_POWEROFF:
-            vm_request_stop(vm, KVMBOX_STOP_POWEROFF, 0, "guest powered off");
-            break;
+        case EXIT_INTERRUPTED: break;
+        case EXIT_RESET: vm_request_reset(vm); break;
+        case EXIT_POWEROFF: vm_request_stop(vm, KVMBOX_STOP_POWEROFF, 0, "guest powered off"); break;
         case EXIT_SHUTDOWN:
-        case EXIT_FATAL:
-            fatal_exit(v, NULL);
-            return;
+        case EXIT_FATAL: fatal_exit(v, NULL); return;
         }
     }
 }
@@ -381,8 +376,7 @@ static void *vcpu_thread(void *arg)
     }
     pthread_mutex_lock(&vm->lock);
     if (r < 0 && !vm->vcpu_error)
-        vm->vcpu_error = r, vm->vcpu_error_id = vm_level ? VCPU_ERROR_VM : v->id,
-        vm->vcpu_error_what = what;
+        vm->vcpu_error = r, vm->vcpu_error_id = vm_level ? VCPU_ERROR_VM : v->id, vm->vcpu_error_what = what;
     vm->vcpus_created++;
     pthread_cond_broadcast(&vm->vcpu_cond);
     pthread_mutex_unlock(&vm->lock);

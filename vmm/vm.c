@@ -42,9 +42,9 @@
 #include "virtio/scsi.h"
 #include "vmm/vcpu.h"
 
-#define MIN_MEM (8ULL << 20)
+#define MIN_MEM           (8ULL << 20)
 #define CONSOLE_RING_SIZE (256 * 1024) /* console output kept for clients not attached */
-#define MAX_E820 32
+#define MAX_E820          32
 
 /* ---- services for devices (devices/services.h) ------------------------------------- */
 
@@ -202,9 +202,10 @@ void vm_thread_sandbox(struct vm *vm, enum sandbox_class cls)
 {
     int r = sandbox_enter(cls, !vm->cfg.no_sandbox);
     if (r < 0)
-        vm_request_stop(vm, KVMBOX_STOP_ERROR, 0,
-                        "cannot enter the seccomp sandbox of the %s thread: %s (--sandbox off runs without it)",
-                        sandbox_class_name(cls), strerror(-r));
+        vm_request_stop(
+            vm, KVMBOX_STOP_ERROR, 0,
+            "cannot enter the seccomp sandbox of the %s thread: %s (--sandbox off runs without it)",
+            sandbox_class_name(cls), strerror(-r));
     sandbox_selftest(cls);
 }
 
@@ -274,13 +275,22 @@ static void svc_ioeventfd_del(void *ctx, uint64_t addr, uint32_t len, int fd)
 static void services_init(struct vm *vm)
 {
     vm->svc = (struct dev_services){
-        .ctx = vm, .mem = &vm->mem,
-        .add_device = svc_add_device, .on_quiesce = svc_on_quiesce, .map_range = svc_map_range,
-        .irq_line = svc_irq_line, .msi_alloc = svc_msi_alloc, .msi_free = svc_msi_free,
-        .msi_set = svc_msi_set, .msi_fire = svc_msi_fire,
-        .ioeventfd_add = svc_ioeventfd_add, .ioeventfd_del = svc_ioeventfd_del,
-        .request_stop = svc_request_stop, .request_reset = svc_request_reset,
-        .thread_sandbox = svc_thread_sandbox, .log = svc_log,
+        .ctx = vm,
+        .mem = &vm->mem,
+        .add_device = svc_add_device,
+        .on_quiesce = svc_on_quiesce,
+        .map_range = svc_map_range,
+        .irq_line = svc_irq_line,
+        .msi_alloc = svc_msi_alloc,
+        .msi_free = svc_msi_free,
+        .msi_set = svc_msi_set,
+        .msi_fire = svc_msi_fire,
+        .ioeventfd_add = svc_ioeventfd_add,
+        .ioeventfd_del = svc_ioeventfd_del,
+        .request_stop = svc_request_stop,
+        .request_reset = svc_request_reset,
+        .thread_sandbox = svc_thread_sandbox,
+        .log = svc_log,
     };
 }
 
@@ -292,11 +302,13 @@ static int check_config(struct vm *vm, char *err, size_t errlen)
     if ((!c->kernel || !*c->kernel) && !vm->firmware)
         return errf(err, errlen, -EINVAL, "no kernel given (--kernel PATH)");
     if (vm->firmware && !strcmp(vm->firmware, "uefi"))
-        return errf(err, errlen, -ENOTSUP, "--firmware uefi: OVMF needs an i440FX or Q35 chipset "
+        return errf(err, errlen, -ENOTSUP,
+                    "--firmware uefi: OVMF needs an i440FX or Q35 chipset "
                     "(its host bridge and power management function), which kvmbox does not "
                     "emulate; see docs/firmware.md");
     if (c->kernel && *c->kernel && vm->firmware && c->firmware)
-        return errf(err, errlen, -EINVAL, "--kernel and --firmware exclude each other (a kernel "
+        return errf(err, errlen, -EINVAL,
+                    "--kernel and --firmware exclude each other (a kernel "
                     "is booted directly, without firmware)");
     if (c->cpus == 0)
         return errf(err, errlen, -EINVAL, "--cpus must be at least 1");
@@ -309,8 +321,10 @@ static int check_config(struct vm *vm, char *err, size_t errlen)
             char want[32], have[32];
             format_size(c->mem_size, want, sizeof(want));
             format_size(host, have, sizeof(have));
-            return errf(err, errlen, -E2BIG, "--mem %s is more than this host has (%s of RAM and "
-                        "swap; ,overcommit=on allows it)", want, have);
+            return errf(err, errlen, -E2BIG,
+                        "--mem %s is more than this host has (%s of RAM and "
+                        "swap; ,overcommit=on allows it)",
+                        want, have);
         }
     }
     return 0;
@@ -320,8 +334,8 @@ static int check_cpus(struct vm *vm, char *err, size_t errlen)
 {
     unsigned max = vm->max_vcpus < VM_MAX_VCPUS ? vm->max_vcpus : VM_MAX_VCPUS;
     if (vm->cfg.cpus > max)
-        return errf(err, errlen, -EINVAL, "--cpus %u is more than this host's KVM allows (%u)",
-                    vm->cfg.cpus, max);
+        return errf(err, errlen, -EINVAL, "--cpus %u is more than this host's KVM allows (%u)", vm->cfg.cpus,
+                    max);
     vm->ncpus = vm->cfg.cpus;
     return 0;
 }
@@ -341,16 +355,27 @@ void vm_acpi_config(const struct vm *vm, struct acpi_config *ac)
 {
     *ac = (struct acpi_config){
         .ncpus = vm->ncpus,
-        .lapic_addr = LAYOUT_LAPIC, .ioapic_addr = LAYOUT_IOAPIC, .ioapic_id = 0,
+        .lapic_addr = LAYOUT_LAPIC,
+        .ioapic_addr = LAYOUT_IOAPIC,
+        .ioapic_id = 0,
         .ioapic_gsi_base = 0,
-        .pm1a_evt_port = PORT_PM1A_EVT, .pm1a_cnt_port = PORT_PM1A_CNT,
-        .pm_tmr_port = PORT_PM_TMR, .sci_irq = IRQ_SCI,
-        .reset_port = PORT_RESET, .reset_value = 0x06,
+        .pm1a_evt_port = PORT_PM1A_EVT,
+        .pm1a_cnt_port = PORT_PM1A_CNT,
+        .pm_tmr_port = PORT_PM_TMR,
+        .sci_irq = IRQ_SCI,
+        .reset_port = PORT_RESET,
+        .reset_value = 0x06,
         .s5_slp_typ = ACPI_SLP_TYP_S5,
-        .pvpanic_port = PORT_PVPANIC, .com1_port = PORT_COM1, .com1_irq = IRQ_COM1,
-        .have_pci = true, .ecam_base = LAYOUT_ECAM_BASE, .ecam_end_bus = 0,
-        .pci_mmio_start = (uint32_t)LAYOUT_PCI_MMIO_START, .pci_mmio_end = (uint32_t)LAYOUT_PCI_MMIO_END,
-        .pci_mmio64_start = mmio64_base(vm), .pci_mmio64_end = mmio64_base(vm) + MMIO64_SIZE,
+        .pvpanic_port = PORT_PVPANIC,
+        .com1_port = PORT_COM1,
+        .com1_irq = IRQ_COM1,
+        .have_pci = true,
+        .ecam_base = LAYOUT_ECAM_BASE,
+        .ecam_end_bus = 0,
+        .pci_mmio_start = (uint32_t)LAYOUT_PCI_MMIO_START,
+        .pci_mmio_end = (uint32_t)LAYOUT_PCI_MMIO_END,
+        .pci_mmio64_start = mmio64_base(vm),
+        .pci_mmio64_end = mmio64_base(vm) + MMIO64_SIZE,
     };
     if (vm->fw.size) {
         /* Firmware places 32-bit BARs itself, top down from the I/O APIC (SeaBIOS does so on
@@ -381,8 +406,13 @@ static int load_firmware_and_kernel(struct vm *vm, char *err, size_t errlen)
         return errf(err, errlen, used, "cannot build the ACPI tables: %s", strerror(-used));
     trace_mark("e820 and ACPI tables");
     struct boot_request req = {
-        .gm = &vm->mem, .kernel_path = vm->kernel, .initrd_path = vm->initrd,
-        .cmdline = vm->cmdline, .rsdp_gpa = LAYOUT_ACPI_BASE, .e820 = map, .ne820 = n,
+        .gm = &vm->mem,
+        .kernel_path = vm->kernel,
+        .initrd_path = vm->initrd,
+        .cmdline = vm->cmdline,
+        .rsdp_gpa = LAYOUT_ACPI_BASE,
+        .e820 = map,
+        .ne820 = n,
     };
     int r = boot_load(&req, &vm->boot, err, errlen);
     if (r < 0) {
@@ -437,7 +467,7 @@ struct device_row {
     const char *what;
     /* 0, or a negative errno (ERR may say why; else "cannot create the WHAT device"). */
     int (*create)(struct vm *vm, char *err, size_t errlen);
-    bool config;          /* its failures (but -ENOMEM) are the configuration's fault */
+    bool config; /* its failures (but -ENOMEM) are the configuration's fault */
 };
 
 static int make_com1(struct vm *vm, char *err, size_t errlen)
@@ -501,8 +531,7 @@ static int make_nics(struct vm *vm, char *err, size_t errlen)
     const struct vnet_env env = { .vm_name = vm->name, .runtime_dir = vm->cfg.runtime_dir };
     int r = 0;
     for (unsigned i = 0; r == 0 && i < vm->cfg.nnics; i++)
-        r = vnet_create(&vm->svc, vm->pci, &vm->cfg.nics[i], i, &env, &vm->nic_info[i], err,
-                        errlen);
+        r = vnet_create(&vm->svc, vm->pci, &vm->cfg.nics[i], i, &env, &vm->nic_info[i], err, errlen);
     return r;
 }
 
@@ -802,11 +831,11 @@ static void unstage_api(struct vm *vm)
  * unwound from that stage (which undoes its own partial work) back to the first. Each undo
  * is safe on a stage that did nothing. A guest reset rebuilds only the last stage. */
 static const struct vm_stage {
-    const char *done, *undone;     /* trace marks (docs/benchmarks.md), NULL: none */
+    const char *done, *undone; /* trace marks (docs/benchmarks.md), NULL: none */
     int (*build)(struct vm *vm, char *err, size_t errlen);
     void (*undo)(struct vm *vm);
 } vm_stages[] = {
-    { "configuration checked", NULL, stage_config, NULL },  /* vm_free_state frees the image */
+    { "configuration checked", NULL, stage_config, NULL }, /* vm_free_state frees the image */
     { "/dev/kvm opened", NULL, stage_kvm, kvm_close_host },
     { NULL, NULL, stage_vcpus, unstage_vcpus },
     { "guest RAM mapped", NULL, stage_ram, unstage_ram },
@@ -826,8 +855,7 @@ static void vm_unwind(struct vm *vm, unsigned n)
     }
 }
 
-int kvmbox_vm_create(const struct kvmbox_config *cfg, struct kvmbox_vm **out,
-                     struct kvmbox_result *res)
+int kvmbox_vm_create(const struct kvmbox_config *cfg, struct kvmbox_vm **out, struct kvmbox_result *res)
 {
     char err[KVMBOX_MSG_MAX] = "";
     *out = NULL;
@@ -915,7 +943,8 @@ int kvmbox_vm_run(struct kvmbox_vm *k, struct kvmbox_result *res)
         /* The firmware said nothing is bootable and, after its retry wait, reset the machine:
          * end here rather than retry for ever. */
         if (__atomic_load_n(&vm->no_boot_seen, __ATOMIC_SEQ_CST)) {
-            vm_request_stop(vm, KVMBOX_STOP_NO_BOOT, 0, "no bootable device: the firmware found "
+            vm_request_stop(vm, KVMBOX_STOP_NO_BOOT, 0,
+                            "no bootable device: the firmware found "
                             "nothing to boot on the disks and CD-ROMs");
             break;
         }
@@ -1012,21 +1041,14 @@ int kvmbox_exit_status(const struct kvmbox_result *res)
     switch (res->reason) {
     case KVMBOX_STOP_POWEROFF:
     case KVMBOX_STOP_RESET:
-    case KVMBOX_STOP_DETACH:
-        return KVMBOX_EXIT_POWEROFF;
-    case KVMBOX_STOP_DEBUG_EXIT:
-        return (int)(((res->debug_code << 1) | 1) & 0xff);
-    case KVMBOX_STOP_PANIC:
-        return KVMBOX_EXIT_PANIC;
-    case KVMBOX_STOP_TIMEOUT:
-        return KVMBOX_EXIT_TIMEOUT;
-    case KVMBOX_STOP_KILLED:
-        return KVMBOX_EXIT_KILLED;
-    case KVMBOX_STOP_NO_BOOT:
-        return KVMBOX_EXIT_NO_BOOT;
+    case KVMBOX_STOP_DETACH: return KVMBOX_EXIT_POWEROFF;
+    case KVMBOX_STOP_DEBUG_EXIT: return (int)(((res->debug_code << 1) | 1) & 0xff);
+    case KVMBOX_STOP_PANIC: return KVMBOX_EXIT_PANIC;
+    case KVMBOX_STOP_TIMEOUT: return KVMBOX_EXIT_TIMEOUT;
+    case KVMBOX_STOP_KILLED: return KVMBOX_EXIT_KILLED;
+    case KVMBOX_STOP_NO_BOOT: return KVMBOX_EXIT_NO_BOOT;
     case KVMBOX_STOP_ERROR:
-    default:
-        return KVMBOX_EXIT_FAILURE;
+    default: return KVMBOX_EXIT_FAILURE;
     }
 }
 

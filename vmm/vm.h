@@ -30,11 +30,11 @@ struct vm_device {
     void *dev;
     void (*reset)(void *dev);
     void (*destroy)(void *dev);
-    void (*quiesce)(void *dev);   /* the guest has stopped for good: release host resources */
+    void (*quiesce)(void *dev); /* the guest has stopped for good: release host resources */
 };
 
 #define VM_MAX_DEVICES 32
-#define VM_MAX_VCPUS 255
+#define VM_MAX_VCPUS   255
 
 enum { VCPU_PHASE_WAIT, VCPU_PHASE_CREATE, VCPU_PHASE_RUN };
 #define VCPU_ERROR_VM (~0u)
@@ -57,10 +57,10 @@ struct vblk;
 #include "vmm/sandbox.h"
 
 struct vm {
-    struct kvmbox_config cfg;     /* strings below are owned copies */
+    struct kvmbox_config cfg; /* strings below are owned copies */
     char *kernel, *initrd, *cmdline, *name, *api_sock, *config_json;
-    char *disk_strs[KVMBOX_MAX_DISKS][5]; /* path, format, serial, backing, backing format */
-    struct vblk_info disk_info[KVMBOX_MAX_DISKS];   /* filled by the devices' constructors */
+    char *disk_strs[KVMBOX_MAX_DISKS][5];         /* path, format, serial, backing, backing format */
+    struct vblk_info disk_info[KVMBOX_MAX_DISKS]; /* filled by the devices' constructors */
     char *cdrom_strs[KVMBOX_MAX_CDROMS];
     struct vscsi_info cdrom_info[KVMBOX_MAX_CDROMS];
     char *nic_strs[KVMBOX_MAX_NICS][1 + KVMBOX_MAX_HOSTFWD]; /* name, hostfwd rules */
@@ -68,21 +68,21 @@ struct vm {
     char *runtime_dir;
 
     int kvm_fd;
-    int vm_fd;                    /* -1 while the machine is being rebuilt */
+    int vm_fd; /* -1 while the machine is being rebuilt */
     int run_size;
     unsigned max_vcpus;
-    struct kvm_cpuid2 *cpuid;     /* KVM_GET_SUPPORTED_CPUID, once the vCPU threads fetched it */
-    pthread_mutex_t cpuid_lock;   /* while fetching it */
-    uint32_t *msr_list;           /* KVM_GET_MSR_INDEX_LIST */
+    struct kvm_cpuid2 *cpuid;   /* KVM_GET_SUPPORTED_CPUID, once the vCPU threads fetched it */
+    pthread_mutex_t cpuid_lock; /* while fetching it */
+    uint32_t *msr_list;         /* KVM_GET_MSR_INDEX_LIST */
     unsigned nmsrs;
 
     struct guest_mem mem;
     struct bus pio, mmio;
     struct boot_info boot;
-    struct fw_image fw;           /* firmware boot: the image (size 0 for direct kernel boot) */
+    struct fw_image fw; /* firmware boot: the image (size 0 for direct kernel boot) */
     char *firmware;
     struct fw_cfg *fw_cfg;
-    struct fw_watch fw_watch;     /* COM1 output, for the firmware's "No bootable device" */
+    struct fw_watch fw_watch; /* COM1 output, for the firmware's "No bootable device" */
     bool no_boot_seen;
 
     unsigned ncpus;
@@ -90,16 +90,16 @@ struct vm {
     /* The vCPU threads of the current machine (vmm/vcpu.c), under lock and vcpu_cond: the
      * phase they may enter, how many have created their vCPU, the first error. */
     pthread_cond_t vcpu_cond;
-    bool vcpus_launched;          /* threads started and not yet joined (main thread only) */
-    unsigned vcpu_phase;          /* VCPU_PHASE_* */
-    bool vcpus_quit;              /* leave now, whatever the phase (also read atomically) */
+    bool vcpus_launched; /* threads started and not yet joined (main thread only) */
+    unsigned vcpu_phase; /* VCPU_PHASE_* */
+    bool vcpus_quit;     /* leave now, whatever the phase (also read atomically) */
     unsigned vcpus_created;
     int vcpu_error;
-    unsigned vcpu_error_id;       /* the vCPU, or VCPU_ERROR_VM for a VM-wide call */
+    unsigned vcpu_error_id; /* the vCPU, or VCPU_ERROR_VM for a VM-wide call */
     const char *vcpu_error_what;
 
-    unsigned stages_built;        /* construction stages begun (vm.c's table), undone in reverse */
-    struct dev_services svc;      /* what devices may ask of this VM (vm.c fills it) */
+    unsigned stages_built;   /* construction stages begun (vm.c's table), undone in reverse */
+    struct dev_services svc; /* what devices may ask of this VM (vm.c fills it) */
     unsigned ndevices;
     struct vm_device devices[VM_MAX_DEVICES];
     struct serial *com1;
@@ -110,18 +110,18 @@ struct vm {
     /* COM1 output: the console fd, and a ring for console clients of the API. */
     pthread_mutex_t out_lock;
     struct ring out_ring;
-    int out_event_fd;             /* eventfd: new output in the ring */
-    unsigned console_listeners;   /* API clients attached to the console (out_lock): the
+    int out_event_fd;           /* eventfd: new output in the ring */
+    unsigned console_listeners; /* API clients attached to the console (out_lock): the
                                      eventfd is written only when there is one */
 
     /* Pause: vCPUs park on pause_cond; vcpus_parked counts them. */
     bool paused;
     unsigned vcpus_parked;
     pthread_cond_t pause_cond;
-    uint64_t kvmclock;            /* KVM_GET_CLOCK at pause */
+    uint64_t kvmclock; /* KVM_GET_CLOCK at pause */
     uint64_t start_ns;
-    unsigned reboots;             /* main thread adds, API reads: atomic, relaxed (a count) */
-    bool reboot_on_poweroff;      /* the API's reboot: the next poweroff boots again */
+    unsigned reboots;        /* main thread adds, API reads: atomic, relaxed (a count) */
+    bool reboot_on_poweroff; /* the API's reboot: the next poweroff boots again */
 
     /* Stop/reset requests from devices, vCPUs and other threads. */
     pthread_mutex_t lock;
@@ -129,11 +129,11 @@ struct vm {
     bool stop_requested;
     bool reset_requested;
     struct kvmbox_result result;
-    bool config_error;            /* creation failed because of the configuration */
-    pthread_rwlock_t irq_lock;    /* held for reading while injecting, for writing while vm_fd changes */
-    struct irq_state irq;         /* MSI routes, irqfds, ioeventfds: re-attached to each KVM VM */
+    bool config_error;         /* creation failed because of the configuration */
+    pthread_rwlock_t irq_lock; /* held for reading while injecting, for writing while vm_fd changes */
+    struct irq_state irq;      /* MSI routes, irqfds, ioeventfds: re-attached to each KVM VM */
     struct pci_host *pci;
-    struct vballoon *balloon;     /* NULL with --balloon off */
+    struct vballoon *balloon; /* NULL with --balloon off */
 };
 
 /* What the public API hands out (include/kvmbox.h); vmm/control.c implements the calls that

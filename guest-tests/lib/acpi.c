@@ -2,7 +2,12 @@
  * BIOS area, then the XSDT (revision 2) or RSDT. */
 #include "gt.h"
 
-static uint32_t rd32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static uint32_t rd32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
 
 uint8_t acpi_sum(const void *p, uint32_t len)
 {
@@ -17,7 +22,8 @@ const void *acpi_rsdp(void)
     if (boot.rsdp)
         return (const void *)(uintptr_t)boot.rsdp;
     for (uint32_t a = 0xe0000; a < 0x100000; a += 16)
-        if (!memcmp((const void *)(uintptr_t)a, "RSD PTR ", 8) && acpi_sum((const void *)(uintptr_t)a, 20) == 0)
+        if (!memcmp((const void *)(uintptr_t)a, "RSD PTR ", 8) &&
+            acpi_sum((const void *)(uintptr_t)a, 20) == 0)
             return (const void *)(uintptr_t)a;
     return NULL;
 }
@@ -53,8 +59,8 @@ bool acpi_s5(uint8_t *slp_typ)
         if (memcmp(d + i, "_S5_", 4) || d[i + 4] != 0x12)
             continue;
         const uint8_t *p = d + i + 5;
-        p += (*p >> 6) + 1;          /* PkgLength */
-        p++;                          /* NumElements */
+        p += (*p >> 6) + 1; /* PkgLength */
+        p++;                /* NumElements */
         if (*p == 0x0a)
             *slp_typ = p[1];
         else if (*p == 0x00 || *p == 0x01)

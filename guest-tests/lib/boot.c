@@ -2,7 +2,7 @@
  * test. */
 #include "gt.h"
 
-#define PVH_MAGIC 0x336ec578
+#define PVH_MAGIC     0x336ec578
 #define MB_BOOT_MAGIC 0x2badb002
 
 struct boot_info boot;

@@ -100,7 +100,9 @@ int vsnprintf(char *buf, size_t len, const char *fmt, va_list ap)
         }
         case 'u':
         case 'x':
-            u = lng >= 2 ? va_arg(ap, unsigned long long) : lng ? va_arg(ap, unsigned long) : va_arg(ap, unsigned);
+            u = lng >= 2 ? va_arg(ap, unsigned long long)
+                : lng    ? va_arg(ap, unsigned long)
+                         : va_arg(ap, unsigned);
             put_num(&o, u, *fmt == 'u' ? 10 : 16, width, pad, false);
             break;
         case 'p':
@@ -113,11 +115,8 @@ int vsnprintf(char *buf, size_t len, const char *fmt, va_list ap)
                 put(&o, *s);
             break;
         }
-        case 'c':
-            put(&o, (char)va_arg(ap, int));
-            break;
-        default:
-            put(&o, '%'), put(&o, *fmt);
+        case 'c': put(&o, (char)va_arg(ap, int)); break;
+        default: put(&o, '%'), put(&o, *fmt);
         }
     }
     if (len)

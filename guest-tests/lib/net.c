@@ -71,7 +71,10 @@ const char *ip_str(uint32_t ip, char *buf)
 
 static int hexval(char c)
 {
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
 }
 
 bool mac_parse(const char *s, uint8_t mac[6])
@@ -234,8 +237,8 @@ int net_send_arp(struct netif *nif, uint16_t op, const uint8_t *dst, const uint8
 
 /* ---- sending IPv4 ---- */
 
-int net_send_ip(struct netif *nif, const uint8_t *dst_mac, uint32_t src, uint32_t dst, uint8_t proto, const void *l4,
-                uint32_t hlen, const void *data, uint32_t len)
+int net_send_ip(struct netif *nif, const uint8_t *dst_mac, uint32_t src, uint32_t dst, uint8_t proto,
+                const void *l4, uint32_t hlen, const void *data, uint32_t len)
 {
     uint8_t mac[6];
     if (!dst_mac) {
@@ -285,12 +288,13 @@ int net_send_ip(struct netif *nif, const uint8_t *dst_mac, uint32_t src, uint32_
     return eth_send(nif, f, ETH_HLEN + tl, hp);
 }
 
-int net_send_udp(struct netif *nif, uint32_t dst, uint16_t sport, uint16_t dport, const void *data, uint32_t len)
+int net_send_udp(struct netif *nif, uint32_t dst, uint16_t sport, uint16_t dport, const void *data,
+                 uint32_t len)
 {
     uint8_t u[UDP_HLEN];
     put16(u, sport), put16(u + 2, dport), put16(u + 4, (uint16_t)(UDP_HLEN + len)), put16(u + 6, 0);
-    return net_send_ip(nif, dst == 0xffffffffu ? eth_broadcast : NULL, nif->ip, dst, IPPROTO_UDP, u, UDP_HLEN, data,
-                       len);
+    return net_send_ip(nif, dst == 0xffffffffu ? eth_broadcast : NULL, nif->ip, dst, IPPROTO_UDP, u, UDP_HLEN,
+                       data, len);
 }
 
 int net_reply_udp(struct netif *nif, const struct pkt *p, const void *data, uint32_t len)
@@ -338,7 +342,8 @@ static void respond(struct netif *nif, struct pkt *p)
         p->daddr == nif->ip && nif->answer_ping) {
         uint8_t h[ICMP_HLEN] = { ICMP_ECHO_REPLY, 0, 0, 0 };
         put16(h + 4, p->icmp_id), put16(h + 6, p->icmp_seq);
-        if (net_send_ip(nif, p->src, nif->ip, p->saddr, IPPROTO_ICMP, h, ICMP_HLEN, p->data, p->data_len) == 0)
+        if (net_send_ip(nif, p->src, nif->ip, p->saddr, IPPROTO_ICMP, h, ICMP_HLEN, p->data, p->data_len) ==
+            0)
             nif->ping_answered++, p->answered = true;
     }
 }
@@ -456,10 +461,11 @@ int net_ping(struct netif *nif, uint32_t dst, uint16_t id, uint16_t seq, const v
     while (!expired(start, timeout_us)) {
         if (net_poll(nif, &p, 20000) < 0)
             return 0;
-        if (!p.ip || p.proto != IPPROTO_ICMP || p.icmp_type != ICMP_ECHO_REPLY || p.saddr != dst || p.icmp_id != id)
+        if (!p.ip || p.proto != IPPROTO_ICMP || p.icmp_type != ICMP_ECHO_REPLY || p.saddr != dst ||
+            p.icmp_id != id)
             continue;
         if (nif->answered && (nif->answered[p.icmp_seq / 8] & 1 << p.icmp_seq % 8))
-            nif->stray_dups++; /* this one was answered before */
+            nif->stray_dups++;   /* this one was answered before */
         if (p.icmp_seq != seq) { /* a late (or repeated) answer to an earlier ping */
             nif->stray_replies++;
             continue;
@@ -481,7 +487,8 @@ int net_tcp_probe(struct netif *nif, uint32_t dst, uint16_t dport, uint16_t spor
     while (!expired(start, timeout_us)) {
         if (net_poll(nif, &p, 20000) < 0)
             return -1;
-        if (!p.ip || p.proto != IPPROTO_TCP || !p.l4_ok || p.saddr != dst || p.sport != dport || p.dport != sport)
+        if (!p.ip || p.proto != IPPROTO_TCP || !p.l4_ok || p.saddr != dst || p.sport != dport ||
+            p.dport != sport)
             continue;
         if ((p.tcp_flags & (TCP_SYN | TCP_ACK)) == (TCP_SYN | TCP_ACK) && p.tcp_ack == isn + 1) {
             net_send_tcp(nif, dst, sport, dport, isn + 1, 0, TCP_RST, NULL, 0);
@@ -496,7 +503,7 @@ int net_tcp_probe(struct netif *nif, uint32_t dst, uint16_t dport, uint16_t spor
 /* ---- DHCP (RFC 2131 messages, RFC 2132 options) ---- */
 
 enum { DHCP_DISCOVER = 1, DHCP_OFFER = 2, DHCP_REQUEST = 3, DHCP_ACK = 5, DHCP_NAK = 6 };
-#define BOOTP_LEN 236                /* op .. file, before the magic cookie */
+#define BOOTP_LEN  236 /* op .. file, before the magic cookie */
 #define DHCP_MAGIC 0x63825363u
 
 /* The value of option code in the options that follow the cookie (n bytes): its length in
@@ -530,10 +537,10 @@ static int dhcp_send(struct netif *nif, uint8_t type, uint32_t xid, uint32_t req
 {
     static uint8_t m[BOOTP_LEN + 64];
     memset(m, 0, sizeof(m));
-    m[0] = 1, m[1] = 1, m[2] = 6;          /* BOOTREQUEST, Ethernet, 6-byte addresses */
+    m[0] = 1, m[1] = 1, m[2] = 6; /* BOOTREQUEST, Ethernet, 6-byte addresses */
     put32(m + 4, xid);
-    put16(m + 10, 0x8000);                 /* broadcast: we cannot take unicast before we have an address */
-    memcpy(m + 28, nif->mac, 6);           /* chaddr */
+    put16(m + 10, 0x8000);       /* broadcast: we cannot take unicast before we have an address */
+    memcpy(m + 28, nif->mac, 6); /* chaddr */
     put32(m + BOOTP_LEN, DHCP_MAGIC);
     uint8_t *o = m + BOOTP_LEN + 4;
     *o++ = 53, *o++ = 1, *o++ = type;
@@ -552,7 +559,8 @@ static int dhcp_send(struct netif *nif, uint8_t type, uint32_t xid, uint32_t req
 }
 
 /* Waits for a DHCP reply to xid of one of the types wanted (bitmask); returns its type or 0. */
-static int dhcp_wait(struct netif *nif, uint32_t xid, unsigned wanted, uint32_t timeout_us, struct dhcp_lease *l)
+static int dhcp_wait(struct netif *nif, uint32_t xid, unsigned wanted, uint32_t timeout_us,
+                     struct dhcp_lease *l)
 {
     uint64_t start = clock_us();
     struct pkt p;
@@ -656,7 +664,8 @@ int dns_query_a(struct netif *nif, uint32_t server, const char *name, uint32_t *
     while (!expired(start, timeout_us)) {
         if (net_poll(nif, &p, 50000) < 0)
             return -1;
-        if (!p.ip || p.proto != IPPROTO_UDP || !p.l4_ok || p.saddr != server || p.sport != 53 || p.dport != sport)
+        if (!p.ip || p.proto != IPPROTO_UDP || !p.l4_ok || p.saddr != server || p.sport != 53 ||
+            p.dport != sport)
             continue;
         const uint8_t *m = p.data;
         uint32_t n = p.data_len;

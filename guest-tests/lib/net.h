@@ -10,71 +10,84 @@
 
 #include "vnet.h"
 
-#define IP4(a, b, c, d) ((uint32_t)(a) << 24 | (uint32_t)(b) << 16 | (uint32_t)(c) << 8 | (uint32_t)(d))
-#define ETH_P_IP 0x0800
-#define ETH_P_ARP 0x0806
-#define IPPROTO_ICMP 1
-#define IPPROTO_TCP 6
-#define IPPROTO_UDP 17
-#define ICMP_ECHO_REPLY 0
+#define IP4(a, b, c, d)   ((uint32_t)(a) << 24 | (uint32_t)(b) << 16 | (uint32_t)(c) << 8 | (uint32_t)(d))
+#define ETH_P_IP          0x0800
+#define ETH_P_ARP         0x0806
+#define IPPROTO_ICMP      1
+#define IPPROTO_TCP       6
+#define IPPROTO_UDP       17
+#define ICMP_ECHO_REPLY   0
 #define ICMP_ECHO_REQUEST 8
-#define TCP_FIN 0x01
-#define TCP_SYN 0x02
-#define TCP_RST 0x04
-#define TCP_PSH 0x08
-#define TCP_ACK 0x10
-#define ETH_HLEN 14
-#define IP_HLEN 20
-#define UDP_HLEN 8
-#define TCP_HLEN 20
-#define ICMP_HLEN 8
-#define NET_ARP_CACHE 8
+#define TCP_FIN           0x01
+#define TCP_SYN           0x02
+#define TCP_RST           0x04
+#define TCP_PSH           0x08
+#define TCP_ACK           0x10
+#define ETH_HLEN          14
+#define IP_HLEN           20
+#define UDP_HLEN          8
+#define TCP_HLEN          20
+#define ICMP_HLEN         8
+#define NET_ARP_CACHE     8
 
-static inline uint16_t get16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
-static inline uint32_t get32(const uint8_t *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
-static inline void put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8), p[1] = (uint8_t)v; }
-static inline void put32(uint8_t *p, uint32_t v) { p[0] = (uint8_t)(v >> 24), p[1] = (uint8_t)(v >> 16), p[2] = (uint8_t)(v >> 8), p[3] = (uint8_t)v; }
+static inline uint16_t get16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] << 8 | p[1]);
+}
+static inline uint32_t get32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+static inline void put16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)(v >> 8), p[1] = (uint8_t)v;
+}
+static inline void put32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24), p[1] = (uint8_t)(v >> 16), p[2] = (uint8_t)(v >> 8), p[3] = (uint8_t)v;
+}
 
 /* A received frame taken apart. Fields of layers the frame does not have are 0. */
 struct pkt {
     const uint8_t *frame;
     uint32_t len;
-    const uint8_t *dst, *src;      /* MAC addresses */
-    uint16_t type;                 /* EtherType */
-    uint16_t arp_op;               /* ARP: 1 request, 2 reply */
+    const uint8_t *dst, *src; /* MAC addresses */
+    uint16_t type;            /* EtherType */
+    uint16_t arp_op;          /* ARP: 1 request, 2 reply */
     uint32_t arp_sip, arp_tip;
     const uint8_t *arp_sha;
-    bool ip;                       /* an IPv4 header with a good checksum and consistent lengths */
+    bool ip; /* an IPv4 header with a good checksum and consistent lengths */
     uint32_t saddr, daddr;
     uint8_t proto;
-    bool l4_ok;                    /* the UDP/TCP/ICMP header fits and its checksum verifies */
-    uint16_t sport, dport;         /* UDP, TCP */
+    bool l4_ok;            /* the UDP/TCP/ICMP header fits and its checksum verifies */
+    uint16_t sport, dport; /* UDP, TCP */
     uint8_t icmp_type, icmp_code;
     uint16_t icmp_id, icmp_seq;
     uint32_t tcp_seq, tcp_ack;
     uint8_t tcp_flags;
-    const uint8_t *data;           /* UDP/TCP payload, ICMP echo data */
+    const uint8_t *data; /* UDP/TCP payload, ICMP echo data */
     uint32_t data_len;
-    bool answered;                 /* net_poll() answered it (ARP request, echo request) */
+    bool answered; /* net_poll() answered it (ARP request, echo request) */
 };
 
 struct netif {
     struct vnet *nic;
     uint8_t mac[6];
-    uint32_t ip, mask, gw, dns;    /* 0 while unknown */
+    uint32_t ip, mask, gw, dns; /* 0 while unknown */
     struct {
         uint32_t ip;
         uint8_t mac[6];
     } arp[NET_ARP_CACHE];
     unsigned narp, arp_next;
-    bool answer_arp, answer_ping;  /* the responder (both on after net_init) */
-    bool offload_tx_csum;          /* UDP/TCP checksums left to the device (VIRTIO_NET_F_CSUM) */
+    bool answer_arp, answer_ping; /* the responder (both on after net_init) */
+    bool offload_tx_csum;         /* UDP/TCP checksums left to the device (VIRTIO_NET_F_CSUM) */
     uint16_t ip_id;
     uint32_t arp_answered, ping_answered, frames, bad_frames, send_errors;
-    uint32_t stray_replies;        /* echo replies to earlier pings that came late or twice */
+    uint32_t stray_replies; /* echo replies to earlier pings that came late or twice */
     uint32_t stray_dups;
-    uint32_t rx_partial;           /* frames taken with a partial checksum (GUEST_CSUM, NEEDS_CSUM) */           /* of those: answers to pings already answered (repeats) */
-    uint8_t *answered;             /* NULL, or 8 KiB: the echo sequence numbers answered so far */
+    uint32_t rx_partial;
+    /* frames taken with a partial checksum (GUEST_CSUM, NEEDS_CSUM) */ /* of those: answers to pings already answered (repeats) */
+    uint8_t *answered; /* NULL, or 8 KiB: the echo sequence numbers answered so far */
 };
 
 extern const uint8_t eth_broadcast[6];
@@ -109,9 +122,10 @@ int net_send_arp(struct netif *nif, uint16_t op, const uint8_t *dst, const uint8
 /* Sends an IPv4 packet: transport header l4 (hlen bytes; its checksum field is filled here
  * for UDP, TCP and ICMP) then data; from src to dst through MAC dst_mac (NULL: resolved,
  * 1 s). Returns 0, or -1 if the MAC was not found or no tx slot was free. */
-int net_send_ip(struct netif *nif, const uint8_t *dst_mac, uint32_t src, uint32_t dst, uint8_t proto, const void *l4,
-                uint32_t hlen, const void *data, uint32_t len);
-int net_send_udp(struct netif *nif, uint32_t dst, uint16_t sport, uint16_t dport, const void *data, uint32_t len);
+int net_send_ip(struct netif *nif, const uint8_t *dst_mac, uint32_t src, uint32_t dst, uint8_t proto,
+                const void *l4, uint32_t hlen, const void *data, uint32_t len);
+int net_send_udp(struct netif *nif, uint32_t dst, uint16_t sport, uint16_t dport, const void *data,
+                 uint32_t len);
 /* Answers the UDP datagram p: to its sender's MAC, address and port, from its destination port. */
 int net_reply_udp(struct netif *nif, const struct pkt *p, const void *data, uint32_t len);
 int net_send_icmp(struct netif *nif, uint32_t dst, uint8_t type, uint16_t id, uint16_t seq, const void *data,

@@ -4,7 +4,7 @@
 
 #define PCI_ADDR_PORT 0xcf8
 #define PCI_DATA_PORT 0xcfc
-#define BAR0 0x10
+#define BAR0          0x10
 
 static enum pci_access cur_access = PCI_PORTS;
 static uint32_t ecam_base, ecam_size;
@@ -85,12 +85,30 @@ void pci_write_raw(enum pci_access a, uint8_t dev, uint8_t fn, uint16_t off, uns
         outl(PCI_DATA_PORT, v);
 }
 
-uint32_t pci_read32(const struct pci_dev *d, uint16_t off) { return pci_read_raw(cur_access, d->dev, d->fn, off, 4); }
-uint16_t pci_read16(const struct pci_dev *d, uint16_t off) { return (uint16_t)pci_read_raw(cur_access, d->dev, d->fn, off, 2); }
-uint8_t pci_read8(const struct pci_dev *d, uint16_t off) { return (uint8_t)pci_read_raw(cur_access, d->dev, d->fn, off, 1); }
-void pci_write32(const struct pci_dev *d, uint16_t off, uint32_t v) { pci_write_raw(cur_access, d->dev, d->fn, off, 4, v); }
-void pci_write16(const struct pci_dev *d, uint16_t off, uint16_t v) { pci_write_raw(cur_access, d->dev, d->fn, off, 2, v); }
-void pci_write8(const struct pci_dev *d, uint16_t off, uint8_t v) { pci_write_raw(cur_access, d->dev, d->fn, off, 1, v); }
+uint32_t pci_read32(const struct pci_dev *d, uint16_t off)
+{
+    return pci_read_raw(cur_access, d->dev, d->fn, off, 4);
+}
+uint16_t pci_read16(const struct pci_dev *d, uint16_t off)
+{
+    return (uint16_t)pci_read_raw(cur_access, d->dev, d->fn, off, 2);
+}
+uint8_t pci_read8(const struct pci_dev *d, uint16_t off)
+{
+    return (uint8_t)pci_read_raw(cur_access, d->dev, d->fn, off, 1);
+}
+void pci_write32(const struct pci_dev *d, uint16_t off, uint32_t v)
+{
+    pci_write_raw(cur_access, d->dev, d->fn, off, 4, v);
+}
+void pci_write16(const struct pci_dev *d, uint16_t off, uint16_t v)
+{
+    pci_write_raw(cur_access, d->dev, d->fn, off, 2, v);
+}
+void pci_write8(const struct pci_dev *d, uint16_t off, uint8_t v)
+{
+    pci_write_raw(cur_access, d->dev, d->fn, off, 1, v);
+}
 
 unsigned pci_size_bar(struct pci_dev *d, unsigned i)
 {
@@ -138,7 +156,7 @@ static void probe_fn(struct pci_dev *d)
     unsigned nbars = (d->header_type & 0x7f) == 0 ? 6 : (d->header_type & 0x7f) == 1 ? 2 : 0;
     uint16_t cmd = pci_read16(d, PCI_CMD);
     if (nbars)
-        pci_write16(d, PCI_CMD, cmd & (uint16_t)~(PCI_CMD_IO | PCI_CMD_MEM));
+        pci_write16(d, PCI_CMD, cmd & (uint16_t) ~(PCI_CMD_IO | PCI_CMD_MEM));
     for (unsigned i = 0; i < nbars;)
         i += pci_size_bar(d, i);
     if (nbars)
@@ -183,7 +201,9 @@ uint8_t pci_find_cap(const struct pci_dev *d, uint8_t id, uint8_t from)
 
 /* ---- relocation ---- */
 
-struct range { uint64_t start, end; };
+struct range {
+    uint64_t start, end;
+};
 #define MAX_RANGES (PCI_MAX_DEVS * 6 + MAX_MEM_RANGES + 4)
 static struct range busy[MAX_RANGES];
 static unsigned nbusy;
@@ -217,7 +237,8 @@ static uint32_t place(uint64_t size, uint32_t lo, uint32_t hi)
     return 0;
 }
 
-int pci_relocate(struct pci_dev *devs, unsigned n, bool (*move)(const struct pci_dev *), uint32_t lo, uint32_t hi)
+int pci_relocate(struct pci_dev *devs, unsigned n, bool (*move)(const struct pci_dev *), uint32_t lo,
+                 uint32_t hi)
 {
     nbusy = 0;
     for (unsigned i = 0; i < boot.nmem; i++)

@@ -9,22 +9,22 @@
 
 enum pci_access { PCI_PORTS, PCI_ECAM };
 
-#define PCI_MAX_DEVS 32
-#define PCI_CMD 0x04
-#define PCI_CMD_IO 0x1
-#define PCI_CMD_MEM 0x2
-#define PCI_CMD_MASTER 0x4
+#define PCI_MAX_DEVS     32
+#define PCI_CMD          0x04
+#define PCI_CMD_IO       0x1
+#define PCI_CMD_MEM      0x2
+#define PCI_CMD_MASTER   0x4
 #define PCI_CMD_INTX_OFF 0x400
-#define PCI_CAP_MSIX 0x11
-#define PCI_CAP_VENDOR 0x09
+#define PCI_CAP_MSIX     0x11
+#define PCI_CAP_VENDOR   0x09
 
 struct pci_bar {
-    uint64_t base, size;  /* size 0: not implemented (or the upper half of a 64-bit BAR) */
+    uint64_t base, size; /* size 0: not implemented (or the upper half of a 64-bit BAR) */
     bool io, mem64, prefetch;
 };
 
 struct pci_dev {
-    uint8_t dev, fn;       /* bus 0 only */
+    uint8_t dev, fn; /* bus 0 only */
     uint16_t vendor, device;
     uint8_t class, subclass, prog_if, header_type;
     struct pci_bar bar[6];
@@ -64,6 +64,7 @@ uint8_t pci_find_cap(const struct pci_dev *d, uint8_t id, uint8_t from);
  * address the BAR held before. Memory decode is off while a BAR changes; afterwards decode,
  * bus mastering and INTx-disable are on. Updates devs[].bar. Returns the number of BARs
  * moved, or -1 if one did not fit or did not read back. */
-int pci_relocate(struct pci_dev *devs, unsigned n, bool (*move)(const struct pci_dev *), uint32_t lo, uint32_t hi);
+int pci_relocate(struct pci_dev *devs, unsigned n, bool (*move)(const struct pci_dev *), uint32_t lo,
+                 uint32_t hi);
 
 #endif

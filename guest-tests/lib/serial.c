@@ -1,8 +1,8 @@
 /* COM1 as a 16550: 115200 8N1, FIFOs on, polled. */
 #include "gt.h"
 
-#define COM1 0x3f8
-#define LSR_DR 0x01
+#define COM1     0x3f8
+#define LSR_DR   0x01
 #define LSR_THRE 0x20
 
 void serial_init(void)

@@ -80,17 +80,17 @@ uint64_t clock_us(void)
 
 volatile uint32_t irq_count[64];
 
-#define HANDLER(n)                 \
-    static void on_vec_##n(void)   \
-    {                              \
-        irq_count[n]++;            \
-        lapic_eoi();               \
+#define HANDLER(n)               \
+    static void on_vec_##n(void) \
+    {                            \
+        irq_count[n]++;          \
+        lapic_eoi();             \
     }
-HANDLER(0x30) HANDLER(0x31) HANDLER(0x32) HANDLER(0x33)
-HANDLER(0x34) HANDLER(0x35) HANDLER(0x36) HANDLER(0x37)
-HANDLER(0x3f)
+HANDLER(0x30)
+HANDLER(0x31)
+HANDLER(0x32) HANDLER(0x33) HANDLER(0x34) HANDLER(0x35) HANDLER(0x36) HANDLER(0x37) HANDLER(0x3f)
 
-void virtio_irq_init(void)
+    void virtio_irq_init(void)
 {
     static const irq_handler h[8] = { on_vec_0x30, on_vec_0x31, on_vec_0x32, on_vec_0x33,
                                       on_vec_0x34, on_vec_0x35, on_vec_0x36, on_vec_0x37 };
@@ -107,23 +107,60 @@ void virtio_irq_init(void)
 /* ---- transport ---- */
 
 enum { /* common configuration (4.1.4.3) */
-    CC_DF_SELECT = 0x00, CC_DF = 0x04, CC_GF_SELECT = 0x08, CC_GF = 0x0c, CC_MSIX = 0x10,
-    CC_NUM_QUEUES = 0x12, CC_STATUS = 0x14, CC_GENERATION = 0x15, CC_Q_SELECT = 0x16,
-    CC_Q_SIZE = 0x18, CC_Q_MSIX = 0x1a, CC_Q_ENABLE = 0x1c, CC_Q_NOTIFY_OFF = 0x1e,
-    CC_Q_DESC = 0x20, CC_Q_DRIVER = 0x28, CC_Q_DEVICE = 0x30, CC_LEN = 0x38,
+       CC_DF_SELECT = 0x00,
+       CC_DF = 0x04,
+       CC_GF_SELECT = 0x08,
+       CC_GF = 0x0c,
+       CC_MSIX = 0x10,
+       CC_NUM_QUEUES = 0x12,
+       CC_STATUS = 0x14,
+       CC_GENERATION = 0x15,
+       CC_Q_SELECT = 0x16,
+       CC_Q_SIZE = 0x18,
+       CC_Q_MSIX = 0x1a,
+       CC_Q_ENABLE = 0x1c,
+       CC_Q_NOTIFY_OFF = 0x1e,
+       CC_Q_DESC = 0x20,
+       CC_Q_DRIVER = 0x28,
+       CC_Q_DEVICE = 0x30,
+       CC_LEN = 0x38,
 };
 enum { CAP_COMMON = 1, CAP_NOTIFY = 2, CAP_ISR = 3, CAP_DEVICE = 4 };
 #define NO_VECTOR 0xffff
 
-static inline uint8_t rd8(uintptr_t a) { return *(volatile uint8_t *)a; }
-static inline uint16_t rd16(uintptr_t a) { return *(volatile uint16_t *)a; }
-static inline void wr8(uintptr_t a, uint8_t v) { *(volatile uint8_t *)a = v; }
-static inline void wr16(uintptr_t a, uint16_t v) { *(volatile uint16_t *)a = v; }
-static inline void wr64(uintptr_t a, uint64_t v) { mmio_write32(a, (uint32_t)v), mmio_write32(a + 4, (uint32_t)(v >> 32)); }
+static inline uint8_t rd8(uintptr_t a)
+{
+    return *(volatile uint8_t *)a;
+}
+static inline uint16_t rd16(uintptr_t a)
+{
+    return *(volatile uint16_t *)a;
+}
+static inline void wr8(uintptr_t a, uint8_t v)
+{
+    *(volatile uint8_t *)a = v;
+}
+static inline void wr16(uintptr_t a, uint16_t v)
+{
+    *(volatile uint16_t *)a = v;
+}
+static inline void wr64(uintptr_t a, uint64_t v)
+{
+    mmio_write32(a, (uint32_t)v), mmio_write32(a + 4, (uint32_t)(v >> 32));
+}
 
-uint16_t virtio_common16(const struct vdev *v, uint32_t off) { return rd16(v->common + off); }
-void virtio_common_write16(const struct vdev *v, uint32_t off, uint16_t val) { wr16(v->common + off, val); }
-uint8_t virtio_status(const struct vdev *v) { return rd8(v->common + CC_STATUS); }
+uint16_t virtio_common16(const struct vdev *v, uint32_t off)
+{
+    return rd16(v->common + off);
+}
+void virtio_common_write16(const struct vdev *v, uint32_t off, uint16_t val)
+{
+    wr16(v->common + off, val);
+}
+uint8_t virtio_status(const struct vdev *v)
+{
+    return rd8(v->common + CC_STATUS);
+}
 
 int virtio_probe(struct vdev *v, struct pci_dev *p, unsigned index)
 {
@@ -210,8 +247,8 @@ static void vq_init(struct vq *q, uint16_t size, struct ring_mem *r)
 
 /* Selects queue idx, sizes it (at most VQ_MAX and v->queue_limit), places its rings (at, or
  * r), routes it to the queue vector and enables it. Returns 0 or -2. */
-static int queue_setup(struct vdev *v, uint16_t idx, struct vq *q, struct ring_mem *r, const struct vq_placement *at,
-                       bool msix)
+static int queue_setup(struct vdev *v, uint16_t idx, struct vq *q, struct ring_mem *r,
+                       const struct vq_placement *at, bool msix)
 {
     wr16(v->common + CC_Q_SELECT, idx);
     uint16_t max = rd16(v->common + CC_Q_SIZE), size = VQ_MAX;
@@ -347,7 +384,8 @@ int vq_add_indirect(struct vq *q, struct vring_desc *table, const struct vbuf *b
         return -1;
     for (unsigned k = 0; k < n; k++) {
         table[k].addr = b[k].addr, table[k].len = b[k].len, table[k].next = (uint16_t)(k + 1);
-        table[k].flags = (uint16_t)((b[k].write ? VRING_DESC_F_WRITE : 0) | (k + 1 < n ? VRING_DESC_F_NEXT : 0));
+        table[k].flags = (uint16_t)((b[k].write ? VRING_DESC_F_WRITE : 0) |
+                                    (k + 1 < n ? VRING_DESC_F_NEXT : 0));
     }
     struct vbuf one = { (uintptr_t)table, (uint32_t)(n * sizeof(*table)), false };
     int head = vq_add(q, &one, 1);
@@ -469,13 +507,21 @@ int virtio_wait(struct vdev *v, uint32_t timeout_us)
 /* ---- virtio-blk ---- */
 
 enum { /* struct virtio_blk_config (5.2.4) */
-    BCFG_CAPACITY = 0, BCFG_SIZE_MAX = 8, BCFG_SEG_MAX = 12, BCFG_BLK_SIZE = 20,
-    BCFG_MAX_DISCARD_SECTORS = 36, BCFG_MAX_DISCARD_SEG = 40, BCFG_DISCARD_ALIGN = 44,
-    BCFG_MAX_WZ_SECTORS = 48, BCFG_MAX_WZ_SEG = 52, BCFG_WZ_MAY_UNMAP = 56,
+       BCFG_CAPACITY = 0,
+       BCFG_SIZE_MAX = 8,
+       BCFG_SEG_MAX = 12,
+       BCFG_BLK_SIZE = 20,
+       BCFG_MAX_DISCARD_SECTORS = 36,
+       BCFG_MAX_DISCARD_SEG = 40,
+       BCFG_DISCARD_ALIGN = 44,
+       BCFG_MAX_WZ_SECTORS = 48,
+       BCFG_MAX_WZ_SEG = 52,
+       BCFG_WZ_MAY_UNMAP = 56,
 };
-#define BLK_FEATURES (1ull << VIRTIO_BLK_F_SIZE_MAX | 1ull << VIRTIO_BLK_F_SEG_MAX | 1ull << VIRTIO_BLK_F_RO | \
-                      1ull << VIRTIO_BLK_F_BLK_SIZE | 1ull << VIRTIO_BLK_F_FLUSH | 1ull << VIRTIO_BLK_F_TOPOLOGY | \
-                      1ull << VIRTIO_BLK_F_DISCARD | 1ull << VIRTIO_BLK_F_WRITE_ZEROES)
+#define BLK_FEATURES                                                                              \
+    (1ull << VIRTIO_BLK_F_SIZE_MAX | 1ull << VIRTIO_BLK_F_SEG_MAX | 1ull << VIRTIO_BLK_F_RO |     \
+     1ull << VIRTIO_BLK_F_BLK_SIZE | 1ull << VIRTIO_BLK_F_FLUSH | 1ull << VIRTIO_BLK_F_TOPOLOGY | \
+     1ull << VIRTIO_BLK_F_DISCARD | 1ull << VIRTIO_BLK_F_WRITE_ZEROES)
 
 static struct blk_slot *slot_mem[VIRTIO_MAX_DEVS];
 static uint8_t *scratch_mem[VIRTIO_MAX_DEVS];
@@ -486,7 +532,8 @@ unsigned blk_find(const struct pci_dev *devs, unsigned n, unsigned *idx, unsigne
     unsigned k = 0;
     for (unsigned i = 0; i < n && k < max; i++) {
         const struct pci_dev *d = &devs[i];
-        if (d->vendor == 0x1af4 && (d->device == 0x1042 || (d->device == 0x1001 && pci_find_cap(d, PCI_CAP_VENDOR, 0))))
+        if (d->vendor == 0x1af4 &&
+            (d->device == 0x1042 || (d->device == 0x1001 && pci_find_cap(d, PCI_CAP_VENDOR, 0))))
             idx[k++] = i;
     }
     return k;
@@ -567,7 +614,8 @@ int blk_submit(struct blk *b, uint32_t type, uint64_t sector, const struct vbuf 
     for (unsigned k = 0; k < n; k++)
         list[k + 1] = data[k];
     list[n + 1] = (struct vbuf){ (uintptr_t)&sl->status, 1, true };
-    int head = b->use_indirect ? vq_add_indirect(&b->v.vq, sl->table, list, n + 2) : vq_add(&b->v.vq, list, n + 2);
+    int head = b->use_indirect ? vq_add_indirect(&b->v.vq, sl->table, list, n + 2)
+                               : vq_add(&b->v.vq, list, n + 2);
     if (head < 0)
         return -1;
     b->head_slot[head] = s;

@@ -20,22 +20,25 @@ uint64_t ram_end(void);
 /* Microseconds from the PM timer; call at least every 4 s (it extends a 24-bit counter). */
 uint64_t clock_us(void);
 /* Full memory barrier (x86: a locked instruction; no SSE2 needed). */
-static inline void mb(void) { __asm__ volatile("lock; addl $0,(%%esp)" ::: "memory"); }
+static inline void mb(void)
+{
+    __asm__ volatile("lock; addl $0,(%%esp)" ::: "memory");
+}
 
 /* ---- interrupts ---- */
-#define VIRTIO_VEC_BASE 0x30      /* device i: config 0x30 + 2i, queue 0x31 + 2i */
-#define VIRTIO_VEC_TICK 0x3f      /* LAPIC timer, wakes hlt so waits can time out */
+#define VIRTIO_VEC_BASE 0x30 /* device i: config 0x30 + 2i, queue 0x31 + 2i */
+#define VIRTIO_VEC_TICK 0x3f /* LAPIC timer, wakes hlt so waits can time out */
 extern volatile uint32_t irq_count[64];
 /* Masks the 8259s, enables the LAPIC, installs the handlers and starts the tick. Call once. */
 void virtio_irq_init(void);
 
 /* ---- split virtqueues ---- */
-#define VQ_MAX 256
-#define VRING_DESC_F_NEXT 1
-#define VRING_DESC_F_WRITE 2
-#define VRING_DESC_F_INDIRECT 4
+#define VQ_MAX                     256
+#define VRING_DESC_F_NEXT          1
+#define VRING_DESC_F_WRITE         2
+#define VRING_DESC_F_INDIRECT      4
 #define VRING_AVAIL_F_NO_INTERRUPT 1
-#define VRING_USED_F_NO_NOTIFY 1
+#define VRING_USED_F_NO_NOTIFY     1
 
 struct vring_desc {
     uint64_t addr;
@@ -50,7 +53,7 @@ struct vring_used_elem {
 };
 struct vring_used {
     uint16_t flags, idx;
-    struct vring_used_elem ring[VQ_MAX];   /* after ring[size]: avail_event */
+    struct vring_used_elem ring[VQ_MAX]; /* after ring[size]: avail_event */
 };
 
 /* A buffer of a request: guest-physical address, length, device-writable or not. */
@@ -65,26 +68,26 @@ struct vq {
     volatile struct vring_desc *desc;
     volatile struct vring_avail *avail;
     volatile struct vring_used *used;
-    uintptr_t notify;              /* where the queue index is written to notify */
+    uintptr_t notify; /* where the queue index is written to notify */
     uint16_t free_head, nfree;
-    uint16_t avail_idx, used_idx;  /* next avail entry to fill, next used entry to read */
-    uint16_t kicked;               /* avail_idx at the last notification */
-    uint16_t chain[VQ_MAX];        /* descriptors in the chain headed by this index */
+    uint16_t avail_idx, used_idx; /* next avail entry to fill, next used entry to read */
+    uint16_t kicked;              /* avail_idx at the last notification */
+    uint16_t chain[VQ_MAX];       /* descriptors in the chain headed by this index */
     bool event_idx;
-    uint16_t index;                /* the queue's number: the value a notification writes */
+    uint16_t index; /* the queue's number: the value a notification writes */
 };
 
 #define VIRTIO_F_INDIRECT_DESC 28
-#define VIRTIO_F_EVENT_IDX 29
-#define VIRTIO_F_VERSION_1 32
-#define VIRTIO_S_ACKNOWLEDGE 1
-#define VIRTIO_S_DRIVER 2
-#define VIRTIO_S_DRIVER_OK 4
-#define VIRTIO_S_FEATURES_OK 8
-#define VIRTIO_S_NEEDS_RESET 0x40
-#define VIRTIO_S_FAILED 0x80
-#define VIRTIO_MAX_DEVS 4
-#define VIRTIO_MAX_XQ 3           /* queues after queue 0 a device may use (virtio-net: tx; balloon: 3) */
+#define VIRTIO_F_EVENT_IDX     29
+#define VIRTIO_F_VERSION_1     32
+#define VIRTIO_S_ACKNOWLEDGE   1
+#define VIRTIO_S_DRIVER        2
+#define VIRTIO_S_DRIVER_OK     4
+#define VIRTIO_S_FEATURES_OK   8
+#define VIRTIO_S_NEEDS_RESET   0x40
+#define VIRTIO_S_FAILED        0x80
+#define VIRTIO_MAX_DEVS        4
+#define VIRTIO_MAX_XQ          3 /* queues after queue 0 a device may use (virtio-net: tx; balloon: 3) */
 
 /* Where the rings go instead of the driver's own memory (the hostile tests); 0 = default. */
 struct vq_placement {
@@ -93,7 +96,7 @@ struct vq_placement {
 
 struct vdev {
     struct pci_dev *pci;
-    unsigned index;                /* picks the ring memory and the vectors */
+    unsigned index; /* picks the ring memory and the vectors */
     uintptr_t common, notify_base, isr, devcfg;
     uint32_t notify_mult, notify_len, devcfg_len;
     uint8_t msix_cap;
@@ -101,9 +104,9 @@ struct vdev {
     uintptr_t msix_table;
     uint64_t offered, features;
     uint8_t vec_cfg, vec_q;
-    uint16_t max_queue_size;       /* what the device offers */
-    uint16_t queue_limit;          /* 0, or the most entries the driver asks for */
-    bool irq;                      /* wait by interrupts rather than polling */
+    uint16_t max_queue_size; /* what the device offers */
+    uint16_t queue_limit;    /* 0, or the most entries the driver asks for */
+    bool irq;                /* wait by interrupts rather than polling */
     struct vq vq;
     /* Queues 1..nxq (0: queue 0 only). The caller sets nxq after virtio_probe(); virtio_start()
      * sets them up like queue 0 (same size limit, rings in static memory) in xq[0..nxq-1],
@@ -127,7 +130,10 @@ int virtio_start(struct vdev *v, uint64_t want, const struct vq_placement *at);
 /* Writes 0 to device_status and waits (bounded) until it reads 0. */
 void virtio_reset(struct vdev *v);
 uint8_t virtio_status(const struct vdev *v);
-static inline bool virtio_has(const struct vdev *v, unsigned bit) { return v->features >> bit & 1; }
+static inline bool virtio_has(const struct vdev *v, unsigned bit)
+{
+    return v->features >> bit & 1;
+}
 /* Device-specific configuration fields (read twice around config_generation for 64 bits). */
 uint32_t virtio_cfg32(const struct vdev *v, uint32_t off);
 uint16_t virtio_cfg16(const struct vdev *v, uint32_t off);
@@ -152,7 +158,10 @@ void vq_kick(struct vq *q);
 void vq_arm(struct vq *q, bool irq);
 /* Takes the next used entry: returns its id (its descriptors freed) or -1 if none. */
 int vq_pop(struct vq *q, uint32_t *len);
-static inline bool vq_pending(const struct vq *q) { return q->used->idx != q->used_idx; }
+static inline bool vq_pending(const struct vq *q)
+{
+    return q->used->idx != q->used_idx;
+}
 /* Frees every descriptor (only when nothing is in flight: after a reset or a rejected chain). */
 void vq_reclaim_all(struct vq *q);
 /* Waits up to timeout_us for a used entry: 1 when one is there, 0 on timeout, -1 if the
@@ -169,28 +178,28 @@ void virtio_set_irq(struct vdev *v, bool on);
 void irq_window(uint8_t vec, uint32_t max_us);
 
 /* ---- virtio-blk ---- */
-#define VIRTIO_BLK_F_SIZE_MAX 1
-#define VIRTIO_BLK_F_SEG_MAX 2
-#define VIRTIO_BLK_F_RO 5
-#define VIRTIO_BLK_F_BLK_SIZE 6
-#define VIRTIO_BLK_F_FLUSH 9
-#define VIRTIO_BLK_F_TOPOLOGY 10
-#define VIRTIO_BLK_F_DISCARD 13
+#define VIRTIO_BLK_F_SIZE_MAX     1
+#define VIRTIO_BLK_F_SEG_MAX      2
+#define VIRTIO_BLK_F_RO           5
+#define VIRTIO_BLK_F_BLK_SIZE     6
+#define VIRTIO_BLK_F_FLUSH        9
+#define VIRTIO_BLK_F_TOPOLOGY     10
+#define VIRTIO_BLK_F_DISCARD      13
 #define VIRTIO_BLK_F_WRITE_ZEROES 14
-#define VIRTIO_BLK_T_IN 0
-#define VIRTIO_BLK_T_OUT 1
-#define VIRTIO_BLK_T_FLUSH 4
-#define VIRTIO_BLK_T_GET_ID 8
-#define VIRTIO_BLK_T_DISCARD 11
+#define VIRTIO_BLK_T_IN           0
+#define VIRTIO_BLK_T_OUT          1
+#define VIRTIO_BLK_T_FLUSH        4
+#define VIRTIO_BLK_T_GET_ID       8
+#define VIRTIO_BLK_T_DISCARD      11
 #define VIRTIO_BLK_T_WRITE_ZEROES 13
-#define VIRTIO_BLK_S_OK 0
-#define VIRTIO_BLK_S_IOERR 1
-#define VIRTIO_BLK_S_UNSUPP 2
-#define BLK_STATUS_TIMEOUT -1
-#define BLK_STATUS_RESET -2
-#define BLK_STATUS_BADID -3     /* the used ring named a chain that was not in flight */
-#define BLK_MAX_SEGS 256
-#define BLK_MAX_SLOTS 32
+#define VIRTIO_BLK_S_OK           0
+#define VIRTIO_BLK_S_IOERR        1
+#define VIRTIO_BLK_S_UNSUPP       2
+#define BLK_STATUS_TIMEOUT        -1
+#define BLK_STATUS_RESET          -2
+#define BLK_STATUS_BADID          -3 /* the used ring named a chain that was not in flight */
+#define BLK_MAX_SEGS              256
+#define BLK_MAX_SLOTS             32
 
 struct blk_hdr {
     uint32_t type, reserved;
@@ -212,16 +221,16 @@ struct blk_slot {
 struct blk {
     struct vdev v;
     char serial[21];
-    uint64_t capacity;             /* 512-byte sectors */
+    uint64_t capacity; /* 512-byte sectors */
     uint32_t blk_size, seg_max, size_max;
     uint32_t max_discard_sectors, max_discard_seg, discard_align;
     uint32_t max_wz_sectors, max_wz_seg;
     uint8_t wz_may_unmap;
     bool ro, use_indirect;
-    struct blk_slot *slots;        /* BLK_MAX_SLOTS of them */
-    int head_slot[VQ_MAX];         /* which slot a chain head belongs to */
+    struct blk_slot *slots; /* BLK_MAX_SLOTS of them */
+    int head_slot[VQ_MAX];  /* which slot a chain head belongs to */
     uint32_t used_len[BLK_MAX_SLOTS];
-    uint32_t slot_busy;            /* bitmap */
+    uint32_t slot_busy; /* bitmap */
     uint32_t completions;
 };
 

@@ -9,10 +9,13 @@
 #include "vnet.h"
 
 enum { /* struct virtio_net_config (5.1.4) */
-    NCFG_MAC = 0, NCFG_STATUS = 6, NCFG_MAX_PAIRS = 8, NCFG_MTU = 10,
+       NCFG_MAC = 0,
+       NCFG_STATUS = 6,
+       NCFG_MAX_PAIRS = 8,
+       NCFG_MTU = 10,
 };
-#define MERGE_MAX 65536u           /* the most bytes a merged frame may have here */
-#define RX_MIN_NO_MRG 1526u        /* the smallest buffer the spec asks for without MRG_RXBUF */
+#define MERGE_MAX     65536u /* the most bytes a merged frame may have here */
+#define RX_MIN_NO_MRG 1526u  /* the smallest buffer the spec asks for without MRG_RXBUF */
 
 static struct {
     uint8_t *rx, *tx, *frame;
@@ -25,7 +28,8 @@ unsigned vnet_find(const struct pci_dev *devs, unsigned n, unsigned *idx, unsign
     unsigned k = 0;
     for (unsigned i = 0; i < n && k < max; i++) {
         const struct pci_dev *d = &devs[i];
-        if (d->vendor == 0x1af4 && (d->device == 0x1041 || (d->device == 0x1000 && pci_find_cap(d, PCI_CAP_VENDOR, 0))))
+        if (d->vendor == 0x1af4 &&
+            (d->device == 0x1041 || (d->device == 0x1000 && pci_find_cap(d, PCI_CAP_VENDOR, 0))))
             idx[k++] = i;
     }
     return k;
@@ -52,7 +56,8 @@ void vnet_fill_rx(struct vnet *n)
     struct vq *q = n->rxq;
     bool added = false;
     while (q->nfree) {
-        struct vbuf b = { (uintptr_t)(n->rx_mem + (uint32_t)q->free_head * n->rx_buf_len), n->rx_buf_len, true };
+        struct vbuf b = { (uintptr_t)(n->rx_mem + (uint32_t)q->free_head * n->rx_buf_len), n->rx_buf_len,
+                          true };
         int head = vq_add(q, &b, 1);
         if (head < 0)
             break;
@@ -179,7 +184,8 @@ uint8_t *vnet_tx_alloc(struct vnet *n)
 int vnet_send(struct vnet *n, uint8_t *p, uint32_t len, const struct virtio_net_hdr *hdr, bool kick)
 {
     int s = (int)((uint32_t)(p - VNET_HDR_LEN - n->tx_mem) / VNET_SLOT);
-    struct virtio_net_hdr *h = n->tx_split ? &n->tx_hdrs[s] : (struct virtio_net_hdr *)(void *)(p - VNET_HDR_LEN);
+    struct virtio_net_hdr *h = n->tx_split ? &n->tx_hdrs[s]
+                                           : (struct virtio_net_hdr *)(void *)(p - VNET_HDR_LEN);
     if (hdr)
         *h = *hdr;
     else

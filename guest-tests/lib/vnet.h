@@ -9,57 +9,57 @@
 
 #include "virtio.h"
 
-#define VIRTIO_NET_F_CSUM 0
-#define VIRTIO_NET_F_GUEST_CSUM 1
-#define VIRTIO_NET_F_MTU 3
-#define VIRTIO_NET_F_MAC 5
-#define VIRTIO_NET_F_MRG_RXBUF 15
-#define VIRTIO_NET_F_STATUS 16
-#define VIRTIO_NET_F_CTRL_VQ 17
-#define VIRTIO_NET_F_MQ 22
-#define VIRTIO_NET_S_LINK_UP 1
-#define VIRTIO_NET_S_ANNOUNCE 2
+#define VIRTIO_NET_F_CSUM           0
+#define VIRTIO_NET_F_GUEST_CSUM     1
+#define VIRTIO_NET_F_MTU            3
+#define VIRTIO_NET_F_MAC            5
+#define VIRTIO_NET_F_MRG_RXBUF      15
+#define VIRTIO_NET_F_STATUS         16
+#define VIRTIO_NET_F_CTRL_VQ        17
+#define VIRTIO_NET_F_MQ             22
+#define VIRTIO_NET_S_LINK_UP        1
+#define VIRTIO_NET_S_ANNOUNCE       2
 #define VIRTIO_NET_HDR_F_NEEDS_CSUM 1
 #define VIRTIO_NET_HDR_F_DATA_VALID 2
-#define VIRTIO_NET_HDR_GSO_NONE 0
+#define VIRTIO_NET_HDR_GSO_NONE     0
 
 struct virtio_net_hdr {
     uint8_t flags, gso_type;
     uint16_t hdr_len, gso_size, csum_start, csum_offset;
-    uint16_t num_buffers;          /* rx: buffers this frame spans; tx: 0 */
+    uint16_t num_buffers; /* rx: buffers this frame spans; tx: 0 */
 } __attribute__((packed));
 #define VNET_HDR_LEN 12
 
-#define VNET_SLOT 2048             /* bytes per tx slot: header + frame */
+#define VNET_SLOT      2048                       /* bytes per tx slot: header + frame */
 #define VNET_FRAME_MAX (VNET_SLOT - VNET_HDR_LEN) /* largest frame this driver sends or takes */
-#define VNET_TX_SLOTS 128
+#define VNET_TX_SLOTS  128
 
 /* vnet_recv() results below zero */
-#define VNET_RX_RESET -1           /* the device set DEVICE_NEEDS_RESET */
-#define VNET_RX_BAD -2             /* a used entry this driver cannot accept (counted in rx_bad) */
+#define VNET_RX_RESET -1 /* the device set DEVICE_NEEDS_RESET */
+#define VNET_RX_BAD   -2 /* a used entry this driver cannot accept (counted in rx_bad) */
 
 struct vnet {
-    struct vdev v;                 /* v.vq: receiveq1, v.xq[0]: transmitq1 */
+    struct vdev v; /* v.vq: receiveq1, v.xq[0]: transmitq1 */
     struct vq *rxq, *txq;
     uint8_t mac[6];
     uint16_t status, mtu, max_pairs;
-    bool mrg;                      /* MRG_RXBUF negotiated */
-    bool tx_split;                 /* send header and frame as two descriptors (default one) */
-    bool no_rx_fill;               /* hostile tests: leave the receive queue to the caller */
-    uint16_t rx_refill;            /* vnet_recv() reposts buffers once this many are free (0: always) */
-    bool lenient_nb;               /* accept num_buffers 0 without MRG_RXBUF (QEMU 7.2 leaves it 0) */
-    uint32_t rx_buf_len;           /* bytes per receive buffer, header included */
-    uint8_t *rx_mem;               /* rxq->size buffers of rx_buf_len, by descriptor index */
-    uint8_t *tx_mem;               /* VNET_TX_SLOTS slots of VNET_SLOT */
+    bool mrg;                       /* MRG_RXBUF negotiated */
+    bool tx_split;                  /* send header and frame as two descriptors (default one) */
+    bool no_rx_fill;                /* hostile tests: leave the receive queue to the caller */
+    uint16_t rx_refill;             /* vnet_recv() reposts buffers once this many are free (0: always) */
+    bool lenient_nb;                /* accept num_buffers 0 without MRG_RXBUF (QEMU 7.2 leaves it 0) */
+    uint32_t rx_buf_len;            /* bytes per receive buffer, header included */
+    uint8_t *rx_mem;                /* rxq->size buffers of rx_buf_len, by descriptor index */
+    uint8_t *tx_mem;                /* VNET_TX_SLOTS slots of VNET_SLOT */
     struct virtio_net_hdr *tx_hdrs; /* tx_split: the headers, one per slot */
-    uint8_t *frame;                /* frames merged from several buffers are copied here */
+    uint8_t *frame;                 /* frames merged from several buffers are copied here */
     uint32_t tx_busy[(VNET_TX_SLOTS + 31) / 32];
     int16_t tx_slot_of_head[VQ_MAX];
-    uint64_t want;                 /* the features asked for (vnet_restart() asks again) */
+    uint64_t want;                  /* the features asked for (vnet_restart() asks again) */
     struct virtio_net_hdr last_hdr; /* the header of the last frame received */
     uint32_t rx_frames, tx_frames, rx_merged, rx_bad, tx_done;
     uint64_t rx_bytes, tx_bytes;
-    const char *bad_why;           /* the last reason an rx entry was refused */
+    const char *bad_why; /* the last reason an rx entry was refused */
 };
 
 /* Finds every virtio-net function (1af4:1041, or 1af4:1000 with modern capabilities) in
