@@ -168,3 +168,101 @@ fw_grub_linux_disk() {
     rm -rf "$d"
     return $r
 }
+
+# fw_debian_mirror: the Debian mirror apt already uses here (its first deb line whose URI ends
+# in /debian, from sources.list or a deb822 .sources file), else deb.debian.org.
+fw_debian_mirror() {
+    local m
+    m=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources \
+            2>/dev/null | sed -n -e 's|^deb \(\[[^]]*\] \)\{0,1\}\(https\{0,1\}://[^ ]*/debian\)/\{0,1\} .*|\2|p' \
+                             -e 's|^URIs: *\(https\{0,1\}://[^ ]*/debian\)/\{0,1\} *$|\1|p' | head -1)
+    echo "${m:-http://deb.debian.org/debian}"
+}
+
+# The Debian root file system's recipe (its text is hashed: a changed recipe rebuilds the
+# cached image). DIR/root is debootstrapped; DIR/early.cfg is GRUB's built-in config.
+# minbase + the cloud kernel, systemd as init, udev, initramfs-tools; dbus for systemd-logind,
+# which powers the system off when the ACPI power button is pressed (kvmbox shutdown, QEMU's
+# system_powerdown). No network configuration and no services beyond Debian's defaults.
+# Root has no password (a login on the serial console only; the image is a test image that
+# never has a network). The initramfs is Debian's own (MODULES=most), which holds
+# virtio_pci and virtio_blk: checked, not assumed.
+_fw_rootfs_recipe() { # DIR SUITE MIRROR
+    local d=$1 r=$1/root
+    debootstrap --variant=minbase \
+        --include=linux-image-cloud-amd64,systemd-sysv,udev,initramfs-tools,dbus \
+        "$2" "$r" "$3" || return 1
+    echo kvmbox-guest >"$r/etc/hostname"
+    printf '127.0.0.1 localhost\n127.0.1.1 kvmbox-guest\n' >"$r/etc/hosts"
+    echo '/dev/vda1 / ext4 defaults 0 1' >"$r/etc/fstab"
+    chroot "$r" passwd -d root >/dev/null || return 1
+    # the .debs debootstrap kept: 100+ MB the image does not need
+    rm -f "$r"/var/cache/apt/archives/*.deb
+    [ -e "$r/vmlinuz" ] && [ -e "$r/initrd.img" ] || { echo "no /vmlinuz or /initrd.img" >&2; return 1; }
+    local m
+    for m in virtio_pci virtio_blk; do
+        chroot "$r" lsinitramfs /initrd.img | grep -q "/$m\.ko\$" ||
+            { echo "the initramfs lacks $m" >&2; return 1; }
+    done
+    { echo "serial --unit=0 --speed=115200"
+      echo "terminal_input serial"
+      echo "terminal_output serial"
+      echo "set root=(hd0,msdos1)"
+      echo "echo \"GRUB: loading Debian\""
+      echo "linux /vmlinuz root=/dev/vda1 ro console=ttyS0 kvmbox.test=fw-rootfs"
+      echo "initrd /initrd.img"
+      echo "boot"; } >"$d/early.cfg"
+}
+
+# _fw_rm_tree DIR: removes a debootstrap work tree; a failed debootstrap can leave /proc and
+# /sys mounted in it, so those are unmounted first and rm never leaves DIR's file system.
+_fw_rm_tree() {
+    local mp
+    [ -d "$1" ] || return 0
+    for mp in $(awk -v d="$(cd "$1" && pwd)/" 'index($2, d) == 1 { print $2 }' /proc/self/mounts | sort -r); do
+        umount -l "$mp"
+    done
+    rm -rf --one-file-system "$1"
+}
+
+# fw_debian_rootfs_disk OUT LOG: a raw MBR disk whose ext4 partition holds a debootstrapped
+# Debian root file system (made by mkfs.ext4 -d from the directory: no loop device, no mount)
+# and GRUB 2 (boot.img + core.img, as fw_grub_disk_from) that boots its /vmlinuz and
+# /initrd.img with root=/dev/vda1 console=ttyS0. Cached: OUT is kept with OUT.recipe (the
+# recipe's hash) and only rebuilt when the recipe changes. debootstrap needs root and the
+# Debian mirror, and takes minutes; its output goes to LOG. Status 0 when OUT is ready, 3
+# when the mirror cannot be reached, 1 on any other failure (LOG says why). Concurrent
+# callers are serialized on OUT.lock.
+fw_debian_rootfs_disk() {
+    local out=$1 log=$2 suite mirror sum d mib r lock
+    suite=$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")
+    suite=${suite:-bookworm}
+    sum=$( { declare -f _fw_rootfs_recipe fw_grub_disk_from fw_mbr; echo "$suite"; } | sha256sum | cut -c1-16)
+    mkdir -p "$(dirname "$out")"
+    exec {lock}>"$out.lock"
+    flock "$lock"
+    if [ -s "$out" ] && [ "$(cat "$out.recipe" 2>/dev/null)" = "$sum" ]; then
+        exec {lock}>&-
+        return 0
+    fi
+    mirror=$(fw_debian_mirror)
+    if ! wget -q -T 30 -t 2 -O /dev/null "$mirror/dists/$suite/Release"; then
+        echo "cannot reach the Debian mirror $mirror ($mirror/dists/$suite/Release)" >"$log"
+        exec {lock}>&-
+        return 3
+    fi
+    rm -f "$out" "$out.recipe"
+    d=$(mktemp -d "$(dirname "$out")/rootfs-build.XXXXXX")
+    r=1
+    if _fw_rootfs_recipe "$d" "$suite" "$mirror" >"$log" 2>&1; then
+        # room for the system's first boots (journal, logs): a quarter more, 256 MiB at least
+        mib=$(du -sm "$d/root" | cut -f1)
+        mib=$(( mib + (mib / 4 > 256 ? mib / 4 : 256) ))
+        fw_grub_disk_from "$out.new" "$d" "$mib" biosdisk part_msdos ext2 linux serial terminal echo boot \
+            >>"$log" 2>&1 && mv "$out.new" "$out" && echo "$sum" >"$out.recipe" && r=0
+    fi
+    rm -f "$out.new"
+    _fw_rm_tree "$d"
+    exec {lock}>&-
+    return $r
+}
