@@ -27,6 +27,8 @@ LIMITS=(--quiet "$QUIET" --cpu-quiet "$CPU_QUIET" --cap "$CAP")
 IMG=build/guest/rootfs.img
 PROMPT='kvmbox-guest login:'
 LOGIND='Started .*(systemd-logind|User Login Management)'
+# where a boot that went wrong stops for good: no need to wait for the console to go quiet
+STUCK='^\(initramfs\) |Kernel panic - not syncing|Entering emergency mode|Give root password for maintenance'
 
 if [ $have_qemu = 0 ] && [ $native = 0 ]; then
     skip "no qemu-system-x86_64 to prove the image, and kvmbox cannot boot Linux this far here ($native_why)"
@@ -51,8 +53,12 @@ IMG=$(readlink -f "$IMG")
 # booted NAME LOG PID: waits for the login prompt and logind on LOG while PID runs.
 booted() {
     local name=$1 log=$2 pid=$3 t=$SECONDS
-    if ! wait_output --pid "$pid" "${LIMITS[@]}" "$log" "$PROMPT" 2>"$T/$name.wait"; then
-        fail "$name: no login prompt on the serial console: $(cat "$T/$name.wait") after $((SECONDS - t)) s"
+    if ! wait_output --pid "$pid" "${LIMITS[@]}" "$log" "$PROMPT|$STUCK" 2>"$T/$name.wait" ||
+       ! grep -aq "$PROMPT" "$log"; then
+        local why stuck
+        why=$(cat "$T/$name.wait")
+        stuck=$(tr -d '\r' <"$log" | grep -aoE -m1 "$STUCK")
+        fail "$name: no login prompt on the serial console after $((SECONDS - t)) s: ${why}${stuck:+the boot stopped at '$stuck'}"
         tr -d '\r' <"$log" | grep -av '^\s*$' | tail -6 | sed 's/^/    | /'
         return 1
     fi
