@@ -116,10 +116,10 @@ fi
 
 N=fw-rootfs-$$
 log=$KVMBOX_RUNTIME_DIR/$N.log
+trap '"$KVMBOX" kill $N >/dev/null 2>&1; cleanup' EXIT
 "$KVMBOX" img create -q -f qcow2 -b "$IMG" -F raw "$T/overlay.qcow2" >"$T/img.err" 2>&1 ||
     { fail "kvmbox img create of the overlay: $(cat "$T/img.err")"; exit 1; }
-# the whole boot in one console log (a Debian boot prints more than the default 1 MiB? no,
-# but rotation would split what the waits read)
+# the whole boot in one console log: a rotation would hide earlier lines from the waits
 if ! KVMBOX_LOG_MAX=16M "$KVMBOX" run --daemonize --name $N --disk "$T/overlay.qcow2,format=qcow2" --mem 1G --cpus 2 \
         >"$T/start.out" 2>"$T/start.err"; then
     fail "kvmbox run --daemonize: $(cat "$T/start.err")"
@@ -131,14 +131,16 @@ if booted kvmbox "$log" "$kpid"; then
     # The waiter must be blocked on its answer (in poll(), system call 7) before the VM ends.
     "$KVMBOX" wait $N >"$T/wait.out" 2>&1 &
     waiter=$!
+    bg_pids="$bg_pids $waiter"
     waiting() { local nr; read -r nr _ <"/proc/$waiter/syscall" 2>/dev/null && [ "$nr" = 7 ]; }
     poll_until 120 waiting
     t=$SECONDS
     # kvmbox shutdown's own --timeout is only a backstop: the limit that counts is the
-    # console's progress while the guest shuts down (wait_exit below).
+    # guest's progress while it shuts down (its console, the VM's CPU: wait_exit below).
     "$KVMBOX" shutdown $N --timeout "$CAP" >"$T/shutdown.out" 2>&1 &
     spid=$!
-    if wait_exit "${LIMITS[@]}" "$spid" "$log" 2>"$T/shutdown.wait"; then
+    bg_pids="$bg_pids $spid"
+    if wait_exit "${LIMITS[@]}" "$kpid" "$log" 2>"$T/shutdown.wait"; then
         wait "$spid"
         rc=$?
         if [ $rc = 0 ]; then pass "kvmbox shutdown: status 0 after $((SECONDS - t)) s ($(cat "$T/shutdown.out"))"
@@ -153,5 +155,4 @@ if booted kvmbox "$log" "$kpid"; then
         kill "$spid" 2>/dev/null
     fi
 fi
-"$KVMBOX" kill $N >/dev/null 2>&1
 [ $fails -eq 0 ]
