@@ -241,6 +241,8 @@ fw_debian_rootfs_disk() {
     mkdir -p "$(dirname "$out")"
     exec {lock}>"$out.lock"
     flock "$lock"
+    # what a build that was killed left (no other build runs: this one holds the lock)
+    for d in "$(dirname "$out")"/rootfs-build.*; do _fw_rm_tree "$d"; done
     if [ -s "$out" ] && [ "$(cat "$out.recipe" 2>/dev/null)" = "$sum" ]; then
         exec {lock}>&-
         return 0
