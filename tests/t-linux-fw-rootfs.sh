@@ -28,7 +28,7 @@ IMG=build/guest/rootfs.img
 PROMPT='kvmbox-guest login:'
 LOGIND='Started .*(systemd-logind|User Login Management)'
 # where a boot that went wrong stops for good: no need to wait for the console to go quiet
-STUCK='^\(initramfs\) |Kernel panic - not syncing|Entering emergency mode|Give root password for maintenance'
+STUCK='^\(initramfs\) |Kernel panic - not syncing|You are in emergency mode|Give root password for maintenance|Press Enter for maintenance'
 
 if [ $have_qemu = 0 ] && [ $native = 0 ]; then
     skip "no qemu-system-x86_64 to prove the image, and kvmbox cannot boot Linux this far here ($native_why)"
