@@ -112,7 +112,7 @@ for dir_san in "build 0" "build-asan 1"; do
         # size (the normal pass took every size): the sanitizers need the paths, not all
         # 1473 sizes again.
         # shellcheck disable=SC2046 # one argument per script
-        STEP=7 run_scripts "$dir" $(ls tests/t-*.sh | grep -v -E 't-linux|t-img-fuzz|t-virtio-fuzz')
+        STEP=7 run_scripts "$dir" $(ls tests/t-*.sh | grep -v -E 't-linux|t-img-fuzz|t-virtio-fuzz|t-state-fuzz')
     fi
 done
 
