@@ -126,6 +126,11 @@ struct kvmbox_config {
     uint8_t boot_order[KVMBOX_BOOT_MAX + 1];
     uint8_t boot_once[KVMBOX_BOOT_MAX + 1];
     bool boot_menu;            /* the firmware offers its boot menu (ESC on the console) */
+    /* Restore (docs/savestate.md): build the VM from the state saved in this file instead of
+     * booting it. The rest of the configuration must be the one the VM was saved with. */
+    const char *restore_path;  /* NULL: boot normally */
+    bool restore_paused;       /* the restored VM stays paused until resumed */
+    bool restore_prefault;     /* read all saved RAM before running (else it is mapped lazily) */
 };
 
 enum kvmbox_stop {

@@ -25,6 +25,7 @@
 #include "virtio/net.h"
 #include "vmm/util.h"
 #include "vmm/vm.h"
+#include "vmm/snapshot.h"
 
 #define MAX_PENDING_OUT (4u << 20) /* a console client this far behind is dropped */
 #define STR_(x) #x
@@ -388,6 +389,17 @@ enum api_action api_handle(struct vm *vm, const char *line, size_t len, char **r
         struct json_object *def = vm->cfg.config_json ? json_tokener_parse(vm->cfg.config_json) : NULL;
         o = ok_object();
         json_object_object_add(o, "config", def ? def : json_object_new_object());
+    } else if (!strcmp(c, "save")) {
+        /* The VM's main thread writes the file (vmm/snapshot.c); this thread waits for it. */
+        struct json_object *file;
+        char serr[KVMBOX_MSG_MAX];
+        if (!json_object_object_get_ex(req, "file", &file) || !json_object_is_type(file, json_type_string) ||
+            json_object_get_string(file)[0] != '/')
+            *reply = reply_error("save needs a member \"file\" with an absolute path");
+        else if (vm_save_request(vm, json_object_get_string(file), serr, sizeof(serr)) < 0)
+            *reply = reply_error("%s", serr);
+        else
+            o = ok_object();
     } else if (!strcmp(c, "console")) {
         o = ok_object();
         act = API_REPLY_THEN_CONSOLE;

@@ -511,6 +511,7 @@ int cmd_run(int argc, char **argv)
         fputs(config_run_usage, stdout);
         return 0;
     }
+    cli_restore_apply(&o.vm); /* `kvmbox restore` runs us */
     struct run_ctx c = { .o = &o };
     c.keep_status = o.daemonize || o.vm.name;
     char gen_name[32], rt[2048], uuid[37];

@@ -252,6 +252,32 @@ int st_get_uint(const struct st_section *s, const char *name, uint64_t *v)
     }
 }
 
+int st_need(const struct st_section *s, const char *name, void *dst, uint32_t len, char *err,
+            size_t errlen)
+{
+    int r = st_get(s, name, dst, len);
+    if (r == -ENOENT)
+        return errf(err, errlen, -EBADMSG, "saved state: section %s %u has no field '%s'", s->name,
+                    s->instance, name);
+    if (r < 0)
+        return errf(err, errlen, -EBADMSG, "saved state: field '%s' of section %s %u has the wrong size",
+                    name, s->name, s->instance);
+    return 0;
+}
+
+int st_need_uint(const struct st_section *s, const char *name, uint64_t max, uint64_t *v, char *err,
+                 size_t errlen)
+{
+    int r = st_get_uint(s, name, v);
+    if (r == -ENOENT)
+        return errf(err, errlen, -EBADMSG, "saved state: section %s %u has no field '%s'", s->name,
+                    s->instance, name);
+    if (r < 0 || *v > max)
+        return errf(err, errlen, -EBADMSG, "saved state: field '%s' of section %s %u is out of range",
+                    name, s->name, s->instance);
+    return 0;
+}
+
 /* ---- writer ---------------------------------------------------------------------------- */
 
 void st_writer_init(struct st_writer *w)

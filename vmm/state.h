@@ -68,6 +68,13 @@ int st_get(const struct st_section *s, const char *name, void *dst, uint32_t len
 /* Unsigned integers of any stored width 1, 2, 4 or 8 (-EBADMSG otherwise). */
 int st_get_uint(const struct st_section *s, const char *name, uint64_t *v) MUST_CHECK;
 
+/* For loaders: like st_get and st_get_uint, but a missing field, a wrong size or a value
+ * above MAX is an error with ERR naming the section and field (-EBADMSG). */
+int st_need(const struct st_section *s, const char *name, void *dst, uint32_t len, char *err,
+            size_t errlen) MUST_CHECK;
+int st_need_uint(const struct st_section *s, const char *name, uint64_t max, uint64_t *v, char *err,
+                 size_t errlen) MUST_CHECK;
+
 /* Building a state file in memory: sections of fields. Errors (-ENOMEM, a bad name) stick
  * in w->err and are returned by st_finish. */
 struct st_writer {

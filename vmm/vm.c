@@ -25,6 +25,7 @@
 #include "vmm/console.h"
 #include "vmm/kvm.h"
 #include "vmm/layout.h"
+#include "vmm/snapshot.h"
 #include "vmm/trace.h"
 #include "vmm/util.h"
 #include "virtio/balloon.h"
@@ -201,7 +202,7 @@ int vm_add_device(struct vm *vm, const char *name, void *dev, void (*reset)(void
 {
     if (vm->ndevices == VM_MAX_DEVICES)
         return -ENOSPC;
-    vm->devices[vm->ndevices++] = (struct vm_device){ name, dev, reset, destroy, NULL };
+    vm->devices[vm->ndevices++] = (struct vm_device){ .name = name, .dev = dev, .reset = reset, .destroy = destroy };
     return 0;
 }
 
@@ -332,7 +333,8 @@ static int machine_build(struct vm *vm, char *err, size_t errlen)
         r = kvm_attach_irqs(vm, err, errlen);
     }
     pthread_rwlock_unlock(&vm->irq_lock);
-    if (r < 0 || (r = load_firmware_and_kernel(vm, err, errlen)) < 0)
+    /* A restored VM's RAM already holds its kernel (and everything else). */
+    if (r < 0 || (!vm->restore && (r = load_firmware_and_kernel(vm, err, errlen)) < 0))
         return r;
     r = vcpus_wait_created(vm, err, errlen);
     trace_mark("vCPUs created");
@@ -579,6 +581,8 @@ int kvmbox_vm_create(const struct kvmbox_config *cfg, struct kvmbox_vm **out,
         snprintf(err, sizeof(err), "out of memory");
     if (r == 0)
         r = check_config(vm, err, sizeof(err));
+    if (r == 0 && cfg->restore_path)
+        r = vm_restore_open(vm, err, sizeof(err));
     trace_mark("configuration checked");
     vm->config_error = r < 0 && r != -ENOMEM;
     if (r == 0 && vm->firmware && (r = fw_image_load(vm->firmware, &vm->fw, err, sizeof(err))) < 0)
@@ -603,6 +607,8 @@ int kvmbox_vm_create(const struct kvmbox_config *cfg, struct kvmbox_vm **out,
         fprintf(stderr, "kvmbox: note: %s\n", note);
     if (r < 0 && cfg->hugepages)
         vm->config_error = true;
+    if (r == 0 && vm->restore && (r = vm_restore_ram(vm, err, sizeof(err))) < 0)
+        vm->config_error = true;
     trace_mark("guest RAM mapped");
     if (r == 0)
         r = devices_create(vm, err, sizeof(err));
@@ -612,6 +618,8 @@ int kvmbox_vm_create(const struct kvmbox_config *cfg, struct kvmbox_vm **out,
     trace_mark("control socket");
     if (r == 0)
         r = machine_build(vm, err, sizeof(err));
+    if (r == 0 && vm->restore && (r = vm_restore_apply(vm, err, sizeof(err))) < 0)
+        vm->config_error = r != -ENOMEM && r != -EIO;
     if (r < 0) {
         set_result(res, r, err);
         if (res)
@@ -627,7 +635,7 @@ static bool wait_for_event(struct vm *vm, const struct timespec *deadline)
 {
     bool timed_out = false;
     pthread_mutex_lock(&vm->lock);
-    while (!vm->stop_requested && !vm->reset_requested && !timed_out) {
+    while (!vm->stop_requested && !vm->reset_requested && !timed_out && !vm->save_req) {
         if (deadline)
             timed_out = pthread_cond_timedwait(&vm->cond, &vm->lock, deadline) == ETIMEDOUT;
         else
@@ -674,6 +682,8 @@ int kvmbox_vm_run(struct kvmbox_vm *k, struct kvmbox_result *res)
         if (wait_for_event(vm, vm->cfg.timeout_secs ? &deadline : NULL))
             vm_request_stop(vm, KVMBOX_STOP_TIMEOUT, 0, "timeout: the guest ran for %u s",
                             vm->cfg.timeout_secs);
+        if (vm_save_serve(vm))
+            continue; /* saved (the VM is stopping now) or failed (it runs on) */
         vcpus_stop(vm);
         if (vm->stop_requested)
             break;
@@ -692,6 +702,7 @@ int kvmbox_vm_run(struct kvmbox_vm *k, struct kvmbox_result *res)
         r = vm_reboot(vm, err, sizeof(err));
     }
     trace_mark("vCPU threads joined");
+    vm_save_cancel(vm);
     console_stop(vm->console);
     vm->console = NULL;
     if (r < 0)
@@ -768,6 +779,7 @@ void kvmbox_vm_destroy(struct kvmbox_vm *k)
     devices_destroy(vm);
     trace_mark("devices destroyed");
     gm_destroy(&vm->mem);
+    vm_restore_free(vm);
     kvm_close_host(vm);
     vm_free_state(vm);
     free(k);

@@ -18,6 +18,10 @@
 
 struct kvm_run;
 struct kvm_cpuid2;
+struct st_writer;
+struct st_section;
+struct vm_save_req;
+struct vm_restore;
 struct vm;
 
 /* A device instance as the VM owns it: reset on guest reboot, destroyed at the end. */
@@ -27,6 +31,10 @@ struct vm_device {
     void (*reset)(void *dev);
     void (*destroy)(void *dev);
     void (*quiesce)(void *dev);   /* the guest has stopped for good: release host resources */
+    /* Its part of a saved state (vmm/snapshot.h: vm_device_on_save); NULL: none. */
+    int (*save)(void *dev, struct st_writer *w);
+    int (*load)(void *dev, const struct st_section *s, char *err, size_t errlen);
+    unsigned state_version;
 };
 
 #define VM_MAX_DEVICES 32
@@ -42,6 +50,7 @@ struct vcpu {
     struct kvm_run *run;
     pthread_t thread;
     bool thread_started;
+    bool io_pending;              /* an I/O exit KVM completes on the next KVM_RUN (atomic) */
 };
 
 struct console;
@@ -141,6 +150,8 @@ struct vm {
     struct irq_state irq;         /* MSI routes, irqfds, ioeventfds: re-attached to each KVM VM */
     struct pci_host *pci;
     struct vballoon *balloon;     /* NULL with --balloon off */
+    struct vm_save_req *save_req; /* a save the API asked for (lock; vmm/snapshot.c) */
+    struct vm_restore *restore;   /* the state being restored, during kvmbox_vm_create */
 };
 
 struct acpi_config;
