@@ -4,11 +4,15 @@
 #include "devices/pci.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "devices/devices.h"
 #include "vmm/layout.h"
+#include "vmm/snapshot.h"
+#include "vmm/state.h"
+#include "vmm/util.h"
 #include "vmm/vm.h"
 
 #define CF8_ENABLE 0x80000000u
@@ -419,6 +423,9 @@ static void pci_host_destroy(void *dev)
     free(h);
 }
 
+static int pci_host_save(void *dev, struct st_writer *w);
+static int pci_host_load(void *dev, const struct st_section *s, char *err, size_t errlen);
+
 int pci_host_create(struct vm *vm, uint64_t mmio64_base, uint64_t mmio64_size, struct pci_host **out)
 {
     struct pci_host *h = calloc(1, sizeof(*h));
@@ -437,6 +444,7 @@ int pci_host_create(struct vm *vm, uint64_t mmio64_base, uint64_t mmio64_size, s
         pci_host_destroy(h);
         return r;
     }
+    vm_device_on_save(vm, h, 1, pci_host_save, pci_host_load);
     *out = h;
     if ((r = bus_register(&vm->pio, PORT_PCI_CONFIG, 8, &cf8_ops, h)) < 0 ||
         (r = bus_register(&vm->mmio, LAYOUT_ECAM_BASE, LAYOUT_ECAM_SIZE, &ecam_ops, h)) < 0 ||
@@ -446,4 +454,61 @@ int pci_host_create(struct vm *vm, uint64_t mmio64_base, uint64_t mmio64_size, s
                           LAYOUT_PCI_MMIO_HI_END - LAYOUT_PCI_MMIO_HI_START, &win32hi_ops, h)) < 0)
         return r;
     return mmio64_size ? bus_register(&vm->mmio, mmio64_base, mmio64_size, &win64_ops, h) : 0;
+}
+
+/* ---- saved state (vmm/snapshot.h) ---------------------------------------------------------- */
+
+/* Each function's configuration space, by slot ("slotN"). */
+static int pci_host_save(void *dev, struct st_writer *w)
+{
+    struct pci_host *h = dev;
+    pthread_mutex_lock(&h->lock);
+    st_put_u32(w, "cf8", h->cf8);
+    for (unsigned s = 0; s < PCI_MAX_SLOTS; s++) {
+        char name[16];
+        snprintf(name, sizeof(name), "slot%u", s);
+        if (h->slots[s])
+            st_put(w, name, h->slots[s]->cfg, PCI_CFG_SIZE);
+    }
+    pthread_mutex_unlock(&h->lock);
+    return 0;
+}
+
+/* Only what the guest could have written (the write masks) is taken from the file, so a
+ * hostile file cannot change what a device is or where its capabilities are; then the BARs
+ * decode where the guest had put them. */
+static int pci_host_load(void *dev, const struct st_section *sec, char *err, size_t errlen)
+{
+    struct pci_host *h = dev;
+    uint64_t cf8;
+    int r = st_need_uint(sec, "cf8", UINT32_MAX, &cf8, err, errlen);
+    if (r < 0)
+        return r;
+    pthread_mutex_lock(&h->lock);
+    h->cf8 = (uint32_t)cf8;
+    for (unsigned s = 0; s < PCI_MAX_SLOTS && r == 0; s++) {
+        struct pci_func *f = h->slots[s];
+        char name[16];
+        uint8_t cfg[PCI_CFG_SIZE];
+        snprintf(name, sizeof(name), "slot%u", s);
+        uint32_t len;
+        if (!f) {
+            if (st_field(sec, name, &len))
+                r = errf(err, errlen, -EBADMSG, "saved state: PCI slot %u has a device here that it has not", s);
+            continue;
+        }
+        if ((r = st_need(sec, name, cfg, PCI_CFG_SIZE, err, errlen)) < 0)
+            break;
+        if (memcmp(cfg, f->cfg, 4)) {
+            r = errf(err, errlen, -EBADMSG, "saved state: PCI slot %u held another device", s);
+            break;
+        }
+        for (unsigned i = 0; i < PCI_CFG_SIZE; i++)
+            f->cfg[i] = (uint8_t)((f->cfg[i] & ~f->wmask[i]) | (cfg[i] & f->wmask[i]));
+        f->cfg[PCI_STATUS] = (uint8_t)((f->cfg[PCI_STATUS] & ~PCI_STATUS_INTERRUPT) |
+                                       (cfg[PCI_STATUS] & PCI_STATUS_INTERRUPT));
+        update_mappings(h, f);
+    }
+    pthread_mutex_unlock(&h->lock);
+    return r;
 }

@@ -26,6 +26,7 @@
 #include "block/block.h"
 #include "virtio/blk_req.h"
 #include "virtio/virtio.h"
+#include "vmm/state.h"
 #include "vmm/util.h"
 #include "vmm/vm.h"
 
@@ -605,9 +606,11 @@ static void blk_destroy(struct virtio_dev *vd)
     free(b);
 }
 
+static int blk_save(struct virtio_dev *vd, struct st_writer *w);
+
 static const struct virtio_dev_ops blk_ops = {
     .name = "virtio-blk", .config_read = config_read, .start = blk_start, .stop = blk_stop,
-    .destroy = blk_destroy,
+    .destroy = blk_destroy, .save = blk_save,
 };
 
 /* io_uring for raw images when the host has it (some sandboxes refuse io_uring_setup: then
@@ -735,4 +738,16 @@ fail_early:
     pthread_cond_destroy(&b->idle_cond);
     free(b);
     return r;
+}
+
+/* ---- saved state (vmm/snapshot.h) ---------------------------------------------------------- */
+
+/* Requests in flight finish (their completions are in the used ring the save writes), and
+ * the image is flushed: the disk on the host holds everything the saved guest has written.
+ * Nothing of the device's own is saved: its queue state is the transport's. */
+static int blk_save(struct virtio_dev *vd, struct st_writer *w)
+{
+    struct vblk *b = to_vblk(vd);
+    blk_stop(vd);
+    return b->blk ? blk_flush(b->blk) : 0;
 }

@@ -42,6 +42,13 @@ void vm_device_on_save(struct vm *vm, void *dev, unsigned version, vm_save_fn sa
         }
 }
 
+void vm_device_on_save_failed(struct vm *vm, void *dev, void (*save_failed)(void *dev))
+{
+    for (unsigned i = 0; i < vm->ndevices; i++)
+        if (vm->devices[i].dev == dev)
+            vm->devices[i].save_failed = save_failed;
+}
+
 /* Device I's section: its name with '-' as '_', and its number among devices of that name. */
 static void device_section(const struct vm *vm, unsigned i, char *name, uint32_t *instance)
 {
@@ -147,13 +154,15 @@ static int save_to_fd(struct vm *vm, int fd, char *err, size_t errlen)
 {
     struct st_writer w;
     st_writer_init(&w);
-    int r = save_vm_section(vm, &w, err, errlen);
+    /* Devices first: they finish their I/O in flight (which may still write RAM and raise
+     * interrupts), and disks are flushed before their fingerprint is taken. */
+    int r = save_devices(vm, &w, err, errlen);
+    if (r == 0)
+        r = save_vm_section(vm, &w, err, errlen);
     if (r == 0)
         r = kvm_state_save(vm, &w, err, errlen);
     if (r == 0)
         r = vcpus_state_save(vm, &w, err, errlen);
-    if (r == 0)
-        r = save_devices(vm, &w, err, errlen);
     uint64_t ram_size = (vm->mem.ram_size + ST_RAM_ALIGN - 1) & ~(uint64_t)(ST_RAM_ALIGN - 1);
     uint64_t ram_off = 0;
     if (r == 0 && (r = st_finish(&w, ram_size, &ram_off)) < 0)
@@ -209,6 +218,9 @@ static int vm_save_to(struct vm *vm, const char *path, char *err, size_t errlen)
     close(fd);
     if (r < 0) {
         unlink(path);
+        for (unsigned i = 0; i < vm->ndevices; i++)
+            if (vm->devices[i].save_failed && parked)
+                vm->devices[i].save_failed(vm->devices[i].dev);
         if (!was_paused)
             vm_resume(vm);
         return r;

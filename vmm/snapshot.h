@@ -28,6 +28,9 @@ struct st_section;
 typedef int (*vm_save_fn)(void *dev, struct st_writer *w);
 typedef int (*vm_load_fn)(void *dev, const struct st_section *s, char *err, size_t errlen);
 void vm_device_on_save(struct vm *vm, void *dev, unsigned version, vm_save_fn save, vm_load_fn load);
+/* SAVE_FAILED (may be NULL) is called when a save that called SAVE failed later: a device that
+ * stopped its I/O for the save takes it up again. */
+void vm_device_on_save_failed(struct vm *vm, void *dev, void (*save_failed)(void *dev));
 
 /* From the API thread: asks the VM's main thread to save the VM to PATH (created, never
  * overwritten), waits for it, and returns 0 (the VM is then stopping) or a negative errno

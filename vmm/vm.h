@@ -34,6 +34,7 @@ struct vm_device {
     /* Its part of a saved state (vmm/snapshot.h: vm_device_on_save); NULL: none. */
     int (*save)(void *dev, struct st_writer *w);
     int (*load)(void *dev, const struct st_section *s, char *err, size_t errlen);
+    void (*save_failed)(void *dev); /* a save stopped it and then failed: run on */
     unsigned state_version;
 };
 
