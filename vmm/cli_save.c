@@ -106,6 +106,12 @@ static struct json_object *saved_definition(const char *file, char *err, size_t 
     if (pread_full(fd, hdr, sizeof(hdr), 0, true) < 0 ||
         st_parse_header(hdr, sizeof(hdr), &h, err, errlen) < 0)
         goto out;
+    struct stat st;
+    if (fstat(fd, &st) < 0 || (uint64_t)st.st_size < h.ram_offset + h.ram_size) {
+        errf(err, errlen, -EBADMSG, "saved state is truncated (%llu of %llu bytes)",
+             (unsigned long long)st.st_size, (unsigned long long)(h.ram_offset + h.ram_size));
+        goto out;
+    }
     size_t len = ST_HEADER_SIZE + h.meta_size;
     meta = malloc(len);
     if (!meta || pread_full(fd, meta, len, 0, true) < 0 || st_parse(meta, len, &f, err, errlen) < 0)

@@ -177,24 +177,31 @@ static int save_to_fd(struct vm *vm, int fd, char *err, size_t errlen)
     return r;
 }
 
-static bool io_pending(struct vm *vm)
+/* KVM finishes an I/O or MMIO exit (a port read's value into the register) only on the next
+ * KVM_RUN, and its state before that is not what a restore could resume from (KVM API,
+ * KVM_EXIT_IO). A vCPU normally does that itself before it parks (vmm/vcpu.c); one that saw
+ * the pause too late is completed from here: KVM_RUN with immediate_exit set runs no guest
+ * instruction. The vCPU's thread is parked and not in any ioctl. */
+static int complete_pending_io(struct vm *vm)
 {
-    for (unsigned i = 0; i < vm->ncpus; i++)
-        if (__atomic_load_n(&vm->vcpus[i].io_pending, __ATOMIC_SEQ_CST))
-            return true;
-    return false;
+    for (unsigned i = 0; i < vm->ncpus; i++) {
+        struct vcpu *v = &vm->vcpus[i];
+        if (!__atomic_load_n(&v->io_pending, __ATOMIC_SEQ_CST) || !v->run)
+            continue;
+        __atomic_store_n(&v->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+        int r = ioctl(v->fd, KVM_RUN, 0) < 0 ? -errno : 0;
+        __atomic_store_n(&v->run->immediate_exit, 0, __ATOMIC_SEQ_CST);
+        if (r < 0 && r != -EINTR && r != -EAGAIN)
+            return r;
+        __atomic_store_n(&v->io_pending, false, __ATOMIC_SEQ_CST);
+    }
+    return 0;
 }
 
-/* Pauses with no I/O exit left for KVM to finish: a vCPU that saw the pause only after its
- * check (vmm/vcpu.c, vcpu_complete_io) is let go once more and finishes it then. */
 static int pause_settled(struct vm *vm)
 {
     int r = vm_pause(vm);
-    for (unsigned tries = 0; r == 0 && io_pending(vm) && tries < 100; tries++) {
-        vm_resume(vm);
-        r = vm_pause(vm);
-    }
-    return r < 0 ? r : io_pending(vm) ? -EBUSY : 0;
+    return r < 0 ? r : complete_pending_io(vm);
 }
 
 static int vm_save_to(struct vm *vm, const char *path, char *err, size_t errlen)
@@ -211,7 +218,9 @@ static int vm_save_to(struct vm *vm, const char *path, char *err, size_t errlen)
     pthread_mutex_lock(&vm->lock);
     bool parked = vm->vcpus_parked == vm->ncpus && !vm->stop_requested && !vm->reset_requested;
     pthread_mutex_unlock(&vm->lock);
-    if (r < 0 || !parked)
+    if (r < 0 && parked)
+        r = errf(err, errlen, r, "completing the vCPUs' last I/O: %s", strerror(-r));
+    else if (r < 0 || !parked)
         r = errf(err, errlen, r < 0 ? r : -EBUSY, "the VM is stopping or rebooting");
     else
         r = save_to_fd(vm, fd, err, errlen);
