@@ -1,7 +1,7 @@
 /* The guest of tests/t-savestate.sh: it is saved while it runs and restored, and must not
  * notice (beyond the time the host chose to keep it saved, which kvmclock hides).
  *
- * mode=count (default): prints "COUNT n ms=M" about every 100 ms of kvmclock time (n from 0,
+ * mode=count (default): prints "COUNT n ms=M" every period=P ms (100) of kvmclock time (n from 0,
  * M the kvmclock in ms), waiting between lines with hlt on the LAPIC timer; every line also
  * checks that kvmclock and the TSC moved forward by a sane amount since the last one and
  * prints "LEAP n ..." when they did not (the host fails the test on it). Ends with PASS and
@@ -58,20 +58,25 @@ static void count_mode(void)
         return;
     }
     wrmsr(MSR_KVM_SYSTEM_TIME_NEW, (uint32_t)(uintptr_t)&clock | 1);
-    uint64_t max = arg_u64("count", 0);
+    uint64_t max = arg_u64("count", 0), period_ns = arg_u64("period", 100) * 1000000ull;
+    /* touch=MiB: dirties that much RAM from 16 MiB up first (one word per page), so a save
+     * has RAM to write and a restore pages to map (bench/savestate-bench.sh). */
+    uint32_t touch = (uint32_t)arg_u64("touch", 0);
+    for (uint32_t off = 0; off < touch * 1048576u && 16777216u + off < ram_end(); off += 4096)
+        *(volatile uint32_t *)(uintptr_t)(16777216u + off) = off | 1;
     uint64_t last_ns = kvmclock_ns(), last_tsc = rdtsc();
     printf("SAVESTATE-READY mode=count\n");
     for (uint64_t n = 0; !max || n < max; n++) {
         uint64_t now = kvmclock_ns(), tsc = rdtsc();
-        /* 100 ms steps: a step of more than 2 s of guest time is a leap (the host keeps the
-         * saved VM for longer than that), a clock that went back is one too. */
+        /* Steps of period=ms (default 100): a step of more than 2 s of guest time is a leap
+         * (the host keeps the saved VM for longer than that), a clock that went back too. */
         if (now < last_ns || now - last_ns > 2000000000ull || tsc < last_tsc)
             printf("LEAP %llu kvmclock_ms=%llu->%llu tsc_back=%u\n", (unsigned long long)n,
                    (unsigned long long)(last_ns / 1000000), (unsigned long long)(now / 1000000),
                    tsc < last_tsc);
         last_ns = now, last_tsc = tsc;
         printf("COUNT %llu ms=%llu\n", (unsigned long long)n, (unsigned long long)(now / 1000000));
-        while (kvmclock_ns() - now < 100000000ull)
+        while (kvmclock_ns() - now < period_ns)
             irq_window(VIRTIO_VEC_TICK, 10000);
     }
     pass("counted to %llu", (unsigned long long)max);

@@ -389,6 +389,31 @@ int vm_restore_open(struct vm *vm, char *err, size_t errlen)
     return 0;
 }
 
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
+
+/* --prefault: the pages the file holds data for are read in now (holes are zero pages and
+ * cost nothing later); MADV_POPULATE_READ where the kernel has it (5.14), else a read per
+ * page. */
+static void prefault(int fd, uint8_t *base, uint64_t off, uint64_t size)
+{
+    uint64_t end = off + size;
+    for (uint64_t pos = off; pos < end;) {
+        off_t data = lseek(fd, (off_t)pos, SEEK_DATA);
+        if (data < 0 || (uint64_t)data >= end)
+            break;
+        off_t hole = lseek(fd, data, SEEK_HOLE);
+        uint64_t stop = hole < 0 || (uint64_t)hole > end ? end : (uint64_t)hole;
+        uint64_t a = (uint64_t)data & ~(uint64_t)(ST_RAM_ALIGN - 1);
+        uint8_t *p = base + (a - off);
+        if (madvise(p, stop - a, MADV_POPULATE_READ) < 0)
+            for (uint64_t i = 0; i < stop - a; i += ST_RAM_ALIGN)
+                (void)*(volatile uint8_t *)(p + i);
+        pos = stop;
+    }
+}
+
 /* The saved RAM replaces the anonymous mapping, copy-on-write: nothing is read until the
  * guest touches it (unless prefault is asked for), and the file is never written. */
 int vm_restore_ram(struct vm *vm, char *err, size_t errlen)
@@ -396,11 +421,12 @@ int vm_restore_ram(struct vm *vm, char *err, size_t errlen)
     struct vm_restore *rs = vm->restore;
     if (vm->mem.page_size > ST_RAM_ALIGN)
         return errf(err, errlen, -EINVAL, "a saved VM cannot be restored onto hugetlbfs pages (--hugepages)");
-    int flags = MAP_PRIVATE | MAP_FIXED | (vm->cfg.restore_prefault ? MAP_POPULATE : 0);
-    void *p = mmap(vm->mem.base, rs->file.h.ram_size, PROT_READ | PROT_WRITE, flags, rs->fd,
-                   (off_t)rs->file.h.ram_offset);
+    void *p = mmap(vm->mem.base, rs->file.h.ram_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED,
+                   rs->fd, (off_t)rs->file.h.ram_offset);
     if (p == MAP_FAILED)
         return errf(err, errlen, -errno, "mapping the saved RAM: %s", strerror(errno));
+    if (vm->cfg.restore_prefault)
+        prefault(rs->fd, vm->mem.base, rs->file.h.ram_offset, rs->file.h.ram_size);
     return 0;
 }
 
