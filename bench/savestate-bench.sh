@@ -54,8 +54,13 @@ def gone():
 
 for mem in mems:
     state = f"{tmp}/bs-{mem}.state"
+    n = lines()
+    t = time.monotonic()
     subprocess.run([kvmbox, 'run', '--daemonize', '--name', 'bs', '--kernel', kernel, '--mem', mem,
                     '--cmdline', 'touch=64 period=0'], check=True, capture_output=True)
+    wait_lines(n + 1)
+    print(f"{mem}: for comparison, run --daemonize to the first line (boot, touch 64 MiB): "
+          f"{(time.monotonic() - t) * 1000:.0f} ms")
     wait_lines(lines() + 50)
     t = time.monotonic()
     subprocess.run([kvmbox, 'save', 'bs', state], check=True, capture_output=True)
