@@ -47,6 +47,55 @@ static uint64_t kvmclock_ns(void)
     return t;
 }
 
+/* ---- application processors, busy (cpus=N) ---- */
+
+#define TRAMP_BASE 0x10000
+#define MAX_CPUS 8
+
+extern const uint8_t tramp_start[], tramp_end[], tramp_count[], tramp_stacks[], tramp_entry[];
+static uint8_t stacks[MAX_CPUS][4096] __attribute__((aligned(16)));
+static volatile uint32_t work[MAX_CPUS];
+static volatile uint32_t arrived;
+
+static void ap_main(uint32_t idx)
+{
+    __atomic_add_fetch(&arrived, 1, __ATOMIC_SEQ_CST);
+    for (;;)
+        if (idx < MAX_CPUS)
+            work[idx]++;
+}
+
+static void *tramp_field(const uint8_t *sym)
+{
+    return (void *)(uintptr_t)(TRAMP_BASE + (uint32_t)(sym - tramp_start));
+}
+
+static void send_ipi(uint32_t icr)
+{
+    mmio_write32(LAPIC_BASE + 0x310, 0);
+    mmio_write32(LAPIC_BASE + 0x300, icr);
+    for (int i = 0; i < 100000 && (mmio_read32(LAPIC_BASE + 0x300) & (1u << 12)); i++)
+        pause();
+}
+
+/* INIT-SIPI-SIPI to all others; returns how many arrived. */
+static unsigned start_aps(unsigned n)
+{
+    memcpy((void *)TRAMP_BASE, tramp_start, (size_t)(tramp_end - tramp_start));
+    *(uint32_t *)tramp_field(tramp_count) = 0;
+    *(uint32_t *)tramp_field(tramp_stacks) = (uint32_t)(uintptr_t)stacks;
+    *(uint32_t *)tramp_field(tramp_entry) = (uint32_t)(uintptr_t)ap_main;
+    send_ipi(0x000c4500);
+    delay_us(10000);
+    for (int i = 0; i < 2; i++) {
+        send_ipi(0x000c4600 | (TRAMP_BASE >> 12));
+        delay_us(200);
+    }
+    for (int i = 0; i < 300 && arrived < n - 1; i++)
+        delay_us(10000);
+    return arrived;
+}
+
 /* ---- count ---- */
 
 static void count_mode(void)
@@ -64,8 +113,16 @@ static void count_mode(void)
     uint32_t touch = (uint32_t)arg_u64("touch", 0);
     for (uint32_t off = 0; off < touch * 1048576u && 16777216u + off < ram_end(); off += 4096)
         *(volatile uint32_t *)(uintptr_t)(16777216u + off) = off | 1;
+    /* cpus=N: the other vCPUs count as fast as they can; each line checks that every one
+     * of them moved since the last line ("STALL" when one did not). */
+    unsigned cpus = (unsigned)arg_u64("cpus", 1), aps = 0;
+    if (cpus > MAX_CPUS)
+        cpus = MAX_CPUS;
+    if (cpus > 1 && (aps = start_aps(cpus)) != cpus - 1)
+        fail("%u of %u application processors arrived", aps, cpus - 1);
+    uint32_t seen[MAX_CPUS] = { 0 };
     uint64_t last_ns = kvmclock_ns(), last_tsc = rdtsc();
-    printf("SAVESTATE-READY mode=count\n");
+    printf("SAVESTATE-READY mode=count aps=%u\n", aps);
     for (uint64_t n = 0; !max || n < max; n++) {
         uint64_t now = kvmclock_ns(), tsc = rdtsc();
         /* Steps of period=ms (default 100): a step of more than 2 s of guest time is a leap
@@ -75,6 +132,11 @@ static void count_mode(void)
                    (unsigned long long)(last_ns / 1000000), (unsigned long long)(now / 1000000),
                    tsc < last_tsc);
         last_ns = now, last_tsc = tsc;
+        for (unsigned i = 0; i < aps && n > 0; i++)
+            if (work[i] == seen[i])
+                printf("STALL %llu ap %u at %u\n", (unsigned long long)n, i, (unsigned)work[i]);
+        for (unsigned i = 0; i < aps; i++)
+            seen[i] = work[i];
         printf("COUNT %llu ms=%llu\n", (unsigned long long)n, (unsigned long long)(now / 1000000));
         while (kvmclock_ns() - now < period_ns)
             irq_window(VIRTIO_VEC_TICK, 10000);

@@ -124,6 +124,24 @@ first=$(grep '^COUNT' "$LOG" | tr -d '\r' | sed -n "$((before + 1))p")
 expect "resumed, it goes on at the next count again ('$first')" 'grep -q "^COUNT $((n + 1)) ms=" <<<"$first"'
 "$KVMBOX" kill c1 >/dev/null 2>&1
 
+# --- SMP: two application processors counting as fast as they can ---------------------------------
+LOG=$T/run/m1.log
+"$KVMBOX" run --daemonize --name m1 --kernel "$K" --mem 64M --cpus 3 --cmdline cpus=3 >/dev/null
+wait_output --count 5 "$LOG" '^COUNT [0-9]+ ms=' || bad "the SMP guest did not start counting"
+"$KVMBOX" save m1 "$T/m1.state" >/dev/null 2>&1
+rc=$?
+expect "save of a 3-vCPU guest with 2 busy vCPUs exits 0" '[ $rc = 0 ]'
+wait_output "$LOG" 'ended: saved to' || bad "the log does not say the SMP VM was saved"
+n=$(last_count "$LOG")
+before=$(grep -c '^COUNT' "$LOG")
+"$KVMBOX" restore "$T/m1.state" >/dev/null 2>&1
+wait_output --count $((before + 5)) "$LOG" '^COUNT [0-9]+ ms=' || bad "the restored SMP guest stopped counting"
+first=$(grep '^COUNT' "$LOG" | tr -d '\r' | sed -n "$((before + 1))p")
+expect "the SMP guest goes on at the next count ($n, then '$first')" 'grep -q "^COUNT $((n + 1)) ms=" <<<"$first"'
+expect "both application processors started and kept counting across the restore" \
+    'grep -q "aps=2" "$LOG" && ! grep -q "^STALL\|^LEAP\|^FAIL" "$LOG"'
+"$KVMBOX" kill m1 >/dev/null 2>&1
+
 # --- virtio-blk with requests in flight ----------------------------------------------------------
 LOG=$T/run/b1.log
 D=$T/disk.raw
