@@ -142,31 +142,40 @@ expect "both application processors started and kept counting across the restore
     'grep -q "aps=2" "$LOG" && ! grep -q "^STALL\|^LEAP\|^FAIL" "$LOG"'
 "$KVMBOX" kill m1 >/dev/null 2>&1
 
-# --- virtio-blk with requests in flight ----------------------------------------------------------
-LOG=$T/run/b1.log
-D=$T/disk.raw
-truncate -s 2M "$D"
-"$KVMBOX" run --daemonize --name b1 --kernel "$K" --mem 64M --disk "$D,format=raw,serial=rw0" \
-    --cmdline "mode=blk rounds=3" >/dev/null
-wait_output --quiet 120 "$LOG" '^ROUND 1 ok' || bad "the disk guest did not finish its first round"
-# The guest keeps 32 requests in flight all the time: the save lands in the middle of them.
-"$KVMBOX" save b1 "$T/b1.state" >/dev/null 2>&1
-rc=$?
-expect "save of the disk guest exits 0" '[ $rc = 0 ]'
-rounds=$(grep -c '^ROUND' "$LOG")
-python3 -c "import os,sys; st=os.stat(sys.argv[1]); open(sys.argv[2],'w').write(str(st.st_mtime_ns))" "$D" "$T/mtime"
-touch "$D"
-refused "a disk changed since the save is refused: status 2" 2 "changed since" "$KVMBOX" restore "$T/b1.state"
-python3 -c "import os,sys; m=int(open(sys.argv[2]).read()); os.utime(sys.argv[1], ns=(m, m))" "$D" "$T/mtime"
-"$KVMBOX" restore "$T/b1.state" >/dev/null 2>"$T/err"
-rc=$?
-expect "the disk guest is restored ($(head -c 200 "$T/err"))" '[ $rc = 0 ]'
-"$PROGRESS" run --quiet 180 --cap 1800 --watch "$LOG" -- "$KVMBOX" wait b1 >/dev/null 2>&1
-rc=$?
-expect "after the restore every round checks out (guest exit status $rc, rounds before save: $rounds)" \
-    '[ "$rc" = 1 ] && grep -q "^SUMMARY: pass=1 fail=0" "$LOG"'
-expect "the rounds went on after the restore" '[ "$(grep -c "^ROUND" "$LOG")" = 3 ]'
-python3 - "$D" <<'EOF' >"$T/check" 2>&1
+# --- virtio-blk with requests in flight, raw and qcow2 -------------------------------------------
+# blk_round_trip FORMAT: the disk guest saved mid-round and restored; the image checked after.
+blk_round_trip() {
+    local f=$1 name=b-$1 rc rounds
+    LOG=$T/run/$name.log
+    D=$T/disk.$f
+    if [ "$f" = qcow2 ]; then qemu-img create -q -f qcow2 "$D" 2M; else truncate -s 2M "$D"; fi
+    "$KVMBOX" run --daemonize --name "$name" --kernel "$K" --mem 64M --disk "$D,format=$f,serial=rw0" \
+        --cmdline "mode=blk rounds=3" >/dev/null
+    wait_output --quiet 120 "$LOG" '^ROUND 1 ok' || bad "$f: the disk guest did not finish its first round"
+    # The guest keeps 32 requests in flight all the time: the save lands in the middle of them.
+    "$KVMBOX" save "$name" "$T/$name.state" >/dev/null 2>&1
+    rc=$?
+    expect "$f: save of the disk guest exits 0" '[ $rc = 0 ]'
+    wait_output "$LOG" 'ended: saved to' >/dev/null 2>&1
+    rounds=$(grep -c '^ROUND' "$LOG")
+    python3 -c "import os,sys; st=os.stat(sys.argv[1]); open(sys.argv[2],'w').write(str(st.st_mtime_ns))" "$D" "$T/mtime"
+    touch "$D"
+    refused "$f: a disk changed since the save is refused: status 2" 2 "changed since" "$KVMBOX" restore "$T/$name.state"
+    python3 -c "import os,sys; m=int(open(sys.argv[2]).read()); os.utime(sys.argv[1], ns=(m, m))" "$D" "$T/mtime"
+    "$KVMBOX" restore "$T/$name.state" >/dev/null 2>"$T/err"
+    rc=$?
+    expect "$f: the disk guest is restored ($(head -c 200 "$T/err"))" '[ $rc = 0 ]'
+    "$PROGRESS" run --quiet 180 --cap 1800 --watch "$LOG" -- "$KVMBOX" wait "$name" >/dev/null 2>&1
+    rc=$?
+    expect "$f: after the restore every round checks out (guest exit status $rc, rounds before the save: $rounds)" \
+        '[ "$rc" = 1 ] && grep -q "^SUMMARY: pass=1 fail=0" "$LOG"'
+    expect "$f: the rounds went on after the restore" '[ "$(grep -c "^ROUND" "$LOG")" = 3 ]'
+    if [ "$f" = qcow2 ]; then
+        expect "$f: qemu-img check finds the image clean" 'qemu-img check -q "$D" >/dev/null 2>&1'
+        qemu-img convert -f qcow2 -O raw "$D" "$T/flat.raw"
+        D=$T/flat.raw
+    fi
+    python3 - "$D" <<'PYEOF' >"$T/check" 2>&1
 import struct, sys
 M, G, MASK = 0x9E3779B97F4A7C15, 0xD6E8FEB86659FD93, (1 << 64) - 1
 data = open(sys.argv[1], 'rb').read()
@@ -177,10 +186,17 @@ for s in range(len(data) // 512):
     if data[512 * s:512 * s + 512] != want:
         bad += 1
 print(f"{len(data) // 512} sectors, {bad} wrong")
-sys.exit(1 if bad else 0)
-EOF
-rc=$?
-expect "every sector of the image holds the last generation ($(cat "$T/check"))" '[ $rc = 0 ]'
+sys.exit(1 if bad or not data else 0)
+PYEOF
+    rc=$?
+    expect "$f: every sector of the image holds the last generation ($(cat "$T/check"))" '[ $rc = 0 ]'
+}
+blk_round_trip raw
+if command -v qemu-img >/dev/null; then
+    blk_round_trip qcow2
+else
+    echo "SKIP: savestate: qcow2 disk: qemu-img is not installed"
+fi
 
 echo "savestate: $fails failed"
 [ $fails = 0 ]
