@@ -189,6 +189,11 @@ int kvmbox_vm_set_link(struct kvmbox_vm *vm, unsigned nic, bool up);
 void kvmbox_vm_power_button(struct kvmbox_vm *vm);
 /* Resets the guest as the reset button would (reboots unless no_reboot). */
 void kvmbox_vm_reset(struct kvmbox_vm *vm);
+/* Saves the running VM's state to PATH (created, never overwritten; docs/savestate.md), from
+ * another thread while kvmbox_vm_run runs: once saved, the VM stops (kvmbox_vm_run returns
+ * with KVMBOX_STOP_DETACH and "saved to PATH"). Returns 0, or a negative errno with ERR set
+ * (the VM then runs on). A saved VM is built again with kvmbox_config.restore_path. */
+int kvmbox_vm_save(struct kvmbox_vm *vm, const char *path, char *err, size_t errlen);
 
 /* create + run + destroy; returns the process exit status (see KVMBOX_EXIT_*): a failure to
  * create is 2 when RES->config_error is set, else 4. */

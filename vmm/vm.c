@@ -748,6 +748,13 @@ int kvmbox_vm_resume(struct kvmbox_vm *k)
     return vm_resume(&k->vm);
 }
 
+int kvmbox_vm_save(struct kvmbox_vm *k, const char *path, char *err, size_t errlen)
+{
+    if (!path || path[0] != '/')
+        return errf(err, errlen, -EINVAL, "the save file must be an absolute path");
+    return vm_save_request(&k->vm, path, err, errlen); /* vmm/snapshot.c */
+}
+
 void kvmbox_vm_power_button(struct kvmbox_vm *k)
 {
     pm_power_button(k->vm.pm);
