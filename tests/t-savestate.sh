@@ -57,6 +57,7 @@ now_us() { echo "${EPOCHREALTIME/./}"; }
 LOG=$T/run/c1.log
 "$KVMBOX" run --daemonize --name c1 --kernel "$K" --mem 64M >/dev/null
 wait_output --count 5 "$LOG" '^COUNT [0-9]+ ms=' || bad "the counting guest did not start counting"
+"$KVMBOX" balloon c1 48M >/dev/null 2>&1 || bad "cannot set the balloon target"
 "$KVMBOX" save c1 "$T/c1.state" >"$T/save.out" 2>&1
 rc=$?
 expect "save exits 0 and says where ($(cat "$T/save.out"))" '[ "$rc" = 0 ]'
@@ -88,6 +89,8 @@ ms_after=$(sed 's/.*ms=//' <<<"$first")
 expect "kvmclock did not leap over the 3 s the VM was saved (${ms_before} ms -> ${ms_after} ms)" \
     '[ $((ms_after - ms_before)) -ge 0 ] && [ $((ms_after - ms_before)) -lt 2000 ]'
 expect "the guest saw no clock leap or step back" "! grep -q '^LEAP' \"\$LOG\""
+expect "the balloon keeps its target (48 MiB) across the restore" \
+    '"$KVMBOX" info c1 --json | python3 -c "import json,sys; sys.exit(json.load(sys.stdin)[\"balloon\"][\"target\"] != 48 << 20)"'
 
 # --- bad input ------------------------------------------------------------------------------
 refused "restore under a name in use: status 2" 2 "already running" "$KVMBOX" restore "$T/c1.state"
@@ -110,6 +113,45 @@ b[60:64] = struct.pack('<I', zlib.crc32(bytes(b[:60])))
 open(sys.argv[2], 'wb').write(b)
 EOF
 refused "another format version: status 2, one line" 2 "version 2" "$KVMBOX" restore "$T/v2" --name t4
+# set_field FILE OUT SECTION FIELD OFFSET BYTES: OUT is FILE with BYTES (hex) written at OFFSET
+# of FIELD of SECTION, the section's CRC fixed: a well-formed file with a hostile value.
+set_field() {
+    python3 - "$@" <<'PYEOF'
+import struct, sys, zlib
+src, out, sec, field, off, val = sys.argv[1:7]
+b = bytearray(open(src, 'rb').read())
+nsec = struct.unpack_from('<I', b, 40)[0]
+p = 64
+for _ in range(nsec):
+    name = b[p:p + 16].rstrip(b'\0').decode()
+    ln = struct.unpack_from('<I', b, p + 24)[0]
+    q, end = p + 32, p + 32 + ln
+    while q < end:
+        nl = b[q]
+        fn = b[q + 1:q + 1 + nl].decode()
+        dl = struct.unpack_from('<I', b, q + 1 + nl)[0]
+        if name == sec and fn == field:
+            v = bytes.fromhex(val)
+            d = q + 1 + nl + 4 + int(off)
+            b[d:d + len(v)] = v
+            struct.pack_into('<I', b, p + 28, zlib.crc32(bytes(b[p + 32:end])))
+            open(out, 'wb').write(b)
+            sys.exit(0)
+        q += 1 + nl + 4 + dl
+    p += 32 + ((ln + 7) & ~7)
+sys.exit(f"no field {field} in {sec}")
+PYEOF
+}
+# The balloon's queue 0: size (offset 24 of the saved queue) 0x4000, more than it has.
+set_field "$T/c1.state" "$T/hostile1" virtio_balloon queues 24 0040 &&
+    refused "a queue larger than the device's, checksums right: status 2" 2 "out of range" \
+        "$KVMBOX" restore "$T/hostile1" --name h1
+set_field "$T/c1.state" "$T/hostile2" virtio_balloon config_vector 0 3412 &&
+    refused "an MSI-X vector the device has not, checksums right: status 2" 2 "vector" \
+        "$KVMBOX" restore "$T/hostile2" --name h2
+set_field "$T/c1.state" "$T/hostile4" vm cpus 0 07000000 &&
+    refused "a vCPU count other than the definition's: status 2" 2 "vCPUs" \
+        "$KVMBOX" restore "$T/hostile4" --name h4
 expect "no VM was left behind by the refused restores" '[ "$(ls "$T"/run/*.sock | wc -l)" = 1 ]'
 
 # --- restore --paused ------------------------------------------------------------------------
