@@ -111,6 +111,8 @@ static void count_mode(void)
     /* touch=MiB: dirties that much RAM from 16 MiB up first (one word per page), so a save
      * has RAM to write and a restore pages to map (bench/savestate-bench.sh). */
     uint32_t touch = (uint32_t)arg_u64("touch", 0);
+    /* What the word at 16 MiB held at boot: 0 on fresh RAM (a reboot of a restored VM too). */
+    uint32_t ram16 = ram_end() > 16777216u ? *(volatile uint32_t *)(uintptr_t)16777216u : 0;
     for (uint32_t off = 0; off < touch * 1048576u && 16777216u + off < ram_end(); off += 4096)
         *(volatile uint32_t *)(uintptr_t)(16777216u + off) = off | 1;
     /* cpus=N: the other vCPUs count as fast as they can; each line checks that every one
@@ -122,7 +124,7 @@ static void count_mode(void)
         fail("%u of %u application processors arrived", aps, cpus - 1);
     uint32_t seen[MAX_CPUS] = { 0 };
     uint64_t last_ns = kvmclock_ns(), last_tsc = rdtsc();
-    printf("SAVESTATE-READY mode=count aps=%u\n", aps);
+    printf("SAVESTATE-READY mode=count aps=%u ram16=%x\n", aps, (unsigned)ram16);
     for (uint64_t n = 0; !max || n < max; n++) {
         uint64_t now = kvmclock_ns(), tsc = rdtsc();
         /* Steps of period=ms (default 100): a step of more than 2 s of guest time is a leap

@@ -166,6 +166,19 @@ first=$(grep '^COUNT' "$LOG" | tr -d '\r' | sed -n "$((before + 1))p")
 expect "resumed, it goes on at the next count again ('$first')" 'grep -q "^COUNT $((n + 1)) ms=" <<<"$first"'
 "$KVMBOX" kill c1 >/dev/null 2>&1
 
+# --- a restored VM that reboots starts on zeroed RAM, not the saved pages ----------------------------
+LOG=$T/run/r1.log
+"$KVMBOX" run --daemonize --name r1 --kernel "$K" --mem 64M --cmdline touch=1 >/dev/null
+wait_output --count 2 "$LOG" '^COUNT [0-9]+ ms=' || bad "the reboot guest did not start counting"
+"$KVMBOX" save r1 "$T/r1.state" >/dev/null 2>&1 && wait_output "$LOG" 'ended: saved to' >/dev/null 2>&1
+"$KVMBOX" restore "$T/r1.state" >/dev/null 2>&1
+wait_output --count 4 "$LOG" '^COUNT [0-9]+ ms=' || bad "the restored reboot guest does not count"
+"$KVMBOX" reset r1 >/dev/null 2>&1
+wait_output --count 2 "$LOG" '^SAVESTATE-READY' || bad "the restored VM did not boot again after a reset"
+expect "after a reset the restored VM's RAM reads as zeroes ($(grep -a '^SAVESTATE-READY' "$LOG" | tr -d '\r' | tail -1))" \
+    'grep -a "^SAVESTATE-READY" "$LOG" | tail -1 | grep -q "ram16=0"'
+"$KVMBOX" kill r1 >/dev/null 2>&1
+
 # --- SMP: two application processors counting as fast as they can ---------------------------------
 LOG=$T/run/m1.log
 "$KVMBOX" run --daemonize --name m1 --kernel "$K" --mem 64M --cpus 3 --cmdline cpus=3 >/dev/null

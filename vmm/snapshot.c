@@ -425,8 +425,24 @@ int vm_restore_ram(struct vm *vm, char *err, size_t errlen)
                    rs->fd, (off_t)rs->file.h.ram_offset);
     if (p == MAP_FAILED)
         return errf(err, errlen, -errno, "mapping the saved RAM: %s", strerror(errno));
+    vm->ram_from_state = true;
     if (vm->cfg.restore_prefault)
         prefault(rs->fd, vm->mem.base, rs->file.h.ram_offset, rs->file.h.ram_size);
+    return 0;
+}
+
+int vm_restore_ram_release(struct vm *vm)
+{
+    if (!vm->ram_from_state)
+        return 0;
+    uint64_t len = (vm->mem.ram_size + ST_RAM_ALIGN - 1) & ~(uint64_t)(ST_RAM_ALIGN - 1);
+    void *p = mmap(vm->mem.base, len, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+    if (p == MAP_FAILED)
+        return -errno;
+    if (!strcmp(vm->mem.huge, "transparent"))
+        madvise(p, len, MADV_HUGEPAGE);
+    vm->ram_from_state = false;
     return 0;
 }
 

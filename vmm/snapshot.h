@@ -46,6 +46,10 @@ int vm_restore_open(struct vm *vm, char *err, size_t errlen) MUST_CHECK;
 int vm_restore_ram(struct vm *vm, char *err, size_t errlen) MUST_CHECK;
 int vm_restore_apply(struct vm *vm, char *err, size_t errlen) MUST_CHECK;
 void vm_restore_free(struct vm *vm);
+/* A guest reset of a restored VM: RAM mapped from the state file becomes anonymous memory
+ * again (discarding a private file mapping would bring the saved pages back, not zeroes).
+ * Called with the KVM VM torn down. */
+int vm_restore_ram_release(struct vm *vm) MUST_CHECK;
 
 /* vmm/vcpu_state.c: what KVM holds. */
 int vcpus_state_save(struct vm *vm, struct st_writer *w, char *err, size_t errlen) MUST_CHECK;

@@ -654,7 +654,10 @@ static int vm_reboot(struct vm *vm, char *err, size_t errlen)
     machine_teardown(vm);
     devices_reset(vm);
     gm_discard_all(&vm->mem);
-    int r = fw_setup_reboot(vm);
+    int r = vm_restore_ram_release(vm);
+    if (r < 0)
+        return errf(err, errlen, r, "cannot replace the restored RAM: %s", strerror(-r));
+    r = fw_setup_reboot(vm);
     if (r < 0)
         return errf(err, errlen, r, "cannot update the boot order: %s", strerror(-r));
     r = machine_build(vm, err, errlen);

@@ -153,6 +153,7 @@ struct vm {
     struct vballoon *balloon;     /* NULL with --balloon off */
     struct vm_save_req *save_req; /* a save the API asked for (lock; vmm/snapshot.c) */
     struct vm_restore *restore;   /* the state being restored, during kvmbox_vm_create */
+    bool ram_from_state;          /* RAM is a private mapping of a state file (vmm/snapshot.c) */
 };
 
 struct acpi_config;
