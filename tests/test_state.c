@@ -168,6 +168,24 @@ START_TEST(hostile_counts)
 }
 END_TEST
 
+START_TEST(duplicate_section_refused)
+{
+    struct st_writer w;
+    st_writer_init(&w);
+    for (int i = 0; i < 2; i++) {
+        st_begin(&w, "serial", 0, 1);
+        st_put_u8(&w, "lcr", 3);
+        st_end(&w);
+    }
+    uint64_t off;
+    ck_assert_int_eq(st_finish(&w, 0, &off), 0);
+    char err[256];
+    ck_assert_int_eq(parse_err(w.buf, w.len, err, sizeof(err)), -EBADMSG);
+    ck_assert_ptr_nonnull(strstr(err, "'serial' 0 twice"));
+    st_writer_free(&w);
+}
+END_TEST
+
 START_TEST(writer_refuses_bad_names)
 {
     struct st_writer w;
@@ -195,6 +213,7 @@ int main(void)
     tcase_add_test(tc, foreign_and_version);
     tcase_add_test(tc, hostile_counts);
     tcase_add_test(tc, writer_refuses_bad_names);
+    tcase_add_test(tc, duplicate_section_refused);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }

@@ -167,9 +167,10 @@ int st_parse(const uint8_t *buf, size_t len, struct st_file *out, char *err, siz
         for (unsigned j = 0; j < i; j++)
             if (out->sections[j].instance == out->sections[i].instance &&
                 !strcmp(out->sections[j].name, out->sections[i].name)) {
-                st_free(out);
-                return errf(err, errlen, -EBADMSG, "saved state is corrupt (section '%s' %u twice)",
-                            out->sections[i].name, out->sections[i].instance);
+                r = errf(err, errlen, -EBADMSG, "saved state is corrupt (section '%s' %u twice)",
+                         out->sections[i].name, out->sections[i].instance);
+                st_free(out); /* after the message: it names the section */
+                return r;
             }
         out->nsections = i + 1;
         p += used, left -= used;

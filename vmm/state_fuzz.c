@@ -3,7 +3,6 @@
  * file must never turn into a crash or a sanitizer report. Built and run by `make
  * fuzz-state` (clang -fsanitize=fuzzer,address,undefined). With STATE_FUZZ_SEED=FILE set,
  * the target first writes a valid seed file there. */
-#define _GNU_SOURCE
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
