@@ -513,6 +513,7 @@ static int claim_name(struct run_ctx *c, char *err, size_t errlen)
 static int run_options(struct run_options *o)
 {
     char err[600];
+    cli_restore_apply(&o->vm); /* `kvmbox restore` runs us */
     struct run_ctx c = { .o = o };
     c.keep_status = o->daemonize || o->vm.name;
     char gen_name[32], rt[2048];
@@ -583,6 +584,11 @@ static int run_options(struct run_options *o)
     }
     free(def_text);
     return status;
+}
+
+int cli_run_options(struct run_options *o)
+{
+    return run_options(o);
 }
 
 int cmd_run(int argc, char **argv)

@@ -27,6 +27,8 @@ static const char usage[] =
     "  wait NAME                            wait for the VM to end; exit with its status\n"
     "  balloon NAME SIZE [--stats-interval S]  set the guest's memory target (virtio-balloon)\n"
     "  link NAME NIC up|down                set a NIC's link (NIC: index from 0, or MAC)\n"
+    "  save NAME FILE                       write the VM's state to FILE and stop it\n"
+    "  restore FILE [--name NAME] [--paused] [--prefault]  run a saved VM again\n"
     "definitions:\n"
     "  define FILE [--force] | undefine NAME | dumpconfig NAME | clone SRC NEW [--linked]\n"
     "  settings [--json]                    the settings a definition (and run) takes\n"
@@ -78,6 +80,10 @@ int main(int argc, char **argv)
         return cmd_start(argc - 1, argv + 1);
     if (!strcmp(cmd, "console"))
         return cmd_console(argc - 1, argv + 1);
+    if (!strcmp(cmd, "save"))
+        return cmd_save(argc - 1, argv + 1);
+    if (!strcmp(cmd, "restore"))
+        return cmd_restore(argc - 1, argv + 1);
     for (int i = 0; ctl[i]; i++)
         if (!strcmp(cmd, ctl[i]))
             return cmd_ctl(cmd, argc - 1, argv + 1);

@@ -10,6 +10,7 @@
 #include "devices/devices.h"
 #include "devices/services.h"
 #include "vmm/layout.h"
+#include "vmm/state.h"
 
 #define STS_OBF         0x01 /* output buffer full */
 #define STS_SYS         0x04 /* system flag: self-test passed */
@@ -129,6 +130,9 @@ static const struct dev_ops i8042_cmd_ops = { .name = "i8042",
                                               .read = i8042_cmd_read,
                                               .write = i8042_cmd_write };
 
+static int i8042_save(void *dev, struct st_writer *w);
+static int i8042_load(void *dev, const struct st_section *s, char *err, size_t errlen);
+
 int i8042_create(const struct dev_services *svc)
 {
     struct i8042 *k = calloc(1, sizeof(*k));
@@ -142,6 +146,33 @@ int i8042_create(const struct dev_services *svc)
         i8042_destroy(k);
         return r;
     }
+    svc->on_save(svc->ctx, k, 1, i8042_save, i8042_load, NULL);
     r = dev_map_pio(svc, PORT_I8042_DATA, 1, &i8042_data_ops, k);
     return r < 0 ? r : dev_map_pio(svc, PORT_I8042_CMD, 1, &i8042_cmd_ops, k);
+}
+
+/* ---- saved state (vmm/snapshot.h) ---------------------------------------------------------- */
+
+static int i8042_save(void *dev, struct st_writer *w)
+{
+    struct i8042 *k = dev;
+    pthread_mutex_lock(&k->lock);
+    uint8_t regs[5] = { k->status, k->ccb, k->out_port, k->pending_cmd, k->obuf };
+    pthread_mutex_unlock(&k->lock);
+    st_put(w, "regs", regs, sizeof(regs));
+    return 0;
+}
+
+static int i8042_load(void *dev, const struct st_section *s, char *err, size_t errlen)
+{
+    struct i8042 *k = dev;
+    uint8_t regs[5];
+    int r = st_need(s, "regs", regs, sizeof(regs), err, errlen);
+    if (r < 0)
+        return r;
+    pthread_mutex_lock(&k->lock);
+    k->status = regs[0], k->ccb = regs[1], k->out_port = regs[2], k->pending_cmd = regs[3];
+    k->obuf = regs[4];
+    pthread_mutex_unlock(&k->lock);
+    return 0;
 }

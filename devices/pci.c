@@ -4,12 +4,14 @@
 #include "devices/pci.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "devices/devices.h"
 #include "devices/services.h"
 #include "vmm/layout.h"
+#include "vmm/state.h"
 
 #define CF8_ENABLE 0x80000000u
 #define RESET_CPU  0x04 /* 0xCF9 bit 2: reset the CPU (RST_CPU); the FADT's value 6 sets it */
@@ -420,6 +422,9 @@ static void pci_host_destroy(void *dev)
     free(h);
 }
 
+static int pci_host_save(void *dev, struct st_writer *w);
+static int pci_host_load(void *dev, const struct st_section *s, char *err, size_t errlen);
+
 int pci_host_create(const struct dev_services *svc, uint64_t mmio64_base, uint64_t mmio64_size,
                     struct pci_host **out)
 {
@@ -439,6 +444,7 @@ int pci_host_create(const struct dev_services *svc, uint64_t mmio64_base, uint64
         pci_host_destroy(h);
         return r;
     }
+    svc->on_save(svc->ctx, h, 1, pci_host_save, pci_host_load, NULL);
     *out = h;
     if ((r = dev_map_pio(svc, PORT_PCI_CONFIG, 8, &cf8_ops, h)) < 0 ||
         (r = dev_map_mmio(svc, LAYOUT_ECAM_BASE, LAYOUT_ECAM_SIZE, &ecam_ops, h)) < 0 ||
@@ -448,4 +454,61 @@ int pci_host_create(const struct dev_services *svc, uint64_t mmio64_base, uint64
                           &win32hi_ops, h)) < 0)
         return r;
     return mmio64_size ? dev_map_mmio(svc, mmio64_base, mmio64_size, &win64_ops, h) : 0;
+}
+
+/* ---- saved state (vmm/snapshot.h) ---------------------------------------------------------- */
+
+/* Each function's configuration space, by slot ("slotN"). */
+static int pci_host_save(void *dev, struct st_writer *w)
+{
+    struct pci_host *h = dev;
+    pthread_mutex_lock(&h->lock);
+    st_put_u32(w, "cf8", h->cf8);
+    for (unsigned s = 0; s < PCI_MAX_SLOTS; s++) {
+        char name[16];
+        snprintf(name, sizeof(name), "slot%u", s);
+        if (h->slots[s])
+            st_put(w, name, h->slots[s]->cfg, PCI_CFG_SIZE);
+    }
+    pthread_mutex_unlock(&h->lock);
+    return 0;
+}
+
+/* Only what the guest could have written (the write masks) is taken from the file, so a
+ * hostile file cannot change what a device is or where its capabilities are; then the BARs
+ * decode where the guest had put them. */
+static int pci_host_load(void *dev, const struct st_section *sec, char *err, size_t errlen)
+{
+    struct pci_host *h = dev;
+    uint64_t cf8;
+    int r = st_need_uint(sec, "cf8", UINT32_MAX, &cf8, err, errlen);
+    if (r < 0)
+        return r;
+    pthread_mutex_lock(&h->lock);
+    h->cf8 = (uint32_t)cf8;
+    for (unsigned s = 0; s < PCI_MAX_SLOTS && r == 0; s++) {
+        struct pci_func *f = h->slots[s];
+        char name[16];
+        uint8_t cfg[PCI_CFG_SIZE];
+        snprintf(name, sizeof(name), "slot%u", s);
+        uint32_t len;
+        if (!f) {
+            if (st_field(sec, name, &len))
+                r = errf(err, errlen, -EBADMSG, "saved state: PCI slot %u has a device here that it has not", s);
+            continue;
+        }
+        if ((r = st_need(sec, name, cfg, PCI_CFG_SIZE, err, errlen)) < 0)
+            break;
+        if (memcmp(cfg, f->cfg, 4)) {
+            r = errf(err, errlen, -EBADMSG, "saved state: PCI slot %u held another device", s);
+            break;
+        }
+        for (unsigned i = 0; i < PCI_CFG_SIZE; i++)
+            f->cfg[i] = (uint8_t)((f->cfg[i] & ~f->wmask[i]) | (cfg[i] & f->wmask[i]));
+        f->cfg[PCI_STATUS] = (uint8_t)((f->cfg[PCI_STATUS] & ~PCI_STATUS_INTERRUPT) |
+                                       (cfg[PCI_STATUS] & PCI_STATUS_INTERRUPT));
+        update_mappings(h, f);
+    }
+    pthread_mutex_unlock(&h->lock);
+    return r;
 }

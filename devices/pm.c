@@ -12,6 +12,7 @@
 #include "devices/services.h"
 #include "vmm/layout.h"
 #include "common/util.h"
+#include "vmm/state.h"
 
 #define PM1_STS_TMR        0x0001
 #define PM1_STS_PWRBTN     0x0100
@@ -130,6 +131,9 @@ void pm_power_button(struct pm *p)
     pthread_mutex_unlock(&p->lock);
 }
 
+static int pm_save(void *dev, struct st_writer *w);
+static int pm_load(void *dev, const struct st_section *s, char *err, size_t errlen);
+
 int pm_create(const struct dev_services *svc, struct pm **out)
 {
     struct pm *p = calloc(1, sizeof(*p));
@@ -143,7 +147,43 @@ int pm_create(const struct dev_services *svc, struct pm **out)
         pm_destroy(p);
         return r;
     }
+    svc->on_save(svc->ctx, p, 1, pm_save, pm_load, NULL);
     *out = p;
     /* The reset register at 0xCF9 sits inside the PCI configuration ports: devices/pci.c. */
     return dev_map_pio(svc, PORT_PM_BASE, PORT_PM_SIZE, &pm_ops, p);
+}
+
+/* ---- saved state (vmm/snapshot.h) ---------------------------------------------------------- */
+
+/* The PM timer is kept as the time it has run, so it goes on from there: the guest sees no
+ * leap across the save. */
+static int pm_save(void *dev, struct st_writer *w)
+{
+    struct pm *p = dev;
+    pthread_mutex_lock(&p->lock);
+    st_put_u32(w, "sts", p->sts), st_put_u32(w, "en", p->en), st_put_u32(w, "cnt", p->cnt);
+    st_put_u8(w, "sci_level", p->sci_level);
+    st_put_u64(w, "timer_ns", monotonic_ns() - p->t0);
+    pthread_mutex_unlock(&p->lock);
+    return 0;
+}
+
+static int pm_load(void *dev, const struct st_section *s, char *err, size_t errlen)
+{
+    struct pm *p = dev;
+    uint64_t sts, en, cnt, lvl, ns;
+    int r;
+    if ((r = st_need_uint(s, "sts", 0xffff, &sts, err, errlen)) < 0 ||
+        (r = st_need_uint(s, "en", 0xffff, &en, err, errlen)) < 0 ||
+        (r = st_need_uint(s, "cnt", 0xffff, &cnt, err, errlen)) < 0 ||
+        (r = st_need_uint(s, "sci_level", 1, &lvl, err, errlen)) < 0 ||
+        (r = st_need_uint(s, "timer_ns", UINT64_MAX, &ns, err, errlen)) < 0)
+        return r;
+    pthread_mutex_lock(&p->lock);
+    p->sts = (uint16_t)sts, p->en = (uint16_t)en, p->cnt = (uint16_t)cnt;
+    p->t0 = monotonic_ns() - ns;
+    p->sci_level = false; /* raised again if it was high (see serial_load) */
+    update_sci(p);
+    pthread_mutex_unlock(&p->lock);
+    return 0;
 }

@@ -14,6 +14,7 @@
 #include "devices/services.h"
 #include "vmm/guest_mem.h"
 #include "vmm/layout.h"
+#include "vmm/state.h"
 
 enum {
     RTC_SEC = 0x00,
@@ -210,6 +211,9 @@ static void rtc_destroy(void *dev)
     free(r);
 }
 
+static int rtc_save(void *dev, struct st_writer *w);
+static int rtc_load(void *dev, const struct st_section *s, char *err, size_t errlen);
+
 int rtc_create(const struct dev_services *svc)
 {
     struct rtc *r = calloc(1, sizeof(*r));
@@ -227,5 +231,39 @@ int rtc_create(const struct dev_services *svc)
         rtc_destroy(r);
         return ret;
     }
+    svc->on_save(svc->ctx, r, 1, rtc_save, rtc_load, NULL);
     return dev_map_pio(svc, PORT_RTC, 2, &rtc_ops, r);
+}
+
+/* ---- saved state (vmm/snapshot.h) ---------------------------------------------------------- */
+
+/* The guest's wall clock keeps its offset from the host's: after a restore it shows the real
+ * time again, as a PC's battery-backed clock does after being off. */
+static int rtc_save(void *dev, struct st_writer *w)
+{
+    struct rtc *r = dev;
+    pthread_mutex_lock(&r->lock);
+    st_put_u8(w, "index", r->index);
+    st_put(w, "ram", r->ram, CMOS_SIZE);
+    st_put_u64(w, "offset", (uint64_t)r->offset);
+    pthread_mutex_unlock(&r->lock);
+    return 0;
+}
+
+static int rtc_load(void *dev, const struct st_section *s, char *err, size_t errlen)
+{
+    struct rtc *r = dev;
+    uint64_t index, offset;
+    uint8_t ram[CMOS_SIZE];
+    int ret;
+    if ((ret = st_need_uint(s, "index", 0xff, &index, err, errlen)) < 0 ||
+        (ret = st_need_uint(s, "offset", UINT64_MAX, &offset, err, errlen)) < 0 ||
+        (ret = st_need(s, "ram", ram, CMOS_SIZE, err, errlen)) < 0)
+        return ret;
+    pthread_mutex_lock(&r->lock);
+    r->index = (uint8_t)index;
+    memcpy(r->ram, ram, CMOS_SIZE);
+    r->offset = (int64_t)offset;
+    pthread_mutex_unlock(&r->lock);
+    return 0;
 }

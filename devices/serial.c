@@ -12,6 +12,7 @@
 #include "devices/devices.h"
 #include "devices/services.h"
 #include "common/util.h"
+#include "vmm/state.h"
 
 enum { RBR_THR = 0, IER, IIR_FCR, LCR, MCR, LSR, MSR, SCR };
 
@@ -265,6 +266,9 @@ int serial_rx_wait_fd(struct serial *s)
     return s->rx_wait_fd;
 }
 
+static int serial_save(void *dev, struct st_writer *w);
+static int serial_load(void *dev, const struct st_section *sec, char *err, size_t errlen);
+
 int serial_create(const struct dev_services *svc, uint16_t port, unsigned irq,
                   void (*output)(void *ctx, const uint8_t *buf, size_t len), void *ctx, struct serial **out)
 {
@@ -285,6 +289,57 @@ int serial_create(const struct dev_services *svc, uint16_t port, unsigned irq,
         serial_destroy(s);
         return r;
     }
+    svc->on_save(svc->ctx, s, 1, serial_save, serial_load, NULL);
     *out = s;
     return dev_map_pio(svc, port, 8, &serial_ops, s);
+}
+
+/* ---- saved state (vmm/snapshot.h) ---------------------------------------------------------- */
+
+static int serial_save(void *dev, struct st_writer *w)
+{
+    struct serial *s = dev;
+    pthread_mutex_lock(&s->lock);
+    uint8_t rx[FIFO_SIZE];
+    for (unsigned i = 0; i < s->rx_count; i++)
+        rx[i] = s->rx[(s->rx_head + i) % FIFO_SIZE];
+    st_put(w, "rx", rx, s->rx_count);
+    st_put_u8(w, "ier", s->ier), st_put_u8(w, "lcr", s->lcr), st_put_u8(w, "mcr", s->mcr);
+    st_put_u8(w, "lsr", s->lsr), st_put_u8(w, "msr", s->msr), st_put_u8(w, "scr", s->scr);
+    st_put_u8(w, "fcr", s->fcr);
+    st_put_u32(w, "divisor", s->divisor);
+    st_put_u8(w, "thri_pending", s->thri_pending);
+    st_put_u8(w, "irq_level", s->irq_level);
+    pthread_mutex_unlock(&s->lock);
+    return 0;
+}
+
+static int serial_load(void *dev, const struct st_section *sec, char *err, size_t errlen)
+{
+    struct serial *s = dev;
+    uint64_t v[10];
+    static const char *const f[10] = { "ier", "lcr", "mcr", "lsr", "msr", "scr", "fcr", "divisor",
+                                       "thri_pending", "irq_level" };
+    for (unsigned i = 0; i < 10; i++) {
+        int r = st_need_uint(sec, f[i], i == 7 ? 0xffff : i >= 8 ? 1 : 0xff, &v[i], err, errlen);
+        if (r < 0)
+            return r;
+    }
+    uint32_t n;
+    const uint8_t *rx = st_field(sec, "rx", &n);
+    if (!rx || n > FIFO_SIZE)
+        return errf(err, errlen, -EBADMSG, "saved state: the serial port's receive FIFO is malformed");
+    pthread_mutex_lock(&s->lock);
+    memcpy(s->rx, rx, n);
+    s->rx_head = 0, s->rx_count = n;
+    s->ier = (uint8_t)v[0], s->lcr = (uint8_t)v[1], s->mcr = (uint8_t)v[2], s->lsr = (uint8_t)v[3];
+    s->msr = (uint8_t)v[4], s->scr = (uint8_t)v[5], s->fcr = (uint8_t)v[6];
+    s->divisor = (uint16_t)v[7];
+    s->thri_pending = v[8];
+    /* The line as it was: the kernel's irqchip state is restored, but not which sources drive
+     * its pins, so a high line is raised again. */
+    s->irq_level = false;
+    update_irq(s);
+    pthread_mutex_unlock(&s->lock);
+    return 0;
 }

@@ -11,6 +11,7 @@
 #define KVMBOX_SERVICES_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "include/kvmbox.h"
@@ -18,6 +19,13 @@
 #include "vmm/sandbox.h"
 
 struct guest_mem;
+struct st_writer;
+struct st_section;
+
+/* A device's part of a saved state (vmm/state.h, docs/savestate.md): SAVE writes its
+ * fields, LOAD reads them back on restore (0, or -errno with ERR saying what is wrong). */
+typedef int (*dev_save_fn)(void *dev, struct st_writer *w);
+typedef int (*dev_load_fn)(void *dev, const struct st_section *s, char *err, size_t errlen);
 
 enum dev_space { DEV_PIO, DEV_MMIO };
 
@@ -64,6 +72,11 @@ struct dev_services {
      * library never prints: this is where a device's messages go. Callers rate-limit what a
      * guest can trigger. */
     void (*log)(void *ctx, const char *line);
+    /* Creation: DEV's saved state, a section of version VERSION written by SAVE and read by
+     * LOAD; SAVE_FAILED (may be NULL) undoes what SAVE began (it may pause the device) when
+     * the save as a whole failed and the VM runs on. */
+    void (*on_save)(void *ctx, void *dev, unsigned version, dev_save_fn save, dev_load_fn load,
+                    void (*save_failed)(void *dev));
 };
 
 /* Formatting wrappers (devices/services.c). */

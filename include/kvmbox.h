@@ -131,6 +131,11 @@ struct kvmbox_config {
     uint8_t boot_order[KVMBOX_BOOT_MAX + 1];
     uint8_t boot_once[KVMBOX_BOOT_MAX + 1];
     bool boot_menu; /* the firmware offers its boot menu (ESC on the console) */
+    /* Restore (docs/savestate.md): build the VM from the state saved in this file instead of
+     * booting it. The rest of the configuration must be the one the VM was saved with. */
+    const char *restore_path;  /* NULL: boot normally */
+    bool restore_paused;       /* the restored VM stays paused until resumed */
+    bool restore_prefault;     /* read all saved RAM before running (else it is mapped lazily) */
 };
 
 enum kvmbox_stop {
@@ -190,6 +195,11 @@ int kvmbox_vm_set_link(struct kvmbox_vm *vm, unsigned nic, bool up);
 void kvmbox_vm_power_button(struct kvmbox_vm *vm);
 /* Resets the guest as the reset button would (reboots unless no_reboot). */
 void kvmbox_vm_reset(struct kvmbox_vm *vm);
+/* Saves the running VM's state to PATH (created, never overwritten; docs/savestate.md), from
+ * another thread while kvmbox_vm_run runs: once saved, the VM stops (kvmbox_vm_run returns
+ * with KVMBOX_STOP_DETACH and "saved to PATH"). Returns 0, or a negative errno with ERR set
+ * (the VM then runs on). A saved VM is built again with kvmbox_config.restore_path. */
+int kvmbox_vm_save(struct kvmbox_vm *vm, const char *path, char *err, size_t errlen);
 
 /* ---- Watching and steering a VM: what the control socket (docs/api.md) does --------------
  * Every function in this block is thread-safe: call it from any thread, while kvmbox_vm_run()

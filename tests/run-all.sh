@@ -144,7 +144,7 @@ for dir in ${CHECK_PASSES:-build build-asan build-tsan}; do
         # size (the normal pass took every size): the sanitizers need the paths, not all
         # 1473 sizes again.
         # shellcheck disable=SC2046 # one argument per script
-        STEP=7 run_scripts "$dir" $(ls tests/t-*.sh | grep -v -E 't-linux|t-img-fuzz|t-virtio-fuzz')
+        STEP=7 run_scripts "$dir" $(ls tests/t-*.sh | grep -v -E 't-linux|t-img-fuzz|t-virtio-fuzz|t-state-fuzz')
     else
         # shellcheck disable=SC2046 # one argument per script
         STEP=7 run_scripts "$dir" $(for s in $TSAN_SCRIPTS; do echo "tests/$s.sh"; done)

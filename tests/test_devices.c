@@ -80,6 +80,12 @@ static void fake_request_reset(void *ctx)
     ((struct fake_vm *)ctx)->resets++;
 }
 
+static void fake_on_save(void *ctx, void *dev, unsigned version, dev_save_fn save, dev_load_fn load,
+                         void (*save_failed)(void *dev))
+{
+    (void)ctx, (void)dev, (void)version, (void)save, (void)load, (void)save_failed;
+}
+
 static void fake_log(void *ctx, const char *line)
 {
 }
@@ -102,6 +108,7 @@ static struct fake_vm *fake_new(unsigned add_limit)
         .request_stop = fake_request_stop,
         .request_reset = fake_request_reset,
         .log = fake_log,
+        .on_save = fake_on_save,
     };
     return f;
 }

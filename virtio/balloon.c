@@ -21,6 +21,7 @@
 #include "devices/services.h"
 #include "vmm/guest_mem.h"
 #include "common/util.h"
+#include "vmm/state.h"
 
 #define VIRTIO_ID_BALLOON 5
 #define QUEUE_SIZE        128
@@ -347,6 +348,9 @@ static void balloon_destroy(struct virtio_dev *vd)
     free(b);
 }
 
+static int balloon_save(struct virtio_dev *vd, struct st_writer *w);
+static int balloon_load(struct virtio_dev *vd, const struct st_section *s, char *err, size_t errlen);
+
 static const struct virtio_dev_ops balloon_ops = {
     .name = "virtio-balloon",
     .config_read = config_read,
@@ -354,6 +358,8 @@ static const struct virtio_dev_ops balloon_ops = {
     .start = balloon_start,
     .stop = balloon_stop,
     .destroy = balloon_destroy,
+    .save = balloon_save,
+    .load = balloon_load,
 };
 
 int vballoon_set_target(struct vballoon *b, uint64_t target, char *err, size_t errlen)
@@ -438,5 +444,43 @@ int vballoon_create(const struct dev_services *svc, struct pci_host *pci, struct
         return errf(err, errlen, -r, "cannot start the balloon thread: %s", strerror(r));
     b->thread_started = true;
     *out = b;
+    return 0;
+}
+
+/* ---- saved state (vmm/snapshot.h) ---------------------------------------------------------- */
+
+/* The target and what the guest reported, and the statistics buffer the device holds (so
+ * the driver's next statistics round still gets its buffer back). */
+static int balloon_save(struct virtio_dev *vd, struct st_writer *w)
+{
+    struct vballoon *b = to_vb(vd);
+    pthread_mutex_lock(&b->lock);
+    st_put_u32(w, "num_pages", b->num_pages);
+    st_put_u32(w, "actual", b->actual);
+    st_put_u32(w, "stats_head", (uint32_t)b->stats_head);
+    st_put_u32(w, "stats_interval", b->stats_interval);
+    pthread_mutex_unlock(&b->lock);
+    return 0;
+}
+
+static int balloon_load(struct virtio_dev *vd, const struct st_section *s, char *err, size_t errlen)
+{
+    struct vballoon *b = to_vb(vd);
+    uint64_t num, actual, head, interval;
+    uint64_t pages = b->mem->ram_size / PAGE;
+    int r;
+    if ((r = st_need_uint(s, "num_pages", pages, &num, err, errlen)) < 0 ||
+        (r = st_need_uint(s, "actual", UINT32_MAX, &actual, err, errlen)) < 0 ||
+        (r = st_need_uint(s, "stats_head", UINT32_MAX, &head, err, errlen)) < 0 ||
+        (r = st_need_uint(s, "stats_interval", 86400, &interval, err, errlen)) < 0)
+        return r;
+    if (head != UINT32_MAX && head >= VIRTQ_MAX_SIZE)
+        return errf(err, errlen, -EBADMSG, "saved state: the balloon's statistics buffer is out of range");
+    pthread_mutex_lock(&b->lock);
+    b->num_pages = (uint32_t)num;
+    b->actual = (uint32_t)actual;
+    b->stats_head = head == UINT32_MAX ? -1 : (int)head;
+    b->stats_interval = (unsigned)interval;
+    pthread_mutex_unlock(&b->lock);
     return 0;
 }

@@ -28,6 +28,7 @@
 #include "virtio/virtio.h"
 #include "devices/services.h"
 #include "common/util.h"
+#include "vmm/state.h"
 
 #define VIRTIO_ID_BLOCK     2
 #define QUEUE_SIZE          256
@@ -603,12 +604,15 @@ static void blk_destroy(struct virtio_dev *vd)
     free(b);
 }
 
+static int blk_save(struct virtio_dev *vd, struct st_writer *w);
+
 static const struct virtio_dev_ops blk_ops = {
     .name = "virtio-blk",
     .config_read = config_read,
     .start = blk_start,
     .stop = blk_stop,
     .destroy = blk_destroy,
+    .save = blk_save,
 };
 
 /* io_uring for raw images when the host has it (some sandboxes refuse io_uring_setup: then
@@ -744,4 +748,16 @@ fail_early:
     pthread_cond_destroy(&b->idle_cond);
     free(b);
     return r;
+}
+
+/* ---- saved state (vmm/snapshot.h) ---------------------------------------------------------- */
+
+/* Requests in flight finish (their completions are in the used ring the save writes), and
+ * the image is flushed: the disk on the host holds everything the saved guest has written.
+ * Nothing of the device's own is saved: its queue state is the transport's. */
+static int blk_save(struct virtio_dev *vd, struct st_writer *w)
+{
+    struct vblk *b = to_vblk(vd);
+    blk_stop(vd);
+    return b->blk ? blk_flush(b->blk) : 0;
 }

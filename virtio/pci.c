@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "devices/services.h"
+#include "vmm/state.h"
 
 /* BAR 0 layout */
 #define BAR_SIZE       0x8000
@@ -510,6 +511,10 @@ static void vd_destroy(void *opaque)
     vd->ops->destroy(vd);
 }
 
+static int virtio_save(void *dev, struct st_writer *w);
+static int virtio_load(void *dev, const struct st_section *s, char *err, size_t errlen);
+static void virtio_save_failed(void *dev);
+
 int virtio_pci_init(struct virtio_dev *vd, const struct dev_services *svc, struct pci_host *pci,
                     const char *name, uint16_t device_id, uint32_t pci_class, unsigned nqueues,
                     uint16_t queue_max, unsigned config_len, uint64_t features,
@@ -538,6 +543,7 @@ int virtio_pci_init(struct virtio_dev *vd, const struct dev_services *svc, struc
         virtio_pci_destroy(vd);
         return r;
     }
+    svc->on_save(svc->ctx, vd, 1, virtio_save, virtio_load, virtio_save_failed);
     vd->registered = true;
     for (unsigned i = 0; i < nqueues; i++)
         if ((vd->q[i].kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
@@ -570,4 +576,155 @@ void virtio_pci_destroy(struct virtio_dev *vd)
         pthread_mutex_destroy(&vd->q[i].lock);
     }
     pthread_mutex_destroy(&vd->lock);
+}
+
+/* ---- saved state (vmm/snapshot.h) ---------------------------------------------------------- */
+
+/* Stored as they are: kvmbox runs on x86 hosts only, so these are little endian. */
+struct saved_queue {
+    uint64_t desc, driver, device;
+    uint16_t size, vector, last_avail, used_idx, signalled;
+    uint8_t enabled, broken, signalled_valid, pad[7];
+};
+
+struct saved_vector {
+    uint32_t addr_lo, addr_hi, data, ctrl;
+    uint8_t pending, pad[7];
+};
+
+static int virtio_save(void *dev, struct st_writer *w)
+{
+    struct virtio_dev *vd = dev;
+    uint8_t status = __atomic_load_n(&vd->status, __ATOMIC_ACQUIRE);
+    /* The device's threads stop taking chains once DRIVER_OK is gone (virtio_running); the
+     * queue locks are then taken once to wait for a chain being handled. */
+    if (status & VIRTIO_STATUS_DRIVER_OK) {
+        __atomic_store_n(&vd->status, (uint8_t)(status & ~VIRTIO_STATUS_DRIVER_OK), __ATOMIC_SEQ_CST);
+        vd->save_stopped = true;
+    }
+    for (unsigned i = 0; i < vd->nqueues; i++) {
+        pthread_mutex_lock(&vd->q[i].lock);
+        pthread_mutex_unlock(&vd->q[i].lock);
+    }
+    int r = vd->ops->save ? vd->ops->save(vd, w) : 0;
+    if (r < 0)
+        return r;
+    struct saved_queue q[VIRTIO_MAX_QUEUES];
+    struct saved_vector v[VIRTIO_MAX_QUEUES + 1];
+    memset(q, 0, sizeof(q)), memset(v, 0, sizeof(v));
+    pthread_mutex_lock(&vd->lock);
+    for (unsigned i = 0; i < vd->nqueues; i++) {
+        struct virtio_queue *s = &vd->q[i];
+        pthread_mutex_lock(&s->lock);
+        q[i] = (struct saved_queue){
+            .desc = s->desc, .driver = s->driver, .device = s->device, .size = s->size,
+            .vector = s->vector, .last_avail = s->vq.last_avail, .used_idx = s->vq.used_idx,
+            .signalled = s->vq.signalled, .enabled = s->enabled, .broken = s->broken,
+            .signalled_valid = s->vq.signalled_valid,
+        };
+        pthread_mutex_unlock(&s->lock);
+    }
+    for (unsigned i = 0; i < vd->nvectors; i++) {
+        struct virtio_msix *m = &vd->msix[i];
+        v[i] = (struct saved_vector){ m->addr_lo, m->addr_hi, m->data, m->ctrl, m->pending, { 0 } };
+    }
+    st_put_u64(w, "guest_features", vd->guest_features);
+    st_put_u32(w, "dfselect", vd->dfselect), st_put_u32(w, "gfselect", vd->gfselect);
+    st_put_u8(w, "status", status);
+    st_put_u8(w, "config_generation", vd->config_generation);
+    st_put_u8(w, "isr", vd->isr);
+    st_put_u32(w, "queue_select", vd->queue_select);
+    st_put_u32(w, "config_vector", vd->config_vector);
+    st_put_u8(w, "msix_enabled", vd->msix_enabled), st_put_u8(w, "msix_masked", vd->msix_masked);
+    st_put(w, "queues", q, (uint32_t)(vd->nqueues * sizeof(q[0])));
+    st_put(w, "vectors", v, (uint32_t)(vd->nvectors * sizeof(v[0])));
+    pthread_mutex_unlock(&vd->lock);
+    return 0;
+}
+
+static void virtio_save_failed(void *dev)
+{
+    struct virtio_dev *vd = dev;
+    if (!vd->save_stopped)
+        return;
+    vd->save_stopped = false;
+    __atomic_or_fetch(&vd->status, VIRTIO_STATUS_DRIVER_OK, __ATOMIC_SEQ_CST);
+    if (vd->ops->start)
+        vd->ops->start(vd);
+}
+
+/* One queue's registers, then its ring state over the (restored) guest RAM; the rings are
+ * checked by virtq_setup as when the driver enables a queue. vd->lock held. */
+static int load_queue(struct virtio_dev *vd, unsigned i, const struct saved_queue *s, char *err,
+                      size_t errlen)
+{
+    struct virtio_queue *q = &vd->q[i];
+    if (s->size > q->max_size || (uint16_t)(s->last_avail - s->used_idx) > s->size ||
+        (s->vector != VIRTIO_MSI_NO_VECTOR && s->vector >= vd->nvectors))
+        return errf(err, errlen, -EBADMSG, "saved state: queue %u of %s is out of range", i, vd->name);
+    pthread_mutex_lock(&q->lock);
+    virtq_reset(&q->vq);
+    q->size = s->size, q->vector = s->vector, q->desc = s->desc, q->driver = s->driver;
+    q->device = s->device, q->enabled = s->enabled, q->broken = s->broken;
+    int r = 0;
+    if (q->enabled) {
+        r = virtq_setup(&q->vq, vd->svc->mem, q->size, q->max_size, q->desc, q->driver, q->device,
+                        virtio_has(vd, VIRTIO_F_RING_EVENT_IDX));
+        q->vq.last_avail = s->last_avail, q->vq.used_idx = s->used_idx;
+        q->vq.signalled = s->signalled, q->vq.signalled_valid = s->signalled_valid;
+    }
+    pthread_mutex_unlock(&q->lock);
+    if (r < 0)
+        return errf(err, errlen, -EBADMSG, "saved state: queue %u of %s: %s", i, vd->name, virtq_strerror(r));
+    return 0;
+}
+
+static int virtio_load(void *dev, const struct st_section *sec, char *err, size_t errlen)
+{
+    struct virtio_dev *vd = dev;
+    uint64_t f[10];
+    static const char *const names[10] = { "guest_features", "dfselect", "gfselect", "status",
+                                           "config_generation", "isr", "queue_select",
+                                           "config_vector", "msix_enabled", "msix_masked" };
+    static const uint64_t max[10] = { UINT64_MAX, UINT32_MAX, UINT32_MAX, 0xff, 0xff, 3, 0xffff,
+                                      0xffff, 1, 1 };
+    struct saved_queue q[VIRTIO_MAX_QUEUES];
+    struct saved_vector v[VIRTIO_MAX_QUEUES + 1];
+    int r;
+    for (unsigned i = 0; i < 10; i++)
+        if ((r = st_need_uint(sec, names[i], max[i], &f[i], err, errlen)) < 0)
+            return r;
+    if ((r = st_need(sec, "queues", q, (uint32_t)(vd->nqueues * sizeof(q[0])), err, errlen)) < 0 ||
+        (r = st_need(sec, "vectors", v, (uint32_t)(vd->nvectors * sizeof(v[0])), err, errlen)) < 0)
+        return r;
+    if ((f[0] & ~vd->host_features) ||
+        (f[7] != VIRTIO_MSI_NO_VECTOR && f[7] >= vd->nvectors))
+        return errf(err, errlen, -EBADMSG, "saved state: %s has features or vectors it does not offer",
+                    vd->name);
+    pthread_mutex_lock(&vd->lock);
+    vd->guest_features = f[0];
+    vd->dfselect = (uint32_t)f[1], vd->gfselect = (uint32_t)f[2];
+    vd->config_generation = (uint8_t)f[4], vd->isr = (uint8_t)f[5];
+    vd->queue_select = (uint16_t)f[6], vd->config_vector = (uint16_t)f[7];
+    for (unsigned i = 0; i < vd->nqueues && r == 0; i++)
+        r = load_queue(vd, i, &q[i], err, errlen);
+    for (unsigned i = 0; i < vd->nvectors; i++) {
+        struct virtio_msix *m = &vd->msix[i];
+        m->addr_lo = v[i].addr_lo, m->addr_hi = v[i].addr_hi, m->data = v[i].data;
+        m->ctrl = v[i].ctrl & 1, m->pending = v[i].pending & 1;
+    }
+    vd->msix_enabled = f[8], vd->msix_masked = f[9];
+    if (r == 0)
+        for (unsigned i = 0; i < vd->nvectors; i++)
+            vector_update(vd, i); /* routes installed, what was pending delivered */
+    __atomic_store_n(&vd->status, (uint8_t)f[3], __ATOMIC_SEQ_CST);
+    if (r == 0 && vd->isr && !vd->msix_enabled)
+        pci_set_intx(&vd->pci, true);
+    pthread_mutex_unlock(&vd->lock);
+    if (r == 0 && vd->ops->load)
+        r = vd->ops->load(vd, sec, err, errlen);
+    /* Started as when the driver set DRIVER_OK: it looks at its queues (kicks itself). */
+    if (r == 0 && virtio_running(vd) && vd->ops->start)
+        vd->ops->start(vd);
+    return r;
 }

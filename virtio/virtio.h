@@ -18,6 +18,8 @@
 
 struct dev_services;
 struct virtio_dev;
+struct st_writer;
+struct st_section;
 
 #define VIRTIO_STATUS_ACKNOWLEDGE 1
 #define VIRTIO_STATUS_DRIVER      2
@@ -45,6 +47,12 @@ struct virtio_dev_ops {
     void (*stop)(struct virtio_dev *vd);
     /* End of the VM: stop the device's threads, call virtio_pci_destroy(), free. */
     void (*destroy)(struct virtio_dev *vd);
+    /* Saved state (optional; vmm/snapshot.h): the device's own fields, in the transport's
+     * section. SAVE is called with the driver's DRIVER_OK hidden from the device's threads
+     * and no chain being handled: it finishes requests in flight. LOAD runs before the
+     * device is started again. */
+    int (*save)(struct virtio_dev *vd, struct st_writer *w);
+    int (*load)(struct virtio_dev *vd, const struct st_section *s, char *err, size_t errlen);
 };
 
 struct virtio_queue {
@@ -88,6 +96,7 @@ struct virtio_dev {
     uint8_t msix_cap, pcicfg_cap; /* capability offsets in configuration space */
     bool registered;              /* the VM owns it: its teardown calls ops->destroy */
     unsigned errors_logged;
+    bool save_stopped;            /* a save stopped it (vmm/snapshot.h) */
 };
 
 /* Creates the transport for a device of virtio type DEVICE_ID with NQUEUES queues of up to

@@ -173,6 +173,20 @@ static char *cmd_link(struct kvmbox_vm *vm, struct json_object *req)
     return api_reply_json(o);
 }
 
+/* {"request":"save", "file": "/ABSOLUTE/PATH"}: the VM's main thread writes the state file
+ * (vmm/snapshot.c) while this thread waits; the VM ends once it is saved, as virsh save. */
+static char *cmd_save(struct kvmbox_vm *vm, struct json_object *req)
+{
+    struct json_object *file;
+    char err[KVMBOX_MSG_MAX];
+    json_object_object_get_ex(req, "file", &file);
+    if (json_object_get_string(file)[0] != '/')
+        return api_reply_error("save needs a member \"file\" with an absolute path");
+    if (kvmbox_vm_save(vm, json_object_get_string(file), err, sizeof(err)) < 0)
+        return api_reply_error("%s", err);
+    return api_reply_json(api_ok_object());
+}
+
 /* ---- the table ---------------------------------------------------------------------- */
 
 const struct api_cmd api_cmds[] = {
@@ -193,6 +207,10 @@ const struct api_cmd api_cmds[] = {
       .usage = "link needs \"nic\" (an index from 0, or a MAC) and \"state\" (\"up\" or \"down\")",
       .run = cmd_link },
     { .name = "config", .run = cmd_config },
+    { .name = "save",
+      .args = { { "file", API_ARG_STRING, true } },
+      .usage = "save needs a member \"file\" with an absolute path",
+      .run = cmd_save },
     { .name = "console", .action = API_REPLY_THEN_CONSOLE, .run = cmd_console },
     { .name = "wait", .action = API_WAIT },
     { .name = NULL },

@@ -307,11 +307,28 @@ static void fatal_exit(struct vcpu *v, const char *what)
     vm_request_stop(v->vm, KVMBOX_STOP_ERROR, 0, "vCPU %u: %s at %s", v->id, desc, rip);
 }
 
+/* KVM finishes an I/O or MMIO exit (a PIO read's value into the register) only on the next
+ * KVM_RUN: before parking for a pause, that is done with immediate_exit set, so no guest
+ * instruction runs and the registers a save reads are complete (KVM API: KVM_EXIT_IO). */
+static void vcpu_complete_io(struct vcpu *v)
+{
+    if (!__atomic_load_n(&v->io_pending, __ATOMIC_SEQ_CST))
+        return;
+    __atomic_store_n(&v->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+    if (ioctl(v->fd, KVM_RUN, 0) < 0 && errno != EINTR && errno != EAGAIN) {
+        /* the next KVM_RUN reports it */
+    }
+    __atomic_store_n(&v->run->immediate_exit, 0, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&v->io_pending, false, __ATOMIC_SEQ_CST);
+}
+
 static void vcpu_run_loop(struct vcpu *v)
 {
     struct vm *vm = v->vm;
     bool first = v->id == 0;
     while (!vm_stopping(vm) && !__atomic_load_n(&vm->vcpus_quit, __ATOMIC_SEQ_CST)) {
+        if (__atomic_load_n(&vm->paused, __ATOMIC_SEQ_CST))
+            vcpu_complete_io(v);
         vm_vcpu_checkpoint(vm);
         if (vm_stopping(vm))
             break;
@@ -328,6 +345,8 @@ static void vcpu_run_loop(struct vcpu *v)
             fatal_exit(v, msg);
             break;
         }
+        __atomic_store_n(&v->io_pending, v->run->exit_reason == KVM_EXIT_IO ||
+                         v->run->exit_reason == KVM_EXIT_MMIO, __ATOMIC_SEQ_CST);
         if (first) {
             trace_mark("vCPU 0 first exit");
             first = false;

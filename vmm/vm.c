@@ -34,6 +34,7 @@
 #include "vmm/console.h"
 #include "vmm/kvm.h"
 #include "vmm/layout.h"
+#include "vmm/snapshot.h"
 #include "vmm/trace.h"
 #include "common/util.h"
 #include "virtio/balloon.h"
@@ -221,7 +222,7 @@ static int svc_add_device(void *ctx, const char *name, void *dev, void (*reset)(
     struct vm *vm = ctx;
     if (vm->ndevices == VM_MAX_DEVICES)
         return -ENOSPC;
-    vm->devices[vm->ndevices++] = (struct vm_device){ name, dev, reset, destroy, NULL };
+    vm->devices[vm->ndevices++] = (struct vm_device){ .name = name, .dev = dev, .reset = reset, .destroy = destroy };
     return 0;
 }
 
@@ -271,6 +272,14 @@ static void svc_ioeventfd_del(void *ctx, uint64_t addr, uint32_t len, int fd)
     irq_ioeventfd_del(ctx, addr, len, fd);
 }
 
+static void svc_on_save(void *ctx, void *dev, unsigned version, dev_save_fn save, dev_load_fn load,
+                        void (*save_failed)(void *dev))
+{
+    vm_device_on_save(ctx, dev, version, save, load); /* vmm/snapshot.c */
+    if (save_failed)
+        vm_device_on_save_failed(ctx, dev, save_failed);
+}
+
 /* The one table of what devices may do; every device of this VM gets a pointer to it. */
 static void services_init(struct vm *vm)
 {
@@ -291,6 +300,7 @@ static void services_init(struct vm *vm)
         .request_reset = svc_request_reset,
         .thread_sandbox = svc_thread_sandbox,
         .log = svc_log,
+        .on_save = svc_on_save,
     };
 }
 
@@ -441,7 +451,8 @@ static int machine_build(struct vm *vm, char *err, size_t errlen)
         r = kvm_attach_irqs(vm, err, errlen);
     }
     pthread_rwlock_unlock(&vm->irq_lock);
-    if (r < 0 || (r = load_firmware_and_kernel(vm, err, errlen)) < 0)
+    /* A restored VM's RAM already holds its kernel (and everything else). */
+    if (r < 0 || (!vm->restore && (r = load_firmware_and_kernel(vm, err, errlen)) < 0))
         return r;
     r = vcpus_wait_created(vm, err, errlen);
     trace_mark("vCPUs created");
@@ -761,6 +772,8 @@ static void set_result(struct kvmbox_result *res, int err, const char *msg)
 static int stage_config(struct vm *vm, char *err, size_t errlen)
 {
     int r = check_config(vm, err, errlen);
+    if (r == 0 && vm->cfg.restore_path)
+        r = vm_restore_open(vm, err, errlen); /* the state file, checked before anything */
     if (r == 0 && vm->firmware)
         r = fw_image_load(vm->firmware, &vm->fw, err, errlen);
     vm->config_error = r < 0 && r != -ENOMEM;
@@ -803,6 +816,8 @@ static int stage_ram(struct vm *vm, char *err, size_t errlen)
         dev_log(&vm->svc, "note: %s", note);
     if (r < 0 && c->hugepages)
         vm->config_error = true;
+    if (r == 0 && vm->restore && (r = vm_restore_ram(vm, err, errlen)) < 0)
+        vm->config_error = true;
     return r;
 }
 
@@ -827,6 +842,15 @@ static void unstage_api(struct vm *vm)
     vm->api = NULL;
 }
 
+/* The machine, then (restoring) the saved state put into it. */
+static int stage_machine(struct vm *vm, char *err, size_t errlen)
+{
+    int r = machine_build(vm, err, errlen);
+    if (r == 0 && vm->restore && (r = vm_restore_apply(vm, err, errlen)) < 0)
+        vm->config_error = r != -ENOMEM && r != -EIO;
+    return r;
+}
+
 /* kvmbox_vm_create runs these in order and stops at the first failure; the VM is then
  * unwound from that stage (which undoes its own partial work) back to the first. Each undo
  * is safe on a stage that did nothing. A guest reset rebuilds only the last stage. */
@@ -841,7 +865,7 @@ static const struct vm_stage {
     { "guest RAM mapped", NULL, stage_ram, unstage_ram },
     { "devices created", "devices destroyed", devices_create, devices_destroy },
     { "control socket", NULL, stage_api, unstage_api },
-    { NULL, "KVM VM closed", machine_build, machine_teardown },
+    { NULL, "KVM VM closed", stage_machine, machine_teardown },
 };
 
 /* Undoes the first N stages, last first. */
@@ -890,7 +914,7 @@ static bool wait_for_event(struct vm *vm, const struct timespec *deadline)
 {
     bool timed_out = false;
     pthread_mutex_lock(&vm->lock);
-    while (!vm->stop_requested && !vm->reset_requested && !timed_out) {
+    while (!vm->stop_requested && !vm->reset_requested && !timed_out && !vm->save_req) {
         if (deadline)
             timed_out = pthread_cond_timedwait(&vm->cond, &vm->lock, deadline) == ETIMEDOUT;
         else
@@ -909,7 +933,10 @@ static int vm_reboot(struct vm *vm, char *err, size_t errlen)
     machine_teardown(vm);
     devices_reset(vm);
     gm_discard_all(&vm->mem);
-    int r = fw_setup_reboot(vm);
+    int r = vm_restore_ram_release(vm);
+    if (r < 0)
+        return errf(err, errlen, r, "cannot replace the restored RAM: %s", strerror(-r));
+    r = fw_setup_reboot(vm);
     if (r < 0)
         return errf(err, errlen, r, "cannot update the boot order: %s", strerror(-r));
     r = machine_build(vm, err, errlen);
@@ -937,6 +964,8 @@ int kvmbox_vm_run(struct kvmbox_vm *k, struct kvmbox_result *res)
         if (wait_for_event(vm, vm->cfg.timeout_secs ? &deadline : NULL))
             vm_request_stop(vm, KVMBOX_STOP_TIMEOUT, 0, "timeout: the guest ran for %u s",
                             vm->cfg.timeout_secs);
+        if (vm_save_serve(vm))
+            continue; /* saved (the VM is stopping now) or failed (it runs on) */
         vcpus_stop(vm);
         if (vm->stop_requested)
             break;
@@ -956,6 +985,7 @@ int kvmbox_vm_run(struct kvmbox_vm *k, struct kvmbox_result *res)
         r = vm_reboot(vm, err, sizeof(err));
     }
     trace_mark("vCPU threads joined");
+    vm_save_cancel(vm);
     console_stop(vm->console);
     vm->console = NULL;
     if (r < 0)
@@ -1001,6 +1031,13 @@ int kvmbox_vm_resume(struct kvmbox_vm *k)
     return vm_resume(&k->vm);
 }
 
+int kvmbox_vm_save(struct kvmbox_vm *k, const char *path, char *err, size_t errlen)
+{
+    if (!path || path[0] != '/')
+        return errf(err, errlen, -EINVAL, "the save file must be an absolute path");
+    return vm_save_request(&k->vm, path, err, errlen); /* vmm/snapshot.c */
+}
+
 void kvmbox_vm_power_button(struct kvmbox_vm *k)
 {
     pm_power_button(k->vm.pm);
@@ -1031,6 +1068,7 @@ void kvmbox_vm_destroy(struct kvmbox_vm *k)
     vm->api = NULL;
     trace_mark("destroy");
     vm_unwind(vm, vm->stages_built);
+    vm_restore_free(vm);
     vm_free_state(vm);
     free(k);
     trace_mark("destroyed");

@@ -22,6 +22,10 @@
 
 struct kvm_run;
 struct kvm_cpuid2;
+struct st_writer;
+struct st_section;
+struct vm_save_req;
+struct vm_restore;
 struct vm;
 
 /* A device instance as the VM owns it: reset on guest reboot, destroyed at the end. */
@@ -31,6 +35,11 @@ struct vm_device {
     void (*reset)(void *dev);
     void (*destroy)(void *dev);
     void (*quiesce)(void *dev); /* the guest has stopped for good: release host resources */
+    /* Its part of a saved state (vmm/snapshot.h: vm_device_on_save); NULL: none. */
+    int (*save)(void *dev, struct st_writer *w);
+    int (*load)(void *dev, const struct st_section *s, char *err, size_t errlen);
+    void (*save_failed)(void *dev); /* a save stopped it and then failed: run on */
+    unsigned state_version;
 };
 
 #define VM_MAX_DEVICES 32
@@ -46,6 +55,7 @@ struct vcpu {
     struct kvm_run *run;
     pthread_t thread;
     bool thread_started;
+    bool io_pending;              /* an I/O exit KVM completes on the next KVM_RUN (atomic) */
 };
 
 struct console;
@@ -134,6 +144,9 @@ struct vm {
     struct irq_state irq;      /* MSI routes, irqfds, ioeventfds: re-attached to each KVM VM */
     struct pci_host *pci;
     struct vballoon *balloon; /* NULL with --balloon off */
+    struct vm_save_req *save_req; /* a save the API asked for (lock; vmm/snapshot.c) */
+    struct vm_restore *restore;   /* the state being restored, during kvmbox_vm_create */
+    bool ram_from_state;          /* RAM is a private mapping of a state file (vmm/snapshot.c) */
 };
 
 /* What the public API hands out (include/kvmbox.h); vmm/control.c implements the calls that
