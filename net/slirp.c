@@ -33,6 +33,7 @@
 
 #define REPLY_WAIT_MS 30000 /* the helper loads libslirp and GLib and binds the forwards */
 #define MAX_LOG_LINES 50    /* from the helper, for the whole run: it may be compromised */
+#define MAX_FRAME_IOV 256   /* segments of a guest frame (a virtqueue chain's maximum) */
 
 struct net_slirp {
     struct net_backend nb;
@@ -58,10 +59,10 @@ static void log_line(struct net_slirp *s, const char *line)
 static void slirp_send(struct net_backend *nb, const struct iovec *iov, int iovcnt)
 {
     struct net_slirp *s = (struct net_slirp *)nb;
-    if (s->gone || iovcnt < 1 || iovcnt > 256)
+    if (s->gone || iovcnt < 1 || iovcnt > MAX_FRAME_IOV)
         return;
     uint8_t type = SLIRP_MSG_FRAME;
-    struct iovec v[1 + 256];
+    struct iovec v[1 + MAX_FRAME_IOV];
     v[0] = (struct iovec){ &type, 1 };
     size_t len = 0;
     for (int i = 0; i < iovcnt; i++)
@@ -270,6 +271,9 @@ static int wait_reply(struct net_slirp *s, char *err, size_t errlen)
                     SLIRP_HELPER_NAME, WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
     }
     s->msg[len] = '\0';
+    for (uint8_t *c = s->msg + 1; *c; c++) /* one line, printable: it is shown to the user */
+        if (*c < 0x20 || *c == 0x7f)
+            *c = '?';
     int e = 0, off = 0;
     if (s->msg[0] != SLIRP_MSG_REPLY || sscanf((char *)s->msg + 1, "%d %n", &e, &off) != 1 || e < 0 ||
         e > 4095)
