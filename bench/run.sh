@@ -59,8 +59,10 @@ measure() { # measure NAME CMD...
 # Own memory: RSS minus the guest RAM the guest touched (guest RAM is the VMM's anonymous
 # memory, so its touched pages count in RSS; with transparent huge pages one touch costs
 # 2 MiB). Measured on a running VM (marker.elf halt=1) from /proc/PID/smaps: the guest RAM
-# mapping is the one sized like the guest's memory. Prints "RSS GUEST OWN PRIVATE" in KiB
-# to $T/own-NAME.kib (PRIVATE: own pages not shared with any other process).
+# mapping is the one sized like the guest's memory. Prints "RSS GUEST OWN PRIVATE HELPER
+# HELPER_PRIVATE" in KiB to $T/own-NAME.kib (PRIVATE: own pages not shared with any other
+# process; HELPER: the RSS of kvmbox's child processes, the user network's kvmbox-slirp,
+# which is part of the VM's cost: OWN does not include it).
 own_memory() { # own_memory NAME MEM_MIB CMD...
     local name=$1 memkb=$(($2 * 1024))
     shift 2
@@ -68,15 +70,24 @@ own_memory() { # own_memory NAME MEM_MIB CMD...
     local pid=$!
     for _ in $(seq 1 200); do grep -q "$MARKER" "$T/own-$name" 2>/dev/null && break; sleep 0.05; done
     sleep 0.3
-    local child
-    child=$(pgrep -P "$pid" | head -1)
+    local child helpers="" h
+    for h in $(pgrep -P "$pid"); do
+        if [ "$(cat /proc/"$h"/comm 2>/dev/null)" = kvmbox-slirp ]; then
+            helpers="$helpers /proc/$h/smaps_rollup"
+        else
+            child=${child:-$h} # a wrapper's child is the VMM itself
+        fi
+    done
     awk -v memkb=$memkb '
         /^[0-9a-f]+-[0-9a-f]+ / { inmap = 0 }
         /^Size:/ { size = $2; if (size >= memkb && size <= memkb + 4096) inmap = 1 }
         /^Rss:/ { total += $2; if (inmap) guest += $2 }
         /^Private_(Clean|Dirty):/ { if (!inmap) priv += $2 }
-        END { printf "%d %d %d %d\n", total, guest, total - guest, priv }
-    ' "/proc/${child:-$pid}/smaps" >"$T/own-$name.kib" 2>/dev/null || echo "0 0 0 0" >"$T/own-$name.kib"
+        END { printf "%d %d %d %d", total, guest, total - guest, priv }
+    ' "/proc/${child:-$pid}/smaps" >"$T/own-$name.kib" 2>/dev/null || printf "0 0 0 0" >"$T/own-$name.kib"
+    # shellcheck disable=SC2086 # a list of files
+    awk '/^Rss:/ { r += $2 } /^Private_(Clean|Dirty):/ { p += $2 } END { printf " %d %d\n", r, p }' \
+        /dev/null $helpers >>"$T/own-$name.kib" 2>/dev/null
     # Where kvmbox's own resident memory is, by kind of mapping.
     [ "$name" = kvmbox ] && awk -v memkb=$memkb '
         /^[0-9a-f]+-[0-9a-f]+ / { f = $6; inmap = 0 }
@@ -94,10 +105,13 @@ own_memory() { # own_memory NAME MEM_MIB CMD...
     wait "$pid" 2>/dev/null
 }
 show_own() { # show_own NAME
-    read -r rss guest own priv <"$T/own-$1.kib"
-    awk -v n="$1" -v r="$rss" -v g="$guest" -v o="$own" -v p="$priv" 'BEGIN {
+    read -r rss guest own priv hrss hpriv <"$T/own-$1.kib"
+    awk -v n="$1" -v r="$rss" -v g="$guest" -v o="$own" -v p="$priv" -v hr="${hrss:-0}" -v hp="${hpriv:-0}" 'BEGIN {
         printf "  %-22s RSS %6.2f MiB = guest RAM touched %5.2f MiB + own %5.2f MiB (private %4.2f MiB)\n",
-               n, r/1024, g/1024, o/1024, p/1024 }'
+               n, r/1024, g/1024, o/1024, p/1024
+        if (hr > 0)
+            printf "  %-22s + its helper process kvmbox-slirp: RSS %.2f MiB (private %.2f MiB); own in all %.2f MiB\n",
+                   "", hr/1024, hp/1024, (o+hr)/1024 }'
 }
 if [ -z "${ONLY_GROWTH:-}" ]; then
 printf '%-22s %-24s %-24s %8s\n' "vmm" "start->marker med(min-max)" "start->exit med(min-max)" "RSS MiB"
@@ -190,7 +204,8 @@ fi
     >"$T/netuser" 2>/dev/null &&
     awk -v base="${MED[kvmbox.marker]}" '/marker_ms/ { printf "  --net user start to marker: %.2f ms (%.2f ms more than without)\n", $2, $2 - base }' "$T/netuser"
 awk -v a="$(cut -d' ' -f3 "$T/own-kvmbox.kib")" -v b="$(cut -d' ' -f3 "$T/own-kvmbox --net user.kib")" \
-    'BEGIN { printf "  --net user own memory: %.2f MiB more (libslirp, GLib, PCRE2 and the NIC)\n", (b-a)/1024 }'
+    -v h="$(cut -d' ' -f5 "$T/own-kvmbox --net user.kib")" \
+    'BEGIN { printf "  --net user own memory: %.2f MiB more (in kvmbox %.2f MiB, the helper process %.2f MiB)\n", (b+h-a)/1024, (b-a)/1024, h/1024 }'
 
 fi # ONLY_GROWTH
 

@@ -30,11 +30,11 @@ void net_default_mac(const char *name, unsigned index, uint8_t mac[6])
         mac[i] = (uint8_t)(h >> (8 * (i - 2)));
 }
 
-int net_backend_open(const struct kvmbox_nic *nic, const char *vm_name, const char *runtime_dir,
+int net_backend_open(const struct kvmbox_nic *nic, const char *vm_name, const char *runtime_dir, bool sandbox,
                      struct net_backend **out, char *err, size_t errlen)
 {
     switch (nic->mode) {
-    case KVMBOX_NET_USER: return net_slirp_open(nic, vm_name, out, err, errlen);
+    case KVMBOX_NET_USER: return net_slirp_open(nic, vm_name, sandbox, out, err, errlen);
     case KVMBOX_NET_TAP:
     case KVMBOX_NET_BRIDGE: return net_tap_open(nic, out, err, errlen);
     case KVMBOX_NET_SEGMENT: return net_segment_open(nic, vm_name, runtime_dir, out, err, errlen);

@@ -1,4 +1,4 @@
-/* Network backends behind virtio-net: user-mode NAT (libslirp), tap (an existing one, or a
+/* Network backends behind virtio-net: user-mode NAT (libslirp, in a helper process), tap (an existing one, or a
  * new one on a bridge) and isolated segments. One struct net_ops each.
  *
  * A backend lives on its NIC's I/O thread: that thread polls the backend's fds together with
@@ -53,13 +53,17 @@ struct net_backend {
 };
 
 /* Opens the backend NIC asks for. VM_NAME names the guest (DHCP host name, segment member);
- * RUNTIME_DIR holds segment sockets. ERR gets one line naming what is wrong (a bridge or tap
- * that does not exist, no permission, a port already in use) before the guest starts. */
-int net_backend_open(const struct kvmbox_nic *nic, const char *vm_name, const char *runtime_dir,
+ * RUNTIME_DIR holds segment sockets; SANDBOX: a helper process (user mode) enters its seccomp
+ * sandbox (--sandbox). ERR gets one line naming what is wrong (a bridge or tap that does not
+ * exist, no permission, a port already in use) before the guest starts. Called on the
+ * thread that builds the VM, before the sandboxes. */
+int net_backend_open(const struct kvmbox_nic *nic, const char *vm_name, const char *runtime_dir, bool sandbox,
                      struct net_backend **out, char *err, size_t errlen) __attribute__((warn_unused_result));
 
-int net_slirp_open(const struct kvmbox_nic *nic, const char *vm_name, struct net_backend **out, char *err,
-                   size_t errlen);
+/* User mode: starts the helper process kvmbox-slirp (net/slirp.c says where it is looked for)
+ * and waits for its answer; destroy() ends it. */
+int net_slirp_open(const struct kvmbox_nic *nic, const char *vm_name, bool sandbox, struct net_backend **out,
+                   char *err, size_t errlen);
 int net_tap_open(const struct kvmbox_nic *nic, struct net_backend **out, char *err, size_t errlen);
 int net_segment_open(const struct kvmbox_nic *nic, const char *vm_name, const char *runtime_dir,
                      struct net_backend **out, char *err, size_t errlen);

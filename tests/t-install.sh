@@ -50,11 +50,11 @@ else
     bad "make install: $(tail -5 "$T/install.log")"
 fi
 missing=""
-for f in bin/kvmbox lib/libkvmbox.a lib/libkvmbox.so.0.1.0 lib/libkvmbox.so.0 lib/libkvmbox.so \
+for f in bin/kvmbox bin/kvmbox-slirp lib/libkvmbox.a lib/libkvmbox.so.0.1.0 lib/libkvmbox.so.0 lib/libkvmbox.so \
          include/kvmbox.h lib/pkgconfig/kvmbox.pc; do
     [ -e "$D$P/$f" ] || missing="$missing $f"
 done
-if [ -z "$missing" ]; then ok "installed bin, both libraries, header and kvmbox.pc"
+if [ -z "$missing" ]; then ok "installed kvmbox and kvmbox-slirp, both libraries, header and kvmbox.pc"
 else bad "not installed:$missing"; fi
 if [ "$(readlink "$D$P/lib/libkvmbox.so")" = libkvmbox.so.0 ] &&
     [ "$(readlink "$D$P/lib/libkvmbox.so.0")" = libkvmbox.so.0.1.0 ]; then
@@ -77,6 +77,9 @@ fi
 if grep -q '^kvmbox 0\.1\.0' "$T/version"; then ok "installed kvmbox --version"
 else bad "installed kvmbox --version: $(head -2 "$T/version")"; fi
 guest "installed kvmbox" "$D$P/bin/kvmbox" "${RUN_ARGS[@]}"
+# --net user starts the helper installed next to kvmbox (a missing one fails with status 2)
+guest "installed kvmbox --net user (kvmbox-slirp found next to it)" env PATH=/usr/bin:/bin \
+    "$D$P/bin/kvmbox" "${RUN_ARGS[@]}" --net user
 
 # ---- an embedder's build through pkg-config --------------------------------------------------
 export PKG_CONFIG_PATH=$D$P/lib/pkgconfig PKG_CONFIG_SYSROOT_DIR=$D

@@ -7,7 +7,9 @@
 #      a file for writing once its filter is on) stops the VM with status 4 and one line
 #      naming the class and the call, and the call did not happen (the file is not there);
 #   3. with --sandbox off the same call goes through (the file appears) and the guest runs
-#      on: the check above can fail.
+#      on: the check above can fail;
+#   4. the user network's helper process (kvmbox-slirp): filtered, holding no fd of the VM's,
+#      gone when the VM's process is killed; its forbidden call ends it (the VM runs on).
 # No limit here guesses the host's speed: a VM that should have been stopped is declared
 # running on once its guest has printed 25 ticks (5 s of its own time) after its threads all
 # started; everything else waits on output (tests/lib/progress.sh).
@@ -77,11 +79,42 @@ else
     for want in vcpu0 vcpu1 api blk0-queue blk0-io0 net0 balloon signal log; do
         grep -qw "$want" <<<"$names" || bad "no thread named $want among:$names"
     done
+    # The user network's helper process (kvmbox-slirp): a child of the VM's, filtered too,
+    # holding nothing of the VM's (no /dev/kvm, no guest memory, no disk) but its socket.
+    hp=$(pgrep -P "$pid" -x kvmbox-slirp | head -1)
+    if [ -z "$hp" ]; then
+        bad "no kvmbox-slirp process under the VM's (--net user)"
+    else
+        hmode=$(awk '/^Seccomp:/ { print $2 }' /proc/"$hp"/status)
+        [ "$hmode" = 2 ] && ok "the user network's helper (kvmbox-slirp) runs under its seccomp filter" ||
+            bad "kvmbox-slirp's seccomp mode is '$hmode'"
+        leaked=""
+        for fd in /proc/"$hp"/fd/*; do
+            n=$(basename "$fd") target=$(readlink "$fd")
+            case $n:$target in
+            0:/dev/null | 1:/dev/null | 2:* | 3:socket:*) ;;
+            *:socket:*) ;; # libslirp's own (none before the guest talks)
+            *) leaked="$leaked $n->$target" ;;
+            esac
+        done
+        [ -z "$leaked" ] && ok "kvmbox-slirp holds only stdio and its socket (nothing of the VM's)" ||
+            bad "kvmbox-slirp inherited:$leaked"
+    fi
     # The filters let a working VM work: a reset rebuilds the vCPUs under new filters.
     "$KVMBOX" reset sb
     wait_output --count 2 "$T/run/sb.log" CTL-READY && ok "the guest reboots and runs on under the filters" ||
         bad "the guest did not come back after a reset: $(tail -3 "$T/run/sb.log")"
-    "$KVMBOX" kill sb >/dev/null 2>&1
+    # The helper ends with the VM's process, however it ends (here: SIGKILL).
+    kill -9 "$pid"
+    gone=0
+    for _ in $(seq 1 300); do
+        [ -n "$hp" ] && [ -d /proc/"$hp" ] && [ "$(awk '{ print $3 }' /proc/"$hp"/stat 2>/dev/null)" != Z ] ||
+            { gone=1; break; }
+        sleep 0.1
+    done
+    [ -n "$hp" ] && [ $gone = 1 ] && ok "kvmbox-slirp ends when the VM's process is killed" ||
+        bad "kvmbox-slirp ${hp:-?} still runs 30 s after its VM was killed"
+    rm -f "$T"/run/sb.*
 fi
 
 # selftest CLASS OUT [kvmbox run options...]: runs ctl.elf with KVMBOX_SANDBOX_SELFTEST=CLASS,
@@ -112,6 +145,18 @@ for class in vCPU API console "virtio-blk I/O" "virtio-net I/O" virtio-balloon s
         bad "$class: status $rc (want 4), file made: $([ -e "$MARK" ] && echo yes || echo no), stderr: $(tail -2 <<<"$out")"
     fi
 done
+# The helper's own filter: a forbidden call ends the helper, with a line in the VM's log; the
+# VM runs on (without network), and the call did not happen.
+rm -f "$MARK"
+selftest "user network helper" "$T/st.err"
+rc=$?
+out=$(cat "$T/st.err")
+if [ $rc = 143 ] && grep -q "its helper (kvmbox-slirp) made system call 257, which its seccomp sandbox forbids" <<<"$out" &&
+    [ ! -e "$MARK" ]; then
+    ok "user network helper: a forbidden call ends the helper and says so; the VM runs on"
+else
+    bad "user network helper: status $rc (want 143: the VM ran on), file made: $([ -e "$MARK" ] && echo yes || echo no), stderr: $(tail -2 <<<"$out")"
+fi
 rm -f "$MARK"
 selftest vCPU "$T/st.err" --sandbox off
 rc=$?

@@ -336,7 +336,7 @@ int vnet_create(const struct dev_services *svc, struct pci_host *pci, const stru
         return -ENOMEM;
     snprintf(n->name, sizeof(n->name), "virtio-net%u", index);
     n->quit_fd = -1;
-    int r = net_backend_open(nic, env->vm_name, env->runtime_dir, &n->be, err, errlen);
+    int r = net_backend_open(nic, env->vm_name, env->runtime_dir, env->sandbox, &n->be, err, errlen);
     if (r < 0) {
         char inner[KVMBOX_MSG_MAX];
         snprintf(inner, sizeof(inner), "%s", err);

@@ -25,6 +25,7 @@ struct vnet_stats {
 struct vnet_env {
     const char *vm_name;
     const char *runtime_dir;
+    bool sandbox; /* a backend's helper process (user mode) sandboxes itself too */
 };
 
 /* A NIC as created, for `kvmbox info` and link control. */

@@ -12,7 +12,7 @@ enum sandbox_class {
     SANDBOX_API,     /* the control socket */
     SANDBOX_CONSOLE, /* terminal input to the serial port */
     SANDBOX_BLK,     /* virtio-blk queue thread and workers: image files, io_uring */
-    SANDBOX_NET,     /* virtio-net I/O thread with its backend (libslirp, tap, segment) */
+    SANDBOX_NET,     /* virtio-net I/O thread with its backend (tap, segment, the user net helper's socket) */
     SANDBOX_BALLOON, /* virtio-balloon: returns pages to the host */
     SANDBOX_SIGNAL,  /* `kvmbox run`'s thread that turns SIGTERM/SIGINT/SIGHUP into a stop */
     SANDBOX_LOG,     /* a daemonized VM's log writer: appends to NAME.log, rotates it */

@@ -124,12 +124,26 @@ static const struct rule blk[] = {
     { SCMP_SYS(ioctl), 1 }, /* completion interrupts without irqfd, INTx */
 };
 
-/* The only class that opens files (read-only): see the openat entry. */
+/* The NIC's thread: a tap (read, writev: common), a segment's datagram socket, or the socket
+ * to the user network's helper process (libslirp runs there, under its own filter below):
+ * it creates, binds or connects no socket. */
 static const struct rule net[] = {
+    ANY(sendto),
+    ANY(recvfrom),           /* segment datagrams; frames from the user network's helper */
+    ANY(sendmsg),            /* frames to the helper, from the guest's buffers */
+    { SCMP_SYS(openat), 2 }, /* a segment lists its members' sockets to flood a frame */
+    ANY(getdents64),         /* the segment's directory */
+    { SCMP_SYS(ioctl), 1 },  /* interrupts without irqfd */
+};
+
+/* kvmbox-slirp, the user network's helper process (net/slirp_helper.c), once configured:
+ * libslirp's poll loop and the NAT's host sockets. Not a thread class of kvmbox: a program
+ * of its own (sandbox_gen --slirp-helper), the only one that may create sockets. */
+static const struct rule slirp_helper[] = {
     ANY(socket),
     ANY(connect),
     ANY(bind),
-    ANY(listen), /* libslirp's NAT sockets */
+    ANY(listen), /* the NAT's sockets (TCP, UDP, ICMP echo) */
     ANY(accept),
     ANY(accept4), /* hostfwd connections */
     ANY(setsockopt),
@@ -140,14 +154,12 @@ static const struct rule net[] = {
     ANY(sendto),
     ANY(recvfrom),
     ANY(sendmsg),
-    ANY(recvmsg),            /* frames, datagrams */
+    ANY(recvmsg),            /* frames with kvmbox, datagrams */
     ANY(fcntl),              /* non-blocking sockets */
-    { SCMP_SYS(openat), 2 }, /* libslirp re-reads /etc/resolv.conf when it changes; a
-                                 segment lists its members' sockets to flood a frame */
+    { SCMP_SYS(openat), 2 }, /* libslirp re-reads /etc/resolv.conf when it changes */
     ANY(stat),
     ANY(statx),             /* resolv.conf's mtime */
-    ANY(getdents64),        /* the segment's directory */
-    { SCMP_SYS(ioctl), 1 }, /* FIONREAD/FIONBIO (libslirp), interrupts without irqfd */
+    { SCMP_SYS(ioctl), 1 }, /* FIONREAD, FIONBIO */
 };
 
 static const struct rule balloon[] = {
@@ -198,16 +210,19 @@ static const unsigned long api_ioctls[] = {
     KVM_GET_CLOCK, KVM_SET_CLOCK, KVM_IRQ_LINE, KVM_SIGNAL_MSI, KVM_SET_GSI_ROUTING,
 };
 static const unsigned long irq_ioctls[] = { KVM_IRQ_LINE, KVM_SIGNAL_MSI };
-static const unsigned long net_ioctls[] = { KVM_IRQ_LINE, KVM_SIGNAL_MSI, FIONREAD, FIONBIO };
+static const unsigned long helper_ioctls[] = { FIONREAD, FIONBIO };
+
+/* Not a class: the helper's program is built with this "class" (sandbox_gen --slirp-helper). */
+#define HELPER_CLASS SANDBOX_CLASSES
 
 static int add_ioctls(scmp_filter_ctx ctx, enum sandbox_class cls)
 {
     const unsigned long *l;
     size_t n;
-    switch (cls) {
+    switch ((int)cls) {
     case SANDBOX_VCPU: l = vcpu_ioctls, n = ARRAY_SIZE(vcpu_ioctls); break;
     case SANDBOX_API: l = api_ioctls, n = ARRAY_SIZE(api_ioctls); break;
-    case SANDBOX_NET: l = net_ioctls, n = ARRAY_SIZE(net_ioctls); break;
+    case HELPER_CLASS: l = helper_ioctls, n = ARRAY_SIZE(helper_ioctls); break;
     default: l = irq_ioctls, n = ARRAY_SIZE(irq_ioctls); break;
     }
     for (size_t i = 0; i < n; i++) {
@@ -228,7 +243,7 @@ static int add_rules(scmp_filter_ctx ctx, const struct rule *rules, size_t n, en
             r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, rules[i].nr, 0);
         else if (rules[i].kind == 1 && !*ioctls_done)
             r = add_ioctls(ctx, cls), *ioctls_done = true;
-        else if (rules[i].kind == 2 || (rules[i].kind == 3 && cls != SANDBOX_NET))
+        else if (rules[i].kind == 2 || (rules[i].kind == 3 && cls != SANDBOX_NET && (int)cls != HELPER_CLASS))
             r = seccomp_rule_add(ctx, rules[i].kind == 2 ? SCMP_ACT_ALLOW : SCMP_ACT_ERRNO(EACCES),
                                  rules[i].nr, 1,
                                  SCMP_A2(SCMP_CMP_MASKED_EQ, O_ACCMODE | O_CREAT | O_TRUNC, O_RDONLY));
@@ -261,7 +276,9 @@ static int build(enum sandbox_class cls, bool tsan, struct sock_filter *out, siz
     int r = tsan ? add_rules(ctx, tsan_runtime, ARRAY_SIZE(tsan_runtime), cls, &ioctls_done) : 0;
     if (r == 0)
         r = add_rules(ctx, common, ARRAY_SIZE(common), cls, &ioctls_done);
-    if (r == 0)
+    if (r == 0 && (int)cls == HELPER_CLASS)
+        r = add_rules(ctx, slirp_helper, ARRAY_SIZE(slirp_helper), cls, &ioctls_done);
+    else if (r == 0)
         r = add_rules(ctx, lists[cls].r, lists[cls].n, cls, &ioctls_done);
     FILE *f = r == 0 ? tmpfile() : NULL;
     if (r == 0 && !f)
@@ -281,16 +298,43 @@ static int build(enum sandbox_class cls, bool tsan, struct sock_filter *out, siz
     return n == 0 || more ? -EFBIG : (int)n;
 }
 
+/* sandbox_gen --slirp-helper [--tsan]: the helper process's program alone. */
+static int print_helper(bool tsan)
+{
+    static struct sock_filter prog[BPF_MAXINSNS];
+    int len = build((enum sandbox_class)HELPER_CLASS, tsan, prog, ARRAY_SIZE(prog));
+    if (len < 0) {
+        fprintf(stderr, "sandbox_gen: the slirp helper: %s\n", strerror(-len));
+        return 1;
+    }
+    printf("static const struct sock_filter slirp_helper_insns[%d] = {\n", len);
+    for (int i = 0; i < len; i++)
+        printf("    { 0x%04x, %u, %u, 0x%08x },\n", prog[i].code, prog[i].jt, prog[i].jf, prog[i].k);
+    printf("};\nstatic const struct sock_fprog slirp_helper_bpf = { %d, (struct sock_filter "
+           "*)slirp_helper_insns "
+           "};\n",
+           len);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    bool tsan = argc > 1 && strcmp(argv[1], "--tsan") == 0;
-    if (argc > 2 || (argc == 2 && !tsan)) {
-        fprintf(stderr, "usage: sandbox_gen [--tsan]\n");
-        return 2;
+    bool tsan = false, helper = false;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--tsan"))
+            tsan = true;
+        else if (!strcmp(argv[i], "--slirp-helper"))
+            helper = true;
+        else {
+            fprintf(stderr, "usage: sandbox_gen [--slirp-helper] [--tsan]\n");
+            return 2;
+        }
     }
     const struct scmp_version *v = seccomp_version();
     printf("/* Generated by vmm/sandbox_gen.c with libseccomp %u.%u.%u%s: do not edit. */\n", v->major,
            v->minor, v->micro, tsan ? ", with the TSan runtime's calls" : "");
+    if (helper)
+        return print_helper(tsan);
     static struct sock_filter prog[BPF_MAXINSNS];
     int len[SANDBOX_CLASSES];
     for (int cls = 0; cls < SANDBOX_CLASSES; cls++) {

@@ -539,7 +539,9 @@ static int make_cdroms(struct vm *vm, char *err, size_t errlen)
 
 static int make_nics(struct vm *vm, char *err, size_t errlen)
 {
-    const struct vnet_env env = { .vm_name = vm->name, .runtime_dir = vm->cfg.runtime_dir };
+    const struct vnet_env env = { .vm_name = vm->name,
+                                  .runtime_dir = vm->cfg.runtime_dir,
+                                  .sandbox = !vm->cfg.no_sandbox };
     int r = 0;
     for (unsigned i = 0; r == 0 && i < vm->cfg.nnics; i++)
         r = vnet_create(&vm->svc, vm->pci, &vm->cfg.nics[i], i, &env, &vm->nic_info[i], err, errlen);
