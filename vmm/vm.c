@@ -1037,6 +1037,11 @@ int kvmbox_vm_save(struct kvmbox_vm *k, const char *path, char *err, size_t errl
 {
     if (!path || path[0] != '/')
         return errf(err, errlen, -EINVAL, "the save file must be an absolute path");
+    /* fw_cfg and the virtio-scsi CD-ROM keep no saved state yet: refuse rather than write a
+     * state file that would restore a different machine. */
+    if (k->vm.fw.size || k->vm.cfg.ncdroms)
+        return errf(err, errlen, -ENOTSUP, "saving a VM booted through firmware or with a CD-ROM "
+                                            "is not supported yet (docs/savestate.md)");
     return vm_save_request(&k->vm, path, err, errlen); /* vmm/snapshot.c */
 }
 
