@@ -17,16 +17,20 @@
 #include "vmm/vm.h"
 
 #define VCPU_SECTION_VERSION 1
-#define KVM_SECTION_VERSION 1
-#define MAX_SAVED_MSRS 1024
+#define KVM_SECTION_VERSION  1
+#define MAX_SAVED_MSRS       1024
 
 /* One ioctl, its name in the error line. */
-#define IOCTL(fd, req, arg, what)                                                               \
+#define IOCTL(fd, req, arg, what) \
     (ioctl((fd), (req), (arg)) < 0 ? errf(err, errlen, -errno, "%s: %s", (what), strerror(errno)) : 0)
 
+/* A kvm_msrs with room for its entries (a union: clang refuses a flexible array member
+ * that is not at the end of a struct). */
 struct msrs {
-    struct kvm_msrs h;
-    struct kvm_msr_entry e[MAX_SAVED_MSRS];
+    union {
+        struct kvm_msrs h;
+        uint8_t room[sizeof(struct kvm_msrs) + MAX_SAVED_MSRS * sizeof(struct kvm_msr_entry)];
+    };
 };
 
 /* The MSRs KVM lists, less those KVM_GET_MSRS refuses on this vCPU: KVM_GET_MSRS stops at the
@@ -35,7 +39,7 @@ static int read_msrs(struct vm *vm, int fd, struct msrs *m)
 {
     unsigned n = vm->nmsrs < MAX_SAVED_MSRS ? vm->nmsrs : MAX_SAVED_MSRS;
     for (unsigned i = 0; i < n; i++)
-        m->e[i] = (struct kvm_msr_entry){ .index = vm->msr_list[i] };
+        m->h.entries[i] = (struct kvm_msr_entry){ .index = vm->msr_list[i] };
     for (;;) {
         m->h.nmsrs = n;
         int got = ioctl(fd, KVM_GET_MSRS, m);
@@ -43,10 +47,11 @@ static int read_msrs(struct vm *vm, int fd, struct msrs *m)
             return -errno;
         if ((unsigned)got >= n)
             return (int)n;
-        memmove(&m->e[got], &m->e[got + 1], (n - (unsigned)got - 1) * sizeof(m->e[0]));
+        memmove(&m->h.entries[got], &m->h.entries[got + 1],
+                (n - (unsigned)got - 1) * sizeof(m->h.entries[0]));
         n--;
         for (unsigned i = 0; i < n; i++)
-            m->e[i].data = 0;
+            m->h.entries[i].data = 0;
     }
 }
 
@@ -95,7 +100,7 @@ static int save_one_vcpu(struct vm *vm, struct vcpu *v, struct st_writer *w, cha
         free(m);
         return errf(err, errlen, n, "KVM_GET_MSRS: %s", strerror(-n));
     }
-    st_put(w, "msrs", m->e, (uint32_t)((size_t)n * sizeof(m->e[0])));
+    st_put(w, "msrs", m->h.entries, (uint32_t)((size_t)n * sizeof(m->h.entries[0])));
     free(m);
     st_put(w, "lapic", &lapic, sizeof(lapic));
     st_put(w, "events", &events, sizeof(events));
@@ -139,22 +144,23 @@ static int load_msrs(int fd, const struct st_section *s, char *err, size_t errle
     if (!m)
         return errf(err, errlen, -ENOMEM, "out of memory");
     m->h.nmsrs = len / sizeof(struct kvm_msr_entry);
-    memcpy(m->e, p, len);
+    memcpy(m->h.entries, p, len);
     int set = ioctl(fd, KVM_SET_MSRS, m);
     int r = 0;
     if (set < 0)
         r = errf(err, errlen, -errno, "KVM_SET_MSRS on vCPU %u: %s", s->instance, strerror(errno));
     else if ((unsigned)set < m->h.nmsrs)
-        r = errf(err, errlen, -ENOTSUP, "this host's KVM refuses MSR %#x of vCPU %u (saved on a "
-                 "host with other CPU features?)", m->e[set].index, s->instance);
+        r = errf(err, errlen, -ENOTSUP,
+                 "this host's KVM refuses MSR %#x of vCPU %u (saved on a "
+                 "host with other CPU features?)",
+                 m->h.entries[set].index, s->instance);
     free(m);
     return r;
 }
 
 /* QEMU's order: registers, FPU, XCRs, segments, MSRs, MP state, LAPIC, events, debug
  * registers (the events and the LAPIC depend on what comes before). */
-static int load_one_vcpu(struct vm *vm, struct vcpu *v, const struct st_section *s, char *err,
-                         size_t errlen)
+static int load_one_vcpu(struct vm *vm, struct vcpu *v, const struct st_section *s, char *err, size_t errlen)
 {
     struct kvm_regs regs;
     struct kvm_sregs sregs;
