@@ -484,7 +484,7 @@ int vm_restore_apply(struct vm *vm, char *err, size_t errlen)
         struct kvm_clock_data cd = { 0 };
         if (ioctl(vm->vm_fd, KVM_GET_CLOCK, &cd) == 0)
             vm->kvmclock = cd.clock;
-        vm->paused = true;
+        __atomic_store_n(&vm->paused, true, __ATOMIC_SEQ_CST);
     }
     vm_restore_free(vm);
     return 0;

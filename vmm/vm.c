@@ -157,7 +157,7 @@ int vm_pause(struct vm *vm)
         pthread_mutex_unlock(&vm->lock);
         return r;
     }
-    vm->paused = true;
+    __atomic_store_n(&vm->paused, true, __ATOMIC_SEQ_CST); /* vCPUs peek at it without the lock (vcpu.c) */
     pthread_mutex_unlock(&vm->lock);
     vcpus_kick(vm);
     pthread_mutex_lock(&vm->lock);
@@ -188,7 +188,7 @@ int vm_resume(struct vm *vm)
     }
     pthread_rwlock_unlock(&vm->irq_lock);
     pthread_mutex_lock(&vm->lock);
-    vm->paused = false;
+    __atomic_store_n(&vm->paused, false, __ATOMIC_SEQ_CST); /* vCPUs peek at it without the lock (vcpu.c) */
     pthread_cond_broadcast(&vm->pause_cond);
     pthread_mutex_unlock(&vm->lock);
     return 0;
