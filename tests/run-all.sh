@@ -120,7 +120,7 @@ run_scripts() { # run_scripts BUILD_DIR script...
 # minutes each under TSan). Every 7th payload size, as under ASan. docs/testing.md says
 # what it costs.
 TSAN_SCRIPTS="t-guest-tests t-api t-balloon t-cli t-lifecycle t-overcommit t-sandbox t-security
-              t-virtio-blk t-virtio-net t-virtio-reboot"
+              t-virtio-blk t-virtio-net t-virtio-reboot t-savestate"
 
 for dir in ${CHECK_PASSES:-build build-asan build-tsan}; do
     case "$dir" in
