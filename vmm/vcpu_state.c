@@ -120,20 +120,6 @@ int vcpus_state_save(struct vm *vm, struct st_writer *w, char *err, size_t errle
     return 0;
 }
 
-/* Field NAME of S into DST (exactly LEN bytes), or an error line naming the section. */
-static int need(const struct st_section *s, const char *name, void *dst, uint32_t len, char *err,
-                size_t errlen)
-{
-    int r = st_get(s, name, dst, len);
-    if (r == -ENOENT)
-        return errf(err, errlen, -EBADMSG, "saved state: section %s %u has no field '%s'", s->name,
-                    s->instance, name);
-    if (r < 0)
-        return errf(err, errlen, -EBADMSG, "saved state: field '%s' of section %s %u has the wrong size",
-                    name, s->name, s->instance);
-    return 0;
-}
-
 static int load_msrs(int fd, const struct st_section *s, char *err, size_t errlen)
 {
     uint32_t len;
@@ -169,19 +155,19 @@ static int load_one_vcpu(struct vm *vm, struct vcpu *v, const struct st_section 
     struct kvm_debugregs dregs;
     struct kvm_mp_state mp;
     int r;
-    if ((r = need(s, "regs", &regs, sizeof(regs), err, errlen)) < 0 ||
-        (r = need(s, "sregs", &sregs, sizeof(sregs), err, errlen)) < 0 ||
-        (r = need(s, "lapic", &lapic, sizeof(lapic), err, errlen)) < 0 ||
-        (r = need(s, "events", &events, sizeof(events), err, errlen)) < 0 ||
-        (r = need(s, "debugregs", &dregs, sizeof(dregs), err, errlen)) < 0 ||
-        (r = need(s, "mp_state", &mp, sizeof(mp), err, errlen)) < 0)
+    if ((r = st_need(s, "regs", &regs, sizeof(regs), err, errlen)) < 0 ||
+        (r = st_need(s, "sregs", &sregs, sizeof(sregs), err, errlen)) < 0 ||
+        (r = st_need(s, "lapic", &lapic, sizeof(lapic), err, errlen)) < 0 ||
+        (r = st_need(s, "events", &events, sizeof(events), err, errlen)) < 0 ||
+        (r = st_need(s, "debugregs", &dregs, sizeof(dregs), err, errlen)) < 0 ||
+        (r = st_need(s, "mp_state", &mp, sizeof(mp), err, errlen)) < 0)
         return r;
     if ((r = IOCTL(v->fd, KVM_SET_REGS, &regs, "KVM_SET_REGS")) < 0)
         return r;
     uint32_t len;
     if (st_field(s, "xsave", &len)) {
         struct kvm_xsave xs;
-        if ((r = need(s, "xsave", &xs, sizeof(xs), err, errlen)) < 0)
+        if ((r = st_need(s, "xsave", &xs, sizeof(xs), err, errlen)) < 0)
             return r;
         if (ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE) <= 0)
             return errf(err, errlen, -ENOTSUP, "the state was saved with XSAVE, which this host's KVM lacks");
@@ -189,13 +175,13 @@ static int load_one_vcpu(struct vm *vm, struct vcpu *v, const struct st_section 
             return r;
     } else {
         struct kvm_fpu fpu;
-        if ((r = need(s, "fpu", &fpu, sizeof(fpu), err, errlen)) < 0 ||
+        if ((r = st_need(s, "fpu", &fpu, sizeof(fpu), err, errlen)) < 0 ||
             (r = IOCTL(v->fd, KVM_SET_FPU, &fpu, "KVM_SET_FPU")) < 0)
             return r;
     }
     if (st_field(s, "xcrs", &len)) {
         struct kvm_xcrs xcrs;
-        if ((r = need(s, "xcrs", &xcrs, sizeof(xcrs), err, errlen)) < 0 ||
+        if ((r = st_need(s, "xcrs", &xcrs, sizeof(xcrs), err, errlen)) < 0 ||
             (r = IOCTL(v->fd, KVM_SET_XCRS, &xcrs, "KVM_SET_XCRS")) < 0)
             return r;
     }
@@ -265,7 +251,7 @@ int kvm_state_load(struct vm *vm, struct st_file *f, char *err, size_t errlen)
     int r;
     for (unsigned i = 0; i < 3; i++) {
         struct kvm_irqchip chip;
-        if ((r = need(s, chip_field[i], &chip, sizeof(chip), err, errlen)) < 0)
+        if ((r = st_need(s, chip_field[i], &chip, sizeof(chip), err, errlen)) < 0)
             return r;
         if (chip.chip_id != i)
             return errf(err, errlen, -EBADMSG, "saved state: %s has chip id %u", chip_field[i], chip.chip_id);
@@ -273,7 +259,7 @@ int kvm_state_load(struct vm *vm, struct st_file *f, char *err, size_t errlen)
             return r;
     }
     struct kvm_pit_state2 pit;
-    if ((r = need(s, "pit", &pit, sizeof(pit), err, errlen)) < 0 ||
+    if ((r = st_need(s, "pit", &pit, sizeof(pit), err, errlen)) < 0 ||
         (r = IOCTL(vm->vm_fd, KVM_SET_PIT2, &pit, "KVM_SET_PIT2")) < 0)
         return r;
     uint64_t clock;
