@@ -111,6 +111,8 @@ uint64_t qcow2_max_size(unsigned cluster_bits);
 
 /* qcow2_refcount.c */
 int qcow2_get_refcount(struct blk *b, uint64_t cluster, uint64_t *rc);
+/* Entry IDX of a refcount block of BITS-bit entries (big-endian, as the spec packs them). */
+void qcow2_refblock_set(uint8_t *blk, uint64_t idx, uint32_t bits, uint64_t v);
 int qcow2_update_refcount(struct blk *b, uint64_t offset, int64_t delta);
 /* Allocates N contiguous clusters at the end of the image, refcounts 1; returns the offset. */
 int qcow2_alloc_clusters(struct blk *b, uint64_t n, uint64_t *offset);

@@ -235,19 +235,6 @@ static int compare_and_repair(struct counter *c, unsigned repair)
     return 0;
 }
 
-static void set_refcount(uint8_t *blk, uint64_t idx, uint32_t bits, uint64_t v)
-{
-    uint64_t bit = idx * bits;
-    if (bits >= 8) {
-        for (uint32_t i = 0; i < bits / 8; i++)
-            blk[bit / 8 + i] = (uint8_t)(v >> (8 * (bits / 8 - 1 - i)));
-        return;
-    }
-    unsigned shift = (unsigned)(bit % 8);
-    uint8_t mask = (uint8_t)(((1u << bits) - 1) << shift);
-    blk[bit / 8] = (uint8_t)((blk[bit / 8] & ~mask) | ((v << shift) & mask));
-}
-
 /* A new refcount table and blocks at the end of the file, holding exactly the counted
  * references (the old structure's own clusters are free afterwards), written and synced
  * before the header switches to them. */
@@ -286,7 +273,7 @@ static int rebuild(struct counter *c)
             r = blk_set_err(b, -ERANGE,
                             "%s: cluster %#llx has %llu references, more than %u-bit refcounts hold", b->path,
                             (unsigned long long)(cl * cs), (unsigned long long)v, q->refcount_bits);
-        set_refcount(area + (cl / rbe) * cs, cl % rbe, q->refcount_bits, v);
+        qcow2_refblock_set(area + (cl / rbe) * cs, cl % rbe, q->refcount_bits, v);
     }
     for (uint64_t k = 0; k < nb; k++)
         table[k] = htobe64((start + k) * cs);

@@ -52,7 +52,7 @@ static uint64_t get_entry(const uint8_t *blk, uint64_t idx, uint32_t bits)
     return (blk[bit / 8] >> (bit % 8)) & ((1u << bits) - 1);
 }
 
-static void set_entry(uint8_t *blk, uint64_t idx, uint32_t bits, uint64_t v)
+void qcow2_refblock_set(uint8_t *blk, uint64_t idx, uint32_t bits, uint64_t v)
 {
     uint64_t bit = idx * bits;
     if (bits >= 8) {
@@ -116,7 +116,7 @@ static int ensure_refblock(struct blk *b, uint64_t cluster, uint64_t *rb_off)
         return r;
     memset(q->zbuf, 0, q->cluster_size);
     if (covers_self)
-        set_entry(q->zbuf, self % q->rb_entries, q->refcount_bits, 1);
+        qcow2_refblock_set(q->zbuf, self % q->rb_entries, q->refcount_bits, 1);
     /* Block first, then the table entry that makes it live. */
     if ((r = file_pwrite(b->fd, q->zbuf, q->cluster_size, off)) < 0 || ordered_sync(b) < 0)
         return blk_set_err(b, r ? r : -errno, "writing a refcount block of %s", b->path);
@@ -142,7 +142,7 @@ int qcow2_update_refcount(struct blk *b, uint64_t offset, int64_t delta)
     if ((delta < 0 && v < (uint64_t)-delta) || (delta > 0 && q->refcount_max - v < (uint64_t)delta))
         return qcow2_mark_corrupt(b, "refcount of cluster %#llx would %s", (unsigned long long)offset,
                                   delta < 0 ? "go below zero" : "overflow");
-    set_entry(t, idx, q->refcount_bits, v + (uint64_t)delta);
+    qcow2_refblock_set(t, idx, q->refcount_bits, v + (uint64_t)delta);
     if (v + (uint64_t)delta == 0)
         qcow2_meta_free_cluster(q, cluster); /* free: whatever metadata it held is gone */
     /* Write the bytes holding the entry (a whole byte for sub-byte widths). */
@@ -180,7 +180,7 @@ int qcow2_alloc_clusters(struct blk *b, uint64_t n, uint64_t *offset)
             return r;
         uint64_t first = c % q->rb_entries, last = first;
         for (; c < end && last < q->rb_entries; c++, last++)
-            set_entry(t, last, q->refcount_bits, 1);
+            qcow2_refblock_set(t, last, q->refcount_bits, 1);
         uint64_t lo = first * q->refcount_bits / 8, hi = (last * q->refcount_bits + 7) / 8;
         if ((r = file_pwrite(b->fd, t + lo, hi - lo, rb + lo)) < 0)
             return blk_set_err(b, r, "writing refcounts of %s: %s", b->path, strerror(-r));
@@ -234,7 +234,7 @@ static int grow_rct(struct blk *b, uint64_t min_entries)
             r = qcow2_update_refcount(b, c * cs, 1); /* an existing block covers it */
         } else {
             uint64_t blk = be64(table[i]) / cs - start;
-            set_entry(area + blk * cs, c % q->rb_entries, q->refcount_bits, 1);
+            qcow2_refblock_set(area + blk * cs, c % q->rb_entries, q->refcount_bits, 1);
         }
     }
     for (uint64_t k = 0; r == 0 && k < nblocks; k++)
