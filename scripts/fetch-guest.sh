@@ -16,6 +16,10 @@ dest=${1:-$top/build/guest}
 mkdir -p "$dest/debs"
 dest=$(cd "$dest" && pwd)
 debs=$dest/debs
+# make check runs test scripts side by side: the first to get here makes the guest, the others
+# wait for it and then find it made.
+exec 9>"$dest/.lock"
+flock 9
 
 # The kernel package the metapackage depends on, e.g. linux-image-6.1.0-56-cloud-amd64.
 resolve() {
