@@ -268,14 +268,16 @@ static void blk_mode(void)
 #define CD_BLOCK 2048u
 #define CD_CHUNK 32u /* blocks per READ(10): 64 KiB */
 #define SCSI_REQ 51  /* virtio_scsi_req_cmd: lun[8], id, task_attr, prio, crn, cdb[32] */
-#define SCSI_RESP 108 /* virtio_scsi_resp_cmd: sense_len, resid, status_qualifier, status, response, sense[96] */
+/* virtio_scsi_resp_cmd: sense_len, resid, status_qualifier, status, response, sense[96] */
+#define SCSI_RESP 108
 
 static struct vdev cd;
 static uint8_t *cd_req, *cd_resp, *cd_data;
 
 static bool is_scsi(const struct pci_dev *d)
 {
-    return d->vendor == 0x1af4 && (d->device == 0x1048 || (d->device == 0x1004 && pci_find_cap(d, PCI_CAP_VENDOR, 0)));
+    return d->vendor == 0x1af4 &&
+           (d->device == 0x1048 || (d->device == 0x1004 && pci_find_cap(d, PCI_CAP_VENDOR, 0)));
 }
 
 /* One command to LUN 0 on the request queue (queue 2), polled to completion. Returns the
@@ -354,11 +356,14 @@ static void cd_mode(void)
         ;
     int r1 = scsi_cmd(lock, 6, 0), r2 = r1 == 0 ? scsi_cmd(cap, 10, 8) : -2;
     if (r1 != 0 || r2 != 0) {
-        fail("PREVENT ALLOW MEDIUM REMOVAL (%d) or READ CAPACITY (%d) failed: response %u, sense key %u, "
-             "queues %u", r1, r2, cd_resp[11], cd_resp[12 + 2], cd.num_queues);
+        fail("PREVENT ALLOW MEDIUM REMOVAL (%d) or READ CAPACITY (%d) failed: response %u, sense key %u", r1,
+             r2, cd_resp[11], cd_resp[12 + 2]);
         return;
     }
-    uint32_t blocks = ((uint32_t)cd_data[0] << 24 | (uint32_t)cd_data[1] << 16 | (uint32_t)cd_data[2] << 8 | cd_data[3]) + 1;
+    /* READ CAPACITY: the last block's address, big endian */
+    uint32_t last = (uint32_t)cd_data[0] << 24 | (uint32_t)cd_data[1] << 16 | (uint32_t)cd_data[2] << 8 |
+                    cd_data[3];
+    uint32_t blocks = last + 1;
     uint64_t rounds = arg_u64("rounds", 0);
     printf("SAVESTATE-READY mode=cd blocks=%u\n", blocks);
     for (uint64_t n = 1; !rounds || n <= rounds; n++) {
@@ -372,8 +377,10 @@ static void cd_mode(void)
         }
         for (uint32_t lba = 0; lba < blocks; lba += CD_CHUNK) {
             uint32_t cnt = blocks - lba < CD_CHUNK ? blocks - lba : CD_CHUNK;
-            uint8_t rd[10] = { 0x28, 0, (uint8_t)(lba >> 24), (uint8_t)(lba >> 16), (uint8_t)(lba >> 8), (uint8_t)lba, 0,
-                               (uint8_t)(cnt >> 8), (uint8_t)cnt, 0 };
+            uint8_t rd[10] = {
+                0x28,         0, (uint8_t)(lba >> 24), (uint8_t)(lba >> 16), (uint8_t)(lba >> 8),
+                (uint8_t)lba, 0, (uint8_t)(cnt >> 8),  (uint8_t)cnt,         0
+            };
             if (scsi_cmd(rd, 10, cnt * CD_BLOCK) != 0) {
                 fail("pass %llu: READ(10) of %u blocks at %u failed", (unsigned long long)n, cnt, lba);
                 return;
@@ -385,8 +392,8 @@ static void cd_mode(void)
         int locked = scsi_cmd(ms, 10, 64) == 0 ? (cd_data[8 + 6] >> 1) & 1 : -1;
         static const uint8_t rs[6] = { 0x03, 0, 0, 0, 18, 0 };
         int sense = scsi_cmd(rs, 6, 18) == 0 ? (cd_data[2] & 0xf) << 8 | cd_data[12] : -1;
-        printf("CDPASS %llu sum=%llx locked=%d sense=%x\n", (unsigned long long)n, (unsigned long long)h, locked,
-               sense);
+        printf("CDPASS %llu sum=%llx locked=%d sense=%x\n", (unsigned long long)n, (unsigned long long)h,
+               locked, sense);
     }
     pass("%llu passes over %u blocks", (unsigned long long)rounds, blocks);
 }

@@ -468,8 +468,10 @@ static int scsi_load(struct virtio_dev *vd, const struct st_section *sec, char *
     if ((r = medium_fingerprint(s->path, &cur_size, &cur_mtime)) < 0)
         return errf(err, errlen, r, "CD-ROM %s: %s", s->path, strerror(-r));
     if (cur_size != size || cur_mtime != mtime)
-        return errf(err, errlen, -ESTALE, "CD-ROM %s changed since the state was saved (size or "
-                    "modification time differ); the saved guest may hold its old contents", s->path);
+        return errf(err, errlen, -ESTALE,
+                    "CD-ROM %s changed since the state was saved (size or "
+                    "modification time differ); the saved guest may hold its old contents",
+                    s->path);
     s->cd.prevent = prevent;
     s->cd.sense_key = sense[0] & 0xf, s->cd.asc = sense[1], s->cd.ascq = sense[2];
     return 0;

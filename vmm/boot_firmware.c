@@ -135,8 +135,10 @@ int fw_image_load_state(struct fw_image *fw, const char *path, const struct st_s
     if (st_get_uint(s, "size", &size) < 0 || st_get_uint(s, "crc32", &crc) < 0)
         return errf(err, errlen, -EBADMSG, "saved state is corrupt (firmware section)");
     if (size != fw->size || crc != image_crc(fw->pristine, fw->size))
-        return errf(err, errlen, -ESTALE, "firmware %s changed since the state was saved (its size or "
-                    "contents differ); the saved guest runs code from the old one", path);
+        return errf(err, errlen, -ESTALE,
+                    "firmware %s changed since the state was saved (its size or "
+                    "contents differ); the saved guest runs code from the old one",
+                    path);
     memcpy(fw->host, fw->pristine, fw->size);
     uint32_t len;
     const void *rom = st_field(s, "rom", &len);
