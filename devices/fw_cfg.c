@@ -10,8 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/util.h"
 #include "devices/services.h"
 #include "vmm/guest_mem.h"
+#include "vmm/state.h"
 
 /* "QEMU CFG", read back from the DMA address register by firmware probing for DMA. */
 #define DMA_SIGNATURE 0x51454d5520434647ULL
@@ -151,6 +153,9 @@ static void fw_cfg_destroy(void *dev)
     free(f);
 }
 
+static int fw_cfg_save(void *dev, struct st_writer *w);
+static int fw_cfg_load(void *dev, const struct st_section *s, char *err, size_t errlen);
+
 int fw_cfg_create(const struct dev_services *svc, struct fw_cfg_items *items, struct fw_cfg **out)
 {
     struct fw_cfg *f = calloc(1, sizeof(*f));
@@ -167,10 +172,56 @@ int fw_cfg_create(const struct dev_services *svc, struct fw_cfg_items *items, st
         fw_cfg_destroy(f);
         return r;
     }
+    svc->on_save(svc->ctx, f, 1, fw_cfg_save, fw_cfg_load, NULL);
     if ((r = dev_map_pio(svc, PORT_FW_CFG, 2, &fw_cfg_io_ops, f)) < 0 ||
         (r = dev_map_pio(svc, PORT_FW_CFG_DMA, 8, &fw_cfg_dma_ops, f)) < 0)
         return r;
     if (out)
         *out = f;
+    return 0;
+}
+
+/* ---- saved state (vmm/snapshot.h) ---------------------------------------------------------- */
+
+/* What the guest can observe mid-transfer: the selected item, the read offset into it and the
+ * DMA address's high half written but not yet followed by the low half (a DMA transfer itself
+ * runs to its end within the vCPU's port write, so none is ever in flight). The items are
+ * rebuilt from the VM's definition at restore, but the boot order file changes at run time
+ * (a reboot after --boot once=...): its contents are saved too. */
+static int fw_cfg_save(void *dev, struct st_writer *w)
+{
+    struct fw_cfg *f = dev;
+    pthread_mutex_lock(&f->lock);
+    st_put_u32(w, "key", f->key);
+    st_put_u32(w, "offset", f->offset);
+    st_put_u32(w, "dma_high", f->dma_high);
+    int bo = fw_cfg_find(&f->items, "bootorder");
+    if (bo >= 0)
+        st_put(w, "bootorder", f->items.item[bo].data, f->items.item[bo].len);
+    pthread_mutex_unlock(&f->lock);
+    return 0;
+}
+
+static int fw_cfg_load(void *dev, const struct st_section *s, char *err, size_t errlen)
+{
+    struct fw_cfg *f = dev;
+    uint64_t key, offset, dma_high;
+    int r;
+    if ((r = st_need_uint(s, "key", 0xffff, &key, err, errlen)) < 0 ||
+        (r = st_need_uint(s, "offset", UINT32_MAX, &offset, err, errlen)) < 0 ||
+        (r = st_need_uint(s, "dma_high", UINT32_MAX, &dma_high, err, errlen)) < 0)
+        return r;
+    uint32_t blen = 0;
+    const void *bootorder = st_field(s, "bootorder", &blen);
+    if (bootorder && blen > FW_CFG_BOOTORDER_MAX)
+        return errf(err, errlen, -EBADMSG, "saved state: fw_cfg bootorder is out of range (%u bytes)", blen);
+    pthread_mutex_lock(&f->lock);
+    f->key = (uint16_t)key, f->offset = (uint32_t)offset, f->dma_high = (uint32_t)dma_high;
+    /* The file exists whenever the device does (vmm/fw_setup.c). */
+    if (bootorder && fw_cfg_find(&f->items, "bootorder") >= 0)
+        r = fw_cfg_replace_file(&f->items, "bootorder", bootorder, blen);
+    pthread_mutex_unlock(&f->lock);
+    if (r < 0)
+        return errf(err, errlen, r, "saved state: fw_cfg boot order: %s", strerror(-r));
     return 0;
 }

@@ -11,6 +11,8 @@
 
 #define PORT_FW_CFG     0x510
 #define PORT_FW_CFG_DMA 0x514
+/* The longest "bootorder" file the VM builds (vmm/fw_setup.h) and a saved state may carry. */
+#define FW_CFG_BOOTORDER_MAX 2048
 
 struct dev_services;
 struct fw_cfg;

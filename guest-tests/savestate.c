@@ -12,7 +12,9 @@
  * back and check, printing "ROUND g ok" or a FAIL line. Sector s of generation g:
  *   v = (s * 0x9E3779B97F4A7C15 + g * 0xD6E8FEB86659FD93) mod 2^64;
  *   bytes 0-7 = v, bytes 8-503 = g & 0xff, bytes 504-511 = ~v (little endian),
- * so after the last round the host can check every sector of the image itself. */
+ * so after the last round the host can check every sector of the image itself.
+ *
+ * mode=cd: the virtio-scsi CD-ROM, locked, read whole pass after pass (see cd_mode). */
 #include "virtio.h"
 
 #define MSR_KVM_SYSTEM_TIME_NEW 0x4b564d01
@@ -261,6 +263,141 @@ static void blk_mode(void)
          (uint32_t)disk.capacity);
 }
 
+/* ---- cd ---- */
+
+#define CD_BLOCK 2048u
+#define CD_CHUNK 32u /* blocks per READ(10): 64 KiB */
+#define SCSI_REQ 51  /* virtio_scsi_req_cmd: lun[8], id, task_attr, prio, crn, cdb[32] */
+/* virtio_scsi_resp_cmd: sense_len, resid, status_qualifier, status, response, sense[96] */
+#define SCSI_RESP 108
+
+static struct vdev cd;
+static uint8_t *cd_req, *cd_resp, *cd_data;
+
+static bool is_scsi(const struct pci_dev *d)
+{
+    return d->vendor == 0x1af4 &&
+           (d->device == 0x1048 || (d->device == 0x1004 && pci_find_cap(d, PCI_CAP_VENDOR, 0)));
+}
+
+/* One command to LUN 0 on the request queue (queue 2), polled to completion. Returns the
+ * SCSI status (0 GOOD), or -1 for a virtio or transport failure. */
+static int scsi_cmd(const uint8_t *cdb, unsigned cdb_len, uint32_t data_len)
+{
+    struct vq *q = &cd.xq[1];
+    memset(cd_req, 0, SCSI_REQ);
+    cd_req[0] = 1, cd_req[2] = 0x40; /* target 0, flat-space LUN 0 */
+    memcpy(cd_req + 19, cdb, cdb_len);
+    memset(cd_resp, 0xee, SCSI_RESP);
+    struct vbuf b[3] = { { (uintptr_t)cd_req, SCSI_REQ, false },
+                         { (uintptr_t)cd_resp, SCSI_RESP, true },
+                         { (uintptr_t)cd_data, data_len, true } };
+    int head = vq_add(q, b, data_len ? 3 : 2);
+    if (head < 0)
+        return -1;
+    vq_publish(q, (uint16_t)head);
+    vq_kick(q);
+    uint64_t t0 = clock_us();
+    while (!vq_pending(q)) {
+        if (clock_us() - t0 > TIMEOUT_US)
+            return -1;
+        __asm__ volatile("pause");
+    }
+    if (vq_pop(q, NULL) != head || cd_resp[11] != 0)
+        return -1;
+    return cd_resp[10];
+}
+
+/* The medium's checksum: 64-bit little-endian words, h = (h ^ w) * FNV prime (the host
+ * computes the same over the image). */
+static uint64_t fold(uint64_t h, const uint8_t *p, uint32_t len)
+{
+    const uint64_t *w = (const uint64_t *)p; /* the buffer is page aligned */
+    for (uint32_t i = 0; i < len / 8; i++)
+        h = (h ^ w[i]) * 0x100000001b3ull;
+    return h;
+}
+
+/* mode=cd: the virtio-scsi CD-ROM's medium locked (PREVENT ALLOW MEDIUM REMOVAL), then read
+ * whole again and again (rounds=N, 0: for ever) by 64 KiB READ(10)s, printing
+ * "CDPASS n sum=H locked=L sense=S" per pass: the checksum of every block, whether MODE
+ * SENSE's capabilities page still says the medium is locked, and the sense key and code
+ * REQUEST SENSE returns for the unknown command the pass began with (520). */
+static void cd_mode(void)
+{
+    pci_set_access(PCI_PORTS);
+    unsigned ndevs = pci_scan(devs, PCI_MAX_DEVS), idx = ndevs;
+    for (unsigned i = 0; i < ndevs; i++)
+        if (is_scsi(&devs[i]))
+            idx = i;
+    if (idx == ndevs) {
+        fail("no virtio-scsi controller");
+        return;
+    }
+    if (pci_relocate(devs, ndevs, is_scsi, 0xc0000000u, 0xe0000000u) <= 0) {
+        fail("cannot move the controller's BAR below 4 GiB");
+        return;
+    }
+    cd_req = dma_alloc(4096, 64);
+    cd_resp = dma_alloc(4096, 64);
+    cd_data = dma_alloc(CD_CHUNK * CD_BLOCK, 4096);
+    if (!cd_req || !cd_resp || !cd_data || virtio_probe(&cd, &devs[idx], 0) != 0) {
+        fail("cannot find the virtio-scsi controller's registers");
+        return;
+    }
+    cd.nxq = 2; /* control (0), event (1), request (2) */
+    if (virtio_start(&cd, 0, NULL) != 0) {
+        fail("cannot start the virtio-scsi controller");
+        return;
+    }
+    static const uint8_t tur[6] = { 0x00 }, lock[6] = { 0x1e, 0, 0, 0, 1, 0 }, cap[10] = { 0x25 };
+    /* a fresh LUN may report UNIT ATTENTION once: TEST UNIT READY until it is ready */
+    for (int i = 0; i < 4 && scsi_cmd(tur, 6, 0) != 0; i++)
+        ;
+    int r1 = scsi_cmd(lock, 6, 0), r2 = r1 == 0 ? scsi_cmd(cap, 10, 8) : -2;
+    if (r1 != 0 || r2 != 0) {
+        fail("PREVENT ALLOW MEDIUM REMOVAL (%d) or READ CAPACITY (%d) failed: response %u, sense key %u", r1,
+             r2, cd_resp[11], cd_resp[12 + 2]);
+        return;
+    }
+    /* READ CAPACITY: the last block's address, big endian */
+    uint32_t last = (uint32_t)cd_data[0] << 24 | (uint32_t)cd_data[1] << 16 | (uint32_t)cd_data[2] << 8 |
+                    cd_data[3];
+    uint32_t blocks = last + 1;
+    uint64_t rounds = arg_u64("rounds", 0);
+    printf("SAVESTATE-READY mode=cd blocks=%u\n", blocks);
+    for (uint64_t n = 1; !rounds || n <= rounds; n++) {
+        uint64_t h = 0xcbf29ce484222325ull;
+        /* an unknown opcode leaves sense data (ILLEGAL REQUEST, INVALID COMMAND OPERATION
+         * CODE) that the reads do not clear: REQUEST SENSE must still find it at the end */
+        static const uint8_t bad[6] = { 0xff };
+        if (scsi_cmd(bad, 6, 0) != 2) {
+            fail("pass %llu: an unknown opcode did not fail with CHECK CONDITION", (unsigned long long)n);
+            return;
+        }
+        for (uint32_t lba = 0; lba < blocks; lba += CD_CHUNK) {
+            uint32_t cnt = blocks - lba < CD_CHUNK ? blocks - lba : CD_CHUNK;
+            uint8_t rd[10] = {
+                0x28,         0, (uint8_t)(lba >> 24), (uint8_t)(lba >> 16), (uint8_t)(lba >> 8),
+                (uint8_t)lba, 0, (uint8_t)(cnt >> 8),  (uint8_t)cnt,         0
+            };
+            if (scsi_cmd(rd, 10, cnt * CD_BLOCK) != 0) {
+                fail("pass %llu: READ(10) of %u blocks at %u failed", (unsigned long long)n, cnt, lba);
+                return;
+            }
+            h = fold(h, cd_data, cnt * CD_BLOCK);
+        }
+        /* MODE SENSE(10), page 0x2A: byte 6 of the page, bit 1 is "locked" */
+        static const uint8_t ms[10] = { 0x5a, 0x08, 0x2a, 0, 0, 0, 0, 0, 64, 0 };
+        int locked = scsi_cmd(ms, 10, 64) == 0 ? (cd_data[8 + 6] >> 1) & 1 : -1;
+        static const uint8_t rs[6] = { 0x03, 0, 0, 0, 18, 0 };
+        int sense = scsi_cmd(rs, 6, 18) == 0 ? (cd_data[2] & 0xf) << 8 | cd_data[12] : -1;
+        printf("CDPASS %llu sum=%llx locked=%d sense=%x\n", (unsigned long long)n, (unsigned long long)h,
+               locked, sense);
+    }
+    pass("%llu passes over %u blocks", (unsigned long long)rounds, blocks);
+}
+
 void test_main(void)
 {
     char mode[16];
@@ -270,6 +407,8 @@ void test_main(void)
     sti();
     if (!strncmp(mode, "blk", 4))
         blk_mode();
+    else if (!strncmp(mode, "cd", 3))
+        cd_mode();
     else
         count_mode();
 }

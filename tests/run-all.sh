@@ -95,7 +95,7 @@ enqueue() { # enqueue BUILD_DIR NAME CMD... (CHECK_ONLY="unit-tests t-api ...": 
 est() {
     case "$1" in
     t-linux-early.sh) echo 480 ;;
-    t-firmware-cd.sh | t-img-safety.sh) echo 200 ;;
+    t-firmware-cd.sh | t-savestate-fw.sh | t-img-safety.sh) echo 200 ;;
     t-firmware.sh | t-virtio-net.sh) echo 120 ;;
     t-config.sh | t-virtio-blk.sh) echo 70 ;;
     t-img-interop.sh | t-install.sh | t-savestate.sh | t-img-crash.sh | t-img-fuzz.sh) echo 45 ;;

@@ -8,10 +8,12 @@
 #include <string.h>
 
 #include "devices/devices.h"
+#include "devices/fw_cfg.h"
 #include "devices/services.h"
 #include "tests/check_main.h"
 #include "vmm/guest_mem.h"
 #include "vmm/layout.h"
+#include "vmm/state.h"
 
 #define MAX_FAKE 16
 
@@ -36,6 +38,9 @@ struct fake_vm {
     enum kvmbox_stop reason;
     uint32_t code;
     int line[24]; /* last level per GSI, -1: never driven */
+    dev_save_fn save; /* the last device that asked for a saved state */
+    dev_load_fn load;
+    void *save_dev;
 };
 
 static int fake_add_device(void *ctx, const char *name, void *dev, void (*reset)(void *),
@@ -83,7 +88,9 @@ static void fake_request_reset(void *ctx)
 static void fake_on_save(void *ctx, void *dev, unsigned version, dev_save_fn save, dev_load_fn load,
                          void (*save_failed)(void *dev))
 {
-    (void)ctx, (void)dev, (void)version, (void)save, (void)load, (void)save_failed;
+    struct fake_vm *f = ctx;
+    (void)version, (void)save_failed;
+    f->save = save, f->load = load, f->save_dev = dev;
 }
 
 static void fake_log(void *ctx, const char *line)
@@ -202,6 +209,84 @@ START_TEST(rtc_reads_memory_size_from_services)
 }
 END_TEST
 
+/* fw_cfg with the items firmware sees: the signature and a boot order file. */
+static struct fw_cfg *fw_cfg_new(struct fake_vm *f)
+{
+    struct fw_cfg_items it;
+    struct fw_cfg *c = NULL;
+    fw_cfg_items_init(&it);
+    ck_assert_int_eq(fw_cfg_set(&it, FW_CFG_SIGNATURE, "QEMU", 4), 0);
+    ck_assert_int_ge(fw_cfg_add_file(&it, "bootorder", "disk\nHALT", 10), 0);
+    ck_assert_int_eq(fw_cfg_create(&f->svc, &it, &c), 0);
+    ck_assert_ptr_eq(f->save_dev, c);
+    return c;
+}
+
+/* The device's section, saved from F into W and parsed back into FILE (st_free it, then
+ * st_writer_free W: the section points into W's buffer). */
+static struct st_section *fw_cfg_saved(struct fake_vm *f, struct st_writer *w, struct st_file *file)
+{
+    uint64_t ram_off;
+    char err[256];
+    st_writer_init(w);
+    st_begin(w, "fw_cfg", 0, 1);
+    ck_assert_int_eq(f->save(f->save_dev, w), 0);
+    st_end(w);
+    ck_assert_int_eq(st_finish(w, 0, &ram_off), 0);
+    ck_assert_int_eq(st_parse(w->buf, w->len, file, err, sizeof(err)), 0);
+    return &file->sections[0];
+}
+
+/* fw_cfg's saved state: a guest that selected an item and read part of it, and wrote the high
+ * half of a DMA address, goes on where it was on another device with the same items; the boot
+ * order replaced at run time comes back; hostile values are refused. */
+START_TEST(fw_cfg_saves_its_position)
+{
+    struct fake_vm *a = fake_new(MAX_FAKE), *b = fake_new(MAX_FAKE);
+    struct fw_cfg *ca = fw_cfg_new(a);
+    fw_cfg_new(b);
+    ck_assert_int_eq(fw_cfg_update_file(ca, "bootorder", "cdrom\nHALT", 11), 0);
+    pio(a, PORT_FW_CFG, FW_CFG_SIGNATURE, 2, true);
+    ck_assert_uint_eq(pio(a, PORT_FW_CFG + 1, 0, 1, false) & 0xff, 'Q');
+    pio(a, PORT_FW_CFG_DMA, 0x01000000, 4, true); /* big endian: high half 1 */
+    struct st_file file;
+    struct st_writer w;
+    struct st_section *s = fw_cfg_saved(a, &w, &file);
+    char err[256] = "";
+    ck_assert_int_eq(b->load(b->save_dev, s, err, sizeof(err)), 0);
+    ck_assert_uint_eq(pio(b, PORT_FW_CFG + 1, 0, 1, false) & 0xff, 'E'); /* the next byte */
+    ck_assert_uint_eq(pio(b, PORT_FW_CFG + 1, 0, 1, false) & 0xff, 'M');
+    /* the boot order as replaced */
+    pio(b, PORT_FW_CFG, FW_CFG_FILE_FIRST, 2, true);
+    char bo[11];
+    for (unsigned i = 0; i < sizeof(bo); i++)
+        bo[i] = (char)pio(b, PORT_FW_CFG + 1, 0, 1, false);
+    ck_assert_mem_eq(bo, "cdrom\nHALT", 11);
+    st_free(&file);
+    st_writer_free(&w);
+
+    /* a key above 16 bits and a boot order longer than any the VM builds */
+    uint64_t off;
+    static uint8_t big[FW_CFG_BOOTORDER_MAX + 1];
+    for (int bad = 0; bad < 2; bad++) {
+        st_writer_init(&w);
+        st_begin(&w, "fw_cfg", 0, 1);
+        st_put_u32(&w, "key", bad == 0 ? 0x10000 : 0);
+        st_put_u32(&w, "offset", 0), st_put_u32(&w, "dma_high", 0);
+        st_put(&w, "bootorder", big, bad == 1 ? sizeof(big) : 4);
+        st_end(&w);
+        ck_assert_int_eq(st_finish(&w, 0, &off), 0);
+        ck_assert_int_eq(st_parse(w.buf, w.len, &file, err, sizeof(err)), 0);
+        ck_assert_int_eq(b->load(b->save_dev, &file.sections[0], err, sizeof(err)), -EBADMSG);
+        ck_assert_ptr_nonnull(strstr(err, bad == 0 ? "key" : "bootorder"));
+        st_free(&file);
+        st_writer_free(&w);
+    }
+    fake_free(a);
+    fake_free(b);
+}
+END_TEST
+
 /* A constructor whose registration with the VM fails undoes its own work: nothing is left
  * registered and (under ASan) nothing leaks. */
 START_TEST(failed_registration_leaves_nothing)
@@ -226,6 +311,7 @@ int main(void)
     tcase_add_test(tc, pm_sci_and_poweroff);
     tcase_add_test(tc, rtc_reads_memory_size_from_services);
     tcase_add_test(tc, failed_registration_leaves_nothing);
+    tcase_add_test(tc, fw_cfg_saves_its_position);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }

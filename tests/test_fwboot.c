@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 
 #include "devices/fw_cfg.h"
 #include "firmware/acpi.h"
@@ -20,6 +21,7 @@
 #include "vmm/config.h"
 #include "vmm/fw_setup.h"
 #include "vmm/guest_mem.h"
+#include "vmm/state.h"
 #include "vmm/vm.h"
 
 static uint32_t be32(const uint8_t *p)
@@ -422,6 +424,71 @@ START_TEST(image_checks)
 }
 END_TEST
 
+/* The "firmware" section of a saved state, saved from FW into W and parsed into FILE. */
+static const struct st_section *fw_saved(const struct fw_image *fw, struct st_writer *w, struct st_file *file)
+{
+    uint64_t off;
+    char err[256];
+    st_writer_init(w);
+    fw_image_save(fw, "/fw.bin", w);
+    ck_assert_int_eq(st_finish(w, 0, &off), 0);
+    ck_assert_int_eq(st_parse(w->buf, w->len, file, err, sizeof(err)), 0);
+    return st_find(file, "firmware", 0);
+}
+
+/* The firmware's saved state: the image's fingerprint (a changed file is refused with
+ * -ESTALE), and the mapped image as the guest left it, saved only when it differs. */
+START_TEST(image_saved_state)
+{
+    enum { SIZE = 64 << 10 };
+    static uint8_t pristine[SIZE], host[SIZE];
+    struct fw_image fw = { .pristine = pristine, .host = host, .size = SIZE };
+    for (unsigned i = 0; i < SIZE; i++)
+        pristine[i] = (uint8_t)(i * 7);
+    memcpy(host, pristine, SIZE);
+    struct st_writer w;
+    struct st_file f;
+    char err[256] = "";
+    uint32_t len;
+    /* unchanged: the fingerprint only, and the load fills the mapped image */
+    const struct st_section *s = fw_saved(&fw, &w, &f);
+    ck_assert_ptr_nonnull(s);
+    ck_assert_ptr_null(st_field(s, "rom", &len));
+    memset(host, 0, SIZE);
+    ck_assert_int_eq(fw_image_load_state(&fw, "/fw.bin", s, err, sizeof(err)), 0);
+    ck_assert_mem_eq(host, pristine, SIZE);
+    /* the file changed by one byte since: refused, naming it */
+    pristine[100] ^= 1;
+    ck_assert_int_eq(fw_image_load_state(&fw, "/fw.bin", s, err, sizeof(err)), -ESTALE);
+    ck_assert_ptr_nonnull(strstr(err, "/fw.bin changed since"));
+    pristine[100] ^= 1;
+    st_free(&f), st_writer_free(&w);
+    /* the guest wrote the image (no read-only memory): its bytes come back */
+    host[5] = 0x55;
+    s = fw_saved(&fw, &w, &f);
+    ck_assert_ptr_nonnull(st_field(s, "rom", &len));
+    ck_assert_uint_eq(len, SIZE);
+    memcpy(host, pristine, SIZE);
+    ck_assert_int_eq(fw_image_load_state(&fw, "/fw.bin", s, err, sizeof(err)), 0);
+    ck_assert_uint_eq(host[5], 0x55);
+    ck_assert_mem_eq(host + 6, pristine + 6, SIZE - 6);
+    st_free(&f), st_writer_free(&w);
+    /* a saved image of another size than the fingerprint's: corrupt */
+    st_writer_init(&w);
+    st_begin(&w, "firmware", 0, 1);
+    st_put_u64(&w, "size", SIZE);
+    uLong c = crc32(crc32(0, Z_NULL, 0), pristine, SIZE);
+    st_put_u32(&w, "crc32", (uint32_t)c);
+    st_put(&w, "rom", host, SIZE / 2);
+    st_end(&w);
+    uint64_t off;
+    ck_assert_int_eq(st_finish(&w, 0, &off), 0);
+    ck_assert_int_eq(st_parse(w.buf, w.len, &f, err, sizeof(err)), 0);
+    ck_assert_int_eq(fw_image_load_state(&fw, "/fw.bin", &f.sections[0], err, sizeof(err)), -EBADMSG);
+    st_free(&f), st_writer_free(&w);
+}
+END_TEST
+
 static bool starts(const char *s, const char *prefix)
 {
     return !strncmp(s, prefix, strlen(prefix));
@@ -506,6 +573,7 @@ int main(void)
     tcase_add_test(tc, cd_commands);
     tcase_add_test(tc, cd_hostile_cdbs);
     tcase_add_test(tc, image_checks);
+    tcase_add_test(tc, image_saved_state);
     tcase_add_test(tc, bootorder_file);
     tcase_add_test(tc, no_boot_watch);
     tcase_add_test(tc, run_options);

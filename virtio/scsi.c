@@ -14,9 +14,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "block/block.h"
+#include "vmm/state.h"
 #include "virtio/scsi_cdb.h"
 #include "virtio/virtio.h"
 #include "devices/services.h"
@@ -56,6 +58,7 @@ struct vscsi {
     int quit_fd;
     struct virtq_chain chain;
     char name[24];
+    char *path; /* the medium's image file, for the saved state's fingerprint */
 };
 
 int iso9660_check(const uint8_t *buf, size_t buflen)
@@ -329,8 +332,12 @@ static void scsi_destroy(struct virtio_dev *vd)
     virtio_pci_destroy(vd);
     if (s->blk)
         blk_close(s->blk);
+    free(s->path);
     free(s);
 }
+
+static int scsi_save(struct virtio_dev *vd, struct st_writer *w);
+static int scsi_load(struct virtio_dev *vd, const struct st_section *sec, char *err, size_t errlen);
 
 static const struct virtio_dev_ops scsi_ops = {
     .name = "virtio-scsi",
@@ -338,6 +345,8 @@ static const struct virtio_dev_ops scsi_ops = {
     .start = scsi_start,
     .stop = scsi_stop,
     .destroy = scsi_destroy,
+    .save = scsi_save,
+    .load = scsi_load,
 };
 
 static int open_iso(struct vscsi *s, const char *path, char *err, size_t errlen)
@@ -369,10 +378,12 @@ int vscsi_create(const struct dev_services *svc, struct pci_host *pci, const str
         return -ENOMEM;
     s->quit_fd = -1;
     snprintf(s->name, sizeof(s->name), "virtio-scsi%u", index);
-    int r = open_iso(s, cd->path, err, errlen);
+    s->path = strdup(cd->path);
+    int r = s->path ? open_iso(s, cd->path, err, errlen) : -ENOMEM;
     if (r < 0) {
         if (s->blk)
             blk_close(s->blk);
+        free(s->path);
         free(s);
         return r;
     }
@@ -385,6 +396,7 @@ int vscsi_create(const struct dev_services *svc, struct pci_host *pci, const str
         if (s->vd.registered)
             return r;
         blk_close(s->blk);
+        free(s->path);
         free(s);
         return r;
     }
@@ -399,5 +411,68 @@ int vscsi_create(const struct dev_services *svc, struct pci_host *pci, const str
     pthread_setname_np(s->thread, tn);
     out->slot = s->vd.pci.slot;
     out->size = blk_length(s->blk);
+    return 0;
+}
+
+/* ---- saved state (vmm/snapshot.h) ---------------------------------------------------------- */
+
+static int medium_fingerprint(const char *path, uint64_t *size, uint64_t *mtime_ns)
+{
+    struct stat st;
+    if (stat(path, &st) < 0)
+        return -errno;
+    *size = (uint64_t)st.st_size;
+    *mtime_ns = (uint64_t)st.st_mtim.tv_sec * 1000000000ULL + (uint64_t)st.st_mtim.tv_nsec;
+    return 0;
+}
+
+/* Requests are handled whole under their queue's lock, which the transport took before this:
+ * none is in flight, and its completion is in the used ring. What is the LUN's own is the
+ * medium lock (PREVENT ALLOW MEDIUM REMOVAL) and the sense data REQUEST SENSE returns next;
+ * the medium never changes while the VM runs (no eject), so it is recorded like a disk: path
+ * and fingerprint (size and modification time of the image file). */
+static int scsi_save(struct virtio_dev *vd, struct st_writer *w)
+{
+    struct vscsi *s = to_vs(vd);
+    uint64_t size, mtime;
+    int r = medium_fingerprint(s->path, &size, &mtime);
+    if (r < 0)
+        return r;
+    uint8_t sense[3] = { s->cd.sense_key, s->cd.asc, s->cd.ascq };
+    st_put_u8(w, "prevent", s->cd.prevent);
+    st_put(w, "sense", sense, sizeof(sense));
+    st_put_str(w, "medium", s->path);
+    st_put_u64(w, "medium_size", size);
+    st_put_u64(w, "medium_mtime_ns", mtime);
+    return 0;
+}
+
+static int scsi_load(struct virtio_dev *vd, const struct st_section *sec, char *err, size_t errlen)
+{
+    struct vscsi *s = to_vs(vd);
+    uint64_t prevent, size, mtime, cur_size = 0, cur_mtime = 0;
+    uint8_t sense[3];
+    uint32_t plen;
+    int r;
+    if ((r = st_need_uint(sec, "prevent", 1, &prevent, err, errlen)) < 0 ||
+        (r = st_need(sec, "sense", sense, sizeof(sense), err, errlen)) < 0 ||
+        (r = st_need_uint(sec, "medium_size", UINT64_MAX, &size, err, errlen)) < 0 ||
+        (r = st_need_uint(sec, "medium_mtime_ns", UINT64_MAX, &mtime, err, errlen)) < 0)
+        return r;
+    const char *medium = st_field(sec, "medium", &plen);
+    if (!medium)
+        return errf(err, errlen, -EBADMSG, "saved state: %s has no medium", s->name);
+    if (strlen(s->path) != plen || memcmp(s->path, medium, plen))
+        return errf(err, errlen, -EINVAL, "CD-ROM %s is %s, but the state was saved with %.*s", s->name,
+                    s->path, (int)(plen > 512 ? 512 : plen), medium);
+    if ((r = medium_fingerprint(s->path, &cur_size, &cur_mtime)) < 0)
+        return errf(err, errlen, r, "CD-ROM %s: %s", s->path, strerror(-r));
+    if (cur_size != size || cur_mtime != mtime)
+        return errf(err, errlen, -ESTALE,
+                    "CD-ROM %s changed since the state was saved (size or "
+                    "modification time differ); the saved guest may hold its old contents",
+                    s->path);
+    s->cd.prevent = prevent;
+    s->cd.sense_key = sense[0] & 0xf, s->cd.asc = sense[1], s->cd.ascq = sense[2];
     return 0;
 }

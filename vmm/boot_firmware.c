@@ -9,7 +9,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <zlib.h>
+
 #include "vmm/layout.h"
+#include "vmm/state.h"
 #include "common/util.h"
 
 int fw_image_check(const uint8_t *data, size_t size)
@@ -93,4 +96,56 @@ int fw_image_install(struct fw_image *fw, const struct guest_mem *gm)
      * the same bytes SeaBIOS would have copied. Larger images (UEFI) show their last 128 KiB. */
     size_t isa = fw->size <= FW_SHADOW_MAX ? fw->size : FW_ISA_MAX;
     return gm_write(gm, LAYOUT_BIOS_END - isa, fw->pristine + fw->size - isa, isa);
+}
+
+/* ---- saved state (docs/savestate.md) --------------------------------------------------------- */
+
+#define FW_SECTION_VERSION 1
+
+static uint32_t image_crc(const uint8_t *p, size_t len)
+{
+    uLong c = crc32(0, Z_NULL, 0);
+    for (size_t off = 0; off < len;) { /* uInt is 32 bits: in pieces */
+        size_t n = len - off < (1u << 30) ? len - off : (1u << 30);
+        c = crc32(c, p + off, (uInt)n);
+        off += n;
+    }
+    return (uint32_t)c;
+}
+
+void fw_image_save(const struct fw_image *fw, const char *path, struct st_writer *w)
+{
+    st_begin(w, "firmware", 0, FW_SECTION_VERSION);
+    st_put_str(w, "path", path);
+    st_put_u64(w, "size", fw->size);
+    st_put_u32(w, "crc32", image_crc(fw->pristine, fw->size));
+    /* Where KVM cannot make the slot read-only, the guest may have written it. */
+    if (memcmp(fw->host, fw->pristine, fw->size))
+        st_put(w, "rom", fw->host, (uint32_t)fw->size);
+    st_end(w);
+}
+
+int fw_image_load_state(struct fw_image *fw, const char *path, const struct st_section *s, char *err,
+                        size_t errlen)
+{
+    uint64_t size, crc;
+    if (s->version != FW_SECTION_VERSION)
+        return errf(err, errlen, -EPROTO, "saved state: firmware section version %u, this kvmbox reads %u",
+                    s->version, FW_SECTION_VERSION);
+    if (st_get_uint(s, "size", &size) < 0 || st_get_uint(s, "crc32", &crc) < 0)
+        return errf(err, errlen, -EBADMSG, "saved state is corrupt (firmware section)");
+    if (size != fw->size || crc != image_crc(fw->pristine, fw->size))
+        return errf(err, errlen, -ESTALE,
+                    "firmware %s changed since the state was saved (its size or "
+                    "contents differ); the saved guest runs code from the old one",
+                    path);
+    memcpy(fw->host, fw->pristine, fw->size);
+    uint32_t len;
+    const void *rom = st_field(s, "rom", &len);
+    if (rom && len != fw->size)
+        return errf(err, errlen, -EBADMSG, "saved state: the firmware's memory is %u bytes, not %zu", len,
+                    fw->size);
+    if (rom)
+        memcpy(fw->host, rom, fw->size);
+    return 0;
 }

@@ -32,6 +32,17 @@ uint64_t fw_image_base(const struct fw_image *fw);
 /* Puts a fresh copy in the mapped image, and the whole image (up to FW_SHADOW_MAX, else its
  * last FW_ISA_MAX bytes) just below 1 MiB in RAM. Called on every (re)boot. Returns 0 or -EFAULT. */
 int fw_image_install(struct fw_image *fw, const struct guest_mem *gm) __attribute__((warn_unused_result));
+/* Saved state (docs/savestate.md): section "firmware" with PATH, the image's size and CRC32
+ * (its fingerprint), and the mapped image's bytes when the guest changed them (possible only
+ * where KVM has no read-only memory). */
+struct st_writer;
+struct st_section;
+void fw_image_save(const struct fw_image *fw, const char *path, struct st_writer *w);
+/* On restore, once the file at PATH is loaded: refuses an image that differs from the saved
+ * fingerprint (-ESTALE, ERR naming PATH) and fills the mapped image as it was saved. 0 or a
+ * negative errno. */
+int fw_image_load_state(struct fw_image *fw, const char *path, const struct st_section *s, char *err,
+                        size_t errlen) __attribute__((warn_unused_result));
 /* Pure check of an image's bytes, for fw_image_load and unit tests: 0, or -ENOEXEC. */
 int fw_image_check(const uint8_t *data, size_t size);
 

@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "devices/fw_cfg.h"
+
 struct vm;
 
 /* Builds the fw_cfg contents for VM and creates the fw_cfg device. Returns 0 or a negative
@@ -18,7 +20,7 @@ int fw_setup_reboot(struct vm *vm) __attribute__((warn_unused_result));
 /* SeaBIOS's "bootorder" file for ORDER (classes, END-terminated; NULL or empty: disk, then
  * cdrom): the devices with a bootindex first, then by class, in the order given; then HALT.
  * Returns its length with the NUL, or -ENOSPC. */
-#define FW_BOOTORDER_MAX 2048
+#define FW_BOOTORDER_MAX FW_CFG_BOOTORDER_MAX
 int fw_bootorder(const struct vm *vm, const uint8_t *order, char *out, size_t len);
 
 /* Watches COM1 output for the firmware's message that nothing is bootable. */

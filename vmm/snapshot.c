@@ -159,6 +159,8 @@ static int save_to_fd(struct vm *vm, int fd, char *err, size_t errlen)
     int r = save_devices(vm, &w, err, errlen);
     if (r == 0)
         r = save_vm_section(vm, &w, err, errlen);
+    if (r == 0 && vm->fw.size)
+        fw_image_save(&vm->fw, vm->firmware, &w);
     if (r == 0)
         r = kvm_state_save(vm, &w, err, errlen);
     if (r == 0)
@@ -387,6 +389,15 @@ int vm_restore_open(struct vm *vm, char *err, size_t errlen)
         (r = check_disks(vm, &rs->file, err, errlen)) < 0)
         return r;
     return 0;
+}
+
+int vm_restore_firmware(struct vm *vm, char *err, size_t errlen)
+{
+    const struct st_section *s = st_find(&vm->restore->file, "firmware", 0);
+    if (!s != !vm->fw.size)
+        return errf(err, errlen, -EINVAL, "the state was saved %s firmware; this configuration has %s",
+                    s ? "with" : "without", vm->fw.size ? "one" : "none");
+    return s ? fw_image_load_state(&vm->fw, vm->firmware, s, err, errlen) : 0;
 }
 
 #ifndef MADV_POPULATE_READ

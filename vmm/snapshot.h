@@ -43,6 +43,9 @@ void vm_save_cancel(struct vm *vm);
 
 /* Restore steps, in kvmbox_vm_create's order (each returns 0 or a negative errno with ERR). */
 int vm_restore_open(struct vm *vm, char *err, size_t errlen) MUST_CHECK;
+/* Once the firmware file is loaded: the image must be the one saved with (vmm/boot_firmware.h),
+ * and the guest's view of it is filled in. A VM without firmware checks that none was saved. */
+int vm_restore_firmware(struct vm *vm, char *err, size_t errlen) MUST_CHECK;
 int vm_restore_ram(struct vm *vm, char *err, size_t errlen) MUST_CHECK;
 int vm_restore_apply(struct vm *vm, char *err, size_t errlen) MUST_CHECK;
 void vm_restore_free(struct vm *vm);

@@ -778,6 +778,8 @@ static int stage_config(struct vm *vm, char *err, size_t errlen)
         r = vm_restore_open(vm, err, errlen); /* the state file, checked before anything */
     if (r == 0 && vm->firmware)
         r = fw_image_load(vm->firmware, &vm->fw, err, errlen);
+    if (r == 0 && vm->restore)
+        r = vm_restore_firmware(vm, err, errlen); /* vmm/snapshot.c */
     vm->config_error = r < 0 && r != -ENOMEM;
     return r;
 }
@@ -1037,11 +1039,6 @@ int kvmbox_vm_save(struct kvmbox_vm *k, const char *path, char *err, size_t errl
 {
     if (!path || path[0] != '/')
         return errf(err, errlen, -EINVAL, "the save file must be an absolute path");
-    /* fw_cfg and the virtio-scsi CD-ROM keep no saved state yet: refuse rather than write a
-     * state file that would restore a different machine. */
-    if (k->vm.fw.size || k->vm.cfg.ncdroms)
-        return errf(err, errlen, -ENOTSUP, "saving a VM booted through firmware or with a CD-ROM "
-                                            "is not supported yet (docs/savestate.md)");
     return vm_save_request(&k->vm, path, err, errlen); /* vmm/snapshot.c */
 }
 
