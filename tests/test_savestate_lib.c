@@ -442,8 +442,14 @@ START_TEST(restores_do_not_leak)
             "first output median %.2f ms (min %.2f, max %.2f)\n",
             LEAK_RUNS, fds0, fds1, rss0, rss1, ms[LEAK_RUNS / 2], ms[0], ms[LEAK_RUNS - 1]);
     ck_assert_uint_eq(fds1, fds0);
+#ifdef __SANITIZE_ADDRESS__
+    /* ASan keeps freed memory in quarantine (up to 256 MiB): RSS grows without a leak there.
+     * LeakSanitizer reports real leaks when the test process ends. */
+    fprintf(stderr, "INFO: ASan build: RSS is not bounded here (its quarantine holds freed memory)\n");
+#else
     ck_assert_msg(rss1 - rss0 < RSS_BOUND_KIB, "RSS grew by %ld KiB over %d restores", rss1 - rss0,
                   LEAK_RUNS);
+#endif
     close(fd);
 }
 END_TEST
