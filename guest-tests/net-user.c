@@ -29,6 +29,8 @@
  *    ping to the gateway, each ending with "NETROUND k ok". Made to be saved and restored in
  *    between (tests/t-savestate.sh): each round first reads the MAC from the config space
  *    again ("MAC now ..." when it changed: a copy restored under another name), and uses it.
+ *    step=1: after each round but the last, wait (answering ARP and ping) for a byte on COM1
+ *    before the next (at most 600 s), so the host decides when the next round starts.
  * Every port option is 0 (skip) by default. NIC options: see vnet_setup(). */
 #include "net.h"
 
@@ -264,9 +266,24 @@ static void print_mac(const char *what, const uint8_t *m)
     printf("%s %02x:%02x:%02x:%02x:%02x:%02x\n", what, m[0], m[1], m[2], m[3], m[4], m[5]);
 }
 
+/* step=1: the host's go for the next round, a byte on COM1; the NIC is served meanwhile. */
+static bool wait_go(void)
+{
+    uint64_t start = clock_us();
+    while (clock_us() - start < 600000000ull) {
+        if (serial_can_read()) {
+            serial_getc_timeout(1000);
+            return true;
+        }
+        net_serve(&nif, 20000);
+    }
+    return false;
+}
+
 static void rounds(void)
 {
     uint64_t n = arg_u64("rounds", 0), gap_ms = arg_u64("round_ms", 300);
+    bool step = arg_u64("step", 0) != 0;
     if (!n)
         return;
     print_mac("MAC at start", nic.mac);
@@ -298,6 +315,10 @@ static void rounds(void)
         }
         printf("NETROUND %llu ok ip=%s\n", (unsigned long long)k, ip_str(l.ip, a));
         net_serve(&nif, (uint32_t)(gap_ms * 1000));
+        if (step && k < n && !wait_go()) {
+            fail("round %llu: no byte on COM1 within 600 s to go on", (unsigned long long)k);
+            return;
+        }
     }
     pass("%llu rounds of DHCP and ping", (unsigned long long)n);
 }
