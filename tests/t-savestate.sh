@@ -267,6 +267,15 @@ else
     expect "net: the copy went on from round 5" 'grep -a "^NETROUND" "$LOG2" | head -1 | grep -q "^NETROUND 5 ok"'
 fi
 
+# --- the embedding example: N copies of a saved VM ----------------------------------------------
+if [ -x "$BUILD/examples/embed" ]; then
+    out=$("$BUILD/examples/embed" --clones 3 "$K" period=50 2>&1)
+    rc=$?
+    expect "embed --clones 3: three copies count on, each with a MAC of its own ($(tr '\n' ';' <<<"$out" | head -c 300))" \
+        '[ $rc = 0 ] && [ "$(grep -c "^copy-[0-2]: MAC .*next line: COUNT" <<<"$out")" = 3 ] &&
+         [ "$(grep -o "MAC [0-9a-f:]*" <<<"$out" | sort -u | wc -l)" = 3 ]'
+fi
+
 # --- virtio-blk with requests in flight, raw and qcow2 -------------------------------------------
 # blk_round_trip FORMAT: the disk guest saved mid-round and restored; the image checked after.
 blk_round_trip() {
