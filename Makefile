@@ -184,6 +184,7 @@ demo: deps
 
 bench: all
 	@bench/run.sh
+	@echo && echo "Save and restore (bench/savestate-bench.sh)" && bench/savestate-bench.sh
 
 # make install [PREFIX=/usr/local] [DESTDIR=]: the binary and its user-network helper
 # (kvmbox-slirp, next to it: kvmbox looks there first), both libraries (the shared one

@@ -69,8 +69,8 @@ int cmd_ctl(const char *verb, int argc,
             char **argv); /* list info pause resume shutdown reboot reset kill wait */
 int cmd_console(int argc, char **argv);
 int cmd_def(const char *verb, int argc, char **argv); /* define undefine dumpconfig clone settings */
-int cmd_save(int argc, char **argv);    /* save NAME FILE (cli/cli_save.c) */
-int cmd_restore(int argc, char **argv); /* restore FILE [--name NAME] [--paused] [--prefault] */
+int cmd_save(int argc, char **argv);                  /* save NAME FILE (cli/cli_save.c) */
+int cmd_restore(int argc, char **argv);               /* restore FILE [--name NAME] [--paused] [--prefault] */
 struct kvmbox_config;
 /* Called by cmd_run: when `restore` is running it, tells the library what to restore. */
 void cli_restore_apply(struct kvmbox_config *cfg);

@@ -72,9 +72,9 @@ int cmd_save(int argc, char **argv)
         fprintf(stderr, "kvmbox: %s\n", err);
         return cli_status(fd);
     }
-    reply = cli_request_fd(fd, json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN |
-                                                                    JSON_C_TO_STRING_NOSLASHESCAPE),
-                           err, sizeof(err));
+    reply = cli_request_fd(
+        fd, json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE), err,
+        sizeof(err));
     json_object_put(req);
     if (!reply) {
         close(fd);
@@ -176,6 +176,12 @@ int cmd_restore(int argc, char **argv)
         fprintf(stderr, "kvmbox: restore: %s\n", err);
         return CLI_USAGE;
     }
+    /* Restored under another name, the VM is a copy that may run beside the original: its
+     * NICs get the MACs derived from the new name, as kvmbox_vm_clone gives them, and the
+     * device tells the restored driver (virtio/net.c). Under its own name it keeps its MACs. */
+    struct json_object *saved_name;
+    bool renamed = name && (!json_object_object_get_ex(def, "name", &saved_name) ||
+                            strcmp(json_object_get_string(saved_name), name));
     if (name)
         json_object_object_add(def, "name", json_object_new_string(name));
     /* The definition may have said --daemonize already; a restored VM always runs in the
@@ -189,6 +195,8 @@ int cmd_restore(int argc, char **argv)
         return CLI_USAGE;
     }
     json_object_put(def);
+    for (unsigned i = 0; renamed && i < o->vm.nnics; i++)
+        o->vm.nics[i].have_mac = false;
     o->daemonize = true;
     restore_req.path = absolute(file);
     restore_req.paused = paused, restore_req.prefault = prefault;

@@ -494,7 +494,8 @@ static int pci_host_load(void *dev, const struct st_section *sec, char *err, siz
         uint32_t len;
         if (!f) {
             if (st_field(sec, name, &len))
-                r = errf(err, errlen, -EBADMSG, "saved state: PCI slot %u has a device here that it has not", s);
+                r = errf(err, errlen, -EBADMSG, "saved state: PCI slot %u has a device here that it has not",
+                         s);
             continue;
         }
         if ((r = st_need(sec, name, cfg, PCI_CFG_SIZE, err, errlen)) < 0)

@@ -318,8 +318,8 @@ static int serial_load(void *dev, const struct st_section *sec, char *err, size_
 {
     struct serial *s = dev;
     uint64_t v[10];
-    static const char *const f[10] = { "ier", "lcr", "mcr", "lsr", "msr", "scr", "fcr", "divisor",
-                                       "thri_pending", "irq_level" };
+    static const char *const f[10] = { "ier", "lcr", "mcr",     "lsr",          "msr",
+                                       "scr", "fcr", "divisor", "thri_pending", "irq_level" };
     for (unsigned i = 0; i < 10; i++) {
         int r = st_need_uint(sec, f[i], i == 7 ? 0xffff : i >= 8 ? 1 : 0xff, &v[i], err, errlen);
         if (r < 0)

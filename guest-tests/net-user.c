@@ -25,6 +25,12 @@
  *    ends with a datagram "DONE" on udp_echo_port, or after serve_secs (default 60).
  *    Then: at least udp_expect datagrams echoed, tcp_expect connections accepted,
  *    tcp_rst_expect refused (defaults 0).
+ * 7. rounds=N (default 0): N rounds, round_ms apart (default 300), of a new DHCP lease and a
+ *    ping to the gateway, each ending with "NETROUND k ok". Made to be saved and restored in
+ *    between (tests/t-savestate.sh): each round first reads the MAC from the config space
+ *    again ("MAC now ..." when it changed: a copy restored under another name), and uses it.
+ *    step=1: after each round but the last, wait (answering ARP and ping) for a byte on COM1
+ *    before the next (at most 600 s), so the host decides when the next round starts.
  * Every port option is 0 (skip) by default. NIC options: see vnet_setup(). */
 #include "net.h"
 
@@ -255,6 +261,68 @@ static void serve(void)
           (uint32_t)arg_u64("tcp_rst_expect", 0));
 }
 
+static void print_mac(const char *what, const uint8_t *m)
+{
+    printf("%s %02x:%02x:%02x:%02x:%02x:%02x\n", what, m[0], m[1], m[2], m[3], m[4], m[5]);
+}
+
+/* step=1: the host's go for the next round, a byte on COM1; the NIC is served meanwhile. */
+static bool wait_go(void)
+{
+    uint64_t start = clock_us();
+    while (clock_us() - start < 600000000ull) {
+        if (serial_can_read()) {
+            serial_getc_timeout(1000);
+            return true;
+        }
+        net_serve(&nif, 20000);
+    }
+    return false;
+}
+
+static void rounds(void)
+{
+    uint64_t n = arg_u64("rounds", 0), gap_ms = arg_u64("round_ms", 300);
+    bool step = arg_u64("step", 0) != 0;
+    if (!n)
+        return;
+    print_mac("MAC at start", nic.mac);
+    for (uint64_t k = 1; k <= n; k++) {
+        uint8_t old[6];
+        memcpy(old, nic.mac, 6);
+        vnet_read_config(&nic);
+        if (memcmp(old, nic.mac, 6)) {
+            memcpy(nif.mac, nic.mac, 6);
+            print_mac("MAC now", nic.mac);
+        }
+        nif.ip = nif.gw = nif.dns = nif.mask = 0;
+        nif.narp = 0;
+        struct dhcp_lease l = { 0 };
+        char a[16];
+        int r = dhcp_run(&nif, &l, 15000000);
+        if (r) {
+            fail("round %llu: DHCP: %s", (unsigned long long)k, r == -2 ? "NAK" : "no answer within 15 s");
+            return;
+        }
+        for (unsigned i = 0; i < 64; i++)
+            buf[i] = (uint8_t)(i * 5 + (uint8_t)k);
+        r = 0;
+        for (unsigned tries = 0; tries < 3 && r != 1; tries++)
+            r = net_ping(&nif, nif.gw, 0x4b57, (uint16_t)(k * 4 + tries), buf, 64, 1000000);
+        if (r != 1) {
+            fail("round %llu: the gateway does not answer a ping (%d)", (unsigned long long)k, r);
+            return;
+        }
+        printf("NETROUND %llu ok ip=%s\n", (unsigned long long)k, ip_str(l.ip, a));
+        net_serve(&nif, (uint32_t)(gap_ms * 1000));
+        if (step && k < n && !wait_go()) {
+            fail("round %llu: no byte on COM1 within 600 s to go on", (unsigned long long)k);
+            return;
+        }
+    }
+    pass("%llu rounds of DHCP and ping", (unsigned long long)n);
+}
+
 void test_main(void)
 {
     if (vnet_setup(&nic, 0))
@@ -270,6 +338,7 @@ void test_main(void)
     udp_host();
     tcp_host();
     serve();
+    rounds();
     if (nic.v.msix_n >= 2) {
         unsigned n = net_irq_probe(&nif, nif.gw, 4);
         check(n > 0, "4 pings to the gateway answered, their replies raise MSI-X interrupts (%u; %u in all)",

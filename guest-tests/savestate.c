@@ -7,6 +7,11 @@
  * prints "LEAP n ..." when they did not (the host fails the test on it). Ends with PASS and
  * the debug-exit port after count=N lines (0: never).
  *
+ * mode=dots: touch=MiB as in count mode, "SAVESTATE-READY mode=dots", then dots without end,
+ * a newline after every 64: output within a few instructions of any moment, so that the time
+ * from a restore to the guest's next output measures the restore, not the guest's own speed
+ * (a COUNT line takes the emulated guest of a PVM host about 20 ms; bench/savestate-bench.sh).
+ *
  * mode=blk: the virtio-blk disk with serial "rw0", MSI-X interrupts, QD 32 of 64 KiB
  * requests: rounds g = 1..rounds=N of a whole-disk write of generation g followed by a read
  * back and check, printing "ROUND g ok" or a FAIL line. Sector s of generation g:
@@ -18,11 +23,11 @@
 #include "virtio.h"
 
 #define MSR_KVM_SYSTEM_TIME_NEW 0x4b564d01
-#define MULT 0x9E3779B97F4A7C15ull
-#define GEN_MULT 0xD6E8FEB86659FD93ull
-#define WIN_BYTES (1u << 20)
-#define REQ_BYTES 65536u
-#define TIMEOUT_US 10000000
+#define MULT                    0x9E3779B97F4A7C15ull
+#define GEN_MULT                0xD6E8FEB86659FD93ull
+#define WIN_BYTES               (1u << 20)
+#define REQ_BYTES               65536u
+#define TIMEOUT_US              10000000
 
 struct pvclock {
     uint32_t version, pad0;
@@ -52,7 +57,7 @@ static uint64_t kvmclock_ns(void)
 /* ---- application processors, busy (cpus=N) ---- */
 
 #define TRAMP_BASE 0x10000
-#define MAX_CPUS 8
+#define MAX_CPUS   8
 
 extern const uint8_t tramp_start[], tramp_end[], tramp_count[], tramp_stacks[], tramp_entry[];
 static uint8_t stacks[MAX_CPUS][4096] __attribute__((aligned(16)));
@@ -100,6 +105,8 @@ static unsigned start_aps(unsigned n)
 
 /* ---- count ---- */
 
+static void touch_ram(void);
+
 static void count_mode(void)
 {
     uint32_t r[4];
@@ -112,11 +119,9 @@ static void count_mode(void)
     uint64_t max = arg_u64("count", 0), period_ns = arg_u64("period", 100) * 1000000ull;
     /* touch=MiB: dirties that much RAM from 16 MiB up first (one word per page), so a save
      * has RAM to write and a restore pages to map (bench/savestate-bench.sh). */
-    uint32_t touch = (uint32_t)arg_u64("touch", 0);
     /* What the word at 16 MiB held at boot: 0 on fresh RAM (a reboot of a restored VM too). */
     uint32_t ram16 = ram_end() > 16777216u ? *(volatile uint32_t *)(uintptr_t)16777216u : 0;
-    for (uint32_t off = 0; off < touch * 1048576u && 16777216u + off < ram_end(); off += 4096)
-        *(volatile uint32_t *)(uintptr_t)(16777216u + off) = off | 1;
+    touch_ram();
     /* cpus=N: the other vCPUs count as fast as they can; each line checks that every one
      * of them moved since the last line ("STALL" when one did not). */
     unsigned cpus = (unsigned)arg_u64("cpus", 1), aps = 0;
@@ -398,6 +403,21 @@ static void cd_mode(void)
     pass("%llu passes over %u blocks", (unsigned long long)rounds, blocks);
 }
 
+static void touch_ram(void)
+{
+    uint32_t touch = (uint32_t)arg_u64("touch", 0);
+    for (uint32_t off = 0; off < touch * 1048576u && 16777216u + off < ram_end(); off += 4096)
+        *(volatile uint32_t *)(uintptr_t)(16777216u + off) = off | 1;
+}
+
+static void dots_mode(void)
+{
+    touch_ram();
+    printf("SAVESTATE-READY mode=dots\n");
+    for (uint32_t n = 1;; n++)
+        serial_putc(n % 65 ? '.' : '\n');
+}
+
 void test_main(void)
 {
     char mode[16];
@@ -409,6 +429,8 @@ void test_main(void)
         blk_mode();
     else if (!strncmp(mode, "cd", 3))
         cd_mode();
+    else if (!strncmp(mode, "dots", 5))
+        dots_mode();
     else
         count_mode();
 }

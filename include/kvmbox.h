@@ -132,10 +132,16 @@ struct kvmbox_config {
     uint8_t boot_once[KVMBOX_BOOT_MAX + 1];
     bool boot_menu; /* the firmware offers its boot menu (ESC on the console) */
     /* Restore (docs/savestate.md): build the VM from the state saved in this file instead of
-     * booting it. The rest of the configuration must be the one the VM was saved with. */
-    const char *restore_path;  /* NULL: boot normally */
-    bool restore_paused;       /* the restored VM stays paused until resumed */
-    bool restore_prefault;     /* read all saved RAM before running (else it is mapped lazily) */
+     * booting it. The rest of the configuration must be the one the VM was saved with, but
+     * for the name and the NICs' MACs (a restored driver is told a MAC that changed). */
+    const char *restore_path; /* NULL: boot normally */
+    int restore_fd;           /* or the state file as an open fd (-1, kvmbox_config_init: none).
+                                * It must be a regular file: guest RAM is mapped MAP_PRIVATE from
+                                * it (VMs restored from one file share its page cache); a pipe or
+                                * socket is refused (-EINVAL). The library keeps a duplicate while
+                                * it needs one: the caller may close it after kvmbox_vm_create. */
+    bool restore_paused;      /* the restored VM stays paused until resumed */
+    bool restore_prefault;    /* read all saved RAM before running (else it is mapped lazily) */
 };
 
 enum kvmbox_stop {
@@ -200,6 +206,18 @@ void kvmbox_vm_reset(struct kvmbox_vm *vm);
  * with KVMBOX_STOP_DETACH and "saved to PATH"). Returns 0, or a negative errno with ERR set
  * (the VM then runs on). A saved VM is built again with kvmbox_config.restore_path. */
 int kvmbox_vm_save(struct kvmbox_vm *vm, const char *path, char *err, size_t errlen);
+/* The same, to FD: an empty regular file (written from its start, pages of zeroes left as
+ * holes; refused with -EEXIST when it is not empty or in append mode), or a pipe or socket
+ * (written in order, zero pages included: a stream to store in a file, since a restore maps
+ * a file). FD stays the caller's; on failure what was written is not undone. */
+int kvmbox_vm_save_fd(struct kvmbox_vm *vm, int fd, char *err, size_t errlen);
+/* kvmbox_vm_create for a copy of a saved VM: SAVED is the configuration it was saved with,
+ * with restore_path or restore_fd set; the copy is named NAME and each of its NICs gets the
+ * MAC derived from NAME (an explicit mac is dropped: copies must not share one), has no
+ * control socket and no saved definition (config_json). Any number of copies may run from
+ * one file at once: their RAM maps it privately, sharing its page cache until written. */
+int kvmbox_vm_clone(const struct kvmbox_config *saved, const char *name, struct kvmbox_vm **out,
+                    struct kvmbox_result *res);
 
 /* ---- Watching and steering a VM: what the control socket (docs/api.md) does --------------
  * Every function in this block is thread-safe: call it from any thread, while kvmbox_vm_run()

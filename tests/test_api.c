@@ -83,9 +83,9 @@ END_TEST
 
 START_TEST(table_is_consistent)
 {
-    static const char *const documented[] = { "info", "pause",   "resume", "shutdown", "reboot",  "reset",
-                                              "kill", "balloon", "link",   "config",   "console", "wait",
-                                              "save" };
+    static const char *const documented[] = { "info",    "pause", "resume",  "shutdown", "reboot",
+                                              "reset",   "kill",  "balloon", "link",     "config",
+                                              "console", "wait",  "save" };
     unsigned n = 0;
     for (const struct api_cmd *c = api_cmds; c->name; c++, n++) {
         for (const struct api_cmd *d = c + 1; d->name; d++)

@@ -617,9 +617,16 @@ static int virtio_save(void *dev, struct st_writer *w)
         struct virtio_queue *s = &vd->q[i];
         pthread_mutex_lock(&s->lock);
         q[i] = (struct saved_queue){
-            .desc = s->desc, .driver = s->driver, .device = s->device, .size = s->size,
-            .vector = s->vector, .last_avail = s->vq.last_avail, .used_idx = s->vq.used_idx,
-            .signalled = s->vq.signalled, .enabled = s->enabled, .broken = s->broken,
+            .desc = s->desc,
+            .driver = s->driver,
+            .device = s->device,
+            .size = s->size,
+            .vector = s->vector,
+            .last_avail = s->vq.last_avail,
+            .used_idx = s->vq.used_idx,
+            .signalled = s->vq.signalled,
+            .enabled = s->enabled,
+            .broken = s->broken,
             .signalled_valid = s->vq.signalled_valid,
         };
         pthread_mutex_unlock(&s->lock);
@@ -683,11 +690,12 @@ static int virtio_load(void *dev, const struct st_section *sec, char *err, size_
 {
     struct virtio_dev *vd = dev;
     uint64_t f[10];
-    static const char *const names[10] = { "guest_features", "dfselect", "gfselect", "status",
-                                           "config_generation", "isr", "queue_select",
-                                           "config_vector", "msix_enabled", "msix_masked" };
-    static const uint64_t max[10] = { UINT64_MAX, UINT32_MAX, UINT32_MAX, 0xff, 0xff, 3, 0xffff,
-                                      0xffff, 1, 1 };
+    static const char *const names[10] = { "guest_features",    "dfselect",   "gfselect",     "status",
+                                           "config_generation", "isr",        "queue_select", "config_vector",
+                                           "msix_enabled",      "msix_masked" };
+    static const uint64_t max[10] = {
+        UINT64_MAX, UINT32_MAX, UINT32_MAX, 0xff, 0xff, 3, 0xffff, 0xffff, 1, 1
+    };
     struct saved_queue q[VIRTIO_MAX_QUEUES];
     struct saved_vector v[VIRTIO_MAX_QUEUES + 1];
     int r;
@@ -697,8 +705,7 @@ static int virtio_load(void *dev, const struct st_section *sec, char *err, size_
     if ((r = st_need(sec, "queues", q, (uint32_t)(vd->nqueues * sizeof(q[0])), err, errlen)) < 0 ||
         (r = st_need(sec, "vectors", v, (uint32_t)(vd->nvectors * sizeof(v[0])), err, errlen)) < 0)
         return r;
-    if ((f[0] & ~vd->host_features) ||
-        (f[7] != VIRTIO_MSI_NO_VECTOR && f[7] >= vd->nvectors))
+    if ((f[0] & ~vd->host_features) || (f[7] != VIRTIO_MSI_NO_VECTOR && f[7] >= vd->nvectors))
         return errf(err, errlen, -EBADMSG, "saved state: %s has features or vectors it does not offer",
                     vd->name);
     pthread_mutex_lock(&vd->lock);

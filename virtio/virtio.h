@@ -96,7 +96,7 @@ struct virtio_dev {
     uint8_t msix_cap, pcicfg_cap; /* capability offsets in configuration space */
     bool registered;              /* the VM owns it: its teardown calls ops->destroy */
     unsigned errors_logged;
-    bool save_stopped;            /* a save stopped it (vmm/snapshot.h) */
+    bool save_stopped; /* a save stopped it (vmm/snapshot.h) */
 };
 
 /* Creates the transport for a device of virtio type DEVICE_ID with NQUEUES queues of up to

@@ -19,16 +19,17 @@
 #define DEVICE_SECTION_MAX 64
 
 struct vm_save_req {
-    const char *path;
+    const char *path; /* NULL: saved to fd */
+    int fd;
     bool done;
     int result;
     char err[KVMBOX_MSG_MAX];
 };
 
 struct vm_restore {
-    char *path;
+    char *path; /* the file, or "fd N" (for messages) */
     int fd;
-    uint8_t *meta;                /* header and sections, read into memory */
+    uint8_t *meta; /* header and sections, read into memory */
     struct st_file file;
 };
 
@@ -149,8 +150,26 @@ static int write_ram(struct vm *vm, int fd, uint64_t off, uint64_t size)
     return ftruncate(fd, (off_t)(off + size)) < 0 ? -errno : 0;
 }
 
-/* The VM paused and drained: everything into FD. */
-static int save_to_fd(struct vm *vm, int fd, char *err, size_t errlen)
+/* A pipe or socket: the sections, zeroes up to ram_off, then RAM in full (the reader gets
+ * the same bytes a file would hold). */
+static int stream_state(struct vm *vm, int fd, const struct st_writer *w, uint64_t ram_off, uint64_t ram_size)
+{
+    static const uint8_t zero[ST_RAM_ALIGN];
+    int r = write_full(fd, w->buf, w->len);
+    if (r == 0 && ram_off > w->len)
+        r = write_full(fd, zero, ram_off - w->len); /* less than a page: ram_off is the next boundary */
+    uint64_t copied = vm->mem.ram_size < ram_size ? vm->mem.ram_size : ram_size;
+    const uint64_t chunk = 1 << 20;
+    for (uint64_t pos = 0; r == 0 && pos < copied; pos += chunk)
+        r = write_full(fd, vm->mem.base + pos, copied - pos < chunk ? copied - pos : chunk);
+    for (uint64_t pos = copied; r == 0 && pos < ram_size; pos += ST_RAM_ALIGN)
+        r = write_full(fd, zero, ST_RAM_ALIGN);
+    return r;
+}
+
+/* The VM paused and drained: everything into FD (a regular file from offset 0, sparse; or a
+ * pipe or socket when STREAM). */
+static int save_to_fd(struct vm *vm, int fd, bool stream, char *err, size_t errlen)
 {
     struct st_writer w;
     st_writer_init(&w);
@@ -169,12 +188,14 @@ static int save_to_fd(struct vm *vm, int fd, char *err, size_t errlen)
     uint64_t ram_off = 0;
     if (r == 0 && (r = st_finish(&w, ram_size, &ram_off)) < 0)
         errf(err, errlen, r, "building the state: %s", strerror(-r));
-    if (r == 0 && (r = pwrite_full(fd, w.buf, w.len, 0)) < 0)
+    if (r == 0 && stream && (r = stream_state(vm, fd, &w, ram_off, ram_size)) < 0)
+        errf(err, errlen, r, "writing the state: %s", strerror(-r));
+    if (r == 0 && !stream && (r = pwrite_full(fd, w.buf, w.len, 0)) < 0)
         errf(err, errlen, r, "writing the state: %s", strerror(-r));
     st_writer_free(&w);
-    if (r == 0 && (r = write_ram(vm, fd, ram_off, ram_size)) < 0)
+    if (r == 0 && !stream && (r = write_ram(vm, fd, ram_off, ram_size)) < 0)
         errf(err, errlen, r, "writing guest RAM: %s", strerror(-r));
-    if (r == 0 && fsync(fd) < 0)
+    if (r == 0 && !stream && fsync(fd) < 0)
         r = errf(err, errlen, -errno, "fsync: %s", strerror(errno));
     return r;
 }
@@ -206,13 +227,42 @@ static int pause_settled(struct vm *vm)
     return r < 0 ? r : complete_pending_io(vm);
 }
 
-static int vm_save_to(struct vm *vm, const char *path, char *err, size_t errlen)
+/* The caller's FD: an empty regular file (written from offset 0; nothing it held is
+ * overwritten) or a pipe or socket (written in order; *STREAM set). */
+static int check_save_fd(int fd, bool *stream, char *err, size_t errlen)
+{
+    struct stat st;
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fstat(fd, &st) < 0)
+        return errf(err, errlen, -EBADF, "save fd %d: %s", fd, strerror(errno));
+    if ((fl & O_ACCMODE) == O_RDONLY)
+        return errf(err, errlen, -EBADF, "save fd %d is not open for writing", fd);
+    *stream = S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode);
+    if (*stream)
+        return 0;
+    if (!S_ISREG(st.st_mode))
+        return errf(err, errlen, -EINVAL, "save fd %d is not a regular file, pipe or socket", fd);
+    if (st.st_size != 0 || (fl & O_APPEND))
+        return errf(err, errlen, -EEXIST,
+                    "save fd %d: the file is not empty or is in append mode "
+                    "(a state file is written whole, from its start)",
+                    fd);
+    return 0;
+}
+
+static int vm_save_to(struct vm *vm, const char *path, int save_fd, char *err, size_t errlen)
 {
     if (vm_stopping(vm))
         return errf(err, errlen, -EBUSY, "the VM is stopping or rebooting");
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0)
+    bool stream = false;
+    int fd = save_fd;
+    if (path && (fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600)) < 0)
         return errf(err, errlen, -errno, "%s: %s", path, strerror(errno));
+    if (!path) {
+        int r = check_save_fd(fd, &stream, err, errlen);
+        if (r < 0)
+            return r;
+    }
     pthread_mutex_lock(&vm->lock);
     bool was_paused = vm->paused;
     pthread_mutex_unlock(&vm->lock);
@@ -225,10 +275,12 @@ static int vm_save_to(struct vm *vm, const char *path, char *err, size_t errlen)
     else if (r < 0 || !parked)
         r = errf(err, errlen, r < 0 ? r : -EBUSY, "the VM is stopping or rebooting");
     else
-        r = save_to_fd(vm, fd, err, errlen);
-    close(fd);
+        r = save_to_fd(vm, fd, stream, err, errlen);
+    if (path)
+        close(fd);
     if (r < 0) {
-        unlink(path);
+        if (path)
+            unlink(path);
         for (unsigned i = 0; i < vm->ndevices; i++)
             if (vm->devices[i].save_failed && parked)
                 vm->devices[i].save_failed(vm->devices[i].dev);
@@ -237,18 +289,21 @@ static int vm_save_to(struct vm *vm, const char *path, char *err, size_t errlen)
         return r;
     }
     /* Like virsh save: the VM ends once its state is safe. */
-    vm_request_stop(vm, KVMBOX_STOP_DETACH, 0, "saved to %s", path);
+    if (path)
+        vm_request_stop(vm, KVMBOX_STOP_DETACH, 0, "saved to %s", path);
+    else
+        vm_request_stop(vm, KVMBOX_STOP_DETACH, 0, "saved to fd %d", fd);
     return 0;
 }
 
-int vm_save_request(struct vm *vm, const char *path, char *err, size_t errlen)
+int vm_save_request(struct vm *vm, const char *path, int fd, char *err, size_t errlen)
 {
-    struct vm_save_req req = { .path = path };
+    struct vm_save_req req = { .path = path, .fd = fd };
     pthread_mutex_lock(&vm->lock);
     if (vm->save_req || vm->stop_requested) {
         pthread_mutex_unlock(&vm->lock);
-        return errf(err, errlen, -EBUSY, vm->save_req ? "a save is already in progress"
-                                                      : "the VM is stopping");
+        return errf(err, errlen, -EBUSY,
+                    vm->save_req ? "a save is already in progress" : "the VM is stopping");
     }
     vm->save_req = &req;
     pthread_cond_broadcast(&vm->cond);
@@ -267,7 +322,7 @@ bool vm_save_serve(struct vm *vm)
     pthread_mutex_unlock(&vm->lock);
     if (!req)
         return false;
-    int r = vm_save_to(vm, req->path, req->err, sizeof(req->err));
+    int r = vm_save_to(vm, req->path, req->fd, req->err, sizeof(req->err));
     pthread_mutex_lock(&vm->lock);
     req->result = r;
     req->done = true;
@@ -319,10 +374,11 @@ static int check_vm_section(struct vm *vm, struct st_file *f, char *err, size_t 
         return errf(err, errlen, -EPROTO, "saved state: vm section version %u, this kvmbox reads %u",
                     s->version, VM_SECTION_VERSION);
     if (cpus != vm->cfg.cpus || mem != vm->cfg.mem_size || ndisks != vm->cfg.ndisks)
-        return errf(err, errlen, -EINVAL, "the saved VM had %llu vCPUs, %llu MiB and %llu disks; this "
-                    "configuration has %u, %llu MiB and %u", (unsigned long long)cpus,
-                    (unsigned long long)(mem >> 20), (unsigned long long)ndisks, vm->cfg.cpus,
-                    (unsigned long long)(vm->cfg.mem_size >> 20), vm->cfg.ndisks);
+        return errf(err, errlen, -EINVAL,
+                    "the saved VM had %llu vCPUs, %llu MiB and %llu disks; this "
+                    "configuration has %u, %llu MiB and %u",
+                    (unsigned long long)cpus, (unsigned long long)(mem >> 20), (unsigned long long)ndisks,
+                    vm->cfg.cpus, (unsigned long long)(vm->cfg.mem_size >> 20), vm->cfg.ndisks);
     if (f->h.ram_size != ((mem + ST_RAM_ALIGN - 1) & ~(uint64_t)(ST_RAM_ALIGN - 1)))
         return errf(err, errlen, -EBADMSG, "saved state is corrupt (RAM size)");
     return 0;
@@ -340,15 +396,48 @@ static int check_disks(struct vm *vm, struct st_file *f, char *err, size_t errle
             return errf(err, errlen, -EBADMSG, "saved state is corrupt (disk %u)", i);
         const char *cur = vm->cfg.disks[i].path;
         if (strlen(cur) != plen || memcmp(cur, path, plen))
-            return errf(err, errlen, -EINVAL, "disk %u is %s, but the state was saved with %.*s", i,
-                        cur, (int)(plen > 512 ? 512 : plen), path);
+            return errf(err, errlen, -EINVAL, "disk %u is %s, but the state was saved with %.*s", i, cur,
+                        (int)(plen > 512 ? 512 : plen), path);
         int r = disk_fingerprint(cur, &fsize, &fmtime);
         if (r < 0)
             return errf(err, errlen, r, "disk %s: %s", cur, strerror(-r));
         if (fsize != size || fmtime != mtime)
-            return errf(err, errlen, -ESTALE, "disk %s changed since the state was saved (size or "
-                        "modification time differ); restoring would corrupt it", cur);
+            return errf(err, errlen, -ESTALE,
+                        "disk %s changed since the state was saved (size or "
+                        "modification time differ); restoring would corrupt it",
+                        cur);
     }
+    return 0;
+}
+
+/* The state file by its path, or the caller's restore_fd (duplicated: the caller may close
+ * its own). Its RAM is mapped, so it must be a regular file: a pipe or socket is refused. */
+static int open_state(struct vm *vm, struct vm_restore *rs, char *err, size_t errlen)
+{
+    int cfd = vm->cfg.restore_fd;
+    if (vm->cfg.restore_path)
+        rs->path = strdup(vm->cfg.restore_path);
+    else if (asprintf(&rs->path, "restore fd %d", cfd) < 0)
+        rs->path = NULL;
+    if (!rs->path)
+        return errf(err, errlen, -ENOMEM, "out of memory");
+    if (vm->cfg.restore_path)
+        rs->fd = open(rs->path, O_RDONLY | O_CLOEXEC);
+    else
+        rs->fd = fcntl(cfd, F_DUPFD_CLOEXEC, 3);
+    if (rs->fd < 0)
+        return errf(err, errlen, -errno, "%s: %s", rs->path, strerror(errno));
+    struct stat st;
+    int fl = fcntl(rs->fd, F_GETFL);
+    if (fstat(rs->fd, &st) < 0 || fl < 0)
+        return errf(err, errlen, -errno, "%s: %s", rs->path, strerror(errno));
+    if (!S_ISREG(st.st_mode))
+        return errf(err, errlen, -EINVAL,
+                    "%s is not a regular file (a saved VM's RAM is mapped from "
+                    "its file; a pipe or socket cannot be: save the stream to a file first)",
+                    rs->path);
+    if ((fl & O_ACCMODE) == O_WRONLY)
+        return errf(err, errlen, -EBADF, "%s is not open for reading", rs->path);
     return 0;
 }
 
@@ -359,15 +448,12 @@ int vm_restore_open(struct vm *vm, char *err, size_t errlen)
         return errf(err, errlen, -ENOMEM, "out of memory");
     rs->fd = -1;
     vm->restore = rs;
-    rs->path = strdup(vm->cfg.restore_path);
-    if (!rs->path)
-        return errf(err, errlen, -ENOMEM, "out of memory");
-    rs->fd = open(rs->path, O_RDONLY | O_CLOEXEC);
-    if (rs->fd < 0)
-        return errf(err, errlen, -errno, "%s: %s", rs->path, strerror(errno));
+    int r = open_state(vm, rs, err, errlen);
+    if (r < 0)
+        return r;
     uint8_t hdr[ST_HEADER_SIZE];
     struct st_header h;
-    int r = pread_full(rs->fd, hdr, sizeof(hdr), 0, true);
+    r = pread_full(rs->fd, hdr, sizeof(hdr), 0, true);
     if (r < 0)
         return errf(err, errlen, r, "%s: %s", rs->path, strerror(-r));
     if ((r = st_parse_header(hdr, sizeof(hdr), &h, err, errlen)) < 0)
@@ -432,8 +518,8 @@ int vm_restore_ram(struct vm *vm, char *err, size_t errlen)
     struct vm_restore *rs = vm->restore;
     if (vm->mem.page_size > ST_RAM_ALIGN)
         return errf(err, errlen, -EINVAL, "a saved VM cannot be restored onto hugetlbfs pages (--hugepages)");
-    void *p = mmap(vm->mem.base, rs->file.h.ram_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED,
-                   rs->fd, (off_t)rs->file.h.ram_offset);
+    void *p = mmap(vm->mem.base, rs->file.h.ram_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, rs->fd,
+                   (off_t)rs->file.h.ram_offset);
     if (p == MAP_FAILED)
         return errf(err, errlen, -errno, "mapping the saved RAM: %s", strerror(errno));
     vm->ram_from_state = true;

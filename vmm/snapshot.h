@@ -2,7 +2,7 @@
  *
  * Save runs on the thread in kvmbox_vm_run (it is not sandboxed: it opens the file); the API
  * thread hands it the request (vm_save_request) and waits. Restore is part of
- * kvmbox_vm_create when kvmbox_config.restore_path is set: the file is parsed first
+ * kvmbox_vm_create when kvmbox_config.restore_path or restore_fd is set: the file is parsed first
  * (vm_restore_open), RAM is mapped from it copy-on-write instead of the anonymous mapping
  * (vm_restore_ram), the kernel is not loaded, and once the vCPUs exist KVM's and the devices'
  * state is loaded (vm_restore_apply). */
@@ -33,9 +33,10 @@ void vm_device_on_save(struct vm *vm, void *dev, unsigned version, vm_save_fn sa
 void vm_device_on_save_failed(struct vm *vm, void *dev, void (*save_failed)(void *dev));
 
 /* From the API thread: asks the VM's main thread to save the VM to PATH (created, never
- * overwritten), waits for it, and returns 0 (the VM is then stopping) or a negative errno
- * with ERR set (the VM runs on as before). */
-int vm_save_request(struct vm *vm, const char *path, char *err, size_t errlen) MUST_CHECK;
+ * overwritten) or, PATH NULL, to FD (an empty regular file, a pipe or a socket), waits for
+ * it, and returns 0 (the VM is then stopping) or a negative errno with ERR set (the VM runs
+ * on as before). */
+int vm_save_request(struct vm *vm, const char *path, int fd, char *err, size_t errlen) MUST_CHECK;
 /* The main thread's side: serves a pending save request; true when there was one. */
 bool vm_save_serve(struct vm *vm);
 /* Fails a pending request (the VM ended before it was served). */

@@ -75,8 +75,11 @@ int st_parse_header(const uint8_t *buf, size_t len, struct st_header *h, char *e
     if (crc(buf, HDR_CRC_OFF) != get32(buf + HDR_CRC_OFF))
         return errf(err, errlen, -EBADMSG, "saved-state header is corrupt (checksum mismatch)");
     *h = (struct st_header){
-        .version = version, .meta_size = get64(buf + 16), .ram_offset = get64(buf + 24),
-        .ram_size = get64(buf + 32), .nsections = get32(buf + 40),
+        .version = version,
+        .meta_size = get64(buf + 16),
+        .ram_offset = get64(buf + 24),
+        .ram_size = get64(buf + 32),
+        .nsections = get32(buf + 40),
     };
     if (get32(buf + 12) != ST_HEADER_SIZE || get32(buf + 44))
         return errf(err, errlen, -EBADMSG, "saved-state header is corrupt (size or flags)");
@@ -85,8 +88,7 @@ int st_parse_header(const uint8_t *buf, size_t len, struct st_header *h, char *e
                     h->nsections, (unsigned long long)h->meta_size);
     uint64_t meta_end = ST_HEADER_SIZE + h->meta_size;
     if (h->ram_offset % ST_RAM_ALIGN || h->ram_offset < meta_end ||
-        h->ram_offset - meta_end >= ST_RAM_ALIGN || h->ram_size % ST_RAM_ALIGN ||
-        h->ram_size > (1ULL << 46))
+        h->ram_offset - meta_end >= ST_RAM_ALIGN || h->ram_size % ST_RAM_ALIGN || h->ram_size > (1ULL << 46))
         return errf(err, errlen, -EBADMSG, "saved-state header is corrupt (RAM at %#llx, %llu bytes)",
                     (unsigned long long)h->ram_offset, (unsigned long long)h->ram_size);
     return 0;
@@ -112,8 +114,8 @@ static long count_fields(const uint8_t *p, uint32_t len)
     return n;
 }
 
-static int parse_section(const uint8_t *p, uint64_t avail, struct st_section *s, uint64_t *used,
-                         char *err, size_t errlen)
+static int parse_section(const uint8_t *p, uint64_t avail, struct st_section *s, uint64_t *used, char *err,
+                         size_t errlen)
 {
     if (avail < ST_SECTION_HEADER)
         return errf(err, errlen, -EBADMSG, "saved state is truncated (a section header is cut off)");
@@ -133,10 +135,12 @@ static int parse_section(const uint8_t *p, uint64_t avail, struct st_section *s,
         return errf(err, errlen, -EBADMSG, "saved state is truncated (section '%s' is cut off)", s->name);
     s->data = p + ST_SECTION_HEADER;
     if (crc(s->data, s->len) != get32(p + 28))
-        return errf(err, errlen, -EBADMSG, "saved state is corrupt (section '%s' fails its checksum)", s->name);
+        return errf(err, errlen, -EBADMSG, "saved state is corrupt (section '%s' fails its checksum)",
+                    s->name);
     long n = count_fields(s->data, s->len);
     if (n < 0)
-        return errf(err, errlen, -EBADMSG, "saved state is corrupt (section '%s' has a malformed field)", s->name);
+        return errf(err, errlen, -EBADMSG, "saved state is corrupt (section '%s' has a malformed field)",
+                    s->name);
     s->nfields = (uint32_t)n;
     s->used = false;
     *used = ST_SECTION_HEADER + padded;
@@ -253,8 +257,7 @@ int st_get_uint(const struct st_section *s, const char *name, uint64_t *v)
     }
 }
 
-int st_need(const struct st_section *s, const char *name, void *dst, uint32_t len, char *err,
-            size_t errlen)
+int st_need(const struct st_section *s, const char *name, void *dst, uint32_t len, char *err, size_t errlen)
 {
     int r = st_get(s, name, dst, len);
     if (r == -ENOENT)
@@ -274,8 +277,8 @@ int st_need_uint(const struct st_section *s, const char *name, uint64_t max, uin
         return errf(err, errlen, -EBADMSG, "saved state: section %s %u has no field '%s'", s->name,
                     s->instance, name);
     if (r < 0 || *v > max)
-        return errf(err, errlen, -EBADMSG, "saved state: field '%s' of section %s %u is out of range",
-                    name, s->name, s->instance);
+        return errf(err, errlen, -EBADMSG, "saved state: field '%s' of section %s %u is out of range", name,
+                    s->name, s->instance);
     return 0;
 }
 

@@ -11,20 +11,20 @@
 
 #include "common/util.h"
 
-#define ST_MAGIC "KVMBOXSV"
-#define ST_VERSION 1
-#define ST_HEADER_SIZE 64
+#define ST_MAGIC          "KVMBOXSV"
+#define ST_VERSION        1
+#define ST_HEADER_SIZE    64
 #define ST_SECTION_HEADER 32
-#define ST_NAME_MAX 15              /* section names: [a-z0-9_] */
-#define ST_FIELD_NAME_MAX 31        /* field names: [a-z0-9_] */
-#define ST_MAX_META (64u << 20)     /* all sections together */
-#define ST_MAX_SECTIONS 4096
-#define ST_MAX_FIELDS 4096          /* per section */
-#define ST_RAM_ALIGN 4096           /* RAM starts on a page boundary of the file */
+#define ST_NAME_MAX       15          /* section names: [a-z0-9_] */
+#define ST_FIELD_NAME_MAX 31          /* field names: [a-z0-9_] */
+#define ST_MAX_META       (64u << 20) /* all sections together */
+#define ST_MAX_SECTIONS   4096
+#define ST_MAX_FIELDS     4096 /* per section */
+#define ST_RAM_ALIGN      4096 /* RAM starts on a page boundary of the file */
 
 struct st_header {
     uint32_t version;
-    uint64_t meta_size;             /* bytes of sections after the header */
+    uint64_t meta_size; /* bytes of sections after the header */
     uint64_t ram_offset;
     uint64_t ram_size;
     uint32_t nsections;
@@ -34,16 +34,16 @@ struct st_section {
     char name[ST_NAME_MAX + 1];
     uint32_t instance;
     uint32_t version;
-    const uint8_t *data;            /* fields, validated by st_parse */
+    const uint8_t *data; /* fields, validated by st_parse */
     uint32_t len;
     uint32_t nfields;
-    bool used;                      /* a loader took it (st_unused finds the rest) */
+    bool used; /* a loader took it (st_unused finds the rest) */
 };
 
 struct st_file {
     struct st_header h;
     unsigned nsections;
-    struct st_section *sections;    /* malloc'ed by st_parse; st_free */
+    struct st_section *sections; /* malloc'ed by st_parse; st_free */
 };
 
 /* Parses the header (the first ST_HEADER_SIZE bytes of BUF). Returns 0, or -EINVAL (not a
@@ -78,9 +78,9 @@ int st_need_uint(const struct st_section *s, const char *name, uint64_t max, uin
 /* Building a state file in memory: sections of fields. Errors (-ENOMEM, a bad name) stick
  * in w->err and are returned by st_finish. */
 struct st_writer {
-    uint8_t *buf;                   /* ST_HEADER_SIZE bytes of header, then sections */
+    uint8_t *buf; /* ST_HEADER_SIZE bytes of header, then sections */
     size_t len, cap;
-    size_t sec_start;               /* offset of the open section's header, or 0 */
+    size_t sec_start; /* offset of the open section's header, or 0 */
     uint32_t nfields;
     unsigned nsections;
     int err;

@@ -345,8 +345,9 @@ static void vcpu_run_loop(struct vcpu *v)
             fatal_exit(v, msg);
             break;
         }
-        __atomic_store_n(&v->io_pending, v->run->exit_reason == KVM_EXIT_IO ||
-                         v->run->exit_reason == KVM_EXIT_MMIO, __ATOMIC_SEQ_CST);
+        __atomic_store_n(&v->io_pending,
+                         v->run->exit_reason == KVM_EXIT_IO || v->run->exit_reason == KVM_EXIT_MMIO,
+                         __ATOMIC_SEQ_CST);
         if (first) {
             trace_mark("vCPU 0 first exit");
             first = false;

@@ -222,7 +222,9 @@ static int svc_add_device(void *ctx, const char *name, void *dev, void (*reset)(
     struct vm *vm = ctx;
     if (vm->ndevices == VM_MAX_DEVICES)
         return -ENOSPC;
-    vm->devices[vm->ndevices++] = (struct vm_device){ .name = name, .dev = dev, .reset = reset, .destroy = destroy };
+    vm->devices[vm->ndevices++] = (struct vm_device){
+        .name = name, .dev = dev, .reset = reset, .destroy = destroy
+    };
     return 0;
 }
 
@@ -322,6 +324,8 @@ static int check_config(struct vm *vm, char *err, size_t errlen)
                     "is booted directly, without firmware)");
     if (c->cpus == 0)
         return errf(err, errlen, -EINVAL, "--cpus must be at least 1");
+    if (c->restore_path && c->restore_fd >= 0)
+        return errf(err, errlen, -EINVAL, "restore_path and restore_fd exclude each other");
     if (c->mem_size < MIN_MEM)
         return errf(err, errlen, -EINVAL, "--mem must be at least 8M");
     struct sysinfo si;
@@ -752,6 +756,7 @@ void kvmbox_config_init(struct kvmbox_config *cfg)
     cfg->cpus = 1;
     cfg->console_in = -1;
     cfg->console_out = -1;
+    cfg->restore_fd = -1;
 }
 
 const char *kvmbox_version(void)
@@ -774,7 +779,7 @@ static void set_result(struct kvmbox_result *res, int err, const char *msg)
 static int stage_config(struct vm *vm, char *err, size_t errlen)
 {
     int r = check_config(vm, err, errlen);
-    if (r == 0 && vm->cfg.restore_path)
+    if (r == 0 && (vm->cfg.restore_path || vm->cfg.restore_fd >= 0))
         r = vm_restore_open(vm, err, errlen); /* the state file, checked before anything */
     if (r == 0 && vm->firmware)
         r = fw_image_load(vm->firmware, &vm->fw, err, errlen);
@@ -1039,7 +1044,41 @@ int kvmbox_vm_save(struct kvmbox_vm *k, const char *path, char *err, size_t errl
 {
     if (!path || path[0] != '/')
         return errf(err, errlen, -EINVAL, "the save file must be an absolute path");
-    return vm_save_request(&k->vm, path, err, errlen); /* vmm/snapshot.c */
+    return vm_save_request(&k->vm, path, -1, err, errlen); /* vmm/snapshot.c */
+}
+
+int kvmbox_vm_save_fd(struct kvmbox_vm *k, int fd, char *err, size_t errlen)
+{
+    if (fd < 0)
+        return errf(err, errlen, -EBADF, "no file descriptor to save to");
+    return vm_save_request(&k->vm, NULL, fd, err, errlen);
+}
+
+int kvmbox_vm_clone(const struct kvmbox_config *saved, const char *name, struct kvmbox_vm **out,
+                    struct kvmbox_result *res)
+{
+    if (!saved->restore_path && saved->restore_fd < 0) {
+        set_result(res, -EINVAL, "a clone is restored: set restore_path or restore_fd");
+        if (res)
+            res->config_error = true;
+        return -EINVAL;
+    }
+    if (!name || !*name) {
+        set_result(res, -EINVAL, "a clone needs a name of its own");
+        if (res)
+            res->config_error = true;
+        return -EINVAL;
+    }
+    /* Its own name, and each NIC's MAC derived from it: the virtio-net device tells the
+     * restored driver its new address (virtio/net.c). The saved definition and control
+     * socket are the original's, not the clone's. */
+    struct kvmbox_config c = *saved;
+    c.name = name;
+    for (unsigned i = 0; i < c.nnics && i < KVMBOX_MAX_NICS; i++)
+        c.nics[i].have_mac = false;
+    c.config_json = NULL;
+    c.api_sock = NULL;
+    return kvmbox_vm_create(&c, out, res);
 }
 
 void kvmbox_vm_power_button(struct kvmbox_vm *k)

@@ -55,7 +55,7 @@ struct vcpu {
     struct kvm_run *run;
     pthread_t thread;
     bool thread_started;
-    bool io_pending;              /* an I/O exit KVM completes on the next KVM_RUN (atomic) */
+    bool io_pending; /* an I/O exit KVM completes on the next KVM_RUN (atomic) */
 };
 
 struct console;
@@ -143,7 +143,7 @@ struct vm {
     pthread_rwlock_t irq_lock; /* held for reading while injecting, for writing while vm_fd changes */
     struct irq_state irq;      /* MSI routes, irqfds, ioeventfds: re-attached to each KVM VM */
     struct pci_host *pci;
-    struct vballoon *balloon; /* NULL with --balloon off */
+    struct vballoon *balloon;     /* NULL with --balloon off */
     struct vm_save_req *save_req; /* a save the API asked for (lock; vmm/snapshot.c) */
     struct vm_restore *restore;   /* the state being restored, during kvmbox_vm_create */
     bool ram_from_state;          /* RAM is a private mapping of a state file (vmm/snapshot.c) */
