@@ -384,7 +384,7 @@ int vm_restore_open(struct vm *vm, char *err, size_t errlen)
         return errf(err, errlen, r, "%s: %s", rs->path, strerror(-r));
     if ((r = st_parse(rs->meta, len, &rs->file, err, errlen)) < 0 ||
         (r = check_vm_section(vm, &rs->file, err, errlen)) < 0 ||
-        (r = check_disks(vm, &rs->file, err, errlen)) < 0)
+        (!vm->cfg.restore_disks_reverted && (r = check_disks(vm, &rs->file, err, errlen)) < 0))
         return r;
     return 0;
 }
@@ -488,4 +488,22 @@ int vm_restore_apply(struct vm *vm, char *err, size_t errlen)
     }
     vm_restore_free(vm);
     return 0;
+}
+
+/* ---- for whole-VM snapshots (vmm/vm_snapshot.c), which pause, drain and save without
+ * stopping the VM ---------------------------------------------------------------------- */
+
+int vm_pause_settled(struct vm *vm)
+{
+    return pause_settled(vm);
+}
+
+int vm_save_devices(struct vm *vm, struct st_writer *w, char *err, size_t errlen)
+{
+    return save_devices(vm, w, err, errlen);
+}
+
+int vm_save_to_fd(struct vm *vm, int fd, char *err, size_t errlen)
+{
+    return save_to_fd(vm, fd, err, errlen);
 }
