@@ -209,7 +209,7 @@ int kvmbox_vm_save(struct kvmbox_vm *vm, const char *path, char *err, size_t err
  * written to STATE_PATH (absolute, created, never overwritten); "disk": the internal
  * snapshots only; "memory": the state only. The VM is paused for it, its I/O in flight
  * finished and its disks flushed, and it runs on afterwards (a paused VM stays paused).
- * Refused (-EINVAL) with a writable raw disk unless KIND is "memory", and when a disk already
+ * Read-only disks are left alone. Refused (-EINVAL) with a raw disk unless KIND is "memory", and when a disk already
  * has a snapshot NAME. Returns 0, or a negative errno with ERR set and nothing changed. */
 int kvmbox_vm_snapshot_create(struct kvmbox_vm *vm, const char *name, const char *kind,
                               const char *state_path, char *err, size_t errlen);

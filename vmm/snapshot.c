@@ -343,7 +343,9 @@ static int check_disks(struct vm *vm, struct st_file *f, char *err, size_t errle
         int r = disk_fingerprint(cur, &fsize, &fmtime);
         if (r < 0)
             return errf(err, errlen, r, "disk %s: %s", cur, strerror(-r));
-        if (fsize != size || fmtime != mtime)
+        /* A disk reverted to the snapshot taken with this state is as it was saved, though
+         * its file changed (`kvmbox snapshot revert`). */
+        if ((fsize != size || fmtime != mtime) && !vm->cfg.restore_disks_reverted)
             return errf(err, errlen, -ESTALE, "disk %s changed since the state was saved (size or "
                         "modification time differ); restoring would corrupt it", cur);
     }
@@ -384,7 +386,7 @@ int vm_restore_open(struct vm *vm, char *err, size_t errlen)
         return errf(err, errlen, r, "%s: %s", rs->path, strerror(-r));
     if ((r = st_parse(rs->meta, len, &rs->file, err, errlen)) < 0 ||
         (r = check_vm_section(vm, &rs->file, err, errlen)) < 0 ||
-        (!vm->cfg.restore_disks_reverted && (r = check_disks(vm, &rs->file, err, errlen)) < 0))
+        (r = check_disks(vm, &rs->file, err, errlen)) < 0)
         return r;
     return 0;
 }

@@ -57,8 +57,7 @@ static int snap_check(struct vm *vm, const struct vm_snap_req *q, char *err, siz
 {
     for (unsigned i = 0; i < vm->cfg.ndisks; i++) {
         const char *path = vm->cfg.disks[i].path;
-        if (q->create && q->kind != VM_SNAP_MEMORY && !vm->cfg.disks[i].readonly &&
-            strcmp(vm->disk_info[i].format, "qcow2"))
+        if (q->create && q->kind != VM_SNAP_MEMORY && strcmp(vm->disk_info[i].format, "qcow2"))
             return errf(err, errlen, -EINVAL, "disk %s is %s: it cannot hold a snapshot (only qcow2 "
                         "can; --memory-only leaves the disks alone)", path, vm->disk_info[i].format);
         struct blk *b = snap_image(vm, i);
