@@ -13,6 +13,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -492,6 +493,8 @@ static int stop_vm(struct snap_vm *v, char *err, size_t errlen)
     if (fd < 0)
         return fd == -ENOENT ? 0 : fd;
     struct json_object *reply;
+    /* The VM closes its socket as it ends: a request written then must fail, not kill us. */
+    void (*old)(int) = signal(SIGPIPE, SIG_IGN);
     int r = cli_request(v->name, "kill", &reply, err, errlen);
     json_object_put(reply);
     if (r == 0) {
@@ -499,6 +502,7 @@ static int stop_vm(struct snap_vm *v, char *err, size_t errlen)
         json_object_put(reply);
     }
     close(fd);
+    signal(SIGPIPE, old); /* the restored VM's process starts from here */
     for (int i = 0; r == 0 && i < 3000; i++) { /* the socket goes last; 30 s at most */
         int f = cli_connect(v->name, err, errlen);
         if (f < 0)

@@ -108,7 +108,7 @@ for i in 1 2; do
     before=$(grep -c '^COUNT' "$LOG")
     "$KVMBOX" snapshot c1 revert s1 >"$T/out" 2>&1
     rc=$?
-    expect "revert $i exits 0 and the VM runs again ($(tr '\n' ' ' <"$T/out"))" '[ $rc = 0 ]'
+    expect "revert $i exits 0 and the VM runs again (status $rc: $(tr "\n" " " <"$T/out"))" '[ $rc = 0 ]'
     wait_output --count $((before + 4)) "$LOG" '^COUNT [0-9]+ ms=' || bad "no output after revert $i"
     first[i]=$(counts "$LOG" | sed -n "$((before + 1)),$((before + 4))p" | tr '\n' ' ')
 done
