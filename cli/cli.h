@@ -75,7 +75,8 @@ int cmd_restore(int argc, char **argv); /* restore FILE [--name NAME] [--paused]
  * DISKS_REVERTED: the disks were just reverted to the snapshot taken with FILE (their
  * fingerprints are not compared). Returns the CLI status and prints what went wrong. */
 int cli_restore_file(const char *file, const char *name, bool paused, bool prefault, bool disks_reverted);
-int cmd_snapshot(int argc, char **argv); /* snapshot NAME create|list|revert|delete|current (cli_snapshot.c) */
+/* snapshot NAME create|list|revert|delete|current (cli/cli_snapshot.c) */
+int cmd_snapshot(int argc, char **argv);
 /* The VM's snapshots for `info` (NULL: none): an array of {name, kind, created, current}. */
 struct json_object *cli_snapshot_summary(const char *name);
 /* How many snapshots VM NAME has (`undefine` refuses while it has any). */

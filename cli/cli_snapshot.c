@@ -27,11 +27,11 @@
 #include "vmm/config.h"
 #include "vmm/settings.h"
 
-#define SNAP_USAGE                                                                                \
+#define SNAP_USAGE                                                                                   \
     "usage: kvmbox snapshot NAME create [SNAP] [--disk-only | --memory-only] [--description TEXT]\n" \
-    "       kvmbox snapshot NAME list [--name]\n"                                                  \
-    "       kvmbox snapshot NAME revert SNAP\n"                                                    \
-    "       kvmbox snapshot NAME delete SNAP\n"                                                    \
+    "       kvmbox snapshot NAME list [--name]\n"                                                    \
+    "       kvmbox snapshot NAME revert SNAP\n"                                                      \
+    "       kvmbox snapshot NAME delete SNAP\n"                                                      \
     "       kvmbox snapshot NAME current\n"
 
 /* A disk as snapshots see it. */
@@ -43,7 +43,7 @@ struct snap_disk {
 
 struct snap_vm {
     const char *name;
-    char dir[4200];   /* CONFIG_DIR/NAME.snapshots */
+    char dir[4200]; /* CONFIG_DIR/NAME.snapshots */
     bool running;
     bool defined;
     struct snap_disk disks[KVMBOX_MAX_DISKS];
@@ -87,7 +87,8 @@ static int bad_snap_name(const char *s, char *err, size_t errlen)
 {
     return errf(err, errlen, -EINVAL,
                 "invalid snapshot name '%.80s' (up to 64 letters, digits, '-', '_' and '.', not "
-                "starting with '.')", s);
+                "starting with '.')",
+                s);
 }
 
 /* DIR/FILE opened for reading, refusing symlinks and anything but a regular file. */
@@ -128,7 +129,8 @@ static int write_file(const char *dir, const char *file, const char *text, bool 
         r = -errno;
     if (close(fd) < 0 && r == 0)
         r = -errno;
-    if (r == 0 && (replace ? rename(tmp, path) : renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE)) < 0)
+    if (r == 0 &&
+        (replace ? rename(tmp, path) : renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE)) < 0)
         r = -errno;
     if (r < 0) {
         unlink(tmp);
@@ -191,7 +193,8 @@ static int snap_vm_load(struct snap_vm *v, const char *name, char *err, size_t e
     r = cli_request(name, "info", &reply, err, errlen);
     if (r == 0) {
         v->running = v->disks_known = true;
-        if (json_object_object_get_ex(reply, "info", &info) && json_object_object_get_ex(info, "disks", &disks))
+        if (json_object_object_get_ex(reply, "info", &info) &&
+            json_object_object_get_ex(info, "disks", &disks))
             for (size_t i = 0; i < json_object_array_length(disks) && r == 0; i++) {
                 struct json_object *d = json_object_array_get_idx(disks, i), *ro;
                 bool readonly = json_object_object_get_ex(d, "readonly", &ro) && json_object_get_boolean(ro);
@@ -258,7 +261,8 @@ enum disk_op { DISK_CHECK, DISK_CREATE, DISK_APPLY, DISK_DELETE };
  * create refuses a name an image has, the others an image without it; a create that fails part
  * way deletes what it made. With DISK_CHECK (shared, read-only) only the presence is
  * checked. */
-static int disks_op(char **paths, unsigned npaths, const char *snap, enum disk_op op, char *err, size_t errlen)
+static int disks_op(char **paths, unsigned npaths, const char *snap, enum disk_op op, char *err,
+                    size_t errlen)
 {
     struct blk *b[KVMBOX_MAX_DISKS] = { 0 };
     int r = 0;
@@ -271,10 +275,13 @@ static int disks_op(char **paths, unsigned npaths, const char *snap, enum disk_o
         if (r < 0)
             errf(err, errlen, r, "%s", oerr);
         else if (op == DISK_CREATE && image_has(b[i], snap))
-            r = errf(err, errlen, -EEXIST, "disk %s already has an internal snapshot named %s", paths[i], snap);
+            r = errf(err, errlen, -EEXIST, "disk %s already has an internal snapshot named %s", paths[i],
+                     snap);
         else if (op != DISK_CREATE && !image_has(b[i], snap))
-            r = errf(err, errlen, -ENOENT, "disk %s has no internal snapshot named %s (it changed since the "
-                     "snapshot was taken)", paths[i], snap);
+            r = errf(err, errlen, -ENOENT,
+                     "disk %s has no internal snapshot named %s (it changed since the "
+                     "snapshot was taken)",
+                     paths[i], snap);
     }
     for (i = 0; i < npaths && r == 0 && op != DISK_CHECK; i++) {
         r = op == DISK_CREATE  ? blk_snapshot_create(b[i], snap)
@@ -283,7 +290,8 @@ static int disks_op(char **paths, unsigned npaths, const char *snap, enum disk_o
         if (r == 0)
             r = blk_flush(b[i]);
         if (r < 0)
-            errf(err, errlen, r, "disk %s: %s", paths[i], *blk_errmsg(b[i]) ? blk_errmsg(b[i]) : strerror(-r));
+            errf(err, errlen, r, "disk %s: %s", paths[i],
+                 *blk_errmsg(b[i]) ? blk_errmsg(b[i]) : strerror(-r));
         else
             made++;
     }
@@ -348,8 +356,8 @@ static int same_disks(struct snap_vm *v, struct json_object *m, const char *snap
     for (unsigned i = 0; i < na || i < nb; i++)
         if (i >= na || i >= nb || strcmp(a[i], b[i]))
             return errf(err, errlen, -ESTALE, "the disks of %s changed since snapshot %s was taken (%s %s)",
-                        v->name, snap, i < na ? a[i] : b[i], i < na ? "is not one of its disks now"
-                                                              : "was not one of its disks then");
+                        v->name, snap, i < na ? a[i] : b[i],
+                        i < na ? "is not one of its disks now" : "was not one of its disks then");
     return 0;
 }
 
@@ -395,9 +403,10 @@ static int snap_create(struct snap_vm *v, const char *snap, const char *kind, co
     if (!memory)
         for (unsigned i = 0; i < v->ndisks; i++)
             if (strcmp(v->disks[i].format, "qcow2"))
-                return errf(err, errlen, -EINVAL, "disk %s is %s: it cannot hold a snapshot (only qcow2 "
-                            "can; --memory-only leaves the disks alone)", v->disks[i].path,
-                            v->disks[i].format);
+                return errf(err, errlen, -EINVAL,
+                            "disk %s is %s: it cannot hold a snapshot (only qcow2 "
+                            "can; --memory-only leaves the disks alone)",
+                            v->disks[i].path, v->disks[i].format);
     if (!v->running)
         kind = "disk"; /* a stopped VM has no running state */
     int r = snap_dir_ready(v, true, err, errlen);
@@ -418,9 +427,10 @@ static int snap_create(struct snap_vm *v, const char *snap, const char *kind, co
         json_object_object_add(req, "kind", json_object_new_string(kind));
         if (with_state)
             json_object_object_add(req, "file", json_object_new_string(state));
-        r = cli_request(v->name, json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN |
-                                                                         JSON_C_TO_STRING_NOSLASHESCAPE),
-                        &reply, err, errlen);
+        r = cli_request(
+            v->name,
+            json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE),
+            &reply, err, errlen);
         json_object_put(req);
         json_object_put(reply);
     } else {
@@ -444,9 +454,10 @@ static int snap_create(struct snap_vm *v, const char *snap, const char *kind, co
         json_object_array_add(disks, d);
     }
     json_object_object_add(m, "disks", disks);
-    r = write_file(v->dir, file, json_object_to_json_string_ext(m, JSON_C_TO_STRING_PRETTY |
-                                                                       JSON_C_TO_STRING_NOSLASHESCAPE),
-                   false, err, errlen);
+    r = write_file(
+        v->dir, file,
+        json_object_to_json_string_ext(m, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE), false,
+        err, errlen);
     json_object_put(m);
     if (r == 0)
         r = set_current(v, snap, err, errlen);
@@ -502,7 +513,7 @@ static int stop_vm(struct snap_vm *v, char *err, size_t errlen)
         json_object_put(reply);
     }
     close(fd);
-    signal(SIGPIPE, old); /* the restored VM's process starts from here */
+    signal(SIGPIPE, old);                      /* the restored VM's process starts from here */
     for (int i = 0; r == 0 && i < 3000; i++) { /* the socket goes last; 30 s at most */
         int f = cli_connect(v->name, err, errlen);
         if (f < 0)
@@ -522,7 +533,7 @@ static int snap_revert(struct snap_vm *v, const char *snap, char *err, size_t er
     unsigned n = meta_disks(m, paths);
     const char *kind = jget(m, "kind", "disk");
     snprintf(state, sizeof(state), "%s/%s.state", v->dir, snap);
-    bool with_state = strcmp(kind, "disk") != 0;
+    bool with_state = strcmp(kind, "disk") != 0, full = !strcmp(kind, "full"); /* M is freed below */
     struct stat st;
     int r = same_disks(v, m, snap, err, errlen);
     if (r == 0 && with_state && (lstat(state, &st) < 0 || !S_ISREG(st.st_mode)))
@@ -549,7 +560,7 @@ static int snap_revert(struct snap_vm *v, const char *snap, char *err, size_t er
     /* Running state: the VM runs from it, exactly as `kvmbox restore` would (it prints the
      * name; with a full snapshot the disks are the ones saved with it). */
     fflush(stdout);
-    int status = cli_restore_file(state, v->name, false, false, !strcmp(kind, "full"));
+    int status = cli_restore_file(state, v->name, false, false, full);
     return status == CLI_OK ? 0 : -ECANCELED;
 }
 
@@ -644,8 +655,10 @@ struct json_object *cli_snapshot_summary(const char *name)
         struct json_object *o = json_object_new_object(), *c;
         json_object_object_add(o, "name", json_object_new_string(jget(all[i], "name", "?")));
         json_object_object_add(o, "kind", json_object_new_string(jget(all[i], "kind", "?")));
-        json_object_object_add(o, "created", json_object_new_int64(
-            json_object_object_get_ex(all[i], "created", &c) ? json_object_get_int64(c) : 0));
+        json_object_object_add(o, "created",
+                               json_object_new_int64(json_object_object_get_ex(all[i], "created", &c)
+                                                         ? json_object_get_int64(c)
+                                                         : 0));
         json_object_object_add(o, "current", json_object_new_boolean(!strcmp(cur, jget(all[i], "name", ""))));
         json_object_array_add(arr, o);
     }
@@ -711,8 +724,7 @@ static int cmd_create(struct snap_vm *v, int argc, char **argv, char *err, size_
         return errf(err, errlen, -EINVAL, "the description is longer than 4096 bytes");
     int r = snap_create(v, snap, kind, desc, err, errlen);
     if (r == 0)
-        printf("snapshot %s of %s created (%s)\n", snap, v->name,
-               !v->running ? "disk" : kind);
+        printf("snapshot %s of %s created (%s)\n", snap, v->name, !v->running ? "disk" : kind);
     return r;
 }
 

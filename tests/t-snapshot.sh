@@ -85,6 +85,20 @@ for e in table:
 print(used)
 PYEOF
 }
+# revert_and_count VM SNAP LOG N: reverts VM to SNAP and waits for N counts of the VM it runs;
+# prints their numbers on one line. The VM that was running prints until it is killed, and its
+# last log line ("... ended: ...") comes after all of that: the reverted VM's counts are the
+# ones after it.
+revert_and_count() {
+    local vm=$1 snap=$2 log=$3 n=$4 ends before
+    ends=$(grep -ac 'ended: ' "$log")
+    "$KVMBOX" snapshot "$vm" revert "$snap" >"$T/out" 2>&1
+    echo $? >"$T/rc"
+    wait_output --count $((ends + 1)) "$log" 'ended: ' || return 1
+    before=$(awk '/ended: / {e = c} /^COUNT/ {c++} END {print e + 0}' "$log")
+    wait_output --count $((before + n)) "$log" '^COUNT [0-9]+ ms=' || return 1
+    counts "$log" | sed -n "$((before + 1)),$((before + n))p" | cut -d' ' -f2 | tr '\n' ' '
+}
 gone() { poll_until 60 bash -c "! '$KVMBOX' info '$1' 2>/dev/null | grep -q running"; }
 
 # --- a counting guest with a qcow2 disk: full snapshot, revert twice --------------------------
@@ -105,12 +119,9 @@ expect "list shows name, kind and description" '"$KVMBOX" snapshot c1 list | gre
 expect "info lists it" '"$KVMBOX" info c1 | grep -q "^Snapshots: 1: s1 (full, current)"'
 first=()
 for i in 1 2; do
-    before=$(grep -c '^COUNT' "$LOG")
-    "$KVMBOX" snapshot c1 revert s1 >"$T/out" 2>&1
-    rc=$?
+    first[i]=$(revert_and_count c1 s1 "$LOG" 4) || bad "no output after revert $i"
+    rc=$(cat "$T/rc")
     expect "revert $i exits 0 and the VM runs again (status $rc: $(tr "\n" " " <"$T/out"))" '[ $rc = 0 ]'
-    wait_output --count $((before + 4)) "$LOG" '^COUNT [0-9]+ ms=' || bad "no output after revert $i"
-    first[i]=$(counts "$LOG" | sed -n "$((before + 1)),$((before + 4))p" | tr '\n' ' ')
 done
 expect "reverting twice gives the same guest output ('${first[1]}' and '${first[2]}')" \
     '[ -n "${first[1]}" ] && [ "${first[1]}" = "${first[2]}" ]'
@@ -233,13 +244,11 @@ rc=$?
 expect "--memory-only works with a raw disk ($(cat "$T/out"))" '[ $rc = 0 ]'
 n=$(grep -c '^COUNT' "$LOG")
 wait_output --count $((n + 2)) "$LOG" '^COUNT [0-9]+ ms=' || bad "the raw-disk guest stopped after the snapshot"
-before=$(grep -c '^COUNT' "$LOG")
 last=$(counts "$LOG" | tail -1 | cut -d' ' -f2)
-"$KVMBOX" snapshot r1 revert rm >"$T/out" 2>&1
-rc=$?
-expect "revert to the memory-only snapshot exits 0 ($(tr '\n' ' ' <"$T/out"))" '[ $rc = 0 ]'
-wait_output --count $((before + 2)) "$LOG" '^COUNT [0-9]+ ms=' || bad "no output after the memory-only revert"
-back=$(counts "$LOG" | sed -n "$((before + 1))p" | cut -d' ' -f2)
+back=$(revert_and_count r1 rm "$LOG" 2) || bad "no output after the memory-only revert"
+rc=$(cat "$T/rc")
+expect "revert to the memory-only snapshot exits 0 (status $rc: $(tr '\n' ' ' <"$T/out"))" '[ $rc = 0 ]'
+back=${back%% *}
 expect "the guest went back in time to the snapshot (count $last before, $back after)" \
     '[ -n "$back" ] && [ "$back" -lt "$last" ]'
 "$KVMBOX" kill r1 >/dev/null 2>&1

@@ -916,8 +916,7 @@ static bool wait_for_event(struct vm *vm, const struct timespec *deadline)
 {
     bool timed_out = false;
     pthread_mutex_lock(&vm->lock);
-    while (!vm->stop_requested && !vm->reset_requested && !timed_out && !vm->save_req &&
-           !vm->snap_req) {
+    while (!vm->stop_requested && !vm->reset_requested && !timed_out && !vm->save_req && !vm->snap_req) {
         if (deadline)
             timed_out = pthread_cond_timedwait(&vm->cond, &vm->lock, deadline) == ETIMEDOUT;
         else

@@ -144,7 +144,7 @@ struct vm {
     pthread_rwlock_t irq_lock; /* held for reading while injecting, for writing while vm_fd changes */
     struct irq_state irq;      /* MSI routes, irqfds, ioeventfds: re-attached to each KVM VM */
     struct pci_host *pci;
-    struct vballoon *balloon; /* NULL with --balloon off */
+    struct vballoon *balloon;     /* NULL with --balloon off */
     struct vm_save_req *save_req; /* a save the API asked for (lock; vmm/snapshot.c) */
     struct vm_snap_req *snap_req; /* a snapshot request (lock; vmm/vm_snapshot.c) */
     struct vm_restore *restore;   /* the state being restored, during kvmbox_vm_create */

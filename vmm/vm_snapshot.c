@@ -58,8 +58,10 @@ static int snap_check(struct vm *vm, const struct vm_snap_req *q, char *err, siz
     for (unsigned i = 0; i < vm->cfg.ndisks; i++) {
         const char *path = vm->cfg.disks[i].path;
         if (q->create && q->kind != VM_SNAP_MEMORY && strcmp(vm->disk_info[i].format, "qcow2"))
-            return errf(err, errlen, -EINVAL, "disk %s is %s: it cannot hold a snapshot (only qcow2 "
-                        "can; --memory-only leaves the disks alone)", path, vm->disk_info[i].format);
+            return errf(err, errlen, -EINVAL,
+                        "disk %s is %s: it cannot hold a snapshot (only qcow2 "
+                        "can; --memory-only leaves the disks alone)",
+                        path, vm->disk_info[i].format);
         struct blk *b = snap_image(vm, i);
         if (!b || (q->create && q->kind == VM_SNAP_MEMORY))
             continue;
@@ -68,8 +70,10 @@ static int snap_check(struct vm *vm, const struct vm_snap_req *q, char *err, siz
             return errf(err, errlen, -EEXIST, "disk %s already has an internal snapshot named %s", path,
                         q->name);
         if (!q->create && !has)
-            return errf(err, errlen, -ENOENT, "disk %s has no internal snapshot named %s (it changed "
-                        "since the snapshot was taken)", path, q->name);
+            return errf(err, errlen, -ENOENT,
+                        "disk %s has no internal snapshot named %s (it changed "
+                        "since the snapshot was taken)",
+                        path, q->name);
     }
     return 0;
 }
@@ -171,8 +175,8 @@ int vm_snapshot_request(struct vm *vm, bool create, const char *name, enum vm_sn
     pthread_mutex_lock(&vm->lock);
     if (vm->save_req || vm->snap_req || vm->stop_requested) {
         pthread_mutex_unlock(&vm->lock);
-        return errf(err, errlen, -EBUSY, vm->stop_requested ? "the VM is stopping"
-                                                            : "a save or snapshot is already in progress");
+        return errf(err, errlen, -EBUSY,
+                    vm->stop_requested ? "the VM is stopping" : "a save or snapshot is already in progress");
     }
     vm->snap_req = &req;
     pthread_cond_broadcast(&vm->cond);
@@ -217,8 +221,8 @@ void vm_snapshot_cancel(struct vm *vm)
 
 /* ---- the public calls (include/kvmbox.h) ------------------------------------------------ */
 
-int kvmbox_vm_snapshot_create(struct kvmbox_vm *k, const char *name, const char *kind,
-                              const char *state_path, char *err, size_t errlen)
+int kvmbox_vm_snapshot_create(struct kvmbox_vm *k, const char *name, const char *kind, const char *state_path,
+                              char *err, size_t errlen)
 {
     enum vm_snap_kind kd;
     if (!name || !*name || strlen(name) > 200)
@@ -236,11 +240,11 @@ int kvmbox_vm_snapshot_create(struct kvmbox_vm *k, const char *name, const char 
             return errf(err, errlen, -EINVAL, "the state file must be an absolute path");
         /* As for kvmbox_vm_save: no saved state for these yet. */
         if (k->vm.fw.size || k->vm.cfg.ncdroms)
-            return errf(err, errlen, -ENOTSUP, "saving the state of a VM booted through firmware or "
-                                                "with a CD-ROM is not supported yet (docs/savestate.md)");
+            return errf(err, errlen, -ENOTSUP,
+                        "saving the state of a VM booted through firmware or "
+                        "with a CD-ROM is not supported yet (docs/savestate.md)");
     }
-    return vm_snapshot_request(&k->vm, true, name, kd, kd == VM_SNAP_DISK ? NULL : state_path, err,
-                               errlen);
+    return vm_snapshot_request(&k->vm, true, name, kd, kd == VM_SNAP_DISK ? NULL : state_path, err, errlen);
 }
 
 int kvmbox_vm_snapshot_delete(struct kvmbox_vm *k, const char *name, char *err, size_t errlen)
