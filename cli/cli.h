@@ -69,8 +69,18 @@ int cmd_ctl(const char *verb, int argc,
             char **argv); /* list info pause resume shutdown reboot reset kill wait */
 int cmd_console(int argc, char **argv);
 int cmd_def(const char *verb, int argc, char **argv); /* define undefine dumpconfig clone settings */
-int cmd_save(int argc, char **argv);                  /* save NAME FILE (cli/cli_save.c) */
-int cmd_restore(int argc, char **argv);               /* restore FILE [--name NAME] [--paused] [--prefault] */
+int cmd_save(int argc, char **argv);    /* save NAME FILE (cli/cli_save.c) */
+int cmd_restore(int argc, char **argv); /* restore FILE [--name NAME] [--paused] [--prefault] */
+/* Runs the VM saved in FILE again (as `restore` does), under NAME (NULL: the saved name);
+ * DISKS_REVERTED: the disks were just reverted to the snapshot taken with FILE (their
+ * fingerprints are not compared). Returns the CLI status and prints what went wrong. */
+int cli_restore_file(const char *file, const char *name, bool paused, bool prefault, bool disks_reverted);
+/* snapshot NAME create|list|revert|delete|current (cli/cli_snapshot.c) */
+int cmd_snapshot(int argc, char **argv);
+/* The VM's snapshots for `info` (NULL: none): an array of {name, kind, created, current}. */
+struct json_object *cli_snapshot_summary(const char *name);
+/* How many snapshots VM NAME has (`undefine` refuses while it has any). */
+int cli_snapshot_count(const char *name);
 struct kvmbox_config;
 /* Called by cmd_run: when `restore` is running it, tells the library what to restore. */
 void cli_restore_apply(struct kvmbox_config *cfg);

@@ -124,14 +124,36 @@ static int cmd_list(int argc, char **argv)
 }
 
 /* info on a VM that is not running: what its last run left, if anything. */
+/* The snapshots line of `info` (none: nothing). */
+static void print_snapshots(struct json_object *snaps)
+{
+    size_t n = snaps ? json_object_array_length(snaps) : 0;
+    if (!n)
+        return;
+    printf("Snapshots: %zu:", n);
+    for (size_t i = 0; i < n; i++) {
+        struct json_object *s = json_object_array_get_idx(snaps, i), *cur;
+        bool current = json_object_object_get_ex(s, "current", &cur) && json_object_get_boolean(cur);
+        printf(" %s (%s%s)", jstr(s, "name", "?"), jstr(s, "kind", "?"), current ? ", current" : "");
+    }
+    printf("\n");
+}
+
 static int info_ended(const char *name, bool json, const char *err)
 {
     struct json_object *last = cli_last_run(name);
+    struct json_object *snaps = cli_snapshot_summary(name);
+    if (!last && snaps) { /* never ran here, but has snapshots */
+        last = json_object_new_object();
+        json_object_object_add(last, "name", json_object_new_string(name));
+    }
     if (!last) {
         fprintf(stderr, "kvmbox: %s\n", err);
         return CLI_FAIL;
     }
     json_object_object_add(last, "state", json_object_new_string("shut off"));
+    if (snaps)
+        json_object_object_add(last, "snapshots", json_object_get(snaps));
     if (json) {
         printf("%s\n",
                json_object_to_json_string_ext(last, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED |
@@ -140,9 +162,14 @@ static int info_ended(const char *name, bool json, const char *err)
         time_t t = (time_t)jint(last, "ended");
         char when[64];
         strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S %z", localtime(&t));
-        printf("Name:     %s\nState:    shut off\nEnded:    %s: %s, status %lld\n", name, when,
-               jstr(last, "message", ""), (long long)jint(last, "status"));
+        if (jint(last, "ended"))
+            printf("Name:     %s\nState:    shut off\nEnded:    %s: %s, status %lld\n", name, when,
+                   jstr(last, "message", ""), (long long)jint(last, "status"));
+        else
+            printf("Name:     %s\nState:    shut off\n", name);
+        print_snapshots(snaps);
     }
+    json_object_put(snaps);
     json_object_put(last);
     return CLI_OK;
 }
@@ -170,6 +197,9 @@ static int cmd_info(int argc, char **argv)
         fprintf(stderr, "kvmbox: %s\n", err);
         return cli_status(rc);
     }
+    struct json_object *snaps = cli_snapshot_summary(name);
+    if (snaps)
+        json_object_object_add(info, "snapshots", json_object_get(snaps));
     if (json) {
         printf("%s\n",
                json_object_to_json_string_ext(info, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED |
@@ -252,7 +282,9 @@ static int cmd_info(int argc, char **argv)
                 printf(" (every %lld s)\n", (long long)jint(b, "stats_interval"));
             }
         }
+        print_snapshots(snaps);
     }
+    json_object_put(snaps);
     json_object_put(info);
     return CLI_OK;
 }

@@ -101,6 +101,18 @@ static int cmd_undefine(int argc, char **argv)
         fprintf(stderr, "kvmbox: %s\n", err);
         return cli_status(r);
     }
+    if (access(path, F_OK) < 0) {
+        fprintf(stderr, "kvmbox: no VM named '%s' is defined\n", argv[1]);
+        return CLI_FAIL;
+    }
+    /* As virsh: a VM with snapshots keeps its definition until they are deleted (their
+     * metadata and state live beside it, and revert may need it). */
+    int n = cli_snapshot_count(argv[1]);
+    if (n > 0) {
+        fprintf(stderr, "kvmbox: %s has %d snapshot%s: delete them first (kvmbox snapshot %s delete SNAP)\n",
+                argv[1], n, n == 1 ? "" : "s", argv[1]);
+        return CLI_USAGE;
+    }
     if (unlink(path) < 0) {
         fprintf(stderr, "kvmbox: no VM named '%s' is defined\n", argv[1]);
         return CLI_FAIL;

@@ -20,7 +20,7 @@
 /* What `restore` hands to cmd_run (cli_restore_apply). */
 static struct {
     char *path;
-    bool paused, prefault;
+    bool paused, prefault, disks_reverted;
 } restore_req;
 
 void cli_restore_apply(struct kvmbox_config *cfg)
@@ -30,6 +30,7 @@ void cli_restore_apply(struct kvmbox_config *cfg)
     cfg->restore_path = restore_req.path;
     cfg->restore_paused = restore_req.paused;
     cfg->restore_prefault = restore_req.prefault;
+    cfg->restore_disks_reverted = restore_req.disks_reverted;
 }
 
 static char *absolute(const char *path)
@@ -171,6 +172,12 @@ int cmd_restore(int argc, char **argv)
         fprintf(stderr, "kvmbox: %s\n", err);
         return CLI_USAGE;
     }
+    return cli_restore_file(file, name, paused, prefault, false);
+}
+
+int cli_restore_file(const char *file, const char *name, bool paused, bool prefault, bool disks_reverted)
+{
+    char err[KVMBOX_MSG_MAX] = "";
     struct json_object *def = saved_definition(file, err, sizeof(err));
     if (!def) {
         fprintf(stderr, "kvmbox: restore: %s\n", err);
@@ -200,6 +207,7 @@ int cmd_restore(int argc, char **argv)
     o->daemonize = true;
     restore_req.path = absolute(file);
     restore_req.paused = paused, restore_req.prefault = prefault;
+    restore_req.disks_reverted = disks_reverted;
     int status = restore_req.path ? cli_run_options(o) : CLI_FAIL;
     free(restore_req.path);
     restore_req.path = NULL;

@@ -29,6 +29,9 @@ static const char usage[] =
     "  link NAME NIC up|down                set a NIC's link (NIC: index from 0, or MAC)\n"
     "  save NAME FILE                       write the VM's state to FILE and stop it\n"
     "  restore FILE [--name NAME] [--paused] [--prefault]  run a saved VM again\n"
+    "  snapshot NAME create [SNAP] [--disk-only | --memory-only] [--description TEXT]\n"
+    "                                       state + qcow2 internal snapshots of the disks\n"
+    "  snapshot NAME list [--name] | current | revert SNAP | delete SNAP\n"
     "definitions:\n"
     "  define FILE [--force] | undefine NAME | dumpconfig NAME | clone SRC NEW [--linked]\n"
     "  settings [--json]                    the settings a definition (and run) takes\n"
@@ -84,6 +87,8 @@ int main(int argc, char **argv)
         return cmd_save(argc - 1, argv + 1);
     if (!strcmp(cmd, "restore"))
         return cmd_restore(argc - 1, argv + 1);
+    if (!strcmp(cmd, "snapshot"))
+        return cmd_snapshot(argc - 1, argv + 1);
     for (int i = 0; ctl[i]; i++)
         if (!strcmp(cmd, ctl[i]))
             return cmd_ctl(cmd, argc - 1, argv + 1);

@@ -142,6 +142,9 @@ struct kvmbox_config {
                                 * it needs one: the caller may close it after kvmbox_vm_create. */
     bool restore_paused;      /* the restored VM stays paused until resumed */
     bool restore_prefault;    /* read all saved RAM before running (else it is mapped lazily) */
+    /* The disks were just reverted to the qcow2 internal snapshots taken with this state
+     * (`kvmbox snapshot revert`): their paths are checked, not their fingerprints. */
+    bool restore_disks_reverted;
 };
 
 enum kvmbox_stop {
@@ -218,6 +221,19 @@ int kvmbox_vm_save_fd(struct kvmbox_vm *vm, int fd, char *err, size_t errlen);
  * one file at once: their RAM maps it privately, sharing its page cache until written. */
 int kvmbox_vm_clone(const struct kvmbox_config *saved, const char *name, struct kvmbox_vm **out,
                     struct kvmbox_result *res);
+
+/* Whole-VM snapshots (docs/savestate.md, "Snapshots"), called like kvmbox_vm_save. KIND
+ * "full": a qcow2 internal snapshot NAME of every writable qcow2 disk and the VM's state
+ * written to STATE_PATH (absolute, created, never overwritten); "disk": the internal
+ * snapshots only; "memory": the state only. The VM is paused for it, its I/O in flight
+ * finished and its disks flushed, and it runs on afterwards (a paused VM stays paused).
+ * Read-only disks are left alone. Refused (-EINVAL) with a raw disk unless KIND is "memory", and when a disk already
+ * has a snapshot NAME. Returns 0, or a negative errno with ERR set and nothing changed. */
+int kvmbox_vm_snapshot_create(struct kvmbox_vm *vm, const char *name, const char *kind,
+                              const char *state_path, char *err, size_t errlen);
+/* Deletes the internal snapshot NAME of every writable qcow2 disk of the running VM (its
+ * clusters are freed); -ENOENT with ERR set, nothing deleted, when a disk lacks it. */
+int kvmbox_vm_snapshot_delete(struct kvmbox_vm *vm, const char *name, char *err, size_t errlen);
 
 /* ---- Watching and steering a VM: what the control socket (docs/api.md) does --------------
  * Every function in this block is thread-safe: call it from any thread, while kvmbox_vm_run()

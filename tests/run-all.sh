@@ -97,7 +97,7 @@ est() {
     t-linux-early.sh) echo 480 ;;
     t-firmware-cd.sh | t-savestate-fw.sh | t-img-safety.sh) echo 200 ;;
     t-firmware.sh | t-virtio-net.sh) echo 120 ;;
-    t-config.sh | t-virtio-blk.sh) echo 70 ;;
+    t-config.sh | t-virtio-blk.sh | t-snapshot.sh) echo 70 ;;
     t-img-interop.sh | t-install.sh | t-savestate.sh | t-img-crash.sh | t-img-fuzz.sh) echo 45 ;;
     t-*-fuzz.sh | t-balloon.sh) echo 30 ;;
     *) echo 10 ;;

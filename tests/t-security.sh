@@ -201,7 +201,8 @@ expect "clone ../defs/a of a running VM is refused ($out)" '[ $rc = 2 ] && [ ! -
 badnames=0
 for cmd in "info ../a" "pause a/b" "resume .a" "reboot ../a" "reset ../a" "kill ../a" "wait ../a" \
     "shutdown ../a" "console ../a" "start ../a" "undefine ../defs/a" "dumpconfig ../defs/a" \
-    "balloon ../a 128M" "link ../a 0 up" "clone a ../a" "clone ../a c"; do
+    "balloon ../a 128M" "link ../a 0 up" "clone a ../a" "clone ../a c" "snapshot ../a list" \
+    "snapshot a/b create s" "snapshot ../defs/a revert s"; do
     out=$(timeout -k 3 10 "$KVMBOX" $cmd </dev/null 2>&1); rc=$?
     if [ $rc != 2 ] || ! grep -q "invalid VM name" <<<"$out"; then
         bad "kvmbox $cmd: status $rc (want 2 and 'invalid VM name'): $out"

@@ -76,6 +76,14 @@ START_TEST(parse_checks_arguments)
     ck_assert_str_eq(parse_error("{\"request\":\"balloon\",\"target\":1048576}"), "");
     ck_assert_str_eq(parse_error("{\"request\":\"balloon\",\"target\":\"1G\"}"), balloon);
     ck_assert_str_eq(parse_error("{\"request\":\"balloon\",\"stats_interval\":null}"), balloon);
+    /* Three arguments (API_MAX_ARGS): each checked for its type, "name" required. */
+    const char *snap =
+        "snapshot-create needs \"name\", and \"kind\" and \"file\" (an absolute path) as strings";
+    ck_assert_str_eq(parse_error("{\"request\":\"snapshot-create\",\"name\":\"s\",\"kind\":\"full\","
+                                 "\"file\":\"/x\"}"),
+                     "");
+    ck_assert_str_eq(parse_error("{\"request\":\"snapshot-create\",\"kind\":\"full\"}"), snap);
+    ck_assert_str_eq(parse_error("{\"request\":\"snapshot-create\",\"name\":\"s\",\"file\":7}"), snap);
     /* Members a request does not take are ignored, as before the table. */
     ck_assert_str_eq(parse_error("{\"request\":\"pause\",\"extra\":[1,2]}"), "");
 }
@@ -83,9 +91,10 @@ END_TEST
 
 START_TEST(table_is_consistent)
 {
-    static const char *const documented[] = { "info",    "pause", "resume",  "shutdown", "reboot",
-                                              "reset",   "kill",  "balloon", "link",     "config",
-                                              "console", "wait",  "save" };
+    static const char *const documented[] = { "info",   "pause",           "resume",         "shutdown",
+                                              "reboot", "reset",           "kill",           "balloon",
+                                              "link",   "config",          "console",        "wait",
+                                              "save",   "snapshot-create", "snapshot-delete" };
     unsigned n = 0;
     for (const struct api_cmd *c = api_cmds; c->name; c++, n++) {
         for (const struct api_cmd *d = c + 1; d->name; d++)

@@ -193,6 +193,11 @@ void vblk_get_state(struct vblk *b, struct vblk_state *st)
 
 /* ---- requests -------------------------------------------------------------------------- */
 
+struct blk *vblk_image(struct vblk *b)
+{
+    return b->blk;
+}
+
 static int run_request(struct vblk *b, struct blk_req *r)
 {
     switch (r->type) {

@@ -33,5 +33,9 @@ struct vblk_state {
     uint64_t io_errors; /* requests that failed on the host (EIO, ENOSPC...) */
 };
 void vblk_get_state(struct vblk *b, struct vblk_state *st);
+/* The disk's open image, for whole-VM snapshots (vmm/vm_snapshot.c), which use it only with
+ * the device stopped by its save (no request in flight). NULL when none is open. */
+struct blk;
+struct blk *vblk_image(struct vblk *b);
 
 #endif

@@ -22,7 +22,7 @@ enum api_action {
 };
 
 enum api_arg_type { API_ARG_INT = 1, API_ARG_STRING, API_ARG_INT_OR_STRING };
-#define API_MAX_ARGS 2
+#define API_MAX_ARGS 3
 
 struct api_arg {
     const char *name; /* NULL ends the list */

@@ -401,11 +401,11 @@ static int check_disks(struct vm *vm, struct st_file *f, char *err, size_t errle
         int r = disk_fingerprint(cur, &fsize, &fmtime);
         if (r < 0)
             return errf(err, errlen, r, "disk %s: %s", cur, strerror(-r));
-        if (fsize != size || fmtime != mtime)
-            return errf(err, errlen, -ESTALE,
-                        "disk %s changed since the state was saved (size or "
-                        "modification time differ); restoring would corrupt it",
-                        cur);
+        /* A disk reverted to the snapshot taken with this state is as it was saved, though
+         * its file changed (`kvmbox snapshot revert`). */
+        if ((fsize != size || fmtime != mtime) && !vm->cfg.restore_disks_reverted)
+            return errf(err, errlen, -ESTALE, "disk %s changed since the state was saved (size or "
+                        "modification time differ); restoring would corrupt it", cur);
     }
     return 0;
 }
@@ -585,4 +585,22 @@ int vm_restore_apply(struct vm *vm, char *err, size_t errlen)
     }
     vm_restore_free(vm);
     return 0;
+}
+
+/* ---- for whole-VM snapshots (vmm/vm_snapshot.c), which pause, drain and save without
+ * stopping the VM ---------------------------------------------------------------------- */
+
+int vm_pause_settled(struct vm *vm)
+{
+    return pause_settled(vm);
+}
+
+int vm_save_devices(struct vm *vm, struct st_writer *w, char *err, size_t errlen)
+{
+    return save_devices(vm, w, err, errlen);
+}
+
+int vm_save_to_fd(struct vm *vm, int fd, char *err, size_t errlen)
+{
+    return save_to_fd(vm, fd, false, err, errlen);
 }

@@ -55,6 +55,24 @@ void vm_restore_free(struct vm *vm);
  * Called with the KVM VM torn down. */
 int vm_restore_ram_release(struct vm *vm) MUST_CHECK;
 
+/* For whole-VM snapshots (vmm/vm_snapshot.c): pause the vCPUs with their last I/O completed;
+ * let every device finish its I/O in flight and write its section into W (a device then
+ * stays stopped until its save_failed callback runs); the whole state into FD as
+ * vm_save_request does, without stopping the VM. Each returns 0 or a negative errno (with ERR
+ * set where it takes one). */
+int vm_pause_settled(struct vm *vm) MUST_CHECK;
+int vm_save_devices(struct vm *vm, struct st_writer *w, char *err, size_t errlen) MUST_CHECK;
+int vm_save_to_fd(struct vm *vm, int fd, char *err, size_t errlen) MUST_CHECK;
+
+/* vmm/vm_snapshot.c: whole-VM snapshots of a running VM (docs/savestate.md, "Snapshots").
+ * From the API thread, served by the VM's main thread like a save; each returns 0 or a
+ * negative errno with ERR set, and the VM runs on (or stays paused) either way. */
+enum vm_snap_kind { VM_SNAP_FULL, VM_SNAP_DISK, VM_SNAP_MEMORY };
+int vm_snapshot_request(struct vm *vm, bool create, const char *name, enum vm_snap_kind kind,
+                        const char *state_path, char *err, size_t errlen) MUST_CHECK;
+bool vm_snapshot_serve(struct vm *vm);
+void vm_snapshot_cancel(struct vm *vm);
+
 /* vmm/vcpu_state.c: what KVM holds. */
 int vcpus_state_save(struct vm *vm, struct st_writer *w, char *err, size_t errlen) MUST_CHECK;
 int vcpus_state_load(struct vm *vm, struct st_file *f, char *err, size_t errlen) MUST_CHECK;

@@ -923,7 +923,7 @@ static bool wait_for_event(struct vm *vm, const struct timespec *deadline)
 {
     bool timed_out = false;
     pthread_mutex_lock(&vm->lock);
-    while (!vm->stop_requested && !vm->reset_requested && !timed_out && !vm->save_req) {
+    while (!vm->stop_requested && !vm->reset_requested && !timed_out && !vm->save_req && !vm->snap_req) {
         if (deadline)
             timed_out = pthread_cond_timedwait(&vm->cond, &vm->lock, deadline) == ETIMEDOUT;
         else
@@ -975,6 +975,8 @@ int kvmbox_vm_run(struct kvmbox_vm *k, struct kvmbox_result *res)
                             vm->cfg.timeout_secs);
         if (vm_save_serve(vm))
             continue; /* saved (the VM is stopping now) or failed (it runs on) */
+        if (vm_snapshot_serve(vm))
+            continue; /* vmm/vm_snapshot.c: the VM runs on */
         vcpus_stop(vm);
         if (vm->stop_requested)
             break;
@@ -995,6 +997,7 @@ int kvmbox_vm_run(struct kvmbox_vm *k, struct kvmbox_result *res)
     }
     trace_mark("vCPU threads joined");
     vm_save_cancel(vm);
+    vm_snapshot_cancel(vm);
     console_stop(vm->console);
     vm->console = NULL;
     if (r < 0)

@@ -25,6 +25,7 @@ struct kvm_cpuid2;
 struct st_writer;
 struct st_section;
 struct vm_save_req;
+struct vm_snap_req;
 struct vm_restore;
 struct vm;
 
@@ -145,6 +146,7 @@ struct vm {
     struct pci_host *pci;
     struct vballoon *balloon;     /* NULL with --balloon off */
     struct vm_save_req *save_req; /* a save the API asked for (lock; vmm/snapshot.c) */
+    struct vm_snap_req *snap_req; /* a snapshot request (lock; vmm/vm_snapshot.c) */
     struct vm_restore *restore;   /* the state being restored, during kvmbox_vm_create */
     bool ram_from_state;          /* RAM is a private mapping of a state file (vmm/snapshot.c) */
 };
