@@ -41,8 +41,13 @@ int cli_connect(const char *name, char *err, size_t errlen);
 /* Sends {"request": REQ} and reads one reply line. Returns the parsed reply or NULL with
  * ERR set (connection problems, or {"ok":false} with the VM's error). */
 struct json_object *cli_request_fd(int fd, const char *req, char *err, size_t errlen);
+/* cli_request_fd for a request that writes the file WATCH (save, snapshot-create): its reply
+ * is waited for while WATCH grows, not only for the usual 30 s. */
+struct json_object *cli_request_fd_watch(int fd, const char *req, const char *watch, char *err, size_t errlen);
 /* cli_connect + cli_request_fd: 0 with *REPLY set, or the negative errno with ERR set. */
 int cli_request(const char *name, const char *req, struct json_object **reply, char *err, size_t errlen);
+int cli_request_watch(const char *name, const char *req, const char *watch, struct json_object **reply,
+                      char *err, size_t errlen);
 
 /* The record a VM left when it ended (RUNTIME/NAME.status: {"name", "status", "reason",
  * "message", "ended"}), kept until a VM of that name starts again; NULL when there is none.

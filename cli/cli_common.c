@@ -188,7 +188,19 @@ static int read_line(int fd, char *buf, size_t len)
     return (int)n;
 }
 
+/* How far a file being written has got (its size and allocated blocks), -1 if it is not there. */
+static long long file_progress(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (long long)st.st_size + (long long)st.st_blocks : -1;
+}
+
 struct json_object *cli_request_fd(int fd, const char *req, char *err, size_t errlen)
+{
+    return cli_request_fd_watch(fd, req, NULL, err, errlen);
+}
+
+struct json_object *cli_request_fd_watch(int fd, const char *req, const char *watch, char *err, size_t errlen)
 {
     char line[API_MAX_MESSAGE];
     /* A bare verb, or a whole request object. */
@@ -203,16 +215,25 @@ struct json_object *cli_request_fd(int fd, const char *req, char *err, size_t er
         return NULL;
     }
     /* A VM answers at once (its API thread never blocks); a server that does not is not
-     * waited for for ever. */
+     * waited for for ever. A request that writes WATCH (a save) answers when it is done: it
+     * is waited for while the file grows, however long that takes on a slow disk. */
     struct timeval tv = { .tv_sec = CLI_REPLY_TIMEOUT_S }, none = { 0 };
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    int r = read_line(fd, line, sizeof(line));
+    int r;
+    long long seen = -1, now;
+    while ((r = read_line(fd, line, sizeof(line))) == -EAGAIN && watch && (now = file_progress(watch)) >= 0 &&
+           now != seen)
+        seen = now;
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof(none));
     if (r < 0) {
-        errf(err, errlen, -EIO,
-             r == -EAGAIN ? "no answer from the VM within %d s"
-                          : "the VM closed the connection without answering",
-             CLI_REPLY_TIMEOUT_S);
+        if (r == -EAGAIN && watch)
+            errf(err, errlen, -EIO, "no answer from the VM, and %s did not grow, for %d s", watch,
+                 CLI_REPLY_TIMEOUT_S);
+        else
+            errf(err, errlen, -EIO,
+                 r == -EAGAIN ? "no answer from the VM within %d s"
+                              : "the VM closed the connection without answering",
+                 CLI_REPLY_TIMEOUT_S);
         return NULL;
     }
     struct json_object *o = json_tokener_parse(line), *ok, *msg;
@@ -232,11 +253,17 @@ struct json_object *cli_request_fd(int fd, const char *req, char *err, size_t er
 
 int cli_request(const char *name, const char *req, struct json_object **reply, char *err, size_t errlen)
 {
+    return cli_request_watch(name, req, NULL, reply, err, errlen);
+}
+
+int cli_request_watch(const char *name, const char *req, const char *watch, struct json_object **reply,
+                      char *err, size_t errlen)
+{
     *reply = NULL;
     int fd = cli_connect(name, err, errlen);
     if (fd < 0)
         return fd;
-    *reply = cli_request_fd(fd, req, err, errlen);
+    *reply = cli_request_fd_watch(fd, req, watch, err, errlen);
     close(fd);
     return *reply ? 0 : -EIO;
 }

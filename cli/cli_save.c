@@ -73,9 +73,9 @@ int cmd_save(int argc, char **argv)
         fprintf(stderr, "kvmbox: %s\n", err);
         return cli_status(fd);
     }
-    reply = cli_request_fd(
-        fd, json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE), err,
-        sizeof(err));
+    reply = cli_request_fd_watch(
+        fd, json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE), file,
+        err, sizeof(err));
     json_object_put(req);
     if (!reply) {
         close(fd);

@@ -427,10 +427,10 @@ static int snap_create(struct snap_vm *v, const char *snap, const char *kind, co
         json_object_object_add(req, "kind", json_object_new_string(kind));
         if (with_state)
             json_object_object_add(req, "file", json_object_new_string(state));
-        r = cli_request(
+        r = cli_request_watch(
             v->name,
             json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE),
-            &reply, err, errlen);
+            with_state ? state : NULL, &reply, err, errlen);
         json_object_put(req);
         json_object_put(reply);
     } else {
