@@ -73,6 +73,18 @@ int disk_fingerprint(const char *path, uint64_t *size, uint64_t *mtime_ns)
     return 0;
 }
 
+/* What size and mtime miss: a file put in the image's place (another inode) and a write or
+ * copy that set the old mtime again (`cp -p`, `touch -r`: the change time cannot be set). */
+static int disk_identity(const char *path, uint64_t *ino, uint64_t *ctime_ns)
+{
+    struct stat st;
+    if (stat(path, &st) < 0)
+        return -errno;
+    *ino = (uint64_t)st.st_ino;
+    *ctime_ns = (uint64_t)st.st_ctim.tv_sec * 1000000000ULL + (uint64_t)st.st_ctim.tv_nsec;
+    return 0;
+}
+
 /* ---- save ----------------------------------------------------------------------------- */
 
 static int save_vm_section(struct vm *vm, struct st_writer *w, char *err, size_t errlen)
@@ -86,8 +98,10 @@ static int save_vm_section(struct vm *vm, struct st_writer *w, char *err, size_t
     st_put_u32(w, "disks", vm->cfg.ndisks);
     st_end(w);
     for (unsigned i = 0; i < vm->cfg.ndisks; i++) {
-        uint64_t size, mtime;
+        uint64_t size = 0, mtime = 0, ino = 0, ctime = 0;
         int r = disk_fingerprint(vm->cfg.disks[i].path, &size, &mtime);
+        if (r == 0)
+            r = disk_identity(vm->cfg.disks[i].path, &ino, &ctime);
         if (r < 0)
             return errf(err, errlen, r, "disk %s: %s", vm->cfg.disks[i].path, strerror(-r));
         st_begin(w, "disk", i, VM_SECTION_VERSION);
@@ -96,6 +110,8 @@ static int save_vm_section(struct vm *vm, struct st_writer *w, char *err, size_t
         st_put_u64(w, "size", vm->disk_info[i].size);
         st_put_u64(w, "file_size", size);
         st_put_u64(w, "mtime_ns", mtime);
+        st_put_u64(w, "ino", ino);
+        st_put_u64(w, "ctime_ns", ctime);
         st_end(w);
     }
     return 0;
@@ -398,14 +414,25 @@ static int check_disks(struct vm *vm, struct st_file *f, char *err, size_t errle
         if (strlen(cur) != plen || memcmp(cur, path, plen))
             return errf(err, errlen, -EINVAL, "disk %u is %s, but the state was saved with %.*s", i, cur,
                         (int)(plen > 512 ? 512 : plen), path);
+        uint64_t ino, ctime, fino = 0, fctime = 0;
         int r = disk_fingerprint(cur, &fsize, &fmtime);
+        if (r == 0)
+            r = disk_identity(cur, &fino, &fctime);
         if (r < 0)
             return errf(err, errlen, r, "disk %s: %s", cur, strerror(-r));
         /* A disk reverted to the snapshot taken with this state is as it was saved, though
          * its file changed (`kvmbox snapshot revert`). */
-        if ((fsize != size || fmtime != mtime) && !vm->cfg.restore_disks_reverted)
+        if (vm->cfg.restore_disks_reverted)
+            continue;
+        if (fsize != size || fmtime != mtime)
             return errf(err, errlen, -ESTALE, "disk %s changed since the state was saved (size or "
                         "modification time differ); restoring would corrupt it", cur);
+        /* ino and ctime_ns: files saved by this kvmbox have them (a file without them is
+         * checked by size and mtime alone). */
+        if (st_get_uint(s, "ino", &ino) == 0 && st_get_uint(s, "ctime_ns", &ctime) == 0 &&
+            (fino != ino || fctime != ctime))
+            return errf(err, errlen, -ESTALE, "disk %s changed since the state was saved (%s); "
+                        "restoring would corrupt it", cur, fino != ino ? "it is another file" : "its change time differs");
     }
     return 0;
 }
