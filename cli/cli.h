@@ -43,7 +43,8 @@ int cli_connect(const char *name, char *err, size_t errlen);
 struct json_object *cli_request_fd(int fd, const char *req, char *err, size_t errlen);
 /* cli_request_fd for a request that writes the file WATCH (save, snapshot-create): its reply
  * is waited for while WATCH grows, not only for the usual 30 s. */
-struct json_object *cli_request_fd_watch(int fd, const char *req, const char *watch, char *err, size_t errlen);
+struct json_object *cli_request_fd_watch(int fd, const char *req, const char *watch, char *err,
+                                         size_t errlen);
 /* cli_connect + cli_request_fd: 0 with *REPLY set, or the negative errno with ERR set. */
 int cli_request(const char *name, const char *req, struct json_object **reply, char *err, size_t errlen);
 int cli_request_watch(const char *name, const char *req, const char *watch, struct json_object **reply,
@@ -74,8 +75,8 @@ int cmd_ctl(const char *verb, int argc,
             char **argv); /* list info pause resume shutdown reboot reset kill wait */
 int cmd_console(int argc, char **argv);
 int cmd_def(const char *verb, int argc, char **argv); /* define undefine dumpconfig clone settings */
-int cmd_save(int argc, char **argv);    /* save NAME FILE (cli/cli_save.c) */
-int cmd_restore(int argc, char **argv); /* restore FILE [--name NAME] [--paused] [--prefault] */
+int cmd_save(int argc, char **argv);                  /* save NAME FILE (cli/cli_save.c) */
+int cmd_restore(int argc, char **argv);               /* restore FILE [--name NAME] [--paused] [--prefault] */
 /* Runs the VM saved in FILE again (as `restore` does), under NAME (NULL: the saved name);
  * DISKS_REVERTED: the disks were just reverted to the snapshot taken with FILE (their
  * fingerprints are not compared). Returns the CLI status and prints what went wrong. */

@@ -74,8 +74,8 @@ int cmd_save(int argc, char **argv)
         return cli_status(fd);
     }
     reply = cli_request_fd_watch(
-        fd, json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE), file,
-        err, sizeof(err));
+        fd, json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE),
+        file, err, sizeof(err));
     json_object_put(req);
     if (!reply) {
         close(fd);

@@ -37,7 +37,7 @@ struct fake_vm {
     unsigned stops, resets;
     enum kvmbox_stop reason;
     uint32_t code;
-    int line[24]; /* last level per GSI, -1: never driven */
+    int line[24];     /* last level per GSI, -1: never driven */
     dev_save_fn save; /* the last device that asked for a saved state */
     dev_load_fn load;
     void *save_dev;

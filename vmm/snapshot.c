@@ -425,14 +425,18 @@ static int check_disks(struct vm *vm, struct st_file *f, char *err, size_t errle
         if (vm->cfg.restore_disks_reverted)
             continue;
         if (fsize != size || fmtime != mtime)
-            return errf(err, errlen, -ESTALE, "disk %s changed since the state was saved (size or "
-                        "modification time differ); restoring would corrupt it", cur);
+            return errf(err, errlen, -ESTALE,
+                        "disk %s changed since the state was saved (size or "
+                        "modification time differ); restoring would corrupt it",
+                        cur);
         /* ino and ctime_ns: files saved by this kvmbox have them (a file without them is
          * checked by size and mtime alone). */
         if (st_get_uint(s, "ino", &ino) == 0 && st_get_uint(s, "ctime_ns", &ctime) == 0 &&
             (fino != ino || fctime != ctime))
-            return errf(err, errlen, -ESTALE, "disk %s changed since the state was saved (%s); "
-                        "restoring would corrupt it", cur, fino != ino ? "it is another file" : "its change time differs");
+            return errf(err, errlen, -ESTALE,
+                        "disk %s changed since the state was saved (%s); "
+                        "restoring would corrupt it",
+                        cur, fino != ino ? "it is another file" : "its change time differs");
     }
     return 0;
 }
