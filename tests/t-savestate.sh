@@ -169,6 +169,45 @@ set_field "$T/c1.state" "$T/hostile2" virtio_balloon config_vector 0 3412 &&
 set_field "$T/c1.state" "$T/hostile4" vm cpus 0 07000000 &&
     refused "a vCPU count other than the definition's: status 2" 2 "vCPUs" \
         "$KVMBOX" restore "$T/hostile4" --name h4
+# A CPU feature this host's KVM lacks, in the CPUID the guest was given (vCPU 0's "cpuid":
+# kvm_cpuid_entry2 of 40 bytes: function, index, flags, eax, ebx, ecx, edx, padding): a bit
+# clear in the saved leaf 7.0 EBX (or 1 ECX) is set, as a state saved on a bigger host would be.
+if python3 - "$T/c1.state" >"$T/cpuid-at" <<'PYEOF'
+import struct, sys
+b = open(sys.argv[1], 'rb').read()
+nsec, p = struct.unpack_from('<I', b, 40)[0], 64
+for _ in range(nsec):
+    name, inst = b[p:p + 16].rstrip(b'\0').decode(), struct.unpack_from('<I', b, p + 16)[0]
+    ln = struct.unpack_from('<I', b, p + 24)[0]
+    q, end = p + 32, p + 32 + ln
+    while q < end:
+        nl = b[q]
+        fn = b[q + 1:q + 1 + nl].decode()
+        dl = struct.unpack_from('<I', b, q + 1 + nl)[0]
+        if name == 'vcpu' and inst == 0 and fn == 'cpuid':
+            v = b[q + 1 + nl + 4:q + 1 + nl + 4 + dl]
+            for want, reg in ((7, 4), (1, 5)):
+                for e in range(dl // 40):
+                    f, i = struct.unpack_from('<II', v, e * 40)
+                    if f == want and i == 0:
+                        word = struct.unpack_from('<I', v, e * 40 + reg * 4)[0]
+                        for bit in range(30, -1, -1):
+                            if not word >> bit & 1:
+                                print(e * 40 + reg * 4, struct.pack('<I', word | 1 << bit).hex())
+                                sys.exit(0)
+            sys.exit(1)
+        q += 1 + nl + 4 + dl
+    p += 32 + ((ln + 7) & ~7)
+sys.exit(1)
+PYEOF
+then
+    read -r at hex <"$T/cpuid-at"
+    set_field "$T/c1.state" "$T/hostile5" vcpu cpuid "$at" "$hex" &&
+        refused "a CPU feature this host's KVM lacks in the saved CPUID: status 2" 2 "CPU features" \
+            "$KVMBOX" restore "$T/hostile5" --name h5
+else
+    bad "the saved vCPU 0 has no CPUID table (or no clear feature bit in leaf 7.0 EBX or 1 ECX)"
+fi
 expect "no VM was left behind by the refused restores" '[ "$(ls "$T"/run/*.sock | wc -l)" = 1 ]'
 
 # --- restore --paused ------------------------------------------------------------------------

@@ -6,11 +6,13 @@
  * Called on the main thread with every vCPU parked outside KVM_RUN (save) or created and not
  * yet running (restore). */
 #include <errno.h>
+#include <inttypes.h>
 #include <linux/kvm.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 
+#include "vmm/kvm.h"
 #include "vmm/snapshot.h"
 #include "vmm/state.h"
 #include "common/util.h"
@@ -55,6 +57,95 @@ static int read_msrs(struct vm *vm, int fd, struct msrs *m)
     }
 }
 
+/* A vCPU's CPUID table, as big as kvmbox ever makes one. */
+#define CPUID_MAX (KVM_MAX_CPUID_ENTRIES + CPUID_EXTRA_ENTRIES)
+struct cpuid_table {
+    struct kvm_cpuid2 h;
+    struct kvm_cpuid_entry2 e[CPUID_MAX];
+};
+
+/* The CPUID the guest was given, so that a restore gives it the same one (it chose its code
+ * paths by it) or refuses a host that lacks what it promised. Absent where KVM cannot say. */
+static int save_cpuid(struct vcpu *v, struct st_writer *w, char *err, size_t errlen)
+{
+    struct cpuid_table *t = calloc(1, sizeof(*t));
+    if (!t)
+        return errf(err, errlen, -ENOMEM, "out of memory");
+    t->h.nent = CPUID_MAX;
+    if (ioctl(v->fd, KVM_GET_CPUID2, t) == 0 && t->h.nent <= CPUID_MAX)
+        st_put(w, "cpuid", t->e, t->h.nent * (uint32_t)sizeof(t->e[0]));
+    free(t);
+    return 0;
+}
+
+static const struct kvm_cpuid_entry2 *cpuid_find(const struct kvm_cpuid_entry2 *e, unsigned n, uint32_t fn,
+                                                 uint32_t idx)
+{
+    for (unsigned i = 0; i < n; i++)
+        if (e[i].function == fn && (e[i].index == idx || !(e[i].flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX)))
+            return &e[i];
+    return NULL;
+}
+
+/* The feature words: a bit set in the saved table must be one this host would give. */
+static const struct {
+    uint32_t fn, idx;
+    unsigned reg; /* 0 eax, 1 ebx, 2 ecx, 3 edx */
+} feature_words[] = {
+    { 1, 0, 2 }, { 1, 0, 3 }, { 7, 0, 1 }, { 7, 0, 2 }, { 7, 0, 3 }, { 7, 1, 0 },
+    { 0xd, 1, 0 }, { 0x80000001, 0, 2 }, { 0x80000001, 0, 3 },
+};
+
+static uint32_t reg_of(const struct kvm_cpuid_entry2 *e, unsigned reg)
+{
+    return !e ? 0 : reg == 0 ? e->eax : reg == 1 ? e->ebx : reg == 2 ? e->ecx : e->edx;
+}
+
+/* Sets the saved CPUID on vCPU V (before its first KVM_RUN: KVM allows it then) once every
+ * feature it names is one this host's KVM gives a vCPU; no saved table: the one it got. */
+static int load_cpuid(struct vm *vm, struct vcpu *v, const struct st_section *s, char *err, size_t errlen)
+{
+    static const char reg_name[] = "abcd";
+    uint32_t len;
+    const void *p = st_field(s, "cpuid", &len);
+    if (!p)
+        return 0;
+    if (len % sizeof(struct kvm_cpuid_entry2) || len / sizeof(struct kvm_cpuid_entry2) > CPUID_MAX)
+        return errf(err, errlen, -EBADMSG, "saved state: the CPUID of vCPU %u is malformed", s->instance);
+    struct cpuid_table *saved = calloc(1, sizeof(*saved)), *mine = calloc(1, sizeof(*mine));
+    int r = 0;
+    if (!saved || !mine) {
+        r = errf(err, errlen, -ENOMEM, "out of memory");
+        goto out;
+    }
+    saved->h.nent = len / sizeof(struct kvm_cpuid_entry2);
+    memcpy(saved->e, p, len);
+    /* What this host gives a vCPU: the table the new vCPU got, as KVM reports it (some KVMs,
+     * this project's PVM host among them, report more than kvmbox set: the host's own). */
+    mine->h.nent = CPUID_MAX;
+    if (ioctl(v->fd, KVM_GET_CPUID2, mine) < 0 || mine->h.nent > CPUID_MAX)
+        cpuid_for_vcpu(vm->cpuid, v->id, vm->ncpus, &mine->h);
+    for (size_t i = 0; i < sizeof(feature_words) / sizeof(feature_words[0]); i++) {
+        uint32_t fn = feature_words[i].fn, idx = feature_words[i].idx;
+        unsigned reg = feature_words[i].reg;
+        uint32_t lack = reg_of(cpuid_find(saved->e, saved->h.nent, fn, idx), reg) &
+                        ~reg_of(cpuid_find(mine->e, mine->h.nent, fn, idx), reg);
+        if (lack) {
+            r = errf(err, errlen, -ENOTSUP,
+                     "the state was saved on a host with CPU features this host's KVM lacks "
+                     "(CPUID leaf %#" PRIx32 ".%" PRIu32 " e%cx bits %#" PRIx32 ")",
+                     fn, idx, reg_name[reg], lack);
+            goto out;
+        }
+    }
+    if (ioctl(v->fd, KVM_SET_CPUID2, saved) < 0)
+        r = errf(err, errlen, -errno, "KVM_SET_CPUID2 on vCPU %u: %s", s->instance, strerror(errno));
+out:
+    free(saved);
+    free(mine);
+    return r;
+}
+
 static int save_one_vcpu(struct vm *vm, struct vcpu *v, struct st_writer *w, char *err, size_t errlen)
 {
     struct kvm_regs regs;
@@ -72,6 +163,8 @@ static int save_one_vcpu(struct vm *vm, struct vcpu *v, struct st_writer *w, cha
         (r = IOCTL(v->fd, KVM_GET_MP_STATE, &mp, "KVM_GET_MP_STATE")) < 0)
         return r;
     st_begin(w, "vcpu", v->id, VCPU_SECTION_VERSION);
+    if ((r = save_cpuid(v, w, err, errlen)) < 0)
+        return r;
     st_put(w, "regs", &regs, sizeof(regs));
     st_put(w, "sregs", &sregs, sizeof(sregs));
     /* XSAVE when KVM has it (the whole FPU/SSE/AVX state), else the legacy FPU area. */
@@ -161,6 +254,9 @@ static int load_one_vcpu(struct vm *vm, struct vcpu *v, const struct st_section 
         (r = st_need(s, "events", &events, sizeof(events), err, errlen)) < 0 ||
         (r = st_need(s, "debugregs", &dregs, sizeof(dregs), err, errlen)) < 0 ||
         (r = st_need(s, "mp_state", &mp, sizeof(mp), err, errlen)) < 0)
+        return r;
+    /* First: what KVM accepts of the rest (XSAVE features, MSRs) follows the CPUID. */
+    if ((r = load_cpuid(vm, v, s, err, errlen)) < 0)
         return r;
     if ((r = IOCTL(v->fd, KVM_SET_REGS, &regs, "KVM_SET_REGS")) < 0)
         return r;
