@@ -60,8 +60,10 @@ static int read_msrs(struct vm *vm, int fd, struct msrs *m)
 /* A vCPU's CPUID table, as big as kvmbox ever makes one. */
 #define CPUID_MAX (KVM_MAX_CPUID_ENTRIES + CPUID_EXTRA_ENTRIES)
 struct cpuid_table {
-    struct kvm_cpuid2 h;
-    struct kvm_cpuid_entry2 e[CPUID_MAX];
+    union { /* as struct msrs: clang refuses the flexible array inside a struct */
+        struct kvm_cpuid2 h;
+        uint8_t room[sizeof(struct kvm_cpuid2) + CPUID_MAX * sizeof(struct kvm_cpuid_entry2)];
+    };
 };
 
 /* The CPUID the guest was given, so that a restore gives it the same one (it chose its code
@@ -73,7 +75,7 @@ static int save_cpuid(struct vcpu *v, struct st_writer *w, char *err, size_t err
         return errf(err, errlen, -ENOMEM, "out of memory");
     t->h.nent = CPUID_MAX;
     if (ioctl(v->fd, KVM_GET_CPUID2, t) == 0 && t->h.nent <= CPUID_MAX)
-        st_put(w, "cpuid", t->e, t->h.nent * (uint32_t)sizeof(t->e[0]));
+        st_put(w, "cpuid", t->h.entries, t->h.nent * (uint32_t)sizeof(t->h.entries[0]));
     free(t);
     return 0;
 }
@@ -119,7 +121,7 @@ static int load_cpuid(struct vm *vm, struct vcpu *v, const struct st_section *s,
         goto out;
     }
     saved->h.nent = len / sizeof(struct kvm_cpuid_entry2);
-    memcpy(saved->e, p, len);
+    memcpy(saved->h.entries, p, len);
     /* What this host gives a vCPU: the table the new vCPU got, as KVM reports it (some KVMs,
      * this project's PVM host among them, report more than kvmbox set: the host's own). */
     mine->h.nent = CPUID_MAX;
@@ -128,8 +130,8 @@ static int load_cpuid(struct vm *vm, struct vcpu *v, const struct st_section *s,
     for (size_t i = 0; i < sizeof(feature_words) / sizeof(feature_words[0]); i++) {
         uint32_t fn = feature_words[i].fn, idx = feature_words[i].idx;
         unsigned reg = feature_words[i].reg;
-        uint32_t lack = reg_of(cpuid_find(saved->e, saved->h.nent, fn, idx), reg) &
-                        ~reg_of(cpuid_find(mine->e, mine->h.nent, fn, idx), reg);
+        uint32_t lack = reg_of(cpuid_find(saved->h.entries, saved->h.nent, fn, idx), reg) &
+                        ~reg_of(cpuid_find(mine->h.entries, mine->h.nent, fn, idx), reg);
         if (lack) {
             r = errf(err, errlen, -ENOTSUP,
                      "the state was saved on a host with CPU features this host's KVM lacks "
