@@ -63,12 +63,10 @@ void cli_mac_from_name(const char *name, char *buf); /* 18 bytes: 52:54:00:xx:xx
 
 /* A daemonized VM's log: from here on stdout and stderr go through a pipe to a thread that
  * appends to RUNTIME/NAME.log, rotating it to NAME.log.1 at 1 MiB ($KVMBOX_LOG_MAX bytes).
- * cli_log_finish drains the pipe, ends the thread and appends LAST_LINE (if not empty) on a
- * line of its own (once: later calls do nothing); cli_log_stop finishes it if need be and
- * frees it. */
+ * cli_log_stop drains the pipe, ends the thread and appends LAST_LINE (if not empty) on a
+ * line of its own. */
 struct cli_log;
 int cli_log_start(const char *name, bool sandbox, struct cli_log **out, char *err, size_t errlen) MUST_CHECK;
-void cli_log_finish(struct cli_log *log, const char *last_line);
 void cli_log_stop(struct cli_log *log, const char *last_line);
 
 int cmd_run(int argc, char **argv);

@@ -28,7 +28,6 @@ struct cli_log {
     uint64_t max, size;
     bool at_line_end; /* NAME.log ends with a complete line */
     bool sandbox;
-    bool finished; /* cli_log_finish ran: the thread is gone, stderr is NAME.log itself */
     pthread_t thread;
 };
 
@@ -202,9 +201,9 @@ int cli_log_start(const char *name, bool sandbox, struct cli_log **out, char *er
     return 0;
 }
 
-void cli_log_finish(struct cli_log *l, const char *last_line)
+void cli_log_stop(struct cli_log *l, const char *last_line)
 {
-    if (!l || l->finished)
+    if (!l)
         return;
     /* Closing the last write ends lets the thread drain the pipe and end. What is printed
      * after (a sanitizer's report at exit) goes to NAME.log directly. */
@@ -218,18 +217,10 @@ void cli_log_finish(struct cli_log *l, const char *last_line)
         log_write(l, last_line, strlen(last_line));
     }
     dup2(l->cur_fd, STDERR_FILENO);
-    if (null >= 0)
-        close(null);
-    l->finished = true;
-}
-
-void cli_log_stop(struct cli_log *l, const char *last_line)
-{
-    if (!l)
-        return;
-    cli_log_finish(l, last_line);
     struct stat st;
     if (fstat(l->old_fd, &st) == 0 && st.st_size == 0)
         unlinkat(l->dir_fd, l->old_name, 0); /* never rotated: no clutter */
+    if (null >= 0)
+        close(null);
     log_free(l);
 }

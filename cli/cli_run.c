@@ -155,7 +155,6 @@ struct run_ctx {
     char alias[4200]; /* RUNTIME/NAME.sock -> the --api-sock path; "" when none */
     char alias_target[PATH_MAX];
     char end_line[KVMBOX_MSG_MAX + 160]; /* a daemon's last log line */
-    struct cli_log *log;                  /* a daemon's NAME.log */
 };
 
 static const char *const reason_names[] = {
@@ -231,10 +230,6 @@ static void on_end(const struct kvmbox_result *res, void *opaque)
     else if (c->daemon)
         snprintf(c->end_line, sizeof(c->end_line), "kvmbox: VM %s ended: %s, status %d\n", c->o->vm.name,
                  res->message, status);
-    /* All the guest's output is in (its vCPUs and console have stopped): NAME.log is whole,
-     * with its last line, before `kvmbox wait` returns and a script reads it. */
-    if (c->daemon)
-        cli_log_finish(c->log, c->end_line);
 }
 
 /* A VM whose control socket is elsewhere (--api-sock) is found by name through a symlink
@@ -471,7 +466,6 @@ static int daemonize_and_run(struct run_ctx *c)
         report(p[1], KVMBOX_EXIT_USAGE, msg);
         _exit(KVMBOX_EXIT_USAGE);
     }
-    c->log = log;
     o->vm.console_in = -1;
     o->vm.console_out = STDOUT_FILENO;
     o->vm.console_escape = false;
