@@ -333,8 +333,11 @@ else
     mac2=$(mac_of n2)
     round n2 "$LOG2" 1
     go_on n2
+    ends=$(grep -c "ended: " "$LOG2")
     "$PROGRESS" run --quiet 120 --cap 1800 --watch "$LOG2" -- "$KVMBOX" wait n2 >/dev/null 2>&1
     rc=$?
+    # the daemon writes the last of NAME.log (and its "ended" line) after waiters hear
+    wait_output --count $((ends + 1)) "$LOG2" "ended: " >/dev/null 2>&1
     expect "net: after the restores every round of DHCP and ping went through (rounds: $(rounds_in "$LOG") as n1, $(rounds_in "$LOG2") as n2; guest status $rc)" \
         '[ "$rc" = 1 ] && grep -a -q "^SUMMARY: pass=[0-9]* fail=0" "$LOG2" && [ "$(rounds_in "$LOG")" = 4 ] && [ "$(rounds_in "$LOG2")" = 2 ]'
     expect "net: the copy has a MAC of its own ($mac1 -> $mac2), and its guest was told (\"$(grep -a '^MAC now' "$LOG2" | tr -d '\r')\")" \
@@ -370,8 +373,11 @@ blk_round_trip() {
     "$KVMBOX" restore "$T/$name.state" >/dev/null 2>"$T/err"
     rc=$?
     expect "$f: the disk guest is restored ($(head -c 200 "$T/err"))" '[ $rc = 0 ]'
+    ends=$(grep -c "ended: " "$LOG")
     "$PROGRESS" run --quiet 180 --cap 1800 --watch "$LOG" -- "$KVMBOX" wait "$name" >/dev/null 2>&1
     rc=$?
+    # the daemon writes the last of NAME.log (and its "ended" line) after waiters hear
+    wait_output --count $((ends + 1)) "$LOG" "ended: " >/dev/null 2>&1
     expect "$f: after the restore every round checks out (guest exit status $rc, rounds before the save: $rounds)" \
         '[ "$rc" = 1 ] && grep -q "^SUMMARY: pass=1 fail=0" "$LOG"'
     expect "$f: the rounds went on after the restore" '[ "$(grep -c "^ROUND" "$LOG")" = 3 ]'

@@ -176,8 +176,11 @@ wait_output --quiet 120 "$LOG" '^ROUND 1 ok' || bad "the disk guest did not fini
 rounds_at=$(grep -c '^ROUND' "$LOG")
 "$KVMBOX" snapshot b1 create bfull >/dev/null 2>"$T/err" || bad "full snapshot of the disk guest: $(cat "$T/err")"
 "$KVMBOX" snapshot b1 create bdisk --disk-only >/dev/null 2>"$T/err" || bad "disk-only snapshot of the disk guest: $(cat "$T/err")"
+ends=$(grep -c "ended: " "$LOG")
 "$PROGRESS" run --quiet 180 --cap 1800 --watch "$LOG" -- "$KVMBOX" wait b1 >/dev/null 2>&1
 rc=$?
+# the daemon writes the last of NAME.log (and its "ended" line) after waiters hear
+wait_output --count $((ends + 1)) "$LOG" "ended: " >/dev/null 2>&1
 expect "the disk guest ran on to the end after the snapshots (status $rc)" \
     '[ "$rc" = 1 ] && grep -q "^SUMMARY: pass=1 fail=0" "$LOG"'
 qemu-img convert -U -f qcow2 -O raw -l snapshot.name=bdisk "$D" "$T/bdisk.raw"
@@ -195,8 +198,11 @@ before=$(grep -c '^ROUND' "$LOG")
 "$KVMBOX" snapshot b1 revert bfull >"$T/out" 2>&1
 rc=$?
 expect "revert to the full snapshot exits 0 ($(tr '\n' ' ' <"$T/out"))" '[ $rc = 0 ]'
+ends=$(grep -c "ended: " "$LOG")
 "$PROGRESS" run --quiet 180 --cap 1800 --watch "$LOG" -- "$KVMBOX" wait b1 >/dev/null 2>&1
 rc=$?
+# the daemon writes the last of NAME.log (and its "ended" line) after waiters hear
+wait_output --count $((ends + 1)) "$LOG" "ended: " >/dev/null 2>&1
 expect "the reverted disk guest finishes with every round checked (status $rc)" \
     '[ "$rc" = 1 ] && [ "$(grep -c "^SUMMARY: pass=1 fail=0" "$LOG")" = 2 ] && ! grep -q "^FAIL" "$LOG"'
 after=$(($(grep -c '^ROUND' "$LOG") - before))
