@@ -50,6 +50,9 @@ int cli_request(const char *name, const char *req, struct json_object **reply, c
 int cli_request_watch(const char *name, const char *req, const char *watch, struct json_object **reply,
                       char *err, size_t errlen);
 
+/* The JSON object in the regular file PATH (not followed if a symlink), read up to MAX bytes;
+ * NULL when it is missing, not a regular file, empty, not JSON or not an object. */
+struct json_object *cli_read_json_object(const char *path, size_t max);
 /* The record a VM left when it ended (RUNTIME/NAME.status: {"name", "status", "reason",
  * "message", "ended"}), kept until a VM of that name starts again; NULL when there is none.
  * `kvmbox wait` and `info` fall back on it when no VM of that name runs. */

@@ -320,23 +320,35 @@ int cli_def_save(const char *name, struct json_object *def, bool overwrite, char
     return 0;
 }
 
-struct json_object *cli_last_run(const char *name)
+struct json_object *cli_read_json_object(const char *path, size_t max)
 {
-    char path[4200], buf[4096];
-    if (cli_runtime_path(name, ".status", path, sizeof(path), NULL, 0) < 0)
-        return NULL;
     int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0)
         return NULL;
+    char *buf = malloc(max + 1);
     struct stat st;
-    ssize_t n = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? read(fd, buf, sizeof(buf) - 1) : -1;
+    ssize_t n = buf && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? read(fd, buf, max) : -1;
     close(fd);
-    if (n <= 0)
+    struct json_object *o = NULL;
+    if (n > 0) {
+        buf[n] = 0;
+        o = json_tokener_parse(buf);
+    }
+    free(buf);
+    if (o && !json_object_is_type(o, json_type_object)) {
+        json_object_put(o);
+        o = NULL;
+    }
+    return o;
+}
+
+struct json_object *cli_last_run(const char *name)
+{
+    char path[4200];
+    if (cli_runtime_path(name, ".status", path, sizeof(path), NULL, 0) < 0)
         return NULL;
-    buf[n] = 0;
-    struct json_object *o = json_tokener_parse(buf), *v;
-    if (!o || !json_object_is_type(o, json_type_object) || !json_object_object_get_ex(o, "status", &v) ||
-        !json_object_is_type(v, json_type_int)) {
+    struct json_object *o = cli_read_json_object(path, 4095), *v;
+    if (!o || !json_object_object_get_ex(o, "status", &v) || !json_object_is_type(v, json_type_int)) {
         json_object_put(o);
         return NULL;
     }

@@ -94,23 +94,9 @@ static int bad_snap_name(const char *s, char *err, size_t errlen)
 /* DIR/FILE opened for reading, refusing symlinks and anything but a regular file. */
 static struct json_object *read_json(const char *dir, const char *file)
 {
-    char path[4400], buf[65536];
+    char path[4400];
     snprintf(path, sizeof(path), "%s/%s", dir, file);
-    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0)
-        return NULL;
-    struct stat st;
-    ssize_t n = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? read(fd, buf, sizeof(buf) - 1) : -1;
-    close(fd);
-    if (n <= 0)
-        return NULL;
-    buf[n] = 0;
-    struct json_object *o = json_tokener_parse(buf);
-    if (o && !json_object_is_type(o, json_type_object)) {
-        json_object_put(o);
-        o = NULL;
-    }
-    return o;
+    return cli_read_json_object(path, 65535);
 }
 
 /* TEXT into DIR/FILE: a new temporary file (O_EXCL), fsync'd, renamed into place. Replaces
